@@ -1,0 +1,215 @@
+//! The command line's work, one function per subcommand. `main.rs` only parses arguments.
+
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config};
+use crate::ingest::verify::{
+    sign, HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID,
+};
+use crate::spool::{Spool, SpoolError};
+
+/// `hookfan serve`: runs until SIGTERM or SIGINT, then drains and returns.
+pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
+    let config = config::load(config_path)?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is another process using it?)",
+            config.listen
+        )
+    })?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    crate::server::run(config, listener, shutdown).await
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!("{name} received: no longer accepting webhooks, draining");
+    shutdown.cancel();
+}
+
+/// `hookfan check`: validates the config and prints the route table.
+pub fn check(config_path: &Path) -> anyhow::Result<()> {
+    let config = config::load(config_path)?;
+    println!("{}: OK", config_path.display());
+    println!(
+        "listen {}  data_dir {}  max_body_bytes {}  dedup_window {}",
+        config.listen,
+        config.data_dir.display(),
+        config.max_body_bytes,
+        humantime::format_duration(config.dedup_window)
+    );
+    let keys: Vec<&str> = config.apps.iter().map(|a| a.api_key.as_str()).collect();
+    println!("apps (X-Api-Key): {}", keys.join(", "));
+    println!();
+    let rows: Vec<[String; 5]> = config
+        .routes
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                if r.enabled { "yes".into() } else { "no".into() },
+                r.filter.describe(),
+                r.destination.kind().into(),
+                r.destination.target(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["ROUTE", "ENABLED", "EVENT TYPES", "DESTINATION", "TARGET"],
+        &rows,
+    );
+    Ok(())
+}
+
+fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// `hookfan send`: signs a sample event (or a JSON file) with the first app's secret and POSTs
+/// it, like Stream's "test webhook" button.
+pub async fn send(config_path: &Path, what: &str, to: Option<&str>) -> anyhow::Result<()> {
+    let config = config::load(config_path)?;
+    let body = if what.ends_with(".json") || Path::new(what).is_file() {
+        std::fs::read(what).with_context(|| format!("cannot read {what}"))?
+    } else {
+        sample_event(what).into_bytes()
+    };
+    let app = config
+        .apps
+        .first()
+        .context("no app configured to sign with")?;
+    let url = match to {
+        Some(url) => url.to_string(),
+        None => default_url(&config),
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header(HEADER_WEBHOOK_ID, &id)
+        .header(HEADER_ATTEMPT, "1")
+        .header(HEADER_API_KEY, &app.api_key)
+        .header(HEADER_SIGNATURE, sign(app.api_secret.expose(), &body))
+        .body(body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .with_context(|| format!("cannot POST to {url} (is hookfan running there?)"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    println!("POST {url} (X-Webhook-Id {id}): {status} {}", text.trim());
+    if !status.is_success() {
+        bail!("hookfan answered {status}");
+    }
+    Ok(())
+}
+
+fn default_url(config: &Config) -> String {
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}/")
+}
+
+/// A small event of the given type, shaped like Stream's chat events.
+pub fn sample_event(event_type: &str) -> String {
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    serde_json::json!({
+        "type": event_type,
+        "cid": "messaging:hookfan-test",
+        "channel_type": "messaging",
+        "channel_id": "hookfan-test",
+        "message": {
+            "id": uuid::Uuid::new_v4().to_string(),
+            "text": "Hello from hookfan send",
+            "user": { "id": "hookfan" },
+        },
+        "user": { "id": "hookfan" },
+        "created_at": now,
+    })
+    .to_string()
+}
+
+/// `hookfan dead-letters list`. Reads the spool directly, so the daemon must be stopped.
+pub fn dead_letters_list(
+    config_path: &Path,
+    route: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = config::load(config_path)?;
+    let spool = match Spool::open(&config.data_dir) {
+        Ok(spool) => spool,
+        Err(SpoolError::InUse(path)) => bail!(
+            "{} is in use by the running hookfan; stop it first (a live API comes with the admin listener)",
+            path.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let letters = spool.dead_letters(route)?;
+    if json {
+        for l in &letters {
+            println!("{}", serde_json::to_string(l)?);
+        }
+        return Ok(());
+    }
+    if letters.is_empty() {
+        println!("no dead letters");
+        return Ok(());
+    }
+    let rows: Vec<[String; 6]> = letters
+        .iter()
+        .map(|l| {
+            [
+                l.route.clone(),
+                l.webhook_id.clone().unwrap_or_else(|| "-".into()),
+                l.event_type.clone().unwrap_or_else(|| "-".into()),
+                l.attempts.to_string(),
+                humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(l.dead_at_ms))
+                    .to_string(),
+                l.error.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "ROUTE",
+            "WEBHOOK ID",
+            "TYPE",
+            "ATTEMPTS",
+            "DEAD SINCE",
+            "LAST ERROR",
+        ],
+        &rows,
+    );
+    Ok(())
+}

@@ -1,0 +1,772 @@
+//! routes.yaml: parse, then validate, then hand out a [`Config`] that can only be made here.
+//!
+//! The pipeline is `text → ${VAR} substitution → YAML tree (positions) → key lint → serde
+//! types → validation → Config`. Every stage collects *all* of its problems, and each one is
+//! reported with its line and column and what to do about it. The first stage that finds
+//! problems stops the pipeline, since later stages would only repeat them.
+//!
+//! Owns: the file format and its defaults. Never: opens sockets or files other than the
+//! config itself, so `hookfan check` is safe to run anywhere.
+
+mod env;
+mod tree;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::route::EventFilter;
+
+pub use tree::Positions;
+
+/// One problem found in routes.yaml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn new(line: usize, column: usize, message: impl Into<String>) -> Self {
+        Diagnostic {
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("cannot read {path}: {source} (pass --config PATH or set HOOKFAN_CONFIG)")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The file was read and has one or more problems, all listed.
+    #[error("{}", render(.file, .diagnostics))]
+    Invalid {
+        file: String,
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+fn render(file: &str, diagnostics: &[Diagnostic]) -> String {
+    let mut lines: Vec<String> = diagnostics
+        .iter()
+        .map(|d| format!("{file}:{}:{}: {}", d.line, d.column, d.message))
+        .collect();
+    let n = diagnostics.len();
+    lines.push(format!(
+        "{file}: {n} error{} found; nothing was started",
+        if n == 1 { "" } else { "s" }
+    ));
+    lines.join("\n")
+}
+
+/// A secret that never shows itself in `Debug` or `Display` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A validated configuration. Only [`load`] and [`from_str`] make one.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where Stream's webhooks are received.
+    pub listen: SocketAddr,
+    /// The spool (durable store) lives here.
+    pub data_dir: PathBuf,
+    /// Largest accepted body, checked before and after gzip decompression.
+    pub max_body_bytes: usize,
+    /// How long an `X-Webhook-Id` is remembered to drop Stream's retries.
+    pub dedup_window: Duration,
+    /// How long in-flight deliveries may finish after SIGTERM before the daemon exits.
+    pub shutdown_grace: Duration,
+    /// Stream apps whose webhooks are accepted; `X-Api-Key` picks one.
+    pub apps: Vec<App>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub api_key: String,
+    pub api_secret: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Unique; also the key of the route's queue in the spool, so renaming a route starts a
+    /// new queue.
+    pub name: String,
+    /// A disabled route matches nothing; events it already holds stay on disk.
+    pub enabled: bool,
+    pub filter: EventFilter,
+    pub destination: Destination,
+}
+
+#[derive(Debug, Clone)]
+pub enum Destination {
+    Http(HttpDestination),
+    File(FileDestination),
+}
+
+impl Destination {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Destination::Http(_) => "http",
+            Destination::File(_) => "file",
+        }
+    }
+
+    /// Where it delivers, for tables and logs (never a secret).
+    pub fn target(&self) -> String {
+        match self {
+            Destination::Http(h) => h.url.to_string(),
+            Destination::File(f) => f.path.display().to_string(),
+        }
+    }
+
+    pub fn retry(&self) -> &RetryPolicy {
+        match self {
+            Destination::Http(h) => &h.retry,
+            Destination::File(f) => &f.retry,
+        }
+    }
+
+    /// How many deliveries of this route may be in flight at once.
+    pub fn concurrency(&self) -> usize {
+        match self {
+            Destination::Http(h) => h.concurrency,
+            // Appends to one file are serialised anyway; one writer keeps lines in order.
+            Destination::File(_) => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpDestination {
+    pub url: reqwest::Url,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+    /// When set, deliveries are re-signed with this secret instead of carrying Stream's.
+    pub api_secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileDestination {
+    pub path: PathBuf,
+    pub retry: RetryPolicy,
+}
+
+/// How a route retries. Built only through [`RetryPolicy::try_new`], so `initial <= max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// An event still failing this long after it was received is dead-lettered.
+    pub max_age: Duration,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    pub const DEFAULT: RetryPolicy = RetryPolicy {
+        max_age: Duration::from_secs(24 * 3600),
+        initial_backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(300),
+    };
+
+    pub fn try_new(
+        max_age: Duration,
+        initial_backoff: Duration,
+        max_backoff: Duration,
+    ) -> Result<Self, String> {
+        if initial_backoff.is_zero() {
+            return Err("initial_backoff must be greater than 0".into());
+        }
+        if initial_backoff > max_backoff {
+            return Err(format!(
+                "initial_backoff ({}) is greater than max_backoff ({})",
+                humantime::format_duration(initial_backoff),
+                humantime::format_duration(max_backoff)
+            ));
+        }
+        if max_age.is_zero() {
+            return Err("max_age must be greater than 0".into());
+        }
+        Ok(RetryPolicy {
+            max_age,
+            initial_backoff,
+            max_backoff,
+        })
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_DATA_DIR: &str = "./data";
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(600);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(6);
+pub const DEFAULT_HTTP_CONCURRENCY: usize = 4;
+const MAX_BODY_LIMIT: u64 = 256 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Stage 1: the file's shape, as serde types.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    data_dir: Option<String>,
+    max_body_bytes: Option<u64>,
+    dedup_window: Option<String>,
+    shutdown_grace: Option<String>,
+    #[serde(default)]
+    apps: Vec<RawApp>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    api_key: String,
+    api_secret: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    event_types: Vec<String>,
+    enabled: Option<bool>,
+    http: Option<RawHttp>,
+    file: Option<RawFile>,
+    sqs: Option<serde_yaml::Value>,
+    sns: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    url: String,
+    timeout: Option<String>,
+    concurrency: Option<usize>,
+    retry: Option<RawRetry>,
+    api_secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    path: String,
+    retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_age: Option<String>,
+    initial_backoff: Option<String>,
+    max_backoff: Option<String>,
+}
+
+/// The keys each level accepts, for the lint pass that reports every unknown key at once.
+/// Kept beside the serde types above; `every_documented_key_is_accepted` checks they agree.
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "max_body_bytes",
+    "dedup_window",
+    "shutdown_grace",
+    "apps",
+    "routes",
+];
+const APP_KEYS: &[&str] = &["api_key", "api_secret"];
+const ROUTE_KEYS: &[&str] = &["name", "event_types", "enabled"];
+const DESTINATIONS: &[&str] = &["http", "file", "sqs", "sns"];
+const HTTP_KEYS: &[&str] = &["url", "timeout", "concurrency", "retry", "api_secret"];
+const FILE_KEYS: &[&str] = &["path", "retry"];
+const RETRY_KEYS: &[&str] = &["max_age", "initial_backoff", "max_backoff"];
+
+/// Reads and validates the config file at `path`, substituting `${VAR}` from the process
+/// environment.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    from_str(&path.display().to_string(), &text, |name| {
+        std::env::var(name).ok()
+    })
+}
+
+/// Validates config `text`; `file` names it in diagnostics, `lookup` resolves `${VAR}`.
+pub fn from_str(
+    file: &str,
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let invalid = |diagnostics: Vec<Diagnostic>| ConfigError::Invalid {
+        file: file.to_string(),
+        diagnostics,
+    };
+    let (text, mut diagnostics) = env::substitute(text, lookup);
+    let root = tree::parse(&text).map_err(|d| {
+        diagnostics.push(d);
+        invalid(diagnostics.clone())
+    })?;
+    diagnostics.extend(lint(&root));
+    if !diagnostics.is_empty() {
+        return Err(invalid(diagnostics));
+    }
+    let positions = Positions::index(&root);
+    let raw: RawConfig = match serde_yaml::from_str::<Option<RawConfig>>(&text) {
+        Ok(Some(raw)) => raw,
+        Ok(None) => {
+            return Err(invalid(vec![Diagnostic::new(
+                1,
+                1,
+                "the file is empty: it needs at least `apps:` and `routes:` (see the README)",
+            )]))
+        }
+        Err(e) => {
+            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            return Err(invalid(vec![Diagnostic::new(line, column, e.to_string())]));
+        }
+    };
+    validate(raw, &positions).map_err(invalid)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stage 2: every unknown or missing key, with its position.
+
+fn lint(root: &tree::Node) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    if !root.is_map() {
+        out.push(Diagnostic::new(
+            root.line,
+            root.column,
+            "the top level must be a mapping with `apps:` and `routes:`",
+        ));
+        return out;
+    }
+    unknown_keys(root, TOP_KEYS, "", &mut out);
+    for app in root.get("apps").map(|n| n.items()).unwrap_or_default() {
+        unknown_keys(app, APP_KEYS, "app: ", &mut out);
+        missing_keys(app, APP_KEYS, "app", &mut out);
+    }
+    for (i, route) in root
+        .get("routes")
+        .map(|n| n.items())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        if !route.is_map() {
+            continue; // serde reports the wrong type
+        }
+        let label = match route.get("name").and_then(|n| n.as_str()) {
+            Some(name) => format!("route \"{name}\""),
+            None => format!("route #{}", i + 1),
+        };
+        let mut destinations = Vec::new();
+        for (key, value) in route.entries() {
+            let Some(k) = key.as_str() else { continue };
+            if DESTINATIONS.contains(&k) {
+                destinations.push(k);
+                let (keys, _) = match k {
+                    "http" => (HTTP_KEYS, ()),
+                    "file" => (FILE_KEYS, ()),
+                    _ => continue, // sqs/sns are reported as unsupported by validation
+                };
+                let prefix = format!("{label}: {k}: ");
+                unknown_keys(value, keys, &prefix, &mut out);
+                if let Some(retry) = value.get("retry") {
+                    unknown_keys(retry, RETRY_KEYS, &format!("{prefix}retry: "), &mut out);
+                }
+            } else if !ROUTE_KEYS.contains(&k) {
+                let msg = if value.is_map() {
+                    format!(
+                        "{label}: unknown destination key \"{k}\" (expected one of {})",
+                        DESTINATIONS.join(", ")
+                    )
+                } else {
+                    format!(
+                        "{label}: unknown key \"{k}\" (expected one of {}, {})",
+                        ROUTE_KEYS.join(", "),
+                        DESTINATIONS.join(", ")
+                    )
+                };
+                out.push(Diagnostic::new(key.line, key.column, msg));
+            }
+        }
+        for key in ["name", "event_types"] {
+            if route.get(key).is_none() {
+                let hint = if key == "event_types" {
+                    " (use [] for every event, including types Stream adds later)"
+                } else {
+                    ""
+                };
+                out.push(Diagnostic::new(
+                    route.line,
+                    route.column,
+                    format!("{label}: missing \"{key}\"{hint}"),
+                ));
+            }
+        }
+        match destinations.len() {
+            1 => {}
+            0 if route.entries().any(|(k, v)| {
+                v.is_map() && !k.as_str().is_some_and(|k| ROUTE_KEYS.contains(&k))
+            }) => {} // already reported as an unknown destination key
+            0 => out.push(Diagnostic::new(
+                route.line,
+                route.column,
+                format!(
+                    "{label}: no destination (add exactly one of {})",
+                    DESTINATIONS.join(", ")
+                ),
+            )),
+            _ => out.push(Diagnostic::new(
+                route.line,
+                route.column,
+                format!(
+                    "{label}: has {} destinations ({}); a route has exactly one: split it into one route per destination",
+                    destinations.len(),
+                    destinations.join(", ")
+                ),
+            )),
+        }
+    }
+    out
+}
+
+fn unknown_keys(node: &tree::Node, allowed: &[&str], prefix: &str, out: &mut Vec<Diagnostic>) {
+    for (key, _) in node.entries() {
+        let Some(k) = key.as_str() else { continue };
+        if !allowed.contains(&k) {
+            out.push(Diagnostic::new(
+                key.line,
+                key.column,
+                format!(
+                    "{prefix}unknown key \"{k}\" (expected one of {})",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+}
+
+fn missing_keys(node: &tree::Node, required: &[&str], what: &str, out: &mut Vec<Diagnostic>) {
+    if !node.is_map() {
+        return;
+    }
+    for key in required {
+        if node.get(key).is_none() {
+            out.push(Diagnostic::new(
+                node.line,
+                node.column,
+                format!("{what}: missing \"{key}\""),
+            ));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stage 3: values, with defaults, into the types the daemon runs on.
+
+fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> {
+    let mut errs = Vec::new();
+
+    let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+        errs.push(pos.diag(
+            "listen",
+            format!("listen: \"{listen_text}\" is not an IP:PORT address (for example 0.0.0.0:8080 or 127.0.0.1:8080)"),
+        ));
+        DEFAULT_LISTEN.parse().expect("default listen address parses")
+    });
+
+    let data_dir = PathBuf::from(raw.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
+    if data_dir.as_os_str().is_empty() {
+        errs.push(pos.diag("data_dir", "data_dir: must not be empty"));
+    }
+
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes == 0 || max_body_bytes > MAX_BODY_LIMIT {
+        errs.push(pos.diag(
+            "max_body_bytes",
+            format!("max_body_bytes: must be between 1 and {MAX_BODY_LIMIT}"),
+        ));
+    }
+
+    let dedup_window = duration(
+        &raw.dedup_window,
+        "dedup_window",
+        DEFAULT_DEDUP_WINDOW,
+        pos,
+        &mut errs,
+    );
+    let shutdown_grace = duration(
+        &raw.shutdown_grace,
+        "shutdown_grace",
+        DEFAULT_SHUTDOWN_GRACE,
+        pos,
+        &mut errs,
+    );
+
+    let mut apps = Vec::new();
+    let mut keys = HashSet::new();
+    if raw.apps.is_empty() {
+        errs.push(pos.diag(
+            "apps",
+            "no apps configured: add `apps: [{ api_key: ..., api_secret: ... }]` with your Stream app's key and secret, or every webhook is refused",
+        ));
+    }
+    for (i, app) in raw.apps.into_iter().enumerate() {
+        let at = format!("apps[{i}]");
+        if app.api_key.trim().is_empty() {
+            errs.push(pos.diag(&format!("{at}.api_key"), "app: api_key is empty"));
+        } else if !keys.insert(app.api_key.clone()) {
+            errs.push(pos.diag(
+                &format!("{at}.api_key"),
+                format!("app: api_key \"{}\" is listed twice", app.api_key),
+            ));
+        }
+        if app.api_secret.is_empty() {
+            errs.push(pos.diag(
+                &format!("{at}.api_secret"),
+                "app: api_secret is empty (is its environment variable set to an empty value?)",
+            ));
+        }
+        apps.push(App {
+            api_key: app.api_key,
+            api_secret: Secret::new(app.api_secret),
+        });
+    }
+
+    let mut routes = Vec::new();
+    let mut names = HashSet::new();
+    if raw.routes.is_empty() {
+        errs.push(pos.diag(
+            "routes",
+            "no routes configured: add at least one route, or every event is acknowledged and dropped",
+        ));
+    }
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        let at = format!("routes[{i}]");
+        let label = format!("route \"{}\"", r.name);
+        if r.name.is_empty()
+            || !r
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            errs.push(pos.diag(
+                &format!("{at}.name"),
+                format!("{label}: a name is letters, digits, '-', '_' and '.' only"),
+            ));
+        } else if !names.insert(r.name.clone()) {
+            errs.push(pos.diag(
+                &format!("{at}.name"),
+                format!("{label}: the name is used by another route; names must be unique"),
+            ));
+        }
+        let filter = match EventFilter::new(&r.event_types) {
+            Ok(filter) => filter,
+            Err((index, why)) => {
+                errs.push(pos.diag(
+                    &format!("{at}.event_types[{index}]"),
+                    format!("{label}: {why}"),
+                ));
+                EventFilter::all()
+            }
+        };
+        let destination = if let Some(h) = r.http {
+            let at = format!("{at}.http");
+            let url = match reqwest::Url::parse(&h.url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                    Some(url)
+                }
+                Ok(_) => {
+                    errs.push(pos.diag(&format!("{at}.url"), format!("{label}: http.url \"{}\" must be an http:// or https:// URL with a host", h.url)));
+                    None
+                }
+                Err(e) => {
+                    errs.push(pos.diag(
+                        &format!("{at}.url"),
+                        format!("{label}: http.url \"{}\" is not a URL: {e}", h.url),
+                    ));
+                    None
+                }
+            };
+            let timeout = duration(
+                &h.timeout,
+                &format!("{at}.timeout"),
+                DEFAULT_HTTP_TIMEOUT,
+                pos,
+                &mut errs,
+            );
+            let concurrency = h.concurrency.unwrap_or(DEFAULT_HTTP_CONCURRENCY);
+            if !(1..=1024).contains(&concurrency) {
+                errs.push(pos.diag(
+                    &format!("{at}.concurrency"),
+                    format!("{label}: http.concurrency must be between 1 and 1024"),
+                ));
+            }
+            let retry = retry_policy(&h.retry, &format!("{at}.retry"), &label, pos, &mut errs);
+            let api_secret = match h.api_secret {
+                Some(s) if s.is_empty() => {
+                    errs.push(pos.diag(&format!("{at}.api_secret"), format!("{label}: http.api_secret is empty; remove it to forward Stream's own signature")));
+                    None
+                }
+                other => other.map(Secret::new),
+            };
+            url.map(|url| {
+                Destination::Http(HttpDestination {
+                    url,
+                    timeout,
+                    concurrency,
+                    retry,
+                    api_secret,
+                })
+            })
+        } else if let Some(f) = r.file {
+            let retry = retry_policy(
+                &f.retry,
+                &format!("{at}.file.retry"),
+                &label,
+                pos,
+                &mut errs,
+            );
+            if f.path.is_empty() {
+                errs.push(pos.diag(
+                    &format!("{at}.file.path"),
+                    format!("{label}: file.path is empty"),
+                ));
+            }
+            Some(Destination::File(FileDestination {
+                path: PathBuf::from(f.path),
+                retry,
+            }))
+        } else {
+            // The lint pass guarantees exactly one destination block.
+            let kind = match (&r.sqs, &r.sns) {
+                (Some(_), _) => "sqs",
+                (None, _) => "sns",
+            };
+            errs.push(pos.diag(
+                &format!("{at}.{kind}#key"),
+                format!("{label}: the {kind} destination is not available in this build yet; use http or file"),
+            ));
+            None
+        };
+        if let Some(destination) = destination {
+            routes.push(Route {
+                name: r.name,
+                enabled: r.enabled.unwrap_or(true),
+                filter,
+                destination,
+            });
+        }
+    }
+
+    if !errs.is_empty() {
+        errs.sort_by_key(|d| (d.line, d.column));
+        return Err(errs);
+    }
+    Ok(Config {
+        listen,
+        data_dir,
+        max_body_bytes: max_body_bytes as usize,
+        dedup_window,
+        shutdown_grace,
+        apps,
+        routes,
+    })
+}
+
+fn duration(
+    text: &Option<String>,
+    path: &str,
+    default: Duration,
+    pos: &Positions,
+    errs: &mut Vec<Diagnostic>,
+) -> Duration {
+    let Some(text) = text else { return default };
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) => d,
+        Err(e) => {
+            let key = path.rsplit('.').next().unwrap_or(path);
+            errs.push(pos.diag(
+                path,
+                format!("{key}: \"{text}\" is not a duration ({e}); write it like 500ms, 6s, 10m or 24h"),
+            ));
+            default
+        }
+    }
+}
+
+fn retry_policy(
+    raw: &Option<RawRetry>,
+    path: &str,
+    label: &str,
+    pos: &Positions,
+    errs: &mut Vec<Diagnostic>,
+) -> RetryPolicy {
+    let Some(raw) = raw else {
+        return RetryPolicy::DEFAULT;
+    };
+    let d = RetryPolicy::DEFAULT;
+    let before = errs.len();
+    let max_age = duration(
+        &raw.max_age,
+        &format!("{path}.max_age"),
+        d.max_age,
+        pos,
+        errs,
+    );
+    let initial = duration(
+        &raw.initial_backoff,
+        &format!("{path}.initial_backoff"),
+        d.initial_backoff,
+        pos,
+        errs,
+    );
+    let max = duration(
+        &raw.max_backoff,
+        &format!("{path}.max_backoff"),
+        d.max_backoff,
+        pos,
+        errs,
+    );
+    if errs.len() > before {
+        return d;
+    }
+    RetryPolicy::try_new(max_age, initial, max).unwrap_or_else(|why| {
+        errs.push(pos.diag(path, format!("{label}: retry: {why}")));
+        d
+    })
+}

@@ -1,0 +1,217 @@
+//! A position-keeping view of routes.yaml, used only to put a line and column on every
+//! diagnostic and to find *all* unknown or missing keys in one pass.
+//!
+//! The typed parse is serde's (`yaml_serde`), which stops at its first error and forgets
+//! positions once it succeeds. This module walks the same text with `yaml-rust2`'s marked
+//! event stream and builds a tiny tree: enough to answer "where is `routes[2].http.url`?".
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+use super::Diagnostic;
+
+/// A node of the YAML document with the position where it starts (1-based line and column).
+#[derive(Debug)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub line: usize,
+    pub column: usize,
+}
+
+#[derive(Debug)]
+pub enum NodeKind {
+    Scalar(String),
+    Seq(Vec<Node>),
+    /// Keys are kept in document order, each with the node of its key.
+    Map(Vec<(Node, Node)>),
+    Alias,
+}
+
+impl Node {
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.kind {
+            NodeKind::Scalar(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value stored under `key` in a mapping.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.entries()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
+    }
+
+    /// The entries of a mapping; empty for anything else.
+    pub fn entries(&self) -> impl Iterator<Item = (&Node, &Node)> {
+        let entries: &[(Node, Node)] = match &self.kind {
+            NodeKind::Map(entries) => entries,
+            _ => &[],
+        };
+        entries.iter().map(|(k, v)| (k, v))
+    }
+
+    pub fn items(&self) -> &[Node] {
+        match &self.kind {
+            NodeKind::Seq(items) => items,
+            _ => &[],
+        }
+    }
+
+    pub fn is_map(&self) -> bool {
+        matches!(self.kind, NodeKind::Map(_))
+    }
+}
+
+/// Parses `text` into a [`Node`] tree. An empty document is an empty mapping.
+pub fn parse(text: &str) -> Result<Node, Diagnostic> {
+    let mut builder = Builder::default();
+    let mut parser = Parser::new_from_str(text);
+    parser.load(&mut builder, false).map_err(|e| {
+        let m = e.marker();
+        Diagnostic::new(m.line(), m.col() + 1, format!("invalid YAML: {}", e.info()))
+    })?;
+    Ok(builder.root.unwrap_or(Node {
+        kind: NodeKind::Map(Vec::new()),
+        line: 1,
+        column: 1,
+    }))
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Node>,
+    /// For each open mapping on the stack: the key waiting for its value.
+    pending_keys: Vec<Option<Node>>,
+    root: Option<Node>,
+}
+
+impl Builder {
+    fn push_value(&mut self, node: Node) {
+        let Some(parent) = self.stack.last_mut() else {
+            self.root.get_or_insert(node);
+            return;
+        };
+        match &mut parent.kind {
+            NodeKind::Seq(items) => items.push(node),
+            NodeKind::Map(entries) => {
+                let slot = self.pending_keys.last_mut().expect("a map has a key slot");
+                match slot.take() {
+                    Some(key) => entries.push((key, node)),
+                    None => *slot = Some(node),
+                }
+            }
+            _ => unreachable!("only collections are pushed on the stack"),
+        }
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        let at = |kind| Node {
+            kind,
+            line: mark.line(),
+            column: mark.col() + 1,
+        };
+        match ev {
+            Event::Scalar(value, ..) => self.push_value(at(NodeKind::Scalar(value))),
+            Event::Alias(_) => self.push_value(at(NodeKind::Alias)),
+            Event::SequenceStart(..) => self.stack.push(at(NodeKind::Seq(Vec::new()))),
+            Event::MappingStart(..) => {
+                self.stack.push(at(NodeKind::Map(Vec::new())));
+                self.pending_keys.push(None);
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let node = self.stack.pop().expect("balanced collection events");
+                if node.is_map() {
+                    self.pending_keys.pop();
+                }
+                self.push_value(node);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Where each value (and each key, under `path#key`) stands, by dotted path such as
+/// `routes[2].http.url`.
+#[derive(Debug, Default)]
+pub struct Positions(HashMap<String, (usize, usize)>);
+
+impl Positions {
+    pub fn index(root: &Node) -> Self {
+        let mut positions = Positions::default();
+        positions.walk(root, String::new());
+        positions
+    }
+
+    fn walk(&mut self, node: &Node, path: String) {
+        self.0.insert(path.clone(), (node.line, node.column));
+        match &node.kind {
+            NodeKind::Map(entries) => {
+                for (key, value) in entries {
+                    let Some(name) = key.as_str() else { continue };
+                    let child = if path.is_empty() {
+                        name.to_string()
+                    } else {
+                        format!("{path}.{name}")
+                    };
+                    self.0
+                        .insert(format!("{child}#key"), (key.line, key.column));
+                    self.walk(value, child);
+                }
+            }
+            NodeKind::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.walk(item, format!("{path}[{i}]"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The position of `path`, or of its nearest ancestor that exists (a missing key is
+    /// reported where its parent stands).
+    pub fn at(&self, path: &str) -> (usize, usize) {
+        let mut path = path;
+        loop {
+            if let Some(pos) = self.0.get(path) {
+                return *pos;
+            }
+            match path.rfind(['.', '[']) {
+                Some(cut) => path = &path[..cut],
+                None => return self.0.get("").copied().unwrap_or((1, 1)),
+            }
+        }
+    }
+
+    pub fn diag(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        let (line, column) = self.at(path);
+        Diagnostic::new(line, column, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_one_based_lines_and_columns_of_keys_and_values() {
+        let root = parse("a: 1\nroutes:\n  - name: x\n    http: { url: u }\n").unwrap();
+        let pos = Positions::index(&root);
+        assert_eq!(pos.at("a"), (1, 4));
+        assert_eq!(pos.at("routes[0].name#key"), (3, 5));
+        assert_eq!(pos.at("routes[0].name"), (3, 11));
+        assert_eq!(pos.at("routes[0].http.url"), (4, 18));
+        assert_eq!(pos.at("routes[0].http.missing"), (4, 11));
+    }
+
+    #[test]
+    fn syntax_errors_carry_their_position() {
+        let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(err.message.starts_with("invalid YAML"), "{err:?}");
+        assert!(err.line >= 1);
+    }
+}

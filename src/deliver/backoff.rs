@@ -1,0 +1,82 @@
+//! Retry timing: exponential backoff with full jitter, honouring `Retry-After`. Pure: the
+//! random draw is an argument, so the bounds are testable.
+
+use std::time::Duration;
+
+use crate::config::RetryPolicy;
+
+/// How long to wait before attempt `attempt + 1`, after attempt `attempt` (from 1) failed.
+///
+/// The ceiling is `initial_backoff * 2^(attempt-1)`, capped at `max_backoff`; the delay is
+/// `ceiling * jitter` with `jitter` in `[0, 1)` ("full jitter"). A destination's
+/// `Retry-After` is honoured as a floor, itself capped at `max_backoff` so a handler cannot
+/// park events for longer than the route allows.
+pub fn delay(
+    policy: &RetryPolicy,
+    attempt: u32,
+    retry_after: Option<Duration>,
+    jitter: f64,
+) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(32);
+    let ceiling = policy
+        .initial_backoff
+        .saturating_mul(1u32 << doublings.min(31))
+        .min(policy.max_backoff);
+    let jittered = ceiling.mul_f64(jitter.clamp(0.0, 1.0));
+    match retry_after {
+        Some(floor) => jittered.max(floor.min(policy.max_backoff)),
+        None => jittered,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy::try_new(
+            Duration::from_secs(3600),
+            Duration::from_millis(100),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_ceiling_doubles_per_attempt_up_to_max_backoff() {
+        let p = policy();
+        let ceilings: Vec<u128> = (1..=10)
+            .map(|a| delay(&p, a, None, 1.0).as_millis())
+            .collect();
+        assert_eq!(
+            ceilings,
+            [100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000, 10000]
+        );
+        assert_eq!(delay(&p, u32::MAX, None, 1.0), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn jitter_stays_within_zero_and_the_ceiling() {
+        let p = policy();
+        for attempt in 1..40 {
+            for j in [0.0, 0.25, 0.5, 0.999] {
+                let d = delay(&p, attempt, None, j);
+                assert!(d <= p.max_backoff, "attempt {attempt} jitter {j}: {d:?}");
+            }
+        }
+        assert_eq!(delay(&p, 3, None, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_capped_at_max_backoff() {
+        let p = policy();
+        assert_eq!(
+            delay(&p, 1, Some(Duration::from_secs(2)), 0.5),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            delay(&p, 1, Some(Duration::from_secs(3600)), 0.5),
+            Duration::from_secs(10)
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! Delivery: one worker per enabled route moves the route's due events from the spool to its
+//! sink, and records every outcome back in the spool.
+//!
+//! # The state machine of one (route, event)
+//! ```text
+//!  pending(due) --attempt--> delivered                    -> row deleted (event freed when
+//!      ^                |                                    no route holds it)
+//!      |                +--> retryable, younger than max_age -> pending(now + backoff)
+//!      +----------------+
+//!                       +--> permanent, or older than max_age -> dead letter
+//! ```
+//! A row stays in `pending` under its old key while its attempt is in flight, so a crash at
+//! any point redelivers it (at least once, never lost). A failing event is re-keyed to a later
+//! due time, so it never blocks the events behind it.
+//!
+//! # Scheduling
+//! The worker reads the route's due rows in due order, skipping the ones in flight, and
+//! starts one task per batch while a permit of the route's semaphore (its `concurrency`) is
+//! free. It sleeps until: new events are stored (ingest notifies it), a task finishes, the
+//! next retry falls due, or shutdown. Memory is bounded by `concurrency` events, whatever the
+//! backlog on disk.
+//!
+//! Routes share nothing but the spool's writer, so a dead destination on one route never
+//! delays another.
+
+pub mod backoff;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{RetryPolicy, Route};
+use crate::sinks::{Outcome, Sink};
+use crate::spool::{now_ms, Completion, DueItem, Spool, SpoolError};
+
+/// How long the worker waits before reading again after the spool failed to read.
+const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// At most one delivery-failure WARN line per route in this interval; the rest are counted.
+const WARN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Everything a route's worker needs; built by the server, consumed by [`RouteWorker::run`].
+pub struct RouteWorker {
+    pub route: Arc<Route>,
+    pub sink: Arc<Sink>,
+    pub spool: Spool,
+    /// Woken by ingest after it stored events for this route.
+    pub notify: Arc<Notify>,
+    /// Cancelled on shutdown: stop starting deliveries.
+    pub shutdown: CancellationToken,
+    /// How long in-flight deliveries may finish after shutdown.
+    pub grace: Duration,
+}
+
+impl RouteWorker {
+    pub async fn run(self) {
+        let name = self.route.name.clone();
+        let concurrency = self.route.destination.concurrency();
+        let batch = self.sink.max_batch().max(1);
+        let permits = Arc::new(Semaphore::new(concurrency));
+        let tasks = TaskTracker::new();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<u64>>();
+        let mut in_flight: HashSet<u64> = HashSet::new();
+        let ctx = Arc::new(Ctx {
+            route: name.clone(),
+            policy: *self.route.destination.retry(),
+            sink: self.sink.clone(),
+            spool: self.spool.clone(),
+            warn: Mutex::new(WarnLimiter::default()),
+        });
+        tracing::debug!(route = %name, concurrency, "delivery worker started");
+
+        loop {
+            while let Ok(seqs) = done_rx.try_recv() {
+                for seq in seqs {
+                    in_flight.remove(&seq);
+                }
+            }
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            let free = permits.available_permits();
+            let mut next_due = None;
+            if free > 0 {
+                let spool = self.spool.clone();
+                let (route, skip, now) = (name.clone(), in_flight.clone(), now_ms());
+                let read = tokio::task::spawn_blocking(move || {
+                    spool.due(&route, now, &skip, free * batch)
+                })
+                .await
+                .unwrap_or(Err(SpoolError::Closed));
+                match read {
+                    Ok(due) => {
+                        next_due = due.next_due_ms;
+                        let mut items = due.items.into_iter().peekable();
+                        while items.peek().is_some() {
+                            let chunk: Vec<DueItem> = items.by_ref().take(batch).collect();
+                            let permit = permits
+                                .clone()
+                                .try_acquire_owned()
+                                .expect("no more chunks than free permits");
+                            in_flight.extend(chunk.iter().map(|i| i.key.seq));
+                            let (ctx, done) = (ctx.clone(), done_tx.clone());
+                            tasks.spawn(async move {
+                                let seqs = ctx.deliver(chunk).await;
+                                drop(permit);
+                                let _ = done.send(seqs);
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(route = %name, error = %e, "cannot read the route's queue from the spool; retrying");
+                        next_due = Some(now_ms() + READ_ERROR_PAUSE.as_millis() as u64);
+                    }
+                }
+            }
+            let wait = next_due.map(|due| Duration::from_millis(due.saturating_sub(now_ms())));
+            tokio::select! {
+                _ = self.notify.notified() => {}
+                Some(seqs) = done_rx.recv() => {
+                    for seq in seqs {
+                        in_flight.remove(&seq);
+                    }
+                }
+                _ = sleep_or_forever(wait) => {}
+                _ = self.shutdown.cancelled() => break,
+            }
+        }
+
+        tasks.close();
+        if !tasks.is_empty() {
+            tracing::info!(route = %name, in_flight = tasks.len(), grace = ?self.grace, "waiting for in-flight deliveries");
+        }
+        if tokio::time::timeout(self.grace, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                route = %name,
+                abandoned = tasks.len(),
+                "shutdown grace period over; abandoned deliveries stay pending and are retried after restart"
+            );
+        }
+    }
+}
+
+async fn sleep_or_forever(wait: Option<Duration>) {
+    match wait {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a route's delivery tasks share.
+struct Ctx {
+    route: String,
+    policy: RetryPolicy,
+    sink: Arc<Sink>,
+    spool: Spool,
+    warn: Mutex<WarnLimiter>,
+}
+
+impl Ctx {
+    /// Attempts `items` once and records each outcome. Returns their seqs.
+    async fn deliver(&self, items: Vec<DueItem>) -> Vec<u64> {
+        let attempts: Vec<(&crate::spool::StoredEvent, u32)> = items
+            .iter()
+            .map(|i| (i.event.as_ref(), i.state.attempts + 1))
+            .collect();
+        let outcomes = self.sink.deliver_batch(&attempts).await;
+        for (item, outcome) in items.iter().zip(outcomes) {
+            let completion = self.judge(item, outcome);
+            // A failed write leaves the row pending under its old key: it is delivered again
+            // later (a duplicate, never a loss).
+            if let Err(e) = self.spool.complete(&self.route, item.key, completion).await {
+                if !matches!(e, SpoolError::Closed) {
+                    tracing::error!(route = %self.route, error = %e, "cannot record a delivery outcome; the event will be delivered again");
+                }
+            }
+        }
+        items.iter().map(|i| i.key.seq).collect()
+    }
+
+    /// Turns an attempt's outcome into what the spool should record, with metrics and logs.
+    fn judge(&self, item: &DueItem, outcome: Outcome) -> Completion {
+        let attempt = item.state.attempts + 1;
+        let event = &item.event;
+        let now = now_ms();
+        let route = self.route.clone();
+        match outcome {
+            Outcome::Delivered => {
+                metrics::counter!("hookfan_deliveries_total", "route" => route.clone(), "outcome" => "delivered").increment(1);
+                metrics::histogram!("hookfan_delivery_latency_seconds", "route" => route)
+                    .record(now.saturating_sub(event.received_at_ms) as f64 / 1000.0);
+                Completion::Delivered
+            }
+            Outcome::Retry { after, error } => {
+                let age = Duration::from_millis(now.saturating_sub(event.received_at_ms));
+                if age >= self.policy.max_age {
+                    let error = format!(
+                        "still failing after max_age {}: {error}",
+                        humantime::format_duration(self.policy.max_age)
+                    );
+                    self.dead(item, attempt, error)
+                } else {
+                    let wait = backoff::delay(&self.policy, attempt, after, rand::random::<f64>());
+                    metrics::counter!("hookfan_deliveries_total", "route" => route, "outcome" => "retried").increment(1);
+                    self.warn_failure(
+                        item,
+                        attempt,
+                        &error,
+                        &format!("retrying in {}", humantime::format_duration(round_ms(wait))),
+                    );
+                    Completion::Retry {
+                        due_ms: now + wait.as_millis() as u64,
+                        attempts: attempt,
+                        error,
+                    }
+                }
+            }
+            Outcome::Permanent { error } => self.dead(item, attempt, error),
+        }
+    }
+
+    fn dead(&self, item: &DueItem, attempt: u32, error: String) -> Completion {
+        metrics::counter!("hookfan_deliveries_total", "route" => self.route.clone(), "outcome" => "dead_lettered").increment(1);
+        tracing::error!(
+            route = %self.route,
+            webhook_id = item.event.webhook_id.as_deref().unwrap_or("-"),
+            event_type = item.event.event_type.as_deref().unwrap_or("-"),
+            attempt,
+            error = %error,
+            "delivery failed for good; moved to the route's dead letters (see `hookfan dead-letters list`)"
+        );
+        Completion::Dead {
+            attempts: attempt,
+            error,
+        }
+    }
+
+    fn warn_failure(&self, item: &DueItem, attempt: u32, error: &str, next: &str) {
+        let suppressed = match self.warn.lock().expect("warn limiter lock").admit() {
+            Some(suppressed) => suppressed,
+            None => return,
+        };
+        tracing::warn!(
+            route = %self.route,
+            webhook_id = item.event.webhook_id.as_deref().unwrap_or("-"),
+            attempt,
+            error = %error,
+            suppressed,
+            "delivery failed; {next}"
+        );
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// Lets one WARN line through per [`WARN_INTERVAL`] and counts the ones it holds back.
+#[derive(Default)]
+struct WarnLimiter {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl WarnLimiter {
+    /// `Some(n)`: log now, `n` lines were suppressed since the last one. `None`: stay quiet.
+    fn admit(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(last) if now.duration_since(last) < WARN_INTERVAL => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Ingest: the webhook listener. Reads a bounded body, verifies it ([`verify`]), picks the
+//! routes that want it ([`crate::route`]), stores it durably ([`crate::spool`]) and only then
+//! answers 200.
+//!
+//! Every refusal is one WARN line saying why (never the secret, never the body), one metric,
+//! and a status code Stream understands: 4xx for what a retry cannot fix, 503 with
+//! `Retry-After` for what it can.
+
+pub mod verify;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::spool::{now_ms, AppendOutcome, Spool, StoredEvent};
+use verify::{Rejection, HEADER_WEBHOOK_ID};
+
+/// What the ingest handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct IngestState {
+    pub config: Arc<Config>,
+    pub spool: Spool,
+    /// Per route name: wakes the route's delivery worker after a commit.
+    pub notifiers: Arc<HashMap<String, Arc<Notify>>>,
+}
+
+/// The ingest router: every path, every method (non-POST gets 405).
+pub fn router(state: IngestState) -> Router {
+    Router::new().fallback(ingest).with_state(state)
+}
+
+fn answer(status: StatusCode, text: &'static str) -> Response {
+    (status, text).into_response()
+}
+
+async fn ingest(State(state): State<IngestState>, request: Request) -> Response {
+    let started = Instant::now();
+    let response = handle(&state, request).await;
+    metrics::histogram!("hookfan_ingest_ack_seconds").record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn handle(state: &IngestState, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    let webhook_id = parts
+        .headers
+        .get(HEADER_WEBHOOK_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    if parts.method != Method::POST {
+        count("method_not_allowed");
+        tracing::warn!(method = %parts.method, %path, "refused webhook: only POST is accepted");
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "POST")],
+            "only POST is accepted\n",
+        )
+            .into_response();
+    }
+    let limit = state.config.max_body_bytes;
+    let raw = match read_body(body, limit).await {
+        Ok(raw) => raw,
+        Err(rejection) => return refuse(rejection, &path, &webhook_id),
+    };
+    let webhook = match verify::verify(&parts.headers, raw, &state.config.apps, limit) {
+        Ok(w) => w,
+        Err(rejection) => return refuse(Some(rejection), &path, &webhook_id),
+    };
+
+    let routes: Vec<String> = state
+        .config
+        .routes
+        .iter()
+        .filter(|r| r.enabled && r.filter.matches(webhook.event_type.as_deref()))
+        .map(|r| r.name.clone())
+        .collect();
+    let event_type = webhook.event_type.as_deref().unwrap_or("-").to_string();
+    if routes.is_empty() {
+        count("accepted");
+        metrics::counter!("hookfan_events_unrouted_total").increment(1);
+        tracing::debug!(%webhook_id, %event_type, "accepted; no route takes this event type");
+        return answer(StatusCode::OK, "accepted: no route matched\n");
+    }
+    let event = StoredEvent {
+        webhook_id: webhook.webhook_id,
+        received_at_ms: now_ms(),
+        api_key: webhook.api_key,
+        signature: webhook.signature,
+        event_type: webhook.event_type,
+        body: webhook.body.to_vec(),
+    };
+    match state
+        .spool
+        .append(event, routes.clone(), state.config.dedup_window)
+        .await
+    {
+        Ok(AppendOutcome::Stored { .. }) => {
+            count("accepted");
+            for route in &routes {
+                metrics::counter!("hookfan_events_routed_total", "route" => route.clone())
+                    .increment(1);
+                if let Some(n) = state.notifiers.get(route) {
+                    n.notify_one();
+                }
+            }
+            tracing::debug!(%webhook_id, %event_type, routes = routes.len(), "stored");
+            answer(StatusCode::OK, "stored\n")
+        }
+        Ok(AppendOutcome::Duplicate) => {
+            count("duplicate");
+            tracing::info!(%webhook_id, %event_type, "duplicate X-Webhook-Id within dedup_window; acknowledged, not stored again");
+            answer(StatusCode::OK, "duplicate: already stored\n")
+        }
+        Err(e) => {
+            count("unavailable");
+            tracing::error!(%webhook_id, %event_type, error = %e, "cannot store webhook; answered 503 so Stream retries");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                "cannot store the event right now; retry\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+fn count(outcome: &'static str) {
+    metrics::counter!("hookfan_webhooks_received_total", "outcome" => outcome).increment(1);
+}
+
+/// Reads at most `limit` bytes; `Err(None)` when the client went away mid-body.
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Option<Rejection>> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(Some(Rejection::TooLarge {
+                limit,
+                decompressed: false,
+            }))
+        }
+        Err(_) => Err(None),
+    }
+}
+
+fn refuse(rejection: Option<Rejection>, path: &str, webhook_id: &str) -> Response {
+    let Some(rejection) = rejection else {
+        count("bad_request");
+        tracing::warn!(%path, %webhook_id, "refused webhook: the request body could not be read (client disconnected?)");
+        return answer(StatusCode::BAD_REQUEST, "cannot read the request body\n");
+    };
+    count(rejection.outcome());
+    tracing::warn!(%path, %webhook_id, reason = %rejection, "refused webhook");
+    (rejection.status(), format!("{rejection}\n")).into_response()
+}

@@ -1,0 +1,449 @@
+//! The pure core of ingest: from (headers, body bytes, apps) to a [`VerifiedWebhook`] or a
+//! [`Rejection`], in the order the contract fixes:
+//! gzip (bounded) → secret by `X-Api-Key` → `X-Signature` over the uncompressed body →
+//! JSON with a `type`.
+//!
+//! No I/O, no clock, no allocation beyond the decompressed body. A `VerifiedWebhook` can only
+//! be made here, so anything holding one has passed every check.
+
+use std::io::Read;
+
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::config::App;
+
+pub const HEADER_WEBHOOK_ID: &str = "x-webhook-id";
+pub const HEADER_ATTEMPT: &str = "x-webhook-attempt";
+pub const HEADER_API_KEY: &str = "x-api-key";
+pub const HEADER_SIGNATURE: &str = "x-signature";
+
+/// A webhook whose signature checked out and whose body is a JSON object.
+#[derive(Debug, Clone)]
+pub struct VerifiedWebhook {
+    /// `X-Webhook-Id`, stable across Stream's retries; the dedup key. None if absent.
+    pub webhook_id: Option<String>,
+    /// `X-Api-Key` as sent (None when the single configured app was used implicitly).
+    pub api_key: Option<String>,
+    /// `X-Signature` as sent, forwarded so handlers can verify with Stream's SDK.
+    pub signature: String,
+    /// The event's `type`, when it is a string.
+    pub event_type: Option<String>,
+    /// The exact uncompressed body bytes that were signed.
+    pub body: Bytes,
+    _sealed: (),
+}
+
+/// Why a webhook was refused. Each maps to one status code and one metric outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// Body (before or after gzip) over `max_body_bytes`.
+    #[error("body is larger than max_body_bytes ({limit} bytes){}", if *.decompressed { " after gzip decompression" } else { "" })]
+    TooLarge { limit: usize, decompressed: bool },
+    /// `Content-Encoding: gzip` (or gzip magic) but the stream is broken.
+    #[error("body is not valid gzip: {0}")]
+    BadGzip(String),
+    /// Unknown `X-Api-Key`, or none with several apps configured.
+    #[error("{0}")]
+    UnknownApp(String),
+    /// Missing, malformed, or wrong `X-Signature`.
+    #[error("{0}")]
+    BadSignature(&'static str),
+    /// Signed correctly, but the body is not a JSON object.
+    #[error("body is not a JSON object: {0}")]
+    BadJson(String),
+}
+
+impl Rejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::BadGzip(_) | Rejection::BadJson(_) => StatusCode::BAD_REQUEST,
+            Rejection::UnknownApp(_) | Rejection::BadSignature(_) => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The `outcome` label of `hookfan_webhooks_received_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Rejection::TooLarge { .. } => "too_large",
+            Rejection::BadGzip(_) | Rejection::BadJson(_) => "bad_request",
+            Rejection::UnknownApp(_) | Rejection::BadSignature(_) => "unauthorized",
+        }
+    }
+}
+
+/// Runs every check on a received body. `body` is the raw request body, already bounded by
+/// `max_body_bytes`.
+pub fn verify(
+    headers: &HeaderMap,
+    body: Bytes,
+    apps: &[App],
+    max_body_bytes: usize,
+) -> Result<VerifiedWebhook, Rejection> {
+    let body = decode(headers, body, max_body_bytes)?;
+    let api_key = header_str(headers, HEADER_API_KEY);
+    let app = pick_app(apps, api_key)?;
+    let signature = header_str(headers, HEADER_SIGNATURE)
+        .ok_or(Rejection::BadSignature("missing X-Signature header"))?;
+    check_signature(app.api_secret.expose(), &body, signature)?;
+    let event_type = parse_type(&body)?;
+    Ok(VerifiedWebhook {
+        webhook_id: header_str(headers, HEADER_WEBHOOK_ID)
+            .filter(|id| !id.is_empty())
+            .map(str::to_string),
+        api_key: api_key.map(str::to_string),
+        signature: signature.to_string(),
+        event_type,
+        body,
+        _sealed: (),
+    })
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Gunzips the body when it says or looks gzipped, never producing more than `limit` bytes,
+/// so a gzip bomb costs at most `limit + 1` bytes of memory.
+pub fn decode(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, Rejection> {
+    let declared = headers
+        .get_all(axum::http::header::CONTENT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    if !declared && !body.starts_with(&GZIP_MAGIC) {
+        return Ok(body);
+    }
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit + 1));
+    flate2::read::MultiGzDecoder::new(&body[..])
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Rejection::BadGzip(e.to_string()))?;
+    if out.len() > limit {
+        return Err(Rejection::TooLarge {
+            limit,
+            decompressed: true,
+        });
+    }
+    Ok(Bytes::from(out))
+}
+
+fn pick_app<'a>(apps: &'a [App], api_key: Option<&str>) -> Result<&'a App, Rejection> {
+    match (api_key, apps) {
+        (Some(key), _) => apps.iter().find(|a| a.api_key == key).ok_or_else(|| {
+            Rejection::UnknownApp("X-Api-Key is not one of the configured apps".into())
+        }),
+        (None, [only]) => Ok(only),
+        (None, _) => Err(Rejection::UnknownApp(
+            "missing X-Api-Key header, and several apps are configured".into(),
+        )),
+    }
+}
+
+/// Hex HMAC-SHA256 of `body` with `secret`, lower case: what Stream puts in `X-Signature`.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Compares `signature` (hex, either case) with the HMAC of `body` in constant time.
+pub fn check_signature(secret: &[u8], body: &[u8], signature: &str) -> Result<(), Rejection> {
+    let mut given = [0u8; 32];
+    hex::decode_to_slice(signature, &mut given)
+        .map_err(|_| Rejection::BadSignature("X-Signature is not 64 hex characters"))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    let expected = mac.finalize().into_bytes();
+    if bool::from(expected.as_slice().ct_eq(&given)) {
+        Ok(())
+    } else {
+        Err(Rejection::BadSignature(
+            "X-Signature does not match the body (wrong secret for this X-Api-Key, or the body was altered)",
+        ))
+    }
+}
+
+/// Parses the whole body as a JSON object (so malformed JSON is refused) and returns its
+/// `type` when that is a string. Unknown fields and unknown types are fine.
+fn parse_type(body: &[u8]) -> Result<Option<String>, Rejection> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(rename = "type")]
+        event_type: Option<serde_json::Value>,
+    }
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(Rejection::BadJson("the body is empty".into())),
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(Rejection::BadJson(
+                "expected an object starting with '{'".into(),
+            ))
+        }
+    }
+    let envelope: Envelope =
+        serde_json::from_slice(body).map_err(|e| Rejection::BadJson(e.to_string()))?;
+    Ok(match envelope.event_type {
+        Some(serde_json::Value::String(t)) => Some(t),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use axum::http::HeaderValue;
+
+    const FIXTURES: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/stream-webhooks"
+    );
+    const SECRET: &str = "test_secret_do_not_use_in_production";
+
+    fn apps() -> Vec<App> {
+        vec![App {
+            api_key: "key".into(),
+            api_secret: Secret::new(SECRET),
+        }]
+    }
+
+    fn read(case: &str, file: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIXTURES}/{case}/{file}"))
+            .unwrap_or_else(|e| panic!("fixture {case}/{file}: {e}"))
+    }
+
+    fn headers(signature: &[u8], gzip: bool) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let sig = String::from_utf8_lossy(signature).trim().to_string();
+        h.insert(HEADER_SIGNATURE, HeaderValue::from_str(&sig).unwrap());
+        h.insert(HEADER_WEBHOOK_ID, HeaderValue::from_static("id-1"));
+        if gzip {
+            h.insert("content-encoding", HeaderValue::from_static("gzip"));
+        }
+        h
+    }
+
+    fn valid_cases() -> Vec<String> {
+        let mut cases: Vec<String> = std::fs::read_dir(FIXTURES)
+            .expect("fixtures directory")
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('_'))
+            .collect();
+        cases.sort();
+        cases
+    }
+
+    #[test]
+    fn every_fixture_verifies_plain_and_gzipped_with_the_test_secret() {
+        let cases = valid_cases();
+        assert!(cases.len() >= 13, "found only {cases:?}");
+        for case in cases {
+            let sig = read(&case, "signature.txt");
+            let body = read(&case, "body.json");
+            for (raw, gzip) in [(body.clone(), false), (read(&case, "body.gz"), true)] {
+                let v = verify(&headers(&sig, gzip), raw.into(), &apps(), 1 << 20)
+                    .unwrap_or_else(|e| panic!("{case} (gzip: {gzip}): {e}"));
+                assert_eq!(
+                    v.body.as_ref(),
+                    body.as_slice(),
+                    "{case}: body is the uncompressed bytes"
+                );
+                assert_eq!(v.event_type.as_deref(), Some(case.as_str()), "{case}: type");
+                assert_eq!(v.webhook_id.as_deref(), Some("id-1"));
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_fixtures_get_their_rejection() {
+        let table: &[(&str, &str, bool, Option<StatusCode>)] = &[
+            (
+                "tampered_body",
+                "body.json",
+                false,
+                Some(StatusCode::UNAUTHORIZED),
+            ),
+            (
+                "bad_compression",
+                "body.gz",
+                true,
+                Some(StatusCode::BAD_REQUEST),
+            ),
+            (
+                "empty_body",
+                "body.json",
+                false,
+                Some(StatusCode::BAD_REQUEST),
+            ),
+            (
+                "malformed_json",
+                "body.json",
+                false,
+                Some(StatusCode::BAD_REQUEST),
+            ),
+            ("missing_type", "body.json", false, None),
+            ("unknown_type", "body.json", false, None),
+            ("bad_base64", "body.json", false, None),
+            ("bad_sns_envelope", "body.json", false, None),
+        ];
+        for (case, file, gzip, want) in table {
+            let case = format!("_invalid/{case}");
+            let got = verify(
+                &headers(&read(&case, "signature.txt"), *gzip),
+                read(&case, file).into(),
+                &apps(),
+                1 << 20,
+            );
+            assert_eq!(
+                got.as_ref().err().map(Rejection::status),
+                *want,
+                "{case}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_and_missing_types_are_accepted_without_a_type() {
+        let case = "_invalid/missing_type";
+        let v = verify(
+            &headers(&read(case, "signature.txt"), false),
+            read(case, "body.json").into(),
+            &apps(),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(v.event_type, None);
+        let case = "_invalid/unknown_type";
+        let v = verify(
+            &headers(&read(case, "signature.txt"), false),
+            read(case, "body.json").into(),
+            &apps(),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(v.event_type.as_deref(), Some("totally.made.up"));
+    }
+
+    #[test]
+    fn upper_case_hex_signatures_are_accepted() {
+        let body = br#"{"type":"message.new"}"#;
+        let sig = sign(SECRET.as_bytes(), body).to_uppercase();
+        assert!(verify(
+            &headers(sig.as_bytes(), false),
+            Bytes::from_static(body),
+            &apps(),
+            1024
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn the_secret_is_picked_by_x_api_key() {
+        let apps = vec![
+            App {
+                api_key: "a".into(),
+                api_secret: Secret::new("secret-a"),
+            },
+            App {
+                api_key: "b".into(),
+                api_secret: Secret::new("secret-b"),
+            },
+        ];
+        let body = Bytes::from_static(br#"{"type":"x"}"#);
+        for (key, secret, ok) in [
+            ("a", "secret-a", true),
+            ("b", "secret-b", true),
+            ("a", "secret-b", false),
+            ("c", "secret-a", false),
+        ] {
+            let mut h = headers(sign(secret.as_bytes(), &body).as_bytes(), false);
+            h.insert(HEADER_API_KEY, HeaderValue::from_static(key));
+            let got = verify(&h, body.clone(), &apps, 1024);
+            assert_eq!(got.is_ok(), ok, "key {key} signed with {secret}: {got:?}");
+        }
+        // Several apps and no X-Api-Key: nothing to pick by.
+        let h = headers(sign(b"secret-a", &body).as_bytes(), false);
+        assert!(matches!(
+            verify(&h, body, &apps, 1024),
+            Err(Rejection::UnknownApp(_))
+        ));
+    }
+
+    #[test]
+    fn malformed_signatures_are_unauthorized() {
+        let body = Bytes::from_static(br#"{"type":"x"}"#);
+        let good = sign(SECRET.as_bytes(), &body);
+        for sig in [
+            "",
+            "zz",
+            &good[..62],
+            &format!("{good}00"),
+            &good.replace(|c: char| c.is_ascii_digit(), "g"),
+        ] {
+            let got = verify(&headers(sig.as_bytes(), false), body.clone(), &apps(), 1024);
+            assert_eq!(
+                got.unwrap_err().status(),
+                StatusCode::UNAUTHORIZED,
+                "signature {sig:?}"
+            );
+        }
+        let mut h = headers(good.as_bytes(), false);
+        h.remove(HEADER_SIGNATURE);
+        assert_eq!(
+            verify(&h, body, &apps(), 1024).unwrap_err().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_without_inflating_it() {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut enc, &vec![b' '; 10 << 20]).unwrap();
+        let bomb = enc.finish().unwrap();
+        let got = decode(&HeaderMap::new(), bomb.into(), 4096);
+        assert_eq!(
+            got,
+            Err(Rejection::TooLarge {
+                limit: 4096,
+                decompressed: true
+            })
+        );
+    }
+
+    #[test]
+    fn non_object_json_is_a_bad_request() {
+        for body in [
+            &b"[1,2]"[..],
+            b"\"str\"",
+            b"{\"type\":\"x\"} trailing",
+            b"   ",
+        ] {
+            let sig = sign(SECRET.as_bytes(), body);
+            let got = verify(
+                &headers(sig.as_bytes(), false),
+                Bytes::copy_from_slice(body),
+                &apps(),
+                1024,
+            );
+            assert_eq!(
+                got.unwrap_err().status(),
+                StatusCode::BAD_REQUEST,
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}

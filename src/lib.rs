@@ -1,0 +1,29 @@
+//! # hookfan
+//!
+//! A durable fan-out router for Stream (getstream.io) webhooks. It verifies each webhook,
+//! stores it on disk for every route that wants it, answers 200 only then, and delivers it to
+//! each route's destination with retries, so no handler outage loses an event.
+//!
+//! # Layout
+//! The modules follow the pipeline:
+//!
+//! - [`config`]: routes.yaml, parsed then validated into a [`config::Config`].
+//! - [`ingest`]: the webhook listener; [`ingest::verify`] is its pure core (gzip, signature,
+//!   JSON).
+//! - [`route`]: which routes take an event type (pure).
+//! - [`spool`]: the durable store, with group commit.
+//! - [`deliver`]: one worker per route, retries and backoff, dead letters.
+//! - [`sinks`]: destinations (`http`, `file`).
+//! - [`server`]: wires the above together and shuts them down in order.
+//! - [`cli`]: the subcommands other than `serve`.
+//! - [`telemetry`]: logging setup and the metric names.
+
+pub mod cli;
+pub mod config;
+pub mod deliver;
+pub mod ingest;
+pub mod route;
+pub mod server;
+pub mod sinks;
+pub mod spool;
+pub mod telemetry;

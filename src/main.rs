@@ -1,0 +1,82 @@
+//! The `hookfan` binary: parses the command line and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about = "A durable fan-out router for Stream webhooks", long_about = None)]
+struct Cli {
+    /// Path to routes.yaml.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "HOOKFAN_CONFIG",
+        default_value = "routes.yaml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receive, store and deliver webhooks (the default).
+    Serve,
+    /// Validate the config and print the route table.
+    Check,
+    /// Sign a sample event (or a JSON file) with the configured secret and POST it.
+    Send {
+        /// An event type such as message.new, or a path to a .json file.
+        event: String,
+        /// Where to POST (default: the configured listen address).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Inspect events that failed for good.
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
+}
+
+#[derive(Subcommand)]
+enum DeadLetters {
+    /// List dead letters (the daemon must be stopped).
+    List {
+        #[arg(long)]
+        route: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    hookfan::telemetry::init_logging();
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Check => hookfan::cli::check(&cli.config),
+        Command::DeadLetters(DeadLetters::List { route, json }) => {
+            hookfan::cli::dead_letters_list(&cli.config, route.as_deref(), json)
+        }
+        Command::Serve => runtime().block_on(hookfan::cli::serve(&cli.config)),
+        Command::Send { event, to } => {
+            runtime().block_on(hookfan::cli::send(&cli.config, &event, to.as_deref()))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hookfan: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}

@@ -1,0 +1,75 @@
+//! Wiring: opens the spool, starts one delivery worker per enabled route, serves ingest, and
+//! shuts all of it down in order.
+//!
+//! Shutdown order is what makes "200 means stored" hold at exit: (1) stop accepting and let
+//! in-flight ingest requests finish, each waiting for its commit; (2) stop starting
+//! deliveries and give in-flight ones `shutdown_grace`; (3) commit what is queued and close
+//! the spool.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::deliver::RouteWorker;
+use crate::ingest::{self, IngestState};
+use crate::sinks::Sink;
+use crate::spool::Spool;
+
+/// Runs the daemon on `listener` until `shutdown` is cancelled, then drains and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let spool = Spool::open(&config.data_dir)?;
+    tracing::info!(spool = %spool.path().display(), "spool open");
+
+    let workers = TaskTracker::new();
+    let stop_delivery = CancellationToken::new();
+    let mut notifiers = HashMap::new();
+    for route in config.routes.iter() {
+        if !route.enabled {
+            tracing::info!(route = %route.name, "route disabled: it takes no events; what it already holds stays on disk");
+            continue;
+        }
+        let notify = Arc::new(Notify::new());
+        notifiers.insert(route.name.clone(), notify.clone());
+        let worker = RouteWorker {
+            route: Arc::new(route.clone()),
+            sink: Arc::new(Sink::build(&route.destination)?),
+            spool: spool.clone(),
+            notify,
+            shutdown: stop_delivery.clone(),
+            grace: config.shutdown_grace,
+        };
+        workers.spawn(worker.run());
+    }
+
+    let state = IngestState {
+        config: config.clone(),
+        spool: spool.clone(),
+        notifiers: Arc::new(notifiers),
+    };
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        routes = config.routes.len(),
+        "ingest listening on http://{addr}"
+    );
+    axum::serve(listener, ingest::router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    tracing::info!("ingest stopped; finishing deliveries in flight");
+
+    stop_delivery.cancel();
+    workers.close();
+    workers.wait().await;
+    spool.close().await;
+    tracing::info!("spool closed; bye");
+    Ok(())
+}

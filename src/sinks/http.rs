@@ -1,0 +1,174 @@
+//! The `http` destination: POSTs the original body to a downstream handler so that a handler
+//! written for Stream, verifying with Stream's SDK, works unchanged behind hookfan.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::StatusCode;
+
+use super::{error_chain, Outcome};
+use crate::config::{HttpDestination, Secret};
+use crate::ingest::verify::sign;
+use crate::spool::StoredEvent;
+
+/// How much of a failing response's body is quoted in the error.
+const ERROR_BODY_QUOTE: usize = 200;
+
+pub struct HttpSink {
+    /// One client per route: its own keep-alive pool, sized to the route's concurrency.
+    client: reqwest::Client,
+    url: reqwest::Url,
+    timeout: Duration,
+    /// Re-sign with this secret instead of forwarding Stream's signature.
+    resign: Option<Secret>,
+}
+
+impl HttpSink {
+    pub fn new(d: &HttpDestination) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(d.concurrency)
+            .connect_timeout(d.timeout)
+            .user_agent(concat!("hookfan/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(HttpSink {
+            client,
+            url: d.url.clone(),
+            timeout: d.timeout,
+            resign: d.api_secret.clone(),
+        })
+    }
+
+    pub async fn deliver(&self, event: &StoredEvent, attempt: u32) -> Outcome {
+        let signature = match &self.resign {
+            Some(secret) => sign(secret.expose(), &event.body),
+            None => event.signature.clone(),
+        };
+        let mut request = self
+            .client
+            .post(self.url.clone())
+            .timeout(self.timeout)
+            .header(CONTENT_TYPE, "application/json")
+            .header("X-Webhook-Attempt", attempt.to_string())
+            .header("X-Signature", signature)
+            .body(event.body.clone());
+        if let Some(id) = &event.webhook_id {
+            request = request.header("X-Webhook-Id", id);
+        }
+        if let Some(key) = &event.api_key {
+            request = request.header("X-Api-Key", key);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let retry_after = retry_after(response.headers());
+                // Read the body so the connection goes back to the pool, and to quote it.
+                let body = response.bytes().await.unwrap_or_default();
+                classify(status, retry_after, &body)
+            }
+            Err(e) if e.is_timeout() => Outcome::Retry {
+                after: None,
+                error: format!(
+                    "timed out after {}",
+                    humantime::format_duration(self.timeout)
+                ),
+            },
+            Err(e) => Outcome::Retry {
+                after: None,
+                error: error_chain(&e),
+            },
+        }
+    }
+}
+
+/// What a handler's answer means: 2xx delivered; 408, 429 and 5xx worth retrying; anything
+/// else (other 4xx, 3xx, 1xx) permanent.
+pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Outcome {
+    if status.is_success() {
+        return Outcome::Delivered;
+    }
+    let quoted = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_QUOTE)]);
+    let error = if quoted.trim().is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {}", quoted.trim())
+    };
+    if status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+    {
+        Outcome::Retry {
+            after: retry_after,
+            error,
+        }
+    } else {
+        Outcome::Permanent { error }
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_are_classified_as_the_contract_says() {
+        let table = [
+            (200, "delivered"),
+            (204, "delivered"),
+            (408, "retry"),
+            (429, "retry"),
+            (500, "retry"),
+            (503, "retry"),
+            (400, "permanent"),
+            (401, "permanent"),
+            (404, "permanent"),
+            (301, "permanent"),
+        ];
+        for (code, want) in table {
+            let got = match classify(StatusCode::from_u16(code).unwrap(), None, b"") {
+                Outcome::Delivered => "delivered",
+                Outcome::Retry { .. } => "retry",
+                Outcome::Permanent { .. } => "permanent",
+            };
+            assert_eq!(got, want, "HTTP {code}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_a_date() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn errors_quote_the_start_of_the_response_body() {
+        let body = "x".repeat(1000);
+        let Outcome::Permanent { error } = classify(StatusCode::BAD_REQUEST, None, body.as_bytes())
+        else {
+            panic!("400 is permanent")
+        };
+        assert!(error.starts_with("HTTP 400 Bad Request: xxx"));
+        assert!(error.len() < 250);
+    }
+}

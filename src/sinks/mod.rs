@@ -1,0 +1,86 @@
+//! Destinations: where a route's events go. Each sink turns one delivery attempt into an
+//! [`Outcome`]; *when* to try, and what an outcome means for the spool, is `deliver`'s job.
+//!
+//! A sink never touches the spool and never sleeps: retries and backoff live in one place.
+//! Sinks that batch (SQS/SNS) say so through [`Sink::max_batch`] and answer one outcome per
+//! event.
+
+pub mod file;
+pub mod http;
+
+use std::time::Duration;
+
+use crate::config::Destination;
+use crate::spool::StoredEvent;
+
+/// How one attempt to hand one event to a destination ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// Worth trying again (connection error, timeout, 408, 429, 5xx); `after` is the
+    /// destination's own `Retry-After`, if it gave one.
+    Retry {
+        after: Option<Duration>,
+        error: String,
+    },
+    /// Trying again cannot help (other 4xx, 3xx, an event the destination refuses).
+    Permanent {
+        error: String,
+    },
+}
+
+/// Why a sink could not be built from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+/// A built destination, shared by a route's delivery tasks.
+pub enum Sink {
+    Http(http::HttpSink),
+    File(file::FileSink),
+}
+
+impl Sink {
+    pub fn build(destination: &Destination) -> Result<Sink, SinkError> {
+        Ok(match destination {
+            Destination::Http(h) => Sink::Http(http::HttpSink::new(h)?),
+            Destination::File(f) => Sink::File(file::FileSink::new(f)),
+        })
+    }
+
+    /// Most events handed to [`Sink::deliver_batch`] at once.
+    pub fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Delivers `events` (at most `max_batch`), `attempts[i]` being the attempt number of
+    /// `events[i]` (from 1). Returns one outcome per event, in order.
+    pub async fn deliver_batch(&self, events: &[(&StoredEvent, u32)]) -> Vec<Outcome> {
+        let mut out = Vec::with_capacity(events.len());
+        for (event, attempt) in events {
+            out.push(match self {
+                Sink::Http(s) => s.deliver(event, *attempt).await,
+                Sink::File(s) => s.deliver(event).await,
+            });
+        }
+        out
+    }
+}
+
+/// An error and its causes on one line: reqwest and io errors keep the useful part in
+/// `source()`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    msg
+}

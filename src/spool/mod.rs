@@ -1,0 +1,774 @@
+//! The spool: hookfan's durable store, and the only code that writes to disk.
+//!
+//! # Design
+//! One [redb](https://docs.rs/redb) database file, `<data_dir>/spool.redb`. redb is an embedded,
+//! copy-on-write B-tree store with ACID transactions: a write transaction committed with
+//! `Durability::Immediate` is on disk (fsynced) when `commit()` returns, and a crash at any
+//! moment leaves the file at the last committed transaction.
+//!
+//! Tables:
+//!
+//! | table          | key                       | value                      |
+//! |----------------|---------------------------|----------------------------|
+//! | `events`       | seq                       | [`StoredEvent`] (postcard) |
+//! | `refs`         | seq                       | routes still holding it    |
+//! | `pending`      | (route, due_ms, seq)      | [`PendingState`]           |
+//! | `dead`         | (route, seq)              | [`DeadState`]              |
+//! | `seen`         | webhook id                | received_ms                |
+//! | `seen_by_time` | (received_ms, webhook id) | ()                         |
+//! | `meta`         | name                      | u64 (schema version)       |
+//!
+//! An event is stored once however many routes take it; each route holds it through one
+//! `pending` row (keyed by when it is next due, so a route's worker reads what is due in order
+//! and a failing event moves *behind* the events after it) or one `dead` row. `refs` counts
+//! those rows; when it reaches zero the event is deleted and its pages are reused.
+//!
+//! # Group commit
+//! All writes go through one writer thread that takes every command waiting in its queue,
+//! applies them in one write transaction, commits once (one fsync), then answers each. Under
+//! load, many webhooks share an fsync; with none waiting, a lone webhook is committed at once.
+//!
+//! # Invariants
+//! - **An append answers `Stored` only after its transaction is committed durably.**
+//! - **A webhook id is marked seen in the same transaction that stores its event**, so a
+//!   crash never leaves one without the other.
+//! - **An event row lives exactly as long as some route's `pending` or `dead` row names it.**
+//! - Readers never block the writer (redb MVCC); only the writer thread opens write
+//!   transactions.
+
+mod codec;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
+
+pub use codec::{DeadState, PendingState, StoredEvent};
+
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const REFS: TableDefinition<u64, u32> = TableDefinition::new("refs");
+const PENDING: TableDefinition<(&str, u64, u64), &[u8]> = TableDefinition::new("pending");
+const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead");
+const SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
+const SEEN_BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("seen_by_time");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const SCHEMA_VERSION: u64 = 1;
+pub const FILE_NAME: &str = "spool.redb";
+
+/// Most commands applied in one transaction; bounds the latency of a single commit.
+const MAX_BATCH: usize = 4096;
+/// Capacity of the writer's queue: when full, ingest waits, then answers 503.
+const QUEUE_CAPACITY: usize = 8192;
+/// How long ingest waits for room in a full writer queue before answering 503.
+const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most expired webhook ids forgotten per transaction, so a sweep never stalls ingest.
+const SWEEP_LIMIT: usize = 10_000;
+
+/// What can go wrong with the spool.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The store failed (I/O error, disk full, ...). Ingest answers 503 so Stream retries.
+    #[error("spool storage error: {0}")]
+    Storage(#[from] redb::Error),
+    /// The spool file is held by another running hookfan.
+    #[error("the spool {0} is in use by another hookfan process (stop it, or give this one its own data_dir)")]
+    InUse(PathBuf),
+    /// The file exists but is not a hookfan spool this version understands.
+    #[error(
+        "{path}: {why}; move it aside to start with an empty spool, or point data_dir elsewhere"
+    )]
+    Incompatible { path: PathBuf, why: String },
+    /// The data directory cannot be created or opened.
+    #[error("cannot use data_dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The writer has stopped (shutting down).
+    #[error("the spool is shutting down")]
+    Closed,
+    /// The writer's queue stayed full: the disk cannot keep up. Ingest answers 503.
+    #[error("the spool is overloaded (writer queue full)")]
+    Busy,
+}
+
+fn storage(e: impl Into<redb::Error>) -> SpoolError {
+    SpoolError::Storage(e.into())
+}
+
+/// Milliseconds since the Unix epoch: the spool's clock for `received_at` and `due`.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Where a route holds an event in `pending`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PendingKey {
+    pub due_ms: u64,
+    pub seq: u64,
+}
+
+/// An event a route should deliver now.
+#[derive(Debug, Clone)]
+pub struct DueItem {
+    pub key: PendingKey,
+    pub state: PendingState,
+    pub event: Arc<StoredEvent>,
+}
+
+/// What a read of a route's due events found.
+#[derive(Debug, Default)]
+pub struct Due {
+    pub items: Vec<DueItem>,
+    /// When the next not-yet-due event of the route is due, if any.
+    pub next_due_ms: Option<u64>,
+}
+
+/// The result of handing a verified webhook to the spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Durably stored for every route given, as event `seq`.
+    Stored { seq: u64 },
+    /// Its webhook id was seen within the dedup window: nothing was stored.
+    Duplicate,
+}
+
+/// How one delivery attempt of one event on one route ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    Delivered,
+    /// Try again at `due_ms`; `attempts` made so far.
+    Retry {
+        due_ms: u64,
+        attempts: u32,
+        error: String,
+    },
+    /// Give up: move to the route's dead letters.
+    Dead {
+        attempts: u32,
+        error: String,
+    },
+}
+
+/// A dead letter, for listing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    pub route: String,
+    pub seq: u64,
+    pub webhook_id: Option<String>,
+    pub event_type: Option<String>,
+    pub received_at_ms: u64,
+    pub dead_at_ms: u64,
+    pub attempts: u32,
+    pub error: String,
+}
+
+enum Command {
+    Append {
+        event: StoredEvent,
+        routes: Vec<String>,
+        dedup_window_ms: u64,
+        reply: oneshot::Sender<Result<AppendOutcome, SpoolError>>,
+    },
+    Complete {
+        route: String,
+        key: PendingKey,
+        completion: Completion,
+        reply: oneshot::Sender<Result<(), SpoolError>>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A handle on the spool; cheap to clone. Reads run on the caller's thread (use
+/// `spawn_blocking` from async code); writes are queued to the writer thread.
+#[derive(Clone)]
+pub struct Spool {
+    db: Arc<Database>,
+    path: Arc<PathBuf>,
+    commands: mpsc::Sender<Command>,
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `data_dir` and starts its writer thread.
+    pub fn open(data_dir: &Path) -> Result<Spool, SpoolError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| SpoolError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let path = data_dir.join(FILE_NAME);
+        let existed = path.exists();
+        let db = Database::builder()
+            .set_cache_size(16 * 1024 * 1024)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => SpoolError::InUse(path.clone()),
+                redb::DatabaseError::Storage(redb::StorageError::Io(source)) => {
+                    SpoolError::DataDir {
+                        path: path.clone(),
+                        source,
+                    }
+                }
+                other => SpoolError::Incompatible {
+                    path: path.clone(),
+                    why: format!("cannot be opened as a spool ({other})"),
+                },
+            })?;
+        init_schema(&db, &path, existed)?;
+        let db = Arc::new(db);
+        let next_seq = {
+            let txn = db.begin_read().map_err(storage)?;
+            let events = txn.open_table(EVENTS).map_err(storage)?;
+            let last = events.last().map_err(storage)?;
+            last.map_or(1, |(k, _)| k.value() + 1)
+        };
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = Writer {
+            db: db.clone(),
+            next_seq,
+            last_sweep: Instant::now(),
+            dedup_window_ms: u64::MAX,
+        };
+        let handle = std::thread::Builder::new()
+            .name("hookfan-spool-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| SpoolError::DataDir {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Spool {
+            db,
+            path: Arc::new(path),
+            commands: tx,
+            writer: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), SpoolError> {
+        match self.commands.send_timeout(cmd, ENQUEUE_TIMEOUT).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(SpoolError::Busy),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(SpoolError::Closed),
+        }
+    }
+
+    /// Stores `event` for every route in `routes` and marks its webhook id seen, in one durable
+    /// commit, unless the id was seen within `dedup_window`. Returns once committed.
+    pub async fn append(
+        &self,
+        event: StoredEvent,
+        routes: Vec<String>,
+        dedup_window: Duration,
+    ) -> Result<AppendOutcome, SpoolError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Append {
+            event,
+            routes,
+            dedup_window_ms: dedup_window.as_millis() as u64,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Records how a delivery attempt ended. Returns once committed.
+    pub async fn complete(
+        &self,
+        route: &str,
+        key: PendingKey,
+        completion: Completion,
+    ) -> Result<(), SpoolError> {
+        let (reply, answer) = oneshot::channel();
+        // Completions wait for room rather than fail: they are never dropped.
+        self.commands
+            .send(Command::Complete {
+                route: route.to_string(),
+                key,
+                completion,
+                reply,
+            })
+            .await
+            .map_err(|_| SpoolError::Closed)?;
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Commits everything queued so far, then stops the writer. Later writes fail with
+    /// [`SpoolError::Closed`].
+    pub async fn close(&self) {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Close { reply }).await.is_ok() {
+            let _ = answer.await;
+        }
+        let handle = self.writer.lock().expect("writer handle lock").take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+
+    /// Up to `limit` events of `route` due at `now_ms`, oldest due first, skipping `in_flight`.
+    /// Blocking: reads the file.
+    pub fn due(
+        &self,
+        route: &str,
+        now_ms: u64,
+        in_flight: &HashSet<u64>,
+        limit: usize,
+    ) -> Result<Due, SpoolError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let pending = txn.open_table(PENDING).map_err(storage)?;
+        let events = txn.open_table(EVENTS).map_err(storage)?;
+        let mut due = Due::default();
+        for row in pending
+            .range((route, 0u64, 0u64)..=(route, u64::MAX, u64::MAX))
+            .map_err(storage)?
+        {
+            let (k, v) = row.map_err(storage)?;
+            let (_, due_ms, seq) = k.value();
+            if in_flight.contains(&seq) {
+                continue;
+            }
+            if due_ms > now_ms {
+                due.next_due_ms = Some(due_ms);
+                break;
+            }
+            if due.items.len() == limit {
+                due.next_due_ms = Some(due_ms);
+                break;
+            }
+            let state = PendingState::decode(v.value())?;
+            let Some(bytes) = events.get(seq).map_err(storage)? else {
+                return Err(SpoolError::Incompatible {
+                    path: self.path.to_path_buf(),
+                    why: format!("pending event {seq} of route {route} has no stored body"),
+                });
+            };
+            let event = StoredEvent::decode(bytes.value())?;
+            due.items.push(DueItem {
+                key: PendingKey { due_ms, seq },
+                state,
+                event: Arc::new(event),
+            });
+        }
+        Ok(due)
+    }
+
+    /// How many events `route` still has to deliver. Blocking; walks the route's queue.
+    pub fn pending_count(&self, route: &str) -> Result<u64, SpoolError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let pending = txn.open_table(PENDING).map_err(storage)?;
+        let mut n = 0;
+        for row in pending
+            .range((route, 0u64, 0u64)..=(route, u64::MAX, u64::MAX))
+            .map_err(storage)?
+        {
+            row.map_err(storage)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Number of stored event bodies (each counted once, whatever its routes).
+    pub fn stored_events(&self) -> Result<u64, SpoolError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let events = txn.open_table(EVENTS).map_err(storage)?;
+        events.len().map_err(storage)
+    }
+
+    /// Dead letters, of one route or all. Blocking.
+    pub fn dead_letters(&self, route: Option<&str>) -> Result<Vec<DeadLetter>, SpoolError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let dead = txn.open_table(DEAD).map_err(storage)?;
+        let events = txn.open_table(EVENTS).map_err(storage)?;
+        let rows = match route {
+            Some(r) => dead.range((r, 0u64)..=(r, u64::MAX)),
+            None => dead.range::<(&str, u64)>(..),
+        }
+        .map_err(storage)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (k, v) = row.map_err(storage)?;
+            let (route, seq) = k.value();
+            let state = DeadState::decode(v.value())?;
+            let event = match events.get(seq).map_err(storage)? {
+                Some(bytes) => Some(StoredEvent::decode(bytes.value())?),
+                None => None,
+            };
+            out.push(DeadLetter {
+                route: route.to_string(),
+                seq,
+                webhook_id: event.as_ref().and_then(|e| e.webhook_id.clone()),
+                event_type: event.as_ref().and_then(|e| e.event_type.clone()),
+                received_at_ms: event.as_ref().map_or(0, |e| e.received_at_ms),
+                dead_at_ms: state.dead_at_ms,
+                attempts: state.attempts,
+                error: state.error,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn init_schema(db: &Database, path: &Path, existed: bool) -> Result<(), SpoolError> {
+    let txn = db.begin_write().map_err(storage)?;
+    {
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        let version = meta
+            .get("schema_version")
+            .map_err(storage)?
+            .map(|v| v.value());
+        match version {
+            Some(SCHEMA_VERSION) => {}
+            Some(other) => {
+                return Err(SpoolError::Incompatible {
+                    path: path.to_path_buf(),
+                    why: format!(
+                        "spool schema version {other}, this hookfan reads version {SCHEMA_VERSION}"
+                    ),
+                })
+            }
+            None if existed && meta.len().map_err(storage)? == 0 && has_foreign_tables(&txn)? => {
+                return Err(SpoolError::Incompatible {
+                    path: path.to_path_buf(),
+                    why: "the file is a redb database but not a hookfan spool".into(),
+                })
+            }
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION)
+                    .map_err(storage)?;
+            }
+        }
+        // Create every table so readers never meet a missing one.
+        txn.open_table(EVENTS).map_err(storage)?;
+        txn.open_table(REFS).map_err(storage)?;
+        txn.open_table(PENDING).map_err(storage)?;
+        txn.open_table(DEAD).map_err(storage)?;
+        txn.open_table(SEEN).map_err(storage)?;
+        txn.open_table(SEEN_BY_TIME).map_err(storage)?;
+    }
+    txn.commit().map_err(storage)?;
+    Ok(())
+}
+
+fn has_foreign_tables(txn: &redb::WriteTransaction) -> Result<bool, SpoolError> {
+    use redb::TableHandle;
+    let ours = [
+        "events",
+        "refs",
+        "pending",
+        "dead",
+        "seen",
+        "seen_by_time",
+        "meta",
+    ];
+    Ok(txn
+        .list_tables()
+        .map_err(storage)?
+        .any(|t| !ours.contains(&t.name())))
+}
+
+/// The writer thread's state.
+struct Writer {
+    db: Arc<Database>,
+    next_seq: u64,
+    last_sweep: Instant,
+    /// The dedup window of the latest append: ids older than this are swept.
+    dedup_window_ms: u64,
+}
+
+enum Reply {
+    Append(
+        oneshot::Sender<Result<AppendOutcome, SpoolError>>,
+        AppendOutcome,
+    ),
+    Complete(oneshot::Sender<Result<(), SpoolError>>),
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut closing = None;
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            // Commands after a Close are refused; the ones before it are committed.
+            if let Some(at) = batch
+                .iter()
+                .position(|c| matches!(c, Command::Close { .. }))
+            {
+                for cmd in batch.drain(at + 1..) {
+                    refuse(cmd);
+                }
+                if let Some(Command::Close { reply }) = batch.pop() {
+                    closing = Some(reply);
+                }
+            }
+            if !batch.is_empty() {
+                self.commit_batch(batch);
+            }
+            if let Some(reply) = closing.take() {
+                rx.close();
+                while let Ok(cmd) = rx.try_recv() {
+                    refuse(cmd);
+                }
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+
+    fn commit_batch(&mut self, batch: Vec<Command>) {
+        let started = Instant::now();
+        let first_seq = self.next_seq;
+        let n = batch.len();
+        let mut replies = Vec::with_capacity(n);
+        let result = self.apply(batch, &mut replies);
+        match result {
+            Ok(()) => {
+                metrics::counter!("hookfan_spool_commits_total").increment(1);
+                metrics::histogram!("hookfan_spool_commit_batch_size").record(n as f64);
+                metrics::histogram!("hookfan_spool_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                for r in replies {
+                    match r {
+                        Reply::Append(tx, outcome) => drop(tx.send(Ok(outcome))),
+                        Reply::Complete(tx) => drop(tx.send(Ok(()))),
+                    }
+                }
+            }
+            Err((e, unapplied)) => {
+                self.next_seq = first_seq;
+                metrics::counter!("hookfan_spool_commit_failures_total").increment(1);
+                tracing::error!(error = %e, commands = n, "spool commit failed; webhooks in it get 503 and Stream will retry them");
+                let msg = e.to_string();
+                let fail = || SpoolError::Storage(redb::Error::Corrupted(msg.clone()));
+                for r in replies {
+                    match r {
+                        Reply::Append(tx, _) => drop(tx.send(Err(fail()))),
+                        Reply::Complete(tx) => drop(tx.send(Err(fail()))),
+                    }
+                }
+                for cmd in unapplied {
+                    match cmd {
+                        Command::Append { reply, .. } => drop(reply.send(Err(fail()))),
+                        Command::Complete { reply, .. } => drop(reply.send(Err(fail()))),
+                        Command::Close { reply } => drop(reply.send(())),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies `batch` in one transaction. On failure, returns the error and the commands
+    /// that were not yet turned into replies, so every caller still gets an answer.
+    fn apply(
+        &mut self,
+        batch: Vec<Command>,
+        replies: &mut Vec<Reply>,
+    ) -> Result<(), (SpoolError, Vec<Command>)> {
+        let txn = match self.db.begin_write() {
+            Ok(txn) => txn,
+            Err(e) => return Err((storage(e), batch)),
+        };
+        let now = now_ms();
+        let mut iter = batch.into_iter();
+        let applied = (|| -> Result<(), SpoolError> {
+            let mut t = Tables {
+                events: txn.open_table(EVENTS).map_err(storage)?,
+                refs: txn.open_table(REFS).map_err(storage)?,
+                pending: txn.open_table(PENDING).map_err(storage)?,
+                dead: txn.open_table(DEAD).map_err(storage)?,
+                seen: txn.open_table(SEEN).map_err(storage)?,
+                seen_by_time: txn.open_table(SEEN_BY_TIME).map_err(storage)?,
+            };
+            for cmd in iter.by_ref() {
+                match cmd {
+                    Command::Append {
+                        event,
+                        routes,
+                        dedup_window_ms,
+                        reply,
+                    } => {
+                        let outcome = self.append(&mut t, event, &routes, dedup_window_ms, now)?;
+                        replies.push(Reply::Append(reply, outcome));
+                    }
+                    Command::Complete {
+                        route,
+                        key,
+                        completion,
+                        reply,
+                    } => {
+                        complete(&mut t, &route, key, completion, now)?;
+                        replies.push(Reply::Complete(reply));
+                    }
+                    Command::Close { reply } => drop(reply.send(())),
+                }
+            }
+            if self.last_sweep.elapsed() >= Duration::from_secs(1) {
+                self.last_sweep = Instant::now();
+                sweep_seen(&mut t, now, self.dedup_window_ms)?;
+            }
+            Ok(())
+        })();
+        let rest: Vec<Command> = iter.collect();
+        if let Err(e) = applied {
+            return Err((e, rest));
+        }
+        txn.commit().map_err(|e| (storage(e), rest))
+    }
+
+    fn append(
+        &mut self,
+        t: &mut Tables<'_>,
+        event: StoredEvent,
+        routes: &[String],
+        dedup_window_ms: u64,
+        now: u64,
+    ) -> Result<AppendOutcome, SpoolError> {
+        self.dedup_window_ms = dedup_window_ms;
+        if let Some(id) = event.webhook_id.as_deref() {
+            let seen_at = t.seen.get(id).map_err(storage)?.map(|v| v.value());
+            if let Some(at) = seen_at {
+                if at.saturating_add(dedup_window_ms) >= now {
+                    return Ok(AppendOutcome::Duplicate);
+                }
+                t.seen_by_time.remove((at, id)).map_err(storage)?;
+            }
+            t.seen.insert(id, event.received_at_ms).map_err(storage)?;
+            t.seen_by_time
+                .insert((event.received_at_ms, id), ())
+                .map_err(storage)?;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        t.events
+            .insert(seq, event.encode()?.as_slice())
+            .map_err(storage)?;
+        t.refs.insert(seq, routes.len() as u32).map_err(storage)?;
+        let fresh = PendingState::default().encode()?;
+        for route in routes {
+            t.pending
+                .insert(
+                    (route.as_str(), event.received_at_ms, seq),
+                    fresh.as_slice(),
+                )
+                .map_err(storage)?;
+        }
+        Ok(AppendOutcome::Stored { seq })
+    }
+}
+
+struct Tables<'t> {
+    events: redb::Table<'t, u64, &'static [u8]>,
+    refs: redb::Table<'t, u64, u32>,
+    pending: redb::Table<'t, (&'static str, u64, u64), &'static [u8]>,
+    dead: redb::Table<'t, (&'static str, u64), &'static [u8]>,
+    seen: redb::Table<'t, &'static str, u64>,
+    seen_by_time: redb::Table<'t, (u64, &'static str), ()>,
+}
+
+fn complete(
+    t: &mut Tables<'_>,
+    route: &str,
+    key: PendingKey,
+    completion: Completion,
+    now: u64,
+) -> Result<(), SpoolError> {
+    let removed = t
+        .pending
+        .remove((route, key.due_ms, key.seq))
+        .map_err(storage)?
+        .is_some();
+    if !removed {
+        // Already completed (e.g. twice after a restart race); nothing to do.
+        return Ok(());
+    }
+    match completion {
+        Completion::Delivered => release(t, key.seq)?,
+        Completion::Retry {
+            due_ms,
+            attempts,
+            error,
+        } => {
+            let state = PendingState {
+                attempts,
+                last_error: Some(error),
+            };
+            t.pending
+                .insert((route, due_ms, key.seq), state.encode()?.as_slice())
+                .map_err(storage)?;
+        }
+        Completion::Dead { attempts, error } => {
+            let state = DeadState {
+                attempts,
+                error,
+                dead_at_ms: now,
+            };
+            t.dead
+                .insert((route, key.seq), state.encode()?.as_slice())
+                .map_err(storage)?;
+        }
+    }
+    Ok(())
+}
+
+/// One route let go of event `seq`; delete it when no route holds it any more.
+fn release(t: &mut Tables<'_>, seq: u64) -> Result<(), SpoolError> {
+    let left = t
+        .refs
+        .get(seq)
+        .map_err(storage)?
+        .map_or(0, |v| v.value())
+        .saturating_sub(1);
+    if left == 0 {
+        t.refs.remove(seq).map_err(storage)?;
+        t.events.remove(seq).map_err(storage)?;
+    } else {
+        t.refs.insert(seq, left).map_err(storage)?;
+    }
+    Ok(())
+}
+
+/// Forgets webhook ids received more than `window_ms` ago. The check in `append` applies the
+/// window exactly; this only reclaims their space.
+fn sweep_seen(t: &mut Tables<'_>, now: u64, window_ms: u64) -> Result<(), SpoolError> {
+    let cutoff = now.saturating_sub(window_ms);
+    let expired: Vec<(u64, String)> = t
+        .seen_by_time
+        .range::<(u64, &str)>(..(cutoff, ""))
+        .map_err(storage)?
+        .take(SWEEP_LIMIT)
+        .map(|row| row.map(|(k, _)| (k.value().0, k.value().1.to_string())))
+        .collect::<Result<_, _>>()
+        .map_err(storage)?;
+    for (at, id) in expired {
+        t.seen_by_time.remove((at, id.as_str())).map_err(storage)?;
+        t.seen.remove(id.as_str()).map_err(storage)?;
+    }
+    Ok(())
+}
+
+fn refuse(cmd: Command) {
+    match cmd {
+        Command::Append { reply, .. } => drop(reply.send(Err(SpoolError::Closed))),
+        Command::Complete { reply, .. } => drop(reply.send(Err(SpoolError::Closed))),
+        Command::Close { reply } => drop(reply.send(())),
+    }
+}
