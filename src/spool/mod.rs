@@ -772,3 +772,6 @@ fn refuse(cmd: Command) {
         Command::Close { reply } => drop(reply.send(())),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,324 @@
+//! The spool's contract, tested on a real file.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::*;
+
+const WINDOW: Duration = Duration::from_secs(600);
+
+fn event(id: &str) -> StoredEvent {
+    StoredEvent {
+        webhook_id: Some(id.to_string()),
+        received_at_ms: now_ms(),
+        api_key: Some("key".into()),
+        signature: "00".repeat(32),
+        event_type: Some("message.new".into()),
+        body: format!("{{\"type\":\"message.new\",\"id\":\"{id}\"}}").into_bytes(),
+    }
+}
+
+fn routes(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn due(spool: &Spool, route: &str) -> Vec<DueItem> {
+    spool
+        .due(route, u64::MAX - 1, &HashSet::new(), 1000)
+        .unwrap()
+        .items
+}
+
+#[tokio::test]
+async fn an_appended_event_is_due_on_every_route_it_was_stored_for_and_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let outcome = spool
+        .append(event("a"), routes(&["r1", "r2"]), WINDOW)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, AppendOutcome::Stored { .. }));
+    assert_eq!(due(&spool, "r1").len(), 1);
+    assert_eq!(due(&spool, "r2").len(), 1);
+    assert_eq!(due(&spool, "r3").len(), 0);
+    assert_eq!(spool.stored_events().unwrap(), 1);
+    assert_eq!(due(&spool, "r1")[0].event.body, event("a").body);
+}
+
+#[tokio::test]
+async fn a_webhook_id_seen_within_the_window_is_a_duplicate_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    spool
+        .append(event("a"), routes(&["r"]), WINDOW)
+        .await
+        .unwrap();
+    let again = spool
+        .append(event("a"), routes(&["r"]), WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(again, AppendOutcome::Duplicate);
+    assert_eq!(spool.stored_events().unwrap(), 1);
+    assert_eq!(due(&spool, "r").len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_appends_of_one_id_store_it_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let spool = spool.clone();
+            tokio::spawn(async move { spool.append(event("same"), routes(&["r"]), WINDOW).await })
+        })
+        .collect();
+    let mut stored = 0;
+    for t in tasks {
+        if let AppendOutcome::Stored { .. } = t.await.unwrap().unwrap() {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 1);
+    assert_eq!(due(&spool, "r").len(), 1);
+}
+
+#[tokio::test]
+async fn an_id_older_than_the_window_is_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut old = event("a");
+    old.received_at_ms -= 20_000;
+    spool.append(old, routes(&["r"]), WINDOW).await.unwrap();
+    let again = spool
+        .append(event("a"), routes(&["r"]), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(matches!(again, AppendOutcome::Stored { .. }));
+}
+
+#[tokio::test]
+async fn the_event_is_freed_only_when_its_last_route_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    spool
+        .append(event("a"), routes(&["r1", "r2"]), WINDOW)
+        .await
+        .unwrap();
+    let key = due(&spool, "r1")[0].key;
+    spool
+        .complete("r1", key, Completion::Delivered)
+        .await
+        .unwrap();
+    assert_eq!(spool.stored_events().unwrap(), 1, "r2 still holds it");
+    let key = due(&spool, "r2")[0].key;
+    spool
+        .complete(
+            "r2",
+            key,
+            Completion::Dead {
+                attempts: 1,
+                error: "HTTP 400".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        spool.stored_events().unwrap(),
+        1,
+        "a dead letter keeps its event"
+    );
+    let dead = spool.dead_letters(Some("r2")).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].webhook_id.as_deref(), Some("a"));
+    assert_eq!(dead[0].error, "HTTP 400");
+    assert!(due(&spool, "r2").is_empty());
+}
+
+#[tokio::test]
+async fn delivered_events_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    for i in 0..100 {
+        spool
+            .append(event(&i.to_string()), routes(&["r"]), WINDOW)
+            .await
+            .unwrap();
+    }
+    for item in due(&spool, "r") {
+        spool
+            .complete("r", item.key, Completion::Delivered)
+            .await
+            .unwrap();
+    }
+    assert_eq!(spool.stored_events().unwrap(), 0);
+    assert_eq!(spool.pending_count("r").unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_retried_event_moves_behind_the_events_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    for id in ["first", "second"] {
+        spool
+            .append(event(id), routes(&["r"]), WINDOW)
+            .await
+            .unwrap();
+    }
+    let first = due(&spool, "r")[0].clone();
+    assert_eq!(first.event.webhook_id.as_deref(), Some("first"));
+    let later = now_ms() + 60_000;
+    spool
+        .complete(
+            "r",
+            first.key,
+            Completion::Retry {
+                due_ms: later,
+                attempts: 1,
+                error: "HTTP 503".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let now = spool.due("r", now_ms(), &HashSet::new(), 10).unwrap();
+    let ids: Vec<_> = now
+        .items
+        .iter()
+        .map(|i| i.event.webhook_id.clone().unwrap())
+        .collect();
+    assert_eq!(ids, ["second"]);
+    assert_eq!(now.next_due_ms, Some(later));
+    let all = due(&spool, "r");
+    assert_eq!(all[1].state.attempts, 1);
+    assert_eq!(all[1].state.last_error.as_deref(), Some("HTTP 503"));
+}
+
+#[tokio::test]
+async fn in_flight_events_are_skipped_and_the_limit_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    for i in 0..10 {
+        spool
+            .append(event(&i.to_string()), routes(&["r"]), WINDOW)
+            .await
+            .unwrap();
+    }
+    let all = due(&spool, "r");
+    let skip: HashSet<u64> = all[..3].iter().map(|i| i.key.seq).collect();
+    let got = spool.due("r", u64::MAX - 1, &skip, 4).unwrap();
+    let seqs: Vec<u64> = got.items.iter().map(|i| i.key.seq).collect();
+    assert_eq!(
+        seqs,
+        all[3..7].iter().map(|i| i.key.seq).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn everything_committed_survives_reopening_and_seqs_keep_growing() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_seq = {
+        let spool = Spool::open(dir.path()).unwrap();
+        let AppendOutcome::Stored { seq } = spool
+            .append(event("a"), routes(&["r"]), WINDOW)
+            .await
+            .unwrap()
+        else {
+            panic!("stored")
+        };
+        spool.close().await;
+        seq
+    };
+    let spool = Spool::open(dir.path()).unwrap();
+    assert_eq!(due(&spool, "r").len(), 1);
+    assert_eq!(
+        spool
+            .append(event("a"), routes(&["r"]), WINDOW)
+            .await
+            .unwrap(),
+        AppendOutcome::Duplicate
+    );
+    let AppendOutcome::Stored { seq } = spool
+        .append(event("b"), routes(&["r"]), WINDOW)
+        .await
+        .unwrap()
+    else {
+        panic!("stored")
+    };
+    assert!(seq > first_seq);
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_spool_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let _spool = Spool::open(dir.path()).unwrap();
+    let err = Spool::open(dir.path()).err().expect("second open fails");
+    assert!(matches!(err, SpoolError::InUse(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_spool_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = vec![0xA5u8; 64 * 1024];
+    std::fs::write(dir.path().join(FILE_NAME), &garbage).unwrap();
+    let err = Spool::open(dir.path()).err().expect("garbage is refused");
+    let msg = err.to_string();
+    assert!(msg.contains(FILE_NAME), "{msg}");
+    assert_eq!(
+        std::fs::read(dir.path().join(FILE_NAME)).unwrap(),
+        garbage,
+        "not overwritten"
+    );
+}
+
+#[tokio::test]
+async fn writes_after_close_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    spool.close().await;
+    let err = spool
+        .append(event("a"), routes(&["r"]), WINDOW)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SpoolError::Closed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_stops_growing_once_delivered_space_is_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let size = || std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len();
+    let mut sizes = Vec::new();
+    for _round in 0..6 {
+        // 500 KiB of bodies per round, appended and delivered concurrently (group commit).
+        let appends: Vec<_> = (0..500)
+            .map(|_| {
+                let spool = spool.clone();
+                let mut e = event("unused");
+                e.webhook_id = None;
+                e.body = vec![b' '; 1024];
+                tokio::spawn(async move { spool.append(e, routes(&["r"]), WINDOW).await })
+            })
+            .collect();
+        for a in appends {
+            a.await.unwrap().unwrap();
+        }
+        let completes: Vec<_> = due(&spool, "r")
+            .into_iter()
+            .map(|item| {
+                let spool = spool.clone();
+                tokio::spawn(
+                    async move { spool.complete("r", item.key, Completion::Delivered).await },
+                )
+            })
+            .collect();
+        for c in completes {
+            c.await.unwrap().unwrap();
+        }
+        sizes.push(size());
+    }
+    assert_eq!(spool.stored_events().unwrap(), 0);
+    let early_peak = sizes[..3].iter().copied().max().unwrap();
+    assert!(
+        sizes[5] <= early_peak,
+        "3 MiB written in 6 rounds, file keeps growing: {sizes:?}"
+    );
+}
