@@ -15,6 +15,9 @@ use super::{error_chain, Outcome};
 use crate::config::FileDestination;
 use crate::spool::StoredEvent;
 
+/// Most lines appended (and fsynced) together.
+pub const MAX_BATCH: usize = 256;
+
 pub struct FileSink {
     path: PathBuf,
     /// Opened on first use and kept open; reopened after an error.
@@ -38,11 +41,26 @@ impl FileSink {
         }
     }
 
-    pub async fn deliver(&self, event: &StoredEvent) -> Outcome {
-        let line = match render(event) {
-            Ok(line) => line,
-            Err(error) => return Outcome::Permanent { error },
-        };
+    /// Appends one line per event with one write and one fsync. An event that cannot be
+    /// rendered fails alone; an I/O error fails (and retries) the whole batch.
+    pub async fn deliver_batch<'e>(
+        &self,
+        events: impl Iterator<Item = &'e StoredEvent>,
+    ) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        let mut text = String::new();
+        for event in events {
+            match render(event) {
+                Ok(line) => {
+                    text.push_str(&line);
+                    outcomes.push(Outcome::Delivered);
+                }
+                Err(error) => outcomes.push(Outcome::Permanent { error }),
+            }
+        }
+        if text.is_empty() {
+            return outcomes;
+        }
         let path = self.path.clone();
         let file = self.file.clone();
         let written = tokio::task::spawn_blocking(move || {
@@ -54,28 +72,32 @@ impl FileSink {
                 *guard = Some(OpenOptions::new().create(true).append(true).open(&path)?);
             }
             let f = guard.as_mut().expect("opened above");
-            let result = f.write_all(line.as_bytes()).and_then(|()| f.sync_data());
+            let before = f.metadata()?.len();
+            let result = f.write_all(text.as_bytes()).and_then(|()| f.sync_data());
             if result.is_err() {
+                // Cut a half-written batch off, so the retry does not follow a broken line.
+                let _ = f.set_len(before);
                 *guard = None;
             }
             result
         })
         .await;
-        match written {
-            Ok(Ok(())) => Outcome::Delivered,
-            Ok(Err(e)) => Outcome::Retry {
+        let error = match written {
+            Ok(Ok(())) => return outcomes,
+            Ok(Err(e)) => format!(
+                "cannot append to {}: {}",
+                self.path.display(),
+                error_chain(&e)
+            ),
+            Err(e) => format!("file writer task failed: {e}"),
+        };
+        for o in outcomes.iter_mut().filter(|o| **o == Outcome::Delivered) {
+            *o = Outcome::Retry {
                 after: None,
-                error: format!(
-                    "cannot append to {}: {}",
-                    self.path.display(),
-                    error_chain(&e)
-                ),
-            },
-            Err(e) => Outcome::Retry {
-                after: None,
-                error: format!("file writer task failed: {e}"),
-            },
+                error: error.clone(),
+            };
         }
+        outcomes
     }
 }
 

@@ -52,20 +52,26 @@ impl Sink {
 
     /// Most events handed to [`Sink::deliver_batch`] at once.
     pub fn max_batch(&self) -> usize {
-        1
+        match self {
+            Sink::Http(_) => 1,
+            // One write and one fsync for many lines.
+            Sink::File(_) => file::MAX_BATCH,
+        }
     }
 
     /// Delivers `events` (at most `max_batch`), `attempts[i]` being the attempt number of
     /// `events[i]` (from 1). Returns one outcome per event, in order.
     pub async fn deliver_batch(&self, events: &[(&StoredEvent, u32)]) -> Vec<Outcome> {
-        let mut out = Vec::with_capacity(events.len());
-        for (event, attempt) in events {
-            out.push(match self {
-                Sink::Http(s) => s.deliver(event, *attempt).await,
-                Sink::File(s) => s.deliver(event).await,
-            });
+        match self {
+            Sink::Http(s) => {
+                let mut out = Vec::with_capacity(events.len());
+                for (event, attempt) in events {
+                    out.push(s.deliver(event, *attempt).await);
+                }
+                out
+            }
+            Sink::File(s) => s.deliver_batch(events.iter().map(|(e, _)| *e)).await,
         }
-        out
     }
 }
 
