@@ -28,16 +28,18 @@ impl EventFilter {
         }
     }
 
-    /// Builds a filter from `event_types`; on error, the index of the bad entry and why.
-    pub fn new<S: AsRef<str>>(event_types: &[S]) -> Result<Self, (usize, String)> {
+    /// Builds a filter from `event_types`; on error, the index of every bad entry and why.
+    pub fn new<S: AsRef<str>>(event_types: &[S]) -> Result<Self, Vec<(usize, String)>> {
         let mut patterns = Vec::with_capacity(event_types.len());
+        let mut errors = Vec::new();
         for (i, entry) in event_types.iter().enumerate() {
             let entry = entry.as_ref();
             if entry.is_empty() || entry.chars().any(char::is_whitespace) {
-                return Err((
+                errors.push((
                     i,
                     format!("event type \"{entry}\" is empty or contains white space (write message.new, or a glob like message.*)"),
                 ));
+                continue;
             }
             patterns.push(if entry.contains('*') {
                 Pattern::Glob(entry.split('*').map(str::to_string).collect())
@@ -45,7 +47,11 @@ impl EventFilter {
                 Pattern::Exact(entry.to_string())
             });
         }
-        Ok(EventFilter { patterns })
+        if errors.is_empty() {
+            Ok(EventFilter { patterns })
+        } else {
+            Err(errors)
+        }
     }
 
     pub fn takes_everything(&self) -> bool {
@@ -150,7 +156,11 @@ mod tests {
 
     #[test]
     fn rejects_empty_and_spaced_entries_with_their_index() {
-        assert_eq!(EventFilter::new(&["ok", ""]).unwrap_err().0, 1);
-        assert_eq!(EventFilter::new(&["message new"]).unwrap_err().0, 0);
+        let bad: Vec<usize> = EventFilter::new(&["ok", "", "a b"])
+            .unwrap_err()
+            .iter()
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(bad, [1, 2]);
     }
 }

@@ -328,11 +328,20 @@ pub fn from_str(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let invalid = |diagnostics: Vec<Diagnostic>| ConfigError::Invalid {
-        file: file.to_string(),
-        diagnostics,
+    let (text, mut diagnostics, columns) = env::substitute(text, lookup);
+    // Positions found in the substituted text are mapped back to the file as written; the
+    // substitution's own diagnostics already are.
+    let from_env = diagnostics.len();
+    let invalid = |mut diagnostics: Vec<Diagnostic>| {
+        for d in diagnostics.iter_mut().skip(from_env) {
+            d.column = columns.original(d.line, d.column);
+        }
+        diagnostics.sort_by_key(|d| (d.line, d.column));
+        ConfigError::Invalid {
+            file: file.to_string(),
+            diagnostics,
+        }
     };
-    let (text, mut diagnostics) = env::substitute(text, lookup);
     let root = tree::parse(&text).map_err(|d| {
         diagnostics.push(d);
         invalid(diagnostics.clone())
@@ -345,18 +354,28 @@ pub fn from_str(
     let raw: RawConfig = match serde_yaml::from_str::<Option<RawConfig>>(&text) {
         Ok(Some(raw)) => raw,
         Ok(None) => {
-            return Err(invalid(vec![Diagnostic::new(
-                1,
-                1,
-                "the file is empty: it needs at least `apps:` and `routes:` (see the README)",
-            )]))
+            return Err(ConfigError::Invalid {
+                file: file.to_string(),
+                diagnostics: vec![Diagnostic::new(
+                    1,
+                    1,
+                    "the file is empty: it needs at least `apps:` and `routes:` (see the README)",
+                )],
+            })
         }
         Err(e) => {
             let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-            return Err(invalid(vec![Diagnostic::new(line, column, e.to_string())]));
+            let message = e.to_string();
+            let suffix = format!(" at line {line} column {column}");
+            let message = message
+                .strip_suffix(&suffix)
+                .unwrap_or(&message)
+                .to_string();
+            diagnostics.push(Diagnostic::new(line, column, message));
+            return Err(invalid(diagnostics));
         }
     };
-    validate(raw, &positions).map_err(invalid)
+    validate(raw, &positions).map_err(|d| invalid(diagnostics.into_iter().chain(d).collect()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -372,6 +391,7 @@ fn lint(root: &tree::Node) -> Vec<Diagnostic> {
         ));
         return out;
     }
+    duplicate_keys(root, &mut out);
     unknown_keys(root, TOP_KEYS, "", &mut out);
     for app in root.get("apps").map(|n| n.items()).unwrap_or_default() {
         unknown_keys(app, APP_KEYS, "app: ", &mut out);
@@ -461,6 +481,28 @@ fn lint(root: &tree::Node) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// A key written twice in one mapping, anywhere in the file (YAML would keep one silently
+/// or refuse the file at a confusing place).
+fn duplicate_keys(node: &tree::Node, out: &mut Vec<Diagnostic>) {
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    for (key, value) in node.entries() {
+        if let Some(k) = key.as_str() {
+            match seen.iter().find(|(name, _)| *name == k) {
+                Some((_, first_line)) => out.push(Diagnostic::new(
+                    key.line,
+                    key.column,
+                    format!("key \"{k}\" is written twice in this mapping (first on line {first_line}); keep one"),
+                )),
+                None => seen.push((k, key.line)),
+            }
+        }
+        duplicate_keys(value, out);
+    }
+    for item in node.items() {
+        duplicate_keys(item, out);
+    }
 }
 
 fn unknown_keys(node: &tree::Node, allowed: &[&str], prefix: &str, out: &mut Vec<Diagnostic>) {
@@ -596,11 +638,13 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
         }
         let filter = match EventFilter::new(&r.event_types) {
             Ok(filter) => filter,
-            Err((index, why)) => {
-                errs.push(pos.diag(
-                    &format!("{at}.event_types[{index}]"),
-                    format!("{label}: {why}"),
-                ));
+            Err(bad) => {
+                for (index, why) in bad {
+                    errs.push(pos.diag(
+                        &format!("{at}.event_types[{index}]"),
+                        format!("{label}: {why}"),
+                    ));
+                }
                 EventFilter::all()
             }
         };
@@ -766,7 +810,12 @@ fn retry_policy(
         return d;
     }
     RetryPolicy::try_new(max_age, initial, max).unwrap_or_else(|why| {
-        errs.push(pos.diag(path, format!("{label}: retry: {why}")));
+        let field = if why.starts_with("max_age") {
+            "max_age"
+        } else {
+            "initial_backoff"
+        };
+        errs.push(pos.diag(&format!("{path}.{field}"), format!("{label}: retry: {why}")));
         d
     })
 }

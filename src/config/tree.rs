@@ -99,7 +99,17 @@ impl Builder {
             NodeKind::Map(entries) => {
                 let slot = self.pending_keys.last_mut().expect("a map has a key slot");
                 match slot.take() {
-                    Some(key) => entries.push((key, node)),
+                    Some(key) => {
+                        let mut node = node;
+                        // yaml-rust2 places an empty value at the next token, often on a
+                        // later line: point at its key instead.
+                        if matches!(&node.kind, NodeKind::Scalar(s) if s.is_empty() || s == "~")
+                            && node.line != key.line
+                        {
+                            (node.line, node.column) = (key.line, key.column);
+                        }
+                        entries.push((key, node));
+                    }
                     None => *slot = Some(node),
                 }
             }
@@ -124,9 +134,18 @@ impl MarkedEventReceiver for Builder {
                 self.pending_keys.push(None);
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let node = self.stack.pop().expect("balanced collection events");
+                let mut node = self.stack.pop().expect("balanced collection events");
                 if node.is_map() {
                     self.pending_keys.pop();
+                }
+                // yaml-rust2 marks a block mapping at the colon after its first key (a flow
+                // mapping at its `{`): a block mapping is where its first key is.
+                if let NodeKind::Map(entries) = &node.kind {
+                    if let Some((first, _)) = entries.first() {
+                        if (first.line, first.column) < (node.line, node.column) {
+                            (node.line, node.column) = (first.line, first.column);
+                        }
+                    }
                 }
                 self.push_value(node);
             }
@@ -206,6 +225,7 @@ mod tests {
         assert_eq!(pos.at("routes[0].name"), (3, 11));
         assert_eq!(pos.at("routes[0].http.url"), (4, 18));
         assert_eq!(pos.at("routes[0].http.missing"), (4, 11));
+        assert_eq!(pos.at("routes[0]"), (3, 5));
     }
 
     #[test]

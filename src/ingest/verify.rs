@@ -34,8 +34,12 @@ pub struct VerifiedWebhook {
     pub event_type: Option<String>,
     /// The exact uncompressed body bytes that were signed.
     pub body: Bytes,
-    _sealed: (),
+    _sealed: Sealed,
 }
+
+/// Keeps [`VerifiedWebhook`] from being built outside this module.
+#[derive(Debug, Clone)]
+struct Sealed;
 
 /// Why a webhook was refused. Each maps to one status code and one metric outcome.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,7 +103,7 @@ pub fn verify(
         signature: signature.to_string(),
         event_type,
         body,
-        _sealed: (),
+        _sealed: Sealed,
     })
 }
 

@@ -287,7 +287,8 @@ async fn the_file_stops_growing_once_delivered_space_is_reused() {
     let spool = Spool::open(dir.path()).unwrap();
     let size = || std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len();
     let mut sizes = Vec::new();
-    for _round in 0..6 {
+    const ROUNDS: usize = 8;
+    for _round in 0..ROUNDS {
         // 500 KiB of bodies per round, appended and delivered concurrently (group commit).
         let appends: Vec<_> = (0..500)
             .map(|_| {
@@ -316,9 +317,11 @@ async fn the_file_stops_growing_once_delivered_space_is_reused() {
         sizes.push(size());
     }
     assert_eq!(spool.stored_events().unwrap(), 0);
-    let early_peak = sizes[..3].iter().copied().max().unwrap();
+    // Without reuse the file would end above the 4 MiB written; redb's allocator may keep a
+    // few rounds' worth of pages in flight, so allow twice the first round's size.
+    let last = *sizes.last().unwrap();
     assert!(
-        sizes[5] <= early_peak,
-        "3 MiB written in 6 rounds, file keeps growing: {sizes:?}"
+        last <= 2 * sizes[0] && last < 4 * 1024 * 1024,
+        "4 MiB written in {ROUNDS} rounds, file keeps growing: {sizes:?}"
     );
 }

@@ -1,0 +1,986 @@
+//! routes.yaml validation, end to end through `hookfan::config::from_str`.
+//!
+//! The broken-config table below is one test per row: a config text, the environment its
+//! `${VAR}`s see, and every diagnostic expected as (line, column, message substring). A row
+//! passes only if exactly those positions are reported and each message contains its
+//! substring. Line and column are 1-based and point into the file as the user wrote it
+//! (before `${VAR}` substitution). Config texts are written with a `|` margin, so line 1 is
+//! the first `|` line.
+//!
+//! After the table: the shipped routes.yaml, a config using every key, and secrets in
+//! `Debug` output.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hookfan::config::{self, Config, ConfigError, Destination, RetryPolicy};
+
+/// Strips the `|` margin: every non-blank line must start (after indentation) with `|`.
+fn margin(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        match line.trim_start().strip_prefix('|') {
+            Some(content) => {
+                out.push_str(content);
+                out.push('\n');
+            }
+            None => assert!(
+                line.trim().is_empty(),
+                "config text line without a `|` margin: {line:?}"
+            ),
+        }
+    }
+    out
+}
+
+/// A `${VAR}` lookup over a fixed list of variables.
+fn lookup_in<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+fn numbered(text: &str) -> String {
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| format!("{:>4} | {line}\n", i + 1))
+        .collect()
+}
+
+/// Validates `yaml` (with its margin) and asserts the diagnostics are exactly `expect`.
+fn check(vars: &[(&str, &str)], yaml: &str, expect: &[(usize, usize, &str)]) {
+    let text = margin(yaml);
+    let err = match config::from_str("routes.yaml", &text, lookup_in(vars)) {
+        Ok(config) => panic!(
+            "expected diagnostics, but the config validated:\n{}{config:#?}",
+            numbered(&text)
+        ),
+        Err(err) => err,
+    };
+    let rendered = err.to_string();
+    let ConfigError::Invalid { file, diagnostics } = err else {
+        panic!("expected ConfigError::Invalid, got: {rendered}");
+    };
+    assert_eq!(file, "routes.yaml");
+
+    let report = format!(
+        "config:\n{}expected:\n{}got:\n{}",
+        numbered(&text),
+        expect
+            .iter()
+            .map(|(line, column, message)| format!("  {line}:{column}: …{message}…\n"))
+            .collect::<String>(),
+        diagnostics
+            .iter()
+            .map(|d| format!("  {}:{}: {}\n", d.line, d.column, d.message))
+            .collect::<String>(),
+    );
+
+    let mut got: Vec<(usize, usize)> = diagnostics.iter().map(|d| (d.line, d.column)).collect();
+    let mut want: Vec<(usize, usize)> = expect.iter().map(|&(l, c, _)| (l, c)).collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want, "reported positions differ\n{report}");
+
+    for &(line, column, needle) in expect {
+        assert!(
+            diagnostics
+                .iter()
+                .any(|d| d.line == line && d.column == column && d.message.contains(needle)),
+            "no diagnostic at {line}:{column} contains {needle:?}\n{report}"
+        );
+    }
+    for d in &diagnostics {
+        let shown = format!("routes.yaml:{}:{}: {}", d.line, d.column, d.message);
+        assert!(
+            rendered.lines().any(|l| l == shown),
+            "Display lacks {shown:?}:\n{rendered}"
+        );
+    }
+}
+
+/// One `#[test]` per row: `name { env: [(VAR, value)...], yaml: "...", expect: [(line, column,
+/// "message substring")...] }`.
+macro_rules! broken_configs {
+    ($(
+        $name:ident {
+            env: [$(($var:literal, $value:literal)),* $(,)?],
+            yaml: $yaml:literal,
+            expect: [$(($line:literal, $column:literal, $message:literal)),* $(,)?] $(,)?
+        }
+    )*) => {$(
+        #[test]
+        fn $name() {
+            check(&[$(($var, $value)),*], $yaml, &[$(($line, $column, $message)),*]);
+        }
+    )*};
+}
+
+broken_configs! {
+    // ---- Keys: unknown, missing, destinations (the lint pass, all reported at once) --------
+
+    an_unknown_top_level_key_is_reported_at_the_key {
+        env: [],
+        yaml: r#"
+            |lisen: 0.0.0.0:8080
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, data_dir, max_body_bytes, dedup_window, shutdown_grace, apps, routes)"#)],
+    }
+
+    unknown_keys_in_different_routes_and_blocks_are_all_reported_at_once {
+        env: [],
+        yaml: r#"
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: crm
+            |    event_types: []
+            |    htp:
+            |      url: http://crm.example.com/hooks
+            |  - name: billing
+            |    event_types: [message.new]
+            |    http:
+            |      url: http://billing.example.com/hooks
+            |      timout: 5s
+            |      retry:
+            |        initial_backof: 1s
+            |  - name: audit
+            |    enable: false
+            |    event_types: []
+            |    file:
+            |      path: ./audit.jsonl
+            |      mode: append
+        "#,
+        expect: [
+            (7, 5, r#"route "crm": unknown destination key "htp" (expected one of http, file, sqs, sns)"#),
+            (13, 7, r#"route "billing": http: unknown key "timout" (expected one of url, timeout, concurrency, retry, api_secret)"#),
+            (15, 9, r#"route "billing": http: retry: unknown key "initial_backof" (expected one of max_age, initial_backoff, max_backoff)"#),
+            (17, 5, r#"route "audit": unknown key "enable" (expected one of name, event_types, enabled, http, file, sqs, sns)"#),
+            (21, 7, r#"route "audit": file: unknown key "mode" (expected one of path, retry)"#),
+        ],
+    }
+
+    a_route_without_a_destination_is_reported_at_the_start_of_the_route {
+        env: [],
+        yaml: r#"
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: crm
+            |    event_types: []
+            |    enabled: true
+        "#,
+        expect: [(5, 5, r#"route "crm": no destination (add exactly one of http, file, sqs, sns)"#)],
+    }
+
+    a_route_with_two_destinations_is_reported_at_the_start_of_the_route {
+        env: [],
+        yaml: r#"
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: crm
+            |    event_types: []
+            |    http: { url: http://crm.example.com/hooks }
+            |    file: { path: ./crm.jsonl }
+        "#,
+        expect: [(5, 5, r#"route "crm": has 2 destinations (http, file); a route has exactly one"#)],
+    }
+
+    a_route_without_event_types_is_reported_with_the_hint_to_write_an_empty_list {
+        env: [],
+        yaml: r#"
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: crm
+            |    http: { url: http://crm.example.com/hooks }
+        "#,
+        expect: [(5, 5, r#"route "crm": missing "event_types" (use [] for every event"#)],
+    }
+
+    a_route_without_a_name_is_labelled_by_its_position_in_the_list {
+        env: [],
+        yaml: r#"
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+            |  - event_types: []
+            |    file: { path: ./b.jsonl }
+        "#,
+        expect: [(8, 5, r#"route #2: missing "name""#)],
+    }
+
+    a_flow_style_route_missing_a_key_is_reported_at_its_opening_brace {
+        env: [],
+        yaml: r#"
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - { name: crm, http: { url: http://crm.example.com/hooks } }
+        "#,
+        expect: [(5, 5, r#"route "crm": missing "event_types""#)],
+    }
+
+    an_app_with_a_misspelt_secret_key_reports_both_the_unknown_and_the_missing_key {
+        env: [],
+        yaml: r#"
+            |apps:
+            |  - api_key: k
+            |    secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [
+            (2, 5, r#"app: missing "api_secret""#),
+            (3, 5, r#"app: unknown key "secret" (expected one of api_key, api_secret)"#),
+        ],
+    }
+
+    a_top_level_list_is_reported_as_not_a_mapping {
+        env: [],
+        yaml: r#"
+            |- apps
+            |- routes
+        "#,
+        expect: [(1, 1, "the top level must be a mapping with `apps:` and `routes:`")],
+    }
+
+    // ---- ${VAR} substitution -----------------------------------------------------------------
+
+    an_unset_variable_is_named_and_reported_at_its_dollar_sign {
+        env: [("STREAM_API_KEY", "key")],
+        yaml: r#"
+            |apps:
+            |  - api_key: ${STREAM_API_KEY}
+            |    api_secret: ${STREAM_API_SECRET}
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [(3, 17, "environment variable STREAM_API_SECRET is not set (set it, or give a default with ${STREAM_API_SECRET:-default})")],
+    }
+
+    unset_variables_on_different_lines_are_all_reported_together_with_unknown_keys {
+        env: [],
+        yaml: r#"
+            |apps:
+            |  - api_key: ${STREAM_API_KEY}
+            |    api_secret: ${STREAM_API_SECRET}
+            |routes:
+            |  - name: crm
+            |    event_types: []
+            |    http:
+            |      url: https://${CRM_HOST}/hooks
+            |      timout: 5s
+        "#,
+        expect: [
+            (2, 14, "environment variable STREAM_API_KEY is not set"),
+            (3, 17, "environment variable STREAM_API_SECRET is not set"),
+            (8, 20, "environment variable CRM_HOST is not set"),
+            (9, 7, r#"route "crm": http: unknown key "timout""#),
+        ],
+    }
+
+    a_default_is_used_when_the_variable_is_unset_or_empty {
+        env: [("WINDOW", "")],
+        yaml: r#"
+            |listen: ${HOOKFAN_LISTEN:-nonsense}
+            |dedup_window: ${WINDOW:-forever}
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes: [{ name: a, event_types: [], file: { path: ./a.jsonl } }]
+        "#,
+        expect: [
+            (1, 9, r#"listen: "nonsense" is not an IP:PORT address"#),
+            (2, 15, r#"dedup_window: "forever" is not a duration"#),
+        ],
+    }
+
+    variables_inside_comments_are_ignored {
+        env: [],
+        yaml: r#"
+            |# api_secret: ${OLD_SECRET}
+            |apps:
+            |  - api_key: k   # was ${OLD_KEY}
+            |    api_secret: s
+            |routes: []
+        "#,
+        expect: [(5, 9, "no routes configured: add at least one route")],
+    }
+
+    malformed_variable_references_are_reported_at_their_dollar_sign {
+        env: [],
+        yaml: r#"
+            |apps:
+            |  - api_key: ${1X}
+            |    api_secret: ${OPEN
+            |routes: []
+        "#,
+        expect: [
+            (2, 14, r#""${1X}" is not a valid variable reference"#),
+            (3, 17, r#"unclosed "${": write ${NAME} or ${NAME:-default}"#),
+        ],
+    }
+
+    an_app_secret_from_a_variable_set_to_empty_is_reported_on_its_own_line {
+        env: [("STREAM_API_SECRET", "")],
+        yaml: r#"
+            |apps:
+            |  - api_key: k
+            |    api_secret: ${STREAM_API_SECRET}
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [(3, 5, "app: api_secret is empty (is its environment variable set to an empty value?)")],
+    }
+
+    a_column_after_a_substituted_variable_points_into_the_text_as_written {
+        env: [("CRM_URL", "https://crm.example.com/hooks")],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: crm
+            |    event_types: []
+            |    http: { url: ${CRM_URL}, concurrency: 0 }
+        "#,
+        expect: [(5, 43, r#"route "crm": http.concurrency must be between 1 and 1024"#)],
+    }
+
+    // ---- Values (validation, all reported at once, each at its value) -----------------------
+
+    a_duplicate_route_name_is_reported_at_the_second_name {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: crm
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+            |  - name: crm
+            |    event_types: []
+            |    file: { path: ./b.jsonl }
+        "#,
+        expect: [(6, 11, r#"route "crm": the name is used by another route; names must be unique"#)],
+    }
+
+    route_names_with_characters_other_than_letters_digits_dash_underscore_dot_are_rejected {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: crm sync
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+            |  - name: crm/sync
+            |    event_types: []
+            |    file: { path: ./b.jsonl }
+            |  - name: ""
+            |    event_types: []
+            |    file: { path: ./c.jsonl }
+        "#,
+        expect: [
+            (3, 11, r#"route "crm sync": a name is letters, digits, '-', '_' and '.' only"#),
+            (6, 11, r#"route "crm/sync": a name is letters, digits"#),
+            (9, 11, r#"route "": a name is letters, digits"#),
+        ],
+    }
+
+    durations_that_do_not_parse_are_all_reported_at_their_values {
+        env: [],
+        yaml: r#"
+            |dedup_window: forever
+            |shutdown_grace: 10 parsecs
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: crm
+            |    event_types: []
+            |    http:
+            |      url: https://crm.example.com/hooks
+            |      timeout: 6
+            |      retry: { max_age: one day }
+        "#,
+        expect: [
+            (1, 15, r#"dedup_window: "forever" is not a duration"#),
+            (2, 17, r#"shutdown_grace: "10 parsecs" is not a duration"#),
+            (9, 16, r#"timeout: "6" is not a duration (time unit needed"#),
+            (10, 25, r#"max_age: "one day" is not a duration"#),
+        ],
+    }
+
+    an_initial_backoff_above_max_backoff_is_reported_at_the_initial_backoff {
+        // Could also defensibly be the `retry:` key (7:7); not the unrelated `max_age` line.
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: crm
+            |    event_types: []
+            |    http:
+            |      url: https://crm.example.com/hooks
+            |      retry:
+            |        max_age: 1h
+            |        initial_backoff: 10m
+            |        max_backoff: 1m
+        "#,
+        expect: [(9, 26, r#"route "crm": retry: initial_backoff (10m) is greater than max_backoff (1m)"#)],
+    }
+
+    urls_that_are_not_http_or_https_with_a_host_are_rejected {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: crm
+            |    event_types: []
+            |    http: { url: not a url }
+            |  - name: ftp
+            |    event_types: []
+            |    http: { url: "ftp://files.example.com/in" }
+        "#,
+        expect: [
+            (5, 18, r#"route "crm": http.url "not a url" is not a URL"#),
+            (8, 18, r#"route "ftp": http.url "ftp://files.example.com/in" must be an http:// or https:// URL with a host"#),
+        ],
+    }
+
+    concurrency_outside_1_to_1024_is_rejected {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: none
+            |    event_types: []
+            |    http: { url: http://crm/, concurrency: 0 }
+            |  - name: lots
+            |    event_types: []
+            |    http:
+            |      url: http://crm/
+            |      concurrency: 5000
+        "#,
+        expect: [
+            (5, 44, r#"route "none": http.concurrency must be between 1 and 1024"#),
+            (10, 20, r#"route "lots": http.concurrency must be between 1 and 1024"#),
+        ],
+    }
+
+    an_empty_event_type_entry_is_reported_at_the_entry {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: crm
+            |    event_types: [message.new, ""]
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [(4, 32, r#"route "crm": event type "" is empty or contains white space"#)],
+    }
+
+    every_bad_event_type_entry_of_a_route_is_reported_at_once {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: crm
+            |    event_types: [message.new, "", "message updated"]
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [
+            (4, 32, r#"route "crm": event type "" is empty"#),
+            (4, 36, r#"route "crm": event type "message updated" is empty or contains white space"#),
+        ],
+    }
+
+    bad_listen_data_dir_and_max_body_bytes_are_all_reported_at_their_values {
+        env: [],
+        yaml: r#"
+            |listen: nonsense
+            |data_dir: ""
+            |max_body_bytes: 0
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes: [{ name: a, event_types: [], file: { path: ./a.jsonl } }]
+        "#,
+        expect: [
+            (1, 9, r#"listen: "nonsense" is not an IP:PORT address (for example 0.0.0.0:8080"#),
+            (2, 11, "data_dir: must not be empty"),
+            (3, 17, "max_body_bytes: must be between 1 and 268435456"),
+        ],
+    }
+
+    an_empty_apps_list_is_reported_at_the_list {
+        env: [],
+        yaml: r#"
+            |apps: []
+            |routes: [{ name: a, event_types: [], file: { path: ./a.jsonl } }]
+        "#,
+        expect: [(1, 7, "no apps configured: add `apps: [{ api_key: ..., api_secret: ... }]`")],
+    }
+
+    an_apps_key_with_nothing_under_it_is_reported_on_its_own_line {
+        env: [],
+        yaml: r#"
+            |apps:
+            |routes: [{ name: a, event_types: [], file: { path: ./a.jsonl } }]
+        "#,
+        expect: [(1, 1, "no apps configured")],
+    }
+
+    a_missing_apps_key_is_reported_at_the_start_of_the_file {
+        env: [],
+        yaml: r#"
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [(1, 1, "no apps configured")],
+    }
+
+    a_routes_key_with_nothing_under_it_at_the_end_of_the_file_is_reported_on_its_own_line {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+        "#,
+        expect: [(2, 1, "no routes configured")],
+    }
+
+    a_duplicate_or_empty_api_key_is_reported_at_the_key_value {
+        env: [],
+        yaml: r#"
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |  - api_key: k
+            |    api_secret: t
+            |  - { api_key: "", api_secret: u }
+            |routes: [{ name: a, event_types: [], file: { path: ./a.jsonl } }]
+        "#,
+        expect: [
+            (4, 14, r#"app: api_key "k" is listed twice"#),
+            (6, 16, "app: api_key is empty"),
+        ],
+    }
+
+    an_empty_route_api_secret_and_an_empty_file_path_are_rejected {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: crm
+            |    event_types: []
+            |    http: { url: http://crm/, api_secret: "" }
+            |  - name: audit
+            |    event_types: []
+            |    file: { path: "" }
+        "#,
+        expect: [
+            (5, 43, r#"route "crm": http.api_secret is empty; remove it to forward Stream's own signature"#),
+            (8, 19, r#"route "audit": file.path is empty"#),
+        ],
+    }
+
+    sqs_and_sns_destinations_are_reported_as_not_available_yet_at_their_key {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: queue
+            |    event_types: []
+            |    sqs: { queue_url: https://sqs.eu-west-1.amazonaws.com/1/q }
+            |  - name: topic
+            |    event_types: []
+            |    sns:
+            |      topic_arn: arn:aws:sns:eu-west-1:1:t
+        "#,
+        expect: [
+            (5, 5, r#"route "queue": the sqs destination is not available in this build yet; use http or file"#),
+            (8, 5, r#"route "topic": the sns destination is not available in this build yet"#),
+        ],
+    }
+
+    // ---- YAML syntax, types, empty files --------------------------------------------------
+
+    a_yaml_syntax_error_has_its_line_and_comes_with_unset_variables {
+        env: [],
+        yaml: r#"
+            |apps:
+            |  - api_key: ${STREAM_API_KEY}
+            |    api_secret: s
+            |routes:
+            |  - name: crm
+            |   event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [
+            (2, 14, "environment variable STREAM_API_KEY is not set"),
+            (6, 15, "invalid YAML"),
+        ],
+    }
+
+    a_value_of_the_wrong_type_gives_serdes_message_at_the_value {
+        env: [],
+        yaml: r#"
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: crm
+            |    event_types: []
+            |    http:
+            |      url: http://crm/
+            |      concurrency: many
+        "#,
+        expect: [(9, 20, r#"routes[0].http.concurrency: invalid type: string "many", expected usize"#)],
+    }
+
+    event_types_written_as_a_single_string_asks_for_a_list {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: crm
+            |    event_types: message.new
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [(4, 18, r#"routes[0].event_types: invalid type: string "message.new", expected a sequence"#)],
+    }
+
+    a_key_written_twice_in_a_route_is_reported_at_the_second_one {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - event_types: []
+            |    name: a
+            |    file: { path: ./a.jsonl }
+            |    name: b
+        "#,
+        expect: [(6, 5, r#"key "name" is written twice in this mapping (first on line 4)"#)],
+    }
+
+    an_empty_file_asks_for_apps_and_routes {
+        env: [],
+        yaml: "",
+        expect: [(1, 1, "the file is empty: it needs at least `apps:` and `routes:`")],
+    }
+
+    a_file_of_only_comments_counts_as_empty {
+        env: [],
+        yaml: r#"
+            |# hookfan routes, to be written
+        "#,
+        expect: [(1, 1, "the file is empty")],
+    }
+}
+
+// ---- How the diagnostics read -------------------------------------------------------------
+
+fn diagnostics_of(vars: &[(&str, &str)], text: &str) -> (String, Vec<config::Diagnostic>) {
+    match config::from_str("routes.yaml", text, lookup_in(vars)) {
+        Err(err) => {
+            let rendered = err.to_string();
+            match err {
+                ConfigError::Invalid { diagnostics, .. } => (rendered, diagnostics),
+                other => panic!("expected ConfigError::Invalid, got {other}"),
+            }
+        }
+        Ok(config) => panic!("expected diagnostics, got {config:#?}"),
+    }
+}
+
+#[test]
+fn the_error_renders_one_file_line_column_message_per_diagnostic_then_a_count() {
+    let text = margin(
+        r#"
+        |apps: [{ api_key: k, api_secret: s }]
+        |routes:
+        |  - name: crm
+        |    event_types: []
+        |    htp: { url: http://crm/ }
+        |    timeout: 5s
+    "#,
+    );
+    let (rendered, _) = diagnostics_of(&[], &text);
+    assert_eq!(
+        rendered,
+        "routes.yaml:5:5: route \"crm\": unknown destination key \"htp\" (expected one of http, file, sqs, sns)\n\
+         routes.yaml:6:5: route \"crm\": unknown key \"timeout\" (expected one of name, event_types, enabled, http, file, sqs, sns)\n\
+         routes.yaml: 2 errors found; nothing was started"
+    );
+}
+
+#[test]
+fn diagnostics_from_every_stage_are_listed_in_file_order() {
+    let text = margin(
+        r#"
+        |apps:
+        |  - api_key: k
+        |    api_secret: ${STREAM_API_SECRET}
+        |routes:
+        |  - name: crm
+        |    htp: { url: http://crm/ }
+        |  - event_types: []
+        |    bogus: 1
+        |    file: { path: ./a.jsonl }
+        |listen: ${HOOKFAN_LISTEN}
+    "#,
+    );
+    let (rendered, diagnostics) = diagnostics_of(&[], &text);
+    let lines: Vec<usize> = diagnostics.iter().map(|d| d.line).collect();
+    let mut sorted = lines.clone();
+    sorted.sort_unstable();
+    assert_eq!(lines, sorted, "not in file order:\n{rendered}");
+}
+
+// ---- Configs that validate --------------------------------------------------------------
+
+fn stream_credentials(name: &str) -> Option<String> {
+    match name {
+        "STREAM_API_KEY" => Some("stream-key".into()),
+        "STREAM_API_SECRET" => Some("stream-secret".into()),
+        _ => None,
+    }
+}
+
+fn shipped_routes_yaml() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("routes.yaml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn the_shipped_routes_yaml_validates_with_only_the_stream_credentials_set() {
+    let config = config::from_str("routes.yaml", &shipped_routes_yaml(), stream_credentials)
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    assert_eq!(config.listen, "0.0.0.0:8080".parse::<SocketAddr>().unwrap());
+    assert_eq!(config.data_dir, Path::new("./data"));
+    assert_eq!(config.max_body_bytes, 1_048_576);
+    assert_eq!(config.dedup_window, Duration::from_secs(10 * 60));
+    assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+
+    assert_eq!(config.apps.len(), 1);
+    assert_eq!(config.apps[0].api_key, "stream-key");
+    assert_eq!(config.apps[0].api_secret.expose(), b"stream-secret");
+
+    let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["everything-to-file", "moderation-handler"]);
+
+    let everything = &config.routes[0];
+    assert!(everything.enabled);
+    assert!(everything.filter.takes_everything());
+    let Destination::File(file) = &everything.destination else {
+        panic!("everything-to-file is not a file route: {everything:?}");
+    };
+    assert_eq!(file.path, Path::new("./data/events.jsonl"));
+    assert_eq!(file.retry, RetryPolicy::DEFAULT);
+    assert_eq!(everything.destination.concurrency(), 1);
+
+    let moderation = &config.routes[1];
+    assert!(
+        !moderation.enabled,
+        "moderation-handler is disabled by default"
+    );
+    assert!(moderation.filter.matches(Some("message.new")));
+    assert!(moderation.filter.matches(Some("message.updated")));
+    assert!(moderation.filter.matches(Some("moderation.flagged")));
+    assert!(!moderation.filter.matches(Some("reaction.new")));
+    let Destination::Http(http) = &moderation.destination else {
+        panic!("moderation-handler is not an http route: {moderation:?}");
+    };
+    assert_eq!(http.url.as_str(), "http://127.0.0.1:3000/webhooks/stream");
+    assert_eq!(http.timeout, Duration::from_secs(6));
+    assert_eq!(http.concurrency, 4);
+    assert_eq!(http.retry, RetryPolicy::DEFAULT);
+    assert!(http.api_secret.is_none());
+}
+
+#[test]
+fn the_shipped_routes_yaml_takes_its_overrides_from_the_environment() {
+    let vars = [
+        ("STREAM_API_KEY", "stream-key"),
+        ("STREAM_API_SECRET", "stream-secret"),
+        ("HOOKFAN_LISTEN", "127.0.0.1:9999"),
+        ("HOOKFAN_DATA_DIR", "/srv/hookfan"),
+        ("MODERATION_HANDLER_ENABLED", "true"),
+        ("MODERATION_HANDLER_URL", "https://mod.example.com/hook"),
+    ];
+    let config = config::from_str("routes.yaml", &shipped_routes_yaml(), lookup_in(&vars))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.listen,
+        "127.0.0.1:9999".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(config.data_dir, Path::new("/srv/hookfan"));
+    assert!(config.routes[1].enabled);
+    assert_eq!(
+        config.routes[1].destination.target(),
+        "https://mod.example.com/hook"
+    );
+}
+
+#[test]
+fn the_shipped_routes_yaml_without_stream_credentials_names_both_variables() {
+    let (_, diagnostics) = diagnostics_of(&[], &shipped_routes_yaml());
+    let messages: Vec<&str> = diagnostics.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(diagnostics.len(), 2, "{messages:?}");
+    assert!(
+        messages[0].contains("STREAM_API_KEY is not set"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].contains("STREAM_API_SECRET is not set"),
+        "{messages:?}"
+    );
+    assert_eq!(diagnostics[0].line, 8);
+    assert_eq!(diagnostics[1].line, 9);
+}
+
+const EVERY_KEY: &str = r#"
+    |listen: 127.0.0.1:9000
+    |data_dir: /var/lib/hookfan
+    |max_body_bytes: 2097152
+    |dedup_window: 1h
+    |shutdown_grace: 30s
+    |apps:
+    |  - api_key: key-one
+    |    api_secret: ${STREAM_API_SECRET}
+    |  - api_key: key-two
+    |    api_secret: "literal $${NOT_A_VAR}"
+    |routes:
+    |  - name: crm
+    |    enabled: true
+    |    event_types: [message.new, "moderation.*"]
+    |    http:
+    |      url: https://crm.example.com/hooks?x=1
+    |      timeout: 2500ms
+    |      concurrency: 16
+    |      api_secret: ${CRM_SECRET}
+    |      retry:
+    |        max_age: 2h
+    |        initial_backoff: 500ms
+    |        max_backoff: 1m
+    |  - name: audit.log_v2
+    |    enabled: false
+    |    event_types: ["*.deleted"]
+    |    file:
+    |      path: /var/log/hookfan/audit.jsonl
+    |      retry: { max_age: 7d, initial_backoff: 2s, max_backoff: 2s }
+"#;
+
+const APP_SECRET: &str = "app-secret-never-printed";
+const CRM_SECRET: &str = "crm-secret-never-printed";
+
+fn every_key_config() -> Config {
+    let vars = [
+        ("STREAM_API_SECRET", APP_SECRET),
+        ("CRM_SECRET", CRM_SECRET),
+    ];
+    config::from_str("routes.yaml", &margin(EVERY_KEY), lookup_in(&vars))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_config_using_every_key_parses_into_exactly_those_values() {
+    let config = every_key_config();
+
+    assert_eq!(
+        config.listen,
+        "127.0.0.1:9000".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(config.data_dir, Path::new("/var/lib/hookfan"));
+    assert_eq!(config.max_body_bytes, 2 * 1024 * 1024);
+    assert_eq!(config.dedup_window, Duration::from_secs(3600));
+    assert_eq!(config.shutdown_grace, Duration::from_secs(30));
+
+    assert_eq!(config.apps.len(), 2);
+    assert_eq!(config.apps[0].api_key, "key-one");
+    assert_eq!(config.apps[0].api_secret.expose(), APP_SECRET.as_bytes());
+    assert_eq!(config.apps[1].api_key, "key-two");
+    assert_eq!(
+        config.apps[1].api_secret.expose(),
+        b"literal ${NOT_A_VAR}",
+        "$${{ writes a literal ${{"
+    );
+
+    assert_eq!(config.routes.len(), 2);
+    let crm = &config.routes[0];
+    assert_eq!(crm.name, "crm");
+    assert!(crm.enabled);
+    assert_eq!(crm.filter.describe(), "message.new, moderation.*");
+    assert!(crm.filter.matches(Some("moderation.flagged")));
+    assert!(!crm.filter.matches(Some("message.updated")));
+    assert_eq!(crm.destination.kind(), "http");
+    assert_eq!(crm.destination.concurrency(), 16);
+    let Destination::Http(http) = &crm.destination else {
+        panic!("crm is not an http route: {crm:?}");
+    };
+    assert_eq!(http.url.as_str(), "https://crm.example.com/hooks?x=1");
+    assert_eq!(http.timeout, Duration::from_millis(2500));
+    assert_eq!(http.concurrency, 16);
+    assert_eq!(
+        http.retry,
+        RetryPolicy::try_new(
+            Duration::from_secs(2 * 3600),
+            Duration::from_millis(500),
+            Duration::from_secs(60),
+        )
+        .unwrap()
+    );
+    assert_eq!(
+        http.api_secret.as_ref().map(|s| s.expose()),
+        Some(CRM_SECRET.as_bytes()),
+        "deliveries are re-signed with the route's own secret"
+    );
+
+    let audit = &config.routes[1];
+    assert_eq!(audit.name, "audit.log_v2");
+    assert!(!audit.enabled);
+    assert!(audit.filter.matches(Some("channel.deleted")));
+    assert!(!audit.filter.matches(Some("channel.created")));
+    assert_eq!(audit.destination.kind(), "file");
+    assert_eq!(audit.destination.target(), "/var/log/hookfan/audit.jsonl");
+    assert_eq!(audit.destination.concurrency(), 1);
+    assert_eq!(
+        *audit.destination.retry(),
+        RetryPolicy::try_new(
+            Duration::from_secs(7 * 24 * 3600),
+            Duration::from_secs(2),
+            Duration::from_secs(2),
+        )
+        .unwrap()
+    );
+}
+
+#[test]
+fn debug_output_of_a_config_shows_neither_app_secrets_nor_route_secrets() {
+    let config = every_key_config();
+    for shown in [format!("{config:?}"), format!("{config:#?}")] {
+        assert!(!shown.contains(APP_SECRET), "app secret leaked: {shown}");
+        assert!(!shown.contains(CRM_SECRET), "route secret leaked: {shown}");
+        assert!(shown.contains("Secret(***)"), "{shown}");
+    }
+}

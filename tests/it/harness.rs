@@ -1,0 +1,1149 @@
+//! Shared machinery for the end-to-end tests: the daemon process, a
+//! programmable HTTP receiver, signing and posting helpers, and the Stream
+//! webhook fixtures.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, Instant};
+
+/// Secret of the default app; also the one every fixture is signed with.
+pub const SECRET: &str = "test_secret_do_not_use_in_production";
+pub const API_KEY: &str = "test_key";
+pub const OTHER_KEY: &str = "other_key";
+pub const OTHER_SECRET: &str = "other_secret";
+
+/// How long the daemon may take to print its listening line.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a delivery may take to reach a receiver once it is possible.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `SIGTERM` may take (shutdown_grace is 10 s in the default config).
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the `dead-letters` CLI may take.
+const CLI_TIMEOUT: Duration = Duration::from_secs(20);
+
+const LISTENING: &str = "listening on http://";
+const PROXY_VARS: [&str; 6] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+// ---------------------------------------------------------------------------
+// Config
+// ---------------------------------------------------------------------------
+
+/// An `http` route of the config file.
+#[derive(Clone, Debug)]
+pub struct HttpRoute {
+    pub name: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub enabled: Option<bool>,
+    pub timeout: String,
+    pub concurrency: u32,
+    pub api_secret: Option<String>,
+    pub max_age: String,
+    pub initial_backoff: String,
+    pub max_backoff: String,
+}
+
+impl HttpRoute {
+    pub fn new(name: &str, url: impl Into<String>) -> Self {
+        HttpRoute {
+            name: name.to_owned(),
+            url: url.into(),
+            event_types: Vec::new(),
+            enabled: None,
+            timeout: "2s".to_owned(),
+            concurrency: 4,
+            api_secret: None,
+            max_age: "1h".to_owned(),
+            initial_backoff: "10ms".to_owned(),
+            max_backoff: "100ms".to_owned(),
+        }
+    }
+
+    pub fn event_types(mut self, types: &[&str]) -> Self {
+        self.event_types = types.iter().map(|t| (*t).to_owned()).collect();
+        self
+    }
+
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = Some(enabled);
+        self
+    }
+
+    pub fn api_secret(mut self, secret: &str) -> Self {
+        self.api_secret = Some(secret.to_owned());
+        self
+    }
+
+    pub fn timeout(mut self, timeout: &str) -> Self {
+        self.timeout = timeout.to_owned();
+        self
+    }
+}
+
+/// A route of the config file.
+#[derive(Clone, Debug)]
+pub enum Route {
+    Http(HttpRoute),
+    /// A `file` route; `file_name` is relative to the daemon's temp dir.
+    File {
+        name: String,
+        event_types: Vec<String>,
+        file_name: String,
+    },
+}
+
+impl From<HttpRoute> for Route {
+    fn from(r: HttpRoute) -> Self {
+        Route::Http(r)
+    }
+}
+
+/// The daemon's config file, rendered to YAML inside the daemon's temp dir.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub apps: Vec<(String, String)>,
+    pub max_body_bytes: u64,
+    pub dedup_window: String,
+    pub shutdown_grace: String,
+    pub routes: Vec<Route>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            apps: vec![
+                (API_KEY.to_owned(), SECRET.to_owned()),
+                (OTHER_KEY.to_owned(), OTHER_SECRET.to_owned()),
+            ],
+            max_body_bytes: 1_048_576,
+            dedup_window: "10m".to_owned(),
+            shutdown_grace: "10s".to_owned(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Only the `test_key` app.
+    pub fn single_app(mut self) -> Self {
+        self.apps.truncate(1);
+        self
+    }
+
+    pub fn max_body_bytes(mut self, n: u64) -> Self {
+        self.max_body_bytes = n;
+        self
+    }
+
+    pub fn route(mut self, route: impl Into<Route>) -> Self {
+        self.routes.push(route.into());
+        self
+    }
+
+    pub fn file_route(mut self, name: &str, file_name: &str) -> Self {
+        self.routes.push(Route::File {
+            name: name.to_owned(),
+            event_types: Vec::new(),
+            file_name: file_name.to_owned(),
+        });
+        self
+    }
+
+    /// The YAML text; `dir` is the daemon's temp dir.
+    pub fn render(&self, dir: &Path) -> String {
+        let q = |s: &str| serde_json::to_string(s).expect("quote string");
+        let list = |v: &[String]| {
+            let items: Vec<String> = v.iter().map(|s| q(s)).collect();
+            format!("[{}]", items.join(", "))
+        };
+        let mut y = String::new();
+        let data_dir = dir.join("data");
+        writeln!(y, "listen: \"127.0.0.1:0\"").unwrap();
+        writeln!(y, "data_dir: {}", q(&data_dir.to_string_lossy())).unwrap();
+        writeln!(y, "max_body_bytes: {}", self.max_body_bytes).unwrap();
+        writeln!(y, "dedup_window: {}", q(&self.dedup_window)).unwrap();
+        writeln!(y, "shutdown_grace: {}", q(&self.shutdown_grace)).unwrap();
+        writeln!(y, "apps:").unwrap();
+        for (key, secret) in &self.apps {
+            writeln!(y, "  - api_key: {}", q(key)).unwrap();
+            writeln!(y, "    api_secret: {}", q(secret)).unwrap();
+        }
+        if self.routes.is_empty() {
+            writeln!(y, "routes: []").unwrap();
+        } else {
+            writeln!(y, "routes:").unwrap();
+        }
+        for route in &self.routes {
+            match route {
+                Route::Http(r) => {
+                    writeln!(y, "  - name: {}", q(&r.name)).unwrap();
+                    writeln!(y, "    event_types: {}", list(&r.event_types)).unwrap();
+                    if let Some(enabled) = r.enabled {
+                        writeln!(y, "    enabled: {enabled}").unwrap();
+                    }
+                    writeln!(y, "    http:").unwrap();
+                    writeln!(y, "      url: {}", q(&r.url)).unwrap();
+                    writeln!(y, "      timeout: {}", q(&r.timeout)).unwrap();
+                    writeln!(y, "      concurrency: {}", r.concurrency).unwrap();
+                    if let Some(secret) = &r.api_secret {
+                        writeln!(y, "      api_secret: {}", q(secret)).unwrap();
+                    }
+                    writeln!(
+                        y,
+                        "      retry: {{ max_age: {}, initial_backoff: {}, max_backoff: {} }}",
+                        q(&r.max_age),
+                        q(&r.initial_backoff),
+                        q(&r.max_backoff)
+                    )
+                    .unwrap();
+                }
+                Route::File {
+                    name,
+                    event_types,
+                    file_name,
+                } => {
+                    writeln!(y, "  - name: {}", q(name)).unwrap();
+                    writeln!(y, "    event_types: {}", list(event_types)).unwrap();
+                    let path = dir.join(file_name);
+                    writeln!(y, "    file: {{ path: {} }}", q(&path.to_string_lossy())).unwrap();
+                }
+            }
+        }
+        y
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Daemon
+// ---------------------------------------------------------------------------
+
+/// A running (or stopped) `hookfan serve` child process with its own temp dir.
+///
+/// The child is killed (SIGKILL) when the `Daemon` is dropped.
+pub struct Daemon {
+    /// Address of the ingest listener of the current child.
+    pub addr: SocketAddr,
+    config_path: PathBuf,
+    child: Option<Child>,
+    /// Number of children started so far (1 after `start`).
+    generation: u32,
+    // Declared last: the directory outlives the child in `Drop`.
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Writes `config` into a fresh temp dir and starts the daemon on it.
+    pub async fn start(config: Config) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("hookfan-it-")
+            .tempdir()
+            .expect("create temp dir");
+        let config_path = dir.path().join("routes.yaml");
+        let yaml = config.render(dir.path());
+        std::fs::write(&config_path, &yaml).expect("write config");
+        eprintln!("[harness] config {}:\n{yaml}", config_path.display());
+        let (child, addr) = spawn_serve(&config_path, 1).await;
+        Daemon {
+            addr,
+            config_path,
+            child: Some(child),
+            generation: 1,
+            dir,
+        }
+    }
+
+    /// The daemon's temp dir (config, spool under `data/`, route files).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `http://ADDR` of the current child.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://ADDR/<path>`, path without leading slash.
+    pub fn url_path(&self, path: &str) -> String {
+        format!("http://{}/{}", self.addr, path)
+    }
+
+    fn take_child(&mut self) -> Child {
+        self.child
+            .take()
+            .expect("the daemon is not running (already killed or stopped)")
+    }
+
+    /// `kill -9` the daemon and reap it.
+    pub fn kill9(&mut self) {
+        let mut child = self.take_child();
+        eprintln!("[harness] kill -9 hookfan (pid {})", child.id());
+        child.kill().expect("SIGKILL hookfan");
+        let status = child.wait().expect("reap hookfan");
+        eprintln!("[harness] hookfan killed: {status}");
+    }
+
+    /// Sends SIGTERM and waits (at most [`SHUTDOWN_TIMEOUT`]) for the exit.
+    pub async fn sigterm_and_wait(&mut self) -> ExitStatus {
+        let mut child = self.take_child();
+        let pid = child.id().to_string();
+        eprintln!("[harness] kill -TERM hookfan (pid {pid})");
+        let started = Instant::now();
+        let kill = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill -TERM");
+        assert!(kill.success(), "kill -TERM {pid} failed: {kill}");
+        let waiter = tokio::task::spawn_blocking(move || child.wait());
+        match timeout(SHUTDOWN_TIMEOUT, waiter).await {
+            Ok(joined) => {
+                let status = joined.expect("join waiter").expect("wait for hookfan");
+                eprintln!(
+                    "[harness] hookfan exited after SIGTERM in {:?}: {status}",
+                    started.elapsed()
+                );
+                status
+            }
+            Err(_) => {
+                // The waiter owns the child; it returns once the kill lands.
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                panic!(
+                    "hookfan did not exit within {SHUTDOWN_TIMEOUT:?} after SIGTERM \
+                     (shutdown_grace is 10s); it was SIGKILLed"
+                );
+            }
+        }
+    }
+
+    /// SIGTERM, and require exit code 0.
+    pub async fn stop_gracefully(&mut self) {
+        let status = self.sigterm_and_wait().await;
+        assert!(
+            status.success(),
+            "hookfan must exit with code 0 after SIGTERM, got {status}"
+        );
+    }
+
+    /// Starts a new child on the same config and data dir (new ingest port).
+    pub async fn restart(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "restart() needs the daemon stopped first (kill9 or sigterm_and_wait)"
+        );
+        self.generation += 1;
+        let (child, addr) = spawn_serve(&self.config_path, self.generation).await;
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    /// `hookfan dead-letters list --config PATH --json [--route NAME]`, parsed
+    /// line by line. The daemon must be stopped (the spool is locked while it
+    /// runs); the command must exit 0.
+    pub async fn dead_letters(&self, route: Option<&str>) -> Vec<serde_json::Value> {
+        assert!(
+            self.child.is_none(),
+            "dead_letters() needs the daemon stopped (its spool is locked while it runs)"
+        );
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookfan"));
+        cmd.args(["dead-letters", "list", "--config"])
+            .arg(&self.config_path)
+            .arg("--json");
+        if let Some(route) = route {
+            cmd.args(["--route", route]);
+        }
+        cmd.stdin(Stdio::null()).env("NO_COLOR", "1");
+        for var in PROXY_VARS {
+            cmd.env_remove(var);
+        }
+        let described = format!("{cmd:?}");
+        let out = timeout(
+            CLI_TIMEOUT,
+            tokio::task::spawn_blocking(move || cmd.output()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{described} did not finish within {CLI_TIMEOUT:?}"))
+        .expect("join dead-letters")
+        .unwrap_or_else(|e| panic!("run {described}: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for line in stderr.lines() {
+            eprintln!("[hookfan dead-letters] {line}");
+        }
+        eprintln!("[harness] {described} -> {}\n{stdout}", out.status);
+        assert!(
+            out.status.success(),
+            "{described} must exit 0, got {}; stderr:\n{stderr}",
+            out.status
+        );
+        stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!("dead-letters --json printed a line that is not JSON ({e}): {l:?}")
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `RUST_LOG` given to the daemon (`HOOKFAN_IT_LOG` overrides it).
+fn log_filter() -> String {
+    std::env::var("HOOKFAN_IT_LOG").unwrap_or_else(|_| "info".to_owned())
+}
+
+/// Spawns `hookfan serve --config PATH`, drains its stdout and stderr in
+/// background threads for its whole life (echoing them), and waits for the
+/// `listening on http://ADDR` line.
+async fn spawn_serve(config_path: &Path, generation: u32) -> (Child, SocketAddr) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookfan"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", log_filter());
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    eprintln!(
+        "[harness] started hookfan #{generation} (pid {})",
+        child.id()
+    );
+
+    let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
+    let stderr = child.stderr.take().expect("piped stderr");
+    std::thread::Builder::new()
+        .name(format!("hookfan-{generation}-stderr"))
+        .spawn(move || {
+            let mut addr_tx = Some(addr_tx);
+            for_each_line(stderr, |line| {
+                eprintln!("[hookfan] {line}");
+                if addr_tx.is_some() {
+                    if let Some(addr) = parse_listening_line(line) {
+                        let _ = addr_tx.take().expect("checked").send(addr);
+                    }
+                }
+            });
+        })
+        .expect("spawn stderr thread");
+    let stdout = child.stdout.take().expect("piped stdout");
+    std::thread::Builder::new()
+        .name(format!("hookfan-{generation}-stdout"))
+        .spawn(move || for_each_line(stdout, |line| eprintln!("[hookfan stdout] {line}")))
+        .expect("spawn stdout thread");
+
+    match timeout(STARTUP_TIMEOUT, addr_rx).await {
+        Ok(Ok(addr)) => {
+            eprintln!("[harness] hookfan #{generation} listening on {addr}");
+            (child, addr)
+        }
+        Ok(Err(_)) => {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!(
+                "hookfan #{generation} closed stderr without logging `{LISTENING}ADDR` \
+                 (exit: {status:?}); see the [hookfan] lines above"
+            );
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "hookfan #{generation} did not log `{LISTENING}ADDR` within {STARTUP_TIMEOUT:?}; \
+                 see the [hookfan] lines above"
+            );
+        }
+    }
+}
+
+/// Calls `f` for each line (lossy UTF-8) until EOF or a read error.
+fn for_each_line(stream: impl Read, mut f: impl FnMut(&str)) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                f(line.trim_end_matches(['\n', '\r']));
+            }
+        }
+    }
+}
+
+/// Extracts ADDR from a line containing `listening on http://ADDR`.
+pub fn parse_listening_line(line: &str) -> Option<SocketAddr> {
+    let line = strip_ansi(line);
+    let start = line.find(LISTENING)? + LISTENING.len();
+    let token: String = line[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    token
+        .trim_end_matches(|c: char| !(c.is_ascii_alphanumeric() || c == ']'))
+        .parse()
+        .ok()
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ params final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Receiver
+// ---------------------------------------------------------------------------
+
+/// One request as a receiver saw it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| {
+            v.to_str()
+                .unwrap_or_else(|_| panic!("header {name} is not ASCII: {v:?}"))
+        })
+    }
+
+    /// `X-Webhook-Id`, which every delivery must carry.
+    pub fn webhook_id(&self) -> &str {
+        self.header("x-webhook-id")
+            .unwrap_or_else(|| panic!("delivery without X-Webhook-Id: {self:?}"))
+    }
+
+    /// `X-Webhook-Attempt`, which every delivery must carry.
+    pub fn attempt(&self) -> &str {
+        self.header("x-webhook-attempt")
+            .unwrap_or_else(|| panic!("delivery without X-Webhook-Attempt: {self:?}"))
+    }
+}
+
+/// What the receiver answers to one request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    /// Wait this long before answering (to keep deliveries in flight).
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            retry_after: None,
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn retry_after(mut self, value: &str) -> Reply {
+        self.retry_after = Some(value.to_owned());
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+struct ReceiverState {
+    script: Mutex<VecDeque<Reply>>,
+    default: Mutex<Reply>,
+    tx: mpsc::UnboundedSender<Recorded>,
+}
+
+/// An HTTP server on 127.0.0.1 that records every request and answers from a
+/// script (a queue of replies, then a default reply). It can be stopped and
+/// started again on the same port to simulate an outage.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    state: Arc<ReceiverState>,
+    rx: mpsc::UnboundedReceiver<Recorded>,
+    server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+impl Receiver {
+    /// Starts a receiver answering 200 to everything.
+    pub async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("receiver addr");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = Arc::new(ReceiverState {
+            script: Mutex::new(VecDeque::new()),
+            default: Mutex::new(Reply::status(200)),
+            tx,
+        });
+        let server = Some(serve_receiver(listener, state.clone()));
+        Receiver {
+            addr,
+            state,
+            rx,
+            server,
+        }
+    }
+
+    /// `http://ADDR/hook`
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Queues replies for the next requests (in order); then the default.
+    pub fn push_replies(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.script.lock().unwrap().extend(replies);
+    }
+
+    pub fn set_default_reply(&self, reply: Reply) {
+        *self.state.default.lock().unwrap() = reply;
+    }
+
+    /// Stops accepting and closes every connection (idle keep-alive ones
+    /// included); the port refuses connections until [`Receiver::restart`].
+    pub async fn stop(&mut self) {
+        let (stop_tx, handle) = self.server.take().expect("receiver is not running");
+        let _ = stop_tx.send(());
+        timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("receiver did not shut down within 10s")
+            .expect("receiver task panicked");
+        eprintln!("[harness] receiver {} stopped", self.addr);
+    }
+
+    /// Starts serving again on the same port.
+    pub async fn restart(&mut self) {
+        assert!(self.server.is_none(), "receiver is already running");
+        // The port was just released; binding can only fail if another
+        // process grabbed it meanwhile, or in a transient state. Poll briefly.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("[harness] rebinding receiver {}: {e}; retrying", self.addr);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("could not rebind receiver on {}: {e}", self.addr),
+            }
+        };
+        self.server = Some(serve_receiver(listener, self.state.clone()));
+        eprintln!("[harness] receiver {} started again", self.addr);
+    }
+
+    /// The next recorded request, waiting at most `within`.
+    pub async fn next_within(&mut self, within: Duration, what: &str) -> Recorded {
+        match timeout(within, self.rx.recv()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => unreachable!("the receiver state holds a sender"),
+            Err(_) => panic!(
+                "receiver {}: no request within {within:?} while waiting for {what}",
+                self.addr
+            ),
+        }
+    }
+
+    /// The next recorded request, waiting at most [`DELIVERY_TIMEOUT`].
+    pub async fn next(&mut self, what: &str) -> Recorded {
+        self.next_within(DELIVERY_TIMEOUT, what).await
+    }
+
+    /// Exactly the next `n` requests.
+    pub async fn next_n(&mut self, n: usize, what: &str) -> Vec<Recorded> {
+        let deadline = Instant::now() + DELIVERY_TIMEOUT;
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(r)) => got.push(r),
+                Ok(None) => unreachable!("the receiver state holds a sender"),
+                Err(_) => panic!(
+                    "receiver {}: got {} of {n} requests within {DELIVERY_TIMEOUT:?} \
+                     while waiting for {what}; ids so far: {:?}",
+                    self.addr,
+                    got.len(),
+                    got.iter()
+                        .map(|r| r.header("x-webhook-id"))
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
+        got
+    }
+
+    /// Receives until every id in `ids` has been seen at least once (or
+    /// `within` passes, which fails naming the missing ids). Returns every
+    /// request received meanwhile, including ones with other ids and repeats.
+    pub async fn until_ids(
+        &mut self,
+        ids: &HashSet<String>,
+        within: Duration,
+        what: &str,
+    ) -> Vec<Recorded> {
+        let deadline = Instant::now() + within;
+        let mut missing: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut got = Vec::new();
+        while !missing.is_empty() {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(r)) => {
+                    if let Some(id) = r.header("x-webhook-id") {
+                        missing.remove(id);
+                    }
+                    got.push(r);
+                }
+                Ok(None) => unreachable!("the receiver state holds a sender"),
+                Err(_) => {
+                    let mut missing: Vec<&str> = missing.into_iter().collect();
+                    missing.sort_unstable();
+                    panic!(
+                        "receiver {}: {} of {} ids never arrived within {within:?} ({what}); \
+                         missing: {:?}",
+                        self.addr,
+                        missing.len(),
+                        ids.len(),
+                        missing
+                    );
+                }
+            }
+        }
+        got
+    }
+
+    /// Receives until a request with `X-Webhook-Id: id` arrives; returns the
+    /// requests received before it (the marker itself is not included).
+    pub async fn until_marker(&mut self, id: &str) -> Vec<Recorded> {
+        let deadline = Instant::now() + DELIVERY_TIMEOUT;
+        let mut before = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(r)) if r.header("x-webhook-id") == Some(id) => return before,
+                Ok(Some(r)) => before.push(r),
+                Ok(None) => unreachable!("the receiver state holds a sender"),
+                Err(_) => panic!(
+                    "receiver {}: marker {id} did not arrive within {DELIVERY_TIMEOUT:?}; \
+                     received meanwhile: {:?}",
+                    self.addr,
+                    before
+                        .iter()
+                        .map(|r| r.header("x-webhook-id"))
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    /// Requests already received and not yet consumed (does not wait).
+    pub fn drain_now(&mut self) -> Vec<Recorded> {
+        let mut got = Vec::new();
+        while let Ok(r) = self.rx.try_recv() {
+            got.push(r);
+        }
+        got
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some((stop_tx, handle)) = self.server.take() {
+            let _ = stop_tx.send(());
+            handle.abort();
+        }
+    }
+}
+
+fn serve_receiver(
+    listener: tokio::net::TcpListener,
+    state: Arc<ReceiverState>,
+) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let app = Router::new().fallback(receive).with_state(state);
+    let handle = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+            .expect("receiver server");
+    });
+    (stop_tx, handle)
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let reply = state
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or_else(|| state.default.lock().unwrap().clone());
+    let _ = state.tx.send(Recorded {
+        method,
+        path: uri.path().to_owned(),
+        headers,
+        body,
+    });
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let status = StatusCode::from_u16(reply.status).expect("valid status");
+    let mut response = (status, "receiver says hi").into_response();
+    if let Some(value) = reply.retry_after {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_str(&value).expect("Retry-After value"),
+        );
+    }
+    response
+}
+
+/// A TCP listener that accepts connections and never answers (a hung
+/// destination). Stops when dropped.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Blackhole {
+    pub async fn start() -> Blackhole {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind blackhole");
+        let addr = listener.local_addr().expect("blackhole addr");
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        Blackhole { addr, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A URL on 127.0.0.1 where nothing listens (connections are refused).
+pub fn closed_port_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    format!("http://{addr}/hook")
+}
+
+// ---------------------------------------------------------------------------
+// Signing and posting
+// ---------------------------------------------------------------------------
+
+/// Lower-case hex HMAC-SHA256 of `body` with `secret`.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+pub fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(body).expect("gzip");
+    enc.finish().expect("gzip")
+}
+
+/// A fresh unique webhook id.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A small, valid Stream-like event of type `ty`, unique per `id`.
+pub fn event_body(ty: &str, id: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "type": ty,
+        "created_at": "2026-05-08T00:00:00.000000Z",
+        "message": { "id": id, "text": format!("hello from {id}") },
+        "user": { "id": "it-user" },
+    }))
+    .expect("serialize event")
+}
+
+/// An HTTP client for posting to the daemon (no proxy, 30 s timeout).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("build reqwest client")
+}
+
+/// The answer to one POST.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+/// Sends `method url` with `body` and the given headers (a
+/// `Content-Type: application/json` is added unless given).
+pub async fn send(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> Result<Answer, reqwest::Error> {
+    let mut req = client.request(method, url).body(body);
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        req = req.header("content-type", "application/json");
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.text().await?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// POSTs `body` to `url` with exactly the given headers (plus a JSON
+/// content type unless given); panics on a transport error.
+pub async fn post_webhook(
+    client: &reqwest::Client,
+    url: &str,
+    body: impl Into<Vec<u8>>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    send(client, reqwest::Method::POST, url, body.into(), headers)
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e:?}"))
+}
+
+/// POSTs `body` as Stream would: `X-Webhook-Id: id`, attempt 1, `test_key`,
+/// signed with the test secret.
+pub async fn post_signed(client: &reqwest::Client, url: &str, id: &str, body: &[u8]) -> Answer {
+    let sig = sign(SECRET, body);
+    post_webhook(client, url, body, &stream_headers(id, &sig)).await
+}
+
+/// POSTs and requires 200.
+pub async fn post_ok(client: &reqwest::Client, url: &str, id: &str, body: &[u8]) {
+    let answer = post_signed(client, url, id, body).await;
+    assert_eq!(
+        answer.status, 200,
+        "POST {id} must be acknowledged with 200: {answer:?}"
+    );
+}
+
+/// Stream's headers for one request, attempt 1, app `test_key`.
+pub fn stream_headers<'a>(id: &'a str, signature: &'a str) -> [(&'static str, &'a str); 4] {
+    [
+        ("x-webhook-id", id),
+        ("x-webhook-attempt", "1"),
+        ("x-api-key", API_KEY),
+        ("x-signature", signature),
+    ]
+}
+
+/// Posts a fresh `message.new` marker event and waits until `receiver` gets
+/// it; returns what the receiver got before the marker.
+pub async fn post_marker_and_await(
+    client: &reqwest::Client,
+    daemon: &Daemon,
+    receiver: &mut Receiver,
+) -> Vec<Recorded> {
+    let marker = format!("marker-{}", new_id());
+    post_ok(
+        client,
+        &daemon.url_path("marker"),
+        &marker,
+        &event_body("message.new", &marker),
+    )
+    .await;
+    receiver.until_marker(&marker).await
+}
+
+/// Count of requests per webhook id.
+pub fn count_by_id(records: &[Recorded]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for r in records {
+        *counts.entry(r.webhook_id().to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------
+
+/// One case of `tests/fixtures/stream-webhooks`.
+#[derive(Clone, Debug)]
+pub struct Fixture {
+    pub name: String,
+    pub body: Vec<u8>,
+    pub gz: Vec<u8>,
+    pub signature: String,
+    /// `type` from expected.json ("" when the case has none).
+    pub expected_type: String,
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stream-webhooks")
+}
+
+fn load_fixture(dir: &Path) -> Fixture {
+    let read = |f: &str| {
+        let p = dir.join(f);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("read fixture {}: {e}", p.display()))
+    };
+    let expected: serde_json::Value =
+        serde_json::from_slice(&read("expected.json")).expect("expected.json is JSON");
+    Fixture {
+        name: dir.file_name().unwrap().to_string_lossy().into_owned(),
+        body: read("body.json"),
+        gz: read("body.gz"),
+        signature: String::from_utf8(read("signature.txt"))
+            .expect("signature.txt is text")
+            .trim()
+            .to_owned(),
+        expected_type: expected["type"].as_str().unwrap_or("").to_owned(),
+    }
+}
+
+fn fixtures_in(dir: &Path) -> Vec<Fixture> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('_'))
+        .collect();
+    dirs.sort();
+    dirs.iter().map(|d| load_fixture(d)).collect()
+}
+
+/// Every valid case (the directories not starting with `_`).
+pub fn valid_fixtures() -> Vec<Fixture> {
+    let all = fixtures_in(&fixtures_dir());
+    assert!(
+        all.len() >= 10,
+        "expected the Stream fixtures in {}, found {}",
+        fixtures_dir().display(),
+        all.len()
+    );
+    all
+}
+
+/// Every case under `_invalid/`.
+pub fn invalid_fixtures() -> Vec<Fixture> {
+    fixtures_in(&fixtures_dir().join("_invalid"))
+}
+
+// ---------------------------------------------------------------------------
+// Small utilities
+// ---------------------------------------------------------------------------
+
+/// Polls `cond` every 20 ms until it holds or `within` passes (then panics
+/// with `what`). Only for conditions nothing can be awaited on (files).
+pub async fn poll_until<T>(within: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 UTC date-time (`...Z`), or `None`.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339(s).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64)
+}
+
+#[test]
+fn listening_line_is_parsed_up_to_whitespace() {
+    let line = "2026-05-08T00:00:00Z  INFO hookfan: ingest listening on http://127.0.0.1:41234";
+    assert_eq!(
+        parse_listening_line(line),
+        Some("127.0.0.1:41234".parse().unwrap())
+    );
+    let line = "\u{1b}[2mx\u{1b}[0m listening on http://127.0.0.1:5/ spool=/tmp";
+    assert_eq!(
+        parse_listening_line(line),
+        Some("127.0.0.1:5".parse().unwrap())
+    );
+    assert_eq!(parse_listening_line("metrics ready"), None);
+}
