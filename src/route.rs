@@ -7,6 +7,20 @@
 //! `*` is matched exactly.
 
 /// Which event types a route takes.
+///
+/// ```
+/// use hookfan::route::EventFilter;
+///
+/// let everything = EventFilter::new::<&str>(&[]).unwrap();
+/// assert!(everything.matches(Some("a.type.stream.adds.next.year")));
+/// assert!(everything.matches(None)); // a body without a `type`
+///
+/// let chat = EventFilter::new(&["message.new", "moderation.*", "*.deleted"]).unwrap();
+/// assert!(chat.matches(Some("moderation.flagged")));
+/// assert!(chat.matches(Some("channel.deleted")));
+/// assert!(!chat.matches(Some("message.updated")));
+/// assert!(!chat.matches(None));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventFilter {
     /// Empty means every event.

@@ -155,6 +155,15 @@ fn pick_app<'a>(apps: &'a [App], api_key: Option<&str>) -> Result<&'a App, Rejec
 }
 
 /// Hex HMAC-SHA256 of `body` with `secret`, lower case: what Stream puts in `X-Signature`.
+///
+/// ```
+/// // Stream's own test vector (tests/fixtures/stream-webhooks/message.new).
+/// let body = br#"{"type":"message.new","created_at":1778198400000000000}"#;
+/// assert_eq!(
+///     hookfan::ingest::verify::sign(b"test_secret_do_not_use_in_production", body),
+///     "408ab27d58b18a584d29f2801dde0d5ad20e5f5965039ac88d2ef49014a2c4a7"
+/// );
+/// ```
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(body);
