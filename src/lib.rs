@@ -13,10 +13,11 @@
 //! - [`route`]: which routes take an event type (pure).
 //! - [`spool`]: the durable store, with group commit.
 //! - [`deliver`]: one worker per route, retries and backoff, dead letters.
-//! - [`sinks`]: destinations (`http`, `file`).
+//! - [`sinks`]: destinations (`http`, `file`, `sqs`, `sns`).
 //! - [`server`]: wires the above together and shuts them down in order.
 //! - [`cli`]: the subcommands other than `serve`.
 //! - [`telemetry`]: logging setup and the metric names.
+//! - [`template`]: `{field}` templates over event JSON (SQS/SNS message group ids).
 
 pub mod cli;
 pub mod config;
@@ -27,3 +28,4 @@ pub mod server;
 pub mod sinks;
 pub mod spool;
 pub mod telemetry;
+pub mod template;

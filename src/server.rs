@@ -42,7 +42,7 @@ pub async fn run(
         notifiers.insert(route.name.clone(), notify.clone());
         let worker = RouteWorker {
             route: Arc::new(route.clone()),
-            sink: Arc::new(Sink::build(&route.destination)?),
+            sink: Arc::new(Sink::build(&route.destination).await?),
             spool: spool.clone(),
             notify,
             shutdown: stop_delivery.clone(),

@@ -603,23 +603,50 @@ broken_configs! {
         ],
     }
 
-    sqs_and_sns_destinations_are_reported_as_not_available_yet_at_their_key {
+    sqs_and_sns_destinations_report_every_problem_at_its_value {
         env: [],
         yaml: r#"
             |apps: [{ api_key: k, api_secret: s }]
             |routes:
-            |  - name: queue
+            |  - name: ordered
             |    event_types: []
-            |    sqs: { queue_url: https://sqs.eu-west-1.amazonaws.com/1/q }
+            |    sqs: { queue_url: https://sqs.eu-west-1.amazonaws.com/1/chat.fifo, concurrency: 4 }
             |  - name: topic
             |    event_types: []
             |    sns:
-            |      topic_arn: arn:aws:sns:eu-west-1:1:t
+            |      topic_arn: arn:aws:sqs:eu-west-1:1:t
+            |      message_group_id: "{cid}"
+            |      body: zipped
+            |  - name: bad-url
+            |    event_types: []
+            |    sqs: { queue_url: not-a-url }
+            |  - name: template
+            |    event_types: []
+            |    sqs:
+            |      queue_url: https://sqs.eu-west-1.amazonaws.com/1/q.fifo
+            |      message_group_id: "{cid"
         "#,
         expect: [
-            (5, 5, r#"route "queue": the sqs destination is not available in this build yet; use http or file"#),
-            (8, 5, r#"route "topic": the sns destination is not available in this build yet"#),
+            (5, 23, r#"route "ordered": https://sqs.eu-west-1.amazonaws.com/1/chat.fifo is a FIFO queue: set sqs.message_group_id"#),
+            (5, 85, r#"route "ordered": a FIFO sqs route delivers one batch at a time to keep order"#),
+            (9, 18, r#"route "topic": sns.topic_arn "arn:aws:sqs:eu-west-1:1:t" is not a topic ARN"#),
+            (10, 25, r#"route "topic": sns.message_group_id only applies to FIFO topics"#),
+            (11, 13, r#"route "topic": sns.body "zipped" is not one of raw, stream_compressed"#),
+            (14, 23, r#"route "bad-url": sqs.queue_url "not-a-url" is not a queue URL"#),
+            (19, 25, r#"route "template": sqs.message_group_id: unclosed '{' in template "{cid""#),
         ],
+    }
+
+    a_topic_arn_in_an_sqs_block_is_an_unknown_key {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: wrong-key
+            |    event_types: []
+            |    sqs: { topic_arn: "arn:aws:sns:eu-west-1:1:t" }
+        "#,
+        expect: [(5, 12, r#"route "wrong-key": sqs: unknown key "topic_arn" (expected one of queue_url,"#)],
     }
 
     // ---- YAML syntax, types, empty files --------------------------------------------------

@@ -129,6 +129,8 @@ pub struct Route {
 pub enum Destination {
     Http(HttpDestination),
     File(FileDestination),
+    Sqs(AwsDestination),
+    Sns(AwsDestination),
 }
 
 impl Destination {
@@ -136,6 +138,8 @@ impl Destination {
         match self {
             Destination::Http(_) => "http",
             Destination::File(_) => "file",
+            Destination::Sqs(_) => "sqs",
+            Destination::Sns(_) => "sns",
         }
     }
 
@@ -144,6 +148,7 @@ impl Destination {
         match self {
             Destination::Http(h) => h.url.to_string(),
             Destination::File(f) => f.path.display().to_string(),
+            Destination::Sqs(a) | Destination::Sns(a) => a.target.clone(),
         }
     }
 
@@ -151,6 +156,7 @@ impl Destination {
         match self {
             Destination::Http(h) => &h.retry,
             Destination::File(f) => &f.retry,
+            Destination::Sqs(a) | Destination::Sns(a) => &a.retry,
         }
     }
 
@@ -160,8 +166,47 @@ impl Destination {
             Destination::Http(h) => h.concurrency,
             // Appends to one file are serialised anyway; one writer keeps lines in order.
             Destination::File(_) => 1,
+            Destination::Sqs(a) | Destination::Sns(a) => a.concurrency,
         }
     }
+
+    /// Whether the route must deliver in ingest order (FIFO queues and topics): one batch at
+    /// a time, and a failing event holds back the ones behind it instead of being overtaken.
+    pub fn ordered(&self) -> bool {
+        match self {
+            Destination::Sqs(a) | Destination::Sns(a) => a.fifo,
+            _ => false,
+        }
+    }
+}
+
+/// An `sqs` or `sns` destination.
+#[derive(Debug, Clone)]
+pub struct AwsDestination {
+    /// The queue URL (sqs) or topic ARN (sns).
+    pub target: String,
+    /// Overrides the region of the AWS environment.
+    pub region: Option<String>,
+    /// Overrides the endpoint (LocalStack, moto, ...).
+    pub endpoint_url: Option<String>,
+    /// Assume this role for the destination's requests.
+    pub role_arn: Option<String>,
+    /// `MessageGroupId` for each event; required for FIFO targets.
+    pub message_group_id: Option<crate::template::Template>,
+    pub body: BodyFormat,
+    /// A `.fifo` queue or topic: ordered delivery, deduplication ids.
+    pub fifo: bool,
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+}
+
+/// What an SQS message or SNS notification carries as its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// The event JSON exactly as Stream sent it.
+    Raw,
+    /// base64(gzip(json)), Stream's own compressed SQS/SNS format.
+    StreamCompressed,
 }
 
 #[derive(Debug, Clone)]
@@ -263,8 +308,24 @@ struct RawRoute {
     enabled: Option<bool>,
     http: Option<RawHttp>,
     file: Option<RawFile>,
-    sqs: Option<serde_yaml::Value>,
-    sns: Option<serde_yaml::Value>,
+    sqs: Option<RawAws>,
+    sns: Option<RawAws>,
+}
+
+/// `sqs:` and `sns:` share one shape; `queue_url` belongs to sqs and `topic_arn` to sns (the
+/// lint pass checks which keys each accepts).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    queue_url: Option<String>,
+    topic_arn: Option<String>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    role_arn: Option<String>,
+    message_group_id: Option<String>,
+    body: Option<String>,
+    concurrency: Option<usize>,
+    retry: Option<RawRetry>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,6 +370,27 @@ const DESTINATIONS: &[&str] = &["http", "file", "sqs", "sns"];
 const HTTP_KEYS: &[&str] = &["url", "timeout", "concurrency", "retry", "api_secret"];
 const FILE_KEYS: &[&str] = &["path", "retry"];
 const RETRY_KEYS: &[&str] = &["max_age", "initial_backoff", "max_backoff"];
+const SQS_KEYS: &[&str] = &[
+    "queue_url",
+    "region",
+    "endpoint_url",
+    "role_arn",
+    "message_group_id",
+    "body",
+    "concurrency",
+    "retry",
+];
+const SNS_KEYS: &[&str] = &[
+    "topic_arn",
+    "region",
+    "endpoint_url",
+    "role_arn",
+    "message_group_id",
+    "body",
+    "concurrency",
+    "retry",
+];
+pub const DEFAULT_AWS_CONCURRENCY: usize = 4;
 
 /// Reads and validates the config file at `path`, substituting `${VAR}` from the process
 /// environment.
@@ -419,7 +501,8 @@ fn lint(root: &tree::Node) -> Vec<Diagnostic> {
                 let (keys, _) = match k {
                     "http" => (HTTP_KEYS, ()),
                     "file" => (FILE_KEYS, ()),
-                    _ => continue, // sqs/sns are reported as unsupported by validation
+                    "sqs" => (SQS_KEYS, ()),
+                    _ => (SNS_KEYS, ()),
                 };
                 let prefix = format!("{label}: {k}: ");
                 unknown_keys(value, keys, &prefix, &mut out);
@@ -715,17 +798,14 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
                 path: PathBuf::from(f.path),
                 retry,
             }))
+        } else if let Some(a) = r.sqs {
+            aws_destination(a, "sqs", &format!("{at}.sqs"), &label, pos, &mut errs)
+                .map(Destination::Sqs)
+        } else if let Some(a) = r.sns {
+            aws_destination(a, "sns", &format!("{at}.sns"), &label, pos, &mut errs)
+                .map(Destination::Sns)
         } else {
-            // The lint pass guarantees exactly one destination block.
-            let kind = match (&r.sqs, &r.sns) {
-                (Some(_), _) => "sqs",
-                (None, _) => "sns",
-            };
-            errs.push(pos.diag(
-                &format!("{at}.{kind}#key"),
-                format!("{label}: the {kind} destination is not available in this build yet; use http or file"),
-            ));
-            None
+            None // the lint pass reported the missing destination
         };
         if let Some(destination) = destination {
             routes.push(Route {
@@ -817,5 +897,131 @@ fn retry_policy(
         };
         errs.push(pos.diag(&format!("{path}.{field}"), format!("{label}: retry: {why}")));
         d
+    })
+}
+
+fn aws_destination(
+    raw: RawAws,
+    kind: &str,
+    at: &str,
+    label: &str,
+    pos: &Positions,
+    errs: &mut Vec<Diagnostic>,
+) -> Option<AwsDestination> {
+    let before = errs.len();
+    let (target_key, target) = match kind {
+        "sqs" => ("queue_url", raw.queue_url),
+        _ => ("topic_arn", raw.topic_arn),
+    };
+    let Some(target) = target.filter(|t| !t.trim().is_empty()) else {
+        errs.push(pos.diag(
+            &format!("{at}#key"),
+            format!("{label}: {kind}.{target_key} is missing"),
+        ));
+        return None;
+    };
+    let target_at = format!("{at}.{target_key}");
+    let fifo = if kind == "sqs" {
+        match reqwest::Url::parse(&target) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                url.path().trim_end_matches('/').ends_with(".fifo")
+            }
+            _ => {
+                errs.push(pos.diag(&target_at, format!(
+                    "{label}: sqs.queue_url \"{target}\" is not a queue URL (like https://sqs.us-east-1.amazonaws.com/123456789012/stream-events)"
+                )));
+                false
+            }
+        }
+    } else {
+        let parts: Vec<&str> = target.split(':').collect();
+        if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sns" || parts[5].is_empty() {
+            errs.push(pos.diag(&target_at, format!(
+                "{label}: sns.topic_arn \"{target}\" is not a topic ARN (like arn:aws:sns:us-east-1:123456789012:moderation)"
+            )));
+        }
+        target.ends_with(".fifo")
+    };
+    if let Some(endpoint) = &raw.endpoint_url {
+        if !reqwest::Url::parse(endpoint).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+            errs.push(pos.diag(
+                &format!("{at}.endpoint_url"),
+                format!("{label}: {kind}.endpoint_url \"{endpoint}\" is not an http(s) URL"),
+            ));
+        }
+    }
+    let message_group_id = match &raw.message_group_id {
+        Some(source) => match crate::template::Template::parse(source) {
+            Ok(t) => Some(t),
+            Err(why) => {
+                errs.push(pos.diag(
+                    &format!("{at}.message_group_id"),
+                    format!("{label}: {kind}.message_group_id: {why}"),
+                ));
+                None
+            }
+        },
+        None if fifo => {
+            errs.push(pos.diag(&target_at, format!(
+                "{label}: {target} is a FIFO {}: set {kind}.message_group_id, for example \"{{cid}}\" to keep each channel in order",
+                if kind == "sqs" { "queue" } else { "topic" }
+            )));
+            None
+        }
+        None => None,
+    };
+    if kind == "sns" && !fifo && raw.message_group_id.is_some() {
+        errs.push(pos.diag(
+            &format!("{at}.message_group_id"),
+            format!("{label}: sns.message_group_id only applies to FIFO topics (.fifo); remove it"),
+        ));
+    }
+    let body = match raw.body.as_deref() {
+        None | Some("raw") => BodyFormat::Raw,
+        Some("stream_compressed") => BodyFormat::StreamCompressed,
+        Some(other) => {
+            errs.push(pos.diag(
+                &format!("{at}.body"),
+                format!("{label}: {kind}.body \"{other}\" is not one of raw, stream_compressed"),
+            ));
+            BodyFormat::Raw
+        }
+    };
+    let concurrency = raw
+        .concurrency
+        .unwrap_or(if fifo { 1 } else { DEFAULT_AWS_CONCURRENCY });
+    if !(1..=1024).contains(&concurrency) {
+        errs.push(pos.diag(
+            &format!("{at}.concurrency"),
+            format!("{label}: {kind}.concurrency must be between 1 and 1024"),
+        ));
+    } else if fifo && concurrency != 1 {
+        errs.push(pos.diag(
+            &format!("{at}.concurrency"),
+            format!("{label}: a FIFO {kind} route delivers one batch at a time to keep order; remove concurrency"),
+        ));
+    }
+    for (key, value) in [("region", &raw.region), ("role_arn", &raw.role_arn)] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            errs.push(pos.diag(
+                &format!("{at}.{key}"),
+                format!("{label}: {kind}.{key} is empty; remove it to use the AWS environment's"),
+            ));
+        }
+    }
+    let retry = retry_policy(&raw.retry, &format!("{at}.retry"), label, pos, errs);
+    if errs.len() > before {
+        return None;
+    }
+    Some(AwsDestination {
+        target,
+        region: raw.region,
+        endpoint_url: raw.endpoint_url,
+        role_arn: raw.role_arn,
+        message_group_id,
+        body,
+        fifo,
+        concurrency,
+        retry,
     })
 }

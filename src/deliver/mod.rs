@@ -67,6 +67,7 @@ impl RouteWorker {
         let ctx = Arc::new(Ctx {
             route: name.clone(),
             policy: *self.route.destination.retry(),
+            ordered: self.route.destination.ordered(),
             sink: self.sink.clone(),
             spool: self.spool.clone(),
             warn: Mutex::new(WarnLimiter::default()),
@@ -87,8 +88,9 @@ impl RouteWorker {
             if free > 0 {
                 let spool = self.spool.clone();
                 let (route, skip, now) = (name.clone(), in_flight.clone(), now_ms());
+                let ordered = self.route.destination.ordered();
                 let read = tokio::task::spawn_blocking(move || {
-                    spool.due(&route, now, &skip, free * batch)
+                    spool.due(&route, now, &skip, free * batch, ordered)
                 })
                 .await
                 .unwrap_or(Err(SpoolError::Closed));
@@ -158,6 +160,8 @@ async fn sleep_or_forever(wait: Option<Duration>) {
 struct Ctx {
     route: String,
     policy: RetryPolicy,
+    /// FIFO: a failing event holds its place instead of moving behind the others.
+    ordered: bool,
     sink: Arc<Sink>,
     spool: Spool,
     warn: Mutex<WarnLimiter>,
@@ -214,10 +218,19 @@ impl Ctx {
                         &error,
                         &format!("retrying in {}", humantime::format_duration(round_ms(wait))),
                     );
-                    Completion::Retry {
-                        due_ms: now + wait.as_millis() as u64,
-                        attempts: attempt,
-                        error,
+                    let at = now + wait.as_millis() as u64;
+                    if self.ordered {
+                        Completion::Hold {
+                            not_before_ms: at,
+                            attempts: attempt,
+                            error,
+                        }
+                    } else {
+                        Completion::Retry {
+                            due_ms: at,
+                            attempts: attempt,
+                            error,
+                        }
                     }
                 }
             }

@@ -5,6 +5,7 @@
 //! Sinks that batch (SQS/SNS) say so through [`Sink::max_batch`] and answer one outcome per
 //! event.
 
+pub mod aws;
 pub mod file;
 pub mod http;
 
@@ -40,13 +41,19 @@ pub enum SinkError {
 pub enum Sink {
     Http(http::HttpSink),
     File(file::FileSink),
+    /// SQS and SNS.
+    Aws(aws::AwsSink),
 }
 
 impl Sink {
-    pub fn build(destination: &Destination) -> Result<Sink, SinkError> {
+    /// Builds the destination's client. AWS clients resolve credentials and region from the
+    /// environment here (without network calls: credentials load lazily).
+    pub async fn build(destination: &Destination) -> Result<Sink, SinkError> {
         Ok(match destination {
             Destination::Http(h) => Sink::Http(http::HttpSink::new(h)?),
             Destination::File(f) => Sink::File(file::FileSink::new(f)),
+            Destination::Sqs(a) => Sink::Aws(aws::AwsSink::new("sqs", a).await?),
+            Destination::Sns(a) => Sink::Aws(aws::AwsSink::new("sns", a).await?),
         })
     }
 
@@ -56,6 +63,7 @@ impl Sink {
             Sink::Http(_) => 1,
             // One write and one fsync for many lines.
             Sink::File(_) => file::MAX_BATCH,
+            Sink::Aws(_) => aws::MAX_BATCH,
         }
     }
 
@@ -71,6 +79,10 @@ impl Sink {
                 out
             }
             Sink::File(s) => s.deliver_batch(events.iter().map(|(e, _)| *e)).await,
+            Sink::Aws(s) => {
+                let events: Vec<&StoredEvent> = events.iter().map(|(e, _)| *e).collect();
+                s.deliver_batch(&events).await
+            }
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct PendingState {
     /// Attempts made so far; the next one is `attempts + 1`.
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// On ordered routes a failing event keeps its place and waits until this time (ms since
+    /// the epoch; 0: not waiting), holding back the events behind it.
+    pub not_before_ms: u64,
 }
 
 /// Why and when a route gave up on an event.

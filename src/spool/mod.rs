@@ -151,6 +151,13 @@ pub enum Completion {
         attempts: u32,
         error: String,
     },
+    /// Ordered routes: keep the event's place in the queue and try it again at `not_before_ms`;
+    /// nothing behind it is delivered until then.
+    Hold {
+        not_before_ms: u64,
+        attempts: u32,
+        error: String,
+    },
     /// Give up: move to the route's dead letters.
     Dead {
         attempts: u32,
@@ -238,6 +245,7 @@ impl Spool {
             next_seq,
             last_sweep: Instant::now(),
             dedup_window_ms: u64::MAX,
+            last_fresh_due_ms: 0,
         };
         let handle = std::thread::Builder::new()
             .name("hookfan-spool-writer".into())
@@ -320,6 +328,7 @@ impl Spool {
     }
 
     /// Up to `limit` events of `route` due at `now_ms`, oldest due first, skipping `in_flight`.
+    /// On an `ordered` route an event held back until later stops the read there.
     /// Blocking: reads the file.
     pub fn due(
         &self,
@@ -327,6 +336,7 @@ impl Spool {
         now_ms: u64,
         in_flight: &HashSet<u64>,
         limit: usize,
+        ordered: bool,
     ) -> Result<Due, SpoolError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let pending = txn.open_table(PENDING).map_err(storage)?;
@@ -350,6 +360,13 @@ impl Spool {
                 break;
             }
             let state = PendingState::decode(v.value())?;
+            if state.not_before_ms > now_ms {
+                if ordered {
+                    due.next_due_ms = Some(state.not_before_ms);
+                    break;
+                }
+                continue;
+            }
             let Some(bytes) = events.get(seq).map_err(storage)? else {
                 return Err(SpoolError::Incompatible {
                     path: self.path.to_path_buf(),
@@ -487,6 +504,10 @@ struct Writer {
     last_sweep: Instant,
     /// The dedup window of the latest append: ids older than this are swept.
     dedup_window_ms: u64,
+    /// The due time given to the latest new event. New events get
+    /// `max(received_at, this)`, so their queue order is their commit order even when
+    /// concurrent requests read the clock out of order (ordered routes rely on it).
+    last_fresh_due_ms: u64,
 }
 
 enum Reply {
@@ -663,12 +684,11 @@ impl Writer {
             .map_err(storage)?;
         t.refs.insert(seq, routes.len() as u32).map_err(storage)?;
         let fresh = PendingState::default().encode()?;
+        let due = event.received_at_ms.max(self.last_fresh_due_ms);
+        self.last_fresh_due_ms = due;
         for route in routes {
             t.pending
-                .insert(
-                    (route.as_str(), event.received_at_ms, seq),
-                    fresh.as_slice(),
-                )
+                .insert((route.as_str(), due, seq), fresh.as_slice())
                 .map_err(storage)?;
         }
         Ok(AppendOutcome::Stored { seq })
@@ -710,9 +730,24 @@ fn complete(
             let state = PendingState {
                 attempts,
                 last_error: Some(error),
+                not_before_ms: 0,
             };
             t.pending
                 .insert((route, due_ms, key.seq), state.encode()?.as_slice())
+                .map_err(storage)?;
+        }
+        Completion::Hold {
+            not_before_ms,
+            attempts,
+            error,
+        } => {
+            let state = PendingState {
+                attempts,
+                last_error: Some(error),
+                not_before_ms,
+            };
+            t.pending
+                .insert((route, key.due_ms, key.seq), state.encode()?.as_slice())
                 .map_err(storage)?;
         }
         Completion::Dead { attempts, error } => {

@@ -24,7 +24,7 @@ fn routes(names: &[&str]) -> Vec<String> {
 
 fn due(spool: &Spool, route: &str) -> Vec<DueItem> {
     spool
-        .due(route, u64::MAX - 1, &HashSet::new(), 1000)
+        .due(route, u64::MAX - 1, &HashSet::new(), 1000, false)
         .unwrap()
         .items
 }
@@ -179,7 +179,9 @@ async fn a_retried_event_moves_behind_the_events_after_it() {
         )
         .await
         .unwrap();
-    let now = spool.due("r", now_ms(), &HashSet::new(), 10).unwrap();
+    let now = spool
+        .due("r", now_ms(), &HashSet::new(), 10, false)
+        .unwrap();
     let ids: Vec<_> = now
         .items
         .iter()
@@ -204,7 +206,7 @@ async fn in_flight_events_are_skipped_and_the_limit_is_kept() {
     }
     let all = due(&spool, "r");
     let skip: HashSet<u64> = all[..3].iter().map(|i| i.key.seq).collect();
-    let got = spool.due("r", u64::MAX - 1, &skip, 4).unwrap();
+    let got = spool.due("r", u64::MAX - 1, &skip, 4, false).unwrap();
     let seqs: Vec<u64> = got.items.iter().map(|i| i.key.seq).collect();
     assert_eq!(
         seqs,
@@ -324,4 +326,61 @@ async fn the_file_stops_growing_once_delivered_space_is_reused() {
         last <= 2 * sizes[0] && last < 4 * 1024 * 1024,
         "4 MiB written in {ROUNDS} rounds, file keeps growing: {sizes:?}"
     );
+}
+
+#[tokio::test]
+async fn on_an_ordered_route_a_held_event_keeps_its_place_and_blocks_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    for id in ["first", "second", "third"] {
+        spool
+            .append(event(id), routes(&["r"]), WINDOW)
+            .await
+            .unwrap();
+    }
+    let first = due(&spool, "r")[0].clone();
+    let later = now_ms() + 60_000;
+    spool
+        .complete(
+            "r",
+            first.key,
+            Completion::Hold {
+                not_before_ms: later,
+                attempts: 1,
+                error: "throttled".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let ordered = spool.due("r", now_ms(), &HashSet::new(), 10, true).unwrap();
+    assert!(
+        ordered.items.is_empty(),
+        "nothing may overtake the held event"
+    );
+    assert_eq!(ordered.next_due_ms, Some(later));
+    let at_time = spool.due("r", later, &HashSet::new(), 10, true).unwrap();
+    let ids: Vec<_> = at_time
+        .items
+        .iter()
+        .map(|i| i.event.webhook_id.clone().unwrap())
+        .collect();
+    assert_eq!(ids, ["first", "second", "third"]);
+    assert_eq!(at_time.items[0].state.attempts, 1);
+}
+
+#[tokio::test]
+async fn new_events_are_queued_in_commit_order_even_if_their_clocks_disagree() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut late = event("late-clock");
+    late.received_at_ms += 5_000;
+    let mut early = event("early-clock");
+    early.received_at_ms -= 5_000;
+    spool.append(late, routes(&["r"]), WINDOW).await.unwrap();
+    spool.append(early, routes(&["r"]), WINDOW).await.unwrap();
+    let ids: Vec<_> = due(&spool, "r")
+        .iter()
+        .map(|i| i.event.webhook_id.clone().unwrap())
+        .collect();
+    assert_eq!(ids, ["late-clock", "early-clock"]);
 }

@@ -1,0 +1,498 @@
+//! The `sqs` and `sns` destinations: one publisher over a two-variant client.
+//!
+//! Building a message from an event is pure ([`build_message`]): the body (Stream's JSON as
+//! sent, or Stream's compressed format), the String message attributes consumers filter on,
+//! and for FIFO targets the group and deduplication ids. Sending is the thin part: split into
+//! batches of at most 10 entries and the target's byte limit, one `SendMessageBatch` /
+//! `PublishBatch` each, and one [`Outcome`] per event from the per-entry results.
+//!
+//! Batching needs no timer: the route's worker hands over everything that is due, so a lone
+//! event goes out alone at once, and under load events pile up in the spool while a batch is
+//! in flight and leave together in the next.
+
+use std::io::Write;
+use std::time::{Duration, UNIX_EPOCH};
+
+use aws_config::{BehaviorVersion, Region};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use super::{Outcome, SinkError};
+use crate::config::{AwsDestination, BodyFormat};
+use crate::spool::StoredEvent;
+use crate::template::Template;
+
+/// Most entries in one SendMessageBatch / PublishBatch.
+pub const MAX_BATCH: usize = 10;
+/// SQS: largest message (body + attributes), and largest batch request.
+pub const SQS_MAX_BYTES: usize = 1024 * 1024;
+/// SNS: largest message, and largest batch request.
+pub const SNS_MAX_BYTES: usize = 256 * 1024;
+/// How long one AWS request may take before it counts as failed (and is retried).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum Client {
+    Sqs(aws_sdk_sqs::Client),
+    Sns(aws_sdk_sns::Client),
+}
+
+pub struct AwsSink {
+    client: Client,
+    /// Queue URL or topic ARN.
+    target: String,
+    body: BodyFormat,
+    group: Option<Template>,
+    fifo: bool,
+    /// Per message and per batch request.
+    max_bytes: usize,
+}
+
+/// One message, ready for either service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub body: String,
+    /// (name, value), all of AWS type `String`.
+    pub attributes: Vec<(&'static str, String)>,
+    pub group_id: Option<String>,
+    pub dedup_id: Option<String>,
+}
+
+impl Message {
+    /// The size AWS counts against its limits: body plus each attribute's name, type and value.
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + "String".len() + v.len())
+                .sum::<usize>()
+    }
+}
+
+/// Turns a stored event into the message a route sends. Errors are permanent: the event
+/// cannot be sent the way the route is configured (too large, template field missing).
+pub fn build_message(
+    event: &StoredEvent,
+    format: BodyFormat,
+    group: Option<&Template>,
+    fifo: bool,
+    max_bytes: usize,
+) -> Result<Message, String> {
+    let body = match format {
+        BodyFormat::Raw => String::from_utf8(event.body.clone())
+            .map_err(|e| format!("event body is not UTF-8: {e}"))?,
+        BodyFormat::StreamCompressed => {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(&event.body)
+                .and_then(|()| gz.flush())
+                .map_err(|e| e.to_string())?;
+            let gz = gz.finish().map_err(|e| e.to_string())?;
+            base64::engine::general_purpose::STANDARD.encode(gz)
+        }
+    };
+    let received = UNIX_EPOCH + Duration::from_millis(event.received_at_ms);
+    let mut attributes = Vec::with_capacity(5);
+    let mut add = |name: &'static str, value: Option<&str>| {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            attributes.push((name, v.to_string()));
+        }
+    };
+    add("event_type", event.event_type.as_deref());
+    add("webhook_id", event.webhook_id.as_deref());
+    add("api_key", event.api_key.as_deref());
+    add("signature", Some(&event.signature));
+    add(
+        "received_at",
+        Some(&humantime::format_rfc3339_millis(received).to_string()),
+    );
+    let group_id = match group {
+        Some(t) => {
+            let json: serde_json::Value = serde_json::from_slice(&event.body)
+                .map_err(|e| format!("event body is not JSON: {e}"))?;
+            Some(aws_id(&t.render(&json)?))
+        }
+        None => None,
+    };
+    let dedup_id = fifo.then(|| match &event.webhook_id {
+        Some(id) => aws_id(id),
+        None => hex::encode(Sha256::digest(&event.body)),
+    });
+    let message = Message {
+        body,
+        attributes,
+        group_id,
+        dedup_id,
+    };
+    let size = message.size();
+    if size > max_bytes {
+        return Err(format!(
+            "message is {size} bytes, over the destination's limit of {max_bytes} bytes"
+        ));
+    }
+    Ok(message)
+}
+
+/// A FIFO group or deduplication id: kept as is when AWS accepts it (1 to 128 characters,
+/// letters, digits and punctuation), otherwise the hex SHA-256 of it, so the same input
+/// always gives the same id.
+pub fn aws_id(value: &str) -> String {
+    let ok = (1..=128).contains(&value.len()) && value.chars().all(|c| c.is_ascii_graphic());
+    if ok {
+        value.to_string()
+    } else {
+        hex::encode(Sha256::digest(value.as_bytes()))
+    }
+}
+
+/// Groups consecutive messages into batches of at most [`MAX_BATCH`] entries and `max_bytes`.
+pub fn batches(sizes: &[usize], max_bytes: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, size) in sizes.iter().enumerate() {
+        if i > start && (i - start == MAX_BATCH || bytes + size > max_bytes) {
+            out.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < sizes.len() {
+        out.push(start..sizes.len());
+    }
+    out
+}
+
+impl AwsSink {
+    pub async fn new(kind: &str, d: &AwsDestination) -> Result<AwsSink, SinkError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            // hookfan retries durably itself; SDK retries would only hide failures.
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            );
+        if let Some(region) = &d.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &d.endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let mut config = loader.load().await;
+        if let Some(role) = &d.role_arn {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name("hookfan")
+                .configure(&config)
+                .build()
+                .await;
+            config = config
+                .into_builder()
+                .credentials_provider(
+                    aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+                )
+                .build();
+        }
+        let (client, max_bytes) = match kind {
+            "sqs" => (
+                Client::Sqs(aws_sdk_sqs::Client::new(&config)),
+                SQS_MAX_BYTES,
+            ),
+            _ => (
+                Client::Sns(aws_sdk_sns::Client::new(&config)),
+                SNS_MAX_BYTES,
+            ),
+        };
+        Ok(AwsSink {
+            client,
+            target: d.target.clone(),
+            body: d.body,
+            group: d.message_group_id.clone(),
+            fifo: d.fifo,
+            max_bytes,
+        })
+    }
+
+    /// Sends `events` (at most [`MAX_BATCH`]) and returns one outcome per event, in order.
+    /// On a FIFO target, once one event must be retried, every event after it is retried too
+    /// rather than sent ahead of it.
+    pub async fn deliver_batch(&self, events: &[&StoredEvent]) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
+        let mut ready = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            match build_message(
+                event,
+                self.body,
+                self.group.as_ref(),
+                self.fifo,
+                self.max_bytes,
+            ) {
+                Ok(m) => ready.push((i, m)),
+                Err(error) => outcomes[i] = Some(Outcome::Permanent { error }),
+            }
+        }
+        let sizes: Vec<usize> = ready.iter().map(|(_, m)| m.size()).collect();
+        let mut held: Option<String> = None;
+        for range in batches(&sizes, self.max_bytes) {
+            let batch = &ready[range];
+            if let Some(why) = &held {
+                for (i, _) in batch {
+                    outcomes[*i] = Some(Outcome::Retry {
+                        after: None,
+                        error: why.clone(),
+                    });
+                }
+                continue;
+            }
+            let results = self.send(batch.iter().map(|(_, m)| m)).await;
+            for ((i, _), result) in batch.iter().zip(results) {
+                let result = match (&held, result) {
+                    (Some(why), Outcome::Delivered) if self.fifo => Outcome::Retry {
+                        after: None,
+                        error: why.clone(),
+                    },
+                    (_, r) => r,
+                };
+                if self.fifo && held.is_none() {
+                    if let Outcome::Retry { error, .. } = &result {
+                        held = Some(format!(
+                            "held back behind an earlier event of this FIFO route ({error})"
+                        ));
+                    }
+                }
+                outcomes[*i] = Some(result);
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.expect("every event has an outcome"))
+            .collect()
+    }
+
+    /// One batch request; one outcome per message. A failed request fails every entry
+    /// retryably; a failed entry is permanent only when AWS says the sender is at fault.
+    async fn send<'m>(&self, messages: impl Iterator<Item = &'m Message>) -> Vec<Outcome> {
+        let messages: Vec<&Message> = messages.collect();
+        let response = match &self.client {
+            Client::Sqs(c) => {
+                use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+                let entries = messages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| {
+                        let mut e = SendMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .message_body(&m.body)
+                            .set_message_group_id(m.group_id.clone())
+                            .set_message_deduplication_id(m.dedup_id.clone());
+                        for (k, v) in &m.attributes {
+                            let value = MessageAttributeValue::builder()
+                                .data_type("String")
+                                .string_value(v)
+                                .build()
+                                .expect("data_type is set");
+                            e = e.message_attributes(*k, value);
+                        }
+                        e.build().expect("id and body are set")
+                    })
+                    .collect();
+                c.send_message_batch()
+                    .queue_url(&self.target)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map(|out| {
+                        out.failed()
+                            .iter()
+                            .map(|f| {
+                                (
+                                    f.id().to_string(),
+                                    f.sender_fault(),
+                                    f.code().to_string(),
+                                    f.message().unwrap_or_default().to_string(),
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+            }
+            Client::Sns(c) => {
+                use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
+                let entries = messages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| {
+                        let mut e = PublishBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .message(&m.body)
+                            .set_message_group_id(m.group_id.clone())
+                            .set_message_deduplication_id(m.dedup_id.clone());
+                        for (k, v) in &m.attributes {
+                            let value = MessageAttributeValue::builder()
+                                .data_type("String")
+                                .string_value(v)
+                                .build()
+                                .expect("data_type is set");
+                            e = e.message_attributes(*k, value);
+                        }
+                        e.build().expect("id and message are set")
+                    })
+                    .collect();
+                c.publish_batch()
+                    .topic_arn(&self.target)
+                    .set_publish_batch_request_entries(Some(entries))
+                    .send()
+                    .await
+                    .map(|out| {
+                        out.failed()
+                            .iter()
+                            .map(|f| {
+                                (
+                                    f.id().to_string(),
+                                    f.sender_fault(),
+                                    f.code().to_string(),
+                                    f.message().unwrap_or_default().to_string(),
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .map_err(|e| aws_sdk_sns::error::DisplayErrorContext(e).to_string())
+            }
+        };
+        match response {
+            Err(error) => messages
+                .iter()
+                .map(|_| Outcome::Retry {
+                    after: None,
+                    error: error.clone(),
+                })
+                .collect(),
+            Ok(failed) => (0..messages.len())
+                .map(|i| match failed.iter().find(|f| f.0 == i.to_string()) {
+                    None => Outcome::Delivered,
+                    Some((_, sender_fault, code, message)) => {
+                        let error = format!("{code}: {message}");
+                        if *sender_fault {
+                            Outcome::Permanent { error }
+                        } else {
+                            Outcome::Retry { after: None, error }
+                        }
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(body: &str) -> StoredEvent {
+        StoredEvent {
+            webhook_id: Some("wh-1".into()),
+            received_at_ms: 1_778_198_400_000,
+            api_key: Some("key".into()),
+            signature: "ab".repeat(32),
+            event_type: Some("message.new".into()),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_message_carries_the_body_as_sent_and_five_string_attributes() {
+        let body = r#"{"type":"message.new","cid":"messaging:general"}"#;
+        let m = build_message(&event(body), BodyFormat::Raw, None, false, SQS_MAX_BYTES).unwrap();
+        assert_eq!(m.body, body);
+        let names: Vec<&str> = m.attributes.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            names,
+            [
+                "event_type",
+                "webhook_id",
+                "api_key",
+                "signature",
+                "received_at"
+            ]
+        );
+        assert_eq!(m.attributes[4].1, "2026-05-08T00:00:00.000Z");
+        assert_eq!((m.group_id, m.dedup_id), (None, None));
+    }
+
+    #[test]
+    fn an_event_without_a_type_has_no_event_type_attribute() {
+        let mut e = event(r#"{"created_at":1}"#);
+        e.event_type = None;
+        let m = build_message(&e, BodyFormat::Raw, None, false, SQS_MAX_BYTES).unwrap();
+        assert!(m.attributes.iter().all(|(k, _)| *k != "event_type"));
+    }
+
+    #[test]
+    fn the_compressed_body_is_base64_of_gzip_of_the_original() {
+        use std::io::Read;
+        let body = r#"{"type":"message.new"}"#;
+        let m = build_message(
+            &event(body),
+            BodyFormat::StreamCompressed,
+            None,
+            false,
+            SQS_MAX_BYTES,
+        )
+        .unwrap();
+        let gz = base64::engine::general_purpose::STANDARD
+            .decode(&m.body)
+            .unwrap();
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, body);
+    }
+
+    #[test]
+    fn fifo_messages_get_a_group_from_the_template_and_the_webhook_id_for_dedup() {
+        let t = Template::parse("{cid}").unwrap();
+        let m = build_message(
+            &event(r#"{"cid":"messaging:general"}"#),
+            BodyFormat::Raw,
+            Some(&t),
+            true,
+            SQS_MAX_BYTES,
+        )
+        .unwrap();
+        assert_eq!(m.group_id.as_deref(), Some("messaging:general"));
+        assert_eq!(m.dedup_id.as_deref(), Some("wh-1"));
+        let err = build_message(&event("{}"), BodyFormat::Raw, Some(&t), true, SQS_MAX_BYTES)
+            .unwrap_err();
+        assert!(err.contains("no field cid"), "{err}");
+    }
+
+    #[test]
+    fn ids_aws_would_refuse_are_hashed_stably() {
+        assert_eq!(aws_id("abc-123"), "abc-123");
+        let long = "x".repeat(129);
+        assert_eq!(aws_id(&long).len(), 64);
+        assert_eq!(aws_id(&long), aws_id(&long));
+        assert_ne!(aws_id("with space"), "with space");
+        assert_ne!(aws_id(""), "");
+    }
+
+    #[test]
+    fn an_oversize_event_is_refused_with_its_size() {
+        let big = format!("{{\"t\":\"{}\"}}", "x".repeat(SNS_MAX_BYTES));
+        let err =
+            build_message(&event(&big), BodyFormat::Raw, None, false, SNS_MAX_BYTES).unwrap_err();
+        assert!(
+            err.contains("over the destination's limit of 262144 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn batches_keep_order_and_respect_count_and_bytes() {
+        assert_eq!(batches(&[1; 25], 1000), vec![0..10, 10..20, 20..25]);
+        assert_eq!(batches(&[400, 400, 400, 100], 1000), vec![0..2, 2..4]);
+        assert_eq!(batches(&[], 1000), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(batches(&[2000], 1000), vec![0..1]);
+    }
+}

@@ -1,0 +1,205 @@
+//! Field templates such as `"{cid}"` or `"{message.user.id|user.id|'none'}"`: a string with
+//! `{...}` placeholders filled from the event's JSON. Used for SQS/SNS `message_group_id`.
+//!
+//! Inside braces, alternatives are separated by `|` and tried in order; each is a dotted
+//! path into the event (`message.user.id`). A string or number field gives its text; a
+//! missing, null, object or array field gives nothing and the next alternative is tried.
+//! When none gives a value, the last alternative is used as literal text if there are two or
+//! more (`{cid|unknown}` gives `unknown`), and a quoted last alternative (`'none'` or
+//! `"none"`) is always literal. A single alternative that is missing is an error: the event
+//! cannot be sent the way the route asks, which is for the operator to decide.
+//!
+//! Pure: no I/O. Parsed (and so validated) once at config time.
+
+use serde_json::Value;
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    source: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Field {
+        /// Dotted paths, tried in order.
+        paths: Vec<Vec<String>>,
+        /// Used when no path gives a value.
+        fallback: Option<String>,
+    },
+}
+
+impl Template {
+    pub fn parse(source: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = source;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Literal(rest[..open].to_string()));
+            }
+            let after = &rest[open + 1..];
+            let close = after
+                .find('}')
+                .ok_or_else(|| format!("unclosed '{{' in template \"{source}\""))?;
+            parts.push(parse_field(&after[..close], source)?);
+            rest = &after[close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("'}}' without '{{' in template \"{source}\""));
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_string()));
+        }
+        if parts.is_empty() {
+            return Err("the template is empty".into());
+        }
+        Ok(Template {
+            source: source.to_string(),
+            parts,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Fills the template from `event`; on error, which placeholder had no value.
+    pub fn render(&self, event: &Value) -> Result<String, String> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Field { paths, fallback } => {
+                    let found = paths.iter().find_map(|p| lookup(event, p));
+                    match (found, fallback) {
+                        (Some(value), _) => out.push_str(&value),
+                        (None, Some(literal)) => out.push_str(literal),
+                        (None, None) => {
+                            let names: Vec<String> = paths.iter().map(|p| p.join(".")).collect();
+                            return Err(format!(
+                                "the event has no field {} for template \"{}\" (add a fallback like {{{}|'none'}})",
+                                names.join(" or "),
+                                self.source,
+                                names.join("|")
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn parse_field(inner: &str, source: &str) -> Result<Part, String> {
+    let alternatives: Vec<&str> = inner.split('|').map(str::trim).collect();
+    let mut paths = Vec::new();
+    let mut fallback = None;
+    let last = alternatives.len() - 1;
+    for (i, alt) in alternatives.iter().enumerate() {
+        let quoted = ['\'', '"']
+            .iter()
+            .find_map(|q| alt.strip_prefix(*q).and_then(|a| a.strip_suffix(*q)));
+        match quoted {
+            Some(literal) if i == last && i > 0 => fallback = Some(literal.to_string()),
+            Some(_) => {
+                return Err(format!(
+                    "in template \"{source}\": a quoted literal must come last, after a field name"
+                ))
+            }
+            None => {
+                let path: Vec<String> = alt.split('.').map(str::to_string).collect();
+                if alt.is_empty()
+                    || path.iter().any(|seg| {
+                        seg.is_empty()
+                            || !seg
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    })
+                {
+                    return Err(format!(
+                        "in template \"{source}\": \"{alt}\" is not a field name (write {{cid}}, {{message.user.id}} or {{cid|'default'}})"
+                    ));
+                }
+                if i == last && i > 0 {
+                    fallback = Some(alt.to_string());
+                }
+                paths.push(path);
+            }
+        }
+    }
+    Ok(Part::Field { paths, fallback })
+}
+
+fn lookup(event: &Value, path: &[String]) -> Option<String> {
+    let mut v = event;
+    for seg in path {
+        v = v.get(seg.as_str())?;
+    }
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn templates_render_from_event_fields() {
+        let event = json!({
+            "type": "message.new",
+            "cid": "messaging:general",
+            "channel_id": "general",
+            "message": {"user": {"id": "u1"}, "n": 7, "nothing": null},
+        });
+        let table = [
+            ("{cid}", Some("messaging:general")),
+            ("{message.user.id}", Some("u1")),
+            ("room-{channel_id}/{type}", Some("room-general/message.new")),
+            ("{message.n}", Some("7")),
+            ("{missing|cid}", Some("messaging:general")),
+            ("{missing|unknown}", Some("unknown")),
+            ("{missing|'none'}", Some("none")),
+            ("{message.nothing|\"x y\"}", Some("x y")),
+            ("{message.user|type}", Some("message.new")),
+            ("static", Some("static")),
+        ];
+        for (source, want) in table {
+            let got = Template::parse(source).unwrap().render(&event);
+            assert_eq!(got.as_deref().ok(), want, "{source}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn a_single_missing_field_is_an_error_naming_it() {
+        let err = Template::parse("{cid}")
+            .unwrap()
+            .render(&json!({"type": "x"}))
+            .unwrap_err();
+        assert!(err.contains("no field cid"), "{err}");
+    }
+
+    #[test]
+    fn malformed_templates_are_refused() {
+        for bad in [
+            "",
+            "{",
+            "{cid",
+            "cid}",
+            "{}",
+            "{a..b}",
+            "{a b}",
+            "{'lit'}",
+            "{'lit'|cid}",
+        ] {
+            assert!(Template::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+}
