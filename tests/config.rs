@@ -814,7 +814,15 @@ fn the_shipped_routes_yaml_validates_with_only_the_stream_credentials_set() {
     assert_eq!(config.apps[0].api_secret.expose(), b"stream-secret");
 
     let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["everything-to-file", "moderation-handler"]);
+    assert_eq!(
+        names,
+        [
+            "everything-to-file",
+            "moderation-handler",
+            "all-events-to-sqs",
+            "moderation-to-sns"
+        ]
+    );
 
     let everything = &config.routes[0];
     assert!(everything.enabled);
@@ -843,6 +851,61 @@ fn the_shipped_routes_yaml_validates_with_only_the_stream_credentials_set() {
     assert_eq!(http.concurrency, 4);
     assert_eq!(http.retry, RetryPolicy::DEFAULT);
     assert!(http.api_secret.is_none());
+
+    // The AWS routes are there to switch on, and off until then: the quickstart needs no AWS.
+    for (route, kind) in config.routes[2..].iter().zip(["sqs", "sns"]) {
+        assert!(!route.enabled, "{} is disabled by default", route.name);
+        assert_eq!(route.destination.kind(), kind);
+        assert!(!route.destination.ordered());
+    }
+}
+
+#[test]
+fn the_shipped_aws_routes_are_switched_on_by_their_variables() {
+    let vars = [
+        ("STREAM_API_KEY", "k"),
+        ("STREAM_API_SECRET", "s"),
+        ("SQS_ENABLED", "true"),
+        (
+            "SQS_QUEUE_URL",
+            "https://sqs.eu-west-1.amazonaws.com/1/events.fifo",
+        ),
+        ("SNS_ENABLED", "true"),
+        ("SNS_TOPIC_ARN", "arn:aws:sns:eu-west-1:1:moderation"),
+    ];
+    let text = shipped_routes_yaml();
+    let err = config::from_str("routes.yaml", &text, lookup_in(&vars)).unwrap_err();
+    // A FIFO queue needs a message group: the shipped file says so rather than guessing.
+    assert!(
+        err.to_string()
+            .contains("is a FIFO queue: set sqs.message_group_id"),
+        "{err}"
+    );
+
+    let vars = [
+        vars[0],
+        vars[1],
+        vars[2],
+        (
+            "SQS_QUEUE_URL",
+            "https://sqs.eu-west-1.amazonaws.com/1/events",
+        ),
+        vars[4],
+        vars[5],
+    ];
+    let config = config::from_str("routes.yaml", &text, lookup_in(&vars)).unwrap();
+    let sqs = &config.routes[2];
+    assert!(sqs.enabled);
+    assert_eq!(
+        sqs.destination.target(),
+        "https://sqs.eu-west-1.amazonaws.com/1/events"
+    );
+    let sns = &config.routes[3];
+    assert!(sns.enabled);
+    assert_eq!(
+        sns.destination.target(),
+        "arn:aws:sns:eu-west-1:1:moderation"
+    );
 }
 
 #[test]
