@@ -11,7 +11,7 @@ use crate::config::{self, Config};
 use crate::ingest::verify::{
     sign, HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID,
 };
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{DeadLetterAction, Spool, SpoolError};
 
 /// `hookfan serve`: runs until SIGTERM or SIGINT, then drains and returns.
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
@@ -160,21 +160,45 @@ pub fn sample_event(event_type: &str) -> String {
     .to_string()
 }
 
+/// Opens the spool of the config at `config_path` for an offline command.
+fn open_offline(config_path: &Path) -> anyhow::Result<Spool> {
+    let config = config::load(config_path)?;
+    match Spool::open(&config.data_dir) {
+        Ok(spool) => Ok(spool),
+        Err(SpoolError::InUse(path)) => bail!(
+            "{} is in use by the running hookfan; stop it first (a live API comes with the admin listener)",
+            path.display()
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `hookfan dead-letters replay|drop`: one transaction in the spool, the daemon stopped.
+pub async fn dead_letters_act(
+    config_path: &Path,
+    action: DeadLetterAction,
+    route: Option<&str>,
+    webhook_ids: Vec<String>,
+) -> anyhow::Result<()> {
+    let spool = open_offline(config_path)?;
+    let n = spool.dead_letter_action(action, route, webhook_ids).await;
+    spool.close().await;
+    let n = n?;
+    let verb = match action {
+        DeadLetterAction::Replay => "replayed (delivered when hookfan next runs)",
+        DeadLetterAction::Drop => "dropped",
+    };
+    println!("{n} dead letter{} {verb}", if n == 1 { "" } else { "s" });
+    Ok(())
+}
+
 /// `hookfan dead-letters list`. Reads the spool directly, so the daemon must be stopped.
 pub fn dead_letters_list(
     config_path: &Path,
     route: Option<&str>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let config = config::load(config_path)?;
-    let spool = match Spool::open(&config.data_dir) {
-        Ok(spool) => spool,
-        Err(SpoolError::InUse(path)) => bail!(
-            "{} is in use by the running hookfan; stop it first (a live API comes with the admin listener)",
-            path.display()
-        ),
-        Err(e) => return Err(e.into()),
-    };
+    let spool = open_offline(config_path)?;
     let letters = spool.dead_letters(route)?;
     if json {
         for l in &letters {

@@ -50,6 +50,23 @@ enum DeadLetters {
         #[arg(long)]
         json: bool,
     },
+    /// Put dead letters back into their route's queue with a fresh attempt count; the daemon
+    /// delivers them when it next runs (it must be stopped now).
+    Replay {
+        #[arg(long)]
+        route: Option<String>,
+        /// Only the dead letters with this X-Webhook-Id (repeatable).
+        #[arg(long = "id")]
+        ids: Vec<String>,
+    },
+    /// Delete dead letters for good (the daemon must be stopped).
+    Drop {
+        #[arg(long)]
+        route: Option<String>,
+        /// Only the dead letters with this X-Webhook-Id (repeatable).
+        #[arg(long = "id")]
+        ids: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +76,22 @@ fn main() -> ExitCode {
         Command::Check => hookfan::cli::check(&cli.config),
         Command::DeadLetters(DeadLetters::List { route, json }) => {
             hookfan::cli::dead_letters_list(&cli.config, route.as_deref(), json)
+        }
+        Command::DeadLetters(DeadLetters::Replay { route, ids }) => {
+            runtime().block_on(hookfan::cli::dead_letters_act(
+                &cli.config,
+                hookfan::spool::DeadLetterAction::Replay,
+                route.as_deref(),
+                ids,
+            ))
+        }
+        Command::DeadLetters(DeadLetters::Drop { route, ids }) => {
+            runtime().block_on(hookfan::cli::dead_letters_act(
+                &cli.config,
+                hookfan::spool::DeadLetterAction::Drop,
+                route.as_deref(),
+                ids,
+            ))
         }
         Command::Serve => runtime().block_on(hookfan::cli::serve(&cli.config)),
         Command::Send { event, to } => {

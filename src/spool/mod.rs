@@ -194,6 +194,34 @@ enum Command {
     Close {
         reply: oneshot::Sender<()>,
     },
+    /// Replay or drop dead letters of one route (or all), optionally only some webhook ids.
+    DeadLetters {
+        action: DeadLetterAction,
+        route: Option<String>,
+        webhook_ids: Vec<String>,
+        reply: oneshot::Sender<Result<u64, SpoolError>>,
+    },
+}
+
+impl Command {
+    /// Answers the command with an error (a Close is simply acknowledged).
+    fn fail(self, error: &dyn Fn() -> SpoolError) {
+        match self {
+            Command::Append { reply, .. } => drop(reply.send(Err(error()))),
+            Command::Complete { reply, .. } => drop(reply.send(Err(error()))),
+            Command::DeadLetters { reply, .. } => drop(reply.send(Err(error()))),
+            Command::Close { reply } => drop(reply.send(())),
+        }
+    }
+}
+
+/// What to do with selected dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterAction {
+    /// Back into the route's queue, due now, with a fresh attempt count.
+    Replay,
+    /// Forget them (the event is deleted when no other route holds it).
+    Drop,
 }
 
 /// A handle on the spool; cheap to clone. Reads run on the caller's thread (use
@@ -405,6 +433,26 @@ impl Spool {
         events.len().map_err(storage)
     }
 
+    /// Replays (back into the queue, due now, attempts from 1) or drops the dead letters of
+    /// `route` (all routes if None), only those with the given webhook ids if any are given.
+    /// One transaction: a crash leaves all of them or none moved. Returns how many.
+    pub async fn dead_letter_action(
+        &self,
+        action: DeadLetterAction,
+        route: Option<&str>,
+        webhook_ids: Vec<String>,
+    ) -> Result<u64, SpoolError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::DeadLetters {
+            action,
+            route: route.map(str::to_string),
+            webhook_ids,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
     /// Dead letters, of one route or all. Blocking.
     pub fn dead_letters(&self, route: Option<&str>) -> Result<Vec<DeadLetter>, SpoolError> {
         let txn = self.db.begin_read().map_err(storage)?;
@@ -510,12 +558,32 @@ struct Writer {
     last_fresh_due_ms: u64,
 }
 
+/// The answer to an applied command, sent once its transaction is committed (or failed).
 enum Reply {
     Append(
         oneshot::Sender<Result<AppendOutcome, SpoolError>>,
         AppendOutcome,
     ),
     Complete(oneshot::Sender<Result<(), SpoolError>>),
+    Count(oneshot::Sender<Result<u64, SpoolError>>, u64),
+}
+
+impl Reply {
+    fn ok(self) {
+        match self {
+            Reply::Append(tx, outcome) => drop(tx.send(Ok(outcome))),
+            Reply::Complete(tx) => drop(tx.send(Ok(()))),
+            Reply::Count(tx, n) => drop(tx.send(Ok(n))),
+        }
+    }
+
+    fn fail(self, error: &dyn Fn() -> SpoolError) {
+        match self {
+            Reply::Append(tx, _) => drop(tx.send(Err(error()))),
+            Reply::Complete(tx) => drop(tx.send(Err(error()))),
+            Reply::Count(tx, _) => drop(tx.send(Err(error()))),
+        }
+    }
 }
 
 impl Writer {
@@ -568,10 +636,7 @@ impl Writer {
                 metrics::histogram!("hookfan_spool_commit_seconds")
                     .record(started.elapsed().as_secs_f64());
                 for r in replies {
-                    match r {
-                        Reply::Append(tx, outcome) => drop(tx.send(Ok(outcome))),
-                        Reply::Complete(tx) => drop(tx.send(Ok(()))),
-                    }
+                    r.ok();
                 }
             }
             Err((e, unapplied)) => {
@@ -581,17 +646,10 @@ impl Writer {
                 let msg = e.to_string();
                 let fail = || SpoolError::Storage(redb::Error::Corrupted(msg.clone()));
                 for r in replies {
-                    match r {
-                        Reply::Append(tx, _) => drop(tx.send(Err(fail()))),
-                        Reply::Complete(tx) => drop(tx.send(Err(fail()))),
-                    }
+                    r.fail(&fail);
                 }
                 for cmd in unapplied {
-                    match cmd {
-                        Command::Append { reply, .. } => drop(reply.send(Err(fail()))),
-                        Command::Complete { reply, .. } => drop(reply.send(Err(fail()))),
-                        Command::Close { reply } => drop(reply.send(())),
-                    }
+                    cmd.fail(&fail);
                 }
             }
         }
@@ -638,6 +696,15 @@ impl Writer {
                     } => {
                         complete(&mut t, &route, key, completion, now)?;
                         replies.push(Reply::Complete(reply));
+                    }
+                    Command::DeadLetters {
+                        action,
+                        route,
+                        webhook_ids,
+                        reply,
+                    } => {
+                        let n = dead_letters(&mut t, action, route.as_deref(), &webhook_ids, now)?;
+                        replies.push(Reply::Count(reply, n));
                     }
                     Command::Close { reply } => drop(reply.send(())),
                 }
@@ -764,6 +831,50 @@ fn complete(
     Ok(())
 }
 
+/// Replays or drops the dead letters of `route` (all routes if None) whose webhook id is in
+/// `webhook_ids` (all if empty). Returns how many.
+fn dead_letters(
+    t: &mut Tables<'_>,
+    action: DeadLetterAction,
+    route: Option<&str>,
+    webhook_ids: &[String],
+    now: u64,
+) -> Result<u64, SpoolError> {
+    let rows = match route {
+        Some(r) => t.dead.range((r, 0u64)..=(r, u64::MAX)),
+        None => t.dead.range::<(&str, u64)>(..),
+    }
+    .map_err(storage)?;
+    let mut selected: Vec<(String, u64)> = Vec::new();
+    for row in rows {
+        let (k, _) = row.map_err(storage)?;
+        let (route, seq) = k.value();
+        if !webhook_ids.is_empty() {
+            let id = match t.events.get(seq).map_err(storage)? {
+                Some(bytes) => StoredEvent::decode(bytes.value())?.webhook_id,
+                None => None,
+            };
+            if !id.is_some_and(|id| webhook_ids.contains(&id)) {
+                continue;
+            }
+        }
+        selected.push((route.to_string(), seq));
+    }
+    let fresh = PendingState::default().encode()?;
+    for (route, seq) in &selected {
+        t.dead.remove((route.as_str(), *seq)).map_err(storage)?;
+        match action {
+            DeadLetterAction::Replay => {
+                t.pending
+                    .insert((route.as_str(), now, *seq), fresh.as_slice())
+                    .map_err(storage)?;
+            }
+            DeadLetterAction::Drop => release(t, *seq)?,
+        }
+    }
+    Ok(selected.len() as u64)
+}
+
 /// One route let go of event `seq`; delete it when no route holds it any more.
 fn release(t: &mut Tables<'_>, seq: u64) -> Result<(), SpoolError> {
     let left = t
@@ -801,11 +912,7 @@ fn sweep_seen(t: &mut Tables<'_>, now: u64, window_ms: u64) -> Result<(), SpoolE
 }
 
 fn refuse(cmd: Command) {
-    match cmd {
-        Command::Append { reply, .. } => drop(reply.send(Err(SpoolError::Closed))),
-        Command::Complete { reply, .. } => drop(reply.send(Err(SpoolError::Closed))),
-        Command::Close { reply } => drop(reply.send(())),
-    }
+    cmd.fail(&|| SpoolError::Closed);
 }
 
 #[cfg(test)]

@@ -384,3 +384,56 @@ async fn new_events_are_queued_in_commit_order_even_if_their_clocks_disagree() {
         .collect();
     assert_eq!(ids, ["late-clock", "early-clock"]);
 }
+
+#[tokio::test]
+async fn replayed_dead_letters_are_due_again_with_fresh_attempts_and_dropped_ones_are_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    for id in ["a", "b", "c"] {
+        spool
+            .append(event(id), routes(&["r"]), WINDOW)
+            .await
+            .unwrap();
+    }
+    for item in due(&spool, "r") {
+        spool
+            .complete(
+                "r",
+                item.key,
+                Completion::Dead {
+                    attempts: 3,
+                    error: "HTTP 400".into(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    assert!(due(&spool, "r").is_empty());
+    let n = spool
+        .dead_letter_action(DeadLetterAction::Replay, Some("r"), vec!["b".into()])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let again = due(&spool, "r");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].event.webhook_id.as_deref(), Some("b"));
+    assert_eq!(again[0].state.attempts, 0, "a replay starts counting again");
+    assert_eq!(spool.dead_letters(None).unwrap().len(), 2);
+
+    let n = spool
+        .dead_letter_action(DeadLetterAction::Drop, None, vec![])
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert!(spool.dead_letters(None).unwrap().is_empty());
+    assert_eq!(
+        spool.stored_events().unwrap(),
+        1,
+        "only the replayed event is still held"
+    );
+    let none = spool
+        .dead_letter_action(DeadLetterAction::Replay, Some("other"), vec![])
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
+}
