@@ -22,9 +22,15 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             config.listen
         )
     })?;
+    let admin = match config.admin_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on admin_listen {addr} (is another process using it? set admin_listen to another port, or off)")
+        })?),
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    crate::server::run(config, listener, shutdown).await
+    crate::server::run(config, listener, admin, shutdown).await
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

@@ -14,11 +14,13 @@
 //! - [`spool`]: the durable store, with group commit.
 //! - [`deliver`]: one worker per route, retries and backoff, dead letters.
 //! - [`sinks`]: destinations (`http`, `file`, `sqs`, `sns`).
+//! - [`admin`]: the admin listener (health, readiness, Prometheus metrics).
 //! - [`server`]: wires the above together and shuts them down in order.
 //! - [`cli`]: the subcommands other than `serve`.
 //! - [`telemetry`]: logging setup and the metric names.
 //! - [`template`]: `{field}` templates over event JSON (SQS/SNS message group ids).
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod deliver;

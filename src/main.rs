@@ -17,8 +17,17 @@ struct Cli {
         default_value = "routes.yaml"
     )]
     config: PathBuf,
+    /// Log lines as human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -71,7 +80,10 @@ enum DeadLetters {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    hookfan::telemetry::init_logging();
+    hookfan::telemetry::init_logging(match cli.log_format {
+        LogFormat::Text => hookfan::telemetry::LogFormat::Text,
+        LogFormat::Json => hookfan::telemetry::LogFormat::Json,
+    });
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Check => hookfan::cli::check(&cli.config),
         Command::DeadLetters(DeadLetters::List { route, json }) => {

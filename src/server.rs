@@ -20,15 +20,18 @@ use crate::ingest::{self, IngestState};
 use crate::sinks::Sink;
 use crate::spool::Spool;
 
-/// Runs the daemon on `listener` until `shutdown` is cancelled, then drains and returns.
+/// Runs the daemon on `listener` (webhooks) and `admin` (health, metrics) until `shutdown` is
+/// cancelled, then drains and returns.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let spool = Spool::open(&config.data_dir)?;
     tracing::info!(spool = %spool.path().display(), "spool open");
+    let metrics = crate::telemetry::metrics_handle();
 
     let workers = TaskTracker::new();
     let stop_delivery = CancellationToken::new();
@@ -56,6 +59,24 @@ pub async fn run(
         spool: spool.clone(),
         notifiers: Arc::new(notifiers),
     };
+    let admin_task = match admin {
+        Some(admin) => {
+            let addr = admin.local_addr()?;
+            let state = crate::admin::AdminState {
+                metrics,
+                spool: spool.clone(),
+                data_dir: config.data_dir.clone(),
+            };
+            let stop = shutdown.clone();
+            tracing::info!("admin listening on http://{addr} (/healthz, /readyz, /metrics)");
+            Some(tokio::spawn(async move {
+                axum::serve(admin, crate::admin::router(state))
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }))
+        }
+        None => None,
+    };
     let addr = listener.local_addr()?;
     tracing::info!(
         routes = config.routes.len(),
@@ -70,6 +91,9 @@ pub async fn run(
     workers.close();
     workers.wait().await;
     spool.close().await;
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
     tracing::info!("spool closed; bye");
     Ok(())
 }

@@ -134,7 +134,7 @@ broken_configs! {
             |    event_types: []
             |    file: { path: ./a.jsonl }
         "#,
-        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, data_dir, max_body_bytes, dedup_window, shutdown_grace, apps, routes)"#)],
+        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, admin_listen, data_dir, max_body_bytes, dedup_window, shutdown_grace, apps, routes)"#)],
     }
 
     unknown_keys_in_different_routes_and_blocks_are_all_reported_at_once {
@@ -637,6 +637,16 @@ broken_configs! {
         ],
     }
 
+    a_bad_admin_listen_address_is_reported_at_its_value {
+        env: [],
+        yaml: r#"
+            |admin_listen: localhost
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes: [{ name: a, event_types: [], file: { path: ./a.jsonl } }]
+        "#,
+        expect: [(1, 15, r#"admin_listen: "localhost" is not an IP:PORT address (for example 127.0.0.1:9090), or off"#)],
+    }
+
     a_topic_arn_in_an_sqs_block_is_an_unknown_key {
         env: [],
         yaml: r#"
@@ -852,6 +862,17 @@ fn the_shipped_routes_yaml_validates_with_only_the_stream_credentials_set() {
     assert_eq!(http.retry, RetryPolicy::DEFAULT);
     assert!(http.api_secret.is_none());
 
+    assert_eq!(config.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    let off = shipped_routes_yaml().replace(
+        "admin_listen: ${HOOKFAN_ADMIN_LISTEN:-127.0.0.1:9090}",
+        "admin_listen: off",
+    );
+    let off = config::from_str("routes.yaml", &off, stream_credentials).unwrap();
+    assert_eq!(
+        off.admin_listen, None,
+        "admin_listen: off turns the admin listener off"
+    );
+
     // The AWS routes are there to switch on, and off until then: the quickstart needs no AWS.
     for (route, kind) in config.routes[2..].iter().zip(["sqs", "sns"]) {
         assert!(!route.enabled, "{} is disabled by default", route.name);
@@ -945,8 +966,8 @@ fn the_shipped_routes_yaml_without_stream_credentials_names_both_variables() {
         messages[1].contains("STREAM_API_SECRET is not set"),
         "{messages:?}"
     );
-    assert_eq!(diagnostics[0].line, 8);
-    assert_eq!(diagnostics[1].line, 9);
+    assert_eq!(diagnostics[0].line, 9);
+    assert_eq!(diagnostics[1].line, 10);
 }
 
 const EVERY_KEY: &str = r#"

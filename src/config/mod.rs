@@ -95,6 +95,8 @@ impl fmt::Debug for Secret {
 pub struct Config {
     /// Where Stream's webhooks are received.
     pub listen: SocketAddr,
+    /// Health, readiness and metrics; None when `admin_listen: off`.
+    pub admin_listen: Option<SocketAddr>,
     /// The spool (durable store) lives here.
     pub data_dir: PathBuf,
     /// Largest accepted body, checked before and after gzip decompression.
@@ -268,6 +270,7 @@ impl RetryPolicy {
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(600);
@@ -283,6 +286,7 @@ const MAX_BODY_LIMIT: u64 = 256 * 1024 * 1024;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<String>,
+    admin_listen: Option<String>,
     data_dir: Option<String>,
     max_body_bytes: Option<u64>,
     dedup_window: Option<String>,
@@ -357,6 +361,7 @@ struct RawRetry {
 /// Kept beside the serde types above; `every_documented_key_is_accepted` checks they agree.
 const TOP_KEYS: &[&str] = &[
     "listen",
+    "admin_listen",
     "data_dir",
     "max_body_bytes",
     "dedup_window",
@@ -634,6 +639,25 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
         DEFAULT_LISTEN.parse().expect("default listen address parses")
     });
 
+    let admin_text = raw
+        .admin_listen
+        .as_deref()
+        .unwrap_or(DEFAULT_ADMIN_LISTEN)
+        .trim();
+    let admin_listen = if admin_text == "off" {
+        None
+    } else {
+        match admin_text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                errs.push(pos.diag(
+                    "admin_listen",
+                    format!("admin_listen: \"{admin_text}\" is not an IP:PORT address (for example 127.0.0.1:9090), or off"),
+                ));
+                None
+            }
+        }
+    };
     let data_dir = PathBuf::from(raw.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
     if data_dir.as_os_str().is_empty() {
         errs.push(pos.diag("data_dir", "data_dir: must not be empty"));
@@ -823,6 +847,7 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
     }
     Ok(Config {
         listen,
+        admin_listen,
         data_dir,
         max_body_bytes: max_body_bytes as usize,
         dedup_window,

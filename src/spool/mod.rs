@@ -294,6 +294,16 @@ impl Spool {
         &self.path
     }
 
+    /// Whether the writer still takes commands (false once closed).
+    pub fn is_open(&self) -> bool {
+        !self.commands.is_closed()
+    }
+
+    /// Size of the spool file on disk.
+    pub fn file_bytes(&self) -> std::io::Result<u64> {
+        std::fs::metadata(self.path.as_ref()).map(|m| m.len())
+    }
+
     async fn send(&self, cmd: Command) -> Result<(), SpoolError> {
         match self.commands.send_timeout(cmd, ENQUEUE_TIMEOUT).await {
             Ok(()) => Ok(()),

@@ -37,7 +37,9 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the `dead-letters` CLI may take.
 const CLI_TIMEOUT: Duration = Duration::from_secs(20);
 
-const LISTENING: &str = "listening on http://";
+const LISTENING: &str = "ingest listening on http://";
+/// How the daemon announces its admin listener.
+const ADMIN_LISTENING: &str = "admin listening on http://";
 const PROXY_VARS: [&str; 6] = [
     "HTTP_PROXY",
     "http_proxy",
@@ -103,10 +105,102 @@ impl HttpRoute {
     }
 }
 
+/// Which AWS destination an [`AwsRoute`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AwsKind {
+    Sqs,
+    Sns,
+}
+
+/// An `sqs` or `sns` route of the config file.
+#[derive(Clone, Debug)]
+pub struct AwsRoute {
+    pub kind: AwsKind,
+    pub name: String,
+    pub event_types: Vec<String>,
+    /// `queue_url` (sqs) or `topic_arn` (sns).
+    pub target: String,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub message_group_id: Option<String>,
+    /// `raw` or `stream_compressed`; `None` leaves the key out.
+    pub body: Option<String>,
+    pub concurrency: Option<u32>,
+    pub max_age: String,
+    pub initial_backoff: String,
+    pub max_backoff: String,
+}
+
+impl AwsRoute {
+    fn new(kind: AwsKind, name: &str, target: impl Into<String>) -> Self {
+        AwsRoute {
+            kind,
+            name: name.to_owned(),
+            event_types: Vec::new(),
+            target: target.into(),
+            region: None,
+            endpoint_url: None,
+            message_group_id: None,
+            body: None,
+            concurrency: None,
+            max_age: "1h".to_owned(),
+            initial_backoff: "20ms".to_owned(),
+            max_backoff: "200ms".to_owned(),
+        }
+    }
+
+    /// An `sqs` route to `queue_url`.
+    pub fn sqs(name: &str, queue_url: impl Into<String>) -> Self {
+        AwsRoute::new(AwsKind::Sqs, name, queue_url)
+    }
+
+    /// An `sns` route to `topic_arn`.
+    pub fn sns(name: &str, topic_arn: impl Into<String>) -> Self {
+        AwsRoute::new(AwsKind::Sns, name, topic_arn)
+    }
+
+    pub fn event_types(mut self, types: &[&str]) -> Self {
+        self.event_types = types.iter().map(|t| (*t).to_owned()).collect();
+        self
+    }
+
+    pub fn region(mut self, region: &str) -> Self {
+        self.region = Some(region.to_owned());
+        self
+    }
+
+    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.endpoint_url = Some(url.into());
+        self
+    }
+
+    pub fn message_group_id(mut self, template: &str) -> Self {
+        self.message_group_id = Some(template.to_owned());
+        self
+    }
+
+    pub fn body(mut self, format: &str) -> Self {
+        self.body = Some(format.to_owned());
+        self
+    }
+
+    pub fn concurrency(mut self, n: u32) -> Self {
+        self.concurrency = Some(n);
+        self
+    }
+
+    pub fn backoff(mut self, initial: &str, max: &str) -> Self {
+        self.initial_backoff = initial.to_owned();
+        self.max_backoff = max.to_owned();
+        self
+    }
+}
+
 /// A route of the config file.
 #[derive(Clone, Debug)]
 pub enum Route {
     Http(HttpRoute),
+    Aws(AwsRoute),
     /// A `file` route; `file_name` is relative to the daemon's temp dir.
     File {
         name: String,
@@ -121,6 +215,12 @@ impl From<HttpRoute> for Route {
     }
 }
 
+impl From<AwsRoute> for Route {
+    fn from(r: AwsRoute) -> Self {
+        Route::Aws(r)
+    }
+}
+
 /// The daemon's config file, rendered to YAML inside the daemon's temp dir.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -129,6 +229,8 @@ pub struct Config {
     pub dedup_window: String,
     pub shutdown_grace: String,
     pub routes: Vec<Route>,
+    /// Extra environment variables of the daemon process (every start).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Config {
@@ -142,6 +244,7 @@ impl Default for Config {
             dedup_window: "10m".to_owned(),
             shutdown_grace: "10s".to_owned(),
             routes: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -160,6 +263,12 @@ impl Config {
 
     pub fn route(mut self, route: impl Into<Route>) -> Self {
         self.routes.push(route.into());
+        self
+    }
+
+    /// Sets `key=value` in the daemon's environment.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -182,6 +291,7 @@ impl Config {
         let mut y = String::new();
         let data_dir = dir.join("data");
         writeln!(y, "listen: \"127.0.0.1:0\"").unwrap();
+        writeln!(y, "admin_listen: \"127.0.0.1:0\"").unwrap();
         writeln!(y, "data_dir: {}", q(&data_dir.to_string_lossy())).unwrap();
         writeln!(y, "max_body_bytes: {}", self.max_body_bytes).unwrap();
         writeln!(y, "dedup_window: {}", q(&self.dedup_window)).unwrap();
@@ -220,6 +330,38 @@ impl Config {
                     )
                     .unwrap();
                 }
+                Route::Aws(r) => {
+                    let (kind, target_key) = match r.kind {
+                        AwsKind::Sqs => ("sqs", "queue_url"),
+                        AwsKind::Sns => ("sns", "topic_arn"),
+                    };
+                    writeln!(y, "  - name: {}", q(&r.name)).unwrap();
+                    writeln!(y, "    event_types: {}", list(&r.event_types)).unwrap();
+                    writeln!(y, "    {kind}:").unwrap();
+                    writeln!(y, "      {target_key}: {}", q(&r.target)).unwrap();
+                    let optional = [
+                        ("region", &r.region),
+                        ("endpoint_url", &r.endpoint_url),
+                        ("message_group_id", &r.message_group_id),
+                        ("body", &r.body),
+                    ];
+                    for (key, value) in optional {
+                        if let Some(value) = value {
+                            writeln!(y, "      {key}: {}", q(value)).unwrap();
+                        }
+                    }
+                    if let Some(n) = r.concurrency {
+                        writeln!(y, "      concurrency: {n}").unwrap();
+                    }
+                    writeln!(
+                        y,
+                        "      retry: {{ max_age: {}, initial_backoff: {}, max_backoff: {} }}",
+                        q(&r.max_age),
+                        q(&r.initial_backoff),
+                        q(&r.max_backoff)
+                    )
+                    .unwrap();
+                }
                 Route::File {
                     name,
                     event_types,
@@ -246,7 +388,11 @@ impl Config {
 pub struct Daemon {
     /// Address of the ingest listener of the current child.
     pub addr: SocketAddr,
+    /// Address of the admin listener (health, readiness, metrics) of the current child.
+    pub admin: SocketAddr,
     config_path: PathBuf,
+    /// Extra environment of every child ([`Config::env`]).
+    env: Vec<(String, String)>,
     child: Option<Child>,
     /// Number of children started so far (1 after `start`).
     generation: u32,
@@ -265,10 +411,12 @@ impl Daemon {
         let yaml = config.render(dir.path());
         std::fs::write(&config_path, &yaml).expect("write config");
         eprintln!("[harness] config {}:\n{yaml}", config_path.display());
-        let (child, addr) = spawn_serve(&config_path, 1).await;
+        let (child, addr, admin) = spawn_serve(&config_path, &config.env, 1).await;
         Daemon {
             addr,
+            admin,
             config_path,
+            env: config.env,
             child: Some(child),
             generation: 1,
             dir,
@@ -353,7 +501,8 @@ impl Daemon {
             "restart() needs the daemon stopped first (kill9 or sigterm_and_wait)"
         );
         self.generation += 1;
-        let (child, addr) = spawn_serve(&self.config_path, self.generation).await;
+        let (child, addr, admin) = spawn_serve(&self.config_path, &self.env, self.generation).await;
+        self.admin = admin;
         self.child = Some(child);
         self.addr = addr;
     }
@@ -362,41 +511,11 @@ impl Daemon {
     /// line by line. The daemon must be stopped (the spool is locked while it
     /// runs); the command must exit 0.
     pub async fn dead_letters(&self, route: Option<&str>) -> Vec<serde_json::Value> {
-        assert!(
-            self.child.is_none(),
-            "dead_letters() needs the daemon stopped (its spool is locked while it runs)"
-        );
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookfan"));
-        cmd.args(["dead-letters", "list", "--config"])
-            .arg(&self.config_path)
-            .arg("--json");
+        let mut args = vec!["dead-letters", "list", "--json"];
         if let Some(route) = route {
-            cmd.args(["--route", route]);
+            args.extend(["--route", route]);
         }
-        cmd.stdin(Stdio::null()).env("NO_COLOR", "1");
-        for var in PROXY_VARS {
-            cmd.env_remove(var);
-        }
-        let described = format!("{cmd:?}");
-        let out = timeout(
-            CLI_TIMEOUT,
-            tokio::task::spawn_blocking(move || cmd.output()),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("{described} did not finish within {CLI_TIMEOUT:?}"))
-        .expect("join dead-letters")
-        .unwrap_or_else(|e| panic!("run {described}: {e}"));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        for line in stderr.lines() {
-            eprintln!("[hookfan dead-letters] {line}");
-        }
-        eprintln!("[harness] {described} -> {}\n{stdout}", out.status);
-        assert!(
-            out.status.success(),
-            "{described} must exit 0, got {}; stderr:\n{stderr}",
-            out.status
-        );
+        let stdout = self.cli(&args).await;
         stdout
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -406,6 +525,44 @@ impl Daemon {
                 })
             })
             .collect()
+    }
+
+    /// Runs `hookfan ARGS --config PATH` with the daemon stopped (offline commands lock the
+    /// spool), requires exit 0 and returns its stdout.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        assert!(
+            self.child.is_none(),
+            "offline commands need the daemon stopped (its spool is locked while it runs)"
+        );
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookfan"));
+        cmd.args(args).arg("--config").arg(&self.config_path);
+        cmd.stdin(Stdio::null()).env("NO_COLOR", "1");
+        for var in PROXY_VARS {
+            cmd.env_remove(var);
+        }
+        remove_aws_env(&mut cmd);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let described = format!("{cmd:?}");
+        let out = timeout(
+            CLI_TIMEOUT,
+            tokio::task::spawn_blocking(move || cmd.output()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{described} did not finish within {CLI_TIMEOUT:?}"))
+        .expect("join dead-letters")
+        .unwrap_or_else(|e| panic!("run {described}: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for line in stderr.lines() {
+            eprintln!("[hookfan cli] {line}");
+        }
+        eprintln!("[harness] {described} -> {}\n{stdout}", out.status);
+        assert!(
+            out.status.success(),
+            "{described} must exit 0, got {}; stderr:\n{stderr}",
+            out.status
+        );
+        stdout
     }
 }
 
@@ -426,7 +583,11 @@ fn log_filter() -> String {
 /// Spawns `hookfan serve --config PATH`, drains its stdout and stderr in
 /// background threads for its whole life (echoing them), and waits for the
 /// `listening on http://ADDR` line.
-async fn spawn_serve(config_path: &Path, generation: u32) -> (Child, SocketAddr) {
+async fn spawn_serve(
+    config_path: &Path,
+    env: &[(String, String)],
+    generation: u32,
+) -> (Child, SocketAddr, SocketAddr) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookfan"));
     cmd.arg("serve")
         .arg("--config")
@@ -439,6 +600,8 @@ async fn spawn_serve(config_path: &Path, generation: u32) -> (Child, SocketAddr)
     for var in PROXY_VARS {
         cmd.env_remove(var);
     }
+    remove_aws_env(&mut cmd);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     eprintln!(
         "[harness] started hookfan #{generation} (pid {})",
@@ -446,6 +609,9 @@ async fn spawn_serve(config_path: &Path, generation: u32) -> (Child, SocketAddr)
     );
 
     let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
+    // The admin listener is announced before the ingest listener.
+    let admin = Arc::new(Mutex::new(None::<SocketAddr>));
+    let admin_seen = admin.clone();
     let stderr = child.stderr.take().expect("piped stderr");
     std::thread::Builder::new()
         .name(format!("hookfan-{generation}-stderr"))
@@ -453,6 +619,9 @@ async fn spawn_serve(config_path: &Path, generation: u32) -> (Child, SocketAddr)
             let mut addr_tx = Some(addr_tx);
             for_each_line(stderr, |line| {
                 eprintln!("[hookfan] {line}");
+                if let Some(addr) = parse_after(line, ADMIN_LISTENING) {
+                    *admin_seen.lock().unwrap() = Some(addr);
+                }
                 if addr_tx.is_some() {
                     if let Some(addr) = parse_listening_line(line) {
                         let _ = addr_tx.take().expect("checked").send(addr);
@@ -470,7 +639,11 @@ async fn spawn_serve(config_path: &Path, generation: u32) -> (Child, SocketAddr)
     match timeout(STARTUP_TIMEOUT, addr_rx).await {
         Ok(Ok(addr)) => {
             eprintln!("[harness] hookfan #{generation} listening on {addr}");
-            (child, addr)
+            let admin = admin
+                .lock()
+                .unwrap()
+                .expect("the admin listener is announced before the ingest listener");
+            (child, addr, admin)
         }
         Ok(Err(_)) => {
             let _ = child.kill();
@@ -491,6 +664,16 @@ async fn spawn_serve(config_path: &Path, generation: u32) -> (Child, SocketAddr)
     }
 }
 
+/// Removes the inherited `AWS_*` variables: the daemon's AWS environment is
+/// exactly what the test gives it ([`Config::env`]).
+fn remove_aws_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+}
+
 /// Calls `f` for each line (lossy UTF-8) until EOF or a read error.
 fn for_each_line(stream: impl Read, mut f: impl FnMut(&str)) {
     let mut reader = BufReader::new(stream);
@@ -507,10 +690,15 @@ fn for_each_line(stream: impl Read, mut f: impl FnMut(&str)) {
     }
 }
 
-/// Extracts ADDR from a line containing `listening on http://ADDR`.
+/// Extracts ADDR from a line containing `ingest listening on http://ADDR`.
 pub fn parse_listening_line(line: &str) -> Option<SocketAddr> {
+    parse_after(line, LISTENING)
+}
+
+/// Extracts the address that follows `marker` in `line`.
+fn parse_after(line: &str, marker: &str) -> Option<SocketAddr> {
     let line = strip_ansi(line);
-    let start = line.find(LISTENING)? + LISTENING.len();
+    let start = line.find(marker)? + marker.len();
     let token: String = line[start..]
         .chars()
         .take_while(|c| !c.is_whitespace())
@@ -1140,10 +1328,15 @@ fn listening_line_is_parsed_up_to_whitespace() {
         parse_listening_line(line),
         Some("127.0.0.1:41234".parse().unwrap())
     );
-    let line = "\u{1b}[2mx\u{1b}[0m listening on http://127.0.0.1:5/ spool=/tmp";
+    let line = "\u{1b}[2mx\u{1b}[0m ingest listening on http://127.0.0.1:5/ spool=/tmp";
     assert_eq!(
         parse_listening_line(line),
         Some("127.0.0.1:5".parse().unwrap())
     );
     assert_eq!(parse_listening_line("metrics ready"), None);
+    assert_eq!(
+        parse_listening_line("INFO hookfan::server: admin listening on http://127.0.0.1:9/"),
+        None,
+        "the admin listener is not the ingest listener"
+    );
 }

@@ -9,8 +9,14 @@
 //! - `e2e_ingest`: what the ingest endpoint answers.
 //! - `e2e_delivery`: what routes receive, retries, dead letters, isolation.
 //! - `e2e_crash`: `kill -9` and `SIGTERM` under load.
+//! - `moto`: a local AWS (moto's server) for the `sqs` and `sns` routes.
+//! - `e2e_aws`: what SQS queues and SNS topics receive, outages, `kill -9`.
+//! - `e2e_admin`: health, readiness, metrics, dead-letter replay and drop.
 
+mod e2e_admin;
+mod e2e_aws;
 mod e2e_crash;
 mod e2e_delivery;
 mod e2e_ingest;
 mod harness;
+mod moto;

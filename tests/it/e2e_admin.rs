@@ -1,0 +1,271 @@
+//! The admin listener (health, readiness, metrics) and dead-letter replay, from outside.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+async fn get(client: &reqwest::Client, url: String) -> (u16, String) {
+    let response = client
+        .get(&url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("response body"))
+}
+
+/// The value of the first sample of `name` with exactly these labels, from Prometheus text.
+fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_answer_on_the_admin_port_and_not_on_the_webhook_port() {
+    let daemon = Daemon::start(Config::default().file_route("to-file", "events.jsonl")).await;
+    let client = client();
+    assert_eq!(
+        get(&client, format!("http://{}/healthz", daemon.admin)).await,
+        (200, "ok\n".into())
+    );
+    assert_eq!(
+        get(&client, format!("http://{}/readyz", daemon.admin)).await,
+        (200, "ready\n".into())
+    );
+    // The public port takes webhooks only: a GET there is refused, whatever the path.
+    assert_eq!(
+        get(&client, format!("{}/metrics", daemon.url())).await.0,
+        405
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_turns_503_with_the_reason_when_the_data_dir_cannot_be_written() {
+    let daemon = Daemon::start(Config::default().file_route("to-file", "events.jsonl")).await;
+    let client = client();
+    // Tests may run as root, whom file modes do not stop: block the probe's own path instead.
+    let probe = daemon.dir().join("data").join(".hookfan-ready-probe");
+    std::fs::create_dir(&probe).expect("block the readiness probe");
+    let (status, body) = get(&client, format!("http://{}/readyz", daemon.admin)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("is not writable"), "{body}");
+    std::fs::remove_dir(&probe).unwrap();
+    assert_eq!(
+        get(&client, format!("http://{}/readyz", daemon.admin))
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_every_outcome_of_ingest_and_delivery() {
+    let mut receiver = Receiver::start().await;
+    let daemon = Daemon::start(
+        Config::default()
+            .route(HttpRoute::new("to-receiver", receiver.url()))
+            .route(
+                HttpRoute::new("chat-only", closed_port_url())
+                    .event_types(&["message.*"])
+                    .enabled(false),
+            ),
+    )
+    .await;
+    let client = client();
+    // First event: 503 (retried), then delivered. Second: 400 (dead-lettered).
+    receiver.push_replies([Reply::status(503)]);
+    let first = new_id();
+    post_ok(
+        &client,
+        &daemon.url(),
+        &first,
+        &event_body("reaction.new", &first),
+    )
+    .await;
+    receiver.next_n(2, "the 503 and the retry").await;
+    receiver.push_replies([Reply::status(400)]);
+    let second = new_id();
+    post_ok(
+        &client,
+        &daemon.url(),
+        &second,
+        &event_body("reaction.new", &second),
+    )
+    .await;
+    receiver.next("the attempt answered 400").await;
+    // A duplicate, a forged signature, a GET.
+    post_ok(
+        &client,
+        &daemon.url(),
+        &first,
+        &event_body("reaction.new", &first),
+    )
+    .await;
+    let forged = post_webhook(
+        &client,
+        &daemon.url(),
+        b"{}",
+        &stream_headers("x", &"0".repeat(64)),
+    )
+    .await;
+    assert_eq!(forged.status, 401);
+    assert_eq!(get(&client, daemon.url()).await.0, 405);
+
+    // Outcomes are counted once the spool has recorded them, a moment after the receiver
+    // answered; nothing can be awaited from outside, so poll the scrape with a deadline.
+    let url = format!("http://{}/metrics", daemon.admin);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let (status, body) = get(&client, url.clone()).await;
+        assert_eq!(status, 200);
+        let dead = r#"route="to-receiver",outcome="dead_lettered""#;
+        if sample(&body, "hookfan_deliveries_total", dead) == Some(1.0) {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dead letter counted within 10 s:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let expect = [
+        (
+            "hookfan_webhooks_received_total",
+            r#"outcome="accepted""#,
+            2.0,
+        ),
+        (
+            "hookfan_webhooks_received_total",
+            r#"outcome="duplicate""#,
+            1.0,
+        ),
+        (
+            "hookfan_webhooks_received_total",
+            r#"outcome="unauthorized""#,
+            1.0,
+        ),
+        (
+            "hookfan_webhooks_received_total",
+            r#"outcome="method_not_allowed""#,
+            1.0,
+        ),
+        ("hookfan_events_routed_total", r#"route="to-receiver""#, 2.0),
+        (
+            "hookfan_deliveries_total",
+            r#"route="to-receiver",outcome="retried""#,
+            1.0,
+        ),
+        (
+            "hookfan_deliveries_total",
+            r#"route="to-receiver",outcome="delivered""#,
+            1.0,
+        ),
+        (
+            "hookfan_deliveries_total",
+            r#"route="to-receiver",outcome="dead_lettered""#,
+            1.0,
+        ),
+        ("hookfan_ingest_ack_seconds_count", "", 5.0),
+        (
+            "hookfan_delivery_latency_seconds_count",
+            r#"route="to-receiver""#,
+            1.0,
+        ),
+    ];
+    for (name, labels, want) in expect {
+        assert_eq!(
+            sample(&metrics, name, labels),
+            Some(want),
+            "{name}{{{labels}}} in:\n{metrics}"
+        );
+    }
+    for name in [
+        "hookfan_spool_commits_total",
+        "hookfan_spool_commit_batch_size_count",
+        "hookfan_spool_commit_seconds_count",
+        "hookfan_spool_disk_bytes",
+    ] {
+        assert!(
+            sample(&metrics, name, "").is_some_and(|v| v > 0.0),
+            "{name} in:\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains(&first) && !metrics.contains(&second),
+        "no webhook ids in labels"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_dead_letter_is_delivered_once_from_attempt_one() {
+    let mut receiver = Receiver::start().await;
+    receiver.push_replies([Reply::status(400)]);
+    let mut daemon =
+        Daemon::start(Config::default().route(HttpRoute::new("to-receiver", receiver.url()))).await;
+    let client = client();
+    let id = new_id();
+    post_ok(&client, &daemon.url(), &id, &event_body("message.new", &id)).await;
+    assert_eq!(
+        receiver.next("the attempt answered 400").await.webhook_id(),
+        id
+    );
+    daemon.stop_gracefully().await;
+    assert_eq!(daemon.dead_letters(None).await.len(), 1);
+
+    // The handler is fixed (the receiver now answers 200); replay only this route's letters.
+    let out = daemon
+        .cli(&[
+            "dead-letters",
+            "replay",
+            "--route",
+            "to-receiver",
+            "--id",
+            &id,
+        ])
+        .await;
+    assert!(out.contains("1 dead letter replayed"), "{out}");
+    assert!(daemon.dead_letters(None).await.is_empty());
+
+    daemon.restart().await;
+    let again = receiver.next("the replayed event").await;
+    assert_eq!(again.webhook_id(), id);
+    assert_eq!(again.attempt(), "1", "a replay starts again at attempt 1");
+    let before_marker = post_marker_and_await(&client, &daemon, &mut receiver).await;
+    assert!(
+        before_marker.is_empty(),
+        "delivered once: {} more",
+        before_marker.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_dead_letters_are_gone_and_never_delivered() {
+    let mut receiver = Receiver::start().await;
+    receiver.push_replies([Reply::status(422), Reply::status(422)]);
+    let mut daemon =
+        Daemon::start(Config::default().route(HttpRoute::new("to-receiver", receiver.url()))).await;
+    let client = client();
+    for _ in 0..2 {
+        let id = new_id();
+        post_ok(&client, &daemon.url(), &id, &event_body("message.new", &id)).await;
+    }
+    receiver.next_n(2, "two attempts answered 422").await;
+    daemon.stop_gracefully().await;
+    let out = daemon.cli(&["dead-letters", "drop"]).await;
+    assert!(out.contains("2 dead letters dropped"), "{out}");
+    assert!(daemon.dead_letters(None).await.is_empty());
+    daemon.restart().await;
+    let before_marker = post_marker_and_await(&client, &daemon, &mut receiver).await;
+    assert!(
+        before_marker.is_empty(),
+        "dropped letters must not be delivered"
+    );
+}
