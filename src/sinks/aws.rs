@@ -314,7 +314,7 @@ impl AwsSink {
                             })
                             .collect::<Vec<_>>()
                     })
-                    .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+                    .map_err(|e| describe(&e))
             }
             Client::Sns(c) => {
                 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
@@ -356,7 +356,7 @@ impl AwsSink {
                             })
                             .collect::<Vec<_>>()
                     })
-                    .map_err(|e| aws_sdk_sns::error::DisplayErrorContext(e).to_string())
+                    .map_err(|e| describe(&e))
             }
         };
         match response {
@@ -381,6 +381,31 @@ impl AwsSink {
                 })
                 .collect(),
         }
+    }
+}
+
+/// One line for a failed AWS request: the service's error code and message, or the
+/// transport failure and its causes (never the raw response).
+fn describe<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> String
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match e {
+        SdkError::ServiceError(s) => {
+            let err = s.err();
+            format!(
+                "{}: {}",
+                err.code().unwrap_or("ServiceError"),
+                err.message().unwrap_or("no message")
+            )
+        }
+        SdkError::TimeoutError(_) => format!(
+            "no answer within {}",
+            humantime::format_duration(ATTEMPT_TIMEOUT)
+        ),
+        other => super::error_chain(other),
     }
 }
 
