@@ -1,40 +1,100 @@
-//! The admin listener: health, readiness and Prometheus metrics, on its own address
-//! (loopback by default) so that the public webhook port exposes nothing but ingest.
+//! The admin listener, on its own address (loopback by default) so that the public webhook
+//! port exposes nothing but ingest.
 //!
+//! Open to anyone who can reach it (probes and scrapers):
 //! - `GET /healthz`: the process is up and serving.
-//! - `GET /readyz`: config loaded, listeners bound, spool writer running, data dir writable;
-//!   503 with the reason otherwise (for Kubernetes readiness probes).
-//! - `GET /metrics`: Prometheus text format (metric names: `telemetry.rs`, docs/metrics.md).
+//! - `GET /readyz`: spool writer running and data dir writable; 503 with the reason otherwise.
+//! - `GET /metrics`: Prometheus text format (names in `telemetry.rs` and docs/metrics.md).
+//!
+//! Behind `admin_token` (as `Authorization: Bearer …`) when one is configured:
+//! - `GET /api/routes`: each route, its destination (no secrets), pending, oldest pending age,
+//!   in flight, delivered/failed since start, dead letters, last error.
+//! - `GET /api/dead-letters[?route=R]`, `POST /api/dead-letters/replay` (JSON
+//!   `{"route"?, "ids"?}`), `DELETE /api/dead-letters[?route=R][&id=A,B]`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
 
-use crate::spool::Spool;
+use crate::config::{Config, Secret};
+use crate::deliver::RouteStats;
+use crate::spool::{now_ms, DeadLetterAction, Spool};
+
+/// In `data_dir`: the address the admin listener is bound to, for operator commands (which
+/// cannot know the port when `admin_listen` asks for port 0).
+pub const ADDR_FILE: &str = "admin.addr";
 
 #[derive(Clone)]
 pub struct AdminState {
     pub metrics: PrometheusHandle,
     pub spool: Spool,
-    /// Probed by `/readyz` with a small write, so a full or read-only disk shows up.
-    pub data_dir: PathBuf,
+    pub config: Arc<Config>,
+    /// Per route: the delivery counters of its worker (enabled routes only).
+    pub stats: Arc<HashMap<String, Arc<RouteStats>>>,
+    /// Per route: wakes its worker after a replay.
+    pub notifiers: Arc<HashMap<String, Arc<Notify>>>,
 }
 
 pub fn router(state: AdminState) -> Router {
+    let api = Router::new()
+        .route("/api/routes", get(routes))
+        .route("/api/dead-letters", get(list_dead).delete(drop_dead))
+        .route("/api/dead-letters/replay", post(replay_dead))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.config.admin_token.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(api)
         .with_state(state)
 }
 
+async fn require_token(
+    State(token): State<Option<Secret>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.expose())) {
+        next.run(request).await
+    } else {
+        tracing::warn!(path = %request.uri().path(), "admin API request without the right bearer token");
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "admin_token required: send Authorization: Bearer <token>\n",
+        )
+            .into_response()
+    }
+}
+
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    let result = tokio::task::spawn_blocking(move || ready(&state))
+    let data_dir = state.config.data_dir.clone();
+    let spool = state.spool.clone();
+    let result = tokio::task::spawn_blocking(move || ready(&spool, data_dir))
         .await
         .unwrap_or_else(|e| Err(format!("readiness check failed: {e}")));
     match result {
@@ -47,14 +107,14 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 /// Why hookfan cannot take webhooks now, if it cannot. Blocking: writes a probe file.
-fn ready(state: &AdminState) -> Result<(), String> {
-    if !state.spool.is_open() {
+fn ready(spool: &Spool, data_dir: PathBuf) -> Result<(), String> {
+    if !spool.is_open() {
         return Err("the spool is closed (shutting down)".into());
     }
-    let probe = state.data_dir.join(".hookfan-ready-probe");
+    let probe = data_dir.join(".hookfan-ready-probe");
     std::fs::write(&probe, b"ok")
         .and_then(|()| std::fs::remove_file(&probe))
-        .map_err(|e| format!("data_dir {} is not writable: {e}", state.data_dir.display()))
+        .map_err(|e| format!("data_dir {} is not writable: {e}", data_dir.display()))
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
@@ -65,9 +125,167 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     state.metrics.run_upkeep();
     (
         [(
-            axum::http::header::CONTENT_TYPE,
+            header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         state.metrics.render(),
     )
+}
+
+/// One row of `GET /api/routes`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RouteStatus {
+    pub name: String,
+    pub enabled: bool,
+    pub event_types: String,
+    pub destination: String,
+    pub target: String,
+    pub pending: u64,
+    pub oldest_pending_age_seconds: Option<f64>,
+    pub in_flight: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub dead_letters: u64,
+    pub last_error: Option<String>,
+    /// RFC 3339.
+    pub last_error_at: Option<String>,
+}
+
+/// Internal errors: logged, and the client told only that it failed.
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "admin API request failed");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "spool error; see the log\n",
+    )
+        .into_response()
+}
+
+async fn routes(State(state): State<AdminState>) -> Response {
+    let spool = state.spool.clone();
+    let names: Vec<String> = state.config.routes.iter().map(|r| r.name.clone()).collect();
+    let summaries = match tokio::task::spawn_blocking(move || {
+        names
+            .iter()
+            .map(|n| spool.route_summary(n))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return internal(e),
+        Err(e) => return internal(e),
+    };
+    let now = now_ms();
+    let rows: Vec<RouteStatus> = state
+        .config
+        .routes
+        .iter()
+        .zip(summaries)
+        .map(|(route, summary)| {
+            let stats = state.stats.get(&route.name);
+            let load = |f: fn(&RouteStats) -> u64| stats.map_or(0, |s| f(s));
+            let last = stats.and_then(|s| s.last_error.lock().expect("stats lock").clone());
+            RouteStatus {
+                name: route.name.clone(),
+                enabled: route.enabled,
+                event_types: route.filter.describe(),
+                destination: route.destination.kind().to_string(),
+                target: route.destination.target(),
+                pending: summary.pending,
+                oldest_pending_age_seconds: summary
+                    .oldest_pending_received_ms
+                    .map(|t| now.saturating_sub(t) as f64 / 1000.0),
+                in_flight: load(|s| s.in_flight.load(Ordering::Relaxed)),
+                delivered: load(|s| s.delivered.load(Ordering::Relaxed)),
+                failed: load(|s| s.failed.load(Ordering::Relaxed)),
+                dead_letters: summary.dead_letters,
+                last_error_at: last.as_ref().map(|(_, at)| rfc3339(*at)),
+                last_error: last.map(|(e, _)| e),
+            }
+        })
+        .collect();
+    Json(rows).into_response()
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+#[derive(Debug, Deserialize)]
+struct Selection {
+    route: Option<String>,
+    /// Comma-separated webhook ids (DELETE), or a list (POST body).
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    ids: Vec<String>,
+}
+
+impl Selection {
+    fn ids(&self) -> Vec<String> {
+        let mut ids = self.ids.clone();
+        if let Some(list) = &self.id {
+            ids.extend(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            );
+        }
+        ids
+    }
+}
+
+async fn list_dead(State(state): State<AdminState>, Query(sel): Query<Selection>) -> Response {
+    let spool = state.spool.clone();
+    match tokio::task::spawn_blocking(move || spool.dead_letters(sel.route.as_deref())).await {
+        Ok(Ok(letters)) => Json(letters).into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+async fn replay_dead(State(state): State<AdminState>, body: Option<Json<Selection>>) -> Response {
+    let sel = body.map(|Json(s)| s).unwrap_or(Selection {
+        route: None,
+        id: None,
+        ids: Vec::new(),
+    });
+    act(&state, DeadLetterAction::Replay, sel).await
+}
+
+async fn drop_dead(State(state): State<AdminState>, Query(sel): Query<Selection>) -> Response {
+    act(&state, DeadLetterAction::Drop, sel).await
+}
+
+async fn act(state: &AdminState, action: DeadLetterAction, sel: Selection) -> Response {
+    let ids = sel.ids();
+    match state
+        .spool
+        .dead_letter_action(action, sel.route.as_deref(), ids)
+        .await
+    {
+        Ok(n) => {
+            let (verb, key) = match action {
+                DeadLetterAction::Replay => ("replayed", "replayed"),
+                DeadLetterAction::Drop => ("dropped", "dropped"),
+            };
+            tracing::info!(
+                route = sel.route.as_deref().unwrap_or("*"),
+                count = n,
+                "dead letters {verb}"
+            );
+            if action == DeadLetterAction::Replay {
+                for (name, notify) in state.notifiers.iter() {
+                    if sel.route.as_deref().is_none_or(|r| r == name) {
+                        notify.notify_one();
+                    }
+                }
+            }
+            Json(serde_json::json!({ key: n })).into_response()
+        }
+        Err(e) => internal(e),
+    }
 }

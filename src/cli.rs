@@ -11,7 +11,7 @@ use crate::config::{self, Config};
 use crate::ingest::verify::{
     sign, HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID,
 };
-use crate::spool::{DeadLetterAction, Spool, SpoolError};
+use crate::spool::{DeadLetter, DeadLetterAction, Spool, SpoolError};
 
 /// `hookfan serve`: runs until SIGTERM or SIGINT, then drains and returns.
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
@@ -166,46 +166,191 @@ pub fn sample_event(event_type: &str) -> String {
     .to_string()
 }
 
-/// Opens the spool of the config at `config_path` for an offline command.
-fn open_offline(config_path: &Path) -> anyhow::Result<Spool> {
-    let config = config::load(config_path)?;
+/// Where an operator command reaches the spool: the file itself when no daemon runs, or the
+/// running daemon's admin API when one holds the file.
+enum Spooled {
+    Offline(Spool),
+    Live(Admin),
+}
+
+async fn reach_spool(config: &Config) -> anyhow::Result<Spooled> {
     match Spool::open(&config.data_dir) {
-        Ok(spool) => Ok(spool),
-        Err(SpoolError::InUse(path)) => bail!(
-            "{} is in use by the running hookfan; stop it first (a live API comes with the admin listener)",
-            path.display()
-        ),
+        Ok(spool) => Ok(Spooled::Offline(spool)),
+        Err(SpoolError::InUse(path)) => Admin::new(config)
+            .map(Spooled::Live)
+            .with_context(|| format!("{} is in use by the running hookfan", path.display())),
         Err(e) => Err(e.into()),
     }
 }
 
-/// `hookfan dead-letters replay|drop`: one transaction in the spool, the daemon stopped.
+/// A client of the running daemon's admin API.
+struct Admin {
+    base: String,
+    token: Option<crate::config::Secret>,
+    client: reqwest::Client,
+}
+
+impl Admin {
+    fn new(config: &Config) -> anyhow::Result<Admin> {
+        let mut addr = config
+            .admin_listen
+            .context("admin_listen is off, so the running daemon cannot be asked: stop it, or enable admin_listen")?;
+        if addr.port() == 0 {
+            // Bound to a port chosen at start: the daemon recorded it.
+            let file = config.data_dir.join(crate::admin::ADDR_FILE);
+            let recorded = std::fs::read_to_string(&file).with_context(|| {
+                format!(
+                    "admin_listen has port 0 and {} cannot be read (is hookfan running?)",
+                    file.display()
+                )
+            })?;
+            addr = recorded
+                .trim()
+                .parse()
+                .with_context(|| format!("{} does not hold an address", file.display()))?;
+        }
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        Ok(Admin {
+            base: format!("http://{addr}"),
+            token: config.admin_token.clone(),
+            client: reqwest::Client::new(),
+        })
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self
+            .client
+            .request(method, &url)
+            .timeout(Duration::from_secs(30));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(String::from_utf8_lossy(token.expose()));
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| {
+            format!("cannot reach the admin API at {url} (is hookfan running?)")
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            bail!("{url} answered {status}: {}", text.trim());
+        }
+        response
+            .json()
+            .await
+            .with_context(|| format!("{url} answered something unexpected"))
+    }
+}
+
+fn query(route: Option<&str>, ids: &[String]) -> String {
+    let mut parts = Vec::new();
+    if let Some(r) = route {
+        parts.push(format!("route={}", urlencode(r)));
+    }
+    if !ids.is_empty() {
+        let list: Vec<String> = ids.iter().map(|id| urlencode(id)).collect();
+        parts.push(format!("id={}", list.join(",")));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    reqwest::Url::parse_with_params("http://x/", [("v", s)])
+        .map(|u| {
+            u.query()
+                .unwrap_or_default()
+                .trim_start_matches("v=")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// `hookfan dead-letters replay|drop`: one transaction in the spool, offline or through the
+/// running daemon.
 pub async fn dead_letters_act(
     config_path: &Path,
     action: DeadLetterAction,
     route: Option<&str>,
     webhook_ids: Vec<String>,
 ) -> anyhow::Result<()> {
-    let spool = open_offline(config_path)?;
-    let n = spool.dead_letter_action(action, route, webhook_ids).await;
-    spool.close().await;
-    let n = n?;
+    let config = config::load(config_path)?;
+    let (n, later) = match reach_spool(&config).await? {
+        Spooled::Offline(spool) => {
+            let n = spool.dead_letter_action(action, route, webhook_ids).await;
+            spool.close().await;
+            (n?, " (delivered when hookfan next runs)")
+        }
+        Spooled::Live(admin) => {
+            let answer: serde_json::Value = match action {
+                DeadLetterAction::Replay => {
+                    let body = serde_json::json!({ "route": route, "ids": webhook_ids });
+                    admin
+                        .call(
+                            reqwest::Method::POST,
+                            "/api/dead-letters/replay",
+                            Some(body),
+                        )
+                        .await?
+                }
+                DeadLetterAction::Drop => {
+                    let path = format!("/api/dead-letters{}", query(route, &webhook_ids));
+                    admin.call(reqwest::Method::DELETE, &path, None).await?
+                }
+            };
+            let n = answer["replayed"]
+                .as_u64()
+                .or(answer["dropped"].as_u64())
+                .unwrap_or(0);
+            (n, "")
+        }
+    };
     let verb = match action {
-        DeadLetterAction::Replay => "replayed (delivered when hookfan next runs)",
+        DeadLetterAction::Replay => "replayed",
         DeadLetterAction::Drop => "dropped",
     };
-    println!("{n} dead letter{} {verb}", if n == 1 { "" } else { "s" });
+    let later = if action == DeadLetterAction::Replay {
+        later
+    } else {
+        ""
+    };
+    println!(
+        "{n} dead letter{} {verb}{later}",
+        if n == 1 { "" } else { "s" }
+    );
     Ok(())
 }
 
-/// `hookfan dead-letters list`. Reads the spool directly, so the daemon must be stopped.
-pub fn dead_letters_list(
+/// `hookfan dead-letters list`, offline or through the running daemon.
+pub async fn dead_letters_list(
     config_path: &Path,
     route: Option<&str>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let spool = open_offline(config_path)?;
-    let letters = spool.dead_letters(route)?;
+    let config = config::load(config_path)?;
+    let letters: Vec<DeadLetter> = match reach_spool(&config).await? {
+        Spooled::Offline(spool) => {
+            let letters = spool.dead_letters(route);
+            spool.close().await;
+            letters?
+        }
+        Spooled::Live(admin) => {
+            let path = format!("/api/dead-letters{}", query(route, &[]));
+            admin.call(reqwest::Method::GET, &path, None).await?
+        }
+    };
     if json {
         for l in &letters {
             println!("{}", serde_json::to_string(l)?);
@@ -237,6 +382,54 @@ pub fn dead_letters_list(
             "TYPE",
             "ATTEMPTS",
             "DEAD SINCE",
+            "LAST ERROR",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+/// `hookfan status`: the route table of the running daemon, from its admin API.
+pub async fn status(config_path: &Path) -> anyhow::Result<()> {
+    let config = config::load(config_path)?;
+    let admin = Admin::new(&config)?;
+    let routes: Vec<crate::admin::RouteStatus> = admin
+        .call(reqwest::Method::GET, "/api/routes", None)
+        .await?;
+    let rows: Vec<[String; 8]> = routes
+        .iter()
+        .map(|r| {
+            let age = r.oldest_pending_age_seconds.map_or("-".to_string(), |s| {
+                humantime::format_duration(Duration::from_secs(s as u64)).to_string()
+            });
+            [
+                if r.enabled {
+                    r.name.clone()
+                } else {
+                    format!("{} (disabled)", r.name)
+                },
+                r.pending.to_string(),
+                age,
+                r.in_flight.to_string(),
+                r.delivered.to_string(),
+                r.failed.to_string(),
+                r.dead_letters.to_string(),
+                match (&r.last_error, &r.last_error_at) {
+                    (Some(e), Some(at)) => format!("{at} {e}"),
+                    _ => "-".into(),
+                },
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "ROUTE",
+            "PENDING",
+            "OLDEST",
+            "IN FLIGHT",
+            "DELIVERED",
+            "FAILED",
+            "DEAD",
             "LAST ERROR",
         ],
         &rows,

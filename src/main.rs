@@ -44,6 +44,8 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Show each route's backlog, progress and last error (from the running daemon).
+    Status,
     /// Inspect events that failed for good.
     #[command(subcommand)]
     DeadLetters(DeadLetters),
@@ -51,7 +53,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum DeadLetters {
-    /// List dead letters (the daemon must be stopped).
+    /// List dead letters.
     List {
         #[arg(long)]
         route: Option<String>,
@@ -59,8 +61,7 @@ enum DeadLetters {
         #[arg(long)]
         json: bool,
     },
-    /// Put dead letters back into their route's queue with a fresh attempt count; the daemon
-    /// delivers them when it next runs (it must be stopped now).
+    /// Put dead letters back into their route's queue with a fresh attempt count.
     Replay {
         #[arg(long)]
         route: Option<String>,
@@ -68,7 +69,7 @@ enum DeadLetters {
         #[arg(long = "id")]
         ids: Vec<String>,
     },
-    /// Delete dead letters for good (the daemon must be stopped).
+    /// Delete dead letters for good.
     Drop {
         #[arg(long)]
         route: Option<String>,
@@ -86,9 +87,10 @@ fn main() -> ExitCode {
     });
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Check => hookfan::cli::check(&cli.config),
-        Command::DeadLetters(DeadLetters::List { route, json }) => {
-            hookfan::cli::dead_letters_list(&cli.config, route.as_deref(), json)
-        }
+        Command::DeadLetters(DeadLetters::List { route, json }) => runtime().block_on(
+            hookfan::cli::dead_letters_list(&cli.config, route.as_deref(), json),
+        ),
+        Command::Status => runtime().block_on(hookfan::cli::status(&cli.config)),
         Command::DeadLetters(DeadLetters::Replay { route, ids }) => {
             runtime().block_on(hookfan::cli::dead_letters_act(
                 &cli.config,

@@ -36,6 +36,7 @@ pub async fn run(
     let workers = TaskTracker::new();
     let stop_delivery = CancellationToken::new();
     let mut notifiers = HashMap::new();
+    let mut stats = HashMap::new();
     for route in config.routes.iter() {
         if !route.enabled {
             tracing::info!(route = %route.name, "route disabled: it takes no events; what it already holds stays on disk");
@@ -43,6 +44,8 @@ pub async fn run(
         }
         let notify = Arc::new(Notify::new());
         notifiers.insert(route.name.clone(), notify.clone());
+        let route_stats = Arc::new(crate::deliver::RouteStats::default());
+        stats.insert(route.name.clone(), route_stats.clone());
         let worker = RouteWorker {
             route: Arc::new(route.clone()),
             sink: Arc::new(Sink::build(&route.destination).await?),
@@ -50,22 +53,31 @@ pub async fn run(
             notify,
             shutdown: stop_delivery.clone(),
             grace: config.shutdown_grace,
+            stats: route_stats,
         };
         workers.spawn(worker.run());
     }
 
+    let notifiers = Arc::new(notifiers);
     let state = IngestState {
         config: config.clone(),
         spool: spool.clone(),
-        notifiers: Arc::new(notifiers),
+        notifiers: notifiers.clone(),
     };
     let admin_task = match admin {
         Some(admin) => {
             let addr = admin.local_addr()?;
+            // Lets operator commands find a listener bound to port 0.
+            let addr_file = config.data_dir.join(crate::admin::ADDR_FILE);
+            if let Err(e) = std::fs::write(&addr_file, addr.to_string()) {
+                tracing::warn!(file = %addr_file.display(), error = %e, "cannot record the admin address; `hookfan status` needs a fixed admin_listen port");
+            }
             let state = crate::admin::AdminState {
                 metrics,
                 spool: spool.clone(),
-                data_dir: config.data_dir.clone(),
+                config: config.clone(),
+                stats: Arc::new(stats),
+                notifiers: notifiers.clone(),
             };
             let stop = shutdown.clone();
             tracing::info!("admin listening on http://{addr} (/healthz, /readyz, /metrics)");

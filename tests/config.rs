@@ -134,7 +134,7 @@ broken_configs! {
             |    event_types: []
             |    file: { path: ./a.jsonl }
         "#,
-        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, admin_listen, data_dir, max_body_bytes, dedup_window, shutdown_grace, apps, routes)"#)],
+        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, admin_listen, admin_token, data_dir, max_body_bytes, dedup_window, shutdown_grace, apps, routes)"#)],
     }
 
     unknown_keys_in_different_routes_and_blocks_are_all_reported_at_once {

@@ -97,6 +97,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Health, readiness and metrics; None when `admin_listen: off`.
     pub admin_listen: Option<SocketAddr>,
+    /// Required as a bearer token by the admin API (`/api/...`) when set.
+    pub admin_token: Option<Secret>,
     /// The spool (durable store) lives here.
     pub data_dir: PathBuf,
     /// Largest accepted body, checked before and after gzip decompression.
@@ -287,6 +289,7 @@ const MAX_BODY_LIMIT: u64 = 256 * 1024 * 1024;
 struct RawConfig {
     listen: Option<String>,
     admin_listen: Option<String>,
+    admin_token: Option<String>,
     data_dir: Option<String>,
     max_body_bytes: Option<u64>,
     dedup_window: Option<String>,
@@ -362,6 +365,7 @@ struct RawRetry {
 const TOP_KEYS: &[&str] = &[
     "listen",
     "admin_listen",
+    "admin_token",
     "data_dir",
     "max_body_bytes",
     "dedup_window",
@@ -658,6 +662,16 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
             }
         }
     };
+    let admin_token = match raw.admin_token {
+        Some(t) if t.trim().is_empty() => {
+            errs.push(pos.diag(
+                "admin_token",
+                "admin_token is empty (is its environment variable set?); remove it to leave the admin API open on its loopback address",
+            ));
+            None
+        }
+        other => other.map(Secret::new),
+    };
     let data_dir = PathBuf::from(raw.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
     if data_dir.as_os_str().is_empty() {
         errs.push(pos.diag("data_dir", "data_dir: must not be empty"));
@@ -848,6 +862,7 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
     Ok(Config {
         listen,
         admin_listen,
+        admin_token,
         data_dir,
         max_body_bytes: max_body_bytes as usize,
         dedup_window,

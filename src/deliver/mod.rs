@@ -26,6 +26,7 @@
 pub mod backoff;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,26 @@ pub struct RouteWorker {
     pub shutdown: CancellationToken,
     /// How long in-flight deliveries may finish after shutdown.
     pub grace: Duration,
+    /// Counters the admin API shows for this route.
+    pub stats: Arc<RouteStats>,
+}
+
+/// A route's delivery counters since the daemon started, for `/api/routes` and `status`.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    pub in_flight: AtomicU64,
+    pub delivered: AtomicU64,
+    /// Attempts that failed (retried or dead-lettered).
+    pub failed: AtomicU64,
+    /// The last failure: its error and when (ms since the epoch).
+    pub last_error: Mutex<Option<(String, u64)>>,
+}
+
+impl RouteStats {
+    fn failed(&self, error: &str) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().expect("stats lock") = Some((error.to_string(), now_ms()));
+    }
 }
 
 impl RouteWorker {
@@ -71,6 +92,7 @@ impl RouteWorker {
             sink: self.sink.clone(),
             spool: self.spool.clone(),
             warn: Mutex::new(WarnLimiter::default()),
+            stats: self.stats.clone(),
         });
         tracing::debug!(route = %name, concurrency, "delivery worker started");
 
@@ -106,8 +128,11 @@ impl RouteWorker {
                                 .expect("no more chunks than free permits");
                             in_flight.extend(chunk.iter().map(|i| i.key.seq));
                             let (ctx, done) = (ctx.clone(), done_tx.clone());
+                            let n = chunk.len() as u64;
+                            ctx.stats.in_flight.fetch_add(n, Ordering::Relaxed);
                             tasks.spawn(async move {
                                 let seqs = ctx.deliver(chunk).await;
+                                ctx.stats.in_flight.fetch_sub(n, Ordering::Relaxed);
                                 drop(permit);
                                 let _ = done.send(seqs);
                             });
@@ -165,6 +190,7 @@ struct Ctx {
     sink: Arc<Sink>,
     spool: Spool,
     warn: Mutex<WarnLimiter>,
+    stats: Arc<RouteStats>,
 }
 
 impl Ctx {
@@ -196,12 +222,14 @@ impl Ctx {
         let route = self.route.clone();
         match outcome {
             Outcome::Delivered => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("hookfan_deliveries_total", "route" => route.clone(), "outcome" => "delivered").increment(1);
                 metrics::histogram!("hookfan_delivery_latency_seconds", "route" => route)
                     .record(now.saturating_sub(event.received_at_ms) as f64 / 1000.0);
                 Completion::Delivered
             }
             Outcome::Retry { after, error } => {
+                self.stats.failed(&error);
                 let age = Duration::from_millis(now.saturating_sub(event.received_at_ms));
                 if age >= self.policy.max_age {
                     let error = format!(
@@ -234,7 +262,10 @@ impl Ctx {
                     }
                 }
             }
-            Outcome::Permanent { error } => self.dead(item, attempt, error),
+            Outcome::Permanent { error } => {
+                self.stats.failed(&error);
+                self.dead(item, attempt, error)
+            }
         }
     }
 

@@ -165,8 +165,17 @@ pub enum Completion {
     },
 }
 
+/// What a route holds in the spool.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RouteSummary {
+    pub pending: u64,
+    /// Receipt time (ms since the epoch) of the oldest pending event (seqs follow receipt).
+    pub oldest_pending_received_ms: Option<u64>,
+    pub dead_letters: u64,
+}
+
 /// A dead letter, for listing.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetter {
     pub route: String,
     pub seq: u64,
@@ -434,6 +443,40 @@ impl Spool {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// What `route` holds: pending events, when the oldest of them was received, and dead
+    /// letters. Blocking; walks the route's rows (keys only, plus one event).
+    pub fn route_summary(&self, route: &str) -> Result<RouteSummary, SpoolError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let pending = txn.open_table(PENDING).map_err(storage)?;
+        let dead = txn.open_table(DEAD).map_err(storage)?;
+        let events = txn.open_table(EVENTS).map_err(storage)?;
+        let mut summary = RouteSummary::default();
+        let mut oldest_seq = None::<u64>;
+        for row in pending
+            .range((route, 0u64, 0u64)..=(route, u64::MAX, u64::MAX))
+            .map_err(storage)?
+        {
+            let (k, _) = row.map_err(storage)?;
+            let seq = k.value().2;
+            summary.pending += 1;
+            oldest_seq = Some(oldest_seq.map_or(seq, |s| s.min(seq)));
+        }
+        if let Some(seq) = oldest_seq {
+            if let Some(bytes) = events.get(seq).map_err(storage)? {
+                summary.oldest_pending_received_ms =
+                    Some(StoredEvent::decode(bytes.value())?.received_at_ms);
+            }
+        }
+        for row in dead
+            .range((route, 0u64)..=(route, u64::MAX))
+            .map_err(storage)?
+        {
+            row.map_err(storage)?;
+            summary.dead_letters += 1;
+        }
+        Ok(summary)
     }
 
     /// Number of stored event bodies (each counted once, whatever its routes).
