@@ -12,10 +12,8 @@
 //! - `GET /api/dead-letters[?route=R]`, `POST /api/dead-letters/replay` (JSON
 //!   `{"route"?, "ids"?}`), `DELETE /api/dead-letters[?route=R][&id=A,B]`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -26,10 +24,9 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
-use tokio::sync::Notify;
 
-use crate::config::{Config, Secret};
 use crate::deliver::RouteStats;
+use crate::live::LiveView;
 use crate::spool::{now_ms, DeadLetterAction, Spool};
 
 /// In `data_dir`: the address the admin listener is bound to, for operator commands (which
@@ -40,11 +37,8 @@ pub const ADDR_FILE: &str = "admin.addr";
 pub struct AdminState {
     pub metrics: PrometheusHandle,
     pub spool: Spool,
-    pub config: Arc<Config>,
-    /// Per route: the delivery counters of its worker (enabled routes only).
-    pub stats: Arc<HashMap<String, Arc<RouteStats>>>,
-    /// Per route: wakes its worker after a replay.
-    pub notifiers: Arc<HashMap<String, Arc<Notify>>>,
+    /// The running config, route counters and notifiers; swapped whole on reload.
+    pub live: LiveView,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -53,7 +47,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/dead-letters", get(list_dead).delete(drop_dead))
         .route("/api/dead-letters/replay", post(replay_dead))
         .route_layer(axum::middleware::from_fn_with_state(
-            state.config.admin_token.clone(),
+            state.live.clone(),
             require_token,
         ));
     Router::new()
@@ -64,11 +58,8 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-async fn require_token(
-    State(token): State<Option<Secret>>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn require_token(State(live): State<LiveView>, request: Request, next: Next) -> Response {
+    let token = live.borrow().config.admin_token.clone();
     let Some(token) = token else {
         return next.run(request).await;
     };
@@ -92,7 +83,7 @@ async fn require_token(
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    let data_dir = state.config.data_dir.clone();
+    let data_dir = state.live.borrow().config.data_dir.clone();
     let spool = state.spool.clone();
     let result = tokio::task::spawn_blocking(move || ready(&spool, data_dir))
         .await
@@ -162,8 +153,9 @@ fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 async fn routes(State(state): State<AdminState>) -> Response {
+    let live = state.live.borrow().clone();
     let spool = state.spool.clone();
-    let names: Vec<String> = state.config.routes.iter().map(|r| r.name.clone()).collect();
+    let names: Vec<String> = live.config.routes.iter().map(|r| r.name.clone()).collect();
     let summaries = match tokio::task::spawn_blocking(move || {
         names
             .iter()
@@ -177,13 +169,13 @@ async fn routes(State(state): State<AdminState>) -> Response {
         Err(e) => return internal(e),
     };
     let now = now_ms();
-    let rows: Vec<RouteStatus> = state
+    let rows: Vec<RouteStatus> = live
         .config
         .routes
         .iter()
         .zip(summaries)
         .map(|(route, summary)| {
-            let stats = state.stats.get(&route.name);
+            let stats = live.stats.get(&route.name);
             let load = |f: fn(&RouteStats) -> u64| stats.map_or(0, |s| f(s));
             let last = stats.and_then(|s| s.last_error.lock().expect("stats lock").clone());
             RouteStatus {
@@ -278,7 +270,8 @@ async fn act(state: &AdminState, action: DeadLetterAction, sel: Selection) -> Re
                 "dead letters {verb}"
             );
             if action == DeadLetterAction::Replay {
-                for (name, notify) in state.notifiers.iter() {
+                let live = state.live.borrow().clone();
+                for (name, notify) in live.notifiers.iter() {
                     if sel.route.as_deref().is_none_or(|r| r == name) {
                         notify.notify_one();
                     }

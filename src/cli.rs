@@ -15,7 +15,7 @@ use crate::spool::{DeadLetter, DeadLetterAction, Spool, SpoolError};
 
 /// `hookfan serve`: runs until SIGTERM or SIGINT, then drains and returns.
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
-    let config = config::load(config_path)?;
+    let (config, text) = config::load_with_text(config_path)?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (is another process using it?)",
@@ -30,7 +30,9 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    crate::server::run(config, listener, admin, shutdown).await
+    let reload = crate::live::Reload::new(config_path.to_path_buf(), text)
+        .context("cannot listen for SIGHUP")?;
+    crate::server::run(config, Some(reload), listener, admin, shutdown).await
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

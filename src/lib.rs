@@ -15,6 +15,7 @@
 //! - [`deliver`]: one worker per route, retries and backoff, dead letters.
 //! - [`sinks`]: destinations (`http`, `file`, `sqs`, `sns`).
 //! - [`admin`]: the admin listener (health, readiness, Prometheus metrics).
+//! - [`live`]: the running config and hot reload (one worker per enabled route).
 //! - [`server`]: wires the above together and shuts them down in order.
 //! - [`cli`]: the subcommands other than `serve`.
 //! - [`telemetry`]: logging setup and the metric names.
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod ingest;
+pub mod live;
 pub mod route;
 pub mod server;
 pub mod sinks;

@@ -6,24 +6,23 @@
 //! deliveries and give in-flight ones `shutdown_grace`; (3) commit what is queued and close
 //! the spool.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::deliver::RouteWorker;
 use crate::ingest::{self, IngestState};
-use crate::sinks::Sink;
+use crate::live::{Reload, Routes};
 use crate::spool::Spool;
 
-/// Runs the daemon on `listener` (webhooks) and `admin` (health, metrics) until `shutdown` is
-/// cancelled, then drains and returns.
+/// Runs the daemon on `listener` (webhooks) and `admin` (health, metrics, API) until
+/// `shutdown` is cancelled, then drains and returns. With `reload`, the config is reloaded
+/// when its file changes or on SIGHUP.
 pub async fn run(
     config: Config,
+    reload: Option<Reload>,
     listener: TcpListener,
     admin: Option<TcpListener>,
     shutdown: CancellationToken,
@@ -33,37 +32,9 @@ pub async fn run(
     tracing::info!(spool = %spool.path().display(), "spool open");
     let metrics = crate::telemetry::metrics_handle();
 
-    let workers = TaskTracker::new();
-    let stop_delivery = CancellationToken::new();
-    let mut notifiers = HashMap::new();
-    let mut stats = HashMap::new();
-    for route in config.routes.iter() {
-        if !route.enabled {
-            tracing::info!(route = %route.name, "route disabled: it takes no events; what it already holds stays on disk");
-            continue;
-        }
-        let notify = Arc::new(Notify::new());
-        notifiers.insert(route.name.clone(), notify.clone());
-        let route_stats = Arc::new(crate::deliver::RouteStats::default());
-        stats.insert(route.name.clone(), route_stats.clone());
-        let worker = RouteWorker {
-            route: Arc::new(route.clone()),
-            sink: Arc::new(Sink::build(&route.destination).await?),
-            spool: spool.clone(),
-            notify,
-            shutdown: stop_delivery.clone(),
-            grace: config.shutdown_grace,
-            stats: route_stats,
-        };
-        workers.spawn(worker.run());
-    }
+    let mut routes = Routes::new(spool.clone(), config.shutdown_grace);
+    let (publish, live) = watch::channel(Arc::new(routes.apply(config.clone()).await?));
 
-    let notifiers = Arc::new(notifiers);
-    let state = IngestState {
-        config: config.clone(),
-        spool: spool.clone(),
-        notifiers: notifiers.clone(),
-    };
     let admin_task = match admin {
         Some(admin) => {
             let addr = admin.local_addr()?;
@@ -75,12 +46,10 @@ pub async fn run(
             let state = crate::admin::AdminState {
                 metrics,
                 spool: spool.clone(),
-                config: config.clone(),
-                stats: Arc::new(stats),
-                notifiers: notifiers.clone(),
+                live: live.clone(),
             };
             let stop = shutdown.clone();
-            tracing::info!("admin listening on http://{addr} (/healthz, /readyz, /metrics)");
+            tracing::info!("admin listening on http://{addr} (/healthz, /readyz, /metrics, /api)");
             Some(tokio::spawn(async move {
                 axum::serve(admin, crate::admin::router(state))
                     .with_graceful_shutdown(stop.cancelled_owned())
@@ -88,6 +57,21 @@ pub async fn run(
             }))
         }
         None => None,
+    };
+
+    // Reloads stop before ingest does, so no worker is started during the drain.
+    let stop_reloads = CancellationToken::new();
+    let (reloader, kept) = match reload {
+        Some(reload) => {
+            let task = tokio::spawn(reload.run(routes, publish, stop_reloads.clone()));
+            (Some(task), None)
+        }
+        None => (None, Some(routes)),
+    };
+
+    let state = IngestState {
+        live,
+        spool: spool.clone(),
     };
     let addr = listener.local_addr()?;
     tracing::info!(
@@ -99,9 +83,12 @@ pub async fn run(
         .await?;
     tracing::info!("ingest stopped; finishing deliveries in flight");
 
-    stop_delivery.cancel();
-    workers.close();
-    workers.wait().await;
+    stop_reloads.cancel();
+    let mut routes = match reloader {
+        Some(task) => task.await?,
+        None => kept.expect("routes are kept when not reloading"),
+    };
+    routes.stop_all().await;
     spool.close().await;
     if let Some(task) = admin_task {
         let _ = task.await;

@@ -118,7 +118,7 @@ pub struct App {
     pub api_secret: Secret,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// Unique; also the key of the route's queue in the spool, so renaming a route starts a
     /// new queue.
@@ -129,7 +129,7 @@ pub struct Route {
     pub destination: Destination,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Destination {
     Http(HttpDestination),
     File(FileDestination),
@@ -185,7 +185,7 @@ impl Destination {
 }
 
 /// An `sqs` or `sns` destination.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AwsDestination {
     /// The queue URL (sqs) or topic ARN (sns).
     pub target: String,
@@ -213,7 +213,7 @@ pub enum BodyFormat {
     StreamCompressed,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpDestination {
     pub url: reqwest::Url,
     pub timeout: Duration,
@@ -223,7 +223,7 @@ pub struct HttpDestination {
     pub api_secret: Option<Secret>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FileDestination {
     pub path: PathBuf,
     pub retry: RetryPolicy,
@@ -404,13 +404,20 @@ pub const DEFAULT_AWS_CONCURRENCY: usize = 4;
 /// Reads and validates the config file at `path`, substituting `${VAR}` from the process
 /// environment.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with_text(path).map(|(config, _)| config)
+}
+
+/// Like [`load`], also returning the exact text the config was read from (reload compares
+/// the file against it).
+pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    from_str(&path.display().to_string(), &text, |name| {
+    let config = from_str(&path.display().to_string(), &text, |name| {
         std::env::var(name).ok()
-    })
+    })?;
+    Ok((config, text))
 }
 
 /// Validates config `text`; `file` names it in diagnostics, `lookup` resolves `${VAR}`.

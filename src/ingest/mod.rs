@@ -8,8 +8,6 @@
 
 pub mod verify;
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -18,19 +16,17 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tokio::sync::Notify;
 
-use crate::config::Config;
+use crate::live::LiveView;
 use crate::spool::{now_ms, AppendOutcome, Spool, StoredEvent};
 use verify::{Rejection, HEADER_WEBHOOK_ID};
 
 /// What the ingest handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct IngestState {
-    pub config: Arc<Config>,
+    /// The running config and route notifiers; swapped whole on reload.
+    pub live: LiveView,
     pub spool: Spool,
-    /// Per route name: wakes the route's delivery worker after a commit.
-    pub notifiers: Arc<HashMap<String, Arc<Notify>>>,
 }
 
 /// The ingest router: every path, every method (non-POST gets 405).
@@ -50,6 +46,8 @@ async fn ingest(State(state): State<IngestState>, request: Request) -> Response 
 }
 
 async fn handle(state: &IngestState, request: Request) -> Response {
+    // One snapshot for the whole request, whatever reloads happen meanwhile.
+    let live = state.live.borrow().clone();
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let webhook_id = parts
@@ -68,17 +66,17 @@ async fn handle(state: &IngestState, request: Request) -> Response {
         )
             .into_response();
     }
-    let limit = state.config.max_body_bytes;
+    let limit = live.config.max_body_bytes;
     let raw = match read_body(body, limit).await {
         Ok(raw) => raw,
         Err(rejection) => return refuse(rejection, &path, &webhook_id),
     };
-    let webhook = match verify::verify(&parts.headers, raw, &state.config.apps, limit) {
+    let webhook = match verify::verify(&parts.headers, raw, &live.config.apps, limit) {
         Ok(w) => w,
         Err(rejection) => return refuse(Some(rejection), &path, &webhook_id),
     };
 
-    let routes: Vec<String> = state
+    let routes: Vec<String> = live
         .config
         .routes
         .iter()
@@ -102,7 +100,7 @@ async fn handle(state: &IngestState, request: Request) -> Response {
     };
     match state
         .spool
-        .append(event, routes.clone(), state.config.dedup_window)
+        .append(event, routes.clone(), live.config.dedup_window)
         .await
     {
         Ok(AppendOutcome::Stored { .. }) => {
@@ -110,7 +108,7 @@ async fn handle(state: &IngestState, request: Request) -> Response {
             for route in &routes {
                 metrics::counter!("hookfan_events_routed_total", "route" => route.clone())
                     .increment(1);
-                if let Some(n) = state.notifiers.get(route) {
+                if let Some(n) = live.notifiers.get(route) {
                     n.notify_one();
                 }
             }

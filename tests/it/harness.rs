@@ -459,6 +459,37 @@ impl Daemon {
         eprintln!("[harness] hookfan killed: {status}");
     }
 
+    /// Replaces the running daemon's config file (a reload follows within about a second,
+    /// or at once with [`Daemon::sighup`]). `config.env` is ignored: the process keeps its own.
+    pub fn rewrite_config(&self, config: &Config) {
+        let yaml = config.render(self.dir.path());
+        eprintln!(
+            "[harness] new config {}:\n{yaml}",
+            self.config_path.display()
+        );
+        std::fs::write(&self.config_path, yaml).expect("rewrite config");
+    }
+
+    /// Writes `text` as the config file as is (to test broken files).
+    pub fn write_config_text(&self, text: &str) {
+        std::fs::write(&self.config_path, text).expect("write config");
+    }
+
+    /// Sends SIGHUP (reload the config).
+    pub fn sighup(&self) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("daemon running")
+            .id()
+            .to_string();
+        let status = Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("run kill -HUP");
+        assert!(status.success(), "kill -HUP {pid} failed");
+    }
+
     /// Sends SIGTERM and waits (at most [`SHUTDOWN_TIMEOUT`]) for the exit.
     pub async fn sigterm_and_wait(&mut self) -> ExitStatus {
         let mut child = self.take_child();

@@ -12,11 +12,13 @@
 //! - `moto`: a local AWS (moto's server) for the `sqs` and `sns` routes.
 //! - `e2e_aws`: what SQS queues and SNS topics receive, outages, `kill -9`.
 //! - `e2e_admin`: health, readiness, metrics, dead-letter replay and drop.
+//! - `e2e_reload`: hot reload by file edit and SIGHUP.
 
 mod e2e_admin;
 mod e2e_aws;
 mod e2e_crash;
 mod e2e_delivery;
 mod e2e_ingest;
+mod e2e_reload;
 mod harness;
 mod moto;

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# hookfan benchmark suite: builds in release mode, runs every scenario on 127.0.0.1 and prints
+# one table (also written to <work dir>/results.md). See bench/README.md.
+#
+#   bench/run.sh                 # the full suite (about 6-8 minutes on 2 cores, after the build)
+#   bench/run.sh --quick         # smoke test: tiny runs, about a minute; numbers not meaningful
+#   bench/run.sh --scenarios ingest,drain-http   # a subset
+#   BENCH_BACKLOG=200000 bench/run.sh            # scale the 1M backlog scenario down
+#   BENCH_CPUS=0,1 bench/run.sh  # pin everything to two cores on a bigger machine
+#
+# Needs only a Rust toolchain. `perf` (Debian: linux-perf) is used, when it works, to count
+# fsyncs; without it those rows say n/a. Set BENCH_NO_INSTALL=1 to never apt-get anything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+examples=(bench_suite bench_load bench_baseline bench_receiver bench_sqs_stub)
+build=(cargo build --release --bin hookfan)
+for e in "${examples[@]}"; do build+=(--example "$e"); done
+echo "== ${build[*]}" >&2
+"${build[@]}"
+
+if ! perf stat -e syscalls:sys_enter_fdatasync -- true >/dev/null 2>&1; then
+  if [[ -z "${BENCH_NO_INSTALL:-}" && $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    echo "== perf cannot count syscalls; trying apt-get install linux-perf (BENCH_NO_INSTALL=1 skips)" >&2
+    (apt-get install -y linux-perf >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y linux-perf >/dev/null 2>&1; }) || true
+  fi
+fi
+
+target_dir=$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
+suite="$target_dir/release/examples/bench_suite"
+
+# The suite kills what it starts when it ends; if it is itself killed, end its children here
+# (by the pids it recorded, never by name).
+work="${BENCH_DIR:-$target_dir/bench/run-$(date -u +%Y%m%d-%H%M%S)}"
+mkdir -p "$work"
+export BENCH_DIR="$work"
+cleanup() {
+  if [[ -f "$work/pids" ]]; then
+    while read -r pid; do
+      if [[ -d /proc/$pid ]]; then kill "$pid" 2>/dev/null || true; fi
+    done <"$work/pids"
+  fi
+}
+trap cleanup EXIT INT TERM
+
+cmd=("$suite" "$@")
+if [[ -n "${BENCH_CPUS:-}" ]]; then cmd=(taskset -c "$BENCH_CPUS" "${cmd[@]}"); fi
+echo "== ${cmd[*]}" >&2
+"${cmd[@]}"

@@ -1,0 +1,265 @@
+//! The running configuration, and hot reload.
+//!
+//! Ingest and the admin API read a [`Live`] snapshot per request from a `watch` channel; a
+//! reload builds the next snapshot and swaps it in whole, so a request sees one config from
+//! start to end and no connection is dropped. [`Routes`] owns one delivery worker per enabled
+//! route and reconciles them with a new config:
+//!
+//! - a new or re-enabled route gets a worker;
+//! - a route whose destination changed (URL, queue, retry, concurrency, ...) has its worker
+//!   stopped (in-flight deliveries get `shutdown_grace`) and a new one started: events still
+//!   pending are delivered to the new destination;
+//! - a removed or disabled route's worker is stopped. Its pending events stay on disk (the
+//!   queue is keyed by route name) and resume if a route of that name comes back;
+//! - a route whose `event_types` changed keeps its worker: only ingest reads filters.
+//!
+//! A reload goes through the same `config::load` as startup. An invalid file changes nothing:
+//! the error (with lines and columns) is logged, counted, and the old config keeps running.
+//! `listen`, `admin_listen` and `data_dir` need a restart; a change to them is logged and
+//! ignored.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, Route};
+use crate::deliver::{RouteStats, RouteWorker};
+use crate::sinks::Sink;
+use crate::spool::Spool;
+
+/// What ingest and the admin API need, as of the latest successful (re)load.
+pub struct Live {
+    pub config: Arc<Config>,
+    /// Per enabled route: wakes its worker when events are stored for it.
+    pub notifiers: HashMap<String, Arc<Notify>>,
+    /// Per route ever run since start: its delivery counters.
+    pub stats: HashMap<String, Arc<RouteStats>>,
+}
+
+pub type LiveView = watch::Receiver<Arc<Live>>;
+
+/// How often the config file is checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+struct Running {
+    route: Route,
+    stop: CancellationToken,
+    done: JoinHandle<()>,
+}
+
+/// The delivery workers, one per enabled route.
+pub struct Routes {
+    spool: Spool,
+    grace: Duration,
+    running: HashMap<String, Running>,
+    /// Kept across worker restarts so no wake-up and no counter is lost.
+    notifiers: HashMap<String, Arc<Notify>>,
+    stats: HashMap<String, Arc<RouteStats>>,
+}
+
+impl Routes {
+    pub fn new(spool: Spool, grace: Duration) -> Routes {
+        Routes {
+            spool,
+            grace,
+            running: HashMap::new(),
+            notifiers: HashMap::new(),
+            stats: HashMap::new(),
+        }
+    }
+
+    /// Starts, stops and restarts workers so that exactly `config`'s enabled routes run, and
+    /// returns the snapshot to publish. Fails (having changed nothing) only if a new sink
+    /// cannot be built.
+    pub async fn apply(&mut self, config: Arc<Config>) -> anyhow::Result<Live> {
+        let wanted: HashMap<&str, &Route> = config
+            .routes
+            .iter()
+            .filter(|r| r.enabled)
+            .map(|r| (r.name.as_str(), r))
+            .collect();
+        // Build every new sink first, so a failure leaves the running workers alone.
+        let mut sinks = HashMap::new();
+        for (name, route) in &wanted {
+            let unchanged = self
+                .running
+                .get(*name)
+                .is_some_and(|r| r.route.destination == route.destination);
+            if !unchanged {
+                sinks.insert(
+                    name.to_string(),
+                    Arc::new(Sink::build(&route.destination).await?),
+                );
+            }
+        }
+        let stale: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, _)| sinks.contains_key(*name) || !wanted.contains_key(name.as_str()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            let running = self.running.remove(&name).expect("listed above");
+            let why = if wanted.contains_key(name.as_str()) {
+                "its destination changed"
+            } else {
+                "it was removed or disabled; its pending events stay on disk"
+            };
+            tracing::info!(route = %name, "stopping the route's worker: {why}");
+            running.stop.cancel();
+            let _ = running.done.await;
+        }
+        for (name, sink) in sinks {
+            let route = wanted[name.as_str()].clone();
+            self.start(route, sink);
+        }
+        for (name, running) in self.running.iter_mut() {
+            // Kept workers: remember the new route (its filter may have changed).
+            running.route = wanted[name.as_str()].clone();
+        }
+        for route in config.routes.iter().filter(|r| !r.enabled) {
+            tracing::info!(route = %route.name, "route disabled: it takes no events; what it already holds stays on disk");
+        }
+        Ok(Live {
+            notifiers: self
+                .running
+                .keys()
+                .map(|n| (n.clone(), self.notifiers[n].clone()))
+                .collect(),
+            stats: self.stats.clone(),
+            config,
+        })
+    }
+
+    fn start(&mut self, route: Route, sink: Arc<Sink>) {
+        let name = route.name.clone();
+        let notify = self.notifiers.entry(name.clone()).or_default().clone();
+        let stats = self.stats.entry(name.clone()).or_default().clone();
+        let stop = CancellationToken::new();
+        let worker = RouteWorker {
+            route: Arc::new(route.clone()),
+            sink,
+            spool: self.spool.clone(),
+            notify: notify.clone(),
+            shutdown: stop.clone(),
+            grace: self.grace,
+            stats,
+        };
+        let done = tokio::spawn(worker.run());
+        // Pending events may be waiting already (restart, or a route that came back).
+        notify.notify_one();
+        self.running.insert(name, Running { route, stop, done });
+    }
+
+    /// Stops every worker; in-flight deliveries get the grace period.
+    pub async fn stop_all(&mut self) {
+        for running in self.running.values() {
+            running.stop.cancel();
+        }
+        for (_, running) in self.running.drain() {
+            let _ = running.done.await;
+        }
+    }
+}
+
+/// What hot reload watches: the config file, the text the running config came from, and a
+/// SIGHUP stream registered up front (so a SIGHUP right after start reloads, not kills).
+pub struct Reload {
+    path: PathBuf,
+    loaded: Vec<u8>,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Reload {
+    pub fn new(path: PathBuf, loaded_text: String) -> std::io::Result<Reload> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Reload {
+            path,
+            loaded: loaded_text.into_bytes(),
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Reloads on SIGHUP and when the file changes, until `shutdown`; publishes each valid
+    /// config through `publish`. Returns the workers for the final drain.
+    pub async fn run(
+        mut self,
+        mut routes: Routes,
+        publish: watch::Sender<Arc<Live>>,
+        shutdown: CancellationToken,
+    ) -> Routes {
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let trigger = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.hup.recv() => "SIGHUP",
+                _ = tick.tick() => {
+                    // Editors often replace the file: compare content, not inode or mtime.
+                    match std::fs::read(&self.path) {
+                        Ok(now) if now != self.loaded => {
+                            self.loaded = now;
+                            "file changed"
+                        }
+                        _ => continue,
+                    }
+                }
+            };
+            if trigger == "SIGHUP" {
+                if let Ok(now) = std::fs::read(&self.path) {
+                    self.loaded = now;
+                }
+            }
+            reload(&self.path, trigger, &mut routes, &publish).await;
+        }
+        routes
+    }
+}
+
+async fn reload(
+    path: &Path,
+    trigger: &str,
+    routes: &mut Routes,
+    publish: &watch::Sender<Arc<Live>>,
+) {
+    let current = publish.borrow().config.clone();
+    let mut next = match config::load(path) {
+        Ok(next) => next,
+        Err(e) => {
+            metrics::counter!("hookfan_config_reloads_total", "outcome" => "failure").increment(1);
+            tracing::error!(
+                "config reload ({trigger}) failed; the previous config keeps running:\n{e}"
+            );
+            return;
+        }
+    };
+    for (what, changed) in [
+        ("listen", next.listen != current.listen),
+        ("admin_listen", next.admin_listen != current.admin_listen),
+        ("data_dir", next.data_dir != current.data_dir),
+    ] {
+        if changed {
+            tracing::warn!("config reload: {what} changed; restart hookfan to apply it (kept the running value)");
+        }
+    }
+    next.listen = current.listen;
+    next.admin_listen = current.admin_listen;
+    next.data_dir = current.data_dir.clone();
+    match routes.apply(Arc::new(next)).await {
+        Ok(live) => {
+            let n = live.config.routes.len();
+            publish.send_replace(Arc::new(live));
+            metrics::counter!("hookfan_config_reloads_total", "outcome" => "success").increment(1);
+            tracing::info!(routes = n, "config reloaded ({trigger})");
+        }
+        Err(e) => {
+            metrics::counter!("hookfan_config_reloads_total", "outcome" => "failure").increment(1);
+            tracing::error!(error = %e, "config reload ({trigger}) failed; the previous config keeps running");
+        }
+    }
+}
