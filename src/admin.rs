@@ -110,8 +110,33 @@ fn ready(spool: &Spool, data_dir: PathBuf) -> Result<(), String> {
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let spool = state.spool.clone();
-    if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || spool.file_bytes()).await {
-        metrics::gauge!("hookfan_spool_disk_bytes").set(bytes as f64);
+    let live = state.live.borrow().clone();
+    // Backlog gauges are read from the spool at scrape time (a walk of each route's keys).
+    let gauges = tokio::task::spawn_blocking(move || -> Result<(), crate::spool::SpoolError> {
+        metrics::gauge!("hookfan_spool_disk_bytes").set(spool.file_bytes().unwrap_or(0) as f64);
+        let now = now_ms();
+        let mut names: Vec<String> = live.config.routes.iter().map(|r| r.name.clone()).collect();
+        for name in spool.routes_on_disk()? {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        for name in names {
+            let s = spool.route_summary(&name)?;
+            let age = s
+                .oldest_pending_received_ms
+                .map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0);
+            metrics::gauge!("hookfan_route_pending", "route" => name.clone()).set(s.pending as f64);
+            metrics::gauge!("hookfan_route_oldest_pending_age_seconds", "route" => name.clone())
+                .set(age);
+            metrics::gauge!("hookfan_route_dead_letters", "route" => name)
+                .set(s.dead_letters as f64);
+        }
+        Ok(())
+    })
+    .await;
+    if let Ok(Err(e)) = gauges {
+        tracing::warn!(error = %e, "cannot read backlog gauges from the spool");
     }
     state.metrics.run_upkeep();
     (
@@ -155,47 +180,80 @@ fn internal(e: impl std::fmt::Display) -> Response {
 async fn routes(State(state): State<AdminState>) -> Response {
     let live = state.live.borrow().clone();
     let spool = state.spool.clone();
-    let names: Vec<String> = live.config.routes.iter().map(|r| r.name.clone()).collect();
-    let summaries = match tokio::task::spawn_blocking(move || {
-        names
+    let configured: Vec<String> = live.config.routes.iter().map(|r| r.name.clone()).collect();
+    let read = tokio::task::spawn_blocking(move || {
+        // Routes removed from the config still show while the spool holds events for them.
+        let removed: Vec<String> = spool
+            .routes_on_disk()?
+            .into_iter()
+            .filter(|n| !configured.contains(n))
+            .collect();
+        let summaries = configured
             .iter()
+            .chain(&removed)
             .map(|n| spool.route_summary(n))
-            .collect::<Result<Vec<_>, _>>()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok::<_, crate::spool::SpoolError>((removed, summaries))
     })
-    .await
-    {
-        Ok(Ok(s)) => s,
+    .await;
+    let (removed, summaries) = match read {
+        Ok(Ok(r)) => r,
         Ok(Err(e)) => return internal(e),
         Err(e) => return internal(e),
     };
     let now = now_ms();
-    let rows: Vec<RouteStatus> = live
+    // Configured routes first, in file order, then removed routes that still hold events.
+    let described: Vec<(String, bool, String, String, String)> = live
         .config
         .routes
         .iter()
-        .zip(summaries)
-        .map(|(route, summary)| {
-            let stats = live.stats.get(&route.name);
-            let load = |f: fn(&RouteStats) -> u64| stats.map_or(0, |s| f(s));
-            let last = stats.and_then(|s| s.last_error.lock().expect("stats lock").clone());
-            RouteStatus {
-                name: route.name.clone(),
-                enabled: route.enabled,
-                event_types: route.filter.describe(),
-                destination: route.destination.kind().to_string(),
-                target: route.destination.target(),
-                pending: summary.pending,
-                oldest_pending_age_seconds: summary
-                    .oldest_pending_received_ms
-                    .map(|t| now.saturating_sub(t) as f64 / 1000.0),
-                in_flight: load(|s| s.in_flight.load(Ordering::Relaxed)),
-                delivered: load(|s| s.delivered.load(Ordering::Relaxed)),
-                failed: load(|s| s.failed.load(Ordering::Relaxed)),
-                dead_letters: summary.dead_letters,
-                last_error_at: last.as_ref().map(|(_, at)| rfc3339(*at)),
-                last_error: last.map(|(e, _)| e),
-            }
+        .map(|r| {
+            let d = &r.destination;
+            (
+                r.name.clone(),
+                r.enabled,
+                r.filter.describe(),
+                d.kind().to_string(),
+                d.target(),
+            )
         })
+        .chain(removed.into_iter().map(|name| {
+            (
+                name,
+                false,
+                "-".into(),
+                "removed from the config".into(),
+                "-".into(),
+            )
+        }))
+        .collect();
+    let rows: Vec<RouteStatus> = described
+        .into_iter()
+        .zip(summaries)
+        .map(
+            |((name, enabled, event_types, destination, target), summary)| {
+                let stats = live.stats.get(&name);
+                let load = |f: fn(&RouteStats) -> u64| stats.map_or(0, |s| f(s));
+                let last = stats.and_then(|s| s.last_error.lock().expect("stats lock").clone());
+                RouteStatus {
+                    pending: summary.pending,
+                    oldest_pending_age_seconds: summary
+                        .oldest_pending_received_ms
+                        .map(|t| now.saturating_sub(t) as f64 / 1000.0),
+                    in_flight: load(|s| s.in_flight.load(Ordering::Relaxed)),
+                    delivered: load(|s| s.delivered.load(Ordering::Relaxed)),
+                    failed: load(|s| s.failed.load(Ordering::Relaxed)),
+                    dead_letters: summary.dead_letters,
+                    last_error_at: last.as_ref().map(|(_, at)| rfc3339(*at)),
+                    last_error: last.map(|(e, _)| e),
+                    name,
+                    enabled,
+                    event_types,
+                    destination,
+                    target,
+                }
+            },
+        )
         .collect();
     Json(rows).into_response()
 }

@@ -479,6 +479,42 @@ impl Spool {
         Ok(summary)
     }
 
+    /// Every route name that holds pending events or dead letters, including routes no longer
+    /// in the config. Blocking; jumps from one route's rows to the next.
+    pub fn routes_on_disk(&self) -> Result<Vec<String>, SpoolError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let pending = txn.open_table(PENDING).map_err(storage)?;
+        let dead = txn.open_table(DEAD).map_err(storage)?;
+        let mut names = std::collections::BTreeSet::new();
+        let mut from = String::new();
+        loop {
+            let next = pending
+                .range((from.as_str(), 0u64, 0u64)..)
+                .map_err(storage)?
+                .next()
+                .transpose()
+                .map_err(storage)?
+                .map(|(k, _)| k.value().0.to_string());
+            let Some(name) = next else { break };
+            from = format!("{name}\0");
+            names.insert(name);
+        }
+        let mut from = String::new();
+        loop {
+            let next = dead
+                .range((from.as_str(), 0u64)..)
+                .map_err(storage)?
+                .next()
+                .transpose()
+                .map_err(storage)?
+                .map(|(k, _)| k.value().0.to_string());
+            let Some(name) = next else { break };
+            from = format!("{name}\0");
+            names.insert(name);
+        }
+        Ok(names.into_iter().collect())
+    }
+
     /// Number of stored event bodies (each counted once, whatever its routes).
     pub fn stored_events(&self) -> Result<u64, SpoolError> {
         let txn = self.db.begin_read().map_err(storage)?;

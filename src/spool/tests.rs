@@ -437,3 +437,47 @@ async fn replayed_dead_letters_are_due_again_with_fresh_attempts_and_dropped_one
         .unwrap();
     assert_eq!(none, 0);
 }
+
+#[tokio::test]
+async fn routes_on_disk_lists_every_route_holding_pending_or_dead_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    assert!(spool.routes_on_disk().unwrap().is_empty());
+    spool
+        .append(event("a"), routes(&["b-route", "a-route"]), WINDOW)
+        .await
+        .unwrap();
+    spool
+        .append(event("b"), routes(&["a-route", "a-route-2"]), WINDOW)
+        .await
+        .unwrap();
+    let item = due(&spool, "b-route").remove(0);
+    spool
+        .complete(
+            "b-route",
+            item.key,
+            Completion::Dead {
+                attempts: 1,
+                error: "x".into(),
+            },
+        )
+        .await
+        .unwrap();
+    spool
+        .append(event("c"), routes(&["c"]), WINDOW)
+        .await
+        .unwrap();
+    let item = due(&spool, "c").remove(0);
+    spool
+        .complete("c", item.key, Completion::Delivered)
+        .await
+        .unwrap();
+    assert_eq!(
+        spool.routes_on_disk().unwrap(),
+        ["a-route", "a-route-2", "b-route"]
+    );
+    let summary = spool.route_summary("a-route").unwrap();
+    assert_eq!((summary.pending, summary.dead_letters), (2, 0));
+    assert!(summary.oldest_pending_received_ms.is_some());
+    assert_eq!(spool.route_summary("b-route").unwrap().dead_letters, 1);
+}

@@ -198,6 +198,22 @@ async fn metrics_count_every_outcome_of_ingest_and_delivery() {
             "{name} in:\n{metrics}"
         );
     }
+    for (name, labels, want) in [
+        ("hookfan_route_pending", r#"route="to-receiver""#, 0.0),
+        ("hookfan_route_dead_letters", r#"route="to-receiver""#, 1.0),
+        (
+            "hookfan_route_oldest_pending_age_seconds",
+            r#"route="to-receiver""#,
+            0.0,
+        ),
+        ("hookfan_route_pending", r#"route="chat-only""#, 0.0),
+    ] {
+        assert_eq!(
+            sample(&metrics, name, labels),
+            Some(want),
+            "{name}{{{labels}}} in:\n{metrics}"
+        );
+    }
     assert!(
         !metrics.contains(&first) && !metrics.contains(&second),
         "no webhook ids in labels"

@@ -200,10 +200,24 @@ async fn a_removed_route_keeps_its_events_and_resumes_when_it_comes_back() {
     until_routes(&client, &daemon, "three pending", |r| r[1]["pending"] == 3).await;
     daemon.rewrite_config(&keep);
     daemon.sighup();
-    until_routes(&client, &daemon, "the route removed", |r| {
-        names(r) == ["other"]
+    // Removed from the config, its events stay on disk and still show.
+    let routes = until_routes(&client, &daemon, "the route removed", |r| {
+        r.len() == 2 && r[1]["destination"] == "removed from the config"
     })
     .await;
+    assert_eq!(names(&routes), ["other", "leaving"]);
+    assert_eq!(routes[1]["pending"], 3, "{routes:?}");
+    let metrics = get(&client, format!("http://{}/metrics", daemon.admin))
+        .await
+        .1;
+    assert!(
+        metrics.contains(r#"hookfan_route_pending{route="leaving"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"hookfan_config_reloads_total{outcome="success"} 1"#),
+        "{metrics}"
+    );
     // Back under the same name, now pointing at a live receiver.
     daemon.rewrite_config(
         &keep
