@@ -46,6 +46,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/routes", get(routes))
         .route("/api/dead-letters", get(list_dead).delete(drop_dead))
         .route("/api/dead-letters/replay", post(replay_dead))
+        .route(
+            "/api/routes/{name}/pending",
+            axum::routing::delete(drop_pending),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.live.clone(),
             require_token,
@@ -261,6 +265,29 @@ async fn routes(State(state): State<AdminState>) -> Response {
 fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
         .to_string()
+}
+
+/// `DELETE /api/routes/{name}/pending`: forget the pending events of a route that does not
+/// run (removed from the config, or disabled). 409 for a running route.
+async fn drop_pending(
+    State(state): State<AdminState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let running = state.live.borrow().notifiers.contains_key(&name);
+    if running {
+        return (
+            StatusCode::CONFLICT,
+            format!("route {name:?} is running: disable or remove it in routes.yaml first\n"),
+        )
+            .into_response();
+    }
+    match state.spool.drop_pending(&name).await {
+        Ok(n) => {
+            tracing::warn!(route = %name, count = n, "pending events of a stopped route dropped on request");
+            Json(serde_json::json!({ "dropped": n })).into_response()
+        }
+        Err(e) => internal(e),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -391,6 +391,37 @@ pub async fn dead_letters_list(
     Ok(())
 }
 
+/// `hookfan drop-pending --route NAME`: forgets the pending events of a route that does not
+/// run, offline or through the running daemon.
+pub async fn drop_pending(config_path: &Path, route: &str) -> anyhow::Result<()> {
+    let config = config::load(config_path)?;
+    let n = match reach_spool(&config).await? {
+        Spooled::Offline(spool) => {
+            if config.routes.iter().any(|r| r.name == route && r.enabled) {
+                spool.close().await;
+                bail!(
+                    "route {route:?} is enabled in {}: disable or remove it first",
+                    config_path.display()
+                );
+            }
+            let n = spool.drop_pending(route).await;
+            spool.close().await;
+            n?
+        }
+        Spooled::Live(admin) => {
+            let path = format!("/api/routes/{}/pending", urlencode(route));
+            let answer: serde_json::Value =
+                admin.call(reqwest::Method::DELETE, &path, None).await?;
+            answer["dropped"].as_u64().unwrap_or(0)
+        }
+    };
+    println!(
+        "{n} pending event{} of route {route:?} dropped",
+        if n == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
 /// `hookfan status`: the route table of the running daemon, from its admin API.
 pub async fn status(config_path: &Path) -> anyhow::Result<()> {
     let config = config::load(config_path)?;

@@ -46,6 +46,11 @@ enum Command {
     },
     /// Show each route's backlog, progress and last error (from the running daemon).
     Status,
+    /// Forget the pending events of a route that no longer runs (removed or disabled).
+    DropPending {
+        #[arg(long)]
+        route: String,
+    },
     /// Inspect events that failed for good.
     #[command(subcommand)]
     DeadLetters(DeadLetters),
@@ -91,6 +96,9 @@ fn main() -> ExitCode {
             hookfan::cli::dead_letters_list(&cli.config, route.as_deref(), json),
         ),
         Command::Status => runtime().block_on(hookfan::cli::status(&cli.config)),
+        Command::DropPending { route } => {
+            runtime().block_on(hookfan::cli::drop_pending(&cli.config, &route))
+        }
         Command::DeadLetters(DeadLetters::Replay { route, ids }) => {
             runtime().block_on(hookfan::cli::dead_letters_act(
                 &cli.config,

@@ -203,6 +203,11 @@ enum Command {
     Close {
         reply: oneshot::Sender<()>,
     },
+    /// Forget every pending event of a route (one that no longer runs).
+    DropPending {
+        route: String,
+        reply: oneshot::Sender<Result<u64, SpoolError>>,
+    },
     /// Replay or drop dead letters of one route (or all), optionally only some webhook ids.
     DeadLetters {
         action: DeadLetterAction,
@@ -219,6 +224,7 @@ impl Command {
             Command::Append { reply, .. } => drop(reply.send(Err(error()))),
             Command::Complete { reply, .. } => drop(reply.send(Err(error()))),
             Command::DeadLetters { reply, .. } => drop(reply.send(Err(error()))),
+            Command::DropPending { reply, .. } => drop(reply.send(Err(error()))),
             Command::Close { reply } => drop(reply.send(())),
         }
     }
@@ -542,6 +548,18 @@ impl Spool {
         answer.await.map_err(|_| SpoolError::Closed)?
     }
 
+    /// Forgets every pending event of `route`, in one transaction. Only for a route that is not
+    /// running (removed from the config or disabled): the caller checks. Returns how many.
+    pub async fn drop_pending(&self, route: &str) -> Result<u64, SpoolError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::DropPending {
+            route: route.to_string(),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
     /// Dead letters, of one route or all. Blocking.
     pub fn dead_letters(&self, route: Option<&str>) -> Result<Vec<DeadLetter>, SpoolError> {
         let txn = self.db.begin_read().map_err(storage)?;
@@ -795,6 +813,10 @@ impl Writer {
                         let n = dead_letters(&mut t, action, route.as_deref(), &webhook_ids, now)?;
                         replies.push(Reply::Count(reply, n));
                     }
+                    Command::DropPending { route, reply } => {
+                        let n = drop_pending(&mut t, &route)?;
+                        replies.push(Reply::Count(reply, n));
+                    }
                     Command::Close { reply } => drop(reply.send(())),
                 }
             }
@@ -962,6 +984,22 @@ fn dead_letters(
         }
     }
     Ok(selected.len() as u64)
+}
+
+/// Removes every pending row of `route`, releasing its events. Returns how many.
+fn drop_pending(t: &mut Tables<'_>, route: &str) -> Result<u64, SpoolError> {
+    let keys: Vec<(u64, u64)> = t
+        .pending
+        .range((route, 0u64, 0u64)..=(route, u64::MAX, u64::MAX))
+        .map_err(storage)?
+        .map(|row| row.map(|(k, _)| (k.value().1, k.value().2)))
+        .collect::<Result<_, _>>()
+        .map_err(storage)?;
+    for (due, seq) in &keys {
+        t.pending.remove((route, *due, *seq)).map_err(storage)?;
+        release(t, *seq)?;
+    }
+    Ok(keys.len() as u64)
 }
 
 /// One route let go of event `seq`; delete it when no route holds it any more.

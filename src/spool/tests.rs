@@ -481,3 +481,25 @@ async fn routes_on_disk_lists_every_route_holding_pending_or_dead_rows() {
     assert!(summary.oldest_pending_received_ms.is_some());
     assert_eq!(spool.route_summary("b-route").unwrap().dead_letters, 1);
 }
+
+#[tokio::test]
+async fn dropping_a_routes_pending_events_frees_only_what_no_other_route_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    spool
+        .append(event("shared"), routes(&["gone", "kept"]), WINDOW)
+        .await
+        .unwrap();
+    spool
+        .append(event("alone"), routes(&["gone"]), WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(spool.drop_pending("gone").await.unwrap(), 2);
+    assert!(due(&spool, "gone").is_empty());
+    assert_eq!(due(&spool, "kept").len(), 1);
+    assert_eq!(
+        spool.stored_events().unwrap(),
+        1,
+        "the shared event is still held by kept"
+    );
+}

@@ -71,7 +71,7 @@ async fn metrics_count_every_outcome_of_ingest_and_delivery() {
     let mut receiver = Receiver::start().await;
     let daemon = Daemon::start(
         Config::default()
-            .route(HttpRoute::new("to-receiver", receiver.url()))
+            .route(HttpRoute::new("to-receiver", receiver.url()).event_types(&["reaction.*"]))
             .route(
                 HttpRoute::new("chat-only", closed_port_url())
                     .event_types(&["message.*"])
@@ -101,6 +101,15 @@ async fn metrics_count_every_outcome_of_ingest_and_delivery() {
     )
     .await;
     receiver.next("the attempt answered 400").await;
+    // An event no enabled route takes (chat-only is disabled): acknowledged, not stored.
+    let unrouted = new_id();
+    post_ok(
+        &client,
+        &daemon.url(),
+        &unrouted,
+        &event_body("message.new", &unrouted),
+    )
+    .await;
     // A duplicate, a forged signature, a GET.
     post_ok(
         &client,
@@ -140,7 +149,7 @@ async fn metrics_count_every_outcome_of_ingest_and_delivery() {
         (
             "hookfan_webhooks_received_total",
             r#"outcome="accepted""#,
-            2.0,
+            3.0,
         ),
         (
             "hookfan_webhooks_received_total",
@@ -173,7 +182,8 @@ async fn metrics_count_every_outcome_of_ingest_and_delivery() {
             r#"route="to-receiver",outcome="dead_lettered""#,
             1.0,
         ),
-        ("hookfan_ingest_ack_seconds_count", "", 5.0),
+        ("hookfan_ingest_ack_seconds_count", "", 6.0),
+        ("hookfan_events_unrouted_total", "", 1.0),
         (
             "hookfan_delivery_latency_seconds_count",
             r#"route="to-receiver""#,

@@ -233,3 +233,47 @@ async fn a_removed_route_keeps_its_events_and_resumes_when_it_comes_back() {
         )
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_routes_pending_events_can_be_dropped_explicitly_but_a_running_routes_cannot() {
+    let receiver = Receiver::start().await;
+    let keep = Config::default().route(HttpRoute::new("running", receiver.url()));
+    let daemon = Daemon::start(
+        keep.clone()
+            .route(HttpRoute::new("gone", closed_port_url())),
+    )
+    .await;
+    let client = client();
+    for _ in 0..2 {
+        let id = new_id();
+        post_ok(&client, &daemon.url(), &id, &event_body("message.new", &id)).await;
+    }
+    let refused = client
+        .delete(format!(
+            "http://{}/api/routes/running/pending",
+            daemon.admin
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status().as_u16(),
+        409,
+        "a running route's queue is not dropped"
+    );
+    daemon.rewrite_config(&keep);
+    daemon.sighup();
+    until_routes(&client, &daemon, "gone removed, 2 pending", |r| {
+        r.len() == 2 && r[1]["pending"] == 2
+    })
+    .await;
+    let out = daemon.cli(&["drop-pending", "--route", "gone"]).await;
+    assert!(
+        out.contains("2 pending events of route \"gone\" dropped"),
+        "{out}"
+    );
+    until_routes(&client, &daemon, "gone forgotten", |r| {
+        names(r) == ["running"]
+    })
+    .await;
+}
