@@ -4,17 +4,6 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-async fn get(client: &reqwest::Client, url: String) -> (u16, String) {
-    let response = client
-        .get(&url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = response.status().as_u16();
-    (status, response.text().await.expect("response body"))
-}
-
 /// The value of the first sample of `name` with exactly these labels, from Prometheus text.
 fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
     let prefix = if labels.is_empty() {

@@ -8,17 +8,6 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-async fn get(client: &reqwest::Client, url: String) -> (u16, String) {
-    let response = client
-        .get(&url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = response.status().as_u16();
-    (status, response.text().await.expect("response body"))
-}
-
 /// Waits until `/api/routes` satisfies `cond` (a reload is applied off the request path, so
 /// there is nothing to await but its visible effect).
 async fn until_routes(

@@ -1373,3 +1373,15 @@ fn listening_line_is_parsed_up_to_whitespace() {
         "the admin listener is not the ingest listener"
     );
 }
+
+/// GETs `url` (5 s timeout) and returns the status and body.
+pub async fn get(client: &reqwest::Client, url: String) -> (u16, String) {
+    let response = client
+        .get(&url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("response body"))
+}
