@@ -31,6 +31,10 @@ pub async fn run(
     let spool = Spool::open(&config.data_dir)?;
     tracing::info!(spool = %spool.path().display(), "spool open");
     let metrics = crate::telemetry::metrics_handle();
+    // Reload counters exist from the start, so increase() sees the first reload.
+    for outcome in ["success", "failure"] {
+        metrics::counter!("hookfan_config_reloads_total", "outcome" => outcome).increment(0);
+    }
 
     let mut routes = Routes::new(spool.clone(), config.shutdown_grace);
     let (publish, live) = watch::channel(Arc::new(routes.apply(config.clone()).await?));
