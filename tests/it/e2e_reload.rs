@@ -114,7 +114,7 @@ async fn a_broken_file_is_rejected_and_the_old_routes_keep_delivering() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let (_, body) = get(&client, metrics_url.clone()).await;
-        if body.contains(r#"hookfan_config_reloads_total{outcome="failure"}"#) {
+        if body.contains(r#"hookfan_config_reloads_total{outcome="failure"} 1"#) {
             break;
         }
         assert!(
