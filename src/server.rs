@@ -31,10 +31,11 @@ pub async fn run(
     let spool = Spool::open(&config.data_dir)?;
     tracing::info!(spool = %spool.path().display(), "spool open");
     let metrics = crate::telemetry::metrics_handle();
-    // Reload counters exist from the start, so increase() sees the first reload.
+    // Counters of rare events exist from the start, so rate() and increase() see the first one.
     for outcome in ["success", "failure"] {
         metrics::counter!("hookfan_config_reloads_total", "outcome" => outcome).increment(0);
     }
+    metrics::counter!("hookfan_spool_commit_failures_total").increment(0);
 
     let mut routes = Routes::new(spool.clone(), config.shutdown_grace);
     let (publish, live) = watch::channel(Arc::new(routes.apply(config.clone()).await?));

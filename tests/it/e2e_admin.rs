@@ -173,6 +173,9 @@ async fn metrics_count_every_outcome_of_ingest_and_delivery() {
         ),
         ("hookfan_ingest_ack_seconds_count", "", 6.0),
         ("hookfan_events_unrouted_total", "", 1.0),
+        // Present from the start at 0: a commit fails only on a full or broken disk.
+        ("hookfan_spool_commit_failures_total", "", 0.0),
+        ("hookfan_config_reloads_total", r#"outcome="failure""#, 0.0),
         (
             "hookfan_delivery_latency_seconds_count",
             r#"route="to-receiver""#,
