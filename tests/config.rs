@@ -766,7 +766,7 @@ fn the_error_renders_one_file_line_column_message_per_diagnostic_then_a_count() 
         rendered,
         "routes.yaml:5:5: route \"crm\": unknown destination key \"htp\" (expected one of http, file, sqs, sns)\n\
          routes.yaml:6:5: route \"crm\": unknown key \"timeout\" (expected one of name, event_types, enabled, http, file, sqs, sns)\n\
-         routes.yaml: 2 errors found; nothing was started"
+         routes.yaml: 2 errors found"
     );
 }
 

@@ -65,7 +65,7 @@ fn render(file: &str, diagnostics: &[Diagnostic]) -> String {
         .collect();
     let n = diagnostics.len();
     lines.push(format!(
-        "{file}: {n} error{} found; nothing was started",
+        "{file}: {n} error{} found",
         if n == 1 { "" } else { "s" }
     ));
     lines.join("\n")
