@@ -34,12 +34,24 @@ suite="$target_dir/release/examples/bench_suite"
 work="${BENCH_DIR:-$target_dir/bench/run-$(date -u +%Y%m%d-%H%M%S)}"
 mkdir -p "$work"
 export BENCH_DIR="$work"
+# Ours: still running, and started from this target dir (guards against a recycled pid).
+ours() { [[ -r /proc/$1/cmdline ]] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF "$target_dir"; }
 cleanup() {
-  if [[ -f "$work/pids" ]]; then
-    while read -r pid; do
-      if [[ -d /proc/$pid ]]; then kill "$pid" 2>/dev/null || true; fi
-    done <"$work/pids"
-  fi
+  [[ -f "$work/pids" ]] || return 0
+  local pid left
+  while read -r pid; do
+    # CONT first: the suite freezes hookfan (SIGSTOP) while it measures the baseline.
+    if ours "$pid"; then kill -CONT "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; fi
+  done <"$work/pids"
+  for _ in $(seq 50); do
+    left=0
+    while read -r pid; do if ours "$pid"; then left=1; fi; done <"$work/pids"
+    [[ $left == 0 ]] && return 0
+    sleep 0.1
+  done
+  while read -r pid; do
+    if ours "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+  done <"$work/pids"
 }
 trap cleanup EXIT INT TERM
 
