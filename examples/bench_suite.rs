@@ -343,6 +343,8 @@ struct Agg {
     rounds: usize,
     /// Requests answered 2xx, warm-ups included.
     sent: u64,
+    /// The disk's fsync latency meanwhile, seen by an independent probe (latency runs).
+    disk: Option<FsyncStats>,
 }
 
 impl Agg {
@@ -783,9 +785,13 @@ impl Suite {
         };
         let (mut b, mut hf) = (Agg::default(), Agg::default());
         let w = Window::start(&[base]);
+        let watch = FsyncWatch::start(&self.work);
         let l = self.baseline_load(base, h, spec)?;
+        b.disk = watch.stop();
         b.add(&l, &w.end(), &base.name);
+        let watch = FsyncWatch::start(&self.work);
         let l = self.measure(h, &[], spec, &mut hf)?;
+        hf.disk = watch.stop();
         if l.late * 100 > l.ok.max(1) {
             self.note(format!(
                 "at {rate:.0}/s, {} of {} hookfan requests left late (their connection was still busy): latency counts from when they were due",
@@ -867,6 +873,78 @@ impl Suite {
     fn elapsed(&self) -> String {
         format!("[{:>5.0} s]", self.started.elapsed().as_secs_f64())
     }
+}
+
+/// fdatasync latency seen by a light independent probe (one 4 KiB write + fdatasync every
+/// 5 ms) while something else runs: shows whether the disk itself stalled.
+#[derive(Debug, Clone, Copy)]
+struct FsyncStats {
+    n: usize,
+    p99_us: u64,
+    max_us: u64,
+    over_10ms: usize,
+}
+
+struct FsyncWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<FsyncStats>>,
+}
+
+impl FsyncWatch {
+    fn start(dir: &Path) -> FsyncWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let path = dir.join("fsync-watch.bin");
+        let thread = std::thread::spawn(move || {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .ok()?;
+            let page = vec![0x5au8; 4096];
+            let mut lat = Vec::new();
+            let mut i: u64 = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) && lat.len() < 1_000_000 {
+                let t = Instant::now();
+                f.write_all_at(&page, (i % 256) * 4096).ok()?;
+                f.sync_data().ok()?;
+                lat.push(t.elapsed().as_micros() as u64);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            drop(f);
+            let _ = std::fs::remove_file(&path);
+            lat.sort_unstable();
+            let n = lat.len();
+            (n > 0).then(|| FsyncStats {
+                n,
+                p99_us: lat[(n * 99 / 100).min(n - 1)],
+                max_us: lat[n - 1],
+                over_10ms: lat.iter().filter(|&&x| x > 10_000).count(),
+            })
+        });
+        FsyncWatch { stop, thread }
+    }
+
+    fn stop(self) -> Option<FsyncStats> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().ok().flatten()
+    }
+}
+
+fn fmt_disk(d: Option<FsyncStats>) -> String {
+    d.map_or("n/a".into(), |d| {
+        format!(
+            "p99 {} / max {} ({} of {} over 10 ms)",
+            fmt_us(d.p99_us),
+            fmt_us(d.max_us),
+            d.over_10ms,
+            d.n
+        )
+    })
 }
 
 /// Samples a process's resident memory twice a second in a thread.
@@ -957,7 +1035,12 @@ fn probe(s: &mut Suite) -> Result<f64> {
         "fdatasync rate (4 KiB overwrite + fdatasync)",
         fmt_rate(rate),
     )
-    .reference = format!("p50 {} / p99 {}", fmt_us(p(0.5)), fmt_us(p(0.99)));
+    .reference = format!(
+        "p50 {} / p99 {} / max {}",
+        fmt_us(p(0.5)),
+        fmt_us(p(0.99)),
+        fmt_us(p(1.0))
+    );
     Ok(rate)
 }
 
@@ -1031,6 +1114,12 @@ fn ingest(s: &mut Suite, base: &Proc, disk_rate: Option<f64>) -> Result<()> {
     r.ratio = format!("p99 x{:.1}", lh.p99 as f64 / lb.p99.max(1) as f64);
     r.target = "p99 <= 10 ms".into();
     r.verdict = verdict(lh.p99 <= 10_000);
+    s.row(
+        sec,
+        "disk fsync latency meanwhile (probe)",
+        fmt_disk(lh.disk),
+    )
+    .reference = format!("during baseline: {}", fmt_disk(lb.disk));
     fsync_rows(s, sec, "half rate", &lh, disk_rate);
     let hwm = h.status_kb("VmHWM");
     let r = s.row(
@@ -1269,6 +1358,11 @@ fn deliver(s: &mut Suite, base: &Proc, disk_rate: Option<f64>) -> Result<()> {
     );
     r.target = "p99 <= 10 ms".into();
     r.verdict = verdict(lh.p99 <= 10_000);
+    s.row(
+        sec,
+        "disk fsync latency meanwhile (probe)",
+        fmt_disk(lh.disk),
+    );
     let hwm = h.status_kb("VmHWM");
     let r = s.row(sec, "hookfan peak RSS (VmHWM)", fmt_mib(hwm));
     r.target = "<= 64 MiB".into();

@@ -43,8 +43,10 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
-    tracing::info!("{name} received: no longer accepting webhooks, draining");
+    // Cancel first: nothing, not even a failing log write, may stand between a signal and
+    // the shutdown.
     shutdown.cancel();
+    tracing::info!("{name} received: no longer accepting webhooks, draining");
 }
 
 /// `hookfan check`: validates the config and prints the route table.

@@ -36,6 +36,19 @@ pub async fn run(
         metrics::counter!("hookfan_config_reloads_total", "outcome" => outcome).increment(0);
     }
     metrics::counter!("hookfan_spool_commit_failures_total").increment(0);
+    // Histogram samples pile up until upkeep drains them; do it whether or not anyone scrapes.
+    let upkeep = {
+        let (handle, stop) = (metrics.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => handle.run_upkeep(),
+                }
+            }
+        })
+    };
 
     let mut routes = Routes::new(spool.clone(), config.shutdown_grace);
     let (publish, live) = watch::channel(Arc::new(routes.apply(config.clone()).await?));
@@ -98,6 +111,7 @@ pub async fn run(
     if let Some(task) = admin_task {
         let _ = task.await;
     }
+    upkeep.abort();
     tracing::info!("spool closed; bye");
     Ok(())
 }
