@@ -242,6 +242,14 @@ async fn reload(
         ("listen", next.listen != current.listen),
         ("admin_listen", next.admin_listen != current.admin_listen),
         ("data_dir", next.data_dir != current.data_dir),
+        (
+            "tls (on or off)",
+            next.tls.is_some() != current.tls.is_some(),
+        ),
+        (
+            "max_connections",
+            next.max_connections != current.max_connections,
+        ),
     ] {
         if changed {
             tracing::warn!("config reload: {what} changed; restart hookfan to apply it (kept the running value)");
@@ -250,6 +258,10 @@ async fn reload(
     next.listen = current.listen;
     next.admin_listen = current.admin_listen;
     next.data_dir = current.data_dir.clone();
+    next.max_connections = current.max_connections;
+    if next.tls.is_some() != current.tls.is_some() {
+        next.tls = current.tls.clone();
+    }
     match routes.apply(Arc::new(next)).await {
         Ok(live) => {
             let n = live.config.routes.len();

@@ -28,6 +28,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    // Certificates first: a bad one should stop startup before anything is opened.
+    let certs = match &config.tls {
+        Some(files) => Some(ingest::tls::CertStore::open(files)?),
+        None => None,
+    };
     let spool = Spool::open(&config.data_dir)?;
     tracing::info!(spool = %spool.path().display(), "spool open");
     let metrics = crate::telemetry::metrics_handle();
@@ -87,18 +92,34 @@ pub async fn run(
         None => (None, Some(routes)),
     };
 
+    let tls = certs.as_ref().map(|store| {
+        tokio::spawn(ingest::tls::watch(
+            store.clone(),
+            live.clone(),
+            shutdown.clone(),
+        ));
+        store.acceptor()
+    });
     let state = IngestState {
-        live,
+        live: live.clone(),
         spool: spool.clone(),
     };
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         routes = config.routes.len(),
-        "ingest listening on http://{addr}"
+        max_connections = config.max_connections,
+        "ingest listening on {scheme}://{addr}"
     );
-    axum::serve(listener, ingest::router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    ingest::listener::serve(
+        listener,
+        tls,
+        ingest::router(state),
+        live,
+        config.max_connections,
+        shutdown.clone(),
+    )
+    .await;
     tracing::info!("ingest stopped; finishing deliveries in flight");
 
     stop_reloads.cancel();

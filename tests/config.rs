@@ -120,6 +120,115 @@ macro_rules! broken_configs {
 }
 
 broken_configs! {
+    // ---- The ingest listener: tls, allowed_ips, max_event_age, limits -----------------------
+
+    tls_needs_both_files_and_no_other_keys {
+        env: [],
+        yaml: r#"
+            |tls:
+            |  cert: /etc/tls/cert.pem
+            |  chain: /etc/tls/chain.pem
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [
+            (2, 3, r#"tls: missing "key""#),
+            (3, 3, r#"tls: unknown key "chain" (expected one of cert, key)"#),
+        ],
+    }
+
+    an_empty_tls_path_says_how_to_serve_plain_http {
+        env: [("CERT", "")],
+        yaml: r#"
+            |tls: { cert: "${CERT}", key: /etc/tls/key.pem }
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [(1, 14, "tls.cert is empty: give the path of a PEM file, or remove tls: to serve plain HTTP")],
+    }
+
+    every_bad_allowed_ip_is_reported_at_its_entry {
+        env: [],
+        yaml: r#"
+            |allowed_ips:
+            |  - 10.0.0.0/8
+            |  - 10.0.0.0/33
+            |  - stream.example.com
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [
+            (3, 5, r#"allowed_ips: "10.0.0.0/33" is not an IP address or CIDR network"#),
+            (4, 5, r#"allowed_ips: "stream.example.com" is not an IP address or CIDR network"#),
+        ],
+    }
+
+    an_empty_allowed_ips_list_would_refuse_everyone {
+        env: [],
+        yaml: r#"
+            |allowed_ips: []
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [(1, 14, "allowed_ips is empty, which would refuse every sender")],
+    }
+
+    a_max_event_age_shorter_than_streams_retries_is_refused {
+        env: [],
+        yaml: r#"
+            |max_event_age: 15s
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [(1, 16, "max_event_age must be at least 1m")],
+    }
+
+    listener_limits_must_be_positive {
+        env: [],
+        yaml: r#"
+            |max_connections: 0
+            |request_timeout: 0s
+            |max_event_age: soon
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [
+            (1, 18, "max_connections must be between 1 and 1000000"),
+            (2, 18, "request_timeout must be greater than 0"),
+            (3, 16, r#"max_event_age: "soon" is not a duration"#),
+        ],
+    }
+
     // ---- Keys: unknown, missing, destinations (the lint pass, all reported at once) --------
 
     an_unknown_top_level_key_is_reported_at_the_key {
@@ -134,7 +243,7 @@ broken_configs! {
             |    event_types: []
             |    file: { path: ./a.jsonl }
         "#,
-        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, admin_listen, admin_token, data_dir, max_body_bytes, dedup_window, shutdown_grace, apps, routes)"#)],
+        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, tls, allowed_ips, max_event_age, max_connections, request_timeout, admin_listen, admin_token, data_dir, max_body_bytes, dedup_window, shutdown_grace, apps, routes)"#)],
     }
 
     unknown_keys_in_different_routes_and_blocks_are_all_reported_at_once {
@@ -972,6 +1081,13 @@ fn the_shipped_routes_yaml_without_stream_credentials_names_both_variables() {
 
 const EVERY_KEY: &str = r#"
     |listen: 127.0.0.1:9000
+    |tls:
+    |  cert: /etc/hookfan/tls/fullchain.pem
+    |  key: /etc/hookfan/tls/privkey.pem
+    |allowed_ips: [203.0.113.7, 10.1.2.3/8, "2001:db8::/32"]
+    |max_event_age: 10m
+    |max_connections: 256
+    |request_timeout: 5s
     |data_dir: /var/lib/hookfan
     |max_body_bytes: 2097152
     |dedup_window: 1h
@@ -1022,6 +1138,24 @@ fn a_config_using_every_key_parses_into_exactly_those_values() {
         config.listen,
         "127.0.0.1:9000".parse::<SocketAddr>().unwrap()
     );
+    let tls = config.tls.as_ref().expect("tls is set");
+    assert_eq!(tls.cert, Path::new("/etc/hookfan/tls/fullchain.pem"));
+    assert_eq!(tls.key, Path::new("/etc/hookfan/tls/privkey.pem"));
+    let allowed: Vec<String> = config
+        .allowed_ips
+        .as_ref()
+        .expect("allowed_ips is set")
+        .iter()
+        .map(|net| net.to_string())
+        .collect();
+    assert_eq!(
+        allowed,
+        ["203.0.113.7/32", "10.0.0.0/8", "2001:db8::/32"],
+        "a bare address is a network of one; host bits of a CIDR are cleared"
+    );
+    assert_eq!(config.max_event_age, Some(Duration::from_secs(600)));
+    assert_eq!(config.max_connections, 256);
+    assert_eq!(config.request_timeout, Duration::from_secs(5));
     assert_eq!(config.data_dir, Path::new("/var/lib/hookfan"));
     assert_eq!(config.max_body_bytes, 2 * 1024 * 1024);
     assert_eq!(config.dedup_window, Duration::from_secs(3600));
@@ -1084,6 +1218,27 @@ fn a_config_using_every_key_parses_into_exactly_those_values() {
         )
         .unwrap()
     );
+}
+
+#[test]
+fn the_listener_defaults_are_plain_http_from_anywhere_with_no_age_limit() {
+    let text = margin(
+        r#"
+        |apps:
+        |  - api_key: k
+        |    api_secret: s
+        |routes:
+        |  - name: a
+        |    event_types: []
+        |    file: { path: ./a.jsonl }
+        "#,
+    );
+    let config = config::from_str("routes.yaml", &text, |_| None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.tls, None);
+    assert_eq!(config.allowed_ips, None);
+    assert_eq!(config.max_event_age, None);
+    assert_eq!(config.max_connections, config::DEFAULT_MAX_CONNECTIONS);
+    assert_eq!(config.request_timeout, config::DEFAULT_REQUEST_TIMEOUT);
 }
 
 #[test]

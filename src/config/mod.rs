@@ -95,6 +95,17 @@ impl fmt::Debug for Secret {
 pub struct Config {
     /// Where Stream's webhooks are received.
     pub listen: SocketAddr,
+    /// Serve ingest over TLS with these files (reloaded when they change); plain HTTP
+    /// without.
+    pub tls: Option<TlsFiles>,
+    /// Only these networks may post webhooks (others get 403); None allows everyone.
+    pub allowed_ips: Option<Vec<ipnet::IpNet>>,
+    /// Refuse (401) signed events whose `created_at` is older than this; a replay defence.
+    pub max_event_age: Option<Duration>,
+    /// Open ingest connections at most; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// A request's headers and body must both arrive within this (slow clients are cut off).
+    pub request_timeout: Duration,
     /// Health, readiness and metrics; None when `admin_listen: off`.
     pub admin_listen: Option<SocketAddr>,
     /// Required as a bearer token by the admin API (`/api/...`) when set.
@@ -110,6 +121,13 @@ pub struct Config {
     /// Stream apps whose webhooks are accepted; `X-Api-Key` picks one.
     pub apps: Vec<App>,
     pub routes: Vec<Route>,
+}
+
+/// PEM files of the ingest listener's certificate chain and private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -279,6 +297,11 @@ pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(600);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(6);
 pub const DEFAULT_HTTP_CONCURRENCY: usize = 4;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Stream retries a webhook for up to 15 s after the event; a shorter `max_event_age` would
+/// refuse its own retries.
+const MIN_EVENT_AGE: Duration = Duration::from_secs(60);
 const MAX_BODY_LIMIT: u64 = 256 * 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------------
@@ -288,6 +311,11 @@ const MAX_BODY_LIMIT: u64 = 256 * 1024 * 1024;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<String>,
+    tls: Option<RawTls>,
+    allowed_ips: Option<Vec<String>>,
+    max_event_age: Option<String>,
+    max_connections: Option<usize>,
+    request_timeout: Option<String>,
     admin_listen: Option<String>,
     admin_token: Option<String>,
     data_dir: Option<String>,
@@ -298,6 +326,13 @@ struct RawConfig {
     apps: Vec<RawApp>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: String,
+    key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -364,6 +399,11 @@ struct RawRetry {
 /// Kept beside the serde types above; `every_documented_key_is_accepted` checks they agree.
 const TOP_KEYS: &[&str] = &[
     "listen",
+    "tls",
+    "allowed_ips",
+    "max_event_age",
+    "max_connections",
+    "request_timeout",
     "admin_listen",
     "admin_token",
     "data_dir",
@@ -374,6 +414,7 @@ const TOP_KEYS: &[&str] = &[
     "routes",
 ];
 const APP_KEYS: &[&str] = &["api_key", "api_secret"];
+const TLS_KEYS: &[&str] = &["cert", "key"];
 const ROUTE_KEYS: &[&str] = &["name", "event_types", "enabled"];
 const DESTINATIONS: &[&str] = &["http", "file", "sqs", "sns"];
 const HTTP_KEYS: &[&str] = &["url", "timeout", "concurrency", "retry", "api_secret"];
@@ -491,6 +532,10 @@ fn lint(root: &tree::Node) -> Vec<Diagnostic> {
     }
     duplicate_keys(root, &mut out);
     unknown_keys(root, TOP_KEYS, "", &mut out);
+    if let Some(tls) = root.get("tls") {
+        unknown_keys(tls, TLS_KEYS, "tls: ", &mut out);
+        missing_keys(tls, TLS_KEYS, "tls", &mut out);
+    }
     for app in root.get("apps").map(|n| n.items()).unwrap_or_default() {
         unknown_keys(app, APP_KEYS, "app: ", &mut out);
         missing_keys(app, APP_KEYS, "app", &mut out);
@@ -679,6 +724,68 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
         }
         other => other.map(Secret::new),
     };
+    let tls = raw.tls.map(|t| {
+        for (key, value) in [("cert", &t.cert), ("key", &t.key)] {
+            if value.trim().is_empty() {
+                errs.push(pos.diag(
+                    &format!("tls.{key}"),
+                    format!("tls.{key} is empty: give the path of a PEM file, or remove tls: to serve plain HTTP"),
+                ));
+            }
+        }
+        TlsFiles {
+            cert: PathBuf::from(t.cert),
+            key: PathBuf::from(t.key),
+        }
+    });
+    let allowed_ips = raw.allowed_ips.map(|list| {
+        if list.is_empty() {
+            errs.push(pos.diag(
+                "allowed_ips",
+                "allowed_ips is empty, which would refuse every sender; remove it to accept webhooks from anywhere",
+            ));
+        }
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, text)| match parse_network(text) {
+                Some(net) => Some(net),
+                None => {
+                    errs.push(pos.diag(
+                        &format!("allowed_ips[{i}]"),
+                        format!("allowed_ips: \"{text}\" is not an IP address or CIDR network (like 203.0.113.7, 10.0.0.0/8 or 2001:db8::/32)"),
+                    ));
+                    None
+                }
+            })
+            .collect()
+    });
+    let max_event_age = raw.max_event_age.as_ref().map(|_| {
+        let age = duration(&raw.max_event_age, "max_event_age", MIN_EVENT_AGE, pos, &mut errs);
+        if age < MIN_EVENT_AGE {
+            errs.push(pos.diag(
+                "max_event_age",
+                format!("max_event_age must be at least {} (Stream retries an event for up to 15 s, and clocks drift)", humantime::format_duration(MIN_EVENT_AGE)),
+            ));
+        }
+        age
+    });
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if !(1..=1_000_000).contains(&max_connections) {
+        errs.push(pos.diag(
+            "max_connections",
+            "max_connections must be between 1 and 1000000",
+        ));
+    }
+    let request_timeout = duration(
+        &raw.request_timeout,
+        "request_timeout",
+        DEFAULT_REQUEST_TIMEOUT,
+        pos,
+        &mut errs,
+    );
+    if request_timeout.is_zero() {
+        errs.push(pos.diag("request_timeout", "request_timeout must be greater than 0"));
+    }
     let data_dir = PathBuf::from(raw.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
     if data_dir.as_os_str().is_empty() {
         errs.push(pos.diag("data_dir", "data_dir: must not be empty"));
@@ -868,6 +975,11 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
     }
     Ok(Config {
         listen,
+        tls,
+        allowed_ips,
+        max_event_age,
+        max_connections,
+        request_timeout,
         admin_listen,
         admin_token,
         data_dir,
@@ -877,6 +989,15 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
         apps,
         routes,
     })
+}
+
+/// An address (a network of one) or a CIDR network, normalised to its network address.
+fn parse_network(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .map(|net| net.trunc())
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .ok()
 }
 
 fn duration(

@@ -6,6 +6,8 @@
 //! and a status code Stream understands: 4xx for what a retry cannot fix, 503 with
 //! `Retry-After` for what it can.
 
+pub mod listener;
+pub mod tls;
 pub mod verify;
 
 use std::time::Instant;
@@ -56,6 +58,18 @@ async fn handle(state: &IngestState, request: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_string();
+    if !listener::ip_allowed(
+        live.config.allowed_ips.as_deref(),
+        listener::peer_ip(&parts.extensions),
+    ) {
+        count("ip_not_allowed");
+        let peer = listener::peer_ip(&parts.extensions);
+        tracing::warn!(peer = ?peer, %path, %webhook_id, "refused webhook: the sender's IP is not in allowed_ips");
+        return answer(
+            StatusCode::FORBIDDEN,
+            "this address may not post webhooks here\n",
+        );
+    }
     if parts.method != Method::POST {
         count("method_not_allowed");
         tracing::warn!(method = %parts.method, %path, "refused webhook: only POST is accepted");
@@ -67,14 +81,31 @@ async fn handle(state: &IngestState, request: Request) -> Response {
             .into_response();
     }
     let limit = live.config.max_body_bytes;
-    let raw = match read_body(body, limit).await {
-        Ok(raw) => raw,
-        Err(rejection) => return refuse(rejection, &path, &webhook_id),
+    // The head arrived within request_timeout (hyper's deadline); so must the body.
+    let raw = match tokio::time::timeout(live.config.request_timeout, read_body(body, limit)).await
+    {
+        Ok(Ok(raw)) => raw,
+        Ok(Err(rejection)) => return refuse(rejection, &path, &webhook_id),
+        Err(_) => {
+            count("timeout");
+            tracing::warn!(%path, %webhook_id, timeout = ?live.config.request_timeout, "refused webhook: the body did not arrive within request_timeout");
+            return answer(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive within request_timeout\n",
+            );
+        }
     };
     let webhook = match verify::verify(&parts.headers, raw, &live.config.apps, limit) {
         Ok(w) => w,
         Err(rejection) => return refuse(Some(rejection), &path, &webhook_id),
     };
+    if let Some(max_age) = live.config.max_event_age {
+        if let Err(rejection) =
+            verify::check_age(webhook.created_at, max_age, std::time::SystemTime::now())
+        {
+            return refuse(Some(rejection), &path, &webhook_id);
+        }
+    }
 
     let routes: Vec<String> = live
         .config

@@ -7,6 +7,7 @@
 //! be made here, so anything holding one has passed every check.
 
 use std::io::Read;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
@@ -32,6 +33,9 @@ pub struct VerifiedWebhook {
     pub signature: String,
     /// The event's `type`, when it is a string.
     pub event_type: Option<String>,
+    /// The event's `created_at`, when it is a timestamp this module understands
+    /// ([`parse_created_at`]).
+    pub created_at: Option<SystemTime>,
     /// The exact uncompressed body bytes that were signed.
     pub body: Bytes,
     _sealed: Sealed,
@@ -59,6 +63,9 @@ pub enum Rejection {
     /// Signed correctly, but the body is not a JSON object.
     #[error("body is not a JSON object: {0}")]
     BadJson(String),
+    /// Signed correctly, but `created_at` is older than `max_event_age`: a replay.
+    #[error("the event was created {} ago, more than max_event_age ({}); refused as a possible replay", humantime::format_duration(*.age), humantime::format_duration(*.max_age))]
+    TooOld { age: Duration, max_age: Duration },
 }
 
 impl Rejection {
@@ -66,7 +73,9 @@ impl Rejection {
         match self {
             Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BadGzip(_) | Rejection::BadJson(_) => StatusCode::BAD_REQUEST,
-            Rejection::UnknownApp(_) | Rejection::BadSignature(_) => StatusCode::UNAUTHORIZED,
+            Rejection::UnknownApp(_) | Rejection::BadSignature(_) | Rejection::TooOld { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
         }
     }
 
@@ -76,6 +85,7 @@ impl Rejection {
             Rejection::TooLarge { .. } => "too_large",
             Rejection::BadGzip(_) | Rejection::BadJson(_) => "bad_request",
             Rejection::UnknownApp(_) | Rejection::BadSignature(_) => "unauthorized",
+            Rejection::TooOld { .. } => "too_old",
         }
     }
 }
@@ -94,7 +104,7 @@ pub fn verify(
     let signature = header_str(headers, HEADER_SIGNATURE)
         .ok_or(Rejection::BadSignature("missing X-Signature header"))?;
     check_signature(app.api_secret.expose(), &body, signature)?;
-    let event_type = parse_type(&body)?;
+    let (event_type, created_at) = parse_envelope(&body)?;
     Ok(VerifiedWebhook {
         webhook_id: header_str(headers, HEADER_WEBHOOK_ID)
             .filter(|id| !id.is_empty())
@@ -102,6 +112,7 @@ pub fn verify(
         api_key: api_key.map(str::to_string),
         signature: signature.to_string(),
         event_type,
+        created_at,
         body,
         _sealed: Sealed,
     })
@@ -187,13 +198,61 @@ pub fn check_signature(secret: &[u8], body: &[u8], signature: &str) -> Result<()
     }
 }
 
+/// Refuses an event created more than `max_age` before `now`. An event without a
+/// `created_at` it can read passes: a replayed body cannot gain one, since the signature
+/// covers the body. Events from the future (clock skew) pass too.
+pub fn check_age(
+    created_at: Option<SystemTime>,
+    max_age: Duration,
+    now: SystemTime,
+) -> Result<(), Rejection> {
+    match created_at.and_then(|created| now.duration_since(created).ok()) {
+        Some(age) if age > max_age => Err(Rejection::TooOld {
+            // Whole seconds read better in a log line than nanoseconds.
+            age: Duration::from_secs(age.as_secs()),
+            max_age,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Reads Stream's `created_at`: an RFC 3339 string (Chat, Feeds) or an integer count of
+/// nanoseconds since the epoch (what Stream's Go SDK vectors carry); integers too small to
+/// be nanoseconds of this century are read as micro-, milli- or plain seconds. Anything else
+/// is None.
+pub fn parse_created_at(value: &serde_json::Value) -> Option<SystemTime> {
+    match value {
+        serde_json::Value::String(text) => {
+            let t =
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .ok()?;
+            let nanos = t.unix_timestamp_nanos();
+            let nanos = u64::try_from(nanos).ok()?;
+            Some(UNIX_EPOCH + Duration::from_nanos(nanos))
+        }
+        serde_json::Value::Number(n) => {
+            let n = n.as_u64()?;
+            let nanos = match n {
+                n if n >= 100_000_000_000_000_000 => n,
+                n if n >= 100_000_000_000_000 => n.checked_mul(1_000)?,
+                n if n >= 100_000_000_000 => n.checked_mul(1_000_000)?,
+                n => n.checked_mul(1_000_000_000)?,
+            };
+            Some(UNIX_EPOCH + Duration::from_nanos(nanos))
+        }
+        _ => None,
+    }
+}
+
 /// Parses the whole body as a JSON object (so malformed JSON is refused) and returns its
-/// `type` when that is a string. Unknown fields and unknown types are fine.
-fn parse_type(body: &[u8]) -> Result<Option<String>, Rejection> {
+/// `type` when that is a string and its `created_at` when readable. Unknown fields and
+/// unknown types are fine.
+fn parse_envelope(body: &[u8]) -> Result<(Option<String>, Option<SystemTime>), Rejection> {
     #[derive(serde::Deserialize)]
     struct Envelope {
         #[serde(rename = "type")]
         event_type: Option<serde_json::Value>,
+        created_at: Option<serde_json::Value>,
     }
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         None => return Err(Rejection::BadJson("the body is empty".into())),
@@ -206,10 +265,14 @@ fn parse_type(body: &[u8]) -> Result<Option<String>, Rejection> {
     }
     let envelope: Envelope =
         serde_json::from_slice(body).map_err(|e| Rejection::BadJson(e.to_string()))?;
-    Ok(match envelope.event_type {
+    let event_type = match envelope.event_type {
         Some(serde_json::Value::String(t)) => Some(t),
         _ => None,
-    })
+    };
+    Ok((
+        event_type,
+        envelope.created_at.as_ref().and_then(parse_created_at),
+    ))
 }
 
 #[cfg(test)]

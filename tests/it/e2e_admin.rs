@@ -4,19 +4,6 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-/// The value of the first sample of `name` with exactly these labels, from Prometheus text.
-fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
-    let prefix = if labels.is_empty() {
-        format!("{name} ")
-    } else {
-        format!("{name}{{{labels}}} ")
-    };
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_readiness_answer_on_the_admin_port_and_not_on_the_webhook_port() {
     let daemon = Daemon::start(Config::default().file_route("to-file", "events.jsonl")).await;

@@ -38,6 +38,7 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 const CLI_TIMEOUT: Duration = Duration::from_secs(20);
 
 const LISTENING: &str = "ingest listening on http://";
+const LISTENING_TLS: &str = "ingest listening on https://";
 /// How the daemon announces its admin listener.
 const ADMIN_LISTENING: &str = "admin listening on http://";
 const PROXY_VARS: [&str; 6] = [
@@ -233,6 +234,8 @@ pub struct Config {
     pub env: Vec<(String, String)>,
     /// `admin_token`, when the test wants the admin API locked.
     pub admin_token: Option<String>,
+    /// Raw top-level YAML lines (`tls:`, `allowed_ips:`, ...), written before `apps:`.
+    pub top_level: Vec<String>,
 }
 
 impl Default for Config {
@@ -246,6 +249,7 @@ impl Default for Config {
             dedup_window: "10m".to_owned(),
             shutdown_grace: "10s".to_owned(),
             admin_token: None,
+            top_level: Vec::new(),
             routes: Vec::new(),
             env: Vec::new(),
         }
@@ -266,6 +270,12 @@ impl Config {
 
     pub fn route(mut self, route: impl Into<Route>) -> Self {
         self.routes.push(route.into());
+        self
+    }
+
+    /// Adds a raw top-level YAML line, such as `max_event_age: 1h`.
+    pub fn top_level(mut self, yaml: impl Into<String>) -> Self {
+        self.top_level.push(yaml.into());
         self
     }
 
@@ -302,6 +312,9 @@ impl Config {
         writeln!(y, "max_body_bytes: {}", self.max_body_bytes).unwrap();
         writeln!(y, "dedup_window: {}", q(&self.dedup_window)).unwrap();
         writeln!(y, "shutdown_grace: {}", q(&self.shutdown_grace)).unwrap();
+        for line in &self.top_level {
+            writeln!(y, "{line}").unwrap();
+        }
         writeln!(y, "apps:").unwrap();
         for (key, secret) in &self.apps {
             writeln!(y, "  - api_key: {}", q(key)).unwrap();
@@ -402,6 +415,8 @@ pub struct Daemon {
     child: Option<Child>,
     /// Number of children started so far (1 after `start`).
     generation: u32,
+    /// Every line any child wrote to stdout or stderr, in order.
+    logs: Arc<Mutex<String>>,
     // Declared last: the directory outlives the child in `Drop`.
     dir: tempfile::TempDir,
 }
@@ -417,8 +432,10 @@ impl Daemon {
         let yaml = config.render(dir.path());
         std::fs::write(&config_path, &yaml).expect("write config");
         eprintln!("[harness] config {}:\n{yaml}", config_path.display());
-        let (child, addr, admin) = spawn_serve(&config_path, &config.env, 1).await;
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (child, addr, admin) = spawn_serve(&config_path, &config.env, 1, &logs).await;
         Daemon {
+            logs,
             addr,
             admin,
             config_path,
@@ -427,6 +444,16 @@ impl Daemon {
             generation: 1,
             dir,
         }
+    }
+
+    /// The process id of the current child.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the daemon is not running").id()
+    }
+
+    /// Everything the daemon's children have written to stdout and stderr so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
     }
 
     /// The daemon's temp dir (config, spool under `data/`, route files).
@@ -538,7 +565,8 @@ impl Daemon {
             "restart() needs the daemon stopped first (kill9 or sigterm_and_wait)"
         );
         self.generation += 1;
-        let (child, addr, admin) = spawn_serve(&self.config_path, &self.env, self.generation).await;
+        let (child, addr, admin) =
+            spawn_serve(&self.config_path, &self.env, self.generation, &self.logs).await;
         self.admin = admin;
         self.child = Some(child);
         self.addr = addr;
@@ -620,6 +648,7 @@ async fn spawn_serve(
     config_path: &Path,
     env: &[(String, String)],
     generation: u32,
+    logs: &Arc<Mutex<String>>,
 ) -> (Child, SocketAddr, SocketAddr) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookfan"));
     cmd.arg("serve")
@@ -646,12 +675,17 @@ async fn spawn_serve(
     let admin = Arc::new(Mutex::new(None::<SocketAddr>));
     let admin_seen = admin.clone();
     let stderr = child.stderr.take().expect("piped stderr");
+    let (err_log, out_log) = (logs.clone(), logs.clone());
     std::thread::Builder::new()
         .name(format!("hookfan-{generation}-stderr"))
         .spawn(move || {
             let mut addr_tx = Some(addr_tx);
             for_each_line(stderr, |line| {
                 eprintln!("[hookfan] {line}");
+                let mut log = err_log.lock().unwrap();
+                log.push_str(line);
+                log.push('\n');
+                drop(log);
                 if let Some(addr) = parse_after(line, ADMIN_LISTENING) {
                     *admin_seen.lock().unwrap() = Some(addr);
                 }
@@ -666,7 +700,14 @@ async fn spawn_serve(
     let stdout = child.stdout.take().expect("piped stdout");
     std::thread::Builder::new()
         .name(format!("hookfan-{generation}-stdout"))
-        .spawn(move || for_each_line(stdout, |line| eprintln!("[hookfan stdout] {line}")))
+        .spawn(move || {
+            for_each_line(stdout, |line| {
+                eprintln!("[hookfan stdout] {line}");
+                let mut log = out_log.lock().unwrap();
+                log.push_str(line);
+                log.push('\n');
+            })
+        })
         .expect("spawn stdout thread");
 
     match timeout(STARTUP_TIMEOUT, addr_rx).await {
@@ -723,9 +764,10 @@ fn for_each_line(stream: impl Read, mut f: impl FnMut(&str)) {
     }
 }
 
-/// Extracts ADDR from a line containing `ingest listening on http://ADDR`.
+/// Extracts ADDR from a line containing `ingest listening on http://ADDR` (or `https://`
+/// when the config has `tls:`).
 pub fn parse_listening_line(line: &str) -> Option<SocketAddr> {
-    parse_after(line, LISTENING)
+    parse_after(line, LISTENING).or_else(|| parse_after(line, LISTENING_TLS))
 }
 
 /// Extracts the address that follows `marker` in `line`.
@@ -1384,4 +1426,24 @@ pub async fn get(client: &reqwest::Client, url: String) -> (u16, String) {
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = response.status().as_u16();
     (status, response.text().await.expect("response body"))
+}
+
+/// The value of the first sample of `name` with exactly these labels, from Prometheus text.
+pub fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The value of `name{labels}` on the daemon's `/metrics` now (None when absent).
+pub async fn metric(daemon: &Daemon, name: &str, labels: &str) -> Option<f64> {
+    let (status, text) = get(&client(), format!("http://{}/metrics", daemon.admin)).await;
+    assert_eq!(status, 200, "GET /metrics: {text}");
+    sample(&text, name, labels)
 }

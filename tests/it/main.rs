@@ -13,6 +13,7 @@
 //! - `e2e_aws`: what SQS queues and SNS topics receive, outages, `kill -9`.
 //! - `e2e_admin`: health, readiness, metrics, dead-letter replay and drop.
 //! - `e2e_reload`: hot reload by file edit and SIGHUP.
+//! - `e2e_security`: allowed_ips, max_event_age, TLS, slow and abusive clients, secrets.
 
 mod e2e_admin;
 mod e2e_aws;
@@ -20,5 +21,6 @@ mod e2e_crash;
 mod e2e_delivery;
 mod e2e_ingest;
 mod e2e_reload;
+mod e2e_security;
 mod harness;
 mod moto;
