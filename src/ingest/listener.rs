@@ -188,4 +188,14 @@ mod tests {
             "an unknown peer is refused"
         );
     }
+
+    #[test]
+    fn an_ipv4_peer_on_a_dual_stack_listener_is_matched_as_ipv4() {
+        let mut extensions = axum::http::Extensions::new();
+        let mapped: SocketAddr = "[::ffff:203.0.113.7]:443".parse().unwrap();
+        extensions.insert(ConnectInfo(mapped));
+        let ip = peer_ip(&extensions);
+        assert_eq!(ip, Some("203.0.113.7".parse().unwrap()));
+        assert!(ip_allowed(Some(&nets(&["203.0.113.0/24"])), ip));
+    }
 }

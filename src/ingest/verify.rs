@@ -522,4 +522,71 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn created_at_is_read_from_rfc3339_or_epoch_numbers() {
+        let at = |v: serde_json::Value| {
+            parse_created_at(&v).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_millis())
+        };
+        let expected = Some(1_778_198_400_000u128);
+        assert_eq!(at(serde_json::json!("2026-05-08T00:00:00Z")), expected);
+        assert_eq!(
+            at(serde_json::json!("2026-05-08T02:00:00.000+02:00")),
+            expected
+        );
+        assert_eq!(
+            at(serde_json::json!(1_778_198_400_000_000_000u64)),
+            expected,
+            "ns"
+        );
+        assert_eq!(
+            at(serde_json::json!(1_778_198_400_000_000u64)),
+            expected,
+            "us"
+        );
+        assert_eq!(at(serde_json::json!(1_778_198_400_000u64)), expected, "ms");
+        assert_eq!(at(serde_json::json!(1_778_198_400u64)), expected, "s");
+        for unreadable in [
+            serde_json::json!("yesterday"),
+            serde_json::json!(-5),
+            serde_json::json!(1.5),
+            serde_json::json!(null),
+            serde_json::json!({"at": 1}),
+        ] {
+            assert_eq!(at(unreadable.clone()), None, "{unreadable}");
+        }
+    }
+
+    #[test]
+    fn only_events_older_than_max_event_age_are_refused() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let max = Duration::from_secs(600);
+        let ago = |s: u64| Some(now - Duration::from_secs(s));
+        assert_eq!(
+            check_age(ago(600), max, now),
+            Ok(()),
+            "exactly at the limit"
+        );
+        assert_eq!(
+            check_age(ago(601), max, now),
+            Err(Rejection::TooOld {
+                age: Duration::from_secs(601),
+                max_age: max
+            })
+        );
+        assert_eq!(check_age(None, max, now), Ok(()), "nothing to judge by");
+        assert_eq!(
+            check_age(Some(now + Duration::from_secs(3600)), max, now),
+            Ok(()),
+            "a sender clock ahead of ours"
+        );
+        assert_eq!(
+            Rejection::TooOld {
+                age: max,
+                max_age: max
+            }
+            .status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
 }
