@@ -461,7 +461,7 @@ async fn receiver_slower_than_the_route_timeout_neither_slows_ingest_nor_loses_e
     // Every answer comes after the route's timeout: each attempt times out and is retried.
     receiver.set_default_reply(Reply::status(200).delay(Duration::from_secs(1)));
     let slow_from = Instant::now();
-    load.until_more_acked(150, Duration::from_secs(30)).await;
+    load.until_more_acked(400, Duration::from_secs(60)).await;
     let slow_for = slow_from.elapsed();
     receiver.set_default_reply(Reply::status(200));
     load.until_more_acked(30, Duration::from_secs(30)).await;
@@ -757,7 +757,7 @@ async fn overload_grows_latency_keeps_memory_bounded_and_loses_nothing() {
     /// Client counts of the load phases.
     const PHASES: [usize; 3] = [4, 32, 128];
     /// Acknowledged events per phase.
-    const PER_PHASE: usize = 300;
+    const PER_PHASE: usize = 200;
     let mut receiver = Receiver::start().await;
     let daemon =
         Daemon::start(Config::default().route(HttpRoute::new("to-receiver", receiver.url()))).await;
