@@ -106,6 +106,12 @@ fn ready(spool: &Spool, data_dir: PathBuf) -> Result<(), String> {
     if !spool.is_open() {
         return Err("the spool is closed (shutting down)".into());
     }
+    if let Some(error) = spool.commit_error() {
+        return Err(format!(
+            "the spool cannot commit ({error}); webhooks get 503 until a commit succeeds \
+             (after an I/O error such as a full disk, free space and restart hookfan)"
+        ));
+    }
     let probe = data_dir.join(".hookfan-ready-probe");
     std::fs::write(&probe, b"ok")
         .and_then(|()| std::fs::remove_file(&probe))

@@ -201,15 +201,23 @@ impl Ctx {
             .map(|i| (i.event.as_ref(), i.state.attempts + 1))
             .collect();
         let outcomes = self.sink.deliver_batch(&attempts).await;
+        let mut unrecorded = false;
         for (item, outcome) in items.iter().zip(outcomes) {
             let completion = self.judge(item, outcome);
             // A failed write leaves the row pending under its old key: it is delivered again
             // later (a duplicate, never a loss).
             if let Err(e) = self.spool.complete(&self.route, item.key, completion).await {
                 if !matches!(e, SpoolError::Closed) {
+                    unrecorded = true;
                     tracing::error!(route = %self.route, error = %e, "cannot record a delivery outcome; the event will be delivered again");
                 }
             }
+        }
+        if unrecorded {
+            // The rows are still due under their old keys: without a pause a spool that
+            // cannot commit (full disk) would have them re-sent in a tight loop. The permit
+            // is held meanwhile, so the route makes at most `concurrency` attempts a pause.
+            tokio::time::sleep(READ_ERROR_PAUSE).await;
         }
         items.iter().map(|i| i.key.seq).collect()
     }

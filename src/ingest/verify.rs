@@ -99,10 +99,18 @@ pub fn verify(
     max_body_bytes: usize,
 ) -> Result<VerifiedWebhook, Rejection> {
     let body = decode(headers, body, max_body_bytes)?;
-    let api_key = header_str(headers, HEADER_API_KEY);
+    let api_key = auth_header(headers, HEADER_API_KEY)
+        .map_err(|why| Rejection::UnknownApp(format!("X-Api-Key {why}")))?;
     let app = pick_app(apps, api_key)?;
-    let signature = header_str(headers, HEADER_SIGNATURE)
-        .ok_or(Rejection::BadSignature("missing X-Signature header"))?;
+    let signature = match auth_header(headers, HEADER_SIGNATURE) {
+        Ok(Some(signature)) => signature,
+        Ok(None) => return Err(Rejection::BadSignature("missing X-Signature header")),
+        Err(_) => {
+            return Err(Rejection::BadSignature(
+                "X-Signature must be one header of 64 hex characters",
+            ))
+        }
+    };
     check_signature(app.api_secret.expose(), &body, signature)?;
     let (event_type, created_at) = parse_envelope(&body)?;
     Ok(VerifiedWebhook {
@@ -123,6 +131,23 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
+}
+
+/// An authentication header, which must be sent at most once and readable: a second value,
+/// or one that is not visible ASCII, is refused rather than guessed at (taking the first of
+/// two, or treating an unreadable key as absent, would let a request pick which one counts).
+fn auth_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, &'static str> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err("is sent more than once");
+    }
+    value
+        .to_str()
+        .map(|v| Some(v.trim()))
+        .map_err(|_| "is not visible ASCII")
 }
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -263,6 +288,9 @@ fn parse_envelope(body: &[u8]) -> Result<(Option<String>, Option<SystemTime>), R
             ))
         }
     }
+    // JSON text is UTF-8 (RFC 8259), and serde_json does not check the strings it skips.
+    std::str::from_utf8(body)
+        .map_err(|e| Rejection::BadJson(format!("the body is not UTF-8 ({e})")))?;
     let envelope: Envelope =
         serde_json::from_slice(body).map_err(|e| Rejection::BadJson(e.to_string()))?;
     let event_type = match envelope.event_type {

@@ -247,6 +247,10 @@ pub struct Spool {
     path: Arc<PathBuf>,
     commands: mpsc::Sender<Command>,
     writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// The error of the writer's last commit, if it failed (`None` once a commit succeeds).
+    /// Readiness reports it: after an I/O error (disk full, file size limit) redb refuses
+    /// every later write until the database is reopened, i.e. until hookfan restarts.
+    commit_error: Arc<Mutex<Option<String>>>,
 }
 
 impl Spool {
@@ -263,6 +267,20 @@ impl Spool {
             .create(&path)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => SpoolError::InUse(path.clone()),
+                // An existing file too short for a header, or with a foreign header, is not a
+                // spool: say so (and what to do), and leave it alone.
+                redb::DatabaseError::Storage(redb::StorageError::Io(source))
+                    if existed
+                        && matches!(
+                            source.kind(),
+                            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                        ) =>
+                {
+                    SpoolError::Incompatible {
+                        path: path.clone(),
+                        why: format!("cannot be opened as a spool ({source})"),
+                    }
+                }
                 redb::DatabaseError::Storage(redb::StorageError::Io(source)) => {
                     SpoolError::DataDir {
                         path: path.clone(),
@@ -283,8 +301,10 @@ impl Spool {
             last.map_or(1, |(k, _)| k.value() + 1)
         };
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let commit_error = Arc::new(Mutex::new(None));
         let writer = Writer {
             db: db.clone(),
+            commit_error: commit_error.clone(),
             next_seq,
             last_sweep: Instant::now(),
             dedup_window_ms: u64::MAX,
@@ -302,7 +322,16 @@ impl Spool {
             path: Arc::new(path),
             commands: tx,
             writer: Arc::new(Mutex::new(Some(handle))),
+            commit_error,
         })
+    }
+
+    /// Why the last commit failed, while no later commit has succeeded.
+    pub fn commit_error(&self) -> Option<String> {
+        self.commit_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn path(&self) -> &Path {
@@ -655,6 +684,8 @@ fn has_foreign_tables(txn: &redb::WriteTransaction) -> Result<bool, SpoolError> 
 /// The writer thread's state.
 struct Writer {
     db: Arc<Database>,
+    /// Shared with [`Spool::commit_error`].
+    commit_error: Arc<Mutex<Option<String>>>,
     next_seq: u64,
     last_sweep: Instant,
     /// The dedup window of the latest append: ids older than this are swept.
@@ -742,6 +773,7 @@ impl Writer {
                 metrics::histogram!("hookfan_spool_commit_batch_size").record(n as f64);
                 metrics::histogram!("hookfan_spool_commit_seconds")
                     .record(started.elapsed().as_secs_f64());
+                self.set_commit_error(None);
                 for r in replies {
                     r.ok();
                 }
@@ -751,6 +783,7 @@ impl Writer {
                 metrics::counter!("hookfan_spool_commit_failures_total").increment(1);
                 tracing::error!(error = %e, commands = n, "spool commit failed; webhooks in it get 503 and Stream will retry them");
                 let msg = e.to_string();
+                self.set_commit_error(Some(msg.clone()));
                 let fail = || SpoolError::Storage(redb::Error::Corrupted(msg.clone()));
                 for r in replies {
                     r.fail(&fail);
@@ -760,6 +793,13 @@ impl Writer {
                 }
             }
         }
+    }
+
+    fn set_commit_error(&self, error: Option<String>) {
+        *self
+            .commit_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
     }
 
     /// Applies `batch` in one transaction. On failure, returns the error and the commands
@@ -792,8 +832,15 @@ impl Writer {
                         dedup_window_ms,
                         reply,
                     } => {
-                        let outcome = self.append(&mut t, event, &routes, dedup_window_ms, now)?;
-                        replies.push(Reply::Append(reply, outcome));
+                        // Each reply is kept even when its command fails: on failure every
+                        // reply gets the batch's error (a dropped one would read as Closed).
+                        let outcome = self.append(&mut t, event, &routes, dedup_window_ms, now);
+                        let placeholder = AppendOutcome::Duplicate;
+                        replies.push(Reply::Append(
+                            reply,
+                            *outcome.as_ref().unwrap_or(&placeholder),
+                        ));
+                        outcome?;
                     }
                     Command::Complete {
                         route,
@@ -801,8 +848,9 @@ impl Writer {
                         completion,
                         reply,
                     } => {
-                        complete(&mut t, &route, key, completion, now)?;
+                        let done = complete(&mut t, &route, key, completion, now);
                         replies.push(Reply::Complete(reply));
+                        done?;
                     }
                     Command::DeadLetters {
                         action,
@@ -810,12 +858,14 @@ impl Writer {
                         webhook_ids,
                         reply,
                     } => {
-                        let n = dead_letters(&mut t, action, route.as_deref(), &webhook_ids, now)?;
-                        replies.push(Reply::Count(reply, n));
+                        let n = dead_letters(&mut t, action, route.as_deref(), &webhook_ids, now);
+                        replies.push(Reply::Count(reply, *n.as_ref().unwrap_or(&0)));
+                        n?;
                     }
                     Command::DropPending { route, reply } => {
-                        let n = drop_pending(&mut t, &route)?;
-                        replies.push(Reply::Count(reply, n));
+                        let n = drop_pending(&mut t, &route);
+                        replies.push(Reply::Count(reply, *n.as_ref().unwrap_or(&0)));
+                        n?;
                     }
                     Command::Close { reply } => drop(reply.send(())),
                 }

@@ -14,12 +14,17 @@
 //! - `e2e_admin`: health, readiness, metrics, dead-letter replay and drop.
 //! - `e2e_reload`: hot reload by file edit and SIGHUP.
 //! - `e2e_security`: allowed_ips, max_event_age, TLS, slow and abusive clients, secrets.
+//! - `e2e_faults`: the fault suite: crash loop, destination outages, full disk,
+//!   corrupted spool file, overload (figures in docs/reliability.md).
+//! - `e2e_malformed`: the table of malformed requests and their status codes.
 
 mod e2e_admin;
 mod e2e_aws;
 mod e2e_crash;
 mod e2e_delivery;
+mod e2e_faults;
 mod e2e_ingest;
+mod e2e_malformed;
 mod e2e_reload;
 mod e2e_security;
 mod harness;
