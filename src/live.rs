@@ -250,6 +250,10 @@ async fn reload(
             "max_connections",
             next.max_connections != current.max_connections,
         ),
+        (
+            "max_buffered_bytes",
+            next.max_buffered_bytes != current.max_buffered_bytes,
+        ),
     ] {
         if changed {
             tracing::warn!("config reload: {what} changed; restart hookfan to apply it (kept the running value)");
@@ -259,6 +263,7 @@ async fn reload(
     next.admin_listen = current.admin_listen;
     next.data_dir = current.data_dir.clone();
     next.max_connections = current.max_connections;
+    next.max_buffered_bytes = current.max_buffered_bytes;
     if next.tls.is_some() != current.tls.is_some() {
         next.tls = current.tls.clone();
     }

@@ -41,6 +41,8 @@ pub async fn run(
         metrics::counter!("hookfan_config_reloads_total", "outcome" => outcome).increment(0);
     }
     metrics::counter!("hookfan_spool_commit_failures_total").increment(0);
+    metrics::gauge!("hookfan_ingest_buffered_bytes").set(0.0);
+    metrics::gauge!("hookfan_ingest_connections").set(0.0);
     // Histogram samples pile up until upkeep drains them; do it whether or not anyone scrapes.
     let upkeep = {
         let (handle, stop) = (metrics.clone(), shutdown.clone());
@@ -100,10 +102,7 @@ pub async fn run(
         ));
         store.acceptor()
     });
-    let state = IngestState {
-        live: live.clone(),
-        spool: spool.clone(),
-    };
+    let state = IngestState::new(live.clone(), spool.clone(), config.max_buffered_bytes);
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(

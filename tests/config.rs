@@ -208,6 +208,22 @@ broken_configs! {
         expect: [(1, 16, "max_event_age must be at least 1m")],
     }
 
+    the_body_buffer_must_hold_at_least_one_largest_webhook {
+        env: [],
+        yaml: r#"
+            |max_body_bytes: 2097152
+            |max_buffered_bytes: 1048576
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [(2, 21, "max_buffered_bytes (1048576) is less than max_body_bytes (2097152)")],
+    }
+
     listener_limits_must_be_positive {
         env: [],
         yaml: r#"
@@ -243,7 +259,7 @@ broken_configs! {
             |    event_types: []
             |    file: { path: ./a.jsonl }
         "#,
-        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, tls, allowed_ips, max_event_age, max_connections, request_timeout, admin_listen, admin_token, data_dir, max_body_bytes, dedup_window, shutdown_grace, apps, routes)"#)],
+        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, tls, allowed_ips, max_event_age, max_connections, request_timeout, max_buffered_bytes, admin_listen, admin_token, data_dir, max_body_bytes, dedup_window, shutdown_grace, apps, routes)"#)],
     }
 
     unknown_keys_in_different_routes_and_blocks_are_all_reported_at_once {
@@ -1088,6 +1104,7 @@ const EVERY_KEY: &str = r#"
     |max_event_age: 10m
     |max_connections: 256
     |request_timeout: 5s
+    |max_buffered_bytes: 16777216
     |data_dir: /var/lib/hookfan
     |max_body_bytes: 2097152
     |dedup_window: 1h
@@ -1156,6 +1173,7 @@ fn a_config_using_every_key_parses_into_exactly_those_values() {
     assert_eq!(config.max_event_age, Some(Duration::from_secs(600)));
     assert_eq!(config.max_connections, 256);
     assert_eq!(config.request_timeout, Duration::from_secs(5));
+    assert_eq!(config.max_buffered_bytes, 16 * 1024 * 1024);
     assert_eq!(config.data_dir, Path::new("/var/lib/hookfan"));
     assert_eq!(config.max_body_bytes, 2 * 1024 * 1024);
     assert_eq!(config.dedup_window, Duration::from_secs(3600));
@@ -1239,6 +1257,10 @@ fn the_listener_defaults_are_plain_http_from_anywhere_with_no_age_limit() {
     assert_eq!(config.max_event_age, None);
     assert_eq!(config.max_connections, config::DEFAULT_MAX_CONNECTIONS);
     assert_eq!(config.request_timeout, config::DEFAULT_REQUEST_TIMEOUT);
+    assert_eq!(
+        config.max_buffered_bytes as u64,
+        config::DEFAULT_MAX_BUFFERED_BYTES
+    );
 }
 
 #[test]

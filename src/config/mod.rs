@@ -106,6 +106,8 @@ pub struct Config {
     pub max_connections: usize,
     /// A request's headers and body must both arrive within this (slow clients are cut off).
     pub request_timeout: Duration,
+    /// Request bodies held in memory at once, across requests; beyond it, 503 at once.
+    pub max_buffered_bytes: usize,
     /// Health, readiness and metrics; None when `admin_listen: off`.
     pub admin_listen: Option<SocketAddr>,
     /// Required as a bearer token by the admin API (`/api/...`) when set.
@@ -299,6 +301,7 @@ pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(6);
 pub const DEFAULT_HTTP_CONCURRENCY: usize = 4;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 64 * 1024 * 1024;
 /// Stream retries a webhook for up to 15 s after the event; a shorter `max_event_age` would
 /// refuse its own retries.
 const MIN_EVENT_AGE: Duration = Duration::from_secs(60);
@@ -316,6 +319,7 @@ struct RawConfig {
     max_event_age: Option<String>,
     max_connections: Option<usize>,
     request_timeout: Option<String>,
+    max_buffered_bytes: Option<u64>,
     admin_listen: Option<String>,
     admin_token: Option<String>,
     data_dir: Option<String>,
@@ -404,6 +408,7 @@ const TOP_KEYS: &[&str] = &[
     "max_event_age",
     "max_connections",
     "request_timeout",
+    "max_buffered_bytes",
     "admin_listen",
     "admin_token",
     "data_dir",
@@ -799,6 +804,15 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
         ));
     }
 
+    let max_buffered_bytes = raw
+        .max_buffered_bytes
+        .unwrap_or(DEFAULT_MAX_BUFFERED_BYTES.max(2 * max_body_bytes));
+    if max_buffered_bytes < max_body_bytes {
+        errs.push(pos.diag(
+            "max_buffered_bytes",
+            format!("max_buffered_bytes ({max_buffered_bytes}) is less than max_body_bytes ({max_body_bytes}): a webhook of the largest size could never be taken"),
+        ));
+    }
     let dedup_window = duration(
         &raw.dedup_window,
         "dedup_window",
@@ -980,6 +994,7 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
         max_event_age,
         max_connections,
         request_timeout,
+        max_buffered_bytes: max_buffered_bytes as usize,
         admin_listen,
         admin_token,
         data_dir,

@@ -10,7 +10,8 @@ pub mod listener;
 pub mod tls;
 pub mod verify;
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -18,10 +19,16 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::Semaphore;
 
 use crate::live::LiveView;
 use crate::spool::{now_ms, AppendOutcome, Spool, StoredEvent};
 use verify::{Rejection, HEADER_WEBHOOK_ID};
+
+/// How long a webhook may wait for its commit before it is answered 503 instead. Stream gives
+/// up on an attempt after 6 s; a 503 before that tells it to retry, and the retry is
+/// deduplicated if the commit lands after all.
+pub const ACK_DEADLINE: Duration = Duration::from_secs(5);
 
 /// What the ingest handler needs; cheap to clone.
 #[derive(Clone)]
@@ -29,6 +36,22 @@ pub struct IngestState {
     /// The running config and route notifiers; swapped whole on reload.
     pub live: LiveView,
     pub spool: Spool,
+    /// Bytes of request bodies in memory, from the first byte read until the commit
+    /// answers (in KiB permits): `max_buffered_bytes`.
+    pub buffered: Arc<Semaphore>,
+}
+
+impl IngestState {
+    pub fn new(live: LiveView, spool: Spool, max_buffered_bytes: usize) -> Self {
+        let permits = max_buffered_bytes
+            .div_ceil(1024)
+            .min(Semaphore::MAX_PERMITS);
+        IngestState {
+            live,
+            spool,
+            buffered: Arc::new(Semaphore::new(permits)),
+        }
+    }
 }
 
 /// The ingest router: every path, every method (non-POST gets 405).
@@ -81,6 +104,22 @@ async fn handle(state: &IngestState, request: Request) -> Response {
             .into_response();
     }
     let limit = live.config.max_body_bytes;
+    // Room for the body before reading it (its Content-Length, else the limit), held until
+    // the answer: under overload, push back at once rather than buffer without bound.
+    let expected = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .map_or(limit, |n| n.min(limit));
+    let kib = u32::try_from(expected.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    let Ok(permit) = state.buffered.clone().try_acquire_many_owned(kib) else {
+        count("overloaded");
+        if overload_warning_due() {
+            tracing::warn!(%path, %webhook_id, "refused webhook: max_buffered_bytes of request bodies are in memory already (overloaded: the disk commits slower than webhooks arrive); answered 503 so Stream retries");
+        }
+        return unavailable("overloaded: too many webhooks in progress; retry\n");
+    };
+    let _buffered = Buffered::hold(permit);
     // The head arrived within request_timeout (hyper's deadline); so must the body.
     let raw = match tokio::time::timeout(live.config.request_timeout, read_body(body, limit)).await
     {
@@ -129,11 +168,21 @@ async fn handle(state: &IngestState, request: Request) -> Response {
         event_type: webhook.event_type,
         body: webhook.body.to_vec(),
     };
-    match state
-        .spool
-        .append(event, routes.clone(), live.config.dedup_window)
-        .await
-    {
+    let stored = tokio::time::timeout(
+        ACK_DEADLINE,
+        state
+            .spool
+            .append(event, routes.clone(), live.config.dedup_window),
+    )
+    .await;
+    let Ok(stored) = stored else {
+        count("overloaded");
+        if overload_warning_due() {
+            tracing::warn!(%webhook_id, %event_type, "webhook not committed within {ACK_DEADLINE:?} (overloaded disk); answered 503 so Stream retries, and the retry is deduplicated if the commit lands");
+        }
+        return unavailable("not stored in time (overloaded); retry\n");
+    };
+    match stored {
         Ok(AppendOutcome::Stored { .. }) => {
             count("accepted");
             for route in &routes {
@@ -154,14 +203,49 @@ async fn handle(state: &IngestState, request: Request) -> Response {
         Err(e) => {
             count("unavailable");
             tracing::error!(%webhook_id, %event_type, error = %e, "cannot store webhook; answered 503 so Stream retries");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "1")],
-                "cannot store the event right now; retry\n",
-            )
-                .into_response()
+            unavailable("cannot store the event right now; retry\n")
         }
     }
+}
+
+fn unavailable(text: &'static str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        text,
+    )
+        .into_response()
+}
+
+/// A share of `max_buffered_bytes`, shown in `hookfan_ingest_buffered_bytes` while held.
+struct Buffered {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    bytes: f64,
+}
+
+impl Buffered {
+    fn hold(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        let bytes = permit.num_permits() as f64 * 1024.0;
+        metrics::gauge!("hookfan_ingest_buffered_bytes").increment(bytes);
+        Buffered {
+            _permit: permit,
+            bytes,
+        }
+    }
+}
+
+impl Drop for Buffered {
+    fn drop(&mut self) {
+        metrics::gauge!("hookfan_ingest_buffered_bytes").decrement(self.bytes);
+    }
+}
+
+/// At most one overload warning a second, however many requests are refused.
+fn overload_warning_due() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = crate::spool::now_ms() / 1000;
+    LAST.swap(now, Ordering::Relaxed) != now
 }
 
 fn count(outcome: &'static str) {

@@ -649,6 +649,73 @@ async fn at_max_connections_new_connections_wait_for_a_free_slot() {
     assert!(daemon.logs().contains("max_connections reached"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_max_buffered_bytes_are_in_memory_the_next_webhook_gets_503_at_once() {
+    let mut receiver = Receiver::start().await;
+    let daemon = Daemon::start(
+        Config::default()
+            .max_body_bytes(64 * 1024)
+            .top_level("max_buffered_bytes: 131072")
+            .route(HttpRoute::new("all", receiver.url())),
+    )
+    .await;
+    // Two webhooks of 64 KiB announced and half sent: the whole budget is taken.
+    let mut pending = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(daemon.addr).await.unwrap();
+        c.write_all(b"POST / HTTP/1.1\r\nHost: hookfan\r\nContent-Length: 65536\r\n\r\n")
+            .await
+            .unwrap();
+        c.write_all(&[b' '; 32 * 1024]).await.unwrap();
+        pending.push(c);
+    }
+    eventually(
+        Duration::from_secs(10),
+        "both bodies are being buffered",
+        || async { metric(&daemon, "hookfan_ingest_buffered_bytes", "").await == Some(131072.0) },
+    )
+    .await;
+    let client = client();
+    let id = new_id();
+    let body = event_created_at(&id, rfc3339_ago(Duration::ZERO));
+    let answer = post_signed(&client, &daemon.url(), &id, &body).await;
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert_eq!(
+        answer
+            .headers
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    assert!(answer.body.contains("overloaded"), "{answer:?}");
+    assert!(daemon.logs().contains("max_buffered_bytes"));
+    // Room again once they go away: Stream's retry is taken and delivered.
+    drop(pending);
+    eventually(Duration::from_secs(10), "the retry is taken", || async {
+        post_signed(
+            &client,
+            &daemon.url(),
+            &id,
+            &event_created_at(&id, rfc3339_ago(Duration::ZERO)),
+        )
+        .await
+        .status
+            == 200
+    })
+    .await;
+    assert_eq!(
+        received_before_marker(&client, &daemon.url(), &mut receiver).await,
+        [id]
+    );
+    assert!(metric(
+        &daemon,
+        "hookfan_webhooks_received_total",
+        "outcome=\"overloaded\""
+    )
+    .await
+    .is_some_and(|n| n >= 1.0));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Secrets
 
