@@ -40,7 +40,7 @@ mod codec;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -66,6 +66,10 @@ const MAX_BATCH: usize = 4096;
 const QUEUE_CAPACITY: usize = 8192;
 /// How long ingest waits for room in a full writer queue before answering 503.
 const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a failed commit, the writer reopens the database at most this often.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a reopen waits for readers to let go of the old database.
+const REOPEN_WAIT: Duration = Duration::from_secs(2);
 /// Most expired webhook ids forgotten per transaction, so a sweep never stalls ingest.
 const SWEEP_LIMIT: usize = 10_000;
 
@@ -95,7 +99,18 @@ pub enum SpoolError {
     /// The writer's queue stayed full: the disk cannot keep up. Ingest answers 503.
     #[error("the spool is overloaded (writer queue full)")]
     Busy,
+    /// A commit failed (disk full, I/O error); nothing in it was stored.
+    #[error("the spool could not commit: {0}")]
+    CommitFailed(String),
+    /// The database is being reopened after a failed commit (disk full, I/O error).
+    #[error("the spool is recovering from a failed commit ({0}); retry")]
+    Recovering(String),
 }
+
+/// The open database, shared by readers and the writer. After an I/O error redb refuses
+/// every later write until the database is reopened, so the writer replaces it; `None` while
+/// a reopen has not succeeded yet.
+type SharedDb = Arc<RwLock<Option<Arc<Database>>>>;
 
 fn storage(e: impl Into<redb::Error>) -> SpoolError {
     SpoolError::Storage(e.into())
@@ -243,13 +258,13 @@ pub enum DeadLetterAction {
 /// `spawn_blocking` from async code); writes are queued to the writer thread.
 #[derive(Clone)]
 pub struct Spool {
-    db: Arc<Database>,
+    db: SharedDb,
     path: Arc<PathBuf>,
     commands: mpsc::Sender<Command>,
     writer: Arc<Mutex<Option<JoinHandle<()>>>>,
     /// The error of the writer's last commit, if it failed (`None` once a commit succeeds).
-    /// Readiness reports it: after an I/O error (disk full, file size limit) redb refuses
-    /// every later write until the database is reopened, i.e. until hookfan restarts.
+    /// Readiness reports it. The writer reopens the database on its next batch (at most once
+    /// a second), so the spool recovers by itself once the cause (a full disk) is gone.
     commit_error: Arc<Mutex<Option<String>>>,
 }
 
@@ -294,6 +309,7 @@ impl Spool {
             })?;
         init_schema(&db, &path, existed)?;
         let db = Arc::new(db);
+        let shared: SharedDb = Arc::new(RwLock::new(Some(db.clone())));
         let next_seq = {
             let txn = db.begin_read().map_err(storage)?;
             let events = txn.open_table(EVENTS).map_err(storage)?;
@@ -303,7 +319,9 @@ impl Spool {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let commit_error = Arc::new(Mutex::new(None));
         let writer = Writer {
-            db: db.clone(),
+            db: shared.clone(),
+            path: path.clone(),
+            broken_since: None,
             commit_error: commit_error.clone(),
             next_seq,
             last_sweep: Instant::now(),
@@ -317,8 +335,9 @@ impl Spool {
                 path: path.clone(),
                 source,
             })?;
+        drop(db);
         Ok(Spool {
-            db,
+            db: shared,
             path: Arc::new(path),
             commands: tx,
             writer: Arc::new(Mutex::new(Some(handle))),
@@ -336,6 +355,16 @@ impl Spool {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The current database, for one read.
+    fn db(&self) -> Result<Arc<Database>, SpoolError> {
+        let slot = self
+            .db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.clone()
+            .ok_or_else(|| SpoolError::Recovering(self.commit_error().unwrap_or_default()))
     }
 
     /// Whether the writer still takes commands (false once closed).
@@ -420,7 +449,7 @@ impl Spool {
         limit: usize,
         ordered: bool,
     ) -> Result<Due, SpoolError> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.db()?.begin_read().map_err(storage)?;
         let pending = txn.open_table(PENDING).map_err(storage)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
         let mut due = Due::default();
@@ -467,7 +496,7 @@ impl Spool {
 
     /// How many events `route` still has to deliver. Blocking; walks the route's queue.
     pub fn pending_count(&self, route: &str) -> Result<u64, SpoolError> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.db()?.begin_read().map_err(storage)?;
         let pending = txn.open_table(PENDING).map_err(storage)?;
         let mut n = 0;
         for row in pending
@@ -483,7 +512,7 @@ impl Spool {
     /// What `route` holds: pending events, when the oldest of them was received, and dead
     /// letters. Blocking; walks the route's rows (keys only, plus one event).
     pub fn route_summary(&self, route: &str) -> Result<RouteSummary, SpoolError> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.db()?.begin_read().map_err(storage)?;
         let pending = txn.open_table(PENDING).map_err(storage)?;
         let dead = txn.open_table(DEAD).map_err(storage)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
@@ -517,7 +546,7 @@ impl Spool {
     /// Every route name that holds pending events or dead letters, including routes no longer
     /// in the config. Blocking; jumps from one route's rows to the next.
     pub fn routes_on_disk(&self) -> Result<Vec<String>, SpoolError> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.db()?.begin_read().map_err(storage)?;
         let pending = txn.open_table(PENDING).map_err(storage)?;
         let dead = txn.open_table(DEAD).map_err(storage)?;
         let mut names = std::collections::BTreeSet::new();
@@ -552,7 +581,7 @@ impl Spool {
 
     /// Number of stored event bodies (each counted once, whatever its routes).
     pub fn stored_events(&self) -> Result<u64, SpoolError> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.db()?.begin_read().map_err(storage)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
         events.len().map_err(storage)
     }
@@ -591,7 +620,7 @@ impl Spool {
 
     /// Dead letters, of one route or all. Blocking.
     pub fn dead_letters(&self, route: Option<&str>) -> Result<Vec<DeadLetter>, SpoolError> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.db()?.begin_read().map_err(storage)?;
         let dead = txn.open_table(DEAD).map_err(storage)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
         let rows = match route {
@@ -683,7 +712,10 @@ fn has_foreign_tables(txn: &redb::WriteTransaction) -> Result<bool, SpoolError> 
 
 /// The writer thread's state.
 struct Writer {
-    db: Arc<Database>,
+    db: SharedDb,
+    path: PathBuf,
+    /// Set by a failed commit: the next batch first reopens the database.
+    broken_since: Option<Instant>,
     /// Shared with [`Spool::commit_error`].
     commit_error: Arc<Mutex<Option<String>>>,
     next_seq: u64,
@@ -762,6 +794,14 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, batch: Vec<Command>) {
+        if let Err(e) = self.recover() {
+            let msg = e.to_string();
+            let fail = || SpoolError::Recovering(msg.clone());
+            for cmd in batch {
+                cmd.fail(&fail);
+            }
+            return;
+        }
         let started = Instant::now();
         let first_seq = self.next_seq;
         let n = batch.len();
@@ -780,11 +820,12 @@ impl Writer {
             }
             Err((e, unapplied)) => {
                 self.next_seq = first_seq;
+                self.broken_since.get_or_insert_with(Instant::now);
                 metrics::counter!("hookfan_spool_commit_failures_total").increment(1);
                 tracing::error!(error = %e, commands = n, "spool commit failed; webhooks in it get 503 and Stream will retry them");
                 let msg = e.to_string();
                 self.set_commit_error(Some(msg.clone()));
-                let fail = || SpoolError::Storage(redb::Error::Corrupted(msg.clone()));
+                let fail = || SpoolError::CommitFailed(msg.clone());
                 for r in replies {
                     r.fail(&fail);
                 }
@@ -793,6 +834,72 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// After a failed commit, reopens the database (at most once per [`REOPEN_INTERVAL`]):
+    /// redb refuses every write after an I/O error until then. The file holds exactly the
+    /// commits that succeeded, so nothing acknowledged is affected. `Err` while not reopened.
+    fn recover(&mut self) -> Result<(), SpoolError> {
+        let Some(since) = self.broken_since else {
+            return Ok(());
+        };
+        let last_error = || {
+            self.commit_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+                .unwrap_or_default()
+        };
+        if since.elapsed() < REOPEN_INTERVAL {
+            return Err(SpoolError::Recovering(last_error()));
+        }
+        self.broken_since = Some(Instant::now());
+        let mut slot = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // redb allows one `Database` per file: readers must let go of the old one first. No
+        // new reader can start while this lock is held.
+        if let Some(old) = slot.take() {
+            let deadline = Instant::now() + REOPEN_WAIT;
+            let mut old = old;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still_shared) if Instant::now() < deadline => {
+                        old = still_shared;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(still_shared) => {
+                        *slot = Some(still_shared);
+                        return Err(SpoolError::Recovering(last_error()));
+                    }
+                }
+            }
+        }
+        let db = Database::builder()
+            .set_cache_size(16 * 1024 * 1024)
+            .create(&self.path)
+            .map_err(|e| {
+                tracing::warn!(error = %e, "spool: reopening after a failed commit did not work yet; retrying with the next webhook");
+                storage(e)
+            })?;
+        // The sequence continues after the last event that was committed.
+        let next_seq = {
+            let txn = db.begin_read().map_err(storage)?;
+            let events = txn.open_table(EVENTS).map_err(storage)?;
+            let last = events.last().map_err(storage)?;
+            last.map_or(1, |(k, _)| k.value() + 1)
+        };
+        self.next_seq = self.next_seq.max(next_seq);
+        *slot = Some(Arc::new(db));
+        drop(slot);
+        self.broken_since = None;
+        tracing::info!(spool = %self.path.display(), "spool reopened after a failed commit; taking webhooks again");
+        Ok(())
     }
 
     fn set_commit_error(&self, error: Option<String>) {
@@ -809,7 +916,15 @@ impl Writer {
         batch: Vec<Command>,
         replies: &mut Vec<Reply>,
     ) -> Result<(), (SpoolError, Vec<Command>)> {
-        let txn = match self.db.begin_write() {
+        let db = self
+            .db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(db) = db else {
+            return Err((SpoolError::Recovering(String::new()), batch));
+        };
+        let txn = match db.begin_write() {
             Ok(txn) => txn,
             Err(e) => return Err((storage(e), batch)),
         };
