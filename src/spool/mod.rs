@@ -37,6 +37,7 @@
 //!   transactions.
 
 mod codec;
+mod counts;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use tokio::sync::{mpsc, oneshot};
 
 pub use codec::{DeadState, PendingState, StoredEvent};
+use counts::{Change, Counts};
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const REFS: TableDefinition<u64, u32> = TableDefinition::new("refs");
@@ -188,16 +190,19 @@ pub struct DeadLetter {
 }
 
 enum Command {
+    /// A new event, already encoded by the caller: the writer thread only inserts bytes.
     Append {
-        event: StoredEvent,
+        encoded: Vec<u8>,
+        webhook_id: Option<String>,
+        received_at_ms: u64,
         routes: Vec<String>,
         dedup_window_ms: u64,
         reply: oneshot::Sender<Result<AppendOutcome, SpoolError>>,
     },
+    /// Outcomes of one delivered batch of a route: applied together, answered once.
     Complete {
         route: String,
-        key: PendingKey,
-        completion: Completion,
+        outcomes: Vec<(PendingKey, Completion)>,
         reply: oneshot::Sender<Result<(), SpoolError>>,
     },
     Close {
@@ -247,6 +252,8 @@ pub struct Spool {
     path: Arc<PathBuf>,
     commands: mpsc::Sender<Command>,
     writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Each route's backlog figures, counted at open and kept by the writer after each commit.
+    counts: Arc<Mutex<Counts>>,
 }
 
 impl Spool {
@@ -282,9 +289,11 @@ impl Spool {
             let last = events.last().map_err(storage)?;
             last.map_or(1, |(k, _)| k.value() + 1)
         };
+        let counts = Arc::new(Mutex::new(count_rows(&db)?));
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer {
             db: db.clone(),
+            counts: counts.clone(),
             next_seq,
             last_sweep: Instant::now(),
             dedup_window_ms: u64::MAX,
@@ -302,6 +311,7 @@ impl Spool {
             path: Arc::new(path),
             commands: tx,
             writer: Arc::new(Mutex::new(Some(handle))),
+            counts,
         })
     }
 
@@ -336,8 +346,12 @@ impl Spool {
         dedup_window: Duration,
     ) -> Result<AppendOutcome, SpoolError> {
         let (reply, answer) = oneshot::channel();
+        // Encoded here, on the caller's thread, so the single writer thread does not have to.
+        let encoded = event.encode()?;
         self.send(Command::Append {
-            event,
+            encoded,
+            webhook_id: event.webhook_id,
+            received_at_ms: event.received_at_ms,
             routes,
             dedup_window_ms: dedup_window.as_millis() as u64,
             reply,
@@ -353,13 +367,26 @@ impl Spool {
         key: PendingKey,
         completion: Completion,
     ) -> Result<(), SpoolError> {
+        self.complete_batch(route, vec![(key, completion)]).await
+    }
+
+    /// Records how the attempts of one batch of `route` ended: one command for the writer and
+    /// one answer, in the same commit (itself shared with whatever else is queued). Returns
+    /// once committed.
+    pub async fn complete_batch(
+        &self,
+        route: &str,
+        outcomes: Vec<(PendingKey, Completion)>,
+    ) -> Result<(), SpoolError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
         let (reply, answer) = oneshot::channel();
         // Completions wait for room rather than fail: they are never dropped.
         self.commands
             .send(Command::Complete {
                 route: route.to_string(),
-                key,
-                completion,
+                outcomes,
                 reply,
             })
             .await
@@ -452,8 +479,39 @@ impl Spool {
     }
 
     /// What `route` holds: pending events, when the oldest of them was received, and dead
-    /// letters. Blocking; walks the route's rows (keys only, plus one event).
+    /// letters. From the maintained counts plus one event read: O(1) in the backlog. Blocking.
     pub fn route_summary(&self, route: &str) -> Result<RouteSummary, SpoolError> {
+        // The oldest event may be delivered between reading the counts and reading it; then
+        // read the counts again.
+        for _ in 0..3 {
+            let (pending, oldest_seq, dead_letters) = {
+                let counts = self.counts.lock().expect("counts lock");
+                match counts.get(route) {
+                    Some(r) => (r.pending.len(), r.pending.first(), r.dead),
+                    None => (0, None, 0),
+                }
+            };
+            let mut summary = RouteSummary {
+                pending,
+                oldest_pending_received_ms: None,
+                dead_letters,
+            };
+            let Some(seq) = oldest_seq else {
+                return Ok(summary);
+            };
+            let txn = self.db.begin_read().map_err(storage)?;
+            let events = txn.open_table(EVENTS).map_err(storage)?;
+            if let Some(bytes) = events.get(seq).map_err(storage)? {
+                summary.oldest_pending_received_ms =
+                    Some(StoredEvent::decode(bytes.value())?.received_at_ms);
+                return Ok(summary);
+            }
+        }
+        self.scan_summary(route)
+    }
+
+    /// [`Spool::route_summary`] by walking the route's rows (keys only, plus one event).
+    fn scan_summary(&self, route: &str) -> Result<RouteSummary, SpoolError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let pending = txn.open_table(PENDING).map_err(storage)?;
         let dead = txn.open_table(DEAD).map_err(storage)?;
@@ -486,39 +544,9 @@ impl Spool {
     }
 
     /// Every route name that holds pending events or dead letters, including routes no longer
-    /// in the config. Blocking; jumps from one route's rows to the next.
+    /// in the config. From the maintained counts.
     pub fn routes_on_disk(&self) -> Result<Vec<String>, SpoolError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let pending = txn.open_table(PENDING).map_err(storage)?;
-        let dead = txn.open_table(DEAD).map_err(storage)?;
-        let mut names = std::collections::BTreeSet::new();
-        let mut from = String::new();
-        loop {
-            let next = pending
-                .range((from.as_str(), 0u64, 0u64)..)
-                .map_err(storage)?
-                .next()
-                .transpose()
-                .map_err(storage)?
-                .map(|(k, _)| k.value().0.to_string());
-            let Some(name) = next else { break };
-            from = format!("{name}\0");
-            names.insert(name);
-        }
-        let mut from = String::new();
-        loop {
-            let next = dead
-                .range((from.as_str(), 0u64)..)
-                .map_err(storage)?
-                .next()
-                .transpose()
-                .map_err(storage)?
-                .map(|(k, _)| k.value().0.to_string());
-            let Some(name) = next else { break };
-            from = format!("{name}\0");
-            names.insert(name);
-        }
-        Ok(names.into_iter().collect())
+        Ok(self.counts.lock().expect("counts lock").route_names())
     }
 
     /// Number of stored event bodies (each counted once, whatever its routes).
@@ -635,6 +663,24 @@ fn init_schema(db: &Database, path: &Path, existed: bool) -> Result<(), SpoolErr
     Ok(())
 }
 
+/// Counts every route's `pending` and `dead` rows: one walk of their keys, at open.
+fn count_rows(db: &Database) -> Result<Counts, SpoolError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let pending = txn.open_table(PENDING).map_err(storage)?;
+    let dead = txn.open_table(DEAD).map_err(storage)?;
+    let mut counts = Counts::default();
+    for row in pending.iter().map_err(storage)? {
+        let (k, _) = row.map_err(storage)?;
+        let (route, _, seq) = k.value();
+        counts.add_pending(route, seq);
+    }
+    for row in dead.iter().map_err(storage)? {
+        let (k, _) = row.map_err(storage)?;
+        counts.add_dead(k.value().0);
+    }
+    Ok(counts)
+}
+
 fn has_foreign_tables(txn: &redb::WriteTransaction) -> Result<bool, SpoolError> {
     use redb::TableHandle;
     let ours = [
@@ -655,6 +701,8 @@ fn has_foreign_tables(txn: &redb::WriteTransaction) -> Result<bool, SpoolError> 
 /// The writer thread's state.
 struct Writer {
     db: Arc<Database>,
+    /// Shared with readers; changed only here, after a commit.
+    counts: Arc<Mutex<Counts>>,
     next_seq: u64,
     last_sweep: Instant,
     /// The dedup window of the latest append: ids older than this are swept.
@@ -775,8 +823,9 @@ impl Writer {
         };
         let now = now_ms();
         let mut iter = batch.into_iter();
-        let applied = (|| -> Result<(), SpoolError> {
+        let applied = (|| -> Result<Vec<Change>, SpoolError> {
             let mut t = Tables {
+                changes: Vec::new(),
                 events: txn.open_table(EVENTS).map_err(storage)?,
                 refs: txn.open_table(REFS).map_err(storage)?,
                 pending: txn.open_table(PENDING).map_err(storage)?,
@@ -787,21 +836,29 @@ impl Writer {
             for cmd in iter.by_ref() {
                 match cmd {
                     Command::Append {
-                        event,
+                        encoded,
+                        webhook_id,
+                        received_at_ms,
                         routes,
                         dedup_window_ms,
                         reply,
                     } => {
-                        let outcome = self.append(&mut t, event, &routes, dedup_window_ms, now)?;
+                        let new = NewEvent {
+                            encoded: &encoded,
+                            webhook_id: webhook_id.as_deref(),
+                            received_at_ms,
+                        };
+                        let outcome = self.append(&mut t, new, &routes, dedup_window_ms, now)?;
                         replies.push(Reply::Append(reply, outcome));
                     }
                     Command::Complete {
                         route,
-                        key,
-                        completion,
+                        outcomes,
                         reply,
                     } => {
-                        complete(&mut t, &route, key, completion, now)?;
+                        for (key, completion) in outcomes {
+                            complete(&mut t, &route, key, completion, now)?;
+                        }
                         replies.push(Reply::Complete(reply));
                     }
                     Command::DeadLetters {
@@ -824,25 +881,28 @@ impl Writer {
                 self.last_sweep = Instant::now();
                 sweep_seen(&mut t, now, self.dedup_window_ms)?;
             }
-            Ok(())
+            Ok(t.changes)
         })();
         let rest: Vec<Command> = iter.collect();
-        if let Err(e) = applied {
-            return Err((e, rest));
-        }
-        txn.commit().map_err(|e| (storage(e), rest))
+        let changes = match applied {
+            Ok(changes) => changes,
+            Err(e) => return Err((e, rest)),
+        };
+        txn.commit().map_err(|e| (storage(e), rest))?;
+        self.counts.lock().expect("counts lock").apply(changes);
+        Ok(())
     }
 
     fn append(
         &mut self,
         t: &mut Tables<'_>,
-        event: StoredEvent,
+        event: NewEvent<'_>,
         routes: &[String],
         dedup_window_ms: u64,
         now: u64,
     ) -> Result<AppendOutcome, SpoolError> {
         self.dedup_window_ms = dedup_window_ms;
-        if let Some(id) = event.webhook_id.as_deref() {
+        if let Some(id) = event.webhook_id {
             let seen_at = t.seen.get(id).map_err(storage)?.map(|v| v.value());
             if let Some(at) = seen_at {
                 if at.saturating_add(dedup_window_ms) >= now {
@@ -857,9 +917,7 @@ impl Writer {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        t.events
-            .insert(seq, event.encode()?.as_slice())
-            .map_err(storage)?;
+        t.events.insert(seq, event.encoded).map_err(storage)?;
         t.refs.insert(seq, routes.len() as u32).map_err(storage)?;
         let fresh = PendingState::default().encode()?;
         let due = event.received_at_ms.max(self.last_fresh_due_ms);
@@ -868,12 +926,22 @@ impl Writer {
             t.pending
                 .insert((route.as_str(), due, seq), fresh.as_slice())
                 .map_err(storage)?;
+            t.changes.push(Change::AddPending(route.clone(), seq));
         }
         Ok(AppendOutcome::Stored { seq })
     }
 }
 
+/// What the writer needs of a new event: its encoding and the fields it indexes.
+struct NewEvent<'a> {
+    encoded: &'a [u8],
+    webhook_id: Option<&'a str>,
+    received_at_ms: u64,
+}
+
 struct Tables<'t> {
+    /// What the transaction changes in each route's counts, applied once it is committed.
+    changes: Vec<Change>,
     events: redb::Table<'t, u64, &'static [u8]>,
     refs: redb::Table<'t, u64, u32>,
     pending: redb::Table<'t, (&'static str, u64, u64), &'static [u8]>,
@@ -899,7 +967,11 @@ fn complete(
         return Ok(());
     }
     match completion {
-        Completion::Delivered => release(t, key.seq)?,
+        Completion::Delivered => {
+            t.changes
+                .push(Change::RemovePending(route.to_string(), key.seq));
+            release(t, key.seq)?;
+        }
         Completion::Retry {
             due_ms,
             attempts,
@@ -937,6 +1009,9 @@ fn complete(
             t.dead
                 .insert((route, key.seq), state.encode()?.as_slice())
                 .map_err(storage)?;
+            t.changes
+                .push(Change::RemovePending(route.to_string(), key.seq));
+            t.changes.push(Change::AddDead(route.to_string()));
         }
     }
     Ok(())
@@ -974,11 +1049,13 @@ fn dead_letters(
     let fresh = PendingState::default().encode()?;
     for (route, seq) in &selected {
         t.dead.remove((route.as_str(), *seq)).map_err(storage)?;
+        t.changes.push(Change::RemoveDead(route.clone()));
         match action {
             DeadLetterAction::Replay => {
                 t.pending
                     .insert((route.as_str(), now, *seq), fresh.as_slice())
                     .map_err(storage)?;
+                t.changes.push(Change::AddPending(route.clone(), *seq));
             }
             DeadLetterAction::Drop => release(t, *seq)?,
         }
@@ -997,6 +1074,8 @@ fn drop_pending(t: &mut Tables<'_>, route: &str) -> Result<u64, SpoolError> {
         .map_err(storage)?;
     for (due, seq) in &keys {
         t.pending.remove((route, *due, *seq)).map_err(storage)?;
+        t.changes
+            .push(Change::RemovePending(route.to_string(), *seq));
         release(t, *seq)?;
     }
     Ok(keys.len() as u64)
