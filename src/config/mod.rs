@@ -278,7 +278,7 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(600);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(6);
-pub const DEFAULT_HTTP_CONCURRENCY: usize = 4;
+pub const DEFAULT_HTTP_CONCURRENCY: usize = 16;
 const MAX_BODY_LIMIT: u64 = 256 * 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------------
