@@ -121,7 +121,7 @@ fn ready(spool: &Spool, data_dir: PathBuf) -> Result<(), String> {
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let spool = state.spool.clone();
     let live = state.live.borrow().clone();
-    // Backlog gauges are read from the spool at scrape time (a walk of each route's keys).
+    // Backlog gauges come from the spool's maintained per-route counts: O(routes) per scrape.
     let gauges = tokio::task::spawn_blocking(move || -> Result<(), crate::spool::SpoolError> {
         metrics::gauge!("hookfan_spool_disk_bytes").set(spool.file_bytes().unwrap_or(0) as f64);
         let now = now_ms();

@@ -983,7 +983,7 @@ fn the_shipped_routes_yaml_validates_with_only_the_stream_credentials_set() {
     };
     assert_eq!(http.url.as_str(), "http://127.0.0.1:3000/webhooks/stream");
     assert_eq!(http.timeout, Duration::from_secs(6));
-    assert_eq!(http.concurrency, 4);
+    assert_eq!(http.concurrency, 16);
     assert_eq!(http.retry, RetryPolicy::DEFAULT);
     assert!(http.api_secret.is_none());
 

@@ -16,9 +16,14 @@
 //! # Scheduling
 //! The worker reads the route's due rows in due order, skipping the ones in flight, and
 //! starts one task per batch while a permit of the route's semaphore (its `concurrency`) is
-//! free. It sleeps until: new events are stored (ingest notifies it), a task finishes, the
-//! next retry falls due, or shutdown. Memory is bounded by `concurrency` events, whatever the
-//! backlog on disk.
+//! free. A task gives its permit back as soon as the destination has answered (on unordered
+//! routes), then records the batch's outcomes in one spool command; its events stay in the
+//! worker's in-flight set, so they are not read again, until that commit is done. At most
+//! `concurrency` answered batches wait for their commit (a second semaphore), so memory is
+//! bounded by `2 × concurrency × max_batch` events, whatever the backlog on disk. Ordered
+//! routes keep the permit until the outcome is committed: the next batch must see a hold.
+//! The worker sleeps until: new events are stored (ingest notifies it), a permit is given
+//! back, a task finishes, the next retry falls due, or shutdown.
 //!
 //! Routes share nothing but the spool's writer, so a dead destination on one route never
 //! delays another.
@@ -82,13 +87,19 @@ impl RouteWorker {
         let concurrency = self.route.destination.concurrency();
         let batch = self.sink.max_batch().max(1);
         let permits = Arc::new(Semaphore::new(concurrency));
+        // Batches whose destination has answered but whose outcomes are not yet committed. Also
+        // bounded by `concurrency`, so a slow disk holds deliveries back instead of piling up.
+        let recording = Arc::new(Semaphore::new(concurrency));
+        // Woken when a delivery gives its permit back before its outcome is committed.
+        let freed = Arc::new(Notify::new());
+        let ordered = self.route.destination.ordered();
         let tasks = TaskTracker::new();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<u64>>();
         let mut in_flight: HashSet<u64> = HashSet::new();
         let ctx = Arc::new(Ctx {
             route: name.clone(),
             policy: *self.route.destination.retry(),
-            ordered: self.route.destination.ordered(),
+            ordered,
             sink: self.sink.clone(),
             spool: self.spool.clone(),
             warn: Mutex::new(WarnLimiter::default()),
@@ -110,7 +121,6 @@ impl RouteWorker {
             if free > 0 {
                 let spool = self.spool.clone();
                 let (route, skip, now) = (name.clone(), in_flight.clone(), now_ms());
-                let ordered = self.route.destination.ordered();
                 let read = tokio::task::spawn_blocking(move || {
                     spool.due(&route, now, &skip, free * batch, ordered)
                 })
@@ -128,12 +138,27 @@ impl RouteWorker {
                                 .expect("no more chunks than free permits");
                             in_flight.extend(chunk.iter().map(|i| i.key.seq));
                             let (ctx, done) = (ctx.clone(), done_tx.clone());
+                            let (recording, freed) = (recording.clone(), freed.clone());
                             let n = chunk.len() as u64;
                             ctx.stats.in_flight.fetch_add(n, Ordering::Relaxed);
                             tasks.spawn(async move {
-                                let seqs = ctx.deliver(chunk).await;
+                                let completions = ctx.attempt(&chunk).await;
+                                // The destination has answered: unordered routes start the next
+                                // delivery while this outcome waits for its commit. The events
+                                // stay in `in_flight` (not read again) until it is committed.
+                                // Ordered routes keep the permit: the next batch must see this
+                                // outcome (a hold stops the queue).
+                                let held = if ordered {
+                                    (Some(permit), None)
+                                } else {
+                                    let record = recording.acquire_owned().await.ok();
+                                    drop(permit);
+                                    freed.notify_one();
+                                    (None, record)
+                                };
+                                let seqs = ctx.record(&chunk, completions).await;
                                 ctx.stats.in_flight.fetch_sub(n, Ordering::Relaxed);
-                                drop(permit);
+                                drop(held);
                                 let _ = done.send(seqs);
                             });
                         }
@@ -147,6 +172,7 @@ impl RouteWorker {
             let wait = next_due.map(|due| Duration::from_millis(due.saturating_sub(now_ms())));
             tokio::select! {
                 _ = self.notify.notified() => {}
+                _ = freed.notified() => {}
                 Some(seqs) = done_rx.recv() => {
                     for seq in seqs {
                         in_flight.remove(&seq);
@@ -194,30 +220,33 @@ struct Ctx {
 }
 
 impl Ctx {
-    /// Attempts `items` once and records each outcome. Returns their seqs.
-    async fn deliver(&self, items: Vec<DueItem>) -> Vec<u64> {
+    /// Attempts `items` once; returns what the spool should record for each.
+    async fn attempt(&self, items: &[DueItem]) -> Vec<Completion> {
         let attempts: Vec<(&crate::spool::StoredEvent, u32)> = items
             .iter()
             .map(|i| (i.event.as_ref(), i.state.attempts + 1))
             .collect();
         let outcomes = self.sink.deliver_batch(&attempts).await;
-        let mut unrecorded = false;
-        for (item, outcome) in items.iter().zip(outcomes) {
-            let completion = self.judge(item, outcome);
-            // A failed write leaves the row pending under its old key: it is delivered again
-            // later (a duplicate, never a loss).
-            if let Err(e) = self.spool.complete(&self.route, item.key, completion).await {
-                if !matches!(e, SpoolError::Closed) {
-                    unrecorded = true;
-                    tracing::error!(route = %self.route, error = %e, "cannot record a delivery outcome; the event will be delivered again");
-                }
+        items
+            .iter()
+            .zip(outcomes)
+            .map(|(item, outcome)| self.judge(item, outcome))
+            .collect()
+    }
+
+    /// Records the outcomes of one batch in one spool command. Returns the batch's seqs.
+    async fn record(&self, items: &[DueItem], completions: Vec<Completion>) -> Vec<u64> {
+        let outcomes = items.iter().map(|i| i.key).zip(completions).collect();
+        // A failed write leaves the rows pending under their old keys: they are delivered
+        // again later (duplicates, never a loss).
+        if let Err(e) = self.spool.complete_batch(&self.route, outcomes).await {
+            if !matches!(e, SpoolError::Closed) {
+                tracing::error!(route = %self.route, error = %e, "cannot record delivery outcomes; the events will be delivered again");
+                // The rows are still due under their old keys: without a pause a spool that
+                // cannot commit (full disk) would have them re-sent in a tight loop. They stay
+                // in flight (skipped by the worker) until this returns.
+                tokio::time::sleep(READ_ERROR_PAUSE).await;
             }
-        }
-        if unrecorded {
-            // The rows are still due under their old keys: without a pause a spool that
-            // cannot commit (full disk) would have them re-sent in a tight loop. The permit
-            // is held meanwhile, so the route makes at most `concurrency` attempts a pause.
-            tokio::time::sleep(READ_ERROR_PAUSE).await;
         }
         items.iter().map(|i| i.key.seq).collect()
     }

@@ -37,6 +37,7 @@
 //!   transactions.
 
 mod codec;
+mod counts;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use tokio::sync::{mpsc, oneshot};
 
 pub use codec::{DeadState, PendingState, StoredEvent};
+use counts::{Change, Counts};
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const REFS: TableDefinition<u64, u32> = TableDefinition::new("refs");
@@ -203,16 +205,19 @@ pub struct DeadLetter {
 }
 
 enum Command {
+    /// A new event, already encoded by the caller: the writer thread only inserts bytes.
     Append {
-        event: StoredEvent,
+        encoded: Vec<u8>,
+        webhook_id: Option<String>,
+        received_at_ms: u64,
         routes: Vec<String>,
         dedup_window_ms: u64,
         reply: oneshot::Sender<Result<AppendOutcome, SpoolError>>,
     },
+    /// Outcomes of one delivered batch of a route: applied together, answered once.
     Complete {
         route: String,
-        key: PendingKey,
-        completion: Completion,
+        outcomes: Vec<(PendingKey, Completion)>,
         reply: oneshot::Sender<Result<(), SpoolError>>,
     },
     Close {
@@ -266,6 +271,8 @@ pub struct Spool {
     /// Readiness reports it. The writer reopens the database on its next batch (at most once
     /// a second), so the spool recovers by itself once the cause (a full disk) is gone.
     commit_error: Arc<Mutex<Option<String>>>,
+    /// Each route's backlog figures, counted at open and kept by the writer after each commit.
+    counts: Arc<Mutex<Counts>>,
 }
 
 impl Spool {
@@ -316,6 +323,7 @@ impl Spool {
             let last = events.last().map_err(storage)?;
             last.map_or(1, |(k, _)| k.value() + 1)
         };
+        let counts = Arc::new(Mutex::new(count_rows(&db)?));
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let commit_error = Arc::new(Mutex::new(None));
         let writer = Writer {
@@ -323,6 +331,7 @@ impl Spool {
             path: path.clone(),
             broken_since: None,
             commit_error: commit_error.clone(),
+            counts: counts.clone(),
             next_seq,
             last_sweep: Instant::now(),
             dedup_window_ms: u64::MAX,
@@ -342,6 +351,7 @@ impl Spool {
             commands: tx,
             writer: Arc::new(Mutex::new(Some(handle))),
             commit_error,
+            counts,
         })
     }
 
@@ -394,8 +404,12 @@ impl Spool {
         dedup_window: Duration,
     ) -> Result<AppendOutcome, SpoolError> {
         let (reply, answer) = oneshot::channel();
+        // Encoded here, on the caller's thread, so the single writer thread does not have to.
+        let encoded = event.encode()?;
         self.send(Command::Append {
-            event,
+            encoded,
+            webhook_id: event.webhook_id,
+            received_at_ms: event.received_at_ms,
             routes,
             dedup_window_ms: dedup_window.as_millis() as u64,
             reply,
@@ -411,13 +425,26 @@ impl Spool {
         key: PendingKey,
         completion: Completion,
     ) -> Result<(), SpoolError> {
+        self.complete_batch(route, vec![(key, completion)]).await
+    }
+
+    /// Records how the attempts of one batch of `route` ended: one command for the writer and
+    /// one answer, in the same commit (itself shared with whatever else is queued). Returns
+    /// once committed.
+    pub async fn complete_batch(
+        &self,
+        route: &str,
+        outcomes: Vec<(PendingKey, Completion)>,
+    ) -> Result<(), SpoolError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
         let (reply, answer) = oneshot::channel();
         // Completions wait for room rather than fail: they are never dropped.
         self.commands
             .send(Command::Complete {
                 route: route.to_string(),
-                key,
-                completion,
+                outcomes,
                 reply,
             })
             .await
@@ -510,8 +537,39 @@ impl Spool {
     }
 
     /// What `route` holds: pending events, when the oldest of them was received, and dead
-    /// letters. Blocking; walks the route's rows (keys only, plus one event).
+    /// letters. From the maintained counts plus one event read: O(1) in the backlog. Blocking.
     pub fn route_summary(&self, route: &str) -> Result<RouteSummary, SpoolError> {
+        // The oldest event may be delivered between reading the counts and reading it; then
+        // read the counts again.
+        for _ in 0..3 {
+            let (pending, oldest_seq, dead_letters) = {
+                let counts = self.counts.lock().expect("counts lock");
+                match counts.get(route) {
+                    Some(r) => (r.pending.len(), r.pending.first(), r.dead),
+                    None => (0, None, 0),
+                }
+            };
+            let mut summary = RouteSummary {
+                pending,
+                oldest_pending_received_ms: None,
+                dead_letters,
+            };
+            let Some(seq) = oldest_seq else {
+                return Ok(summary);
+            };
+            let txn = self.db()?.begin_read().map_err(storage)?;
+            let events = txn.open_table(EVENTS).map_err(storage)?;
+            if let Some(bytes) = events.get(seq).map_err(storage)? {
+                summary.oldest_pending_received_ms =
+                    Some(StoredEvent::decode(bytes.value())?.received_at_ms);
+                return Ok(summary);
+            }
+        }
+        self.scan_summary(route)
+    }
+
+    /// [`Spool::route_summary`] by walking the route's rows (keys only, plus one event).
+    fn scan_summary(&self, route: &str) -> Result<RouteSummary, SpoolError> {
         let txn = self.db()?.begin_read().map_err(storage)?;
         let pending = txn.open_table(PENDING).map_err(storage)?;
         let dead = txn.open_table(DEAD).map_err(storage)?;
@@ -544,39 +602,9 @@ impl Spool {
     }
 
     /// Every route name that holds pending events or dead letters, including routes no longer
-    /// in the config. Blocking; jumps from one route's rows to the next.
+    /// in the config. From the maintained counts.
     pub fn routes_on_disk(&self) -> Result<Vec<String>, SpoolError> {
-        let txn = self.db()?.begin_read().map_err(storage)?;
-        let pending = txn.open_table(PENDING).map_err(storage)?;
-        let dead = txn.open_table(DEAD).map_err(storage)?;
-        let mut names = std::collections::BTreeSet::new();
-        let mut from = String::new();
-        loop {
-            let next = pending
-                .range((from.as_str(), 0u64, 0u64)..)
-                .map_err(storage)?
-                .next()
-                .transpose()
-                .map_err(storage)?
-                .map(|(k, _)| k.value().0.to_string());
-            let Some(name) = next else { break };
-            from = format!("{name}\0");
-            names.insert(name);
-        }
-        let mut from = String::new();
-        loop {
-            let next = dead
-                .range((from.as_str(), 0u64)..)
-                .map_err(storage)?
-                .next()
-                .transpose()
-                .map_err(storage)?
-                .map(|(k, _)| k.value().0.to_string());
-            let Some(name) = next else { break };
-            from = format!("{name}\0");
-            names.insert(name);
-        }
-        Ok(names.into_iter().collect())
+        Ok(self.counts.lock().expect("counts lock").route_names())
     }
 
     /// Number of stored event bodies (each counted once, whatever its routes).
@@ -693,6 +721,24 @@ fn init_schema(db: &Database, path: &Path, existed: bool) -> Result<(), SpoolErr
     Ok(())
 }
 
+/// Counts every route's `pending` and `dead` rows: one walk of their keys, at open.
+fn count_rows(db: &Database) -> Result<Counts, SpoolError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let pending = txn.open_table(PENDING).map_err(storage)?;
+    let dead = txn.open_table(DEAD).map_err(storage)?;
+    let mut counts = Counts::default();
+    for row in pending.iter().map_err(storage)? {
+        let (k, _) = row.map_err(storage)?;
+        let (route, _, seq) = k.value();
+        counts.add_pending(route, seq);
+    }
+    for row in dead.iter().map_err(storage)? {
+        let (k, _) = row.map_err(storage)?;
+        counts.add_dead(k.value().0);
+    }
+    Ok(counts)
+}
+
 fn has_foreign_tables(txn: &redb::WriteTransaction) -> Result<bool, SpoolError> {
     use redb::TableHandle;
     let ours = [
@@ -718,6 +764,8 @@ struct Writer {
     broken_since: Option<Instant>,
     /// Shared with [`Spool::commit_error`].
     commit_error: Arc<Mutex<Option<String>>>,
+    /// Shared with readers; changed only here, after a commit.
+    counts: Arc<Mutex<Counts>>,
     next_seq: u64,
     last_sweep: Instant,
     /// The dedup window of the latest append: ids older than this are swept.
@@ -930,8 +978,9 @@ impl Writer {
         };
         let now = now_ms();
         let mut iter = batch.into_iter();
-        let applied = (|| -> Result<(), SpoolError> {
+        let applied = (|| -> Result<Vec<Change>, SpoolError> {
             let mut t = Tables {
+                changes: Vec::new(),
                 events: txn.open_table(EVENTS).map_err(storage)?,
                 refs: txn.open_table(REFS).map_err(storage)?,
                 pending: txn.open_table(PENDING).map_err(storage)?,
@@ -942,14 +991,21 @@ impl Writer {
             for cmd in iter.by_ref() {
                 match cmd {
                     Command::Append {
-                        event,
+                        encoded,
+                        webhook_id,
+                        received_at_ms,
                         routes,
                         dedup_window_ms,
                         reply,
                     } => {
+                        let new = NewEvent {
+                            encoded: &encoded,
+                            webhook_id: webhook_id.as_deref(),
+                            received_at_ms,
+                        };
                         // Each reply is kept even when its command fails: on failure every
                         // reply gets the batch's error (a dropped one would read as Closed).
-                        let outcome = self.append(&mut t, event, &routes, dedup_window_ms, now);
+                        let outcome = self.append(&mut t, new, &routes, dedup_window_ms, now);
                         let placeholder = AppendOutcome::Duplicate;
                         replies.push(Reply::Append(
                             reply,
@@ -959,11 +1015,12 @@ impl Writer {
                     }
                     Command::Complete {
                         route,
-                        key,
-                        completion,
+                        outcomes,
                         reply,
                     } => {
-                        let done = complete(&mut t, &route, key, completion, now);
+                        let done = outcomes.into_iter().try_for_each(|(key, completion)| {
+                            complete(&mut t, &route, key, completion, now)
+                        });
                         replies.push(Reply::Complete(reply));
                         done?;
                     }
@@ -989,25 +1046,28 @@ impl Writer {
                 self.last_sweep = Instant::now();
                 sweep_seen(&mut t, now, self.dedup_window_ms)?;
             }
-            Ok(())
+            Ok(t.changes)
         })();
         let rest: Vec<Command> = iter.collect();
-        if let Err(e) = applied {
-            return Err((e, rest));
-        }
-        txn.commit().map_err(|e| (storage(e), rest))
+        let changes = match applied {
+            Ok(changes) => changes,
+            Err(e) => return Err((e, rest)),
+        };
+        txn.commit().map_err(|e| (storage(e), rest))?;
+        self.counts.lock().expect("counts lock").apply(changes);
+        Ok(())
     }
 
     fn append(
         &mut self,
         t: &mut Tables<'_>,
-        event: StoredEvent,
+        event: NewEvent<'_>,
         routes: &[String],
         dedup_window_ms: u64,
         now: u64,
     ) -> Result<AppendOutcome, SpoolError> {
         self.dedup_window_ms = dedup_window_ms;
-        if let Some(id) = event.webhook_id.as_deref() {
+        if let Some(id) = event.webhook_id {
             let seen_at = t.seen.get(id).map_err(storage)?.map(|v| v.value());
             if let Some(at) = seen_at {
                 if at.saturating_add(dedup_window_ms) >= now {
@@ -1022,9 +1082,7 @@ impl Writer {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        t.events
-            .insert(seq, event.encode()?.as_slice())
-            .map_err(storage)?;
+        t.events.insert(seq, event.encoded).map_err(storage)?;
         t.refs.insert(seq, routes.len() as u32).map_err(storage)?;
         let fresh = PendingState::default().encode()?;
         let due = event.received_at_ms.max(self.last_fresh_due_ms);
@@ -1033,12 +1091,22 @@ impl Writer {
             t.pending
                 .insert((route.as_str(), due, seq), fresh.as_slice())
                 .map_err(storage)?;
+            t.changes.push(Change::AddPending(route.clone(), seq));
         }
         Ok(AppendOutcome::Stored { seq })
     }
 }
 
+/// What the writer needs of a new event: its encoding and the fields it indexes.
+struct NewEvent<'a> {
+    encoded: &'a [u8],
+    webhook_id: Option<&'a str>,
+    received_at_ms: u64,
+}
+
 struct Tables<'t> {
+    /// What the transaction changes in each route's counts, applied once it is committed.
+    changes: Vec<Change>,
     events: redb::Table<'t, u64, &'static [u8]>,
     refs: redb::Table<'t, u64, u32>,
     pending: redb::Table<'t, (&'static str, u64, u64), &'static [u8]>,
@@ -1064,7 +1132,11 @@ fn complete(
         return Ok(());
     }
     match completion {
-        Completion::Delivered => release(t, key.seq)?,
+        Completion::Delivered => {
+            t.changes
+                .push(Change::RemovePending(route.to_string(), key.seq));
+            release(t, key.seq)?;
+        }
         Completion::Retry {
             due_ms,
             attempts,
@@ -1102,6 +1174,9 @@ fn complete(
             t.dead
                 .insert((route, key.seq), state.encode()?.as_slice())
                 .map_err(storage)?;
+            t.changes
+                .push(Change::RemovePending(route.to_string(), key.seq));
+            t.changes.push(Change::AddDead(route.to_string()));
         }
     }
     Ok(())
@@ -1139,11 +1214,13 @@ fn dead_letters(
     let fresh = PendingState::default().encode()?;
     for (route, seq) in &selected {
         t.dead.remove((route.as_str(), *seq)).map_err(storage)?;
+        t.changes.push(Change::RemoveDead(route.clone()));
         match action {
             DeadLetterAction::Replay => {
                 t.pending
                     .insert((route.as_str(), now, *seq), fresh.as_slice())
                     .map_err(storage)?;
+                t.changes.push(Change::AddPending(route.clone(), *seq));
             }
             DeadLetterAction::Drop => release(t, *seq)?,
         }
@@ -1162,6 +1239,8 @@ fn drop_pending(t: &mut Tables<'_>, route: &str) -> Result<u64, SpoolError> {
         .map_err(storage)?;
     for (due, seq) in &keys {
         t.pending.remove((route, *due, *seq)).map_err(storage)?;
+        t.changes
+            .push(Change::RemovePending(route.to_string(), *seq));
         release(t, *seq)?;
     }
     Ok(keys.len() as u64)

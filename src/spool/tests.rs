@@ -503,3 +503,80 @@ async fn dropping_a_routes_pending_events_frees_only_what_no_other_route_holds()
         "the shared event is still held by kept"
     );
 }
+
+/// The maintained figures of every route equal a walk of its rows.
+fn assert_counts_match_a_scan(spool: &Spool, names: &[&str]) {
+    for name in names {
+        assert_eq!(
+            spool.route_summary(name).unwrap(),
+            spool.scan_summary(name).unwrap(),
+            "route {name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn backlog_figures_are_kept_through_every_kind_of_change_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["a", "b", "c"];
+    {
+        let spool = Spool::open(dir.path()).unwrap();
+        for i in 0..30 {
+            let (id, at) = (format!("e{i}"), 1_000 + i);
+            let e = StoredEvent {
+                received_at_ms: at,
+                ..event(&id)
+            };
+            spool.append(e, routes(&names), WINDOW).await.unwrap();
+        }
+        // a: the oldest delivered, the next one retried (it keeps its seq, moves back).
+        let items = due(&spool, "a");
+        let batch = vec![
+            (items[0].key, Completion::Delivered),
+            (
+                items[1].key,
+                Completion::Retry {
+                    due_ms: u64::MAX - 10,
+                    attempts: 1,
+                    error: "503".into(),
+                },
+            ),
+        ];
+        spool.complete_batch("a", batch).await.unwrap();
+        let a = spool.route_summary("a").unwrap();
+        assert_eq!((a.pending, a.oldest_pending_received_ms), (29, Some(1_001)));
+        // b: three dead letters, one replayed, one dropped.
+        let items = due(&spool, "b");
+        let dead = items[..3]
+            .iter()
+            .map(|i| {
+                let error = "410".to_string();
+                (i.key, Completion::Dead { attempts: 1, error })
+            })
+            .collect();
+        spool.complete_batch("b", dead).await.unwrap();
+        assert_counts_match_a_scan(&spool, &names);
+        let replay = vec!["e0".to_string()];
+        let n = spool
+            .dead_letter_action(DeadLetterAction::Replay, Some("b"), replay)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let drop = vec!["e1".to_string()];
+        spool
+            .dead_letter_action(DeadLetterAction::Drop, Some("b"), drop)
+            .await
+            .unwrap();
+        let b = spool.route_summary("b").unwrap();
+        assert_eq!((b.pending, b.dead_letters), (28, 1));
+        // c: dropped entirely.
+        assert_eq!(spool.drop_pending("c").await.unwrap(), 30);
+        assert_counts_match_a_scan(&spool, &names);
+        assert_eq!(spool.routes_on_disk().unwrap(), ["a", "b"]);
+        spool.close().await;
+    }
+    let spool = Spool::open(dir.path()).unwrap();
+    assert_counts_match_a_scan(&spool, &names);
+    assert_eq!(spool.route_summary("a").unwrap().pending, 29);
+    assert_eq!(spool.routes_on_disk().unwrap(), ["a", "b"]);
+}

@@ -113,12 +113,16 @@ async fn a_sender_outside_allowed_ips_gets_403_and_nothing_is_stored_until_it_is
         .await,
         Some(1.0)
     );
-    assert!(
-        daemon
-            .logs()
-            .contains("refused webhook: the sender's IP is not in allowed_ips"),
-        "the refusal is logged with its reason"
-    );
+    eventually(
+        Duration::from_secs(10),
+        "the refusal is logged with its reason",
+        || async {
+            daemon
+                .logs()
+                .contains("refused webhook: the sender's IP is not in allowed_ips")
+        },
+    )
+    .await;
 
     // Allowing loopback takes a reload, not a restart.
     daemon.rewrite_config(&base.top_level("allowed_ips: [10.0.0.0/8, 127.0.0.1]"));
@@ -646,7 +650,10 @@ async fn at_max_connections_new_connections_wait_for_a_free_slot() {
             .is_some_and(|n| n >= 1.0),
         "reaching the limit is counted"
     );
-    assert!(daemon.logs().contains("max_connections reached"));
+    eventually(Duration::from_secs(10), "the limit is logged", || async {
+        daemon.logs().contains("max_connections reached")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -688,7 +695,10 @@ async fn when_max_buffered_bytes_are_in_memory_the_next_webhook_gets_503_at_once
         Some("1")
     );
     assert!(answer.body.contains("overloaded"), "{answer:?}");
-    assert!(daemon.logs().contains("max_buffered_bytes"));
+    eventually(Duration::from_secs(10), "the refusal is logged", || async {
+        daemon.logs().contains("max_buffered_bytes")
+    })
+    .await;
     // Room again once they go away: Stream's retry is taken and delivered.
     drop(pending);
     eventually(Duration::from_secs(10), "the retry is taken", || async {
@@ -785,6 +795,12 @@ async fn secrets_never_appear_in_logs_api_answers_or_command_output() {
     )
     .await;
     daemon.rewrite_config(&config);
+    eventually(
+        Duration::from_secs(10),
+        "the good config is reloaded",
+        || async { daemon.logs().contains("config reloaded (file changed)") },
+    )
+    .await;
 
     let mut everything = seen.join("\n");
     everything.push_str(&daemon.logs());

@@ -1,0 +1,207 @@
+//! Per-route backlog figures (pending events, the oldest of them, dead letters) kept in memory
+//! so that `/metrics` and `/api/routes` read them in O(routes) instead of walking the tables.
+//!
+//! Built by one scan of `pending` and `dead` when the spool opens; after that only the writer
+//! changes them, applying the [`Change`]s of a transaction once it is committed (a failed
+//! commit changes nothing). Pure: no I/O, no clock.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// Seqs per bitmap bucket of a [`SeqSet`].
+const BUCKET_BITS: u32 = 10;
+const WORDS: usize = 1 << (BUCKET_BITS - 6);
+
+/// A set of seqs stored as one bitmap per range of 1024 consecutive seqs: 128 bytes for each
+/// range that holds a member, so about one bit per event for a backlog (seqs are dense), and
+/// the smallest member is found without a walk.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SeqSet {
+    buckets: BTreeMap<u64, Box<[u64; WORDS]>>,
+    len: u64,
+}
+
+impl SeqSet {
+    fn slot(seq: u64) -> (u64, usize, u64) {
+        let bit = (seq & ((1 << BUCKET_BITS) - 1)) as usize;
+        (seq >> BUCKET_BITS, bit / 64, 1 << (bit % 64))
+    }
+
+    /// Adds `seq`; false if it was already there.
+    pub fn insert(&mut self, seq: u64) -> bool {
+        let (bucket, word, mask) = Self::slot(seq);
+        let words = self
+            .buckets
+            .entry(bucket)
+            .or_insert_with(|| Box::new([0; WORDS]));
+        let fresh = words[word] & mask == 0;
+        words[word] |= mask;
+        self.len += u64::from(fresh);
+        fresh
+    }
+
+    /// Removes `seq`; false if it was not there.
+    pub fn remove(&mut self, seq: u64) -> bool {
+        let (bucket, word, mask) = Self::slot(seq);
+        let Some(words) = self.buckets.get_mut(&bucket) else {
+            return false;
+        };
+        let present = words[word] & mask != 0;
+        words[word] &= !mask;
+        if words.iter().all(|w| *w == 0) {
+            self.buckets.remove(&bucket);
+        }
+        self.len -= u64::from(present);
+        present
+    }
+
+    pub fn first(&self) -> Option<u64> {
+        let (bucket, words) = self.buckets.first_key_value()?;
+        let (i, w) = words.iter().enumerate().find(|(_, w)| **w != 0)?;
+        Some((bucket << BUCKET_BITS) + (i as u64) * 64 + u64::from(w.trailing_zeros()))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// What one route holds in the spool.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RouteCounts {
+    /// Seqs of the route's `pending` rows (one row per event and route).
+    pub pending: SeqSet,
+    /// Number of the route's `dead` rows.
+    pub dead: u64,
+}
+
+/// A change to one route's rows, recorded while a transaction is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    AddPending(String, u64),
+    RemovePending(String, u64),
+    AddDead(String),
+    RemoveDead(String),
+}
+
+/// Every route that holds rows. A route whose last row goes is forgotten.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    routes: HashMap<String, RouteCounts>,
+}
+
+impl Counts {
+    fn route(&mut self, name: &str) -> &mut RouteCounts {
+        if !self.routes.contains_key(name) {
+            self.routes.insert(name.to_string(), RouteCounts::default());
+        }
+        self.routes.get_mut(name).expect("just inserted")
+    }
+
+    /// Counts a `pending` row (at open).
+    pub fn add_pending(&mut self, route: &str, seq: u64) {
+        self.route(route).pending.insert(seq);
+    }
+
+    /// Counts a `dead` row (at open).
+    pub fn add_dead(&mut self, route: &str) {
+        self.route(route).dead += 1;
+    }
+
+    /// Applies the changes of one committed transaction, in order.
+    pub fn apply(&mut self, changes: impl IntoIterator<Item = Change>) {
+        for change in changes {
+            match change {
+                Change::AddPending(route, seq) => {
+                    self.route(&route).pending.insert(seq);
+                }
+                Change::RemovePending(route, seq) => {
+                    if let Some(r) = self.routes.get_mut(&route) {
+                        r.pending.remove(seq);
+                    }
+                    self.forget_if_empty(&route);
+                }
+                Change::AddDead(route) => self.route(&route).dead += 1,
+                Change::RemoveDead(route) => {
+                    if let Some(r) = self.routes.get_mut(&route) {
+                        r.dead = r.dead.saturating_sub(1);
+                    }
+                    self.forget_if_empty(&route);
+                }
+            }
+        }
+    }
+
+    fn forget_if_empty(&mut self, route: &str) {
+        if self
+            .routes
+            .get(route)
+            .is_some_and(|r| r.pending.is_empty() && r.dead == 0)
+        {
+            self.routes.remove(route);
+        }
+    }
+
+    pub fn get(&self, route: &str) -> Option<&RouteCounts> {
+        self.routes.get(route)
+    }
+
+    /// Names of the routes holding rows, sorted.
+    pub fn route_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.routes.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_seq_set_behaves_like_a_btree_set(ops in proptest::collection::vec((any::<bool>(), 0u64..5000), 0..400)) {
+            let mut set = SeqSet::default();
+            let mut model = std::collections::BTreeSet::new();
+            for (add, seq) in ops {
+                if add {
+                    prop_assert_eq!(set.insert(seq), model.insert(seq));
+                } else {
+                    prop_assert_eq!(set.remove(seq), model.remove(&seq));
+                }
+                prop_assert_eq!(set.len(), model.len() as u64);
+                prop_assert_eq!(set.first(), model.first().copied());
+            }
+            prop_assert_eq!(set.buckets.len(), model.iter().map(|s| s >> BUCKET_BITS).collect::<std::collections::BTreeSet<_>>().len());
+        }
+    }
+
+    #[test]
+    fn a_route_is_forgotten_when_its_last_row_goes() {
+        let mut counts = Counts::default();
+        counts.apply([
+            Change::AddPending("a".into(), 7),
+            Change::AddPending("a".into(), 3000),
+            Change::AddPending("b".into(), 7),
+        ]);
+        assert_eq!(counts.get("a").unwrap().pending.first(), Some(7));
+        counts.apply([
+            Change::RemovePending("a".into(), 7),
+            Change::AddDead("a".into()),
+        ]);
+        let a = counts.get("a").unwrap();
+        assert_eq!(
+            (a.pending.len(), a.pending.first(), a.dead),
+            (1, Some(3000), 1)
+        );
+        counts.apply([
+            Change::RemovePending("a".into(), 3000),
+            Change::RemoveDead("a".into()),
+        ]);
+        assert_eq!(counts.route_names(), ["b"]);
+    }
+}
