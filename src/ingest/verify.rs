@@ -204,8 +204,11 @@ fn parse_type(body: &[u8]) -> Result<Option<String>, Rejection> {
             ))
         }
     }
+    // JSON is UTF-8, and serde_json does not check the strings of the fields it skips.
+    let text = std::str::from_utf8(body)
+        .map_err(|e| Rejection::BadJson(format!("the body is not UTF-8: {e}")))?;
     let envelope: Envelope =
-        serde_json::from_slice(body).map_err(|e| Rejection::BadJson(e.to_string()))?;
+        serde_json::from_str(text).map_err(|e| Rejection::BadJson(e.to_string()))?;
     Ok(match envelope.event_type {
         Some(serde_json::Value::String(t)) => Some(t),
         _ => None,
@@ -443,6 +446,10 @@ mod tests {
             b"\"str\"",
             b"{\"type\":\"x\"} trailing",
             b"   ",
+            // Found by fuzz/ingest_verify: invalid UTF-8 in a field that is not `type` was
+            // accepted, then failed in the file and SQS/SNS sinks after Stream had its 200.
+            b"{\"type\":\"x\",\"other\":\"clie\xaft\"}",
+            b"{\"type\":\"x\xff\"}",
         ] {
             let sig = sign(SECRET.as_bytes(), body);
             let got = verify(
