@@ -34,14 +34,10 @@ use hookfan::template::Template;
 // ---------------------------------------------------------------------------------------------
 // Strategies shared by several properties.
 
-/// `cases` inputs per property. No failure-persistence file: proptest cannot place one beside
-/// an integration test, and a counterexample it finds becomes a named unit test instead.
+/// `cases` inputs per property. Counterexamples proptest finds are kept in
+/// `tests/properties.proptest-regressions` (committed) and tried first on every run.
 fn cases(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig::with_cases(cases)
 }
 
 /// Any JSON value, small, with keys drawn mostly from a few names so that template paths
