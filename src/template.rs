@@ -36,6 +36,9 @@ impl Template {
         let mut parts = Vec::new();
         let mut rest = source;
         while let Some(open) = rest.find('{') {
+            if rest[..open].contains('}') {
+                return Err(format!("'}}' without '{{' in template \"{source}\""));
+            }
             if open > 0 {
                 parts.push(Part::Literal(rest[..open].to_string()));
             }
@@ -198,6 +201,9 @@ mod tests {
             "{a b}",
             "{'lit'}",
             "{'lit'|cid}",
+            "}{cid}",
+            "a}b{cid}",
+            "{cid}}{type}",
         ] {
             assert!(Template::parse(bad).is_err(), "{bad:?} should be refused");
         }

@@ -22,7 +22,8 @@ pub fn delay(
         .initial_backoff
         .saturating_mul(1u32 << doublings.min(31))
         .min(policy.max_backoff);
-    let jittered = ceiling.mul_f64(jitter.clamp(0.0, 1.0));
+    // `mul_f64` rounds through f64 seconds, which can land a few ns above the ceiling.
+    let jittered = ceiling.mul_f64(jitter.clamp(0.0, 1.0)).min(ceiling);
     match retry_after {
         Some(floor) => jittered.max(floor.min(policy.max_backoff)),
         None => jittered,
@@ -65,6 +66,17 @@ mod tests {
             }
         }
         assert_eq!(delay(&p, 3, None, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn float_rounding_never_lifts_the_delay_above_max_backoff() {
+        // Found by tests/properties.rs: 1.0 * this ceiling, through f64 seconds, came out
+        // 114 ns longer than max_backoff.
+        let max = Duration::new(1_210_599_940, 856_999_999);
+        let p =
+            RetryPolicy::try_new(Duration::from_secs(3600), Duration::from_secs(2), max).unwrap();
+        assert_eq!(delay(&p, 31, None, 1.0), max);
+        assert_eq!(delay(&p, 31, Some(Duration::ZERO), 1.0), max);
     }
 
     #[test]

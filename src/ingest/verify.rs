@@ -534,6 +534,10 @@ mod tests {
             b"\"str\"",
             b"{\"type\":\"x\"} trailing",
             b"   ",
+            // Found by fuzz/ingest_verify: invalid UTF-8 in a field that is not `type` was
+            // accepted, then failed in the file and SQS/SNS sinks after Stream had its 200.
+            b"{\"type\":\"x\",\"other\":\"clie\xaft\"}",
+            b"{\"type\":\"x\xff\"}",
         ] {
             let sig = sign(SECRET.as_bytes(), body);
             let got = verify(

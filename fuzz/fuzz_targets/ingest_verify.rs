@@ -1,0 +1,227 @@
+//! `ingest::verify::verify` on arbitrary requests: it must never panic, and what it accepts
+//! must really be signed and be a JSON object.
+//!
+//! Input layout: the first [`HEADER_BYTES`] bytes are decoded (with `arbitrary`) into the
+//! request's headers and settings, the rest is the body. All-zero header bytes mean: one app,
+//! its `X-Api-Key`, a correct lower-case signature, no `Content-Encoding`, the default size
+//! limit; so a seed is 32 zero bytes followed by a webhook body. A "correct" signature is
+//! the HMAC of the bytes `verify` will check (the body after gunzip), which lets the fuzzer
+//! past the HMAC into gzip and JSON handling; other modes alter or replace it.
+#![no_main]
+
+use arbitrary::{Arbitrary, Unstructured};
+use bytes::Bytes;
+use hookfan::config::{App, Secret};
+use hookfan::ingest::verify::{
+    decode, sign, verify, Rejection, HEADER_API_KEY, HEADER_SIGNATURE, HEADER_WEBHOOK_ID,
+};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use libfuzzer_sys::fuzz_target;
+use std::io::Write;
+
+/// How many leading input bytes describe the headers.
+const HEADER_BYTES: usize = 32;
+
+const DEFAULT_LIMIT: usize = 1 << 20;
+
+#[derive(Arbitrary, Debug)]
+enum Signature {
+    /// HMAC of the decoded body with the secret of the app `X-Api-Key` names (or the first).
+    Correct,
+    Uppercase,
+    /// The correct signature with one character replaced.
+    Altered {
+        at: u8,
+        with: u8,
+    },
+    /// Signed with a secret no app has.
+    WrongSecret,
+    Missing,
+    Raw(String),
+}
+
+#[derive(Arbitrary, Debug)]
+enum ApiKey {
+    First,
+    Second,
+    Absent,
+    Raw(String),
+}
+
+#[derive(Arbitrary, Debug)]
+enum Encoding {
+    /// The body as is (gzip is still sniffed by its magic bytes).
+    Plain,
+    /// Gzip the body, with `Content-Encoding: gzip`.
+    Gzip { level: u8 },
+    /// Gzip the body without saying so.
+    GzipUndeclared { level: u8 },
+    /// Send this `Content-Encoding` with the body as is.
+    Declared(String),
+}
+
+#[derive(Arbitrary, Debug)]
+struct Headers {
+    signature: Signature,
+    api_key: ApiKey,
+    two_apps: bool,
+    encoding: Encoding,
+    webhook_id: Option<String>,
+    /// None: the default 1 MiB; else a small `max_body_bytes`.
+    limit: Option<u16>,
+}
+
+fn apps(two: bool) -> Vec<App> {
+    let mut apps = vec![App {
+        api_key: "key-a".into(),
+        api_secret: Secret::new("test_secret_do_not_use_in_production"),
+    }];
+    if two {
+        apps.push(App {
+            api_key: "key-b".into(),
+            api_secret: Secret::new("secret-b"),
+        });
+    }
+    apps
+}
+
+fn gzip(body: &[u8], level: u8) -> Vec<u8> {
+    let level = flate2::Compression::new(u32::from(level % 10));
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), level);
+    enc.write_all(body).unwrap();
+    enc.finish().unwrap()
+}
+
+/// Sets a header if the value is one HTTP could carry at all (the listener never sees others).
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// A header's value as text, trimmed; None when absent or not text.
+fn readable<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name)?.to_str().ok().map(str::trim)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let split = data.len().min(HEADER_BYTES);
+    let Ok(h) = Headers::arbitrary(&mut Unstructured::new(&data[..split])) else {
+        return;
+    };
+    let body = &data[split..];
+    let apps = apps(h.two_apps);
+    let limit = h.limit.map_or(DEFAULT_LIMIT, usize::from);
+
+    let mut headers = HeaderMap::new();
+    let wire: Vec<u8> = match &h.encoding {
+        Encoding::Plain => body.to_vec(),
+        Encoding::Gzip { level } => {
+            set(&mut headers, "content-encoding", "gzip");
+            gzip(body, *level)
+        }
+        Encoding::GzipUndeclared { level } => gzip(body, *level),
+        Encoding::Declared(value) => {
+            set(&mut headers, "content-encoding", value);
+            body.to_vec()
+        }
+    };
+    let api_key = match &h.api_key {
+        ApiKey::First => Some("key-a"),
+        ApiKey::Second => Some("key-b"),
+        ApiKey::Absent => None,
+        ApiKey::Raw(key) => Some(key.as_str()),
+    };
+    if let Some(key) = api_key {
+        set(&mut headers, "x-api-key", key);
+    }
+    if let Some(id) = &h.webhook_id {
+        set(&mut headers, "x-webhook-id", id);
+    }
+    // `X-Api-Key` as verify reads it (a value that is not text counts as absent), and the
+    // app whose secret a correct signature uses: the one it names, else the first.
+    let named = readable(&headers, HEADER_API_KEY).map(str::to_string);
+    let named = named.as_deref();
+    let secret = apps
+        .iter()
+        .find(|a| Some(a.api_key.as_str()) == named)
+        .unwrap_or(&apps[0])
+        .api_secret
+        .clone();
+    let signed = decode(&headers, Bytes::from(wire.clone()), limit)
+        .map(|b| b.to_vec())
+        .unwrap_or_else(|_| body.to_vec());
+    let correct = sign(secret.expose(), &signed);
+    let signature = match &h.signature {
+        Signature::Correct => Some(correct.clone()),
+        Signature::Uppercase => Some(correct.to_uppercase()),
+        Signature::Altered { at, with } => {
+            let mut s = correct.clone().into_bytes();
+            let i = usize::from(*at) % s.len();
+            s[i] = *with;
+            String::from_utf8(s).ok()
+        }
+        Signature::WrongSecret => Some(sign(b"not-a-configured-secret", &signed)),
+        Signature::Missing => None,
+        Signature::Raw(raw) => Some(raw.clone()),
+    };
+    if let Some(signature) = &signature {
+        set(&mut headers, "x-signature", signature);
+    }
+
+    let result = verify(&headers, Bytes::from(wire.clone()), &apps, limit);
+
+    match &result {
+        Ok(v) => {
+            // Accepted means: signed by the app its key names (or the only app) ...
+            let app = match named {
+                Some(key) => apps
+                    .iter()
+                    .find(|a| a.api_key == key)
+                    .expect("accepted with an unknown X-Api-Key"),
+                None => {
+                    assert_eq!(apps.len(), 1, "accepted without X-Api-Key among two apps");
+                    &apps[0]
+                }
+            };
+            let sent = readable(&headers, HEADER_SIGNATURE).expect("accepted unsigned");
+            assert_eq!(sent, v.signature);
+            assert!(
+                sign(app.api_secret.expose(), &v.body).eq_ignore_ascii_case(&v.signature),
+                "accepted a signature that is not the body's HMAC"
+            );
+            // ... over a body no bigger than the limit once decompressed ...
+            assert!(v.body.len() <= limit.max(wire.len()));
+            // ... that is a JSON object, whose string `type` is the event type.
+            let raw: Box<serde_json::value::RawValue> =
+                serde_json::from_slice(&v.body).expect("accepted a body that is not JSON");
+            assert!(raw.get().starts_with('{'), "accepted non-object JSON");
+            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&v.body) {
+                let event_type = value.get("type").and_then(|t| t.as_str());
+                assert_eq!(v.event_type.as_deref(), event_type);
+            }
+            assert_eq!(
+                v.webhook_id.as_deref(),
+                readable(&headers, HEADER_WEBHOOK_ID).filter(|id| !id.is_empty())
+            );
+        }
+        Err(rejection) => {
+            assert!(!rejection.to_string().is_empty());
+            // A correct signature from a named (or the only) app is never what gets refused.
+            let key_ok = match named {
+                Some(key) => apps.iter().any(|a| a.api_key == key),
+                None => apps.len() == 1,
+            };
+            let correct_sent = matches!(h.signature, Signature::Correct | Signature::Uppercase);
+            if key_ok && correct_sent {
+                assert!(
+                    !matches!(
+                        rejection,
+                        Rejection::BadSignature(_) | Rejection::UnknownApp(_)
+                    ),
+                    "a correctly signed request was refused: {rejection:?}"
+                );
+            }
+        }
+    }
+});

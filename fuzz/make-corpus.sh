@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Regenerates the seed corpus under fuzz/corpus/<target>/ from the repository's own test
+# data: Stream's signed test vectors, the shipped routes.yaml, the config texts of
+# tests/config.rs, and a few templates. Seeds are small; libFuzzer grows its own corpus
+# elsewhere (see .ci/fuzz). Run from anywhere; needs bash, awk and gzip only.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(dirname "$here")"
+fixtures="$repo/tests/fixtures/stream-webhooks"
+corpus="$here/corpus"
+
+rm -rf "$corpus/ingest_verify/seed-"* "$corpus/config_parse/seed-"* "$corpus/template/seed-"*
+mkdir -p "$corpus/ingest_verify" "$corpus/config_parse" "$corpus/template"
+
+# A richer body than the vectors' two fields: the shape of a chat message.new.
+rich_body='{"type":"message.new","cid":"messaging:general","channel_id":"general","channel_type":"messaging","message":{"id":"m1","text":"hi","user":{"id":"u1","name":"Ann"},"attachments":[],"n":7,"nothing":null},"user":{"id":"u1"},"watcher_count":2,"created_at":"2024-01-01T00:00:00.000Z","request_info":{"type":"client","ip":"86.84.2.2","ext":"device-id=123"}}'
+
+# ingest_verify: 32 header bytes (all zero: one app, its key, a correct signature, no
+# Content-Encoding, the default limit), then the body as sent.
+zeros() { head -c 32 /dev/zero; }
+for dir in "$fixtures"/*/ "$fixtures"/_invalid/*/; do
+    case="$(basename "$dir")"
+    [ -f "$dir/body.json" ] || continue
+    { zeros; cat "$dir/body.json"; } >"$corpus/ingest_verify/seed-$case.json"
+    # Already compressed: verify recognises gzip by its magic bytes.
+    [ -f "$dir/body.gz" ] && { zeros; cat "$dir/body.gz"; } >"$corpus/ingest_verify/seed-$case.gz"
+done
+{ zeros; printf '%s' "$rich_body"; } >"$corpus/ingest_verify/seed-rich.json"
+{ zeros; printf '%s' "$rich_body" | gzip -9n; } >"$corpus/ingest_verify/seed-rich.gz"
+# Two gzip members back to back (verify decodes all members).
+{ zeros; printf '{"type":' | gzip -n; printf '"x"}' | gzip -n; } >"$corpus/ingest_verify/seed-two-members.gz"
+
+# config_parse: the shipped routes.yaml and every config text of tests/config.rs (the `|`
+# margin stripped).
+cp "$repo/routes.yaml" "$corpus/config_parse/seed-routes.yaml"
+awk -v out="$corpus/config_parse/seed-config-rs" '
+    /yaml: r#"$/ || /^const EVERY_KEY: &str = r#"$/ { n++; file = sprintf("%s-%02d.yaml", out, n); inside = 1; next }
+    inside && /^ *"#/ { inside = 0; close(file); next }
+    inside {
+        line = $0
+        sub(/^ *\|/, "", line)
+        if ($0 ~ /^ *\|/) print line > file
+    }
+' "$repo/tests/config.rs"
+
+# template: the template, a NUL, the event JSON.
+templates=(
+    "{cid}"
+    "{message.user.id}"
+    "{message.user.id|user.id|'none'}"
+    "room-{channel_id}/{type}"
+    "{message.n}"
+    "{missing|cid}"
+    "{missing|unknown}"
+    "{message.nothing|\"x y\"}"
+    "{message.user|type}"
+    "static"
+    "{a..b}"
+    "{'lit'|cid}"
+    "}{cid}"
+)
+i=0
+for t in "${templates[@]}"; do
+    i=$((i + 1))
+    { printf '%s\0' "$t"; printf '%s' "$rich_body"; } >"$corpus/template/seed-$(printf %02d $i).txt"
+done
+{ printf '{type|cid}\0'; cat "$fixtures/message.new/body.json"; } >"$corpus/template/seed-fixture.txt"
+
+du -sh "$corpus"/*
