@@ -283,7 +283,8 @@ impl Ctx {
                         &error,
                         &format!("retrying in {}", humantime::format_duration(round_ms(wait))),
                     );
-                    let at = now + wait.as_millis() as u64;
+                    let at =
+                        now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
                     if self.ordered {
                         Completion::Hold {
                             not_before_ms: at,
