@@ -224,7 +224,25 @@ broken_configs! {
         expect: [(2, 21, "max_buffered_bytes (1048576) is less than max_body_bytes (2097152)")],
     }
 
-    listener_limits_must_be_positive {
+    durations_longer_than_ten_years_are_refused {
+        env: [],
+        yaml: r#"
+            |dedup_window: 500000000000y
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl, retry: { max_backoff: 3651d } }
+        "#,
+        expect: [
+            (1, 15, r#"dedup_window: "500000000000y" is longer than hookfan supports (at most 3650d)"#),
+            (8, 52, r#"max_backoff: "3651d" is longer than hookfan supports"#),
+        ],
+    }
+
+        listener_limits_must_be_positive {
         env: [],
         yaml: r#"
             |max_connections: 0

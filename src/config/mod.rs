@@ -306,6 +306,8 @@ pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 64 * 1024 * 1024;
 /// refuse its own retries.
 const MIN_EVENT_AGE: Duration = Duration::from_secs(60);
 const MAX_BODY_LIMIT: u64 = 256 * 1024 * 1024;
+/// Longest duration any key takes (ten years): beyond it, time arithmetic would overflow.
+const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 3600);
 
 // ---------------------------------------------------------------------------------------------
 // Stage 1: the file's shape, as serde types.
@@ -1024,6 +1026,14 @@ fn duration(
 ) -> Duration {
     let Some(text) = text else { return default };
     match humantime::parse_duration(text.trim()) {
+        Ok(d) if d > MAX_DURATION => {
+            let key = path.rsplit('.').next().unwrap_or(path);
+            errs.push(pos.diag(
+                path,
+                format!("{key}: \"{text}\" is longer than hookfan supports (at most 3650d)"),
+            ));
+            default
+        }
         Ok(d) => d,
         Err(e) => {
             let key = path.rsplit('.').next().unwrap_or(path);
