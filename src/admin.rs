@@ -109,7 +109,8 @@ fn ready(spool: &Spool, data_dir: PathBuf) -> Result<(), String> {
     if let Some(error) = spool.commit_error() {
         return Err(format!(
             "the spool cannot commit ({error}); webhooks get 503 until a commit succeeds \
-             (after an I/O error such as a full disk, free space and restart hookfan)"
+             (after an I/O error such as a full disk, free space: hookfan reopens the spool \
+             by itself, at most once a second)"
         ));
     }
     let probe = data_dir.join(".hookfan-ready-probe");
