@@ -460,8 +460,9 @@ async fn legitimate_sender_is_served(daemon: &Daemon) {
     )
     .await;
     assert_eq!(answer.status, 200, "{answer:?}");
+    // Generous for a loaded CI machine (one commit takes milliseconds).
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(5),
         "the legitimate sender waited {:?}",
         started.elapsed()
     );
@@ -595,7 +596,7 @@ async fn huge_headers_get_431_and_an_endless_body_413() {
 async fn a_flood_of_idle_connections_costs_little_memory_and_the_sender_is_still_served() {
     let daemon = Daemon::start(
         Config::default()
-            .top_level("request_timeout: 2s")
+            .top_level("request_timeout: 6s")
             .file_route("all", "events.jsonl"),
     )
     .await;
