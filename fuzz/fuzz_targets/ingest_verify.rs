@@ -138,8 +138,10 @@ fuzz_target!(|data: &[u8]| {
     if let Some(id) = &h.webhook_id {
         set(&mut headers, "x-webhook-id", id);
     }
-    // `X-Api-Key` as verify reads it (a value that is not text counts as absent), and the
-    // app whose secret a correct signature uses: the one it names, else the first.
+    // `X-Api-Key` as verify reads it, and the app whose secret a correct signature uses: the
+    // one it names, else the first. A value that is not visible ASCII names no app and is
+    // refused (`present` but not `named`).
+    let present = headers.contains_key(HEADER_API_KEY);
     let named = readable(&headers, HEADER_API_KEY).map(str::to_string);
     let named = named.as_deref();
     let secret = apps
@@ -180,6 +182,7 @@ fuzz_target!(|data: &[u8]| {
                     .find(|a| a.api_key == key)
                     .expect("accepted with an unknown X-Api-Key"),
                 None => {
+                    assert!(!present, "accepted an X-Api-Key that is not text");
                     assert_eq!(apps.len(), 1, "accepted without X-Api-Key among two apps");
                     &apps[0]
                 }
@@ -210,7 +213,7 @@ fuzz_target!(|data: &[u8]| {
             // A correct signature from a named (or the only) app is never what gets refused.
             let key_ok = match named {
                 Some(key) => apps.iter().any(|a| a.api_key == key),
-                None => apps.len() == 1,
+                None => !present && apps.len() == 1,
             };
             let correct_sent = matches!(h.signature, Signature::Correct | Signature::Uppercase);
             if key_ok && correct_sent {
