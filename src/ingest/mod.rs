@@ -81,12 +81,9 @@ async fn handle(state: &IngestState, request: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_string();
-    if !listener::ip_allowed(
-        live.config.allowed_ips.as_deref(),
-        listener::peer_ip(&parts.extensions),
-    ) {
+    let peer = listener::peer_ip(&parts.extensions);
+    if !listener::ip_allowed(live.config.allowed_ips.as_deref(), peer) {
         count("ip_not_allowed");
-        let peer = listener::peer_ip(&parts.extensions);
         tracing::warn!(peer = ?peer, %path, %webhook_id, "refused webhook: the sender's IP is not in allowed_ips");
         return answer(
             StatusCode::FORBIDDEN,

@@ -63,22 +63,14 @@ async fn received_before_marker(
     let marker = format!("marker-{}", new_id());
     let body = event_created_at(&marker, rfc3339_ago(Duration::ZERO));
     post_ok(client, url, &marker, &body).await;
-    let mut ids = Vec::new();
-    let deadline = Instant::now() + DELIVERY_TIMEOUT;
-    loop {
-        for r in receiver.drain_now() {
-            if r.webhook_id() == marker {
-                ids.sort();
-                return ids;
-            }
-            ids.push(r.webhook_id().to_string());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the marker was not delivered; got {ids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut ids: Vec<String> = receiver
+        .until_marker(&marker)
+        .await
+        .iter()
+        .map(|r| r.webhook_id().to_string())
+        .collect();
+    ids.sort();
+    ids
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -468,15 +460,6 @@ async fn legitimate_sender_is_served(daemon: &Daemon) {
     );
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slowloris_client_is_cut_off_at_request_timeout_while_others_are_served() {
     let daemon = Daemon::start(
@@ -552,7 +535,7 @@ async fn huge_headers_get_431_and_an_endless_body_413() {
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
 
     // A chunked body that never ends: refused once it passes max_body_bytes.
-    let before = rss_kib(daemon.pid());
+    let before = daemon.rss_kib();
     let mut endless = TcpStream::connect(daemon.addr).await.unwrap();
     endless
         .write_all(b"POST / HTTP/1.1\r\nHost: hookfan\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -570,7 +553,7 @@ async fn huge_headers_get_431_and_an_endless_body_413() {
         sent < 64 * 1024 * 1024,
         "hookfan kept reading an endless body"
     );
-    let grown = rss_kib(daemon.pid()).saturating_sub(before);
+    let grown = daemon.rss_kib().saturating_sub(before);
     assert!(
         grown < 16 * 1024,
         "memory grew by {grown} KiB on an endless body"
@@ -601,7 +584,7 @@ async fn a_flood_of_idle_connections_costs_little_memory_and_the_sender_is_still
     )
     .await;
     legitimate_sender_is_served(&daemon).await;
-    let before = rss_kib(daemon.pid());
+    let before = daemon.rss_kib();
     let mut idle = Vec::new();
     for _ in 0..500 {
         let mut c = TcpStream::connect(daemon.addr).await.unwrap();
@@ -609,7 +592,7 @@ async fn a_flood_of_idle_connections_costs_little_memory_and_the_sender_is_still
         idle.push(c);
     }
     legitimate_sender_is_served(&daemon).await;
-    let grown = rss_kib(daemon.pid()).saturating_sub(before);
+    let grown = daemon.rss_kib().saturating_sub(before);
     eprintln!("500 idle connections: RSS grew by {grown} KiB");
     assert!(grown < 32 * 1024, "500 idle connections cost {grown} KiB");
     // request_timeout closes every one of them.
