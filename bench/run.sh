@@ -7,6 +7,7 @@
 #   bench/run.sh --scenarios ingest,drain-http   # a subset
 #   BENCH_BACKLOG=200000 bench/run.sh            # scale the 1M backlog scenario down
 #   BENCH_CPUS=0,1 bench/run.sh  # pin everything to two cores on a bigger machine
+#   BENCH_CONNECTIONS=256 bench/run.sh --scenarios probe,ingest   # more requests in flight
 #
 # Needs only a Rust toolchain. `perf` (Debian: linux-perf) is used, when it works, to count
 # fsyncs; without it those rows say n/a. Set BENCH_NO_INSTALL=1 to never apt-get anything.
