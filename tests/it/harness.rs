@@ -636,15 +636,9 @@ fn log_filter() -> String {
     std::env::var("HOOKFAN_IT_LOG").unwrap_or_else(|_| "info".to_owned())
 }
 
-/// Spawns `hookfan serve --config PATH`, drains its stdout and stderr in
-/// background threads for its whole life (echoing them), and waits for the
-/// `listening on http://ADDR` line.
-async fn spawn_serve(
-    config_path: &Path,
-    env: &[(String, String)],
-    generation: u32,
-    logs: &Arc<Mutex<String>>,
-) -> (Child, SocketAddr, SocketAddr) {
+/// `hookfan serve --config PATH` with piped output, the test log filter, no proxy or AWS
+/// settings from the environment, and `env` on top.
+fn serve_command(config_path: &Path, env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookfan"));
     cmd.arg("serve")
         .arg("--config")
@@ -659,6 +653,19 @@ async fn spawn_serve(
     }
     remove_aws_env(&mut cmd);
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
+/// Spawns `hookfan serve --config PATH`, drains its stdout and stderr in
+/// background threads for its whole life (echoing them), and waits for the
+/// `listening on http://ADDR` line.
+async fn spawn_serve(
+    config_path: &Path,
+    env: &[(String, String)],
+    generation: u32,
+    logs: &Arc<Mutex<String>>,
+) -> (Child, SocketAddr, SocketAddr) {
+    let mut cmd = serve_command(config_path, env);
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     eprintln!(
         "[harness] started hookfan #{generation} (pid {})",
@@ -1504,20 +1511,7 @@ impl Daemon {
     /// after `within` (it is then killed), or if it got as far as listening.
     pub async fn serve_expecting_exit(&self, within: Duration) -> std::process::Output {
         assert!(self.child.is_none(), "stop the daemon first");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookfan"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&self.config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", log_filter());
-        for var in PROXY_VARS {
-            cmd.env_remove(var);
-        }
-        remove_aws_env(&mut cmd);
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let mut cmd = serve_command(&self.config_path, &self.env);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let pid = child.id().to_string();
         let waiter = tokio::task::spawn_blocking(move || child.wait_with_output());
