@@ -15,14 +15,15 @@
 //!
 //! A reload goes through the same `config::load` as startup. An invalid file changes nothing:
 //! the error (with lines and columns) is logged, counted, and the old config keeps running.
-//! `listen`, `admin_listen` and `data_dir` need a restart; a change to them is logged and
-//! ignored.
+//! `listen`, `admin_listen`, `data_dir`, `max_connections`, `max_buffered_bytes` and
+//! `delivery_nice` need a restart; a change to them is logged and ignored.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -56,6 +57,8 @@ struct Running {
 pub struct Routes {
     spool: Spool,
     grace: Duration,
+    /// Where workers run: the delivery runtime (see `deliver::runtime`).
+    runtime: Handle,
     running: HashMap<String, Running>,
     /// Kept across worker restarts so no wake-up and no counter is lost.
     notifiers: HashMap<String, Arc<Notify>>,
@@ -63,10 +66,11 @@ pub struct Routes {
 }
 
 impl Routes {
-    pub fn new(spool: Spool, grace: Duration) -> Routes {
+    pub fn new(spool: Spool, grace: Duration, runtime: Handle) -> Routes {
         Routes {
             spool,
             grace,
+            runtime,
             running: HashMap::new(),
             notifiers: HashMap::new(),
             stats: HashMap::new(),
@@ -150,7 +154,7 @@ impl Routes {
             grace: self.grace,
             stats,
         };
-        let done = tokio::spawn(worker.run());
+        let done = self.runtime.spawn(worker.run());
         // Pending events may be waiting already (restart, or a route that came back).
         notify.notify_one();
         self.running.insert(name, Running { route, stop, done });
@@ -254,6 +258,7 @@ async fn reload(
             "max_buffered_bytes",
             next.max_buffered_bytes != current.max_buffered_bytes,
         ),
+        ("delivery_nice", next.delivery_nice != current.delivery_nice),
     ] {
         if changed {
             tracing::warn!("config reload: {what} changed; restart hookfan to apply it (kept the running value)");
@@ -264,6 +269,7 @@ async fn reload(
     next.data_dir = current.data_dir.clone();
     next.max_connections = current.max_connections;
     next.max_buffered_bytes = current.max_buffered_bytes;
+    next.delivery_nice = current.delivery_nice;
     if next.tls.is_some() != current.tls.is_some() {
         next.tls = current.tls.clone();
     }

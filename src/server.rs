@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::deliver::runtime::DeliveryRuntime;
 use crate::ingest::{self, IngestState};
 use crate::live::{Reload, Routes};
 use crate::spool::Spool;
@@ -57,7 +58,10 @@ pub async fn run(
         })
     };
 
-    let mut routes = Routes::new(spool.clone(), config.shutdown_grace);
+    // Deliveries run on their own threads, below ingest's priority: a draining backlog must
+    // not slow acknowledgements down.
+    let delivery = DeliveryRuntime::start(config.delivery_nice)?;
+    let mut routes = Routes::new(spool.clone(), config.shutdown_grace, delivery.handle());
     let (publish, live) = watch::channel(Arc::new(routes.apply(config.clone()).await?));
 
     let admin_task = match admin {
@@ -127,6 +131,7 @@ pub async fn run(
         None => kept.expect("routes are kept when not reloading"),
     };
     routes.stop_all().await;
+    drop(delivery);
     spool.close().await;
     if let Some(task) = admin_task {
         let _ = task.await;

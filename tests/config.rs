@@ -248,6 +248,7 @@ broken_configs! {
             |max_connections: 0
             |request_timeout: 0s
             |max_event_age: soon
+            |delivery_nice: 20
             |apps:
             |  - api_key: k
             |    api_secret: s
@@ -260,6 +261,7 @@ broken_configs! {
             (1, 18, "max_connections must be between 1 and 1000000"),
             (2, 18, "request_timeout must be greater than 0"),
             (3, 16, r#"max_event_age: "soon" is not a duration"#),
+            (4, 16, "delivery_nice must be between 0 (the same priority as ingest) and 19"),
         ],
     }
 
@@ -277,7 +279,7 @@ broken_configs! {
             |    event_types: []
             |    file: { path: ./a.jsonl }
         "#,
-        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, tls, allowed_ips, max_event_age, max_connections, request_timeout, max_buffered_bytes, admin_listen, admin_token, data_dir, max_body_bytes, dedup_window, shutdown_grace, apps, routes)"#)],
+        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, tls, allowed_ips, max_event_age, max_connections, request_timeout, max_buffered_bytes, admin_listen, admin_token, data_dir, max_body_bytes, dedup_window, shutdown_grace, delivery_nice, apps, routes)"#)],
     }
 
     unknown_keys_in_different_routes_and_blocks_are_all_reported_at_once {
@@ -961,6 +963,10 @@ fn the_shipped_routes_yaml_validates_with_only_the_stream_credentials_set() {
     assert_eq!(config.max_body_bytes, 1_048_576);
     assert_eq!(config.dedup_window, Duration::from_secs(10 * 60));
     assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+    assert_eq!(
+        config.delivery_nice, 10,
+        "deliveries run below ingest by default"
+    );
 
     assert_eq!(config.apps.len(), 1);
     assert_eq!(config.apps[0].api_key, "stream-key");
@@ -1127,6 +1133,7 @@ const EVERY_KEY: &str = r#"
     |max_body_bytes: 2097152
     |dedup_window: 1h
     |shutdown_grace: 30s
+    |delivery_nice: 5
     |apps:
     |  - api_key: key-one
     |    api_secret: ${STREAM_API_SECRET}
@@ -1196,6 +1203,7 @@ fn a_config_using_every_key_parses_into_exactly_those_values() {
     assert_eq!(config.max_body_bytes, 2 * 1024 * 1024);
     assert_eq!(config.dedup_window, Duration::from_secs(3600));
     assert_eq!(config.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(config.delivery_nice, 5);
 
     assert_eq!(config.apps.len(), 2);
     assert_eq!(config.apps[0].api_key, "key-one");

@@ -120,6 +120,8 @@ pub struct Config {
     pub dedup_window: Duration,
     /// How long in-flight deliveries may finish after SIGTERM before the daemon exits.
     pub shutdown_grace: Duration,
+    /// How many nice steps below ingest the delivery threads run (0: the same priority).
+    pub delivery_nice: i32,
     /// Stream apps whose webhooks are accepted; `X-Api-Key` picks one.
     pub apps: Vec<App>,
     pub routes: Vec<Route>,
@@ -300,6 +302,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(6);
 pub const DEFAULT_HTTP_CONCURRENCY: usize = 16;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Delivery threads run this many nice steps below ingest (see `deliver::runtime`).
+pub const DEFAULT_DELIVERY_NICE: i32 = 10;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 64 * 1024 * 1024;
 /// Stream retries a webhook for up to 15 s after the event; a shorter `max_event_age` would
@@ -328,6 +332,7 @@ struct RawConfig {
     max_body_bytes: Option<u64>,
     dedup_window: Option<String>,
     shutdown_grace: Option<String>,
+    delivery_nice: Option<i64>,
     #[serde(default)]
     apps: Vec<RawApp>,
     #[serde(default)]
@@ -417,6 +422,7 @@ const TOP_KEYS: &[&str] = &[
     "max_body_bytes",
     "dedup_window",
     "shutdown_grace",
+    "delivery_nice",
     "apps",
     "routes",
 ];
@@ -776,6 +782,18 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
         }
         age
     });
+    let delivery_nice = raw
+        .delivery_nice
+        .map_or(Ok(DEFAULT_DELIVERY_NICE), i32::try_from)
+        .ok()
+        .filter(|n| (0..=19).contains(n))
+        .unwrap_or_else(|| {
+            errs.push(pos.diag(
+                "delivery_nice",
+                "delivery_nice must be between 0 (the same priority as ingest) and 19",
+            ));
+            DEFAULT_DELIVERY_NICE
+        });
     let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
     if !(1..=1_000_000).contains(&max_connections) {
         errs.push(pos.diag(
@@ -1003,6 +1021,7 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
         max_body_bytes: max_body_bytes as usize,
         dedup_window,
         shutdown_grace,
+        delivery_nice,
         apps,
         routes,
     })

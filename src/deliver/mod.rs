@@ -29,6 +29,7 @@
 //! delays another.
 
 pub mod backoff;
+pub mod runtime;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};

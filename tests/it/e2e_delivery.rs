@@ -588,3 +588,54 @@ async fn disabled_route_receives_nothing() {
         "a disabled route received requests: {got:?}"
     );
 }
+
+/// The nice value of the test process (the daemon starts at the priority it inherits).
+fn own_nice() -> i32 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("read own stat");
+    let close = stat.rfind(')').unwrap();
+    stat[close + 1..]
+        .split_whitespace()
+        .nth(16)
+        .and_then(|v| v.parse().ok())
+        .expect("nice value")
+}
+
+#[tokio::test]
+async fn deliveries_run_on_their_own_threads_below_the_priority_of_ingest() {
+    let mut receiver = Receiver::start().await;
+    let daemon = Daemon::start(
+        Config::default()
+            .top_level("delivery_nice: 7")
+            .route(HttpRoute::new("to-receiver", receiver.url())),
+    )
+    .await;
+    // A delivery has run, so the delivery runtime's threads (workers and blocking pool) exist.
+    let id = new_id();
+    post_ok(
+        &client(),
+        &daemon.url(),
+        &id,
+        &event_body("message.new", &id),
+    )
+    .await;
+    assert_eq!(receiver.next("the delivery").await.webhook_id(), id);
+
+    let base = own_nice();
+    let threads = daemon.thread_priorities();
+    let (deliver, rest): (Vec<_>, Vec<_>) = threads
+        .iter()
+        .partition(|(name, _)| name.starts_with("hookfan-deliver"));
+    assert!(
+        !deliver.is_empty(),
+        "no hookfan-deliver thread in {threads:?}"
+    );
+    let lowered = (base + 7).min(19);
+    assert!(
+        deliver.iter().all(|(_, nice)| *nice == lowered),
+        "every delivery thread runs at nice {lowered}: {threads:?}"
+    );
+    assert!(
+        rest.iter().all(|(_, nice)| *nice == base),
+        "ingest, the spool writer and the rest keep nice {base}: {threads:?}"
+    );
+}

@@ -1490,6 +1490,30 @@ impl Daemon {
         self.status_kib("VmRSS:")
     }
 
+    /// Every thread of the running child: its name and its nice value (/proc/PID/task/*/stat).
+    pub fn thread_priorities(&self) -> Vec<(String, i32)> {
+        let dir = format!("/proc/{}/task", self.pid());
+        let tasks = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {dir}: {e}"));
+        let mut threads = Vec::new();
+        for task in tasks.flatten() {
+            // A thread may end between the listing and the read.
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ...`: comm may hold spaces; nice is field 19, the 17th after
+            // the closing parenthesis.
+            let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
+            let name = stat[open + 1..close].to_string();
+            let nice = stat[close + 1..]
+                .split_whitespace()
+                .nth(16)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no nice value in {stat}"));
+            threads.push((name, nice));
+        }
+        threads
+    }
+
     /// A `<field> N kB` line of the running child's /proc/PID/status.
     fn status_kib(&self, field: &str) -> u64 {
         let path = format!("/proc/{}/status", self.pid());
