@@ -325,6 +325,31 @@ fn io_write_bytes(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// hookfan's spool commits so far: (count, seconds spent in them), from its /metrics.
+fn commit_totals(h: &Proc) -> Option<(f64, f64)> {
+    let admin = h.admin?;
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    let (status, body) =
+        common::blocking_request(admin, req.as_bytes(), Duration::from_secs(10)).ok()?;
+    if status != 200 {
+        return None;
+    }
+    let body = String::from_utf8_lossy(&body);
+    let value = |name: &str| {
+        body.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    Some((
+        value("hookfan_spool_commit_seconds_count")?,
+        value("hookfan_spool_commit_seconds_sum")?,
+    ))
+}
+
 /// Several rounds of one side, combined: throughput over all rounds, worst percentiles.
 #[derive(Debug, Clone, Default)]
 struct Agg {
@@ -345,6 +370,11 @@ struct Agg {
     sent: u64,
     /// The disk's fsync latency meanwhile, seen by an independent probe (latency runs).
     disk: Option<FsyncStats>,
+    /// Spool commits during the measured runs: (count, seconds spent applying and committing,
+    /// fsync included), from hookfan's /metrics; None without an admin listener.
+    commits: Option<(f64, f64)>,
+    /// Wall seconds the `commits` figures cover.
+    commits_secs: f64,
 }
 
 impl Agg {
@@ -371,6 +401,19 @@ impl Agg {
 
     fn rps(&self) -> f64 {
         self.ok as f64 / self.elapsed.max(1e-9)
+    }
+
+    /// Share of the wall time the spool's writer spent applying and committing batches.
+    fn writer_busy(&self) -> Option<f64> {
+        self.commits
+            .map(|(_, secs)| secs / self.commits_secs.max(1e-9))
+    }
+
+    /// Mean time of one commit (apply + commit + fsync), in seconds.
+    fn commit_mean(&self) -> Option<f64> {
+        self.commits
+            .filter(|&(n, _)| n > 0.0)
+            .map(|(n, secs)| secs / n)
     }
 
     fn per_fsync(&self) -> Option<f64> {
@@ -728,9 +771,16 @@ impl Suite {
         let io = self.io_start(h.pid());
         let mut watched = vec![h];
         watched.extend_from_slice(others);
+        let commits0 = commit_totals(h);
+        let t0 = Instant::now();
         let w = Window::start(&watched);
         let l = self.load(&h.url("/stream"), spec)?;
         let cpu = w.end();
+        if let (Some((n0, s0)), Some((n1, s1))) = (commits0, commit_totals(h)) {
+            let (n, secs) = agg.commits.unwrap_or_default();
+            agg.commits = Some((n + n1 - n0, secs + s1 - s0));
+            agg.commits_secs += t0.elapsed().as_secs_f64();
+        }
         let mut io = Suite::io_end(io);
         // Rates over the load's own measured time (the counter ran a little longer, idle).
         io.secs = l.elapsed;
@@ -1044,6 +1094,25 @@ fn probe(s: &mut Suite) -> Result<f64> {
     Ok(rate)
 }
 
+/// How busy the spool's single writer was: the share of wall time spent applying and
+/// committing batches (fsync included). Near 100% means the writer is the bottleneck.
+fn writer_busy_row(s: &mut Suite, sec: &str, label: &str, agg: &Agg) {
+    let (Some(busy), Some(mean)) = (agg.writer_busy(), agg.commit_mean()) else {
+        return;
+    };
+    let per_commit = agg.commits.map_or(0.0, |(n, _)| agg.ok as f64 / n.max(1.0));
+    s.row(
+        sec,
+        &format!("spool writer busy at {label} (apply + commit + fsync)"),
+        format!("{:.0}% of the time", 100.0 * busy),
+    )
+    .reference = format!(
+        "mean commit {:.2} ms; writer CPU {:.2} cores; ~{per_commit:.0} webhooks per commit",
+        mean * 1000.0,
+        agg.writer_cores
+    );
+}
+
 fn ingest(s: &mut Suite, base: &Proc, disk_rate: Option<f64>) -> Result<()> {
     println!(
         "{} ingest only: 3 routes, destination down (holding requests)",
@@ -1084,6 +1153,7 @@ fn ingest(s: &mut Suite, base: &Proc, disk_rate: Option<f64>) -> Result<()> {
         format!("{} / {}", fmt_us(hf.p50), fmt_us(hf.p99)),
     )
     .reference = format!("baseline {} / {}", fmt_us(b.p50), fmt_us(b.p99));
+    writer_busy_row(s, sec, "max rate", &hf);
     fsync_rows(s, sec, "max rate", &hf, disk_rate);
 
     // Latency at half of hookfan's maximum rate, baseline at the same rate.
@@ -1120,6 +1190,7 @@ fn ingest(s: &mut Suite, base: &Proc, disk_rate: Option<f64>) -> Result<()> {
         fmt_disk(lh.disk),
     )
     .reference = format!("during baseline: {}", fmt_disk(lb.disk));
+    writer_busy_row(s, sec, "half rate", &lh);
     fsync_rows(s, sec, "half rate", &lh, disk_rate);
     let hwm = h.status_kb("VmHWM");
     let r = s.row(
@@ -1308,6 +1379,7 @@ fn deliver(s: &mut Suite, base: &Proc, disk_rate: Option<f64>) -> Result<()> {
         "loadgen {:.2}; receiver incl.; machine {:.2}",
         hf.gen_cores, hf.machine_cores
     );
+    writer_busy_row(s, sec, "max rate", &hf);
     fsync_rows(s, sec, "max rate", &hf, disk_rate);
     // Everything the load generator got a 200 for, warm-ups included, times 3 routes.
     let expected = 3 * hf.sent;
