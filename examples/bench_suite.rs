@@ -51,6 +51,10 @@ struct Args {
     /// Smoke test: tiny numbers, a minute in all. The table is not meaningful.
     #[arg(long)]
     quick: bool,
+    /// Extra top-level lines for every hookfan config, for A/B runs of a setting, e.g.
+    /// `BENCH_HOOKFAN_CONFIG='delivery_nice: 0'` (several lines separated by `;`).
+    #[arg(long, env = "BENCH_HOOKFAN_CONFIG", default_value = "")]
+    hookfan_config: String,
     /// Comma-separated subset: probe,ingest,unrouted,refused,deliver,drain-http,drain-sqs,backlog.
     #[arg(long, env = "BENCH_SCENARIOS", default_value = "all")]
     scenarios: String,
@@ -630,6 +634,11 @@ impl Suite {
         writeln!(y, "data_dir: {}", data.display())?;
         writeln!(y, "dedup_window: 10m")?;
         writeln!(y, "shutdown_grace: 1s")?;
+        for line in self.args.hookfan_config.split(';').map(str::trim) {
+            if !line.is_empty() {
+                writeln!(y, "{line}")?;
+            }
+        }
         writeln!(y, "apps:")?;
         writeln!(y, "  - api_key: {}", common::API_KEY)?;
         writeln!(y, "    api_secret: {}", common::API_SECRET)?;
@@ -1999,6 +2008,9 @@ fn main() -> Result<()> {
         "- settings: {} connections, {} s x {} rounds per side, drain {} events, backlog {} events",
         args.connections, args.duration, args.rounds, args.drain_events, args.backlog
     );
+    if !args.hookfan_config.is_empty() {
+        let _ = writeln!(report, "- hookfan config extra: `{}`", args.hookfan_config);
+    }
     let _ = writeln!(report, "- suite wall time: {:.0} s", total.as_secs_f64());
     let _ = writeln!(report, "- baseline peak RSS: {}\n", fmt_mib(base_hwm));
     report.push_str(&table);

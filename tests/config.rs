@@ -964,7 +964,7 @@ fn the_shipped_routes_yaml_validates_with_only_the_stream_credentials_set() {
     assert_eq!(config.dedup_window, Duration::from_secs(10 * 60));
     assert_eq!(config.shutdown_grace, Duration::from_secs(10));
     assert_eq!(
-        config.delivery_nice, 10,
+        config.delivery_nice, 5,
         "deliveries run below ingest by default"
     );
 
@@ -1133,7 +1133,7 @@ const EVERY_KEY: &str = r#"
     |max_body_bytes: 2097152
     |dedup_window: 1h
     |shutdown_grace: 30s
-    |delivery_nice: 5
+    |delivery_nice: 12
     |apps:
     |  - api_key: key-one
     |    api_secret: ${STREAM_API_SECRET}
@@ -1203,7 +1203,7 @@ fn a_config_using_every_key_parses_into_exactly_those_values() {
     assert_eq!(config.max_body_bytes, 2 * 1024 * 1024);
     assert_eq!(config.dedup_window, Duration::from_secs(3600));
     assert_eq!(config.shutdown_grace, Duration::from_secs(30));
-    assert_eq!(config.delivery_nice, 5);
+    assert_eq!(config.delivery_nice, 12);
 
     assert_eq!(config.apps.len(), 2);
     assert_eq!(config.apps[0].api_key, "key-one");

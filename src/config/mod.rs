@@ -303,7 +303,7 @@ pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(6);
 pub const DEFAULT_HTTP_CONCURRENCY: usize = 16;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Delivery threads run this many nice steps below ingest (see `deliver::runtime`).
-pub const DEFAULT_DELIVERY_NICE: i32 = 10;
+pub const DEFAULT_DELIVERY_NICE: i32 = 5;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 64 * 1024 * 1024;
 /// Stream retries a webhook for up to 15 s after the event; a shorter `max_event_age` would

@@ -8,9 +8,11 @@
 //! threads (and the spool writer, which both use) the CPU first, and deliveries take what is
 //! left, catching up once the load eases.
 //!
-//! The cost: when the destination shares the cores (a handler on the same host), its
-//! threads win too, and a drain is slower, about a fifth in the benchmark (BENCHMARKS.md).
-//! `delivery_nice` (default 10) sets the gap; 0 runs deliveries at ingest's priority.
+//! The cost: when the destination shares the cores (a handler on the same host), its threads
+//! win too, and a drain is slower. `delivery_nice` sets the gap; 0 runs deliveries at ingest's
+//! priority. The default, 5 (ingest gets about three quarters of a contended core), is the
+//! measured balance (BENCHMARKS.md): at 10 the HTTP drain with a local receiver fell to the
+//! edge of its 10k/s target, at 0 acknowledgements waited behind deliveries again.
 //!
 //! The threads are named `hookfan-deliver` (`top -H` shows them). Lowering one's own priority
 //! needs no privilege; where it fails (or off Linux) deliveries keep the normal priority.
