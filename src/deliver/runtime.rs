@@ -3,21 +3,22 @@
 //!
 //! Why: an acknowledgement has a deadline (Stream waits 6 s, and we aim for milliseconds);
 //! a delivery does not, because its event is already on disk. When a backlog drains while
-//! webhooks keep arriving, the two compete for the same cores. On one runtime they get
-//! equal shares and acknowledgements queue behind deliveries; here the kernel gives ingest's
-//! threads (and the spool writer, which both use) the CPU first, and deliveries take what is
-//! left, catching up once the load eases.
+//! webhooks keep arriving, the two compete for the same cores. On one runtime, an
+//! acknowledgement's wake-up waited in the same run queue as every delivery task (p99 34 ms
+//! and more at half the maximum rate). Here ingest has its own threads, and the delivery
+//! threads sit `delivery_nice` steps lower, so under contention the kernel gives ingest (and
+//! the spool writer, which both use) the CPU first; deliveries take what is left and catch up
+//! once the load eases.
 //!
 //! The cost: when the destination shares the cores (a handler on the same host), its threads
-//! win too, and a drain is slower. `delivery_nice` sets the gap; 0 runs deliveries at ingest's
+//! win too, and a drain is slower. `delivery_nice: 0` keeps the separate threads at ingest's
 //! priority. The default, 5 (ingest gets about three quarters of a contended core), is the
-//! measured balance (BENCHMARKS.md): at 10 the HTTP drain with a local receiver fell to the
-//! edge of its 10k/s target, at 0 acknowledgements waited behind deliveries again.
+//! measured balance (BENCHMARKS.md): at 0 ingest with deliveries running topped out near
+//! 12k/s against 15–19k/s at 5; at 10 the HTTP drain to a local receiver fell to the edge of
+//! its 10k/s target.
 //!
 //! The threads are named `hookfan-deliver` (`top -H` shows them). Lowering one's own priority
 //! needs no privilege; where it fails (or off Linux) deliveries keep the normal priority.
-
-use std::time::Duration;
 
 use tokio::runtime::{Handle, Runtime};
 
@@ -61,7 +62,7 @@ impl Drop for DeliveryRuntime {
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
             // Not `drop(rt)`: that blocks, which is refused inside the main runtime.
-            rt.shutdown_timeout(Duration::ZERO);
+            rt.shutdown_background();
         }
     }
 }
