@@ -1,9 +1,10 @@
 //! Per-route backlog figures (pending events, the oldest of them, dead letters) kept in memory
 //! so that `/metrics` and `/api/routes` read them in O(routes) instead of walking the tables.
 //!
-//! Built by one scan of `pending` and `dead` when the spool opens; after that only the writer
-//! changes them, applying the [`Change`]s of a transaction once it is committed (a failed
-//! commit changes nothing). Pure: no I/O, no clock.
+//! Built by one scan of `pending` and `dead` in the snapshot taken when the spool opens (on a
+//! thread of its own, see `SharedCounts` in `mod.rs`); after that only the writer changes
+//! them, applying the [`Change`]s of a transaction once it is committed (a failed commit
+//! changes nothing). Pure: no I/O, no clock.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -41,11 +41,14 @@ mod counts;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
 use tokio::sync::{mpsc, oneshot};
 
 pub use codec::{DeadState, PendingState, StoredEvent};
@@ -107,6 +110,9 @@ pub enum SpoolError {
     /// The database is being reopened after a failed commit (disk full, I/O error).
     #[error("the spool is recovering from a failed commit ({0}); retry")]
     Recovering(String),
+    /// The walk that counts each route's backlog at open failed; backlog figures are unknown.
+    #[error("the spool could not count its backlog at open: {0}")]
+    CountFailed(String),
 }
 
 /// The open database, shared by readers and the writer. After an I/O error redb refuses
@@ -271,8 +277,90 @@ pub struct Spool {
     /// Readiness reports it. The writer reopens the database on its next batch (at most once
     /// a second), so the spool recovers by itself once the cause (a full disk) is gone.
     commit_error: Arc<Mutex<Option<String>>>,
-    /// Each route's backlog figures, counted at open and kept by the writer after each commit.
-    counts: Arc<Mutex<Counts>>,
+    /// Each route's backlog figures, counted at open (in the background) and kept by the
+    /// writer after each commit.
+    counts: Arc<SharedCounts>,
+    /// The thread counting the backlog at open; joined by `close`.
+    counter: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+/// Each route's backlog figures, shared by the writer (which keeps them) and readers.
+///
+/// The walk that builds them reads the snapshot taken at open, before the writer starts, on a
+/// thread of its own: ingest and deliveries start at once, whatever the backlog. Until the walk
+/// is done the writer queues its changes here (all of them come after the snapshot); the walk
+/// applies them when it ends. Readers wait for it.
+struct SharedCounts {
+    state: Mutex<CountState>,
+    ready: Condvar,
+}
+
+enum CountState {
+    /// The walk is running; the writer's changes since the snapshot wait, in commit order.
+    Walking(Vec<Change>),
+    Ready(Counts),
+    Failed(String),
+}
+
+impl SharedCounts {
+    fn walking() -> SharedCounts {
+        SharedCounts {
+            state: Mutex::new(CountState::Walking(Vec::new())),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CountState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The writer, after a commit.
+    fn apply(&self, changes: Vec<Change>) {
+        match &mut *self.lock() {
+            CountState::Walking(queued) => queued.extend(changes),
+            CountState::Ready(counts) => counts.apply(changes),
+            CountState::Failed(_) => {}
+        }
+    }
+
+    /// The walk, when it ends: its counts plus every change committed meanwhile.
+    fn finish(&self, walked: Result<Counts, SpoolError>) {
+        let mut state = self.lock();
+        let queued = match &mut *state {
+            CountState::Walking(queued) => std::mem::take(queued),
+            _ => Vec::new(),
+        };
+        *state = match walked {
+            Ok(mut counts) => {
+                counts.apply(queued);
+                CountState::Ready(counts)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool: counting the backlog at open failed; backlog figures are unknown until restart");
+                CountState::Failed(e.to_string())
+            }
+        };
+        drop(state);
+        self.ready.notify_all();
+    }
+
+    /// Reads the counts, waiting for the walk at open if it is still running. Blocking.
+    fn read<T>(&self, f: impl FnOnce(&Counts) -> T) -> Result<T, SpoolError> {
+        let mut state = self.lock();
+        while matches!(*state, CountState::Walking(_)) {
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        match &*state {
+            CountState::Ready(counts) => Ok(f(counts)),
+            CountState::Failed(why) => Err(SpoolError::CountFailed(why.clone())),
+            CountState::Walking(_) => unreachable!("waited above"),
+        }
+    }
 }
 
 impl Spool {
@@ -323,7 +411,26 @@ impl Spool {
             let last = events.last().map_err(storage)?;
             last.map_or(1, |(k, _)| k.value() + 1)
         };
-        let counts = Arc::new(Mutex::new(count_rows(&db)?));
+        // The snapshot the walk counts: taken before the writer starts, so every later change
+        // is one the writer hands to `counts`.
+        let snapshot = db.begin_read().map_err(storage)?;
+        let counts = Arc::new(SharedCounts::walking());
+        let counter = {
+            let counts = counts.clone();
+            std::thread::Builder::new()
+                .name("hookfan-spool-count".into())
+                .spawn(move || {
+                    let started = Instant::now();
+                    let walked = count_rows(&snapshot);
+                    drop(snapshot);
+                    tracing::debug!(took = ?started.elapsed(), "spool: backlog counted");
+                    counts.finish(walked);
+                })
+                .map_err(|source| SpoolError::DataDir {
+                    path: path.clone(),
+                    source,
+                })?
+        };
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let commit_error = Arc::new(Mutex::new(None));
         let writer = Writer {
@@ -352,6 +459,7 @@ impl Spool {
             writer: Arc::new(Mutex::new(Some(handle))),
             commit_error,
             counts,
+            counter: Arc::new(Mutex::new(Some(counter))),
         })
     }
 
@@ -463,6 +571,11 @@ impl Spool {
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
+        // The walk holds a read snapshot of the file: done before the file can be reopened.
+        let counter = self.counter.lock().expect("counter handle lock").take();
+        if let Some(counter) = counter {
+            let _ = tokio::task::spawn_blocking(move || counter.join()).await;
+        }
     }
 
     /// Up to `limit` events of `route` due at `now_ms`, oldest due first, skipping `in_flight`.
@@ -542,13 +655,11 @@ impl Spool {
         // The oldest event may be delivered between reading the counts and reading it; then
         // read the counts again.
         for _ in 0..3 {
-            let (pending, oldest_seq, dead_letters) = {
-                let counts = self.counts.lock().expect("counts lock");
-                match counts.get(route) {
+            let (pending, oldest_seq, dead_letters) =
+                self.counts.read(|counts| match counts.get(route) {
                     Some(r) => (r.pending.len(), r.pending.first(), r.dead),
                     None => (0, None, 0),
-                }
-            };
+                })?;
             let mut summary = RouteSummary {
                 pending,
                 oldest_pending_received_ms: None,
@@ -604,7 +715,7 @@ impl Spool {
     /// Every route name that holds pending events or dead letters, including routes no longer
     /// in the config. From the maintained counts.
     pub fn routes_on_disk(&self) -> Result<Vec<String>, SpoolError> {
-        Ok(self.counts.lock().expect("counts lock").route_names())
+        self.counts.read(Counts::route_names)
     }
 
     /// Number of stored event bodies (each counted once, whatever its routes).
@@ -721,9 +832,8 @@ fn init_schema(db: &Database, path: &Path, existed: bool) -> Result<(), SpoolErr
     Ok(())
 }
 
-/// Counts every route's `pending` and `dead` rows: one walk of their keys, at open.
-fn count_rows(db: &Database) -> Result<Counts, SpoolError> {
-    let txn = db.begin_read().map_err(storage)?;
+/// Counts every route's `pending` and `dead` rows in `txn`: one walk of their keys, at open.
+fn count_rows(txn: &ReadTransaction) -> Result<Counts, SpoolError> {
     let pending = txn.open_table(PENDING).map_err(storage)?;
     let dead = txn.open_table(DEAD).map_err(storage)?;
     let mut counts = Counts::default();
@@ -765,7 +875,7 @@ struct Writer {
     /// Shared with [`Spool::commit_error`].
     commit_error: Arc<Mutex<Option<String>>>,
     /// Shared with readers; changed only here, after a commit.
-    counts: Arc<Mutex<Counts>>,
+    counts: Arc<SharedCounts>,
     next_seq: u64,
     last_sweep: Instant,
     /// The dedup window of the latest append: ids older than this are swept.
@@ -1054,7 +1164,7 @@ impl Writer {
             Err(e) => return Err((e, rest)),
         };
         txn.commit().map_err(|e| (storage(e), rest))?;
-        self.counts.lock().expect("counts lock").apply(changes);
+        self.counts.apply(changes);
         Ok(())
     }
 

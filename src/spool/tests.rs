@@ -580,3 +580,96 @@ async fn backlog_figures_are_kept_through_every_kind_of_change_and_a_restart() {
     assert_eq!(spool.route_summary("a").unwrap().pending, 29);
     assert_eq!(spool.routes_on_disk().unwrap(), ["a", "b"]);
 }
+
+#[tokio::test]
+async fn changes_committed_while_the_backlog_is_still_being_counted_at_open_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["a", "b"];
+    {
+        let spool = Spool::open(dir.path()).unwrap();
+        for i in 0..2_000 {
+            let id = format!("old{i}");
+            spool
+                .append(event(&id), routes(&names), WINDOW)
+                .await
+                .unwrap();
+        }
+        spool.close().await;
+    }
+    // Reopen and change rows at once, while the walk at open may still be running: new
+    // events, deliveries of old ones, a dead letter. Whichever finishes first, the figures
+    // must equal a walk of the rows.
+    let spool = Spool::open(dir.path()).unwrap();
+    for i in 0..50 {
+        let id = format!("new{i}");
+        spool
+            .append(event(&id), routes(&names), WINDOW)
+            .await
+            .unwrap();
+    }
+    let items = due(&spool, "a");
+    let delivered = items[..100]
+        .iter()
+        .map(|i| (i.key, Completion::Delivered))
+        .collect();
+    spool.complete_batch("a", delivered).await.unwrap();
+    let dead = vec![(
+        items[100].key,
+        Completion::Dead {
+            attempts: 1,
+            error: "410".into(),
+        },
+    )];
+    spool.complete_batch("a", dead).await.unwrap();
+
+    assert_counts_match_a_scan(&spool, &names);
+    let a = spool.route_summary("a").unwrap();
+    assert_eq!((a.pending, a.dead_letters), (2_050 - 101, 1));
+    assert_eq!(spool.route_summary("b").unwrap().pending, 2_050);
+    spool.close().await;
+}
+
+#[test]
+fn readers_wait_for_the_count_at_open_and_then_see_the_changes_queued_meanwhile() {
+    let shared = Arc::new(SharedCounts::walking());
+    // Committed while the walk runs: queued, in order.
+    shared.apply(vec![
+        Change::AddPending("r".into(), 7),
+        Change::RemovePending("r".into(), 3),
+    ]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            let seen = shared.read(|c| c.get("r").map(|r| (r.pending.len(), r.pending.first())));
+            tx.send(seen.unwrap()).unwrap();
+        })
+    };
+    assert!(
+        rx.try_recv().is_err(),
+        "a reader must not see counts before the walk is done"
+    );
+    // The walk saw seqs 3 and 5 in its snapshot.
+    let mut walked = Counts::default();
+    walked.add_pending("r", 3);
+    walked.add_pending("r", 5);
+    shared.finish(Ok(walked));
+    assert_eq!(rx.recv().unwrap(), Some((2, Some(5))), "{{5, 7}}");
+    reader.join().unwrap();
+    // Later changes apply at once.
+    shared.apply(vec![Change::RemovePending("r".into(), 5)]);
+    assert_eq!(
+        shared
+            .read(|c| c.get("r").map(|r| r.pending.first()))
+            .unwrap(),
+        Some(Some(7))
+    );
+}
+
+#[test]
+fn a_failed_count_at_open_is_an_error_for_readers_not_a_hang() {
+    let shared = SharedCounts::walking();
+    shared.finish(Err(SpoolError::Closed));
+    let err = shared.read(|_| ()).unwrap_err();
+    assert!(matches!(err, SpoolError::CountFailed(_)), "{err}");
+}
