@@ -53,9 +53,13 @@ fn nanos_ago(ago: Duration) -> serde_json::Value {
     nanos.into()
 }
 
-/// Posts a fresh marker event to `url` and waits until `receiver` gets it; the webhook ids it
-/// got before, sorted.
+/// Posts a fresh marker event to `url`, waits until `receiver` gets it and `daemon` has nothing
+/// left to deliver, and returns the webhook ids received meanwhile (marker excluded), sorted.
+/// Deliveries run concurrently, so the marker may overtake an event stored just before it:
+/// waiting for an empty queue (a row leaves it only once its delivery is recorded, after the
+/// receiver answered) catches those too.
 async fn received_before_marker(
+    daemon: &Daemon,
     client: &reqwest::Client,
     url: &str,
     receiver: &mut Receiver,
@@ -63,12 +67,23 @@ async fn received_before_marker(
     let marker = format!("marker-{}", new_id());
     let body = event_created_at(&marker, rfc3339_ago(Duration::ZERO));
     post_ok(client, url, &marker, &body).await;
-    let mut ids: Vec<String> = receiver
-        .until_marker(&marker)
-        .await
-        .iter()
-        .map(|r| r.webhook_id().to_string())
-        .collect();
+    let mut got = receiver.until_marker(&marker).await;
+    eventually(
+        Duration::from_secs(10),
+        "every delivery is recorded",
+        || async {
+            let (_, text) = get(client, format!("http://{}/metrics", daemon.admin)).await;
+            let pending: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("hookfan_route_pending{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            pending == 0.0
+        },
+    )
+    .await;
+    got.extend(receiver.drain_now());
+    let mut ids: Vec<String> = got.iter().map(|r| r.webhook_id().to_string()).collect();
     ids.sort();
     ids
 }
@@ -130,7 +145,7 @@ async fn a_sender_outside_allowed_ips_gets_403_and_nothing_is_stored_until_it_is
         },
     )
     .await;
-    let got = received_before_marker(&client, &daemon.url(), &mut receiver).await;
+    let got = received_before_marker(&daemon, &client, &daemon.url(), &mut receiver).await;
     assert!(
         !got.contains(&"from-loopback".to_string()),
         "a refused event is never delivered: {got:?}"
@@ -209,7 +224,7 @@ async fn max_event_age_refuses_old_signed_events_with_401_and_takes_fresh_ones()
         Some(3.0)
     );
     assert_eq!(
-        received_before_marker(&client, &daemon.url(), &mut receiver).await,
+        received_before_marker(&daemon, &client, &daemon.url(), &mut receiver).await,
         [
             "fresh-nanos",
             "fresh-rfc3339",
@@ -335,7 +350,7 @@ async fn tls_serves_https_and_picks_up_a_renewed_certificate_without_a_restart()
     .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(
-        received_before_marker(&renewed, &https, &mut receiver).await,
+        received_before_marker(&daemon, &renewed, &https, &mut receiver).await,
         ["after-renewal", "over-tls"]
     );
 }
@@ -698,7 +713,7 @@ async fn when_max_buffered_bytes_are_in_memory_the_next_webhook_gets_503_at_once
     })
     .await;
     assert_eq!(
-        received_before_marker(&client, &daemon.url(), &mut receiver).await,
+        received_before_marker(&daemon, &client, &daemon.url(), &mut receiver).await,
         [id]
     );
     assert!(metric(
