@@ -589,17 +589,6 @@ async fn disabled_route_receives_nothing() {
     );
 }
 
-/// The nice value of the test process (the daemon starts at the priority it inherits).
-fn own_nice() -> i32 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("read own stat");
-    let close = stat.rfind(')').unwrap();
-    stat[close + 1..]
-        .split_whitespace()
-        .nth(16)
-        .and_then(|v| v.parse().ok())
-        .expect("nice value")
-}
-
 #[tokio::test]
 async fn deliveries_run_on_their_own_threads_below_the_priority_of_ingest() {
     let mut receiver = Receiver::start().await;

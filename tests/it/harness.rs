@@ -1454,6 +1454,22 @@ pub async fn metric(daemon: &Daemon, name: &str, labels: &str) -> Option<f64> {
 // Fault injection (e2e_faults)
 // ---------------------------------------------------------------------------
 
+/// The nice value in a `/proc/.../stat` line: `pid (comm) state ...`, where comm may hold
+/// spaces; nice is field 19, the 17th after the closing parenthesis.
+fn nice_in_stat(stat: &str) -> i32 {
+    let close = stat.rfind(')').expect("comm in parentheses");
+    stat[close + 1..]
+        .split_whitespace()
+        .nth(16)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no nice value in {stat}"))
+}
+
+/// The nice value of the calling thread (a daemon started from it inherits it).
+pub fn own_nice() -> i32 {
+    nice_in_stat(&std::fs::read_to_string("/proc/thread-self/stat").expect("read own stat"))
+}
+
 impl Daemon {
     /// The pid of the running child.
     pub fn pid(&self) -> u32 {
@@ -1500,16 +1516,8 @@ impl Daemon {
             let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
                 continue;
             };
-            // `pid (comm) state ...`: comm may hold spaces; nice is field 19, the 17th after
-            // the closing parenthesis.
             let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
-            let name = stat[open + 1..close].to_string();
-            let nice = stat[close + 1..]
-                .split_whitespace()
-                .nth(16)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no nice value in {stat}"));
-            threads.push((name, nice));
+            threads.push((stat[open + 1..close].to_string(), nice_in_stat(&stat)));
         }
         threads
     }
