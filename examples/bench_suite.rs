@@ -331,14 +331,10 @@ fn io_write_bytes(pid: u32) -> u64 {
 
 /// hookfan's spool commits so far: (count, seconds spent in them), from its /metrics.
 fn commit_totals(h: &Proc) -> Option<(f64, f64)> {
-    let admin = h.admin?;
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
-    let (status, body) =
-        common::blocking_request(admin, req.as_bytes(), Duration::from_secs(10)).ok()?;
+    let (status, body) = common::control(h.admin?, "GET", "/metrics").ok()?;
     if status != 200 {
         return None;
     }
-    let body = String::from_utf8_lossy(&body);
     let value = |name: &str| {
         body.lines().find_map(|l| {
             l.strip_prefix(name)?

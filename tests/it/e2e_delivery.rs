@@ -599,15 +599,7 @@ async fn deliveries_run_on_their_own_threads_below_the_priority_of_ingest() {
     )
     .await;
     // A delivery has run, so the delivery runtime's threads (workers and blocking pool) exist.
-    let id = new_id();
-    post_ok(
-        &client(),
-        &daemon.url(),
-        &id,
-        &event_body("message.new", &id),
-    )
-    .await;
-    assert_eq!(receiver.next("the delivery").await.webhook_id(), id);
+    post_marker_and_await(&client(), &daemon, &mut receiver).await;
 
     let base = own_nice();
     let threads = daemon.thread_priorities();
