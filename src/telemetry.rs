@@ -15,6 +15,7 @@
 //!   `hookfan_spool_commit_seconds`, `hookfan_spool_commit_failures_total`
 //!
 //! - `hookfan_spool_disk_bytes`: size of the spool file (set at each scrape)
+//! - `hookfan_spool_dedup_ids`: webhook ids remembered for dedup
 //!
 //! They are served by the admin listener's `/metrics` (see `admin.rs`); docs/metrics.md
 //! documents each one.

@@ -26,16 +26,38 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// A UUID-shaped id, unique per (`run`, `n`): Stream's `X-Webhook-Id` is a UUID.
+/// A random-looking version 4 UUID, unique per (`run`, `n`), as Stream's `X-Webhook-Id` is.
+/// Random matters: an index keyed by id then takes every new id at a random place, as in
+/// production. `BENCH_SEQ_IDS=1` sends sequential ids instead (what the suite sent before
+/// 2026-12-02), which flattered such an index.
 pub fn webhook_id(run: u64, n: u64) -> String {
+    if std::env::var_os("BENCH_SEQ_IDS").is_some() {
+        return format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            (run >> 32) as u32,
+            (run >> 16) as u16,
+            (run & 0xfff) as u16,
+            (n >> 48) & 0xfff,
+            n & 0xffff_ffff_ffff
+        );
+    }
+    let (hi, lo) = (splitmix64(run ^ n.rotate_left(32)), splitmix64(n ^ run));
     format!(
-        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        (run >> 32) as u32,
-        (run >> 16) as u16,
-        (run & 0xfff) as u16,
-        (n >> 48) & 0xfff,
-        n & 0xffff_ffff_ffff
+        "{:08x}-{:04x}-4{:03x}-{:x}{:03x}-{:012x}",
+        (hi >> 32) as u32,
+        (hi >> 16) as u16,
+        hi & 0xfff,
+        8 | (lo >> 62),
+        (lo >> 48) & 0xfff,
+        lo & 0xffff_ffff_ffff
     )
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// A `message.new` event shaped like the ones Stream Chat sends (about 1 KiB), unique per

@@ -14,7 +14,6 @@
 //! | `refs`         | seq                       | routes still holding it    |
 //! | `pending`      | (route, due_ms, seq)      | [`PendingState`]           |
 //! | `dead`         | (route, seq)              | [`DeadState`]              |
-//! | `seen`         | webhook id                | received_ms                |
 //! | `seen_by_time` | (received_ms, webhook id) | ()                         |
 //! | `meta`         | name                      | u64 (schema version)       |
 //!
@@ -22,6 +21,17 @@
 //! `pending` row (keyed by when it is next due, so a route's worker reads what is due in order
 //! and a failing event moves *behind* the events after it) or one `dead` row. `refs` counts
 //! those rows; when it reaches zero the event is deleted and its pages are reused.
+//!
+//! # Dedup
+//! Webhook ids are random UUIDs. A table keyed by id would take each new id into a random leaf
+//! page, and a copy-on-write B-tree rewrites every leaf it touches: with a batch of ids that is
+//! one 4 KiB page per webhook, which costed the writer about half its throughput (measured with
+//! `examples/bench_spool.rs`). So the only durable record of an id is `seen_by_time`, whose
+//! key starts with the time and so grows at its right edge. The writer finds an id through
+//! [`SeenIndex`], an in-memory map from a 64-bit fingerprint of the id to the time of its row,
+//! rebuilt from `seen_by_time` when the writer starts; every hit is confirmed by reading that
+//! exact row, so the map can be stale or collide without making a webhook a false duplicate.
+//! It costs about 20 bytes per id remembered (`dedup_window` × the webhook rate).
 //!
 //! # Group commit
 //! All writes go through one writer thread that takes every command waiting in its queue,
@@ -38,6 +48,7 @@
 
 mod codec;
 mod counts;
+mod seen;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -53,16 +64,19 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use codec::{DeadState, PendingState, StoredEvent};
 use counts::{Change, Counts};
+use seen::SeenIndex;
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const REFS: TableDefinition<u64, u32> = TableDefinition::new("refs");
 const PENDING: TableDefinition<(&str, u64, u64), &[u8]> = TableDefinition::new("pending");
 const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead");
-const SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
+/// The id → time table of schema version 1, dropped when such a file is opened (see Dedup).
+const SEEN_V1: TableDefinition<&str, u64> = TableDefinition::new("seen");
 const SEEN_BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("seen_by_time");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-const SCHEMA_VERSION: u64 = 1;
+/// 2: webhook ids are kept only in `seen_by_time` (version 1 also had `seen`).
+const SCHEMA_VERSION: u64 = 2;
 pub const FILE_NAME: &str = "spool.redb";
 
 /// Most commands applied in one transaction; bounds the latency of a single commit.
@@ -411,6 +425,7 @@ impl Spool {
             let last = events.last().map_err(storage)?;
             last.map_or(1, |(k, _)| k.value() + 1)
         };
+        let seen = load_seen(&db)?;
         // The snapshot the walk counts: taken before the writer starts, so every later change
         // is one the writer hands to `counts`.
         let snapshot = db.begin_read().map_err(storage)?;
@@ -442,6 +457,7 @@ impl Spool {
             next_seq,
             last_sweep: Instant::now(),
             dedup_window_ms: u64::MAX,
+            seen,
             last_fresh_due_ms: 0,
         };
         let handle = std::thread::Builder::new()
@@ -801,6 +817,13 @@ fn init_schema(db: &Database, path: &Path, existed: bool) -> Result<(), SpoolErr
             .map(|v| v.value());
         match version {
             Some(SCHEMA_VERSION) => {}
+            Some(1) => {
+                // Version 1 kept each id twice; `seen_by_time` has them all.
+                txn.delete_table(SEEN_V1).map_err(storage)?;
+                meta.insert("schema_version", SCHEMA_VERSION)
+                    .map_err(storage)?;
+                tracing::info!(spool = %path.display(), "spool upgraded from schema version 1 to 2 (webhook ids kept once)");
+            }
             Some(other) => {
                 return Err(SpoolError::Incompatible {
                     path: path.to_path_buf(),
@@ -825,11 +848,25 @@ fn init_schema(db: &Database, path: &Path, existed: bool) -> Result<(), SpoolErr
         txn.open_table(REFS).map_err(storage)?;
         txn.open_table(PENDING).map_err(storage)?;
         txn.open_table(DEAD).map_err(storage)?;
-        txn.open_table(SEEN).map_err(storage)?;
         txn.open_table(SEEN_BY_TIME).map_err(storage)?;
     }
     txn.commit().map_err(storage)?;
     Ok(())
+}
+
+/// Every remembered webhook id, from `seen_by_time`, for the writer's index.
+fn load_seen(db: &Database) -> Result<SeenIndex, SpoolError> {
+    let started = Instant::now();
+    let txn = db.begin_read().map_err(storage)?;
+    let rows = txn.open_table(SEEN_BY_TIME).map_err(storage)?;
+    let mut seen = SeenIndex::new();
+    for row in rows.iter().map_err(storage)? {
+        let (k, _) = row.map_err(storage)?;
+        let (at, id) = k.value();
+        seen.insert(seen.fingerprint(id), at);
+    }
+    tracing::debug!(ids = seen.len(), took = ?started.elapsed(), "spool: webhook ids loaded");
+    Ok(seen)
 }
 
 /// Counts every route's `pending` and `dead` rows in `txn`: one walk of their keys, at open.
@@ -856,7 +893,7 @@ fn has_foreign_tables(txn: &redb::WriteTransaction) -> Result<bool, SpoolError> 
         "refs",
         "pending",
         "dead",
-        "seen",
+        "seen", // schema version 1
         "seen_by_time",
         "meta",
     ];
@@ -880,6 +917,8 @@ struct Writer {
     last_sweep: Instant,
     /// The dedup window of the latest append: ids older than this are swept.
     dedup_window_ms: u64,
+    /// Where each remembered webhook id's `seen_by_time` row is; built when the thread starts.
+    seen: SeenIndex,
     /// The due time given to the latest new event. New events get
     /// `max(received_at, this)`, so their queue order is their commit order even when
     /// concurrent requests read the clock out of order (ordered routes rely on it).
@@ -971,6 +1010,7 @@ impl Writer {
                 metrics::histogram!("hookfan_spool_commit_batch_size").record(n as f64);
                 metrics::histogram!("hookfan_spool_commit_seconds")
                     .record(started.elapsed().as_secs_f64());
+                metrics::gauge!("hookfan_spool_dedup_ids").set(self.seen.len() as f64);
                 self.set_commit_error(None);
                 for r in replies {
                     r.ok();
@@ -1095,7 +1135,6 @@ impl Writer {
                 refs: txn.open_table(REFS).map_err(storage)?,
                 pending: txn.open_table(PENDING).map_err(storage)?,
                 dead: txn.open_table(DEAD).map_err(storage)?,
-                seen: txn.open_table(SEEN).map_err(storage)?,
                 seen_by_time: txn.open_table(SEEN_BY_TIME).map_err(storage)?,
             };
             for cmd in iter.by_ref() {
@@ -1154,7 +1193,7 @@ impl Writer {
             }
             if self.last_sweep.elapsed() >= Duration::from_secs(1) {
                 self.last_sweep = Instant::now();
-                sweep_seen(&mut t, now, self.dedup_window_ms)?;
+                sweep_seen(&mut t, &mut self.seen, now, self.dedup_window_ms)?;
             }
             Ok(t.changes)
         })();
@@ -1178,17 +1217,21 @@ impl Writer {
     ) -> Result<AppendOutcome, SpoolError> {
         self.dedup_window_ms = dedup_window_ms;
         if let Some(id) = event.webhook_id {
-            let seen_at = t.seen.get(id).map_err(storage)?.map(|v| v.value());
-            if let Some(at) = seen_at {
-                if at.saturating_add(dedup_window_ms) >= now {
-                    return Ok(AppendOutcome::Duplicate);
+            let fingerprint = self.seen.fingerprint(id);
+            // A hit counts only when the row is there: the map may name an id whose commit
+            // failed, or another id with the same fingerprint.
+            if let Some(at) = self.seen.get(fingerprint) {
+                if t.seen_by_time.get((at, id)).map_err(storage)?.is_some() {
+                    if at.saturating_add(dedup_window_ms) >= now {
+                        return Ok(AppendOutcome::Duplicate);
+                    }
+                    t.seen_by_time.remove((at, id)).map_err(storage)?;
                 }
-                t.seen_by_time.remove((at, id)).map_err(storage)?;
             }
-            t.seen.insert(id, event.received_at_ms).map_err(storage)?;
             t.seen_by_time
                 .insert((event.received_at_ms, id), ())
                 .map_err(storage)?;
+            self.seen.insert(fingerprint, event.received_at_ms);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -1221,7 +1264,6 @@ struct Tables<'t> {
     refs: redb::Table<'t, u64, u32>,
     pending: redb::Table<'t, (&'static str, u64, u64), &'static [u8]>,
     dead: redb::Table<'t, (&'static str, u64), &'static [u8]>,
-    seen: redb::Table<'t, &'static str, u64>,
     seen_by_time: redb::Table<'t, (u64, &'static str), ()>,
 }
 
@@ -1375,7 +1417,12 @@ fn release(t: &mut Tables<'_>, seq: u64) -> Result<(), SpoolError> {
 
 /// Forgets webhook ids received more than `window_ms` ago. The check in `append` applies the
 /// window exactly; this only reclaims their space.
-fn sweep_seen(t: &mut Tables<'_>, now: u64, window_ms: u64) -> Result<(), SpoolError> {
+fn sweep_seen(
+    t: &mut Tables<'_>,
+    seen: &mut SeenIndex,
+    now: u64,
+    window_ms: u64,
+) -> Result<(), SpoolError> {
     let cutoff = now.saturating_sub(window_ms);
     let expired: Vec<(u64, String)> = t
         .seen_by_time
@@ -1387,8 +1434,9 @@ fn sweep_seen(t: &mut Tables<'_>, now: u64, window_ms: u64) -> Result<(), SpoolE
         .map_err(storage)?;
     for (at, id) in expired {
         t.seen_by_time.remove((at, id.as_str())).map_err(storage)?;
-        t.seen.remove(id.as_str()).map_err(storage)?;
+        seen.forget(&id, at);
     }
+    seen.shrink_if_sparse();
     Ok(())
 }
 

@@ -673,3 +673,128 @@ fn a_failed_count_at_open_is_an_error_for_readers_not_a_hang() {
     let err = shared.read(|_| ()).unwrap_err();
     assert!(matches!(err, SpoolError::CountFailed(_)), "{err}");
 }
+
+/// Rewrites the spool in `dir` as schema version 1 left it: the version, and every remembered
+/// id also in the `seen` table.
+fn downgrade_to_version_1(dir: &Path) {
+    let db = Database::create(dir.join(FILE_NAME)).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let by_time = txn.open_table(SEEN_BY_TIME).unwrap();
+        let mut seen = txn.open_table(SEEN_V1).unwrap();
+        for row in by_time.iter().unwrap() {
+            let (k, _) = row.unwrap();
+            let (at, id) = k.value();
+            seen.insert(id, at).unwrap();
+        }
+        let mut meta = txn.open_table(META).unwrap();
+        meta.insert("schema_version", 1).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+fn table_names(dir: &Path) -> Vec<String> {
+    use redb::TableHandle;
+    let db = Database::create(dir.join(FILE_NAME)).unwrap();
+    let txn = db.begin_write().unwrap();
+    let names = txn.list_tables().unwrap().map(|t| t.name().to_string());
+    names.collect()
+}
+
+#[tokio::test]
+async fn a_version_1_spool_is_upgraded_in_place_keeping_its_events_and_its_remembered_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (0..300).map(|n| format!("id-{n}")).collect();
+    {
+        let spool = Spool::open(dir.path()).unwrap();
+        for id in &ids {
+            spool
+                .append(event(id), routes(&["r"]), WINDOW)
+                .await
+                .unwrap();
+        }
+        spool.close().await;
+    }
+    downgrade_to_version_1(dir.path());
+    assert!(table_names(dir.path()).contains(&"seen".to_string()));
+
+    let spool = Spool::open(dir.path()).unwrap();
+    assert_eq!(due(&spool, "r").len(), ids.len());
+    for id in &ids {
+        let again = spool
+            .append(event(id), routes(&["r"]), WINDOW)
+            .await
+            .unwrap();
+        assert_eq!(again, AppendOutcome::Duplicate, "{id}");
+    }
+    spool.close().await;
+    drop(spool);
+    let tables = table_names(dir.path());
+    assert!(!tables.contains(&"seen".to_string()), "{tables:?}");
+    let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    assert_eq!(meta.get("schema_version").unwrap().unwrap().value(), 2);
+}
+
+#[tokio::test]
+async fn a_spool_written_by_a_newer_hookfan_is_refused_and_keeps_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    Spool::open(dir.path()).unwrap().close().await;
+    {
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 3)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = Spool::open(dir.path()).err().expect("refused");
+    let msg = err.to_string();
+    assert!(matches!(err, SpoolError::Incompatible { .. }), "{msg}");
+    assert!(
+        msg.contains("schema version 3") && msg.contains("reads version 2"),
+        "{msg}"
+    );
+    let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    assert_eq!(meta.get("schema_version").unwrap().unwrap().value(), 3);
+}
+
+#[tokio::test]
+async fn every_remembered_id_is_found_again_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (0..2_000).map(|n| format!("{n:08x}-uuid")).collect();
+    {
+        let spool = Spool::open(dir.path()).unwrap();
+        let tasks: Vec<_> = ids
+            .chunks(100)
+            .map(|chunk| {
+                let (spool, chunk) = (spool.clone(), chunk.to_vec());
+                tokio::spawn(async move {
+                    for id in chunk {
+                        spool
+                            .append(event(&id), routes(&["r"]), WINDOW)
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        spool.close().await;
+    }
+    let spool = Spool::open(dir.path()).unwrap();
+    for id in &ids {
+        let again = spool
+            .append(event(id), routes(&["r"]), WINDOW)
+            .await
+            .unwrap();
+        assert_eq!(again, AppendOutcome::Duplicate, "{id}");
+    }
+    assert_eq!(spool.stored_events().unwrap(), ids.len() as u64);
+}
