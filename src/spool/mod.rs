@@ -859,7 +859,7 @@ fn load_seen(db: &Database) -> Result<SeenIndex, SpoolError> {
     let started = Instant::now();
     let txn = db.begin_read().map_err(storage)?;
     let rows = txn.open_table(SEEN_BY_TIME).map_err(storage)?;
-    let mut seen = SeenIndex::new();
+    let mut seen = SeenIndex::with_capacity(rows.len().map_err(storage)? as usize);
     for row in rows.iter().map_err(storage)? {
         let (k, _) = row.map_err(storage)?;
         let (at, id) = k.value();

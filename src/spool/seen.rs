@@ -20,10 +20,11 @@ pub(super) struct SeenIndex {
 }
 
 impl SeenIndex {
-    pub(super) fn new() -> SeenIndex {
+    /// Room for `ids` without growing: a map that grows holds its old and new tables at once.
+    pub(super) fn with_capacity(ids: usize) -> SeenIndex {
         SeenIndex {
             keys: RandomState::new(),
-            at: HashMap::default(),
+            at: HashMap::with_capacity_and_hasher(ids, Default::default()),
         }
     }
 
@@ -88,7 +89,7 @@ mod tests {
 
     #[test]
     fn an_id_is_found_by_its_fingerprint_until_forgotten_at_its_own_time() {
-        let mut seen = SeenIndex::new();
+        let mut seen = SeenIndex::with_capacity(0);
         let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
         let fp = seen.fingerprint(id);
         assert_eq!(seen.get(fp), None);
@@ -105,7 +106,7 @@ mod tests {
 
     #[test]
     fn distinct_ids_have_distinct_fingerprints_and_the_map_shrinks_after_a_sweep() {
-        let mut seen = SeenIndex::new();
+        let mut seen = SeenIndex::with_capacity(0);
         let ids: Vec<String> = (0..100_000).map(|n| format!("id-{n}")).collect();
         for id in &ids {
             let fp = seen.fingerprint(id);
