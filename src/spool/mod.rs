@@ -25,13 +25,15 @@
 //! # Dedup
 //! Webhook ids are random UUIDs. A table keyed by id would take each new id into a random leaf
 //! page, and a copy-on-write B-tree rewrites every leaf it touches: with a batch of ids that is
-//! one 4 KiB page per webhook, which costed the writer about half its throughput (measured with
+//! one 4 KiB page per webhook, which cost the writer about half its throughput (measured with
 //! `examples/bench_spool.rs`). So the only durable record of an id is `seen_by_time`, whose
 //! key starts with the time and so grows at its right edge. The writer finds an id through
 //! [`SeenIndex`], an in-memory map from a 64-bit fingerprint of the id to the time of its row,
-//! rebuilt from `seen_by_time` when the writer starts; every hit is confirmed by reading that
+//! rebuilt from `seen_by_time` at open; every hit is confirmed by reading that
 //! exact row, so the map can be stale or collide without making a webhook a false duplicate.
-//! It costs about 20 bytes per id remembered (`dedup_window` × the webhook rate).
+//! It costs 17 bytes per slot of a hash table kept at most 7/8 full, about 35 bytes per id
+//! remembered on average (`dedup_window` × the webhook rate); a failed transaction's changes
+//! to it are undone.
 //!
 //! # Group commit
 //! All writes go through one writer thread that takes every command waiting in its queue,
@@ -863,7 +865,7 @@ fn load_seen(db: &Database) -> Result<SeenIndex, SpoolError> {
     for row in rows.iter().map_err(storage)? {
         let (k, _) = row.map_err(storage)?;
         let (at, id) = k.value();
-        seen.insert(seen.fingerprint(id), at);
+        seen.load(id, at);
     }
     tracing::debug!(ids = seen.len(), took = ?started.elapsed(), "spool: webhook ids loaded");
     Ok(seen)
@@ -1200,9 +1202,16 @@ impl Writer {
         let rest: Vec<Command> = iter.collect();
         let changes = match applied {
             Ok(changes) => changes,
-            Err(e) => return Err((e, rest)),
+            Err(e) => {
+                self.seen.rolled_back();
+                return Err((e, rest));
+            }
         };
-        txn.commit().map_err(|e| (storage(e), rest))?;
+        if let Err(e) = txn.commit() {
+            self.seen.rolled_back();
+            return Err((storage(e), rest));
+        }
+        self.seen.committed();
         self.counts.apply(changes);
         Ok(())
     }

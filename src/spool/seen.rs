@@ -2,9 +2,9 @@
 //! id → the time of its `seen_by_time` row. See "Dedup" in the spool's documentation.
 //!
 //! The map is a hint that the writer checks: every hit is confirmed by reading the row it
-//! names, so an entry whose commit failed can never make a webhook a false duplicate. It
-//! holds an entry for every row of `seen_by_time` (loaded at open, then kept in step by the
-//! writer), with one exception: when two remembered ids share a fingerprint, only the later
+//! names, so no entry can make a webhook a false duplicate. It holds an entry for every row of
+//! `seen_by_time` and no other (loaded at open, then changed with each transaction, and the
+//! changes of a transaction that fails are undone), with one exception: when two remembered ids share a fingerprint, only the later
 //! one is found, so a retry of the earlier one would be stored once more. That is a duplicate
 //! delivery, which at-least-once delivery allows, never a loss. It needs a 64-bit collision
 //! between ids within one `dedup_window`: with 6 million ids remembered (10 minutes at
@@ -17,6 +17,8 @@ pub(super) struct SeenIndex {
     /// Keys of the fingerprint hash, random per process (SipHash).
     keys: RandomState,
     at: HashMap<u64, u64, BuildHasherDefault<Prehashed>>,
+    /// What the open transaction changed (fingerprint, entry before), to undo if it fails.
+    undo: Vec<(u64, Option<u64>)>,
 }
 
 impl SeenIndex {
@@ -25,6 +27,29 @@ impl SeenIndex {
         SeenIndex {
             keys: RandomState::new(),
             at: HashMap::with_capacity_and_hasher(ids, Default::default()),
+            undo: Vec::new(),
+        }
+    }
+
+    /// Adds a row read from disk at open (nothing to undo).
+    pub(super) fn load(&mut self, id: &str, received_ms: u64) {
+        let fingerprint = self.fingerprint(id);
+        self.at.insert(fingerprint, received_ms);
+    }
+
+    /// The transaction that made the changes since the last call was committed: keep them.
+    pub(super) fn committed(&mut self) {
+        self.undo.clear();
+    }
+
+    /// The transaction failed: undo its changes, so the map again matches the rows on disk
+    /// (an entry without a row would never be swept).
+    pub(super) fn rolled_back(&mut self) {
+        while let Some((fingerprint, before)) = self.undo.pop() {
+            match before {
+                Some(at) => self.at.insert(fingerprint, at),
+                None => self.at.remove(&fingerprint),
+            };
         }
     }
 
@@ -38,7 +63,8 @@ impl SeenIndex {
     }
 
     pub(super) fn insert(&mut self, fingerprint: u64, received_ms: u64) {
-        self.at.insert(fingerprint, received_ms);
+        let before = self.at.insert(fingerprint, received_ms);
+        self.undo.push((fingerprint, before));
     }
 
     /// Forgets `id` received at `received_ms` (its row was swept), unless its fingerprint now
@@ -47,6 +73,7 @@ impl SeenIndex {
         let fingerprint = self.fingerprint(id);
         if self.at.get(&fingerprint) == Some(&received_ms) {
             self.at.remove(&fingerprint);
+            self.undo.push((fingerprint, Some(received_ms)));
         }
     }
 
@@ -102,6 +129,39 @@ mod tests {
         seen.forget(id, 2_000);
         assert_eq!(seen.get(fp), None);
         assert_eq!(seen.len(), 0);
+    }
+
+    #[test]
+    fn a_rolled_back_transaction_leaves_the_map_as_the_last_commit_left_it() {
+        let mut seen = SeenIndex::with_capacity(0);
+        let (a, b, c) = ("a", "b", "c");
+        let (fa, fb, fc) = (
+            seen.fingerprint(a),
+            seen.fingerprint(b),
+            seen.fingerprint(c),
+        );
+        seen.insert(fa, 1);
+        seen.insert(fb, 2);
+        seen.committed();
+
+        // One failed transaction: a new id, an id received again, and a sweep.
+        seen.insert(fc, 3);
+        seen.insert(fa, 4);
+        seen.forget(b, 2);
+        seen.insert(fb, 5);
+        seen.rolled_back();
+        assert_eq!(
+            (seen.get(fa), seen.get(fb), seen.get(fc)),
+            (Some(1), Some(2), None)
+        );
+
+        // A committed one stays, and a later failure does not reach back past it.
+        seen.insert(fc, 6);
+        seen.committed();
+        seen.forget(c, 6);
+        seen.rolled_back();
+        assert_eq!(seen.get(fc), Some(6));
+        assert_eq!(seen.len(), 3);
     }
 
     #[test]
