@@ -29,8 +29,8 @@
 //! `examples/bench_spool.rs`). So the only durable record of an id is `seen_by_time`, whose
 //! key starts with the time and so grows at its right edge. The writer finds an id through
 //! [`SeenIndex`], an in-memory map from a 64-bit fingerprint of the id to the time of its row,
-//! rebuilt from `seen_by_time` at open; every hit is confirmed by reading that
-//! exact row, so the map can be stale or collide without making a webhook a false duplicate.
+//! rebuilt from `seen_by_time` at open; every hit is confirmed by reading that exact row, so
+//! no entry of the map can make a webhook a false duplicate.
 //! It costs 17 bytes per slot of a hash table kept at most 7/8 full, about 35 bytes per id
 //! remembered on average (`dedup_window` × the webhook rate); a failed transaction's changes
 //! to it are undone.
@@ -919,7 +919,7 @@ struct Writer {
     last_sweep: Instant,
     /// The dedup window of the latest append: ids older than this are swept.
     dedup_window_ms: u64,
-    /// Where each remembered webhook id's `seen_by_time` row is; built when the thread starts.
+    /// Where each remembered webhook id's `seen_by_time` row is; loaded at open.
     seen: SeenIndex,
     /// The due time given to the latest new event. New events get
     /// `max(received_at, this)`, so their queue order is their commit order even when

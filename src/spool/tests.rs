@@ -798,3 +798,66 @@ async fn every_remembered_id_is_found_again_after_a_reopen() {
     }
     assert_eq!(spool.stored_events().unwrap(), ids.len() as u64);
 }
+
+/// One step of the dedup model test.
+#[derive(Debug, Clone)]
+enum DedupStep {
+    /// Append webhook `id` received `age_ms` ago (0, 5 s: within the 10 s window; 20 s: not).
+    Append { id: u8, age_ms: u64 },
+    /// Close and open the spool again: the id index is rebuilt from disk.
+    Reopen,
+}
+
+fn dedup_step() -> impl proptest::strategy::Strategy<Value = DedupStep> {
+    use proptest::prelude::*;
+    prop_oneof![
+        8 => (0u8..6, prop_oneof![Just(0u64), Just(5_000), Just(20_000)])
+            .prop_map(|(id, age_ms)| DedupStep::Append { id, age_ms }),
+        1 => Just(DedupStep::Reopen),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Whatever the order of appends, repeats, late arrivals and restarts, a webhook is a
+    /// duplicate exactly when its id was last stored with a `received_at` within the window,
+    /// and every other one is stored: the reference model is a map of id → last stored age.
+    #[test]
+    fn dedup_agrees_with_a_model_of_the_window_through_restarts(
+        steps in proptest::collection::vec(dedup_step(), 1..40)
+    ) {
+        let window = Duration::from_secs(10);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut spool = Spool::open(dir.path()).unwrap();
+            let mut last_stored_age: std::collections::HashMap<u8, u64> = Default::default();
+            let mut stored = 0u64;
+            for step in &steps {
+                match *step {
+                    DedupStep::Append { id, age_ms } => {
+                        let mut e = event(&format!("{id:02x}-9f1c-4b7e-8d2a-{id:012x}"));
+                        e.received_at_ms -= age_ms;
+                        let got = spool.append(e, routes(&["r"]), window).await.unwrap();
+                        let duplicate = last_stored_age.get(&id).is_some_and(|&a| a <= 5_000);
+                        if duplicate {
+                            assert_eq!(got, AppendOutcome::Duplicate, "{step:?} in {steps:?}");
+                        } else {
+                            assert!(matches!(got, AppendOutcome::Stored { .. }), "{step:?} in {steps:?}");
+                            last_stored_age.insert(id, age_ms);
+                            stored += 1;
+                        }
+                    }
+                    DedupStep::Reopen => {
+                        spool.close().await;
+                        drop(spool);
+                        spool = Spool::open(dir.path()).unwrap();
+                    }
+                }
+            }
+            assert_eq!(spool.stored_events().unwrap(), stored);
+            spool.close().await;
+        });
+    }
+}
