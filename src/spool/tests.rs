@@ -693,6 +693,14 @@ fn downgrade_to_version_1(dir: &Path) {
     txn.commit().unwrap();
 }
 
+fn schema_version(dir: &Path) -> u64 {
+    let db = Database::create(dir.join(FILE_NAME)).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    let version = meta.get("schema_version").unwrap().unwrap().value();
+    version
+}
+
 fn table_names(dir: &Path) -> Vec<String> {
     use redb::TableHandle;
     let db = Database::create(dir.join(FILE_NAME)).unwrap();
@@ -731,10 +739,7 @@ async fn a_version_1_spool_is_upgraded_in_place_keeping_its_events_and_its_remem
     drop(spool);
     let tables = table_names(dir.path());
     assert!(!tables.contains(&"seen".to_string()), "{tables:?}");
-    let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
-    let txn = db.begin_read().unwrap();
-    let meta = txn.open_table(META).unwrap();
-    assert_eq!(meta.get("schema_version").unwrap().unwrap().value(), 2);
+    assert_eq!(schema_version(dir.path()), 2);
 }
 
 #[tokio::test]
@@ -757,10 +762,7 @@ async fn a_spool_written_by_a_newer_hookfan_is_refused_and_keeps_its_version() {
         msg.contains("schema version 3") && msg.contains("reads version 2"),
         "{msg}"
     );
-    let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
-    let txn = db.begin_read().unwrap();
-    let meta = txn.open_table(META).unwrap();
-    assert_eq!(meta.get("schema_version").unwrap().unwrap().value(), 3);
+    assert_eq!(schema_version(dir.path()), 3);
 }
 
 #[tokio::test]
