@@ -83,6 +83,12 @@ pub const FILE_NAME: &str = "spool.redb";
 
 /// Most commands applied in one transaction; bounds the latency of a single commit.
 const MAX_BATCH: usize = 4096;
+/// redb's page cache (reads and the write buffer together). Small on purpose: the spool's hot
+/// pages are the two ends of each table (appends at the tail, deliveries at the head) and the
+/// B-tree's upper levels, and the kernel's page cache holds the rest. Measured (BENCHMARKS.md,
+/// 2026-12-03): 4 MiB instead of 16 MiB cut peak RSS in the SQS drain from 63 to 39 MiB and with
+/// 1M pending from 106 to 69 MiB, with no loss of ingest, drain or restart speed.
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 /// Capacity of the writer's queue: when full, ingest waits, then answers 503.
 const QUEUE_CAPACITY: usize = 8192;
 /// How long ingest waits for room in a full writer queue before answering 503.
@@ -389,7 +395,7 @@ impl Spool {
         let path = data_dir.join(FILE_NAME);
         let existed = path.exists();
         let db = Database::builder()
-            .set_cache_size(16 * 1024 * 1024)
+            .set_cache_size(CACHE_BYTES)
             .create(&path)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => SpoolError::InUse(path.clone()),
@@ -1081,7 +1087,7 @@ impl Writer {
             }
         }
         let db = Database::builder()
-            .set_cache_size(16 * 1024 * 1024)
+            .set_cache_size(CACHE_BYTES)
             .create(&self.path)
             .map_err(|e| {
                 tracing::warn!(error = %e, "spool: reopening after a failed commit did not work yet; retrying with the next webhook");
