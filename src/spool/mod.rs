@@ -87,7 +87,7 @@ const MAX_BATCH: usize = 4096;
 /// pages are the two ends of each table (appends at the tail, deliveries at the head) and the
 /// B-tree's upper levels, and the kernel's page cache holds the rest. Measured (BENCHMARKS.md,
 /// 2026-12-03): 4 MiB instead of 16 MiB cut peak RSS in the SQS drain from 63 to 39 MiB and with
-/// 1M pending from 106 to 69 MiB, with no loss of ingest, drain or restart speed.
+/// 1M pending from 106 to 69 MiB; ingest, drain and restart times moved only within run-to-run noise.
 const CACHE_BYTES: usize = 4 * 1024 * 1024;
 /// Capacity of the writer's queue: when full, ingest waits, then answers 503.
 const QUEUE_CAPACITY: usize = 8192;
