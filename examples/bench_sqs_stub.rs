@@ -24,6 +24,7 @@
 #[path = "bench_common/mod.rs"]
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -34,6 +35,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use clap::Parser;
 use http_body_util::BodyExt;
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -108,7 +111,7 @@ async fn handle(State(stub): State<Arc<Stub>>, req: Request) -> Response {
             &format!("the bench stub only answers SendMessageBatch, not {target:?}"),
         );
     }
-    let request: Value = match serde_json::from_slice(&body) {
+    let request: BatchRequest = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
             return aws_error(
@@ -118,13 +121,7 @@ async fn handle(State(stub): State<Arc<Stub>>, req: Request) -> Response {
             )
         }
     };
-    let Some(entries) = request.get("Entries").and_then(Value::as_array) else {
-        return aws_error(
-            StatusCode::BAD_REQUEST,
-            "EmptyBatchRequest",
-            "no Entries in the request",
-        );
-    };
+    let entries = &request.entries;
     if entries.is_empty() || entries.len() > 10 {
         return aws_error(
             StatusCode::BAD_REQUEST,
@@ -133,11 +130,8 @@ async fn handle(State(stub): State<Arc<Stub>>, req: Request) -> Response {
         );
     }
     // Held and counted per queue (the path of its QueueUrl), so one stub serves several routes.
-    let queue_url = request
-        .get("QueueUrl")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let queue = queue_url
+    let queue = request
+        .queue_url
         .split_once("://")
         .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
         .unwrap_or_else(|| "/".to_string());
@@ -145,122 +139,109 @@ async fn handle(State(stub): State<Arc<Stub>>, req: Request) -> Response {
     let mut successful = Vec::with_capacity(entries.len());
     let mut ids = Vec::with_capacity(entries.len());
     for entry in entries {
-        let id = entry.get("Id").and_then(Value::as_str).unwrap_or_default();
-        let body = entry
-            .get("MessageBody")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let mut ok = json!({
-            "Id": id,
-            "MessageId": format!("00000000-0000-4000-8000-{:012x}", stub.next_id.fetch_add(1, Ordering::Relaxed)),
-            "MD5OfMessageBody": hex::encode(md5(body.as_bytes())),
+        successful.push(BatchResultEntry {
+            id: &entry.id,
+            message_id: format!(
+                "00000000-0000-4000-8000-{:012x}",
+                stub.next_id.fetch_add(1, Ordering::Relaxed)
+            ),
+            md5_of_message_body: hex::encode(Md5::digest(entry.message_body.as_bytes())),
+            md5_of_message_attributes: (!entry.message_attributes.is_empty()).then(|| {
+                hex::encode(Md5::digest(attributes_digest_input(
+                    &entry.message_attributes,
+                )))
+            }),
         });
-        if let Some(attrs) = entry.get("MessageAttributes").and_then(Value::as_object) {
-            if !attrs.is_empty() {
-                ok["MD5OfMessageAttributes"] =
-                    json!(hex::encode(md5(&attributes_digest_input(attrs))));
-            }
-            let wid = attrs
+        ids.push(
+            entry
+                .message_attributes
                 .get("webhook_id")
-                .and_then(|a| a.get("StringValue"))
-                .and_then(Value::as_str)
-                .unwrap_or("-");
-            ids.push(wid.to_string());
-        } else {
-            ids.push("-".to_string());
-        }
-        successful.push(ok);
+                .and_then(|a| a.string_value.as_deref())
+                .unwrap_or("-"),
+        );
     }
     stub.batches.fetch_add(1, Ordering::Relaxed);
-    stub.dest.record(&queue, ids.iter().map(String::as_str));
+    stub.dest.record(&queue, ids.iter().copied());
+    let response = BatchResponse {
+        successful,
+        failed: [],
+    };
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, AMZ_JSON)],
-        json!({ "Successful": successful, "Failed": [] }).to_string(),
+        serde_json::to_string(&response).expect("a response serializes"),
     )
         .into_response()
+}
+
+/// The part of a `SendMessageBatch` request the stub reads (AWS JSON 1.0 member names).
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchRequest {
+    #[serde(default)]
+    queue_url: String,
+    #[serde(default)]
+    entries: Vec<BatchRequestEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchRequestEntry {
+    id: String,
+    message_body: String,
+    /// Sorted by name, the order SQS hashes them in.
+    #[serde(default)]
+    message_attributes: BTreeMap<String, Attribute>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Attribute {
+    data_type: String,
+    string_value: Option<String>,
+    binary_value: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchResponse<'a> {
+    successful: Vec<BatchResultEntry<'a>>,
+    failed: [(); 0],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchResultEntry<'a> {
+    id: &'a str,
+    message_id: String,
+    #[serde(rename = "MD5OfMessageBody")]
+    md5_of_message_body: String,
+    #[serde(
+        rename = "MD5OfMessageAttributes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    md5_of_message_attributes: Option<String>,
 }
 
 /// The bytes SQS hashes for `MD5OfMessageAttributes`: attributes sorted by name, each as
 /// length-prefixed name, length-prefixed data type, a transport byte (1 string/number,
 /// 2 binary) and the length-prefixed value.
-fn attributes_digest_input(attrs: &serde_json::Map<String, Value>) -> Vec<u8> {
-    let mut names: Vec<&String> = attrs.keys().collect();
-    names.sort();
+fn attributes_digest_input(attrs: &BTreeMap<String, Attribute>) -> Vec<u8> {
     let mut out = Vec::new();
     let put = |out: &mut Vec<u8>, b: &[u8]| {
         out.extend_from_slice(&(b.len() as u32).to_be_bytes());
         out.extend_from_slice(b);
     };
-    for name in names {
-        let a = &attrs[name];
-        let data_type = a
-            .get("DataType")
-            .and_then(Value::as_str)
-            .unwrap_or("String");
+    for (name, a) in attrs {
         put(&mut out, name.as_bytes());
-        put(&mut out, data_type.as_bytes());
-        if let Some(s) = a.get("StringValue").and_then(Value::as_str) {
+        put(&mut out, a.data_type.as_bytes());
+        if let Some(s) = &a.string_value {
             out.push(1);
             put(&mut out, s.as_bytes());
-        } else if let Some(b) = a.get("BinaryValue").and_then(Value::as_str) {
+        } else if let Some(b) = &a.binary_value {
             out.push(2);
             put(&mut out, b.as_bytes());
         }
-    }
-    out
-}
-
-/// MD5 (RFC 1321). Only for the response checksums SQS returns; not for security.
-fn md5(input: &[u8]) -> [u8; 16] {
-    const S: [u32; 64] = [
-        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5,
-        9, 14, 20, 5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10,
-        15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
-    ];
-    let k: Vec<u32> = (0..64)
-        .map(|i| ((i as f64 + 1.0).sin().abs() * 4_294_967_296.0) as u32)
-        .collect();
-    let mut msg = input.to_vec();
-    let bit_len = (input.len() as u64).wrapping_mul(8);
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&bit_len.to_le_bytes());
-    let (mut a0, mut b0, mut c0, mut d0) = (
-        0x6745_2301u32,
-        0xefcd_ab89u32,
-        0x98ba_dcfeu32,
-        0x1032_5476u32,
-    );
-    for chunk in msg.chunks_exact(64) {
-        let m: Vec<u32> = chunk
-            .chunks_exact(4)
-            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            .collect();
-        let (mut a, mut b, mut c, mut d) = (a0, b0, c0, d0);
-        for i in 0..64 {
-            let (f, g) = match i / 16 {
-                0 => ((b & c) | (!b & d), i),
-                1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
-                2 => (b ^ c ^ d, (3 * i + 5) % 16),
-                _ => (c ^ (b | !d), (7 * i) % 16),
-            };
-            let f = f.wrapping_add(a).wrapping_add(k[i]).wrapping_add(m[g]);
-            a = d;
-            d = c;
-            c = b;
-            b = b.wrapping_add(f.rotate_left(S[i]));
-        }
-        a0 = a0.wrapping_add(a);
-        b0 = b0.wrapping_add(b);
-        c0 = c0.wrapping_add(c);
-        d0 = d0.wrapping_add(d);
-    }
-    let mut out = [0u8; 16];
-    for (i, v) in [a0, b0, c0, d0].iter().enumerate() {
-        out[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
     }
     out
 }
@@ -281,21 +262,4 @@ async fn main() {
     axum::serve(listener, Router::new().fallback(handle).with_state(stub))
         .await
         .expect("serve");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::md5;
-
-    #[test]
-    fn md5_matches_rfc_1321_vectors() {
-        assert_eq!(hex::encode(md5(b"")), "d41d8cd98f00b204e9800998ecf8427e");
-        assert_eq!(hex::encode(md5(b"abc")), "900150983cd24fb0d6963f7d28e17f72");
-        assert_eq!(
-            hex::encode(md5(
-                b"12345678901234567890123456789012345678901234567890123456789012345678901234567890"
-            )),
-            "57edf4a22be3c955ac49da2e2107b67a"
-        );
-    }
 }
