@@ -169,6 +169,8 @@ struct CpuUse {
     procs: Vec<(String, f64)>,
     /// Cores busy on the whole machine.
     machine: f64,
+    /// The window's length in seconds.
+    secs: f64,
 }
 
 /// CPU seconds of `pid`'s threads whose name starts with `prefix` ("" = the whole process).
@@ -226,6 +228,7 @@ impl Window {
                 .map(|(n, pid, prefix, c0)| (n.clone(), (cpu_seconds(*pid, prefix) - c0) / secs))
                 .collect(),
             machine: (busy - self.machine.0) as f64 / 100.0 / secs,
+            secs,
         }
     }
 
@@ -451,6 +454,12 @@ fn fmt_us(us: u64) -> String {
     } else {
         format!("{:.2} ms", us as f64 / 1000.0)
     }
+}
+
+/// CPU time per event, in microseconds, of a process that used `cores` while handling `rate`
+/// events per second.
+fn cpu_us(cores: f64, rate: f64) -> f64 {
+    cores / rate.max(1e-9) * 1e6
 }
 
 fn fmt_mib(kb: u64) -> String {
@@ -1152,6 +1161,27 @@ fn ingest(s: &mut Suite, base: &Proc, disk_rate: Option<f64>) -> Result<()> {
         "loadgen {:.2}; whole machine {:.2} of 2",
         hf.gen_cores, hf.machine_cores
     );
+    // The budget the ratio target implies: at half the baseline's rate, hookfan and the load
+    // generator at these costs per webhook would need this many of the machine's cores.
+    let (hook_us, gen_us) = (
+        cpu_us(hf.server_cores, hf.rps()),
+        cpu_us(hf.gen_cores, hf.rps()),
+    );
+    let half = 0.5 * b.rps();
+    s.row(
+        sec,
+        "hookfan CPU per stored webhook (writer thread)",
+        format!(
+            "{hook_us:.0} us ({:.0} us)",
+            cpu_us(hf.writer_cores, hf.rps())
+        ),
+    )
+    .reference = format!(
+        "bare axum {:.0} us per request; at 0.5 of the baseline ({}) hookfan + loadgen would need {:.2} cores",
+        cpu_us(b.server_cores, b.rps()),
+        fmt_rate(half),
+        half * (hook_us + gen_us) / 1e6
+    );
     s.row(
         sec,
         "ack latency at max rate p50 / p99",
@@ -1289,6 +1319,15 @@ fn unrouted(s: &mut Suite, base: &Proc) -> Result<()> {
     .reference = format!(
         "loadgen {:.2}; machine {:.2}; baseline server {:.2}",
         hf.gen_cores, hf.machine_cores, b.server_cores
+    );
+    s.row(
+        sec,
+        "hookfan CPU per verified request",
+        format!("{:.0} us", cpu_us(hf.server_cores, hf.rps())),
+    )
+    .reference = format!(
+        "bare axum {:.0} us per request",
+        cpu_us(b.server_cores, b.rps())
     );
     let r = s.row(
         sec,
@@ -1505,6 +1544,24 @@ fn drain(
         if let Some(t) = target.filter(|_| judged) {
             r.target = format!(">= {}", fmt_rate(t));
             r.verdict = verdict(rate >= t);
+        }
+        // What bounds the drain when the machine is busy: the CPU each delivered event costs,
+        // and how many cores the target rate would take at that cost.
+        let per_event =
+            |label: &str| Window::cores(&cpu, label) * cpu.secs / got.max(1) as f64 * 1e6;
+        let (hook_us, dest_us) = (per_event(&h.name), per_event(&dest.name));
+        let writer_us = per_event(&format!("{}:writer", h.name));
+        let r = s.row(
+            sec,
+            &format!("  CPU per delivered event, {label}"),
+            format!("hookfan {hook_us:.0} us (writer {writer_us:.0} us), dest. {dest_us:.0} us"),
+        );
+        if let Some(t) = target.filter(|_| judged) {
+            r.reference = format!(
+                "at {} these costs would take {:.2} cores",
+                fmt_rate(t),
+                t * (hook_us + dest_us) / 1e6
+            );
         }
         if let Some(f) = io.fsyncs.filter(|&f| f > 0) {
             s.row(
