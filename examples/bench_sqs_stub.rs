@@ -122,11 +122,18 @@ async fn handle(State(stub): State<Arc<Stub>>, req: Request) -> Response {
         }
     };
     let entries = &request.entries;
-    if entries.is_empty() || entries.len() > 10 {
+    if entries.is_empty() {
+        return aws_error(
+            StatusCode::BAD_REQUEST,
+            "EmptyBatchRequest",
+            "no Entries in the request",
+        );
+    }
+    if entries.len() > 10 {
         return aws_error(
             StatusCode::BAD_REQUEST,
             "TooManyEntriesInBatchRequest",
-            "a batch holds 1 to 10 entries",
+            "a batch holds at most 10 entries",
         );
     }
     // Held and counted per queue (the path of its QueueUrl), so one stub serves several routes.
