@@ -456,10 +456,10 @@ fn fmt_us(us: u64) -> String {
     }
 }
 
-/// CPU time per event, in microseconds, of a process that used `cores` while handling `rate`
-/// events per second.
-fn cpu_us(cores: f64, rate: f64) -> f64 {
-    cores / rate.max(1e-9) * 1e6
+/// CPU time per event, in microseconds: `cpu` over `events` measured over the same time, as
+/// cores and events per second, or as CPU seconds and an event count.
+fn cpu_us(cpu: f64, events: f64) -> f64 {
+    cpu / events.max(1e-9) * 1e6
 }
 
 fn fmt_mib(kb: u64) -> String {
@@ -1548,7 +1548,7 @@ fn drain(
         // What bounds the drain when the machine is busy: the CPU each delivered event costs,
         // and how many cores the target rate would take at that cost.
         let per_event =
-            |label: &str| Window::cores(&cpu, label) * cpu.secs / got.max(1) as f64 * 1e6;
+            |label: &str| cpu_us(Window::cores(&cpu, label) * cpu.secs, got.max(1) as f64);
         let (hook_us, dest_us) = (per_event(&h.name), per_event(&dest.name));
         let writer_us = per_event(&format!("{}:writer", h.name));
         let r = s.row(
