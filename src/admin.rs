@@ -10,11 +10,14 @@
 //! - `GET /api/routes`: each route, its destination (no secrets), pending, oldest pending age,
 //!   in flight, delivered/failed since start, dead letters, last error.
 //! - `GET /api/dead-letters[?route=R]`, `POST /api/dead-letters/replay` (JSON
-//!   `{"route"?, "ids"?}`), `DELETE /api/dead-letters[?route=R][&id=A,B]`.
+//!   `{"route"?, "ids"?}`; an empty body means all), `DELETE /api/dead-letters[?route=R][&id=A,B]`.
+//!   A selection with an unknown key, or a replay body that is not such JSON, is refused with 400.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -297,7 +300,10 @@ async fn drop_pending(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Which dead letters a request means. Unknown keys are refused: a mistyped `?rout=orders`
+/// must not widen a delete to every route's letters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Selection {
     route: Option<String>,
     /// Comma-separated webhook ids (DELETE), or a list (POST body).
@@ -322,7 +328,25 @@ impl Selection {
     }
 }
 
-async fn list_dead(State(state): State<AdminState>, Query(sel): Query<Selection>) -> Response {
+/// The selection in a query string, or why it is not one.
+fn query_selection(query: Result<Query<Selection>, QueryRejection>) -> Result<Selection, String> {
+    query.map(|Query(sel)| sel).map_err(|e| e.body_text())
+}
+
+/// 400 for an admin request that cannot be understood; nothing is changed.
+fn bad_request(why: String) -> Response {
+    tracing::warn!(why = %why, "admin API request refused");
+    (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response()
+}
+
+async fn list_dead(
+    State(state): State<AdminState>,
+    query: Result<Query<Selection>, QueryRejection>,
+) -> Response {
+    let sel = match query_selection(query) {
+        Ok(sel) => sel,
+        Err(why) => return bad_request(why),
+    };
     let spool = state.spool.clone();
     match tokio::task::spawn_blocking(move || spool.dead_letters(sel.route.as_deref())).await {
         Ok(Ok(letters)) => Json(letters).into_response(),
@@ -331,17 +355,28 @@ async fn list_dead(State(state): State<AdminState>, Query(sel): Query<Selection>
     }
 }
 
-async fn replay_dead(State(state): State<AdminState>, body: Option<Json<Selection>>) -> Response {
-    let sel = body.map(|Json(s)| s).unwrap_or(Selection {
-        route: None,
-        id: None,
-        ids: Vec::new(),
-    });
+/// An empty body replays every dead letter; any other body must be a JSON selection, whatever
+/// its `Content-Type` says, so that a body that was meant to narrow the replay never widens it.
+async fn replay_dead(State(state): State<AdminState>, body: Bytes) -> Response {
+    let sel = if body.iter().all(u8::is_ascii_whitespace) {
+        Selection::default()
+    } else {
+        match serde_json::from_slice::<Selection>(&body) {
+            Ok(sel) => sel,
+            Err(e) => return bad_request(format!("the body is not a dead-letter selection: {e}")),
+        }
+    };
     act(&state, DeadLetterAction::Replay, sel).await
 }
 
-async fn drop_dead(State(state): State<AdminState>, Query(sel): Query<Selection>) -> Response {
-    act(&state, DeadLetterAction::Drop, sel).await
+async fn drop_dead(
+    State(state): State<AdminState>,
+    query: Result<Query<Selection>, QueryRejection>,
+) -> Response {
+    match query_selection(query) {
+        Ok(sel) => act(&state, DeadLetterAction::Drop, sel).await,
+        Err(why) => bad_request(why),
+    }
 }
 
 async fn act(state: &AdminState, action: DeadLetterAction, sel: Selection) -> Response {

@@ -264,6 +264,17 @@ async fn reload(
             tracing::warn!("config reload: {what} changed; restart hookfan to apply it (kept the running value)");
         }
     }
+    // The running buffer budget stays; a body limit it could never hold would answer every
+    // large or chunked webhook 503 until a restart.
+    if next.max_body_bytes > current.max_buffered_bytes {
+        metrics::counter!("hookfan_config_reloads_total", "outcome" => "failure").increment(1);
+        tracing::error!(
+            "config reload ({trigger}) failed; the previous config keeps running: max_body_bytes ({}) is more than the running max_buffered_bytes ({}), which only a restart changes",
+            next.max_body_bytes,
+            current.max_buffered_bytes
+        );
+        return;
+    }
     next.listen = current.listen;
     next.admin_listen = current.admin_listen;
     next.data_dir = current.data_dir.clone();

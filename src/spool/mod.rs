@@ -603,7 +603,8 @@ impl Spool {
     }
 
     /// Up to `limit` events of `route` due at `now_ms`, oldest due first, skipping `in_flight`.
-    /// On an `ordered` route an event held back until later stops the read there.
+    /// On an `ordered` route an event held back until later, or one still in flight, stops the
+    /// read there.
     /// Blocking: reads the file.
     pub fn due(
         &self,
@@ -624,6 +625,11 @@ impl Spool {
             let (k, v) = row.map_err(storage)?;
             let (_, due_ms, seq) = k.value();
             if in_flight.contains(&seq) {
+                // An ordered route delivers nothing behind an event whose outcome is not yet
+                // known: it may turn out to be a hold that keeps its place at the head.
+                if ordered {
+                    break;
+                }
                 continue;
             }
             if due_ms > now_ms {

@@ -369,6 +369,34 @@ async fn on_an_ordered_route_a_held_event_keeps_its_place_and_blocks_the_rest() 
 }
 
 #[tokio::test]
+async fn on_an_ordered_route_nothing_overtakes_an_event_still_in_flight() {
+    // The worker may read again between a batch's outcome being committed and it hearing of
+    // it; the in-flight head may be a hold, so the read must stop there, not skip it.
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    for id in ["first", "second"] {
+        spool
+            .append(event(id), routes(&["r"]), WINDOW)
+            .await
+            .unwrap();
+    }
+    let head: HashSet<u64> = HashSet::from([due(&spool, "r")[0].key.seq]);
+    let ordered = spool.due("r", now_ms(), &head, 10, true).unwrap();
+    assert!(ordered.items.is_empty(), "read {:?}", ordered.items);
+    let unordered = spool.due("r", now_ms(), &head, 10, false).unwrap();
+    let ids: Vec<_> = unordered
+        .items
+        .iter()
+        .map(|i| i.event.webhook_id.clone().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["second"],
+        "an unordered route skips what is in flight"
+    );
+}
+
+#[tokio::test]
 async fn new_events_are_queued_in_commit_order_even_if_their_clocks_disagree() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path()).unwrap();

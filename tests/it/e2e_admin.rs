@@ -395,12 +395,23 @@ async fn a_dead_letter_replayed_while_the_daemon_runs_is_delivered_once() {
     let id = new_id();
     post_ok(&client, &daemon.url(), &id, &event_body("message.new", &id)).await;
     receiver.next("the attempt answered 400").await;
-    // The dead letter is recorded just after the answer: poll the live listing.
+    until_dead_lettered(&daemon, &id).await;
+    let out = daemon.cli(&["dead-letters", "replay", "--id", &id]).await;
+    assert!(out.contains("1 dead letter replayed"), "{out}");
+    let again = receiver.next("the replayed event, without a restart").await;
+    assert_eq!((again.webhook_id(), again.attempt()), (id.as_str(), "1"));
+    let before_marker = post_marker_and_await(&client, &daemon, &mut receiver).await;
+    assert!(before_marker.is_empty(), "delivered once");
+}
+
+/// Waits until the running daemon lists `id` as a dead letter (it is recorded just after the
+/// destination's answer, so there is nothing to await but the listing).
+async fn until_dead_lettered(daemon: &Daemon, id: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let listed = daemon.cli(&["dead-letters", "list", "--json"]).await;
-        if listed.contains(&id) {
-            break;
+        if listed.contains(id) {
+            return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -408,10 +419,66 @@ async fn a_dead_letter_replayed_while_the_daemon_runs_is_delivered_once() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let out = daemon.cli(&["dead-letters", "replay", "--id", &id]).await;
-    assert!(out.contains("1 dead letter replayed"), "{out}");
-    let again = receiver.next("the replayed event, without a restart").await;
-    assert_eq!((again.webhook_id(), again.attempt()), (id.as_str(), "1"));
-    let before_marker = post_marker_and_await(&client, &daemon, &mut receiver).await;
-    assert!(before_marker.is_empty(), "delivered once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_request_that_cannot_be_understood_is_refused_and_changes_nothing() {
+    let mut receiver = Receiver::start().await;
+    receiver.push_replies([Reply::status(400)]);
+    let daemon =
+        Daemon::start(Config::default().route(HttpRoute::new("to-receiver", receiver.url()))).await;
+    let client = client();
+    let id = new_id();
+    post_ok(&client, &daemon.url(), &id, &event_body("message.new", &id)).await;
+    receiver.next("the attempt answered 400").await;
+    until_dead_lettered(&daemon, &id).await;
+    let api = format!("http://{}/api/dead-letters", daemon.admin);
+
+    // A mistyped key must not widen the delete to every route's letters.
+    let typo = client
+        .delete(format!("{api}?rout=to-receiver"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(typo.status().as_u16(), 400);
+    let why = typo.text().await.unwrap();
+    assert!(why.contains("unknown field `rout`"), "{why}");
+
+    // A replay body is read as JSON whatever its Content-Type: one meant to narrow the replay
+    // (here to a route with no letters) never replays everything.
+    let narrowed = client
+        .post(format!("{api}/replay"))
+        .body(r#"{"route": "another-route"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(narrowed.status().as_u16(), 200);
+    assert_eq!(narrowed.text().await.unwrap(), r#"{"replayed":0}"#);
+    for bad in [
+        r#"{"route": "to-receiver", "idz": ["x"]}"#,
+        "route=to-receiver",
+    ] {
+        let refused = client
+            .post(format!("{api}/replay"))
+            .header("content-type", "application/json")
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status().as_u16(), 400, "{bad}");
+        let why = refused.text().await.unwrap();
+        assert!(why.contains("not a dead-letter selection"), "{bad}: {why}");
+    }
+    let left = daemon.dead_letters(None).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["webhook_id"], id.as_str(), "{left:?}");
+
+    // Spelled right, the same delete takes the route's letter.
+    let dropped = client
+        .delete(format!("{api}?route=to-receiver"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dropped.text().await.unwrap(), r#"{"dropped":1}"#);
+    assert!(daemon.dead_letters(None).await.is_empty());
 }

@@ -33,6 +33,27 @@ async fn until_routes(
     }
 }
 
+/// Waits until `/metrics` counts a failed reload (an edit and a SIGHUP may each cause one).
+async fn until_failed_reload(client: &reqwest::Client, daemon: &Daemon) {
+    let metrics_url = format!("http://{}/metrics", daemon.admin);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = get(client, metrics_url.clone()).await;
+        let failures = body
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"hookfan_config_reloads_total{outcome="failure"} "#))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if failures.is_some_and(|n| n >= 1.0) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failed reload counted:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn names(routes: &[serde_json::Value]) -> Vec<&str> {
     routes.iter().filter_map(|r| r["name"].as_str()).collect()
 }
@@ -110,24 +131,7 @@ async fn a_broken_file_is_rejected_and_the_old_routes_keep_delivering() {
         "apps: [{ api_key: k, api_secret: s }]\nroutes:\n  - name: x\n    htp: {}\n",
     );
     daemon.sighup();
-    let metrics_url = format!("http://{}/metrics", daemon.admin);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, body) = get(&client, metrics_url.clone()).await;
-        // The edit and the SIGHUP may each cause a (failed) reload.
-        let failures = body
-            .lines()
-            .find_map(|l| l.strip_prefix(r#"hookfan_config_reloads_total{outcome="failure"} "#))
-            .and_then(|v| v.trim().parse::<f64>().ok());
-        if failures.is_some_and(|n| n >= 1.0) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no failed reload counted:\n{body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_failed_reload(&client, &daemon).await;
     assert_eq!(
         get(&client, format!("http://{}/readyz", daemon.admin))
             .await
@@ -145,6 +149,36 @@ async fn a_broken_file_is_rejected_and_the_old_routes_keep_delivering() {
             .webhook_id(),
         id
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_limit_the_running_buffer_budget_cannot_hold_is_refused_at_reload() {
+    let old = Receiver::start().await;
+    let added = Receiver::start().await;
+    let base = Config::default().route(HttpRoute::new("old", old.url()));
+    let daemon = Daemon::start(base.clone()).await;
+    let client = client();
+    // Valid as a file (its own max_buffered_bytes default grows with it), but the running
+    // budget of 64 MiB, which only a restart changes, could never hold a 100 MiB body.
+    daemon.rewrite_config(
+        &base
+            .clone()
+            .max_body_bytes(100 * 1024 * 1024)
+            .route(HttpRoute::new("added", added.url())),
+    );
+    until_failed_reload(&client, &daemon).await;
+    let routes = until_routes(&client, &daemon, "the old routes", |_| true).await;
+    assert_eq!(
+        names(&routes),
+        ["old"],
+        "nothing of the refused file applies"
+    );
+    // The same edit within the budget applies.
+    daemon.rewrite_config(&base.route(HttpRoute::new("added", added.url())));
+    until_routes(&client, &daemon, "the added route", |r| {
+        names(r) == ["old", "added"]
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
