@@ -22,6 +22,24 @@ fn routes(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
+/// Appends one event per id, in order, for route `r` alone.
+async fn append_to_r(spool: &Spool, ids: &[&str]) {
+    for id in ids {
+        spool
+            .append(event(id), routes(&["r"]), WINDOW)
+            .await
+            .unwrap();
+    }
+}
+
+/// The webhook ids of `items`, in order.
+fn webhook_ids(items: &[DueItem]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i.event.webhook_id.clone().unwrap())
+        .collect()
+}
+
 fn due(spool: &Spool, route: &str) -> Vec<DueItem> {
     spool
         .due(route, u64::MAX - 1, &HashSet::new(), 1000, false)
@@ -158,12 +176,7 @@ async fn delivered_events_are_deleted() {
 async fn a_retried_event_moves_behind_the_events_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path()).unwrap();
-    for id in ["first", "second"] {
-        spool
-            .append(event(id), routes(&["r"]), WINDOW)
-            .await
-            .unwrap();
-    }
+    append_to_r(&spool, &["first", "second"]).await;
     let first = due(&spool, "r")[0].clone();
     assert_eq!(first.event.webhook_id.as_deref(), Some("first"));
     let later = now_ms() + 60_000;
@@ -182,11 +195,7 @@ async fn a_retried_event_moves_behind_the_events_after_it() {
     let now = spool
         .due("r", now_ms(), &HashSet::new(), 10, false)
         .unwrap();
-    let ids: Vec<_> = now
-        .items
-        .iter()
-        .map(|i| i.event.webhook_id.clone().unwrap())
-        .collect();
+    let ids = webhook_ids(&now.items);
     assert_eq!(ids, ["second"]);
     assert_eq!(now.next_due_ms, Some(later));
     let all = due(&spool, "r");
@@ -332,12 +341,7 @@ async fn the_file_stops_growing_once_delivered_space_is_reused() {
 async fn on_an_ordered_route_a_held_event_keeps_its_place_and_blocks_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path()).unwrap();
-    for id in ["first", "second", "third"] {
-        spool
-            .append(event(id), routes(&["r"]), WINDOW)
-            .await
-            .unwrap();
-    }
+    append_to_r(&spool, &["first", "second", "third"]).await;
     let first = due(&spool, "r")[0].clone();
     let later = now_ms() + 60_000;
     spool
@@ -359,11 +363,7 @@ async fn on_an_ordered_route_a_held_event_keeps_its_place_and_blocks_the_rest() 
     );
     assert_eq!(ordered.next_due_ms, Some(later));
     let at_time = spool.due("r", later, &HashSet::new(), 10, true).unwrap();
-    let ids: Vec<_> = at_time
-        .items
-        .iter()
-        .map(|i| i.event.webhook_id.clone().unwrap())
-        .collect();
+    let ids = webhook_ids(&at_time.items);
     assert_eq!(ids, ["first", "second", "third"]);
     assert_eq!(at_time.items[0].state.attempts, 1);
 }
@@ -374,21 +374,12 @@ async fn on_an_ordered_route_nothing_overtakes_an_event_still_in_flight() {
     // it; the in-flight head may be a hold, so the read must stop there, not skip it.
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path()).unwrap();
-    for id in ["first", "second"] {
-        spool
-            .append(event(id), routes(&["r"]), WINDOW)
-            .await
-            .unwrap();
-    }
+    append_to_r(&spool, &["first", "second"]).await;
     let head: HashSet<u64> = HashSet::from([due(&spool, "r")[0].key.seq]);
     let ordered = spool.due("r", now_ms(), &head, 10, true).unwrap();
     assert!(ordered.items.is_empty(), "read {:?}", ordered.items);
     let unordered = spool.due("r", now_ms(), &head, 10, false).unwrap();
-    let ids: Vec<_> = unordered
-        .items
-        .iter()
-        .map(|i| i.event.webhook_id.clone().unwrap())
-        .collect();
+    let ids = webhook_ids(&unordered.items);
     assert_eq!(
         ids,
         ["second"],
@@ -406,10 +397,7 @@ async fn new_events_are_queued_in_commit_order_even_if_their_clocks_disagree() {
     early.received_at_ms -= 5_000;
     spool.append(late, routes(&["r"]), WINDOW).await.unwrap();
     spool.append(early, routes(&["r"]), WINDOW).await.unwrap();
-    let ids: Vec<_> = due(&spool, "r")
-        .iter()
-        .map(|i| i.event.webhook_id.clone().unwrap())
-        .collect();
+    let ids = webhook_ids(&due(&spool, "r"));
     assert_eq!(ids, ["late-clock", "early-clock"]);
 }
 
@@ -417,12 +405,7 @@ async fn new_events_are_queued_in_commit_order_even_if_their_clocks_disagree() {
 async fn replayed_dead_letters_are_due_again_with_fresh_attempts_and_dropped_ones_are_freed() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path()).unwrap();
-    for id in ["a", "b", "c"] {
-        spool
-            .append(event(id), routes(&["r"]), WINDOW)
-            .await
-            .unwrap();
-    }
+    append_to_r(&spool, &["a", "b", "c"]).await;
     for item in due(&spool, "r") {
         spool
             .complete(

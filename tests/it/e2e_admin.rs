@@ -387,6 +387,19 @@ async fn api_routes_shows_backlog_progress_and_errors_without_secrets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_replayed_while_the_daemon_runs_is_delivered_once() {
+    let (mut receiver, daemon, client, id) = one_dead_letter().await;
+    let out = daemon.cli(&["dead-letters", "replay", "--id", &id]).await;
+    assert!(out.contains("1 dead letter replayed"), "{out}");
+    let again = receiver.next("the replayed event, without a restart").await;
+    assert_eq!((again.webhook_id(), again.attempt()), (id.as_str(), "1"));
+    let before_marker = post_marker_and_await(&client, &daemon, &mut receiver).await;
+    assert!(before_marker.is_empty(), "delivered once");
+}
+
+/// A running daemon whose route `to-receiver` has dead-lettered one event (the receiver
+/// answered its attempt 400, and answers 200 from then on): the receiver, the daemon, a client
+/// and the event's webhook id.
+async fn one_dead_letter() -> (Receiver, Daemon, reqwest::Client, String) {
     let mut receiver = Receiver::start().await;
     receiver.push_replies([Reply::status(400)]);
     let daemon =
@@ -396,12 +409,7 @@ async fn a_dead_letter_replayed_while_the_daemon_runs_is_delivered_once() {
     post_ok(&client, &daemon.url(), &id, &event_body("message.new", &id)).await;
     receiver.next("the attempt answered 400").await;
     until_dead_lettered(&daemon, &id).await;
-    let out = daemon.cli(&["dead-letters", "replay", "--id", &id]).await;
-    assert!(out.contains("1 dead letter replayed"), "{out}");
-    let again = receiver.next("the replayed event, without a restart").await;
-    assert_eq!((again.webhook_id(), again.attempt()), (id.as_str(), "1"));
-    let before_marker = post_marker_and_await(&client, &daemon, &mut receiver).await;
-    assert!(before_marker.is_empty(), "delivered once");
+    (receiver, daemon, client, id)
 }
 
 /// Waits until the running daemon lists `id` as a dead letter (it is recorded just after the
@@ -423,15 +431,7 @@ async fn until_dead_lettered(daemon: &Daemon, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_request_that_cannot_be_understood_is_refused_and_changes_nothing() {
-    let mut receiver = Receiver::start().await;
-    receiver.push_replies([Reply::status(400)]);
-    let daemon =
-        Daemon::start(Config::default().route(HttpRoute::new("to-receiver", receiver.url()))).await;
-    let client = client();
-    let id = new_id();
-    post_ok(&client, &daemon.url(), &id, &event_body("message.new", &id)).await;
-    receiver.next("the attempt answered 400").await;
-    until_dead_lettered(&daemon, &id).await;
+    let (_receiver, daemon, client, id) = one_dead_letter().await;
     let api = format!("http://{}/api/dead-letters", daemon.admin);
 
     // A mistyped key must not widen the delete to every route's letters.
