@@ -27,6 +27,10 @@ for dir in "$fixtures"/*/ "$fixtures"/_invalid/*/; do
 done
 { zeros; printf '%s' "$rich_body"; } >"$corpus/ingest_verify/seed-rich.json"
 { zeros; printf '%s' "$rich_body" | gzip -9n; } >"$corpus/ingest_verify/seed-rich.gz"
+# Synchronous-hook and pending-message bodies (passthrough requests; no `type`).
+for file in "$repo"/tests/fixtures/sync-hooks/*.json; do
+    { zeros; cat "$file"; } >"$corpus/ingest_verify/seed-hook-$(basename "$file")"
+done
 # Two gzip members back to back (verify decodes all members).
 { zeros; printf '{"type":' | gzip -n; printf '"x"}' | gzip -n; } >"$corpus/ingest_verify/seed-two-members.gz"
 

@@ -16,6 +16,9 @@ use crate::spool::{DeadLetter, DeadLetterAction, Spool, SpoolError};
 /// `hookfan serve`: runs until SIGTERM or SIGINT, then drains and returns.
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let (config, text) = config::load_with_text(config_path)?;
+    for warning in config.render_warnings(&config_path.display().to_string()) {
+        tracing::warn!("{warning}");
+    }
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (is another process using it?)",
@@ -73,6 +76,9 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 /// `hookfan check`: validates the config and prints the route table.
 pub fn check(config_path: &Path) -> anyhow::Result<()> {
     let config = config::load(config_path)?;
+    for warning in config.render_warnings(&config_path.display().to_string()) {
+        eprintln!("{warning}");
+    }
     println!("{}: OK", config_path.display());
     println!(
         "listen {}  data_dir {}  max_body_bytes {}  dedup_window {}",
@@ -84,7 +90,7 @@ pub fn check(config_path: &Path) -> anyhow::Result<()> {
     let keys: Vec<&str> = config.apps.iter().map(|a| a.api_key.as_str()).collect();
     println!("apps (X-Api-Key): {}", keys.join(", "));
     println!();
-    let rows: Vec<[String; 5]> = config
+    let rows: Vec<[String; 6]> = config
         .routes
         .iter()
         .map(|r| {
@@ -92,15 +98,41 @@ pub fn check(config_path: &Path) -> anyhow::Result<()> {
                 r.name.clone(),
                 if r.enabled { "yes".into() } else { "no".into() },
                 r.filter.describe(),
+                r.paths.describe(),
                 r.destination.kind().into(),
                 r.destination.target(),
             ]
         })
         .collect();
     print_table(
-        &["ROUTE", "ENABLED", "EVENT TYPES", "DESTINATION", "TARGET"],
+        &[
+            "ROUTE",
+            "ENABLED",
+            "EVENT TYPES",
+            "PATHS",
+            "DESTINATION",
+            "TARGET",
+        ],
         &rows,
     );
+    if !config.passthrough.is_empty() {
+        println!();
+        let rows: Vec<[String; 4]> = config
+            .passthrough
+            .iter()
+            .map(|p| {
+                [
+                    p.path.clone(),
+                    p.url.to_string(),
+                    p.timeout.map_or("Stream's deadline".into(), |t| {
+                        humantime::format_duration(t).to_string()
+                    }),
+                    p.concurrency.to_string(),
+                ]
+            })
+            .collect();
+        print_table(&["PASSTHROUGH", "HANDLER", "TIMEOUT", "CONCURRENCY"], &rows);
+    }
     Ok(())
 }
 

@@ -19,6 +19,7 @@
 //! - [`server`]: wires the above together and shuts them down in order.
 //! - [`cli`]: the subcommands other than `serve`.
 //! - [`telemetry`]: logging setup and the metric names.
+//! - [`stream`]: Stream's wire format: header names, signing, hook kinds, event types.
 //! - [`template`]: `{field}` templates over event JSON (SQS/SNS message group ids).
 
 pub mod admin;
@@ -31,5 +32,6 @@ pub mod route;
 pub mod server;
 pub mod sinks;
 pub mod spool;
+pub mod stream;
 pub mod telemetry;
 pub mod template;

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Route};
 use crate::deliver::{RouteStats, RouteWorker};
+use crate::ingest::passthrough::Passthroughs;
 use crate::sinks::Sink;
 use crate::spool::Spool;
 
@@ -40,6 +41,8 @@ pub struct Live {
     pub notifiers: HashMap<String, Arc<Notify>>,
     /// Per route ever run since start: its delivery counters.
     pub stats: HashMap<String, Arc<RouteStats>>,
+    /// The synchronous hooks' handlers, by exact path.
+    pub passthrough: Arc<Passthroughs>,
 }
 
 pub type LiveView = watch::Receiver<Arc<Live>>;
@@ -63,6 +66,8 @@ pub struct Routes {
     /// Kept across worker restarts so no wake-up and no counter is lost.
     notifiers: HashMap<String, Arc<Notify>>,
     stats: HashMap<String, Arc<RouteStats>>,
+    /// The passthrough handlers last published; unchanged blocks keep their client and slots.
+    passthrough: Arc<Passthroughs>,
 }
 
 impl Routes {
@@ -74,6 +79,7 @@ impl Routes {
             running: HashMap::new(),
             notifiers: HashMap::new(),
             stats: HashMap::new(),
+            passthrough: Arc::default(),
         }
     }
 
@@ -87,7 +93,11 @@ impl Routes {
             .filter(|r| r.enabled)
             .map(|r| (r.name.as_str(), r))
             .collect();
-        // Build every new sink first, so a failure leaves the running workers alone.
+        // Build every new sink and handler first, so a failure leaves what runs alone.
+        let passthrough = Arc::new(Passthroughs::build(
+            &config.passthrough,
+            Some(&self.passthrough),
+        )?);
         let mut sinks = HashMap::new();
         for (name, route) in &wanted {
             let unchanged = self
@@ -136,6 +146,10 @@ impl Routes {
                 .map(|n| (n.clone(), self.notifiers[n].clone()))
                 .collect(),
             stats: self.stats.clone(),
+            passthrough: {
+                self.passthrough = passthrough.clone();
+                passthrough
+            },
             config,
         })
     }
@@ -233,7 +247,12 @@ async fn reload(
 ) {
     let current = publish.borrow().config.clone();
     let mut next = match config::load(path) {
-        Ok(next) => next,
+        Ok(next) => {
+            for warning in next.render_warnings(&path.display().to_string()) {
+                tracing::warn!("config reload ({trigger}): {warning}");
+            }
+            next
+        }
         Err(e) => {
             metrics::counter!("hookfan_config_reloads_total", "outcome" => "failure").increment(1);
             tracing::error!(

@@ -1,10 +1,24 @@
-//! Route matching: which routes want an event, decided from its `type` alone.
+//! Route matching: which routes want an event, decided from its `type` and the path it was
+//! posted to.
 //!
 //! Pure and allocation-free on the hot path: no I/O, no clock, no config lookups. Semantics
 //! follow Stream's own `event_types`: an empty list takes every event, including types Stream
 //! adds later and bodies without a `type`; a list takes only what it names. An entry may be a
 //! glob where `*` matches any run of characters (`message.*`, `*.deleted`); an entry without
-//! `*` is matched exactly.
+//! `*` is matched exactly. `paths` work the same way on the request path (without its query):
+//! absent or empty takes every path.
+
+use crate::config::Route;
+
+/// The names of the enabled routes that take an event of this type posted to this path, in
+/// config order.
+pub fn select<'r>(routes: &'r [Route], event_type: Option<&str>, path: &str) -> Vec<&'r str> {
+    routes
+        .iter()
+        .filter(|r| r.enabled && r.filter.matches(event_type) && r.paths.matches(path))
+        .map(|r| r.name.as_str())
+        .collect()
+}
 
 /// Which event types a route takes.
 ///
@@ -24,8 +38,102 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventFilter {
     /// Empty means every event.
-    patterns: Vec<Pattern>,
+    patterns: Patterns,
 }
+
+impl EventFilter {
+    /// A filter taking every event.
+    pub fn all() -> Self {
+        EventFilter {
+            patterns: Patterns(Vec::new()),
+        }
+    }
+
+    /// Builds a filter from `event_types`; on error, the index of every bad entry and why.
+    pub fn new<S: AsRef<str>>(event_types: &[S]) -> Result<Self, Vec<(usize, String)>> {
+        Patterns::new(event_types, |entry| {
+            (entry.is_empty() || entry.chars().any(char::is_whitespace)).then(|| {
+                format!("event type \"{entry}\" is empty or contains white space (write message.new, or a glob like message.*)")
+            })
+        })
+        .map(|patterns| EventFilter { patterns })
+    }
+
+    pub fn takes_everything(&self) -> bool {
+        self.patterns.0.is_empty()
+    }
+
+    /// Whether an event of this type (None: the body has no string `type`) goes to the route.
+    pub fn matches(&self, event_type: Option<&str>) -> bool {
+        if self.patterns.0.is_empty() {
+            return true;
+        }
+        event_type.is_some_and(|t| self.patterns.matches(t))
+    }
+
+    /// The list as written, for route tables.
+    pub fn describe(&self) -> String {
+        self.patterns.describe("* (every event)")
+    }
+}
+
+/// Which request paths a route takes (`paths:`), matched on the path without its query.
+///
+/// ```
+/// use hookfan::route::PathFilter;
+///
+/// let every = PathFilter::all();
+/// assert!(every.matches("/anything"));
+/// let pending = PathFilter::new(&["/pending/*"]).unwrap();
+/// assert!(pending.matches("/pending/commit"));
+/// assert!(!pending.matches("/stream"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathFilter {
+    /// Empty means every path.
+    patterns: Patterns,
+}
+
+impl PathFilter {
+    /// A filter taking every path (no `paths:` key).
+    pub fn all() -> Self {
+        PathFilter {
+            patterns: Patterns(Vec::new()),
+        }
+    }
+
+    /// Builds a filter from `paths`; on error, the index of every bad entry and why.
+    pub fn new<S: AsRef<str>>(paths: &[S]) -> Result<Self, Vec<(usize, String)>> {
+        Patterns::new(paths, |entry| {
+            if !(entry.starts_with('/') || entry.starts_with('*')) {
+                Some(format!("path \"{entry}\" must start with / (like /stream or /pending/*)"))
+            } else if entry.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
+                Some(format!("path \"{entry}\" contains white space, ? or #: paths are matched without their query"))
+            } else {
+                None
+            }
+        })
+        .map(|patterns| PathFilter { patterns })
+    }
+
+    pub fn takes_every_path(&self) -> bool {
+        self.patterns.0.is_empty()
+    }
+
+    /// Whether a webhook posted to `path` (without its query) goes to the route.
+    pub fn matches(&self, path: &str) -> bool {
+        self.patterns.0.is_empty() || self.patterns.matches(path)
+    }
+
+    /// The list as written, for route tables.
+    pub fn describe(&self) -> String {
+        self.patterns.describe("* (every path)")
+    }
+}
+
+/// Exact names and `*` globs; what an empty list means is the wrapper's to say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Patterns(Vec<Pattern>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Pattern {
@@ -34,25 +142,18 @@ enum Pattern {
     Glob(Vec<String>),
 }
 
-impl EventFilter {
-    /// A filter taking every event.
-    pub fn all() -> Self {
-        EventFilter {
-            patterns: Vec::new(),
-        }
-    }
-
-    /// Builds a filter from `event_types`; on error, the index of every bad entry and why.
-    pub fn new<S: AsRef<str>>(event_types: &[S]) -> Result<Self, Vec<(usize, String)>> {
-        let mut patterns = Vec::with_capacity(event_types.len());
+impl Patterns {
+    /// Every entry that `invalid` finds fault with is reported, with its index.
+    fn new<S: AsRef<str>>(
+        entries: &[S],
+        invalid: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, Vec<(usize, String)>> {
+        let mut patterns = Vec::with_capacity(entries.len());
         let mut errors = Vec::new();
-        for (i, entry) in event_types.iter().enumerate() {
+        for (i, entry) in entries.iter().enumerate() {
             let entry = entry.as_ref();
-            if entry.is_empty() || entry.chars().any(char::is_whitespace) {
-                errors.push((
-                    i,
-                    format!("event type \"{entry}\" is empty or contains white space (write message.new, or a glob like message.*)"),
-                ));
+            if let Some(why) = invalid(entry) {
+                errors.push((i, why));
                 continue;
             }
             patterns.push(if entry.contains('*') {
@@ -62,34 +163,24 @@ impl EventFilter {
             });
         }
         if errors.is_empty() {
-            Ok(EventFilter { patterns })
+            Ok(Patterns(patterns))
         } else {
             Err(errors)
         }
     }
 
-    pub fn takes_everything(&self) -> bool {
-        self.patterns.is_empty()
-    }
-
-    /// Whether an event of this type (None: the body has no string `type`) goes to the route.
-    pub fn matches(&self, event_type: Option<&str>) -> bool {
-        if self.patterns.is_empty() {
-            return true;
-        }
-        let Some(t) = event_type else { return false };
-        self.patterns.iter().any(|p| match p {
-            Pattern::Exact(name) => name == t,
-            Pattern::Glob(parts) => glob_match(parts, t),
+    fn matches(&self, text: &str) -> bool {
+        self.0.iter().any(|p| match p {
+            Pattern::Exact(name) => name == text,
+            Pattern::Glob(parts) => glob_match(parts, text),
         })
     }
 
-    /// The list as written, for route tables.
-    pub fn describe(&self) -> String {
-        if self.patterns.is_empty() {
-            return "* (every event)".to_string();
+    fn describe(&self, empty: &str) -> String {
+        if self.0.is_empty() {
+            return empty.to_string();
         }
-        self.patterns
+        self.0
             .iter()
             .map(|p| match p {
                 Pattern::Exact(n) => n.clone(),
@@ -166,6 +257,68 @@ mod tests {
                 "event_types {types:?} with type {event:?}"
             );
         }
+    }
+
+    #[test]
+    fn paths_table() {
+        // (paths, request path, expected)
+        let table: &[(&[&str], &str, bool)] = &[
+            (&[], "/", true),
+            (&[], "/anything/at/all", true),
+            (&["/pending/*"], "/pending/commit", true),
+            (&["/pending/*"], "/pending/", true),
+            (&["/pending/*"], "/pending", false),
+            (&["/pending/*"], "/stream/pending/x", false),
+            (&["/stream"], "/stream", true),
+            (&["/stream"], "/stream/", false),
+            (&["*/commit"], "/pending/commit", true),
+            (&["/a", "/b/*"], "/b/c", true),
+            (&["/a", "/b/*"], "/c", false),
+        ];
+        for (paths, path, want) in table {
+            let filter = PathFilter::new(paths).unwrap();
+            assert_eq!(filter.matches(path), *want, "paths {paths:?} with {path:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_paths_that_cannot_match_with_their_index() {
+        let bad: Vec<usize> = PathFilter::new(&["/ok", "relative", "/with?query", "/a b", "*x"])
+            .unwrap_err()
+            .iter()
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(bad, [1, 2, 3]);
+    }
+
+    #[test]
+    fn select_takes_enabled_routes_matching_both_type_and_path_in_config_order() {
+        use crate::config::{Destination, FileDestination, RetryPolicy};
+        let route = |name: &str, types: &[&str], paths: &[&str], enabled: bool| Route {
+            name: name.into(),
+            enabled,
+            filter: EventFilter::new(types).unwrap(),
+            paths: PathFilter::new(paths).unwrap(),
+            destination: Destination::File(FileDestination {
+                path: "x".into(),
+                retry: RetryPolicy::DEFAULT,
+            }),
+        };
+        let routes = [
+            route("all", &[], &[], true),
+            route("pending", &[], &["/pending/*"], true),
+            route("messages", &["message.*"], &[], true),
+            route("off", &[], &[], false),
+        ];
+        assert_eq!(
+            select(&routes, Some("message.new"), "/stream"),
+            ["all", "messages"]
+        );
+        assert_eq!(
+            select(&routes, Some("message.new"), "/pending/commit"),
+            ["all", "pending", "messages"]
+        );
+        assert_eq!(select(&routes, None, "/pending/x"), ["all", "pending"]);
     }
 
     #[test]

@@ -120,6 +120,103 @@ macro_rules! broken_configs {
 }
 
 broken_configs! {
+    // ---- Synchronous hooks and request paths ------------------------------------------------
+
+    passthrough_blocks_need_one_exact_path_each_and_an_http_handler {
+        env: [],
+        yaml: r#"
+            |passthrough:
+            |  - path: stream/bms
+            |    url: http://127.0.0.1:3000/bms
+            |  - path: /cmd?type=x
+            |    url: ftp://example.com/x
+            |  - path: /dup
+            |    url: http://127.0.0.1:3000/a
+            |    timeout: 0s
+            |    concurrency: 0
+            |  - path: /dup
+            |    url: not a url
+            |  - url: http://127.0.0.1:3000/no-path
+            |    retries: 3
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [
+            (13, 5, r#"passthrough: unknown key "retries" (expected one of path, url, timeout, concurrency)"#),
+            (12, 5, r#"passthrough: missing "path""#),
+        ],
+    }
+
+    passthrough_values_are_checked_each_with_its_position {
+        env: [],
+        yaml: r#"
+            |passthrough:
+            |  - path: stream/bms
+            |    url: http://127.0.0.1:3000/bms
+            |  - path: /cmd?type=x
+            |    url: ftp://example.com/x
+            |  - path: /dup
+            |    url: http://127.0.0.1:3000/a
+            |    timeout: 0s
+            |    concurrency: 0
+            |  - path: /dup
+            |    url: not a url
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [
+            (2, 11, "must be one exact request path starting with /"),
+            (4, 11, "without a query"),
+            (5, 10, "must be an http:// or https:// URL"),
+            (8, 14, "timeout must be greater than 0"),
+            (9, 18, "concurrency must be between 1 and 4096"),
+            (10, 11, "used by another passthrough block"),
+            (11, 10, "is not a URL"),
+        ],
+    }
+
+    route_paths_must_be_absolute_and_without_a_query {
+        env: [],
+        yaml: r#"
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    paths: [/ok, pending/*, "/x?y=1"]
+            |    http: { url: "http://127.0.0.1:3000", forward_path: true }
+        "#,
+        expect: [
+            (7, 18, r#"path "pending/*" must start with /"#),
+            (7, 29, "paths are matched without their query"),
+        ],
+    }
+
+    forward_path_is_true_or_false {
+        env: [],
+        yaml: r#"
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    http: { url: "http://127.0.0.1:3000", forward_path: yes-please }
+        "#,
+        expect: [(7, 57, r#"forward_path: invalid type: string "yes-please", expected a boolean"#)],
+    }
+
     // ---- The ingest listener: tls, allowed_ips, max_event_age, limits -----------------------
 
     tls_needs_both_files_and_no_other_keys {
@@ -279,7 +376,7 @@ broken_configs! {
             |    event_types: []
             |    file: { path: ./a.jsonl }
         "#,
-        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, tls, allowed_ips, max_event_age, max_connections, request_timeout, max_buffered_bytes, admin_listen, admin_token, data_dir, max_body_bytes, dedup_window, shutdown_grace, delivery_nice, apps, routes)"#)],
+        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, tls, allowed_ips, max_event_age, max_connections, request_timeout, max_buffered_bytes, admin_listen, admin_token, data_dir, max_body_bytes, dedup_window, shutdown_grace, delivery_nice, apps, routes, passthrough)"#)],
     }
 
     unknown_keys_in_different_routes_and_blocks_are_all_reported_at_once {
@@ -309,9 +406,9 @@ broken_configs! {
         "#,
         expect: [
             (7, 5, r#"route "crm": unknown destination key "htp" (expected one of http, file, sqs, sns)"#),
-            (13, 7, r#"route "billing": http: unknown key "timout" (expected one of url, timeout, concurrency, retry, api_secret)"#),
+            (13, 7, r#"route "billing": http: unknown key "timout" (expected one of url, timeout, concurrency, retry, api_secret, forward_path)"#),
             (15, 9, r#"route "billing": http: retry: unknown key "initial_backof" (expected one of max_age, initial_backoff, max_backoff)"#),
-            (17, 5, r#"route "audit": unknown key "enable" (expected one of name, event_types, enabled, http, file, sqs, sns)"#),
+            (17, 5, r#"route "audit": unknown key "enable" (expected one of name, event_types, paths, enabled, http, file, sqs, sns)"#),
             (21, 7, r#"route "audit": file: unknown key "mode" (expected one of path, retry)"#),
         ],
     }
@@ -910,7 +1007,7 @@ fn the_error_renders_one_file_line_column_message_per_diagnostic_then_a_count() 
     assert_eq!(
         rendered,
         "routes.yaml:5:5: route \"crm\": unknown destination key \"htp\" (expected one of http, file, sqs, sns)\n\
-         routes.yaml:6:5: route \"crm\": unknown key \"timeout\" (expected one of name, event_types, enabled, http, file, sqs, sns)\n\
+         routes.yaml:6:5: route \"crm\": unknown key \"timeout\" (expected one of name, event_types, paths, enabled, http, file, sqs, sns)\n\
          routes.yaml: 2 errors found"
     );
 }
@@ -1139,15 +1236,24 @@ const EVERY_KEY: &str = r#"
     |    api_secret: ${STREAM_API_SECRET}
     |  - api_key: key-two
     |    api_secret: "literal $${NOT_A_VAR}"
+    |passthrough:
+    |  - path: /stream/before-message-send
+    |    url: http://127.0.0.1:3000/bms?app=1
+    |    timeout: 1200ms
+    |    concurrency: 32
+    |  - path: /stream/custom-commands
+    |    url: http://127.0.0.1:3000/commands
     |routes:
     |  - name: crm
     |    enabled: true
     |    event_types: [message.new, "moderation.*"]
+    |    paths: ["/stream", "/pending/*"]
     |    http:
     |      url: https://crm.example.com/hooks?x=1
     |      timeout: 2500ms
     |      concurrency: 16
     |      api_secret: ${CRM_SECRET}
+    |      forward_path: true
     |      retry:
     |        max_age: 2h
     |        initial_backoff: 500ms
@@ -1244,10 +1350,29 @@ fn a_config_using_every_key_parses_into_exactly_those_values() {
         Some(CRM_SECRET.as_bytes()),
         "deliveries are re-signed with the route's own secret"
     );
+    assert!(http.forward_path);
+    assert_eq!(crm.paths.describe(), "/stream, /pending/*");
+    assert!(crm.paths.matches("/pending/PassOnPendingMessage"));
+    assert!(!crm.paths.matches("/"));
+
+    assert_eq!(config.passthrough.len(), 2);
+    let bms = &config.passthrough[0];
+    assert_eq!(bms.path, "/stream/before-message-send");
+    assert_eq!(bms.url.as_str(), "http://127.0.0.1:3000/bms?app=1");
+    assert_eq!(bms.timeout, Some(Duration::from_millis(1200)));
+    assert_eq!(bms.concurrency, 32);
+    let commands = &config.passthrough[1];
+    assert_eq!(
+        (commands.timeout, commands.concurrency),
+        (None, config::DEFAULT_PASSTHROUGH_CONCURRENCY),
+        "by default: Stream's deadline for the hook, 64 in flight"
+    );
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 
     let audit = &config.routes[1];
     assert_eq!(audit.name, "audit.log_v2");
     assert!(!audit.enabled);
+    assert!(audit.paths.takes_every_path(), "no paths: every path");
     assert!(audit.filter.matches(Some("channel.deleted")));
     assert!(!audit.filter.matches(Some("channel.created")));
     assert_eq!(audit.destination.kind(), "file");
@@ -1287,6 +1412,47 @@ fn the_listener_defaults_are_plain_http_from_anywhere_with_no_age_limit() {
         config.max_buffered_bytes as u64,
         config::DEFAULT_MAX_BUFFERED_BYTES
     );
+}
+
+#[test]
+fn an_event_type_stream_does_not_document_is_a_warning_with_the_closest_real_types() {
+    let text = margin(
+        r#"
+        |apps:
+        |  - api_key: k
+        |    api_secret: s
+        |routes:
+        |  - name: feeds
+        |    event_types: [ActivityAddedEvent, "feeds.*", mesage.new, my.custom.event]
+        |    file: { path: ./a.jsonl }
+        "#,
+    );
+    let config = config::from_str("routes.yaml", &text, |_| None).unwrap_or_else(|e| panic!("{e}"));
+    let warnings = config.render_warnings("routes.yaml");
+    assert_eq!(
+        warnings.len(),
+        3,
+        "globs are never warned about: {warnings:#?}"
+    );
+    assert!(
+        warnings[0].starts_with("routes.yaml:6:19: warning: route \"feeds\": \"ActivityAddedEvent\" is not an event type Stream documents")
+            && warnings[0].contains("did you mean feeds.activity.added"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[1].starts_with("routes.yaml:6:50:")
+            && warnings[1].contains("did you mean message.new"),
+        "{}",
+        warnings[1]
+    );
+    assert!(
+        warnings[2].contains("\"my.custom.event\""),
+        "{}",
+        warnings[2]
+    );
+    // A warning never changes what the route takes: the entry still matches exactly.
+    assert!(config.routes[0].filter.matches(Some("my.custom.event")));
 }
 
 #[test]

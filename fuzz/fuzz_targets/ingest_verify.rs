@@ -1,5 +1,8 @@
 //! `ingest::verify::verify` on arbitrary requests: it must never panic, and what it accepts
-//! must really be signed and be a JSON object.
+//! must really be signed and be a JSON object. What ingest does next with an accepted body is
+//! checked too: the synchronous-hook shape test (never a body with a string `type`), and the
+//! headers a passthrough request is forwarded with (Stream's, unchanged; no per-connection
+//! ones).
 //!
 //! Input layout: the first [`HEADER_BYTES`] bytes are decoded (with `arbitrary`) into the
 //! request's headers and settings, the rest is the body. All-zero header bytes mean: one app,
@@ -12,9 +15,11 @@
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use hookfan::config::{App, Secret};
+use hookfan::ingest::passthrough::forwarded_headers;
 use hookfan::ingest::verify::{
     decode, sign, verify, Rejection, HEADER_API_KEY, HEADER_SIGNATURE, HEADER_WEBHOOK_ID,
 };
+use hookfan::stream::hooks::sync_hook_shape;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use std::io::Write;
@@ -207,6 +212,22 @@ fuzz_target!(|data: &[u8]| {
                 v.webhook_id.as_deref(),
                 readable(&headers, HEADER_WEBHOOK_ID).filter(|id| !id.is_empty())
             );
+            // A push event (a string `type`) is never taken for a synchronous hook.
+            if sync_hook_shape(&v.body).is_some() {
+                assert!(v.event_type.is_none(), "a typed event taken for a hook");
+            }
+            // A passthrough request goes on with Stream's headers exactly as received.
+            let forwarded = forwarded_headers(&headers, Some([203, 0, 113, 7].into()));
+            for name in [
+                HEADER_SIGNATURE,
+                HEADER_API_KEY,
+                HEADER_WEBHOOK_ID,
+                "content-encoding",
+            ] {
+                assert_eq!(forwarded.get_all(name).iter().collect::<Vec<_>>(), headers.get_all(name).iter().collect::<Vec<_>>(), "{name}");
+            }
+            assert!(forwarded.get("content-length").is_none());
+            assert_eq!(forwarded["x-forwarded-for"], "203.0.113.7");
         }
         Err(rejection) => {
             assert!(!rejection.to_string().is_empty());

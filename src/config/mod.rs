@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::route::EventFilter;
+use crate::route::{EventFilter, PathFilter};
 
 pub use tree::Positions;
 
@@ -125,6 +125,28 @@ pub struct Config {
     /// Stream apps whose webhooks are accepted; `X-Api-Key` picks one.
     pub apps: Vec<App>,
     pub routes: Vec<Route>,
+    /// Synchronous hooks (Before-Message-Send, Custom Commands): a request on one of these
+    /// exact paths is verified, then proxied to its handler and answered with the handler's
+    /// answer; it is never stored.
+    pub passthrough: Vec<Passthrough>,
+    /// What is valid but probably not meant (an event type Stream does not document):
+    /// printed by `check`, logged at startup and reload. Never stops anything.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// A `passthrough:` block: where a synchronous hook's requests go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passthrough {
+    /// The exact request path on the webhook listener (no query).
+    pub path: String,
+    /// The handler; the request's query string is added to it.
+    pub url: reqwest::Url,
+    /// The handler must answer within this, else Stream gets 504. None: within Stream's own
+    /// deadline for the hook the body is (`stream::hooks`: 1.4 s for Before-Message-Send,
+    /// 900 ms for Custom Commands and anything else).
+    pub timeout: Option<Duration>,
+    /// Requests in flight to the handler at most; more are answered 503 at once.
+    pub concurrency: usize,
 }
 
 /// PEM files of the ingest listener's certificate chain and private key.
@@ -148,6 +170,8 @@ pub struct Route {
     /// A disabled route matches nothing; events it already holds stay on disk.
     pub enabled: bool,
     pub filter: EventFilter,
+    /// The request paths it takes (`paths:`); every path when absent.
+    pub paths: PathFilter,
     pub destination: Destination,
 }
 
@@ -243,6 +267,8 @@ pub struct HttpDestination {
     pub retry: RetryPolicy,
     /// When set, deliveries are re-signed with this secret instead of carrying Stream's.
     pub api_secret: Option<Secret>,
+    /// Append the path and query the webhook was posted to onto `url`'s path.
+    pub forward_path: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -305,6 +331,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Delivery threads run this many nice steps below ingest (see `deliver::runtime`).
 pub const DEFAULT_DELIVERY_NICE: i32 = 5;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests in flight to one passthrough handler at most.
+pub const DEFAULT_PASSTHROUGH_CONCURRENCY: usize = 64;
 pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 64 * 1024 * 1024;
 /// Stream retries a webhook for up to 15 s after the event; a shorter `max_event_age` would
 /// refuse its own retries.
@@ -337,6 +365,17 @@ struct RawConfig {
     apps: Vec<RawApp>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    #[serde(default)]
+    passthrough: Vec<RawPassthrough>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPassthrough {
+    path: String,
+    url: String,
+    timeout: Option<String>,
+    concurrency: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -358,6 +397,7 @@ struct RawApp {
 struct RawRoute {
     name: String,
     event_types: Vec<String>,
+    paths: Option<Vec<String>>,
     enabled: Option<bool>,
     http: Option<RawHttp>,
     file: Option<RawFile>,
@@ -389,6 +429,7 @@ struct RawHttp {
     concurrency: Option<usize>,
     retry: Option<RawRetry>,
     api_secret: Option<String>,
+    forward_path: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -425,12 +466,21 @@ const TOP_KEYS: &[&str] = &[
     "delivery_nice",
     "apps",
     "routes",
+    "passthrough",
 ];
+const PASSTHROUGH_KEYS: &[&str] = &["path", "url", "timeout", "concurrency"];
 const APP_KEYS: &[&str] = &["api_key", "api_secret"];
 const TLS_KEYS: &[&str] = &["cert", "key"];
-const ROUTE_KEYS: &[&str] = &["name", "event_types", "enabled"];
+const ROUTE_KEYS: &[&str] = &["name", "event_types", "paths", "enabled"];
 const DESTINATIONS: &[&str] = &["http", "file", "sqs", "sns"];
-const HTTP_KEYS: &[&str] = &["url", "timeout", "concurrency", "retry", "api_secret"];
+const HTTP_KEYS: &[&str] = &[
+    "url",
+    "timeout",
+    "concurrency",
+    "retry",
+    "api_secret",
+    "forward_path",
+];
 const FILE_KEYS: &[&str] = &["path", "retry"];
 const RETRY_KEYS: &[&str] = &["max_age", "initial_backoff", "max_backoff"];
 const SQS_KEYS: &[&str] = &[
@@ -531,7 +581,22 @@ pub fn from_str(
             return Err(invalid(diagnostics));
         }
     };
-    validate(raw, &positions).map_err(|d| invalid(diagnostics.into_iter().chain(d).collect()))
+    let mut config = validate(raw, &positions)
+        .map_err(|d| invalid(diagnostics.into_iter().chain(d).collect()))?;
+    for w in &mut config.warnings {
+        w.column = columns.original(w.line, w.column);
+    }
+    Ok(config)
+}
+
+impl Config {
+    /// The warnings as `file:line:column: warning: ...` lines.
+    pub fn render_warnings(&self, file: &str) -> Vec<String> {
+        self.warnings
+            .iter()
+            .map(|d| format!("{file}:{}:{}: warning: {}", d.line, d.column, d.message))
+            .collect()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -556,6 +621,14 @@ fn lint(root: &tree::Node) -> Vec<Diagnostic> {
     for app in root.get("apps").map(|n| n.items()).unwrap_or_default() {
         unknown_keys(app, APP_KEYS, "app: ", &mut out);
         missing_keys(app, APP_KEYS, "app", &mut out);
+    }
+    for hook in root
+        .get("passthrough")
+        .map(|n| n.items())
+        .unwrap_or_default()
+    {
+        unknown_keys(hook, PASSTHROUGH_KEYS, "passthrough: ", &mut out);
+        missing_keys(hook, &["path", "url"], "passthrough", &mut out);
     }
     for (i, route) in root
         .get("routes")
@@ -702,6 +775,7 @@ fn missing_keys(node: &tree::Node, required: &[&str], what: &str, out: &mut Vec<
 
 fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> {
     let mut errs = Vec::new();
+    let mut warnings = Vec::new();
 
     let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
@@ -921,6 +995,17 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
                 EventFilter::all()
             }
         };
+        unknown_event_types(&r.event_types, &at, &label, pos, &mut warnings);
+        let paths = match r.paths.as_deref().map(PathFilter::new) {
+            None => PathFilter::all(),
+            Some(Ok(paths)) => paths,
+            Some(Err(bad)) => {
+                for (index, why) in bad {
+                    errs.push(pos.diag(&format!("{at}.paths[{index}]"), format!("{label}: {why}")));
+                }
+                PathFilter::all()
+            }
+        };
         let destination = if let Some(h) = r.http {
             let at = format!("{at}.http");
             let url = match reqwest::Url::parse(&h.url) {
@@ -968,6 +1053,7 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
                     concurrency,
                     retry,
                     api_secret,
+                    forward_path: h.forward_path.unwrap_or(false),
                 })
             })
         } else if let Some(f) = r.file {
@@ -1002,15 +1088,19 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
                 name: r.name,
                 enabled: r.enabled.unwrap_or(true),
                 filter,
+                paths,
                 destination,
             });
         }
     }
 
+    let passthrough = passthroughs(raw.passthrough, pos, &mut errs);
+
     if !errs.is_empty() {
         errs.sort_by_key(|d| (d.line, d.column));
         return Err(errs);
     }
+    warnings.sort_by_key(|d| (d.line, d.column));
     Ok(Config {
         listen,
         tls,
@@ -1028,7 +1118,120 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
         delivery_nice,
         apps,
         routes,
+        passthrough,
+        warnings,
     })
+}
+
+/// The `passthrough:` blocks: one exact path each, an http(s) handler, a deadline.
+fn passthroughs(
+    raw: Vec<RawPassthrough>,
+    pos: &Positions,
+    errs: &mut Vec<Diagnostic>,
+) -> Vec<Passthrough> {
+    let mut out = Vec::new();
+    let mut paths = HashSet::new();
+    for (i, p) in raw.into_iter().enumerate() {
+        let at = format!("passthrough[{i}]");
+        let label = format!("passthrough \"{}\"", p.path);
+        let mut ok = true;
+        if !p.path.starts_with('/')
+            || p.path
+                .contains(|c: char| c.is_whitespace() || matches!(c, '?' | '#' | '*'))
+        {
+            errs.push(pos.diag(
+                &format!("{at}.path"),
+                format!("{label}: path must be one exact request path starting with / (like /stream/before-message-send), without a query, # or *"),
+            ));
+            ok = false;
+        } else if !paths.insert(p.path.clone()) {
+            errs.push(pos.diag(
+                &format!("{at}.path"),
+                format!("{label}: the path is used by another passthrough block; each path has one handler"),
+            ));
+            ok = false;
+        }
+        let url = match reqwest::Url::parse(&p.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Some(url)
+            }
+            Ok(_) => {
+                errs.push(pos.diag(
+                    &format!("{at}.url"),
+                    format!(
+                        "{label}: url \"{}\" must be an http:// or https:// URL with a host",
+                        p.url
+                    ),
+                ));
+                None
+            }
+            Err(e) => {
+                errs.push(pos.diag(
+                    &format!("{at}.url"),
+                    format!("{label}: url \"{}\" is not a URL: {e}", p.url),
+                ));
+                None
+            }
+        };
+        let timeout = p.timeout.as_ref().map(|_| {
+            duration(
+                &p.timeout,
+                &format!("{at}.timeout"),
+                Duration::ZERO,
+                pos,
+                errs,
+            )
+        });
+        if timeout.is_some_and(|t| t.is_zero()) {
+            errs.push(pos.diag(
+                &format!("{at}.timeout"),
+                format!("{label}: timeout must be greater than 0"),
+            ));
+        }
+        let concurrency = p.concurrency.unwrap_or(DEFAULT_PASSTHROUGH_CONCURRENCY);
+        if !(1..=4096).contains(&concurrency) {
+            errs.push(pos.diag(
+                &format!("{at}.concurrency"),
+                format!("{label}: concurrency must be between 1 and 4096"),
+            ));
+        }
+        if let (true, Some(url)) = (ok, url) {
+            out.push(Passthrough {
+                path: p.path,
+                url,
+                timeout,
+                concurrency,
+            });
+        }
+    }
+    out
+}
+
+/// A warning for each `event_types` entry without `*` that names no event type Stream
+/// documents, with the closest ones it does.
+fn unknown_event_types(
+    entries: &[String],
+    at: &str,
+    label: &str,
+    pos: &Positions,
+    warnings: &mut Vec<Diagnostic>,
+) {
+    use crate::stream::event_types;
+    for (index, entry) in entries.iter().enumerate() {
+        if entry.contains('*') || entry.trim().is_empty() || event_types::is_known(entry) {
+            continue;
+        }
+        let closest = event_types::closest(entry, 3);
+        let hint = if closest.is_empty() {
+            String::new()
+        } else {
+            format!("; did you mean {}?", closest.join(", "))
+        };
+        warnings.push(pos.diag(
+            &format!("{at}.event_types[{index}]"),
+            format!("{label}: \"{entry}\" is not an event type Stream documents (it matches only a type of exactly that name){hint}"),
+        ));
+    }
 }
 
 /// An address (a network of one) or a CIDR network, normalised to its network address.

@@ -1,29 +1,34 @@
 //! Ingest: the webhook listener. Reads a bounded body, verifies it ([`verify`]), picks the
 //! routes that want it ([`crate::route`]), stores it durably ([`crate::spool`]) and only then
-//! answers 200.
+//! answers 200. Requests on a `passthrough:` path are Stream's synchronous hooks: verified
+//! the same way, then answered by their handler ([`passthrough`]), never stored.
 //!
 //! Every refusal is one WARN line saying why (never the secret, never the body), one metric,
 //! and a status code Stream understands: 4xx for what a retry cannot fix, 503 with
 //! `Retry-After` for what it can.
 
 pub mod listener;
+pub mod passthrough;
 pub mod tls;
 pub mod verify;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, request::Parts, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::Semaphore;
 
-use crate::live::LiveView;
+use crate::live::{Live, LiveView};
+use crate::route;
 use crate::spool::{now_ms, AppendOutcome, Spool, StoredEvent};
-use verify::{Rejection, HEADER_WEBHOOK_ID};
+use crate::stream::hooks;
+use verify::{Rejection, VerifiedWebhook, HEADER_WEBHOOK_ID};
 
 /// How long a webhook may wait for its commit before it is answered 503 instead. Stream gives
 /// up on an attempt after 6 s; a 503 before that tells it to retry, and the retry is
@@ -64,15 +69,35 @@ fn answer(status: StatusCode, text: &'static str) -> Response {
 }
 
 async fn ingest(State(state): State<IngestState>, request: Request) -> Response {
+    // One snapshot for the whole request, whatever reloads happen meanwhile.
+    let live = state.live.borrow().clone();
+    if let Some(hook) = live.passthrough.get(request.uri().path()).cloned() {
+        return synchronous(&state, &live, &hook, request).await;
+    }
     let started = Instant::now();
-    let response = handle(&state, request).await;
+    let response = push(&state, &live, request).await;
     metrics::histogram!("hookfan_ingest_ack_seconds").record(started.elapsed().as_secs_f64());
     response
 }
 
-async fn handle(state: &IngestState, request: Request) -> Response {
-    // One snapshot for the whole request, whatever reloads happen meanwhile.
-    let live = state.live.borrow().clone();
+/// A request that passed ingest's front half: its head, its body as received, and what
+/// verification made of it.
+struct Received {
+    parts: Parts,
+    /// The body exactly as received (still gzipped if it came so).
+    raw: bytes::Bytes,
+    webhook: VerifiedWebhook,
+    /// The body's share of `max_buffered_bytes`, held until it is let go.
+    buffered: Buffered,
+    /// For log lines.
+    path: String,
+    webhook_id: String,
+}
+
+/// The checks every request gets, push or passthrough: `allowed_ips`, POST, room in
+/// `max_buffered_bytes`, the body within `request_timeout` and `max_body_bytes`, the
+/// signature, `max_event_age`. A refusal is answered, logged and counted here.
+async fn receive(state: &IngestState, live: &Live, request: Request) -> Result<Received, Response> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let webhook_id = parts
@@ -85,20 +110,20 @@ async fn handle(state: &IngestState, request: Request) -> Response {
     if !listener::ip_allowed(live.config.allowed_ips.as_deref(), peer) {
         count("ip_not_allowed");
         tracing::warn!(peer = ?peer, %path, %webhook_id, "refused webhook: the sender's IP is not in allowed_ips");
-        return answer(
+        return Err(answer(
             StatusCode::FORBIDDEN,
             "this address may not post webhooks here\n",
-        );
+        ));
     }
     if parts.method != Method::POST {
         count("method_not_allowed");
         tracing::warn!(method = %parts.method, %path, "refused webhook: only POST is accepted");
-        return (
+        return Err((
             StatusCode::METHOD_NOT_ALLOWED,
             [(header::ALLOW, "POST")],
             "only POST is accepted\n",
         )
-            .into_response();
+            .into_response());
     }
     let limit = live.config.max_body_bytes;
     // Room for the body before reading it (its Content-Length, else the limit), held until
@@ -111,50 +136,126 @@ async fn handle(state: &IngestState, request: Request) -> Response {
     let kib = u32::try_from(expected.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
     let Ok(permit) = state.buffered.clone().try_acquire_many_owned(kib) else {
         count("overloaded");
-        if overload_warning_due() {
+        if OVERLOAD_WARNING.due() {
             tracing::warn!(%path, %webhook_id, "refused webhook: max_buffered_bytes of request bodies are in memory already (overloaded: the disk commits slower than webhooks arrive); answered 503 so Stream retries");
         }
-        return unavailable("overloaded: too many webhooks in progress; retry\n");
+        return Err(unavailable(
+            "overloaded: too many webhooks in progress; retry\n",
+        ));
     };
-    let _buffered = Buffered::hold(permit);
+    let buffered = Buffered::hold(permit);
     // The head arrived within request_timeout (hyper's deadline); so must the body.
     let raw = match tokio::time::timeout(live.config.request_timeout, read_body(body, limit)).await
     {
         Ok(Ok(raw)) => raw,
-        Ok(Err(rejection)) => return refuse(rejection, &path, &webhook_id),
+        Ok(Err(rejection)) => return Err(refuse(rejection, &path, &webhook_id)),
         Err(_) => {
             count("timeout");
             tracing::warn!(%path, %webhook_id, timeout = ?live.config.request_timeout, "refused webhook: the body did not arrive within request_timeout");
-            return answer(
+            return Err(answer(
                 StatusCode::REQUEST_TIMEOUT,
                 "the request body did not arrive within request_timeout\n",
-            );
+            ));
         }
     };
-    let webhook = match verify::verify(&parts.headers, raw, &live.config.apps, limit) {
+    let webhook = match verify::verify(&parts.headers, raw.clone(), &live.config.apps, limit) {
         Ok(w) => w,
-        Err(rejection) => return refuse(Some(rejection), &path, &webhook_id),
+        Err(rejection) => return Err(refuse(Some(rejection), &path, &webhook_id)),
     };
     if let Some(max_age) = live.config.max_event_age {
         if let Err(rejection) =
             verify::check_age(webhook.created_at, max_age, std::time::SystemTime::now())
         {
-            return refuse(Some(rejection), &path, &webhook_id);
+            return Err(refuse(Some(rejection), &path, &webhook_id));
         }
     }
+    Ok(Received {
+        parts,
+        raw,
+        webhook,
+        buffered,
+        path,
+        webhook_id,
+    })
+}
 
-    let routes: Vec<String> = live
-        .config
-        .routes
-        .iter()
-        .filter(|r| r.enabled && r.filter.matches(webhook.event_type.as_deref()))
-        .map(|r| r.name.clone())
-        .collect();
+/// A synchronous hook: verified like a push webhook, then answered by its handler.
+async fn synchronous(
+    state: &IngestState,
+    live: &Live,
+    hook: &passthrough::Hook,
+    request: Request,
+) -> Response {
+    // The slot comes first: a request that finds none costs no body read.
+    let slot = match hook.slot() {
+        Ok(slot) => slot,
+        Err(busy) => {
+            tracing::warn!(path = %request.uri().path(), "{busy}");
+            return busy.into_response();
+        }
+    };
+    let received = match receive(state, live, request).await {
+        Ok(received) => received,
+        Err(refused) => return refused,
+    };
+    let Received {
+        parts,
+        raw,
+        webhook,
+        buffered,
+        path,
+        webhook_id,
+    } = received;
+    // The slot bounds what a slow handler holds; the push budget is not kept waiting on it.
+    drop(buffered);
+    let peer = listener::peer_ip(&parts.extensions);
+    let timeout = hook.timeout_for(&webhook.body);
+    drop(webhook);
+    let answer = hook
+        .forward(&parts, raw, timeout, peer, live.config.max_body_bytes)
+        .await;
+    drop(slot);
+    match answer {
+        Ok(answer) => {
+            tracing::debug!(%path, %webhook_id, status = %answer.status(), "passthrough: the handler answered");
+            answer
+        }
+        Err(failure) => {
+            tracing::warn!(%path, %webhook_id, "{failure}");
+            failure.into_response()
+        }
+    }
+}
+
+/// A push webhook: routed, stored for every route that takes it, then acknowledged.
+async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
+    let received = match receive(state, live, request).await {
+        Ok(received) => received,
+        Err(refused) => return refused,
+    };
+    let Received {
+        parts,
+        webhook,
+        buffered: _buffered,
+        path,
+        webhook_id,
+        ..
+    } = received;
+    if webhook.event_type.is_none() {
+        if let Some(kind) = hooks::sync_hook_shape(&webhook.body) {
+            return refuse_sync_hook(kind, &path, &webhook_id);
+        }
+    }
+    let routes: Vec<String> =
+        route::select(&live.config.routes, webhook.event_type.as_deref(), &path)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
     let event_type = webhook.event_type.as_deref().unwrap_or("-").to_string();
     if routes.is_empty() {
         count("accepted");
         metrics::counter!("hookfan_events_unrouted_total").increment(1);
-        tracing::debug!(%webhook_id, %event_type, "accepted; no route takes this event type");
+        tracing::debug!(%webhook_id, %event_type, %path, "accepted; no route takes this event type and path");
         return answer(StatusCode::OK, "accepted: no route matched\n");
     }
     let event = StoredEvent {
@@ -164,6 +265,7 @@ async fn handle(state: &IngestState, request: Request) -> Response {
         signature: webhook.signature,
         event_type: webhook.event_type,
         body: webhook.body.to_vec(),
+        path: stored_path(&parts.uri),
     };
     let stored = tokio::time::timeout(
         ACK_DEADLINE,
@@ -174,7 +276,7 @@ async fn handle(state: &IngestState, request: Request) -> Response {
     .await;
     let Ok(stored) = stored else {
         count("overloaded");
-        if overload_warning_due() {
+        if OVERLOAD_WARNING.due() {
             tracing::warn!(%webhook_id, %event_type, "webhook not committed within {ACK_DEADLINE:?} (overloaded disk); answered 503 so Stream retries, and the retry is deduplicated if the commit lands");
         }
         return unavailable("not stored in time (overloaded); retry\n");
@@ -203,6 +305,40 @@ async fn handle(state: &IngestState, request: Request) -> Response {
             unavailable("cannot store the event right now; retry\n")
         }
     }
+}
+
+/// The path and query to keep with a stored event: None for a bare `/`, the common case.
+fn stored_path(uri: &axum::http::Uri) -> Option<String> {
+    match uri.path_and_query() {
+        Some(pq) if pq.as_str() != "/" => Some(pq.as_str().to_string()),
+        _ => None,
+    }
+}
+
+/// A signed body shaped like a synchronous hook arrived on a push path: Stream would take a
+/// generic 200 as the hook's answer (an unmoderated message, a command with no reply), so it
+/// is refused, with the routes.yaml block that would handle it.
+fn refuse_sync_hook(kind: hooks::SyncHook, path: &str, webhook_id: &str) -> Response {
+    count("sync_hook");
+    metrics::counter!("hookfan_sync_hooks_refused_total", "hook" => kind.label()).increment(1);
+    if SYNC_HOOK_WARNING.due() {
+        tracing::warn!(
+            %path,
+            %webhook_id,
+            hook = kind.name(),
+            "refused: this signed request has no `type` and the shape of a {} hook ({}), which Stream answers from the response; {path} is a push path. To proxy it to your handler, add to routes.yaml: `passthrough: [{{ path: {path}, url: http://127.0.0.1:3000{path} }}]` (your handler's URL)",
+            kind.name(),
+            kind.setting(),
+        );
+    }
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!(
+            "this looks like a {} hook, which this path does not answer: configure a passthrough for {path}\n",
+            kind.name()
+        ),
+    )
+        .into_response()
 }
 
 fn unavailable(text: &'static str) -> Response {
@@ -237,13 +373,23 @@ impl Drop for Buffered {
     }
 }
 
-/// At most one overload warning a second, however many requests are refused.
-fn overload_warning_due() -> bool {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = crate::spool::now_ms() / 1000;
-    LAST.swap(now, Ordering::Relaxed) != now
+/// Lets a log line through at most once a second, however often its cause repeats.
+struct OncePerSecond(AtomicU64);
+
+impl OncePerSecond {
+    const fn new() -> Self {
+        OncePerSecond(AtomicU64::new(0))
+    }
+
+    fn due(&self) -> bool {
+        let now = crate::spool::now_ms() / 1000;
+        self.0.swap(now, Ordering::Relaxed) != now
+    }
 }
+
+static OVERLOAD_WARNING: OncePerSecond = OncePerSecond::new();
+static SYNC_HOOK_WARNING: OncePerSecond = OncePerSecond::new();
+static UNKNOWN_KEY_ERROR: OncePerSecond = OncePerSecond::new();
 
 fn count(outcome: &'static str) {
     metrics::counter!("hookfan_webhooks_received_total", "outcome" => outcome).increment(1);
@@ -270,6 +416,13 @@ fn refuse(rejection: Option<Rejection>, path: &str, webhook_id: &str) -> Respons
         return answer(StatusCode::BAD_REQUEST, "cannot read the request body\n");
     };
     count(rejection.outcome());
+    if let Rejection::UnknownApiKey { .. } = rejection {
+        // An operator must act (add the app) or webhooks are lost once Stream stops retrying.
+        if UNKNOWN_KEY_ERROR.due() {
+            tracing::error!(%path, %webhook_id, "refused webhook with 503 so Stream retries: {rejection}");
+        }
+        return unavailable("unknown X-Api-Key; retry\n");
+    }
     tracing::warn!(%path, %webhook_id, reason = %rejection, "refused webhook");
     (rejection.status(), format!("{rejection}\n")).into_response()
 }

@@ -17,10 +17,9 @@ use subtle::ConstantTimeEq;
 
 use crate::config::App;
 
-pub const HEADER_WEBHOOK_ID: &str = "x-webhook-id";
-pub const HEADER_ATTEMPT: &str = "x-webhook-attempt";
-pub const HEADER_API_KEY: &str = "x-api-key";
-pub const HEADER_SIGNATURE: &str = "x-signature";
+pub use crate::stream::{
+    sign, HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID,
+};
 
 /// A webhook whose signature checked out and whose body is a JSON object.
 #[derive(Debug, Clone)]
@@ -54,9 +53,18 @@ pub enum Rejection {
     /// `Content-Encoding: gzip` (or gzip magic) but the stream is broken.
     #[error("body is not valid gzip: {0}")]
     BadGzip(String),
-    /// Unknown `X-Api-Key`, or none with several apps configured.
+    /// No usable `X-Api-Key`: none with several apps configured, or one sent twice or
+    /// unreadable.
     #[error("{0}")]
     UnknownApp(String),
+    /// An `X-Api-Key` that names no configured app. Stream signs with the most recently
+    /// created key at once, so this is most often a key rotated in before routes.yaml lists
+    /// it: answered 503 so that Stream retries, and the retry passes once the app is added.
+    #[error("X-Api-Key \"{key}\" is not one of the configured apps; if it is a new key of your Stream app, add it to apps: in routes.yaml (the file is reloaded within a second) and Stream's retries will be accepted")]
+    UnknownApiKey {
+        /// The key as sent, at most [`MAX_LOGGED_KEY`] characters (a key is not a secret).
+        key: String,
+    },
     /// Missing, malformed, or wrong `X-Signature`.
     #[error("{0}")]
     BadSignature(&'static str),
@@ -68,9 +76,13 @@ pub enum Rejection {
     TooOld { age: Duration, max_age: Duration },
 }
 
+/// Longest part of an unknown `X-Api-Key` that is kept for the log line.
+pub const MAX_LOGGED_KEY: usize = 64;
+
 impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
+            Rejection::UnknownApiKey { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BadGzip(_) | Rejection::BadJson(_) => StatusCode::BAD_REQUEST,
             Rejection::UnknownApp(_) | Rejection::BadSignature(_) | Rejection::TooOld { .. } => {
@@ -85,6 +97,7 @@ impl Rejection {
             Rejection::TooLarge { .. } => "too_large",
             Rejection::BadGzip(_) | Rejection::BadJson(_) => "bad_request",
             Rejection::UnknownApp(_) | Rejection::BadSignature(_) => "unauthorized",
+            Rejection::UnknownApiKey { .. } => "unknown_api_key",
             Rejection::TooOld { .. } => "too_old",
         }
     }
@@ -180,30 +193,18 @@ pub fn decode(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, R
 
 fn pick_app<'a>(apps: &'a [App], api_key: Option<&str>) -> Result<&'a App, Rejection> {
     match (api_key, apps) {
-        (Some(key), _) => apps.iter().find(|a| a.api_key == key).ok_or_else(|| {
-            Rejection::UnknownApp("X-Api-Key is not one of the configured apps".into())
-        }),
+        (Some(key), _) => {
+            apps.iter()
+                .find(|a| a.api_key == key)
+                .ok_or_else(|| Rejection::UnknownApiKey {
+                    key: key.chars().take(MAX_LOGGED_KEY).collect(),
+                })
+        }
         (None, [only]) => Ok(only),
         (None, _) => Err(Rejection::UnknownApp(
             "missing X-Api-Key header, and several apps are configured".into(),
         )),
     }
-}
-
-/// Hex HMAC-SHA256 of `body` with `secret`, lower case: what Stream puts in `X-Signature`.
-///
-/// ```
-/// // Stream's own test vector (tests/fixtures/stream-webhooks/message.new).
-/// let body = br#"{"type":"message.new","created_at":1778198400000000000}"#;
-/// assert_eq!(
-///     hookfan::ingest::verify::sign(b"test_secret_do_not_use_in_production", body),
-///     "408ab27d58b18a584d29f2801dde0d5ad20e5f5965039ac88d2ef49014a2c4a7"
-/// );
-/// ```
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
 }
 
 /// Compares `signature` (hex, either case) with the HMAC of `body` in constant time.
@@ -471,7 +472,6 @@ mod tests {
             ("a", "secret-a", true),
             ("b", "secret-b", true),
             ("a", "secret-b", false),
-            ("c", "secret-a", false),
         ] {
             let mut h = headers(sign(secret.as_bytes(), &body).as_bytes(), false);
             h.insert(HEADER_API_KEY, HeaderValue::from_static(key));
@@ -484,6 +484,41 @@ mod tests {
             verify(&h, body, &apps, 1024),
             Err(Rejection::UnknownApp(_))
         ));
+    }
+
+    #[test]
+    fn an_unknown_api_key_is_answered_503_so_stream_retries_and_a_known_key_with_a_bad_signature_stays_401(
+    ) {
+        let body = Bytes::from_static(br#"{"type":"message.new"}"#);
+        let signed = sign(b"a-new-secret", &body);
+        let mut h = headers(signed.as_bytes(), false);
+        h.insert(HEADER_API_KEY, HeaderValue::from_static("rotated-in-key"));
+        let unknown = verify(&h, body.clone(), &apps(), 1024).unwrap_err();
+        assert_eq!(
+            unknown,
+            Rejection::UnknownApiKey {
+                key: "rotated-in-key".into()
+            }
+        );
+        assert_eq!(unknown.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unknown.outcome(), "unknown_api_key");
+        assert!(unknown.to_string().contains("add it to apps:"), "{unknown}");
+
+        h.insert(HEADER_API_KEY, HeaderValue::from_static("key"));
+        let known = verify(&h, body, &apps(), 1024).unwrap_err();
+        assert_eq!(known.status(), StatusCode::UNAUTHORIZED, "{known:?}");
+    }
+
+    #[test]
+    fn an_unknown_api_key_is_kept_short_for_the_log() {
+        let body = Bytes::from_static(br#"{"type":"x"}"#);
+        let mut h = headers(sign(SECRET.as_bytes(), &body).as_bytes(), false);
+        let long = "k".repeat(500);
+        h.insert(HEADER_API_KEY, HeaderValue::from_str(&long).unwrap());
+        match verify(&h, body, &apps(), 1024) {
+            Err(Rejection::UnknownApiKey { key }) => assert_eq!(key.len(), MAX_LOGGED_KEY),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

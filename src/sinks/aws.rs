@@ -91,7 +91,7 @@ pub fn build_message(
         }
     };
     let received = UNIX_EPOCH + Duration::from_millis(event.received_at_ms);
-    let mut attributes = Vec::with_capacity(5);
+    let mut attributes = Vec::with_capacity(7);
     let mut add = |name: &'static str, value: Option<&str>| {
         if let Some(v) = value.filter(|v| !v.is_empty()) {
             attributes.push((name, v.to_string()));
@@ -105,6 +105,10 @@ pub fn build_message(
         "received_at",
         Some(&humantime::format_rfc3339_millis(received).to_string()),
     );
+    // Only when the webhook was posted somewhere else than `/` (pending-message callbacks,
+    // several Stream settings pointed at one hookfan).
+    add("path", Some(event.request_path()).filter(|p| *p != "/"));
+    add("query", event.request_query());
     let group_id = match group {
         Some(t) => {
             let json: serde_json::Value = serde_json::from_slice(&event.body)
@@ -421,6 +425,7 @@ mod tests {
             signature: "ab".repeat(32),
             event_type: Some("message.new".into()),
             body: body.as_bytes().to_vec(),
+            path: None,
         }
     }
 
@@ -442,6 +447,32 @@ mod tests {
         );
         assert_eq!(m.attributes[4].1, "2026-05-08T00:00:00.000Z");
         assert_eq!((m.group_id, m.dedup_id), (None, None));
+    }
+
+    #[test]
+    fn the_request_path_and_query_are_attributes_only_when_not_the_root() {
+        let body = r#"{"type":"message.new"}"#;
+        let attribute = |path: Option<&str>, name: &str| {
+            let mut e = event(body);
+            e.path = path.map(str::to_string);
+            let m = build_message(&e, BodyFormat::Raw, None, false, SQS_MAX_BYTES).unwrap();
+            m.attributes
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(attribute(None, "path"), None);
+        assert_eq!(attribute(Some("/?a=1"), "path"), None);
+        assert_eq!(attribute(Some("/?a=1"), "query").as_deref(), Some("a=1"));
+        assert_eq!(
+            attribute(Some("/pending/commit"), "path").as_deref(),
+            Some("/pending/commit")
+        );
+        assert_eq!(attribute(Some("/pending/commit"), "query"), None);
+        assert_eq!(
+            attribute(Some("/pending/commit?x=1&y=2"), "query").as_deref(),
+            Some("x=1&y=2")
+        );
     }
 
     #[test]

@@ -30,6 +30,9 @@ struct Line<'a> {
     received_at: String,
     #[serde(rename = "type")]
     event_type: Option<&'a str>,
+    /// The path and query it was posted to, when not `/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
     event: &'a RawValue,
 }
 
@@ -113,6 +116,7 @@ fn render(event: &StoredEvent) -> Result<String, String> {
         webhook_id: event.webhook_id.as_deref(),
         received_at: humantime::format_rfc3339_millis(received).to_string(),
         event_type: event.event_type.as_deref(),
+        path: event.path.as_deref(),
         event: &raw,
     };
     let mut out = serde_json::to_string(&line).map_err(|e| e.to_string())?;
@@ -134,6 +138,7 @@ mod tests {
             event_type: Some("message.new".into()),
             body: b"{\"type\":\"message.new\",\n \"text\":\"a\\nb\",\"n\":1778198400000000000}"
                 .to_vec(),
+            path: None,
         };
         let line = render(&event).unwrap();
         assert_eq!(line.matches('\n').count(), 1);
@@ -146,5 +151,14 @@ mod tests {
             line.contains("1778198400000000000"),
             "big numbers are kept as sent"
         );
+        assert!(v.get("path").is_none(), "no path for /: {line}");
+
+        let posted_elsewhere = StoredEvent {
+            path: Some("/pending/commit?x=1".into()),
+            ..event
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&posted_elsewhere).unwrap()).unwrap();
+        assert_eq!(v["path"], "/pending/commit?x=1");
     }
 }

@@ -8,8 +8,8 @@ use reqwest::StatusCode;
 
 use super::{error_chain, Outcome};
 use crate::config::{HttpDestination, Secret};
-use crate::ingest::verify::sign;
 use crate::spool::StoredEvent;
+use crate::stream::sign;
 
 /// How much of a failing response's body is quoted in the error.
 const ERROR_BODY_QUOTE: usize = 200;
@@ -21,6 +21,8 @@ pub struct HttpSink {
     timeout: Duration,
     /// Re-sign with this secret instead of forwarding Stream's signature.
     resign: Option<Secret>,
+    /// Append each event's request path and query to `url`.
+    forward_path: bool,
 }
 
 impl HttpSink {
@@ -36,6 +38,7 @@ impl HttpSink {
             url: d.url.clone(),
             timeout: d.timeout,
             resign: d.api_secret.clone(),
+            forward_path: d.forward_path,
         })
     }
 
@@ -46,7 +49,7 @@ impl HttpSink {
         };
         let mut request = self
             .client
-            .post(self.url.clone())
+            .post(self.target(event))
             .timeout(self.timeout)
             .header(CONTENT_TYPE, "application/json")
             .header("X-Webhook-Attempt", attempt.to_string())
@@ -79,6 +82,35 @@ impl HttpSink {
             },
         }
     }
+}
+
+impl HttpSink {
+    /// The route's URL, or with `forward_path` the URL with the event's request path appended
+    /// to its path and the event's query added to its own.
+    fn target(&self, event: &StoredEvent) -> reqwest::Url {
+        if !self.forward_path {
+            return self.url.clone();
+        }
+        forwarded_url(&self.url, event.request_path(), event.request_query())
+    }
+}
+
+/// `base` with `path` appended to its path (`/hooks` + `/pending/commit` =
+/// `/hooks/pending/commit`) and `query` appended to its query.
+pub fn forwarded_url(base: &reqwest::Url, path: &str, query: Option<&str>) -> reqwest::Url {
+    let mut url = base.clone();
+    if path != "/" {
+        let joined = format!("{}{path}", base.path().trim_end_matches('/'));
+        url.set_path(&joined);
+    }
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        let joined = match base.query() {
+            Some(own) if !own.is_empty() => format!("{own}&{query}"),
+            _ => query.to_string(),
+        };
+        url.set_query(Some(&joined));
+    }
+    url
 }
 
 /// What a handler's answer means: 2xx delivered; 408, 429 and 5xx worth retrying; anything
@@ -122,6 +154,47 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forward_path_appends_the_request_path_and_query_to_the_url() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        // (route url, request path, request query, delivered to)
+        let table = [
+            ("http://h/hooks", "/", None, "http://h/hooks"),
+            (
+                "http://h/hooks",
+                "/pending/commit",
+                None,
+                "http://h/hooks/pending/commit",
+            ),
+            (
+                "http://h/hooks/",
+                "/pending/commit",
+                None,
+                "http://h/hooks/pending/commit",
+            ),
+            (
+                "http://h",
+                "/pending/commit",
+                None,
+                "http://h/pending/commit",
+            ),
+            ("http://h/", "/", Some("a=1"), "http://h/?a=1"),
+            (
+                "http://h/hooks?app=x",
+                "/p",
+                Some("a=1&b=%2F"),
+                "http://h/hooks/p?app=x&a=1&b=%2F",
+            ),
+        ];
+        for (base, path, query, want) in table {
+            assert_eq!(
+                forwarded_url(&url(base), path, query).as_str(),
+                want,
+                "{base} + {path} {query:?}"
+            );
+        }
+    }
 
     #[test]
     fn status_codes_are_classified_as_the_contract_says() {

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::SpoolError;
 
 const FORMAT_V1: u8 = 1;
+/// [`StoredEvent`] only: format 1's fields, then the request path. Format 1 events still read
+/// (as posted to `/`).
+const FORMAT_V2: u8 = 2;
 
 /// A verified webhook as stored: everything needed to deliver it again, byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +25,65 @@ pub struct StoredEvent {
     /// but one serializer call per byte).
     #[serde(with = "byte_string")]
     pub body: Vec<u8>,
+    /// The path and query the webhook was posted to, as received; None for `/`.
+    pub path: Option<String>,
+}
+
+impl StoredEvent {
+    pub fn encode(&self) -> Result<Vec<u8>, SpoolError> {
+        let mut out = vec![FORMAT_V2];
+        postcard::to_io(self, &mut out).map_err(|e| corrupt("StoredEvent", e))?;
+        Ok(out)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, SpoolError> {
+        match bytes.split_first() {
+            Some((&FORMAT_V2, rest)) => {
+                postcard::from_bytes(rest).map_err(|e| corrupt("StoredEvent", e))
+            }
+            Some((&FORMAT_V1, rest)) => postcard::from_bytes::<StoredEventV1>(rest)
+                .map(StoredEvent::from)
+                .map_err(|e| corrupt("StoredEvent", e)),
+            _ => Err(corrupt("StoredEvent", "unknown format byte")),
+        }
+    }
+
+    /// The request path without its query (`/` when none was kept).
+    pub fn request_path(&self) -> &str {
+        let full = self.path.as_deref().unwrap_or("/");
+        full.split_once('?').map_or(full, |(path, _)| path)
+    }
+
+    /// The request's query, if it had one.
+    pub fn request_query(&self) -> Option<&str> {
+        self.path.as_deref()?.split_once('?').map(|(_, q)| q)
+    }
+}
+
+/// The layout of format 1, read from spools written before paths were kept.
+#[derive(Deserialize)]
+struct StoredEventV1 {
+    webhook_id: Option<String>,
+    received_at_ms: u64,
+    api_key: Option<String>,
+    signature: String,
+    event_type: Option<String>,
+    #[serde(with = "byte_string")]
+    body: Vec<u8>,
+}
+
+impl From<StoredEventV1> for StoredEvent {
+    fn from(v1: StoredEventV1) -> Self {
+        StoredEvent {
+            webhook_id: v1.webhook_id,
+            received_at_ms: v1.received_at_ms,
+            api_key: v1.api_key,
+            signature: v1.signature,
+            event_type: v1.event_type,
+            body: v1.body,
+            path: None,
+        }
+    }
 }
 
 /// A route's delivery state of one pending event.
@@ -64,7 +126,6 @@ macro_rules! codec {
     };
 }
 
-codec!(StoredEvent);
 codec!(PendingState);
 codec!(DeadState);
 
@@ -126,12 +187,15 @@ mod tests {
             signature: "ab".repeat(32),
             event_type: Some("message.new".into()),
             body: b"{\"type\":\"message.new\"}\xff".to_vec(),
+            path: Some("/pending/commit?x=1".into()),
         };
         assert_eq!(StoredEvent::decode(&e.encode().unwrap()).unwrap(), e);
+        assert_eq!(e.request_path(), "/pending/commit");
+        assert_eq!(e.request_query(), Some("x=1"));
     }
 
     #[test]
-    fn bodies_are_encoded_as_before_so_old_spools_still_read() {
+    fn events_of_format_1_still_read_as_posted_to_the_root_path() {
         // The layout of format 1 before bodies were encoded as a byte string.
         #[derive(Serialize)]
         struct Before {
@@ -160,9 +224,16 @@ mod tests {
             signature: "sig".into(),
             event_type: None,
             body,
+            path: None,
         };
-        assert_eq!(now.encode().unwrap(), old);
         assert_eq!(StoredEvent::decode(&old).unwrap(), now);
+        assert_eq!(now.request_path(), "/");
+        assert_eq!(now.request_query(), None);
+        // Format 2 is format 1's bytes followed by the path.
+        let new = now.encode().unwrap();
+        assert_eq!(new[0], FORMAT_V2);
+        assert_eq!(&new[1..new.len() - 1], &old[1..]);
+        assert_eq!(new.last(), Some(&0), "postcard's None");
     }
 
     #[test]

@@ -15,6 +15,7 @@ fn event(id: &str) -> StoredEvent {
         signature: "00".repeat(32),
         event_type: Some("message.new".into()),
         body: format!("{{\"type\":\"message.new\",\"id\":\"{id}\"}}").into_bytes(),
+        path: None,
     }
 }
 

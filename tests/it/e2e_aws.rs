@@ -51,15 +51,21 @@ fn now_secs() -> i64 {
         .as_secs() as i64
 }
 
-/// An event with extra top-level fields (`extra` must be an object).
+/// An event with extra top-level fields (`extra` must be an object). Without a type it
+/// carries no `message` either: a body with a `message` and no `type` is a synchronous hook's
+/// (Before-Message-Send), which push paths refuse.
 fn event_with(ty: Option<&str>, id: &str, extra: Value) -> Vec<u8> {
     let mut event = json!({
         "created_at": "2026-05-08T00:00:00.000000Z",
-        "message": { "id": id, "text": format!("hello from {id}") },
         "user": { "id": "it-user" },
     });
-    if let Some(ty) = ty {
-        event["type"] = json!(ty);
+    let what = json!({ "id": id, "text": format!("hello from {id}") });
+    match ty {
+        Some(ty) => {
+            event["type"] = json!(ty);
+            event["message"] = what;
+        }
+        None => event["untyped"] = what,
     }
     for (k, v) in extra.as_object().expect("extra is an object") {
         event[k] = v.clone();
@@ -357,6 +363,58 @@ async fn sqs_message_is_the_posted_json_byte_for_byte_with_five_string_attribute
                 !m.attributes.contains_key("event_type"),
                 "{id}: an event without type must have no event_type attribute: {m:?}"
             );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_path_a_webhook_was_posted_to_is_a_path_attribute_unless_it_is_the_root() {
+    let moto = Moto::shared().await;
+    let aws = moto.client().await;
+    let queue = aws.create_queue(&unique_name("paths")).await;
+    let daemon =
+        Daemon::start(aws_config().route(sqs_route("all-events", &queue, &moto.endpoint()))).await;
+    let client = client();
+    let callback = std::fs::read(format!(
+        "{}/tests/fixtures/sync-hooks/pending_message_pass_on.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("pending-message fixture");
+
+    // (posted to, body, expected path attribute, expected query attribute)
+    let (pending, root, queried) = (new_id(), new_id(), new_id());
+    let cases = [
+        (
+            "pending/PassOnPendingMessage",
+            &pending,
+            callback.clone(),
+            Some("/pending/PassOnPendingMessage"),
+            None,
+        ),
+        ("", &root, event_body("message.new", &root), None, None),
+        (
+            "?app=eu",
+            &queried,
+            event_body("message.new", &queried),
+            None,
+            Some("app=eu"),
+        ),
+    ];
+    for (path, id, body, _, _) in &cases {
+        post_ok(&client, &daemon.url_path(path), id, body).await;
+    }
+    let ids: HashSet<String> = cases.iter().map(|c| c.1.clone()).collect();
+    let got = receive_ids(&aws, &queue, &ids, AWS_DELIVERY_TIMEOUT, "three events").await;
+    for (_, id, body, path, query) in &cases {
+        let m = got
+            .iter()
+            .find(|m| m.webhook_id() == id.as_str())
+            .expect("received");
+        assert_eq!(m.body.as_bytes(), body.as_slice(), "{id}");
+        assert_eq!(m.attr("path"), *path, "{id}: {m:?}");
+        assert_eq!(m.attr("query"), *query, "{id}: {m:?}");
+        if let Some((data_type, _)) = m.attributes.get("path") {
+            assert_eq!(data_type, "String");
         }
     }
 }

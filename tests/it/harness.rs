@@ -67,6 +67,9 @@ pub struct HttpRoute {
     pub max_age: String,
     pub initial_backoff: String,
     pub max_backoff: String,
+    /// `paths:` (None: the key is left out, every path).
+    pub paths: Option<Vec<String>>,
+    pub forward_path: bool,
 }
 
 impl HttpRoute {
@@ -82,7 +85,20 @@ impl HttpRoute {
             max_age: "1h".to_owned(),
             initial_backoff: "10ms".to_owned(),
             max_backoff: "100ms".to_owned(),
+            paths: None,
+            forward_path: false,
         }
+    }
+
+    pub fn paths(mut self, paths: &[&str]) -> Self {
+        self.paths = Some(paths.iter().map(|p| (*p).to_owned()).collect());
+        self
+    }
+
+    /// `forward_path: true`: the request's path and query are appended to `url`.
+    pub fn forward_path(mut self) -> Self {
+        self.forward_path = true;
+        self
     }
 
     pub fn event_types(mut self, types: &[&str]) -> Self {
@@ -333,7 +349,13 @@ impl Config {
                     if let Some(enabled) = r.enabled {
                         writeln!(y, "    enabled: {enabled}").unwrap();
                     }
+                    if let Some(paths) = &r.paths {
+                        writeln!(y, "    paths: {}", list(paths)).unwrap();
+                    }
                     writeln!(y, "    http:").unwrap();
+                    if r.forward_path {
+                        writeln!(y, "      forward_path: true").unwrap();
+                    }
                     writeln!(y, "      url: {}", q(&r.url)).unwrap();
                     writeln!(y, "      timeout: {}", q(&r.timeout)).unwrap();
                     writeln!(y, "      concurrency: {}", r.concurrency).unwrap();
@@ -813,6 +835,8 @@ fn strip_ansi(s: &str) -> String {
 pub struct Recorded {
     pub method: Method,
     pub path: String,
+    /// The query string, when the request had one.
+    pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -1103,6 +1127,7 @@ async fn receive(
     let _ = state.tx.send(Recorded {
         method,
         path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
         headers,
         body,
     });

@@ -16,6 +16,8 @@
 //! - `e2e_security`: allowed_ips, max_event_age, TLS, slow and abusive clients, secrets.
 //! - `e2e_faults`: the fault suite: crash loop, destination outages, full disk,
 //!   corrupted spool file, overload (figures in docs/reliability.md).
+//! - `e2e_hooks`: synchronous hooks proxied (passthrough), their bodies refused on push
+//!   paths, pending-message callbacks routed by path, API key rotation.
 //! - `e2e_malformed`: the table of malformed requests and their status codes.
 
 mod e2e_admin;
@@ -23,6 +25,7 @@ mod e2e_aws;
 mod e2e_crash;
 mod e2e_delivery;
 mod e2e_faults;
+mod e2e_hooks;
 mod e2e_ingest;
 mod e2e_malformed;
 mod e2e_reload;

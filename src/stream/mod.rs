@@ -1,0 +1,36 @@
+//! What hookfan knows of Stream's wire format, in one place: the header names of every hook,
+//! how Stream signs a body, the kinds of hook Stream sends ([`hooks`]), and the event types it
+//! documents ([`event_types`]).
+//!
+//! Pure: no I/O, no clock. Ingest, the sinks and the CLI import it; nothing here imports them.
+
+pub mod event_types;
+pub mod hooks;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Unique id of a webhook call, the same on each of Stream's retries: the dedup key.
+pub const HEADER_WEBHOOK_ID: &str = "x-webhook-id";
+/// Stream's attempt number, from 1.
+pub const HEADER_ATTEMPT: &str = "x-webhook-attempt";
+/// The app's API key; picks the secret the body was signed with.
+pub const HEADER_API_KEY: &str = "x-api-key";
+/// Hex HMAC-SHA256 of the body with the app's API secret.
+pub const HEADER_SIGNATURE: &str = "x-signature";
+
+/// Hex HMAC-SHA256 of `body` with `secret`, lower case: what Stream puts in `X-Signature`.
+///
+/// ```
+/// // Stream's own test vector (tests/fixtures/stream-webhooks/message.new).
+/// let body = br#"{"type":"message.new","created_at":1778198400000000000}"#;
+/// assert_eq!(
+///     hookfan::stream::sign(b"test_secret_do_not_use_in_production", body),
+///     "408ab27d58b18a584d29f2801dde0d5ad20e5f5965039ac88d2ef49014a2c4a7"
+/// );
+/// ```
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
