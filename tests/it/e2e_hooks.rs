@@ -538,6 +538,47 @@ async fn two_hundred_slow_synchronous_hooks_do_not_hold_up_push_acknowledgements
     assert_eq!(delivered.len(), 2 * SAMPLES);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passthrough_block_added_or_removed_by_a_reload_applies_without_a_restart() {
+    let mut handler = Handler::start().await;
+    let config = Config::default().file_route("to-file", "events.jsonl");
+    let daemon = Daemon::start(config.clone()).await;
+    let client = client();
+    let body = payload("before_message_send_client_pii.json");
+
+    let before = post_signed(&client, &daemon.url_path("bms"), &new_id(), &body).await;
+    assert_eq!(before.status, 422, "no passthrough yet: {before:?}");
+
+    daemon.rewrite_config(&config.clone().top_level(passthrough(&[(
+        "/bms",
+        handler.url("/bms"),
+        None,
+        None,
+    )])));
+    poll_until(Duration::from_secs(10), "the first reload", || {
+        (daemon.logs().matches("config reloaded").count() == 1).then_some(())
+    })
+    .await;
+    let post = post_in_background(daemon.url_path("bms"), new_id(), body.clone(), vec![]);
+    handler
+        .next("after the reload")
+        .await
+        .reply(200, "application/json", "{\"message\":{}}");
+    let (answer, _) = post.await.unwrap();
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (200, "{\"message\":{}}")
+    );
+
+    daemon.rewrite_config(&config);
+    poll_until(Duration::from_secs(10), "the second reload", || {
+        (daemon.logs().matches("config reloaded").count() == 2).then_some(())
+    })
+    .await;
+    let after = post_signed(&client, &daemon.url_path("bms"), &new_id(), &body).await;
+    assert_eq!(after.status, 422, "the block is gone: {after:?}");
+}
+
 // ---------------------------------------------------------------------------
 // Synchronous hook bodies on push paths
 // ---------------------------------------------------------------------------

@@ -250,7 +250,10 @@ async fn unknown_api_key_is_answered_503_so_that_stream_retries() {
     // A key rotated in at Stream before routes.yaml lists it (e2e_hooks covers the rotation).
     assert_eq!(answer.status, 503, "unknown X-Api-Key: {answer:?}");
     assert_eq!(
-        answer.headers.get("retry-after").map(|v| v.to_str().unwrap()),
+        answer
+            .headers
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
         Some("1")
     );
 }
