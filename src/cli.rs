@@ -19,12 +19,12 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     for warning in config.render_warnings(&config_path.display().to_string()) {
         tracing::warn!("{warning}");
     }
-    let listener = TcpListener::bind(config.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {} (is another process using it?)",
-            config.listen
-        )
-    })?;
+    let listener = match config.listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} (is another process using it?)")
+        })?),
+        None => None,
+    };
     let admin = match config.admin_listen {
         Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on admin_listen {addr} (is another process using it? set admin_listen to another port, or off)")
@@ -82,7 +82,9 @@ pub fn check(config_path: &Path) -> anyhow::Result<()> {
     println!("{}: OK", config_path.display());
     println!(
         "listen {}  data_dir {}  max_body_bytes {}  dedup_window {}",
-        config.listen,
+        config
+            .listen
+            .map_or("off".to_string(), |addr| addr.to_string()),
         config.data_dir.display(),
         config.max_body_bytes,
         humantime::format_duration(config.dedup_window)
@@ -172,7 +174,7 @@ pub async fn send(config_path: &Path, what: &str, to: Option<&str>) -> anyhow::R
         .context("no app configured to sign with")?;
     let url = match to {
         Some(url) => url.to_string(),
-        None => default_url(&config),
+        None => default_url(&config)?,
     };
     let id = uuid::Uuid::new_v4().to_string();
     let response = reqwest::Client::new()
@@ -196,12 +198,14 @@ pub async fn send(config_path: &Path, what: &str, to: Option<&str>) -> anyhow::R
     Ok(())
 }
 
-fn default_url(config: &Config) -> String {
-    let mut addr = config.listen;
+fn default_url(config: &Config) -> anyhow::Result<String> {
+    let Some(mut addr) = config.listen else {
+        bail!("the config has no webhook listener (listen: off, or sources and no apps): give --to URL");
+    };
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    format!("http://{addr}/")
+    Ok(format!("http://{addr}/"))
 }
 
 /// A small event of the given type, shaped like Stream's chat events.

@@ -10,7 +10,8 @@
 //! - [`config`]: routes.yaml, parsed then validated into a [`config::Config`].
 //! - [`ingest`]: the webhook listener; [`ingest::verify`] is its pure core (gzip, signature,
 //!   JSON).
-//! - [`route`]: which routes take an event type (pure).
+//! - [`sources`]: queues Stream delivers to natively (SQS), consumed beside ingest.
+//! - [`route`]: which routes take an event type and path (pure).
 //! - [`spool`]: the durable store, with group commit.
 //! - [`deliver`]: one worker per route, retries and backoff, dead letters.
 //! - [`sinks`]: destinations (`http`, `file`, `sqs`, `sns`).
@@ -20,9 +21,11 @@
 //! - [`cli`]: the subcommands other than `serve`.
 //! - [`telemetry`]: logging setup and the metric names.
 //! - [`stream`]: Stream's wire format: header names, signing, hook kinds, event types.
+//! - [`aws`]: the AWS SDK configuration shared by the SQS/SNS destinations and the SQS source.
 //! - [`template`]: `{field}` templates over event JSON (SQS/SNS message group ids).
 
 pub mod admin;
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod deliver;
@@ -30,6 +33,7 @@ pub mod ingest;
 pub mod live;
 pub mod route;
 pub mod server;
+pub mod sources;
 pub mod sinks;
 pub mod spool;
 pub mod stream;

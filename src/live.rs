@@ -32,6 +32,7 @@ use crate::config::{self, Config, Route};
 use crate::deliver::{RouteStats, RouteWorker};
 use crate::ingest::passthrough::Passthroughs;
 use crate::sinks::Sink;
+use crate::sources::Sources;
 use crate::spool::Spool;
 
 /// What ingest and the admin API need, as of the latest successful (re)load.
@@ -204,13 +205,15 @@ impl Reload {
     }
 
     /// Reloads on SIGHUP and when the file changes, until `shutdown`; publishes each valid
-    /// config through `publish`. Returns the workers for the final drain.
+    /// config through `publish` and applies its sources. Returns the workers and sources for
+    /// the final drain.
     pub async fn run(
         mut self,
         mut routes: Routes,
+        mut sources: Sources,
         publish: watch::Sender<Arc<Live>>,
         shutdown: CancellationToken,
-    ) -> Routes {
+    ) -> (Routes, Sources) {
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -233,9 +236,9 @@ impl Reload {
                     self.loaded = now;
                 }
             }
-            reload(&self.path, trigger, &mut routes, &publish).await;
+            reload(&self.path, trigger, &mut routes, &mut sources, &publish).await;
         }
-        routes
+        (routes, sources)
     }
 }
 
@@ -243,6 +246,7 @@ async fn reload(
     path: &Path,
     trigger: &str,
     routes: &mut Routes,
+    sources: &mut Sources,
     publish: &watch::Sender<Arc<Live>>,
 ) {
     let current = publish.borrow().config.clone();
@@ -306,7 +310,9 @@ async fn reload(
     match routes.apply(Arc::new(next)).await {
         Ok(live) => {
             let n = live.config.routes.len();
+            let config = live.config.clone();
             publish.send_replace(Arc::new(live));
+            sources.apply(&config).await;
             metrics::counter!("hookfan_config_reloads_total", "outcome" => "success").increment(1);
             tracing::info!(routes = n, "config reloaded ({trigger})");
         }

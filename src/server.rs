@@ -16,15 +16,16 @@ use crate::config::Config;
 use crate::deliver::runtime::DeliveryRuntime;
 use crate::ingest::{self, IngestState};
 use crate::live::{Reload, Routes};
+use crate::sources::Sources;
 use crate::spool::Spool;
 
-/// Runs the daemon on `listener` (webhooks) and `admin` (health, metrics, API) until
-/// `shutdown` is cancelled, then drains and returns. With `reload`, the config is reloaded
-/// when its file changes or on SIGHUP.
+/// Runs the daemon on `listener` (webhooks; None: sources only) and `admin` (health,
+/// metrics, API) until `shutdown` is cancelled, then drains and returns. With `reload`, the
+/// config is reloaded when its file changes or on SIGHUP.
 pub async fn run(
     config: Config,
     reload: Option<Reload>,
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     admin: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -88,14 +89,18 @@ pub async fn run(
         None => None,
     };
 
+    // Sources feed the same back half as ingest, on this runtime.
+    let mut sources = Sources::new(spool.clone(), live.clone());
+    sources.apply(&config).await;
+
     // Reloads stop before ingest does, so no worker is started during the drain.
     let stop_reloads = CancellationToken::new();
     let (reloader, kept) = match reload {
         Some(reload) => {
-            let task = tokio::spawn(reload.run(routes, publish, stop_reloads.clone()));
+            let task = tokio::spawn(reload.run(routes, sources, publish, stop_reloads.clone()));
             (Some(task), None)
         }
-        None => (None, Some(routes)),
+        None => (None, Some((routes, sources))),
     };
 
     let tls = certs.as_ref().map(|store| {
@@ -106,30 +111,44 @@ pub async fn run(
         ));
         store.acceptor()
     });
-    let state = IngestState::new(live.clone(), spool.clone(), config.max_buffered_bytes);
-    let addr = listener.local_addr()?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(
-        routes = config.routes.len(),
-        max_connections = config.max_connections,
-        "ingest listening on {scheme}://{addr}"
-    );
-    ingest::listener::serve(
-        listener,
-        tls,
-        ingest::router(state),
-        live,
-        config.max_connections,
-        shutdown.clone(),
-    )
-    .await;
-    tracing::info!("ingest stopped; finishing deliveries in flight");
+    match listener {
+        Some(listener) => {
+            let state = IngestState::new(live.clone(), spool.clone(), config.max_buffered_bytes);
+            let addr = listener.local_addr()?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            tracing::info!(
+                routes = config.routes.len(),
+                max_connections = config.max_connections,
+                "ingest listening on {scheme}://{addr}"
+            );
+            ingest::listener::serve(
+                listener,
+                tls,
+                ingest::router(state),
+                live,
+                config.max_connections,
+                shutdown.clone(),
+            )
+            .await;
+            tracing::info!("ingest stopped; finishing deliveries in flight");
+        }
+        None => {
+            tracing::info!(
+                routes = config.routes.len(),
+                sources = config.sources.len(),
+                "no webhook listener (listen: off, or sources and no apps); receiving from sources only"
+            );
+            shutdown.cancelled().await;
+        }
+    }
 
     stop_reloads.cancel();
-    let mut routes = match reloader {
+    let (mut routes, mut sources) = match reloader {
         Some(task) => task.await?,
-        None => kept.expect("routes are kept when not reloading"),
+        None => kept.expect("routes and sources are kept when not reloading"),
     };
+    // Sources stop receiving and store what they hold before the workers stop.
+    sources.stop_all().await;
     routes.stop_all().await;
     drop(delivery);
     spool.close().await;

@@ -376,7 +376,7 @@ broken_configs! {
             |    event_types: []
             |    file: { path: ./a.jsonl }
         "#,
-        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, tls, allowed_ips, max_event_age, max_connections, request_timeout, max_buffered_bytes, admin_listen, admin_token, data_dir, max_body_bytes, dedup_window, shutdown_grace, delivery_nice, apps, routes, passthrough)"#)],
+        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, tls, allowed_ips, max_event_age, max_connections, request_timeout, max_buffered_bytes, admin_listen, admin_token, data_dir, max_body_bytes, dedup_window, shutdown_grace, delivery_nice, apps, routes, passthrough, sources)"#)],
     }
 
     unknown_keys_in_different_routes_and_blocks_are_all_reported_at_once {
@@ -1055,7 +1055,7 @@ fn the_shipped_routes_yaml_validates_with_only_the_stream_credentials_set() {
     let config = config::from_str("routes.yaml", &shipped_routes_yaml(), stream_credentials)
         .unwrap_or_else(|e| panic!("{e}"));
 
-    assert_eq!(config.listen, "0.0.0.0:8080".parse::<SocketAddr>().unwrap());
+    assert_eq!(config.listen, Some("0.0.0.0:8080".parse::<SocketAddr>().unwrap()));
     assert_eq!(config.data_dir, Path::new("./data"));
     assert_eq!(config.max_body_bytes, 1_048_576);
     assert_eq!(config.dedup_window, Duration::from_secs(10 * 60));
@@ -1189,7 +1189,7 @@ fn the_shipped_routes_yaml_takes_its_overrides_from_the_environment() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         config.listen,
-        "127.0.0.1:9999".parse::<SocketAddr>().unwrap()
+        Some("127.0.0.1:9999".parse::<SocketAddr>().unwrap())
     );
     assert_eq!(config.data_dir, Path::new("/srv/hookfan"));
     assert!(config.routes[1].enabled);
@@ -1284,7 +1284,7 @@ fn a_config_using_every_key_parses_into_exactly_those_values() {
 
     assert_eq!(
         config.listen,
-        "127.0.0.1:9000".parse::<SocketAddr>().unwrap()
+        Some("127.0.0.1:9000".parse::<SocketAddr>().unwrap())
     );
     let tls = config.tls.as_ref().expect("tls is set");
     assert_eq!(tls.cert, Path::new("/etc/hookfan/tls/fullchain.pem"));

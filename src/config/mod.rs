@@ -9,6 +9,8 @@
 //! config itself, so `hookfan check` is safe to run anywhere.
 
 mod env;
+mod passthrough;
+mod sources;
 mod tree;
 
 use std::collections::HashSet;
@@ -93,8 +95,9 @@ impl fmt::Debug for Secret {
 /// A validated configuration. Only [`load`] and [`from_str`] make one.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where Stream's webhooks are received.
-    pub listen: SocketAddr,
+    /// Where Stream's webhooks are received; None when there is no webhook listener
+    /// (`listen: off`, or sources and no `apps`).
+    pub listen: Option<SocketAddr>,
     /// Serve ingest over TLS with these files (reloaded when they change); plain HTTP
     /// without.
     pub tls: Option<TlsFiles>,
@@ -129,6 +132,8 @@ pub struct Config {
     /// exact paths is verified, then proxied to its handler and answered with the handler's
     /// answer; it is never stored.
     pub passthrough: Vec<Passthrough>,
+    /// Queues hookfan consumes events from, besides the webhook listener.
+    pub sources: Vec<Source>,
     /// What is valid but probably not meant (an event type Stream does not document):
     /// printed by `check`, logged at startup and reload. Never stops anything.
     pub warnings: Vec<Diagnostic>,
@@ -147,6 +152,37 @@ pub struct Passthrough {
     pub timeout: Option<Duration>,
     /// Requests in flight to the handler at most; more are answered 503 at once.
     pub concurrency: usize,
+}
+
+/// A `sources:` entry: a queue Stream delivers to natively, consumed like webhooks arrive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    /// Unique among sources; labels its metrics and logs. Its events are routed as if posted
+    /// to `/sources/<name>`.
+    pub name: String,
+    pub sqs: SqsSource,
+}
+
+/// An SQS queue to receive from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqsSource {
+    pub queue_url: String,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub role_arn: Option<String>,
+    /// Receive loops (each asks for up to 10 messages at a time).
+    pub concurrency: usize,
+    /// Long polling: how long one receive waits for messages (0 to 20 s).
+    pub wait_time: Duration,
+    /// How long a received message stays invisible to other consumers; None: the queue's.
+    pub visibility_timeout: Option<Duration>,
+}
+
+impl Source {
+    /// The path its events are routed and stored as posted to.
+    pub fn path(&self) -> String {
+        format!("/sources/{}", self.name)
+    }
 }
 
 /// PEM files of the ingest listener's certificate chain and private key.
@@ -332,7 +368,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_DELIVERY_NICE: i32 = 5;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests in flight to one passthrough handler at most.
-pub const DEFAULT_PASSTHROUGH_CONCURRENCY: usize = 64;
+pub const DEFAULT_PASSTHROUGH_CONCURRENCY: usize = passthrough::DEFAULT_CONCURRENCY;
 pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 64 * 1024 * 1024;
 /// Stream retries a webhook for up to 15 s after the event; a shorter `max_event_age` would
 /// refuse its own retries.
@@ -367,6 +403,27 @@ struct RawConfig {
     routes: Vec<RawRoute>,
     #[serde(default)]
     passthrough: Vec<RawPassthrough>,
+    #[serde(default)]
+    sources: Vec<RawSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: String,
+    sqs: RawSqsSource,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSqsSource {
+    queue_url: String,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    role_arn: Option<String>,
+    concurrency: Option<usize>,
+    wait_time: Option<String>,
+    visibility_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -467,6 +524,17 @@ const TOP_KEYS: &[&str] = &[
     "apps",
     "routes",
     "passthrough",
+    "sources",
+];
+const SOURCE_KEYS: &[&str] = &["name", "sqs"];
+const SQS_SOURCE_KEYS: &[&str] = &[
+    "queue_url",
+    "region",
+    "endpoint_url",
+    "role_arn",
+    "concurrency",
+    "wait_time",
+    "visibility_timeout",
 ];
 const PASSTHROUGH_KEYS: &[&str] = &["path", "url", "timeout", "concurrency"];
 const APP_KEYS: &[&str] = &["api_key", "api_secret"];
@@ -630,6 +698,14 @@ fn lint(root: &tree::Node) -> Vec<Diagnostic> {
         unknown_keys(hook, PASSTHROUGH_KEYS, "passthrough: ", &mut out);
         missing_keys(hook, &["path", "url"], "passthrough", &mut out);
     }
+    for source in root.get("sources").map(|n| n.items()).unwrap_or_default() {
+        unknown_keys(source, SOURCE_KEYS, "source: ", &mut out);
+        missing_keys(source, SOURCE_KEYS, "source", &mut out);
+        if let Some(sqs) = source.get("sqs") {
+            unknown_keys(sqs, SQS_SOURCE_KEYS, "source: sqs: ", &mut out);
+            missing_keys(sqs, &["queue_url"], "source: sqs", &mut out);
+        }
+    }
     for (i, route) in root
         .get("routes")
         .map(|n| n.items())
@@ -777,14 +853,18 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
     let mut errs = Vec::new();
     let mut warnings = Vec::new();
 
-    let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-    let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
-        errs.push(pos.diag(
-            "listen",
-            format!("listen: \"{listen_text}\" is not an IP:PORT address (for example 0.0.0.0:8080 or 127.0.0.1:8080)"),
-        ));
-        DEFAULT_LISTEN.parse().expect("default listen address parses")
-    });
+    let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN).trim();
+    let mut listen = if listen_text == "off" {
+        None
+    } else {
+        Some(listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+            errs.push(pos.diag(
+                "listen",
+                format!("listen: \"{listen_text}\" is not an IP:PORT address (for example 0.0.0.0:8080 or 127.0.0.1:8080), or off"),
+            ));
+            DEFAULT_LISTEN.parse().expect("default listen address parses")
+        }))
+    };
 
     let admin_text = raw
         .admin_listen
@@ -928,11 +1008,18 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
 
     let mut apps = Vec::new();
     let mut keys = HashSet::new();
-    if raw.apps.is_empty() {
-        errs.push(pos.diag(
+    match (raw.apps.is_empty(), raw.sources.is_empty(), listen.is_some()) {
+        // Sources only: nothing could be verified on a webhook port, so there is none.
+        (true, false, _) => listen = None,
+        (true, true, _) => errs.push(pos.diag(
             "apps",
             "no apps configured: add `apps: [{ api_key: ..., api_secret: ... }]` with your Stream app's key and secret, or every webhook is refused",
-        ));
+        )),
+        (false, true, false) => errs.push(pos.diag(
+            "listen",
+            "listen is off and there are no sources: hookfan would receive nothing (add a source under sources:, or give listen an address)",
+        )),
+        _ => {}
     }
     for (i, app) in raw.apps.into_iter().enumerate() {
         let at = format!("apps[{i}]");
@@ -1094,7 +1181,8 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
         }
     }
 
-    let passthrough = passthroughs(raw.passthrough, pos, &mut errs);
+    let passthrough = passthrough::validate(raw.passthrough, pos, &mut errs);
+    let sources = sources::validate(raw.sources, pos, &mut errs);
 
     if !errs.is_empty() {
         errs.sort_by_key(|d| (d.line, d.column));
@@ -1119,92 +1207,9 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
         apps,
         routes,
         passthrough,
+        sources,
         warnings,
     })
-}
-
-/// The `passthrough:` blocks: one exact path each, an http(s) handler, a deadline.
-fn passthroughs(
-    raw: Vec<RawPassthrough>,
-    pos: &Positions,
-    errs: &mut Vec<Diagnostic>,
-) -> Vec<Passthrough> {
-    let mut out = Vec::new();
-    let mut paths = HashSet::new();
-    for (i, p) in raw.into_iter().enumerate() {
-        let at = format!("passthrough[{i}]");
-        let label = format!("passthrough \"{}\"", p.path);
-        let mut ok = true;
-        if !p.path.starts_with('/')
-            || p.path
-                .contains(|c: char| c.is_whitespace() || matches!(c, '?' | '#' | '*'))
-        {
-            errs.push(pos.diag(
-                &format!("{at}.path"),
-                format!("{label}: path must be one exact request path starting with / (like /stream/before-message-send), without a query, # or *"),
-            ));
-            ok = false;
-        } else if !paths.insert(p.path.clone()) {
-            errs.push(pos.diag(
-                &format!("{at}.path"),
-                format!("{label}: the path is used by another passthrough block; each path has one handler"),
-            ));
-            ok = false;
-        }
-        let url = match reqwest::Url::parse(&p.url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-                Some(url)
-            }
-            Ok(_) => {
-                errs.push(pos.diag(
-                    &format!("{at}.url"),
-                    format!(
-                        "{label}: url \"{}\" must be an http:// or https:// URL with a host",
-                        p.url
-                    ),
-                ));
-                None
-            }
-            Err(e) => {
-                errs.push(pos.diag(
-                    &format!("{at}.url"),
-                    format!("{label}: url \"{}\" is not a URL: {e}", p.url),
-                ));
-                None
-            }
-        };
-        let timeout = p.timeout.as_ref().map(|_| {
-            duration(
-                &p.timeout,
-                &format!("{at}.timeout"),
-                Duration::ZERO,
-                pos,
-                errs,
-            )
-        });
-        if timeout.is_some_and(|t| t.is_zero()) {
-            errs.push(pos.diag(
-                &format!("{at}.timeout"),
-                format!("{label}: timeout must be greater than 0"),
-            ));
-        }
-        let concurrency = p.concurrency.unwrap_or(DEFAULT_PASSTHROUGH_CONCURRENCY);
-        if !(1..=4096).contains(&concurrency) {
-            errs.push(pos.diag(
-                &format!("{at}.concurrency"),
-                format!("{label}: concurrency must be between 1 and 4096"),
-            ));
-        }
-        if let (true, Some(url)) = (ok, url) {
-            out.push(Passthrough {
-                path: p.path,
-                url,
-                timeout,
-                concurrency,
-            });
-        }
-    }
-    out
 }
 
 /// A warning for each `event_types` entry without `*` that names no event type Stream

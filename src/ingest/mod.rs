@@ -246,18 +246,7 @@ async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
             return refuse_sync_hook(kind, &path, &webhook_id);
         }
     }
-    let routes: Vec<String> =
-        route::select(&live.config.routes, webhook.event_type.as_deref(), &path)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
     let event_type = webhook.event_type.as_deref().unwrap_or("-").to_string();
-    if routes.is_empty() {
-        count("accepted");
-        metrics::counter!("hookfan_events_unrouted_total").increment(1);
-        tracing::debug!(%webhook_id, %event_type, %path, "accepted; no route takes this event type and path");
-        return answer(StatusCode::OK, "accepted: no route matched\n");
-    }
     let event = StoredEvent {
         webhook_id: webhook.webhook_id,
         received_at_ms: now_ms(),
@@ -267,23 +256,84 @@ async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
         body: webhook.body.to_vec(),
         path: stored_path(&parts.uri),
     };
+    match store(live, &state.spool, event).await {
+        Ok(Stored::Unrouted) => {
+            count("accepted");
+            tracing::debug!(%webhook_id, %event_type, %path, "accepted; no route takes this event type and path");
+            answer(StatusCode::OK, "accepted: no route matched\n")
+        }
+        Ok(Stored::Stored { routes }) => {
+            count("accepted");
+            tracing::debug!(%webhook_id, %event_type, routes, "stored");
+            answer(StatusCode::OK, "stored\n")
+        }
+        Ok(Stored::Duplicate) => {
+            count("duplicate");
+            tracing::info!(%webhook_id, %event_type, "duplicate X-Webhook-Id within dedup_window; acknowledged, not stored again");
+            answer(StatusCode::OK, "duplicate: already stored\n")
+        }
+        Err(NotStored::Overloaded) => {
+            count("overloaded");
+            if OVERLOAD_WARNING.due() {
+                tracing::warn!(%webhook_id, %event_type, "webhook not committed within {ACK_DEADLINE:?} (overloaded disk); answered 503 so Stream retries, and the retry is deduplicated if the commit lands");
+            }
+            unavailable("not stored in time (overloaded); retry\n")
+        }
+        Err(NotStored::Spool(e)) => {
+            count("unavailable");
+            tracing::error!(%webhook_id, %event_type, error = %e, "cannot store webhook; answered 503 so Stream retries");
+            unavailable("cannot store the event right now; retry\n")
+        }
+    }
+}
+
+/// What became of an event handed to [`store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Durably stored for this many routes, whose workers were woken.
+    Stored { routes: usize },
+    /// Its webhook id was seen within `dedup_window`: nothing stored again.
+    Duplicate,
+    /// No route takes it (its type and path): acknowledged, not stored.
+    Unrouted,
+}
+
+/// Why [`store`] could not store an event; the sender must try again.
+#[derive(Debug, thiserror::Error)]
+pub enum NotStored {
+    /// The commit did not land within [`ACK_DEADLINE`]: the disk is slower than arrivals.
+    #[error("not committed within {ACK_DEADLINE:?} (overloaded disk)")]
+    Overloaded,
+    /// The spool refused or failed (disk full, I/O error, shutting down).
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+}
+
+/// The back half every received event goes through, from the webhook listener or a source:
+/// the routes that take its type and path, one durable commit for all of them (dedup by
+/// webhook id in the same commit), then their workers woken. Returns only once the event is on
+/// disk, or with why it is not.
+pub async fn store(live: &Live, spool: &Spool, event: StoredEvent) -> Result<Stored, NotStored> {
+    let routes: Vec<String> = route::select(
+        &live.config.routes,
+        event.event_type.as_deref(),
+        event.request_path(),
+    )
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    if routes.is_empty() {
+        metrics::counter!("hookfan_events_unrouted_total").increment(1);
+        return Ok(Stored::Unrouted);
+    }
     let stored = tokio::time::timeout(
         ACK_DEADLINE,
-        state
-            .spool
-            .append(event, routes.clone(), live.config.dedup_window),
+        spool.append(event, routes.clone(), live.config.dedup_window),
     )
-    .await;
-    let Ok(stored) = stored else {
-        count("overloaded");
-        if OVERLOAD_WARNING.due() {
-            tracing::warn!(%webhook_id, %event_type, "webhook not committed within {ACK_DEADLINE:?} (overloaded disk); answered 503 so Stream retries, and the retry is deduplicated if the commit lands");
-        }
-        return unavailable("not stored in time (overloaded); retry\n");
-    };
+    .await
+    .map_err(|_| NotStored::Overloaded)??;
     match stored {
-        Ok(AppendOutcome::Stored { .. }) => {
-            count("accepted");
+        AppendOutcome::Stored { .. } => {
             for route in &routes {
                 metrics::counter!("hookfan_events_routed_total", "route" => route.clone())
                     .increment(1);
@@ -291,19 +341,11 @@ async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
                     n.notify_one();
                 }
             }
-            tracing::debug!(%webhook_id, %event_type, routes = routes.len(), "stored");
-            answer(StatusCode::OK, "stored\n")
+            Ok(Stored::Stored {
+                routes: routes.len(),
+            })
         }
-        Ok(AppendOutcome::Duplicate) => {
-            count("duplicate");
-            tracing::info!(%webhook_id, %event_type, "duplicate X-Webhook-Id within dedup_window; acknowledged, not stored again");
-            answer(StatusCode::OK, "duplicate: already stored\n")
-        }
-        Err(e) => {
-            count("unavailable");
-            tracing::error!(%webhook_id, %event_type, error = %e, "cannot store webhook; answered 503 so Stream retries");
-            unavailable("cannot store the event right now; retry\n")
-        }
+        AppendOutcome::Duplicate => Ok(Stored::Duplicate),
     }
 }
 

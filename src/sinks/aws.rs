@@ -13,7 +13,6 @@
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
-use aws_config::{BehaviorVersion, Region};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
@@ -169,34 +168,13 @@ pub fn batches(sizes: &[usize], max_bytes: usize) -> Vec<std::ops::Range<usize>>
 
 impl AwsSink {
     pub async fn new(kind: &str, d: &AwsDestination) -> Result<AwsSink, SinkError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            // hookfan retries durably itself; SDK retries would only hide failures.
-            .retry_config(aws_config::retry::RetryConfig::disabled())
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                    .build(),
-            );
-        if let Some(region) = &d.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &d.endpoint_url {
-            loader = loader.endpoint_url(endpoint);
-        }
-        let mut config = loader.load().await;
-        if let Some(role) = &d.role_arn {
-            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
-                .session_name("hookfan")
-                .configure(&config)
-                .build()
-                .await;
-            config = config
-                .into_builder()
-                .credentials_provider(
-                    aws_credential_types::provider::SharedCredentialsProvider::new(provider),
-                )
-                .build();
-        }
+        let config = crate::aws::sdk_config(crate::aws::Endpoint {
+            region: d.region.as_deref(),
+            endpoint_url: d.endpoint_url.as_deref(),
+            role_arn: d.role_arn.as_deref(),
+            attempt_timeout: ATTEMPT_TIMEOUT,
+        })
+        .await;
         let (client, max_bytes) = match kind {
             "sqs" => (
                 Client::Sqs(aws_sdk_sqs::Client::new(&config)),

@@ -1,0 +1,115 @@
+//! `sources:`: queues Stream delivers to natively, which hookfan consumes besides (or instead
+//! of) its webhook listener.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{duration, Diagnostic, Positions, RawSource, Source, SqsSource};
+
+/// Receive loops per source.
+pub const DEFAULT_CONCURRENCY: usize = 2;
+/// Long polling: SQS's longest wait, so an idle queue costs three requests a minute.
+pub const DEFAULT_WAIT_TIME: Duration = Duration::from_secs(20);
+/// SQS's limits on a receive's wait and a message's visibility timeout.
+const MAX_WAIT_TIME: Duration = Duration::from_secs(20);
+const MAX_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+
+pub(super) fn validate(
+    raw: Vec<RawSource>,
+    pos: &Positions,
+    errs: &mut Vec<Diagnostic>,
+) -> Vec<Source> {
+    let mut out = Vec::new();
+    let mut names = HashSet::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let at = format!("sources[{i}]");
+        let label = format!("source \"{}\"", r.name);
+        let before = errs.len();
+        if r.name.is_empty()
+            || !r
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            errs.push(pos.diag(
+                &format!("{at}.name"),
+                format!("{label}: a name is letters, digits, '-', '_' and '.' only"),
+            ));
+        } else if !names.insert(r.name.clone()) {
+            errs.push(pos.diag(
+                &format!("{at}.name"),
+                format!("{label}: the name is used by another source; names must be unique"),
+            ));
+        }
+        let q = r.sqs;
+        let sqs_at = format!("{at}.sqs");
+        if !reqwest::Url::parse(&q.queue_url)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        {
+            errs.push(pos.diag(
+                &format!("{sqs_at}.queue_url"),
+                format!("{label}: sqs.queue_url \"{}\" is not a queue URL (like https://sqs.us-east-1.amazonaws.com/123456789012/stream-native)", q.queue_url),
+            ));
+        }
+        if let Some(endpoint) = &q.endpoint_url {
+            if !reqwest::Url::parse(endpoint).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            {
+                errs.push(pos.diag(
+                    &format!("{sqs_at}.endpoint_url"),
+                    format!("{label}: sqs.endpoint_url \"{endpoint}\" is not an http(s) URL"),
+                ));
+            }
+        }
+        let concurrency = q.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        if !(1..=64).contains(&concurrency) {
+            errs.push(pos.diag(
+                &format!("{sqs_at}.concurrency"),
+                format!("{label}: sqs.concurrency (receive loops) must be between 1 and 64"),
+            ));
+        }
+        let wait_time = duration(
+            &q.wait_time,
+            &format!("{sqs_at}.wait_time"),
+            DEFAULT_WAIT_TIME,
+            pos,
+            errs,
+        );
+        if wait_time > MAX_WAIT_TIME || (wait_time.subsec_nanos() != 0) {
+            errs.push(pos.diag(
+                &format!("{sqs_at}.wait_time"),
+                format!("{label}: sqs.wait_time must be whole seconds from 0s to 20s (SQS long polling)"),
+            ));
+        }
+        let visibility_timeout = q.visibility_timeout.as_ref().map(|_| {
+            let t = duration(
+                &q.visibility_timeout,
+                &format!("{sqs_at}.visibility_timeout"),
+                Duration::ZERO,
+                pos,
+                errs,
+            );
+            if t.is_zero() || t > MAX_VISIBILITY_TIMEOUT || t.subsec_nanos() != 0 {
+                errs.push(pos.diag(
+                    &format!("{sqs_at}.visibility_timeout"),
+                    format!("{label}: sqs.visibility_timeout must be whole seconds from 1s to 12h"),
+                ));
+            }
+            t
+        });
+        if errs.len() == before {
+            out.push(Source {
+                name: r.name,
+                sqs: SqsSource {
+                    queue_url: q.queue_url,
+                    region: q.region,
+                    endpoint_url: q.endpoint_url,
+                    role_arn: q.role_arn,
+                    concurrency,
+                    wait_time,
+                    visibility_timeout,
+                },
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,108 @@
+//! Sources: queues Stream delivers to natively, consumed beside the webhook listener.
+//!
+//! Stream can deliver an app's events to an SQS queue itself (or to an SNS topic feeding one).
+//! A source receives from that queue and hands each event to the same back half as a pushed
+//! webhook ([`crate::ingest::store`]): routed by `event_types` (and by path, as if posted to
+//! `/sources/<name>`), stored once for every matching route with one fsync, delivered with the
+//! same retries and dead letters. So hookfan needs no public endpoint, and its own downtime
+//! costs nothing: the queue holds the events meanwhile.
+//!
+//! - [`decode`] (pure): a message body in every form Stream writes, to the event JSON.
+//! - [`sqs`]: the receive loops. **A message is deleted only after the commit that stores it**
+//!   (acknowledge = delete); a crash before that lets SQS deliver it again after its visibility
+//!   timeout, and the dedup of the store (by webhook id, or the message's id) keeps it stored
+//!   once. A message that cannot be decoded is never deleted: it is counted, logged once, and
+//!   left to the queue's redrive policy. When the spool pushes back, receiving pauses.
+//!
+//! [`Sources`] runs one [`sqs::SqsSource`] per configured source and reconciles them with a
+//! new config on reload: new sources start, removed ones stop (finishing the batch in hand),
+//! changed ones restart. Nothing is lost by a stop: an undeleted message comes back.
+
+pub mod decode;
+pub mod sqs;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Source};
+use crate::live::LiveView;
+use crate::spool::Spool;
+
+struct Running {
+    source: Source,
+    stop: CancellationToken,
+    done: JoinHandle<()>,
+}
+
+/// The running sources, one task each.
+pub struct Sources {
+    spool: Spool,
+    live: LiveView,
+    running: HashMap<String, Running>,
+    /// Kept across restarts and reloads, like routes' stats.
+    stats: HashMap<String, Arc<sqs::SourceStats>>,
+}
+
+impl Sources {
+    pub fn new(spool: Spool, live: LiveView) -> Sources {
+        Sources {
+            spool,
+            live,
+            running: HashMap::new(),
+            stats: HashMap::new(),
+        }
+    }
+
+    /// Starts, stops and restarts sources so that exactly `config`'s run.
+    pub async fn apply(&mut self, config: &Config) {
+        let wanted: HashMap<&str, &Source> =
+            config.sources.iter().map(|s| (s.name.as_str(), s)).collect();
+        let stale: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, r)| wanted.get(name.as_str()) != Some(&&r.source))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            let running = self.running.remove(&name).expect("listed above");
+            tracing::info!(source = %name, "stopping the source (removed or changed); messages it has not stored stay in the queue");
+            running.stop.cancel();
+            let _ = running.done.await;
+        }
+        for (name, source) in wanted {
+            if self.running.contains_key(name) {
+                continue;
+            }
+            let stats = self.stats.entry(name.to_string()).or_default().clone();
+            let consumer = sqs::SqsSource::new(source, stats).await;
+            let stop = CancellationToken::new();
+            let done = tokio::spawn(consumer.run(
+                self.live.clone(),
+                self.spool.clone(),
+                stop.clone(),
+            ));
+            tracing::info!(source = %name, queue = %source.sqs.queue_url, "source started");
+            self.running.insert(
+                name.to_string(),
+                Running {
+                    source: source.clone(),
+                    stop,
+                    done,
+                },
+            );
+        }
+    }
+
+    /// Stops every source; each finishes storing (and deleting) the batch in hand.
+    pub async fn stop_all(&mut self) {
+        for running in self.running.values() {
+            running.stop.cancel();
+        }
+        for (_, running) in self.running.drain() {
+            let _ = running.done.await;
+        }
+    }
+}
