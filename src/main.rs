@@ -50,8 +50,12 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), e.g. `hookfan man > /usr/local/share/man/man1/hookfan.1`.
-    Man,
+    /// Print the man page (roff), or write one page per subcommand into a directory.
+    Man {
+        /// Write hookfan.1 and a page per subcommand (hookfan-check.1, ...) here instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Sign a sample event (or a JSON file) with the configured secret and POST it.
     Send {
         /// An event type such as message.new, or a path to a .json file.
@@ -119,9 +123,11 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
-        Command::Man => clap_mangen::Man::new(Cli::command())
+        Command::Man { dir: None } => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout())
             .map_err(anyhow::Error::from),
+        Command::Man { dir: Some(dir) } => clap_mangen::generate_to(Cli::command(), &dir)
+            .map_err(|e| anyhow::anyhow!("cannot write man pages into {}: {e}", dir.display())),
         Command::DeadLetters(DeadLetters::List { route, json }) => runtime().block_on(
             hookfan::cli::dead_letters_list(&cli.config, route.as_deref(), json),
         ),

@@ -1115,8 +1115,8 @@ fn the_shipped_routes_yaml_without_stream_credentials_names_both_variables() {
         messages[1].contains("STREAM_API_SECRET is not set"),
         "{messages:?}"
     );
-    assert_eq!(diagnostics[0].line, 9);
-    assert_eq!(diagnostics[1].line, 10);
+    assert_eq!(diagnostics[0].line, 12);
+    assert_eq!(diagnostics[1].line, 13);
 }
 
 const EVERY_KEY: &str = r#"

@@ -9,7 +9,7 @@
 //! config itself, so `hookfan check` is safe to run anywhere.
 
 mod env;
-mod placeholder;
+pub mod placeholder;
 pub mod schema;
 mod tree;
 

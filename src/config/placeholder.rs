@@ -233,7 +233,11 @@ routes:
             ]
         );
         assert_eq!(held[1].var, "MAX");
-        assert_eq!(config.routes[1].destination.target(), "http://1:3000/x");
+        // "1" in a host is the IPv4 address 0.0.0.1.
+        assert_eq!(
+            config.routes[1].destination.target(),
+            "http://0.0.0.1:3000/x"
+        );
     }
 
     #[test]
