@@ -104,7 +104,18 @@ fn readme_configs() -> Vec<(String, String)> {
     out
 }
 
-/// routes.yaml, every routes*.yaml under deploy/, and the README's configs.
+/// The `routes.yaml` of every Kubernetes ConfigMap in a (multi-document) YAML text.
+fn configmap_routes(text: &str) -> Vec<String> {
+    use serde::Deserialize as _;
+    serde_yaml::Deserializer::from_str(text)
+        .filter_map(|doc| Value::deserialize(doc).ok())
+        .filter(|doc| doc["kind"] == "ConfigMap")
+        .filter_map(|doc| doc["data"]["routes.yaml"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// routes.yaml, every routes*.yaml under deploy/ and every routes.yaml held by a ConfigMap
+/// there, and the README's configs.
 fn example_configs() -> Vec<(String, String)> {
     let mut configs = vec![("routes.yaml".to_string(), read("routes.yaml"))];
     let mut stack = vec![repo().join("deploy")];
@@ -114,9 +125,18 @@ fn example_configs() -> Vec<(String, String)> {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             if path.is_dir() {
                 stack.push(path);
-            } else if name.starts_with("routes") && name.ends_with(".yaml") {
-                let text = std::fs::read_to_string(&path).expect("read a deploy config");
+                continue;
+            }
+            if !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read a deploy file");
+            if name.starts_with("routes") {
                 configs.push((path.display().to_string(), text));
+            } else {
+                for (i, routes) in configmap_routes(&text).into_iter().enumerate() {
+                    configs.push((format!("{} (ConfigMap #{i})", path.display()), routes));
+                }
             }
         }
     }
@@ -143,6 +163,12 @@ fn every_example_config_in_the_repository_passes_the_schema_and_check() {
         placeholder::from_str(&name, &text, |_| None, Placeholders::All)
             .unwrap_or_else(|e| panic!("{name}: check refuses it:\n{e}"));
     }
+}
+
+#[test]
+fn a_routes_yaml_inside_a_kubernetes_configmap_is_found() {
+    let manifests = "apiVersion: v1\nkind: Service\nmetadata: { name: s }\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: { name: hookfan }\ndata:\n  routes.yaml: |\n    apps: []\n";
+    assert_eq!(configmap_routes(manifests), ["apps: []\n"]);
 }
 
 #[test]
@@ -235,6 +261,13 @@ const CASES: &[Case] = &[
     Case {
         name: "a route with two destinations",
         yaml: "apps: [{ api_key: k, api_secret: s }]\nroutes: [{ name: a, event_types: [], file: { path: a.jsonl }, http: { url: \"http://h/\" } }]\n",
+        vars: &[],
+        schema_accepts: false,
+        check_accepts: false,
+    },
+    Case {
+        name: "a destination key with nothing under it",
+        yaml: "apps: [{ api_key: k, api_secret: s }]\nroutes:\n  - name: a\n    event_types: []\n    http:\n",
         vars: &[],
         schema_accepts: false,
         check_accepts: false,

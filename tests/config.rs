@@ -330,6 +330,23 @@ broken_configs! {
         expect: [(5, 5, r#"route "crm": no destination (add exactly one of http, file, sqs, sns)"#)],
     }
 
+    a_destination_key_with_nothing_under_it_is_refused_instead_of_dropping_the_route {
+        env: [],
+        yaml: r#"
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: crm
+            |    event_types: []
+            |    http:
+            |  - name: all
+            |    event_types: []
+            |    file: { path: ./all.jsonl }
+        "#,
+        expect: [(7, 5, r#"route "crm": http: needs its settings as a mapping"#)],
+    }
+
     a_route_with_two_destinations_is_reported_at_the_start_of_the_route {
         env: [],
         yaml: r#"

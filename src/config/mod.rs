@@ -697,6 +697,14 @@ fn lint(root: &tree::Node) -> Vec<Diagnostic> {
             let Some(k) = key.as_str() else { continue };
             if DESTINATIONS.contains(&k) {
                 destinations.push(k);
+                if !value.is_map() {
+                    // `http:` with nothing under it would otherwise drop the route silently.
+                    out.push(Diagnostic::new(
+                        value.line,
+                        value.column,
+                        format!("{label}: {k}: needs its settings as a mapping (see the README's Destinations)"),
+                    ));
+                }
                 let (keys, _) = match k {
                     "http" => (HTTP_KEYS, ()),
                     "file" => (FILE_KEYS, ()),

@@ -71,6 +71,20 @@ pub fn json() -> Value {
             &format!("#/$defs/{def}"),
         );
     }
+    // A destination key with nothing under it (YAML null) is refused: it has no settings.
+    for key in DESTINATIONS {
+        let property = &mut route["properties"][key];
+        let target = property["anyOf"]
+            .as_array()
+            .and_then(|alternatives| alternatives.iter().find(|a| a.get("$ref").is_some()))
+            .cloned()
+            .expect("a destination is an optional $ref");
+        property["$ref"] = target["$ref"].clone();
+        property
+            .as_object_mut()
+            .expect("a destination property is an object")
+            .remove("anyOf");
+    }
     route["oneOf"] = Value::Array(
         DESTINATIONS
             .iter()
