@@ -104,6 +104,26 @@ fn readme_configs() -> Vec<(String, String)> {
     out
 }
 
+/// `EVERY_KEY` of tests/config.rs (the config using every key), without its `|` margin.
+fn every_key_config_of_the_config_tests() -> String {
+    let source = read("tests/config.rs");
+    let start = source
+        .find("const EVERY_KEY: &str = r#\"")
+        .expect("tests/config.rs has EVERY_KEY");
+    let body = &source[start..];
+    let body = &body[body.find('\n').unwrap() + 1..body.find("\"#;").unwrap()];
+    let text: String = body
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix('|'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        text.contains("delivery_nice:") && text.contains("retry:"),
+        "{text}"
+    );
+    text
+}
+
 /// The `routes.yaml` of every Kubernetes ConfigMap in a (multi-document) YAML text.
 fn configmap_routes(text: &str) -> Vec<String> {
     use serde::Deserialize as _;
@@ -140,6 +160,10 @@ fn example_configs() -> Vec<(String, String)> {
             }
         }
     }
+    configs.push((
+        "tests/config.rs EVERY_KEY".to_string(),
+        every_key_config_of_the_config_tests(),
+    ));
     let readme = readme_configs();
     assert!(
         readme.len() >= 2,
@@ -271,6 +295,20 @@ const CASES: &[Case] = &[
         vars: &[],
         schema_accepts: false,
         check_accepts: false,
+    },
+    Case {
+        name: "an empty event type",
+        yaml: "apps: [{ api_key: k, api_secret: s }]\nroutes: [{ name: a, event_types: [\"\"], file: { path: a.jsonl } }]\n",
+        vars: &[],
+        schema_accepts: false,
+        check_accepts: false,
+    },
+    Case {
+        name: "event types as names and globs",
+        yaml: "apps: [{ api_key: k, api_secret: s }]\nroutes: [{ name: a, event_types: [message.new, \"moderation.*\", \"*.deleted\"], file: { path: a.jsonl } }]\n",
+        vars: &[],
+        schema_accepts: true,
+        check_accepts: true,
     },
     Case {
         name: "a route without event_types",

@@ -85,6 +85,8 @@ pub fn json() -> Value {
             .expect("a destination property is an object")
             .remove("anyOf");
     }
+    // An event type is a name or a glob: not empty, no white space (`EventFilter::new`).
+    route["properties"]["event_types"]["items"]["pattern"] = json!(r"^\S+$");
     route["oneOf"] = Value::Array(
         DESTINATIONS
             .iter()
