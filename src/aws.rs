@@ -43,8 +43,8 @@ pub async fn sdk_config(endpoint: Endpoint<'_>) -> aws_config::SdkConfig {
         .await;
     config
         .into_builder()
-        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
-            provider,
-        ))
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+        )
         .build()
 }

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Placeholders};
 use crate::ingest::verify::{
     sign, HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID,
 };
@@ -19,12 +19,13 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     for warning in config.render_warnings(&config_path.display().to_string()) {
         tracing::warn!("{warning}");
     }
-    let listener = match config.listen {
-        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
-            format!("cannot listen on {addr} (is another process using it?)")
-        })?),
-        None => None,
-    };
+    let listener =
+        match config.listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} (is another process using it?)")
+            })?),
+            None => None,
+        };
     let admin = match config.admin_listen {
         Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on admin_listen {addr} (is another process using it? set admin_listen to another port, or off)")
@@ -73,13 +74,27 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     tracing::info!("{name} received: no longer accepting webhooks, draining");
 }
 
-/// `hookfan check`: validates the config and prints the route table.
-pub fn check(config_path: &Path) -> anyhow::Result<()> {
-    let config = config::load(config_path)?;
+/// `hookfan check`: validates the config and prints the route table. With `no_env`, every
+/// `${VAR}` stands for a placeholder that passes validation, so a config can be linted
+/// without its secrets (CI).
+pub fn check(config_path: &Path, no_env: bool) -> anyhow::Result<()> {
+    let config = if no_env {
+        let (config, held) = config::load_with_placeholders(config_path, Placeholders::All)?;
+        println!(
+            "{}: OK without the environment ({} ${{VAR}} reference{} taken as set)",
+            config_path.display(),
+            held.len(),
+            if held.len() == 1 { "" } else { "s" }
+        );
+        config
+    } else {
+        let config = config::load(config_path)?;
+        println!("{}: OK", config_path.display());
+        config
+    };
     for warning in config.render_warnings(&config_path.display().to_string()) {
         eprintln!("{warning}");
     }
-    println!("{}: OK", config_path.display());
     println!(
         "listen {}  data_dir {}  max_body_bytes {}  dedup_window {}",
         config
@@ -136,6 +151,75 @@ pub fn check(config_path: &Path) -> anyhow::Result<()> {
         print_table(&["PASSTHROUGH", "HANDLER", "TIMEOUT", "CONCURRENCY"], &rows);
     }
     Ok(())
+}
+
+/// The starter routes.yaml that `hookfan init` writes: the repository's own, so the file a
+/// new user starts from is the one the tests check.
+pub const STARTER: &str = include_str!("../routes.yaml");
+
+/// `hookfan init`: writes the starter routes.yaml to `config_path`, never over an existing
+/// file.
+pub fn init(config_path: &Path) -> anyhow::Result<()> {
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(config_path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+            "{} already exists; hookfan init never overwrites a file: remove it, or pass --config PATH for a new file",
+            config_path.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot create {}", config_path.display()))
+        }
+    };
+    std::io::Write::write_all(&mut file, STARTER.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let dir = config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    println!("wrote {}. Next:", config_path.display());
+    println!(
+        "  hookfan schema > {}   # editor completion (the file's first line points there)",
+        dir.join(config::schema::FILE_NAME).display()
+    );
+    println!(
+        "  STREAM_API_KEY=... STREAM_API_SECRET=... hookfan check --config {}",
+        config_path.display()
+    );
+    Ok(())
+}
+
+/// `hookfan schema`: the JSON Schema of routes.yaml.
+pub fn schema() -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(&config::schema::json())?);
+    Ok(())
+}
+
+/// The config as an operator command (`status`, `dead-letters`, `drop-pending`) reads it:
+/// in the operator's shell, which lacks the daemon's secrets. Unset `${VAR}`s become
+/// placeholders, except in the keys the command uses: the admin address and token, the
+/// data dir, and for `drop-pending` route names and `enabled`.
+fn load_for_operator(config_path: &Path, uses_routes: bool) -> anyhow::Result<Config> {
+    let (config, held) = config::load_with_placeholders(config_path, Placeholders::ForUnset)?;
+    let used = |path: &str| {
+        matches!(path, "admin_listen" | "admin_token" | "data_dir")
+            || (uses_routes
+                && path.starts_with("routes[")
+                && (path.ends_with(".name") || path.ends_with(".enabled")))
+    };
+    if let Some(p) = held.iter().find(|p| used(&p.path)) {
+        bail!(
+            "{}: {} is ${{{}}}, which is not set in this shell; this command needs it: set it as the daemon has it",
+            config_path.display(),
+            p.path,
+            p.var
+        );
+    }
+    Ok(config)
 }
 
 fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
@@ -347,7 +431,7 @@ pub async fn dead_letters_act(
     route: Option<&str>,
     webhook_ids: Vec<String>,
 ) -> anyhow::Result<()> {
-    let config = config::load(config_path)?;
+    let config = load_for_operator(config_path, false)?;
     let (n, later) = match reach_spool(&config).await? {
         Spooled::Offline(spool) => {
             let n = spool.dead_letter_action(action, route, webhook_ids).await;
@@ -400,7 +484,7 @@ pub async fn dead_letters_list(
     route: Option<&str>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let config = config::load(config_path)?;
+    let config = load_for_operator(config_path, false)?;
     let letters: Vec<DeadLetter> = match reach_spool(&config).await? {
         Spooled::Offline(spool) => {
             let letters = spool.dead_letters(route);
@@ -453,7 +537,7 @@ pub async fn dead_letters_list(
 /// `hookfan drop-pending --route NAME`: forgets the pending events of a route that does not
 /// run, offline or through the running daemon.
 pub async fn drop_pending(config_path: &Path, route: &str) -> anyhow::Result<()> {
-    let config = config::load(config_path)?;
+    let config = load_for_operator(config_path, true)?;
     let n = match reach_spool(&config).await? {
         Spooled::Offline(spool) => {
             if config.routes.iter().any(|r| r.name == route && r.enabled) {
@@ -483,7 +567,7 @@ pub async fn drop_pending(config_path: &Path, route: &str) -> anyhow::Result<()>
 
 /// `hookfan status`: the route table of the running daemon, from its admin API.
 pub async fn status(config_path: &Path) -> anyhow::Result<()> {
-    let config = config::load(config_path)?;
+    let config = load_for_operator(config_path, false)?;
     let admin = Admin::new(&config)?;
     let routes: Vec<crate::admin::RouteStatus> = admin
         .call(reqwest::Method::GET, "/api/routes", None)

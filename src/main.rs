@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(version, about = "A durable fan-out router for Stream webhooks", long_about = None)]
@@ -35,7 +35,27 @@ enum Command {
     /// Receive, store and deliver webhooks (the default).
     Serve,
     /// Validate the config and print the route table.
-    Check,
+    Check {
+        /// Take every ${VAR} as set (to a placeholder that passes validation): lint a config
+        /// without its secrets, e.g. in CI.
+        #[arg(long)]
+        no_env: bool,
+    },
+    /// Write a commented starter routes.yaml to --config (never over an existing file).
+    Init,
+    /// Print the JSON Schema (draft 2020-12) of routes.yaml, for editors and linters.
+    Schema,
+    /// Print a shell completion script (e.g. `hookfan completions bash > /etc/bash_completion.d/hookfan`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per subcommand into a directory.
+    Man {
+        /// Write hookfan.1 and a page per subcommand (hookfan-check.1, ...) here instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Sign a sample event (or a JSON file) with the configured secret and POST it.
     Send {
         /// An event type such as message.new, or a path to a .json file.
@@ -91,7 +111,23 @@ fn main() -> ExitCode {
         LogFormat::Json => hookfan::telemetry::LogFormat::Json,
     });
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Check => hookfan::cli::check(&cli.config),
+        Command::Check { no_env } => hookfan::cli::check(&cli.config, no_env),
+        Command::Init => hookfan::cli::init(&cli.config),
+        Command::Schema => hookfan::cli::schema(),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "hookfan",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man { dir: None } => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(anyhow::Error::from),
+        Command::Man { dir: Some(dir) } => clap_mangen::generate_to(Cli::command(), &dir)
+            .map_err(|e| anyhow::anyhow!("cannot write man pages into {}: {e}", dir.display())),
         Command::DeadLetters(DeadLetters::List { route, json }) => runtime().block_on(
             hookfan::cli::dead_letters_list(&cli.config, route.as_deref(), json),
         ),

@@ -427,6 +427,23 @@ broken_configs! {
         expect: [(5, 5, r#"route "crm": no destination (add exactly one of http, file, sqs, sns)"#)],
     }
 
+    a_destination_key_with_nothing_under_it_is_refused_instead_of_dropping_the_route {
+        env: [],
+        yaml: r#"
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: crm
+            |    event_types: []
+            |    http:
+            |  - name: all
+            |    event_types: []
+            |    file: { path: ./all.jsonl }
+        "#,
+        expect: [(7, 5, r#"route "crm": http: needs its settings as a mapping"#)],
+    }
+
     a_route_with_two_destinations_is_reported_at_the_start_of_the_route {
         env: [],
         yaml: r#"
@@ -1055,7 +1072,10 @@ fn the_shipped_routes_yaml_validates_with_only_the_stream_credentials_set() {
     let config = config::from_str("routes.yaml", &shipped_routes_yaml(), stream_credentials)
         .unwrap_or_else(|e| panic!("{e}"));
 
-    assert_eq!(config.listen, Some("0.0.0.0:8080".parse::<SocketAddr>().unwrap()));
+    assert_eq!(
+        config.listen,
+        Some("0.0.0.0:8080".parse::<SocketAddr>().unwrap())
+    );
     assert_eq!(config.data_dir, Path::new("./data"));
     assert_eq!(config.max_body_bytes, 1_048_576);
     assert_eq!(config.dedup_window, Duration::from_secs(10 * 60));
@@ -1212,8 +1232,8 @@ fn the_shipped_routes_yaml_without_stream_credentials_names_both_variables() {
         messages[1].contains("STREAM_API_SECRET is not set"),
         "{messages:?}"
     );
-    assert_eq!(diagnostics[0].line, 9);
-    assert_eq!(diagnostics[1].line, 10);
+    assert_eq!(diagnostics[0].line, 12);
+    assert_eq!(diagnostics[1].line, 13);
 }
 
 const EVERY_KEY: &str = r#"

@@ -10,6 +10,8 @@
 
 mod env;
 mod passthrough;
+pub mod placeholder;
+pub mod schema;
 mod sources;
 mod tree;
 
@@ -23,6 +25,7 @@ use serde::Deserialize;
 
 use crate::route::{EventFilter, PathFilter};
 
+pub use placeholder::{Placeheld, Placeholders};
 pub use tree::Positions;
 
 /// One problem found in routes.yaml.
@@ -380,127 +383,254 @@ const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 3600);
 // ---------------------------------------------------------------------------------------------
 // Stage 1: the file's shape, as serde types.
 
-#[derive(Debug, Deserialize)]
+/// routes.yaml: which Stream webhooks hookfan accepts and where each event goes. `${VAR}`
+/// and `${VAR:-default}` are replaced from the environment before the file is read.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "hookfan routes.yaml", rename = "RoutesYaml")]
 struct RawConfig {
+    /// Webhook ingress address (IP:PORT), or `off` (sources only); point Stream's webhook URL
+    /// here.
+    #[schemars(extend("default" = DEFAULT_LISTEN))]
     listen: Option<String>,
+    /// Serve the webhook port over HTTPS with these PEM files (renewals are picked up within
+    /// 1 s); plain HTTP without.
     tls: Option<RawTls>,
+    /// Only these senders (IP addresses or CIDR networks) may post webhooks; others get 403.
     allowed_ips: Option<Vec<String>>,
+    /// Refuse (401) signed events whose created_at is older than this (at least 1m); a replay
+    /// defence. Off by default.
+    #[schemars(extend("pattern" = schema::DURATION))]
     max_event_age: Option<String>,
+    /// Open webhook connections at most; more wait in the kernel's accept queue.
+    #[schemars(range(min = 1, max = 1_000_000), extend("default" = DEFAULT_MAX_CONNECTIONS))]
     max_connections: Option<usize>,
+    /// A request's headers, then its body, must each arrive within this (else 408).
+    #[schemars(extend("pattern" = schema::DURATION, "default" = "10s"))]
     request_timeout: Option<String>,
+    /// Request bodies held in memory at once, across requests; beyond it, 503 at once.
+    /// Default: 64 MiB, or twice max_body_bytes when that is more.
+    #[schemars(range(min = 1), extend("default" = DEFAULT_MAX_BUFFERED_BYTES))]
     max_buffered_bytes: Option<u64>,
+    /// Admin listener (/healthz, /readyz, /metrics, /api) as IP:PORT, or `off`.
+    #[schemars(extend("default" = DEFAULT_ADMIN_LISTEN))]
     admin_listen: Option<String>,
+    /// When set, the admin API (/api/...) requires it as a bearer token.
     admin_token: Option<String>,
+    /// Directory of the durable spool (spool.redb).
+    #[schemars(extend("default" = DEFAULT_DATA_DIR))]
     data_dir: Option<String>,
+    /// Largest accepted body in bytes, checked before and after gzip decompression.
+    #[schemars(range(min = 1, max = MAX_BODY_LIMIT), extend("default" = DEFAULT_MAX_BODY_BYTES))]
     max_body_bytes: Option<u64>,
+    /// How long X-Webhook-Id values are remembered, to drop Stream's retries.
+    #[schemars(extend("pattern" = schema::DURATION, "default" = "10m"))]
     dedup_window: Option<String>,
+    /// How long in-flight deliveries may finish after SIGTERM before hookfan exits.
+    #[schemars(extend("pattern" = schema::DURATION, "default" = "10s"))]
     shutdown_grace: Option<String>,
+    /// How many nice steps below ingest the delivery threads run (0: the same priority).
+    #[schemars(range(min = 0, max = 19), extend("default" = DEFAULT_DELIVERY_NICE))]
     delivery_nice: Option<i64>,
+    /// Stream apps whose webhooks are accepted (at least one, unless the config has sources
+    /// and no webhook listener); X-Api-Key picks the secret.
     #[serde(default)]
     apps: Vec<RawApp>,
+    /// Routes (at least one): which event types go to which destination.
     #[serde(default)]
     routes: Vec<RawRoute>,
+    /// Stream's synchronous hooks (Before-Message-Send, Custom Commands): requests on these
+    /// exact paths are verified, then answered by their handler; never stored.
     #[serde(default)]
     passthrough: Vec<RawPassthrough>,
+    /// Queues Stream delivers to natively (SQS), consumed besides the webhook listener.
     #[serde(default)]
     sources: Vec<RawSource>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A queue Stream delivers to natively.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Source")]
 struct RawSource {
+    /// Unique among sources; its events are routed as if posted to /sources/<name>.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]+$"))]
     name: String,
+    /// The SQS queue to receive from.
     sqs: RawSqsSource,
 }
 
-#[derive(Debug, Deserialize)]
+/// An SQS queue, received from with long polling; a message is deleted once stored.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SqsSource")]
 struct RawSqsSource {
+    /// The queue's URL.
     queue_url: String,
+    /// Overrides the region of the AWS environment.
     region: Option<String>,
+    /// Overrides the endpoint (LocalStack, moto, ...).
     endpoint_url: Option<String>,
+    /// Assume this role to receive.
     role_arn: Option<String>,
+    /// Receive loops (each asks for up to 10 messages).
+    #[schemars(range(min = 1, max = 64), extend("default" = sources::DEFAULT_CONCURRENCY))]
     concurrency: Option<usize>,
+    /// Long polling: how long one receive waits (whole seconds, 0s to 20s).
+    #[schemars(extend("pattern" = schema::DURATION, "default" = "20s"))]
     wait_time: Option<String>,
+    /// How long a received message stays invisible to other consumers; default: the queue's.
+    #[schemars(extend("pattern" = schema::DURATION))]
     visibility_timeout: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A synchronous hook's exact path and its handler.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Passthrough")]
 struct RawPassthrough {
+    /// The exact request path on the webhook listener, like /stream/before-message-send.
+    #[schemars(regex(pattern = r"^/[^?#*\s]*$"))]
     path: String,
+    /// The handler's http:// or https:// URL; the request's query is added to its own.
     url: String,
+    /// The handler must answer within this (else 504). Default: Stream's deadline for the
+    /// hook less 100 ms (1.4 s for Before-Message-Send, 900 ms for Custom Commands).
+    #[schemars(extend("pattern" = schema::DURATION))]
     timeout: Option<String>,
+    /// Requests in flight to the handler at most; more are answered 503 at once.
+    #[schemars(range(min = 1, max = 4096), extend("default" = DEFAULT_PASSTHROUGH_CONCURRENCY))]
     concurrency: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+/// PEM files of the webhook listener's certificate chain and private key.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Tls")]
 struct RawTls {
+    /// PEM certificate chain, leaf first.
     cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     key: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// A Stream app whose webhooks are accepted.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "App")]
 struct RawApp {
+    /// The app's API key (Stream sends it as X-Api-Key).
     api_key: String,
+    /// The app's API secret, which signs its webhooks; usually `${STREAM_API_SECRET}`.
     api_secret: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// A route: the event types it takes and exactly one destination (sqs, sns, http or file).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Route")]
 struct RawRoute {
+    /// Unique; letters, digits, '-', '_' and '.'. Also the key of the route's queue in the
+    /// spool: renaming a route starts a new queue.
+    #[schemars(extend("pattern" = "^[A-Za-z0-9._-]+$"))]
     name: String,
+    /// Event types this route takes; `[]` takes every event, including types Stream adds
+    /// later. An entry may be a glob where `*` matches any run of characters (`message.*`).
     event_types: Vec<String>,
+    /// Only webhooks posted to these request paths (globs as in event_types, like
+    /// "/pending/*"); absent: every path.
     paths: Option<Vec<String>>,
+    /// `false` keeps the route (and the events it holds) but delivers nothing.
+    #[schemars(extend("default" = true))]
     enabled: Option<bool>,
+    /// POST each event to an HTTP handler, with Stream's headers and signature.
     http: Option<RawHttp>,
+    /// Append each event as one JSON line to a file.
     file: Option<RawFile>,
+    /// Send each event to an SQS queue.
     sqs: Option<RawAws>,
+    /// Publish each event to an SNS topic.
     sns: Option<RawAws>,
 }
 
 /// `sqs:` and `sns:` share one shape; `queue_url` belongs to sqs and `topic_arn` to sns (the
-/// lint pass checks which keys each accepts).
-#[derive(Debug, Deserialize)]
+/// lint pass checks which keys each accepts; the schema splits them into `Sqs` and `Sns`).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Aws")]
 struct RawAws {
+    /// The queue URL, like https://sqs.us-east-1.amazonaws.com/123456789012/stream-events
+    /// (a name ending in .fifo makes the route ordered).
     queue_url: Option<String>,
+    /// The topic ARN, like arn:aws:sns:us-east-1:123456789012:moderation (a name ending in
+    /// .fifo makes the route ordered).
     topic_arn: Option<String>,
+    /// Overrides the region of the AWS environment.
     region: Option<String>,
+    /// Overrides the AWS endpoint (LocalStack, moto, ...).
     endpoint_url: Option<String>,
+    /// Assume this IAM role for this route's requests.
     role_arn: Option<String>,
+    /// MessageGroupId template over the event JSON, like "{cid}"; required for FIFO targets
+    /// (and only allowed on FIFO topics).
     message_group_id: Option<String>,
+    /// The message body: the event JSON as Stream sent it (`raw`), or base64(gzip(json))
+    /// (`stream_compressed`, Stream's compressed SQS/SNS format).
+    #[schemars(extend("enum" = ["raw", "stream_compressed", null], "default" = "raw"))]
     body: Option<String>,
+    /// Batches in flight for this route (FIFO targets: always 1).
+    #[schemars(range(min = 1, max = 1024), extend("default" = DEFAULT_AWS_CONCURRENCY))]
     concurrency: Option<usize>,
+    /// How long and how often failed deliveries are retried.
     retry: Option<RawRetry>,
 }
 
-#[derive(Debug, Deserialize)]
+/// An HTTP handler.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Http")]
 struct RawHttp {
+    /// The handler's http:// or https:// URL.
     url: String,
+    /// Per attempt.
+    #[schemars(extend("pattern" = schema::DURATION, "default" = "6s"))]
     timeout: Option<String>,
+    /// Deliveries in flight for this route.
+    #[schemars(range(min = 1, max = 1024), extend("default" = DEFAULT_HTTP_CONCURRENCY))]
     concurrency: Option<usize>,
+    /// How long and how often failed deliveries are retried.
     retry: Option<RawRetry>,
+    /// Re-sign deliveries with this secret instead of forwarding Stream's signature.
     api_secret: Option<String>,
+    /// Append the path and query each webhook was posted to onto url's path.
+    #[schemars(extend("default" = false))]
     forward_path: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A JSON-lines file.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "File")]
 struct RawFile {
+    /// The file to append to (fsynced before an event counts as delivered).
     path: String,
+    /// How long and how often failed deliveries are retried.
     retry: Option<RawRetry>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Exponential backoff with full jitter; initial_backoff must not exceed max_backoff.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Retry")]
 struct RawRetry {
+    /// An event still failing this long after it was received goes to the dead letters.
+    #[schemars(extend("pattern" = schema::DURATION, "default" = "24h"))]
     max_age: Option<String>,
+    /// The first retry's backoff.
+    #[schemars(extend("pattern" = schema::DURATION, "default" = "1s"))]
     initial_backoff: Option<String>,
+    /// The longest backoff between two attempts.
+    #[schemars(extend("pattern" = schema::DURATION, "default" = "5m"))]
     max_backoff: Option<String>,
 }
 
@@ -594,6 +724,33 @@ pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
         std::env::var(name).ok()
     })?;
     Ok((config, text))
+}
+
+/// Reads and validates the config at `path` with `${VAR}` references resolved from the
+/// process environment as `which` says, returning the keys that took placeholders (see
+/// `placeholder.rs`).
+pub fn load_with_placeholders(
+    path: &Path,
+    which: Placeholders,
+) -> Result<(Config, Vec<Placeheld>), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    placeholder::from_str(
+        &path.display().to_string(),
+        &text,
+        |name| std::env::var(name).ok(),
+        which,
+    )
+}
+
+/// The JSON Schema of routes.yaml (what `hookfan schema` prints), from the types above.
+fn raw_schema() -> schemars::Schema {
+    schemars::generate::SchemaSettings::draft2020_12()
+        .for_deserialize()
+        .into_generator()
+        .into_root_schema_for::<RawConfig>()
 }
 
 /// Validates config `text`; `file` names it in diagnostics, `lookup` resolves `${VAR}`.
@@ -725,6 +882,14 @@ fn lint(root: &tree::Node) -> Vec<Diagnostic> {
             let Some(k) = key.as_str() else { continue };
             if DESTINATIONS.contains(&k) {
                 destinations.push(k);
+                if !value.is_map() {
+                    // `http:` with nothing under it would otherwise drop the route silently.
+                    out.push(Diagnostic::new(
+                        value.line,
+                        value.column,
+                        format!("{label}: {k}: needs its settings as a mapping (see the README's Destinations)"),
+                    ));
+                }
                 let (keys, _) = match k {
                     "http" => (HTTP_KEYS, ()),
                     "file" => (FILE_KEYS, ()),

@@ -90,4 +90,3 @@ pub(super) fn validate(
     }
     out
 }
-

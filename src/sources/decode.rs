@@ -103,7 +103,8 @@ fn sns_envelope(text: &str) -> Result<Option<Envelope>, Undecodable> {
     let Ok(raw) = serde_json::from_str::<Raw>(text) else {
         return Ok(None); // not JSON: decode_payload says why
     };
-    let notification = matches!(&raw.kind, Some(serde_json::Value::String(k)) if k == "Notification");
+    let notification =
+        matches!(&raw.kind, Some(serde_json::Value::String(k)) if k == "Notification");
     if !notification && raw.topic_arn.is_none() {
         return Ok(None);
     }
@@ -237,7 +238,11 @@ mod tests {
             );
             let expected: serde_json::Value =
                 serde_json::from_str(&read(&case, "expected.json")).unwrap();
-            assert_eq!(got.event_type.as_deref(), expected["type"].as_str(), "{case}");
+            assert_eq!(
+                got.event_type.as_deref(),
+                expected["type"].as_str(),
+                "{case}"
+            );
         }
     }
 
@@ -249,7 +254,11 @@ mod tests {
             ("bad_base64", "sns_notification.txt", "bad_base64"),
             ("bad_compression", "sqs_body.txt", "bad_gzip"),
             ("bad_compression", "sns_notification.txt", "bad_gzip"),
-            ("bad_sns_envelope", "sns_notification.txt", "bad_sns_envelope"),
+            (
+                "bad_sns_envelope",
+                "sns_notification.txt",
+                "bad_sns_envelope",
+            ),
             ("empty_body", "sqs_body.txt", "empty"),
             ("malformed_json", "sqs_body.txt", "bad_json"),
             ("malformed_json", "sns_notification.txt", "bad_json"),
@@ -265,7 +274,10 @@ mod tests {
         // Typeless and unknown-type events are events: decoded, routed to catch-all routes.
         for case in ["missing_type", "unknown_type"] {
             let got = decode(&read(&format!("_invalid/{case}"), "sqs_body.txt"), LIMIT).unwrap();
-            assert_eq!(got.body, read(&format!("_invalid/{case}"), "body.json").as_bytes());
+            assert_eq!(
+                got.body,
+                read(&format!("_invalid/{case}"), "body.json").as_bytes()
+            );
         }
     }
 
@@ -289,22 +301,42 @@ mod tests {
             Err(Undecodable::TooLarge { limit: 1024 })
         );
         let big = format!("{{\"type\":\"x\",\"pad\":\"{}\"}}", "p".repeat(2000));
-        assert_eq!(decode(&big, 1024), Err(Undecodable::TooLarge { limit: 1024 }));
+        assert_eq!(
+            decode(&big, 1024),
+            Err(Undecodable::TooLarge { limit: 1024 })
+        );
     }
 
     #[test]
     fn an_envelope_needs_a_string_message_and_an_id() {
         for (text, want) in [
-            (r#"{"Type":"Notification","MessageId":"m"}"#, Err("bad_sns_envelope")),
-            (r#"{"Type":"Notification","Message":{},"MessageId":"m"}"#, Err("bad_sns_envelope")),
-            (r#"{"Type":"Notification","Message":"{\"type\":\"x\"}"}"#, Err("bad_sns_envelope")),
-            (r#"{"Type":"Notification","Message":"{\"type\":\"x\"}","MessageId":"m"}"#, Ok(Some("x"))),
+            (
+                r#"{"Type":"Notification","MessageId":"m"}"#,
+                Err("bad_sns_envelope"),
+            ),
+            (
+                r#"{"Type":"Notification","Message":{},"MessageId":"m"}"#,
+                Err("bad_sns_envelope"),
+            ),
+            (
+                r#"{"Type":"Notification","Message":"{\"type\":\"x\"}"}"#,
+                Err("bad_sns_envelope"),
+            ),
+            (
+                r#"{"Type":"Notification","Message":"{\"type\":\"x\"}","MessageId":"m"}"#,
+                Ok(Some("x")),
+            ),
             // An event that happens to have a `Type` field is not an envelope.
-            (r#"{"Type":"other","type":"message.new"}"#, Ok(Some("message.new"))),
+            (
+                r#"{"Type":"other","type":"message.new"}"#,
+                Ok(Some("message.new")),
+            ),
         ] {
             let got = decode(text, LIMIT);
             assert_eq!(
-                got.as_ref().map(|d| d.event_type.as_deref()).map_err(Undecodable::reason),
+                got.as_ref()
+                    .map(|d| d.event_type.as_deref())
+                    .map_err(Undecodable::reason),
                 want,
                 "{text}"
             );

@@ -58,8 +58,11 @@ impl Sources {
 
     /// Starts, stops and restarts sources so that exactly `config`'s run.
     pub async fn apply(&mut self, config: &Config) {
-        let wanted: HashMap<&str, &Source> =
-            config.sources.iter().map(|s| (s.name.as_str(), s)).collect();
+        let wanted: HashMap<&str, &Source> = config
+            .sources
+            .iter()
+            .map(|s| (s.name.as_str(), s))
+            .collect();
         let stale: Vec<String> = self
             .running
             .iter()
@@ -79,11 +82,8 @@ impl Sources {
             let stats = self.stats.entry(name.to_string()).or_default().clone();
             let consumer = sqs::SqsSource::new(source, stats).await;
             let stop = CancellationToken::new();
-            let done = tokio::spawn(consumer.run(
-                self.live.clone(),
-                self.spool.clone(),
-                stop.clone(),
-            ));
+            let done =
+                tokio::spawn(consumer.run(self.live.clone(), self.spool.clone(), stop.clone()));
             tracing::info!(source = %name, queue = %source.sqs.queue_url, "source started");
             self.running.insert(
                 name.to_string(),

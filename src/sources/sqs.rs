@@ -120,7 +120,10 @@ impl SqsSource {
         let this = Arc::new(self);
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..this.config.concurrency {
-            tasks.spawn(this.clone().receive_loop(live.clone(), spool.clone(), stop.clone()));
+            tasks.spawn(
+                this.clone()
+                    .receive_loop(live.clone(), spool.clone(), stop.clone()),
+            );
         }
         tasks.spawn(this.clone().poll_lag(stop.clone()));
         while tasks.join_next().await.is_some() {}
@@ -258,7 +261,12 @@ impl SqsSource {
         let api_key = attribute(&["api_key", "X-Api-Key", "x-api-key"]);
         let signature = match attribute(&["signature", "X-Signature", "x-signature"]) {
             Some(signature) => {
-                verify_signature(&live.config.apps, api_key.as_deref(), &decoded.body, &signature)?;
+                verify_signature(
+                    &live.config.apps,
+                    api_key.as_deref(),
+                    &decoded.body,
+                    &signature,
+                )?;
                 signature
             }
             // An IAM-guarded queue needs no signature; one made with the app's secret lets an

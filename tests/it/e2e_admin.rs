@@ -1,4 +1,5 @@
-//! The admin listener (health, readiness, metrics) and dead-letter replay, from outside.
+//! The admin listener (health, readiness, metrics), dead-letter replay and `hookfan status`,
+//! from outside.
 
 use std::time::Duration;
 
@@ -481,4 +482,66 @@ async fn a_dead_letter_request_that_cannot_be_understood_is_refused_and_changes_
         .unwrap();
     assert_eq!(dropped.text().await.unwrap(), r#"{"dropped":1}"#);
     assert!(daemon.dead_letters(None).await.is_empty());
+}
+
+/// `hookfan status` in an operator's shell, which has the config but not the daemon's
+/// environment: `${STREAM_API_SECRET}` is set for the daemon only, `${HOOKFAN_ADMIN_TOKEN}`
+/// for the daemon and, in the second run, for the operator.
+fn status_in_a_shell(daemon: &Daemon, admin_token: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hookfan"));
+    cmd.arg("status")
+        .arg("--config")
+        .arg(daemon.dir().join("routes.yaml"))
+        .env_remove("STREAM_API_SECRET")
+        .env_remove("HOOKFAN_ADMIN_TOKEN")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null());
+    for var in ["http_proxy", "HTTP_PROXY", "ALL_PROXY", "all_proxy"] {
+        cmd.env_remove(var);
+    }
+    if let Some(token) = admin_token {
+        cmd.env("HOOKFAN_ADMIN_TOKEN", token);
+    }
+    let out = cmd.output().expect("run hookfan status");
+    eprintln!(
+        "[status] {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_needs_only_the_admin_settings_not_the_stream_secret() {
+    let mut config = Config::default()
+        .single_app()
+        .env("STREAM_API_SECRET", SECRET)
+        .env("HOOKFAN_ADMIN_TOKEN", "admin-token-for-status")
+        .file_route("to-file", "events.jsonl");
+    config.apps[0].1 = "${STREAM_API_SECRET}".into();
+    config.admin_token = Some("${HOOKFAN_ADMIN_TOKEN}".into());
+    let daemon = Daemon::start(config).await;
+
+    // Without the admin token it cannot ask, and says which variable it needs.
+    let out = tokio::task::block_in_place(|| status_in_a_shell(&daemon, None));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("admin_token is ${HOOKFAN_ADMIN_TOKEN}, which is not set in this shell"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("STREAM_API_SECRET"), "{stderr}");
+
+    // With it, and still without STREAM_API_SECRET, it prints the route table.
+    let out =
+        tokio::task::block_in_place(|| status_in_a_shell(&daemon, Some("admin-token-for-status")));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("ROUTE"), "{stdout}");
+    assert!(stdout.contains("to-file"), "{stdout}");
 }

@@ -11,7 +11,8 @@
 //! - `e2e_crash`: `kill -9` and `SIGTERM` under load.
 //! - `moto`: a local AWS (moto's server) for the `sqs` and `sns` routes.
 //! - `e2e_aws`: what SQS queues and SNS topics receive, outages, `kill -9`.
-//! - `e2e_admin`: health, readiness, metrics, dead-letter replay and drop.
+//! - `e2e_admin`: health, readiness, metrics, dead-letter replay and drop, `hookfan status`.
+//! - `e2e_consumers`: the example consumers (Python, Node, Lambda) on what hookfan sends.
 //! - `e2e_reload`: hot reload by file edit and SIGHUP.
 //! - `e2e_security`: allowed_ips, max_event_age, TLS, slow and abusive clients, secrets.
 //! - `e2e_faults`: the fault suite: crash loop, destination outages, full disk,
@@ -22,6 +23,7 @@
 
 mod e2e_admin;
 mod e2e_aws;
+mod e2e_consumers;
 mod e2e_crash;
 mod e2e_delivery;
 mod e2e_faults;

@@ -46,7 +46,7 @@ const MOTO_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `$CARGO_TARGET_DIR` (when set, relative to the package root) or
 /// `<package root>/target`.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
         Some(dir) => root.join(dir),
@@ -56,7 +56,7 @@ fn target_dir() -> PathBuf {
 
 /// Runs `cmd`, panicking with the command, its exit status and its output
 /// when it cannot be started or fails.
-fn run_or_panic(mut cmd: Command, hint: &str) {
+pub(crate) fn run_or_panic(mut cmd: Command, hint: &str) {
     let described = format!("{cmd:?}");
     eprintln!("[moto] running {described}");
     let out = cmd
