@@ -9,6 +9,7 @@
 //! config itself, so `hookfan check` is safe to run anywhere.
 
 mod env;
+mod locate;
 mod tree;
 
 use std::collections::HashSet;
@@ -21,6 +22,7 @@ use serde::Deserialize;
 
 use crate::route::EventFilter;
 
+pub use locate::{admin_location, AdminLocation};
 pub use tree::Positions;
 
 /// One problem found in routes.yaml.

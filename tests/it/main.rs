@@ -17,11 +17,13 @@
 //! - `e2e_faults`: the fault suite: crash loop, destination outages, full disk,
 //!   corrupted spool file, overload (figures in docs/reliability.md).
 //! - `e2e_malformed`: the table of malformed requests and their status codes.
+//! - `e2e_deploy`: what the container image relies on: `healthcheck`, `--version`.
 
 mod e2e_admin;
 mod e2e_aws;
 mod e2e_crash;
 mod e2e_delivery;
+mod e2e_deploy;
 mod e2e_faults;
 mod e2e_ingest;
 mod e2e_malformed;
