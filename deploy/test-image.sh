@@ -18,9 +18,11 @@ command -v podman >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -
 podman --version
 
 BIN=target/release/hookfan
-[ -x "$BIN" ] || cargo build --release --locked
+cargo build --release --locked   # a no-op when .ci/deploy built it already
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# What `hookfan --version` in the image must print: build.rs records the same commit.
+EXPECTED_VERSION="hookfan $VERSION (commit $REVISION)"
 SOURCE_URL=https://example.invalid/hookfan   # what the label must then say
 IMAGE=localhost/hookfan:ci-test
 WORK=$ROOT/target/image-test
@@ -129,6 +131,9 @@ if podman run --rm --read-only --network none "$IMAGE" --version > "$WORK/run-pr
     done
     [ -n "$ok" ] || { podman logs hookfan-ci-test; fail "healthcheck never passed"; }
     podman exec hookfan-ci-test $HEALTHCHECK_CMD
+    version=$(podman exec hookfan-ci-test /usr/local/bin/hookfan --version)
+    [ "$version" = "$EXPECTED_VERSION" ] || fail "the image says \"$version\", expected \"$EXPECTED_VERSION\""
+    say "$version"
     pid=$(podman inspect hookfan-ci-test --format '{{.State.Pid}}')
     uid=$(awk '/^Uid:/ {print $2}' "/proc/$pid/status")
     [ "$uid" = 65532 ] || fail "hookfan runs as uid $uid, not 65532"
@@ -154,12 +159,12 @@ else
     mkdir -p "$RFS"
     ctr=$(podman create "$IMAGE")
     podman export "$ctr" | tar -x -C "$RFS" --numeric-owner
-    podman rm -f "$ctr" >/dev/null
+    podman rm -f "$ctr" >/dev/null 2>&1
     [ "$(stat -c %u:%g "$RFS/data")" = 65532:65532 ] || fail "/data in the image is owned by $(stat -c %u:%g "$RFS/data"), not 65532:65532"
     cp -a "$RFS/data" "$DATA"
     # Mount points a container runtime would provide.
     mkdir -p "$RFS/proc" "$RFS/dev" && touch "$RFS/dev/null"
-    export RFS DATA HEALTHCHECK_CMD TEST_KEY TEST_SECRET WORK
+    export RFS DATA HEALTHCHECK_CMD TEST_KEY TEST_SECRET WORK EXPECTED_VERSION
     printf '%s\n' "${IMAGE_ENV[@]}" > "$WORK/image.env"
     # Inside: a private mount, PID and network namespace (so ports 8080/9090 are its own).
     unshare --mount --pid --net --fork --mount-proc bash -euo pipefail -c '
@@ -194,6 +199,10 @@ else
         uid=$(awk "/^Uid:/ {print \$2}" /proc/$pid/status)
         [ "$uid" = 65532 ] || fail "hookfan runs as uid $uid, not 65532"
         say "hookfan runs as uid $uid"
+        cmd=(/usr/local/bin/hookfan --version)
+        version=$( (as_image_user) )
+        [ "$version" = "$EXPECTED_VERSION" ] || fail "the image says \"$version\", expected \"$EXPECTED_VERSION\""
+        say "$version"
         cmd=(/usr/local/bin/hookfan send message.new)
         ( as_image_user "${secrets[@]}" )
         for _ in $(seq 50); do grep -q "\"message.new\"" "$DATA/events.jsonl" 2>/dev/null && break; sleep 0.1; done

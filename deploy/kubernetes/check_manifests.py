@@ -6,7 +6,8 @@ For every workload running hookfan, against the routes.yaml of the ConfigMap it 
 - terminationGracePeriodSeconds exceeds shutdown_grace;
 - the spool volume is mounted at data_dir and is a PersistentVolumeClaim;
 - a native sidecar has restartPolicy: Always; the securityContext is restrictive;
-- Services and PodDisruptionBudgets select the pods and target a declared port;
+- Services and PodDisruptionBudgets select the pods and target a declared port, and an
+  Ingress routes to a Service port of the example;
 - kustomization.yaml lists every manifest but the *.example.yaml ones;
 - `hookfan check` accepts the ConfigMap's routes.yaml, with the values of secret.example.yaml,
   which must give every variable the file needs.
@@ -96,6 +97,18 @@ def check_example(binary, directory):
         by_kind.setdefault(doc["kind"], []).append((name, doc))
     configmaps = {d["metadata"]["name"]: d for _, d in by_kind.get("ConfigMap", [])}
     claims = {d["metadata"]["name"] for _, d in by_kind.get("PersistentVolumeClaim", [])}
+
+    services = {d["metadata"]["name"]: d for _, d in by_kind.get("Service", [])}
+    for iname, ingress in by_kind.get("Ingress", []):
+        for rule in ingress["spec"].get("rules", []):
+            for path in rule.get("http", {}).get("paths", []):
+                backend = path["backend"]["service"]
+                svc = services.get(backend["name"])
+                port = backend["port"].get("name", backend["port"].get("number"))
+                if svc is None:
+                    problem(f"{directory.name}/{iname}", f"no Service {backend['name']} in this example")
+                elif port not in {p.get("name") for p in svc["spec"]["ports"]} | {p["port"] for p in svc["spec"]["ports"]}:
+                    problem(f"{directory.name}/{iname}", f"Service {backend['name']} has no port {port}")
 
     workloads = [(n, d) for k in ("Deployment", "StatefulSet") for n, d in by_kind.get(k, [])]
     if not workloads:
