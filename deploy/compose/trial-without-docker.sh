@@ -40,6 +40,7 @@ unshare --mount --net --fork --kill-child bash -euo pipefail -c '
         sleep 0.2
     done
     PORT=3000 "$VENV/bin/python" -u deploy/compose/handler.py > "$WORK/handler.log" 2>&1 &
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/3000) 2>/dev/null && break; sleep 0.1; done
     SQS_QUEUE_URL=http://sqs:5000/123456789012/stream-events AWS_ENDPOINT_URL=http://sqs:5000 \
         "$VENV/bin/python" -u deploy/compose/queue_reader.py > "$WORK/queue-reader.log" 2>&1 &
     # hookfan with the compose routes.yaml; /data is the spool volume.
