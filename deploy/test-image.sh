@@ -218,3 +218,5 @@ fi
 grep -q "SIGTERM received" "$WORK/hookfan.log" || { cat "$WORK/hookfan.log"; fail "no SIGTERM line in the log"; }
 say "OK: started, healthcheck passed, a signed webhook stored into /data, clean exit on SIGTERM"
 podman rmi -f "$IMAGE" >/dev/null
+# The build's untagged stage images (prebuilt, binary), so repeated runs do not pile up.
+podman image prune -f >/dev/null
