@@ -337,26 +337,7 @@ struct Admin {
 
 impl Admin {
     fn new(config: &Config) -> anyhow::Result<Admin> {
-        let mut addr = config
-            .admin_listen
-            .context("admin_listen is off, so the running daemon cannot be asked: stop it, or enable admin_listen")?;
-        if addr.port() == 0 {
-            // Bound to a port chosen at start: the daemon recorded it.
-            let file = config.data_dir.join(crate::admin::ADDR_FILE);
-            let recorded = std::fs::read_to_string(&file).with_context(|| {
-                format!(
-                    "admin_listen has port 0 and {} cannot be read (is hookfan running?)",
-                    file.display()
-                )
-            })?;
-            addr = recorded
-                .trim()
-                .parse()
-                .with_context(|| format!("{} does not hold an address", file.display()))?;
-        }
-        if addr.ip().is_unspecified() {
-            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
+        let addr = admin_address(config.admin_listen, &config.data_dir)?;
         Ok(Admin {
             base: format!("http://{addr}"),
             token: config.admin_token.clone(),
@@ -394,6 +375,36 @@ impl Admin {
             .await
             .with_context(|| format!("{url} answered something unexpected"))
     }
+}
+
+/// The address a local command reaches the running daemon's admin listener at: the
+/// configured one (a wildcard address asked on loopback), or, for port 0, the one the daemon
+/// recorded in `data_dir` when it bound.
+fn admin_address(
+    admin_listen: Option<std::net::SocketAddr>,
+    data_dir: &Path,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let mut addr = admin_listen.context(
+        "admin_listen is off, so the running daemon cannot be asked: stop it, or enable admin_listen",
+    )?;
+    if addr.port() == 0 {
+        // Bound to a port chosen at start: the daemon recorded it.
+        let file = data_dir.join(crate::admin::ADDR_FILE);
+        let recorded = std::fs::read_to_string(&file).with_context(|| {
+            format!(
+                "admin_listen has port 0 and {} cannot be read (is hookfan running?)",
+                file.display()
+            )
+        })?;
+        addr = recorded
+            .trim()
+            .parse()
+            .with_context(|| format!("{} does not hold an address", file.display()))?;
+    }
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Ok(addr)
 }
 
 fn query(route: Option<&str>, ids: &[String]) -> String {
@@ -610,5 +621,46 @@ pub async fn status(config_path: &Path) -> anyhow::Result<()> {
         ],
         &rows,
     );
+    Ok(())
+}
+
+/// How long `hookfan healthcheck` waits for `/readyz`: below the 5 s a container HEALTHCHECK
+/// or probe usually allows, so the reason is printed before the runtime gives up on it.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// `hookfan healthcheck`: Ok when `GET /readyz` on the running daemon's admin listener answers
+/// 200; otherwise an error that is one line saying why. For container HEALTHCHECKs (distroless
+/// images have no curl). Reads the config as the other operator commands do, so the app
+/// secrets need not be in the environment.
+pub async fn healthcheck(config_path: &Path) -> anyhow::Result<()> {
+    let config = load_for_operator(config_path, false)
+        .map_err(|e| anyhow::anyhow!(e.to_string().replace('\n', "; ")))?;
+    let addr = admin_address(config.admin_listen, &config.data_dir)?;
+    let url = format!("http://{addr}/readyz");
+    let response = reqwest::Client::new()
+        .get(&url)
+        .timeout(HEALTHCHECK_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| {
+            let why = if e.is_timeout() {
+                format!(
+                    "no answer within {}",
+                    humantime::format_duration(HEALTHCHECK_TIMEOUT)
+                )
+            } else if e.is_connect() {
+                "connection refused or unreachable".to_string()
+            } else {
+                e.to_string()
+            };
+            anyhow::anyhow!("cannot reach {url}: {why} (is hookfan running, with this config?)")
+        })?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let body = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if status != reqwest::StatusCode::OK {
+        bail!("{url} answered {status}: {body}");
+    }
+    println!("{url}: {body}");
     Ok(())
 }

@@ -5,8 +5,16 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+/// `hookfan --version`: the package version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HOOKFAN_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(version, about = "A durable fan-out router for Stream webhooks", long_about = None)]
+#[command(version = VERSION, about = "A durable fan-out router for Stream webhooks", long_about = None)]
 struct Cli {
     /// Path to routes.yaml.
     #[arg(
@@ -64,6 +72,9 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Exit 0 when the running daemon's /readyz answers 200, else print why and exit 1
+    /// (for container HEALTHCHECKs; needs no app secrets).
+    Healthcheck,
     /// Show each route's backlog, progress and last error (from the running daemon).
     Status,
     /// Forget the pending events of a route that no longer runs (removed or disabled).
@@ -131,6 +142,7 @@ fn main() -> ExitCode {
         Command::DeadLetters(DeadLetters::List { route, json }) => runtime().block_on(
             hookfan::cli::dead_letters_list(&cli.config, route.as_deref(), json),
         ),
+        Command::Healthcheck => runtime().block_on(hookfan::cli::healthcheck(&cli.config)),
         Command::Status => runtime().block_on(hookfan::cli::status(&cli.config)),
         Command::DropPending { route } => {
             runtime().block_on(hookfan::cli::drop_pending(&cli.config, &route))

@@ -20,12 +20,14 @@
 //! - `e2e_hooks`: synchronous hooks proxied (passthrough), their bodies refused on push
 //!   paths, pending-message callbacks routed by path, API key rotation.
 //! - `e2e_malformed`: the table of malformed requests and their status codes.
+//! - `e2e_deploy`: what the container image relies on: `healthcheck`, `--version`.
 
 mod e2e_admin;
 mod e2e_aws;
 mod e2e_consumers;
 mod e2e_crash;
 mod e2e_delivery;
+mod e2e_deploy;
 mod e2e_faults;
 mod e2e_hooks;
 mod e2e_ingest;
