@@ -39,6 +39,8 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(20);
 
 const LISTENING: &str = "ingest listening on http://";
 const LISTENING_TLS: &str = "ingest listening on https://";
+/// How the daemon announces that it has no webhook listener (sources only).
+const SOURCES_ONLY: &str = "receiving from sources only";
 /// How the daemon announces its admin listener.
 const ADMIN_LISTENING: &str = "admin listening on http://";
 const PROXY_VARS: [&str; 6] = [
@@ -716,6 +718,10 @@ async fn spawn_serve(
                 if addr_tx.is_some() {
                     if let Some(addr) = parse_listening_line(line) {
                         let _ = addr_tx.take().expect("checked").send(addr);
+                    } else if line.contains(SOURCES_ONLY) {
+                        // No webhook listener: `Daemon::addr` is unspecified.
+                        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+                        let _ = addr_tx.take().expect("checked").send(unspecified);
                     }
                 }
             });
