@@ -44,7 +44,7 @@ ctr=$(podman create localhost/hookfan-ctx:ci-test /none)
 podman export "$ctr" | tar -t | sed -n 's|^ctx/||p' | sed '/^$/d' | sort > "$WORK/context.txt"
 podman rm -f "$ctr" >/dev/null
 podman rmi -f localhost/hookfan-ctx:ci-test >/dev/null
-for needed in Cargo.toml Cargo.lock build.rs src/main.rs src/lib.rs routes.yaml; do
+for needed in Cargo.toml Cargo.lock build.rs src/main.rs src/lib.rs routes.yaml deploy/install-docs.sh; do
     grep -qx "$needed" "$WORK/context.txt" || fail ".dockerignore leaves $needed out of the build context"
 done
 if grep -E '^(target|\.git|fuzz|tests)(/|$)' "$WORK/context.txt" | head -3 | grep -q .; then
@@ -59,6 +59,7 @@ R=$CTX/prebuilt/rootfs
 mkdir -p "$R/usr/local/bin" "$R/etc/hookfan" "$R/etc/ssl/certs" "$CTX/prebuilt/volume/data"
 objcopy --strip-debug "$BIN" "$R/usr/local/bin/hookfan"
 cp routes.yaml "$R/etc/hookfan/routes.yaml"
+deploy/install-docs.sh "$BIN" "$R"
 ldd "$BIN" | grep -o '/[^ ]*' | sort -u | while read -r lib; do
     mkdir -p "$R$(dirname "$lib")"
     cp -L "$lib" "$R$lib"
@@ -109,6 +110,15 @@ if bad:
     sys.exit(1)
 print(f"[test-image] inspect OK: {', '.join(expected)}")
 PY
+# Shell completions and man pages, generated from the CLI definition by the binary itself.
+ctr=$(podman create "$IMAGE")
+podman export "$ctr" | tar -t | sed 's|^\./||' | sort > "$WORK/image-files.txt"
+podman rm -f "$ctr" >/dev/null
+for f in usr/local/share/bash-completion/completions/hookfan usr/local/share/zsh/site-functions/_hookfan \
+         usr/local/share/fish/vendor_completions.d/hookfan.fish usr/local/share/man/man1/hookfan.1; do
+    grep -qx "$f" "$WORK/image-files.txt" || fail "the image lacks /$f"
+done
+say "completions (bash, zsh, fish) and man pages are in the image"
 # The licence label must be Cargo.toml's.
 grep -q '^license = "Apache-2.0"' Cargo.toml || fail "Cargo.toml's licence is no longer Apache-2.0: update the label"
 
