@@ -42,11 +42,14 @@ pub struct AdminState {
     pub spool: Spool,
     /// The running config, route counters and notifiers; swapped whole on reload.
     pub live: LiveView,
+    /// Every source's counters since start.
+    pub sources: crate::sources::Registry,
 }
 
 pub fn router(state: AdminState) -> Router {
     let api = Router::new()
         .route("/api/routes", get(routes))
+        .route("/api/sources", get(sources))
         .route("/api/dead-letters", get(list_dead).delete(drop_dead))
         .route("/api/dead-letters/replay", post(replay_dead))
         .route(
@@ -179,6 +182,81 @@ pub struct RouteStatus {
     pub last_error: Option<String>,
     /// RFC 3339.
     pub last_error_at: Option<String>,
+}
+
+/// One source in `GET /api/sources`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SourceStatus {
+    pub name: String,
+    pub queue_url: String,
+    /// False for a source removed from the config since start.
+    pub running: bool,
+    pub received: u64,
+    pub stored: u64,
+    pub duplicates: u64,
+    pub unrouted: u64,
+    pub undecodable: u64,
+    pub in_flight: i64,
+    /// The queue's ApproximateNumberOfMessages when last read (every 30 s).
+    pub queue_messages: Option<u64>,
+    pub last_error: Option<String>,
+    /// RFC 3339.
+    pub last_error_at: Option<String>,
+}
+
+/// `GET /api/sources`: configured sources in file order, then removed ones that ran.
+async fn sources(State(state): State<AdminState>) -> Response {
+    let live = state.live.borrow().clone();
+    let configured = live
+        .config
+        .sources
+        .iter()
+        .map(|s| (s.name.clone(), s.sqs.queue_url.clone(), true));
+    let removed: Vec<(String, String, bool)> = state
+        .sources
+        .names()
+        .into_iter()
+        .filter(|n| !live.config.sources.iter().any(|s| &s.name == n))
+        .map(|n| (n, "-".to_string(), false))
+        .collect();
+    let rows: Vec<SourceStatus> = configured
+        .chain(removed)
+        .map(|(name, queue_url, running)| {
+            let stats = state.sources.get(&name);
+            let load =
+                |f: fn(&crate::sources::sqs::SourceStats) -> u64| stats.as_deref().map_or(0, f);
+            let last = stats.as_ref().and_then(|s| {
+                s.last_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            });
+            SourceStatus {
+                received: load(|s| s.received.load(Ordering::Relaxed)),
+                stored: load(|s| s.stored.load(Ordering::Relaxed)),
+                duplicates: load(|s| s.duplicates.load(Ordering::Relaxed)),
+                unrouted: load(|s| s.unrouted.load(Ordering::Relaxed)),
+                undecodable: load(|s| s.undecodable.load(Ordering::Relaxed)),
+                in_flight: stats
+                    .as_ref()
+                    .map_or(0, |s| s.in_flight.load(Ordering::Relaxed)),
+                queue_messages: stats
+                    .as_ref()
+                    .and_then(|s| u64::try_from(s.queue_messages.load(Ordering::Relaxed)).ok()),
+                last_error: last.as_ref().map(|(e, _)| e.clone()),
+                last_error_at: last.map(|(_, at)| {
+                    humantime::format_rfc3339_millis(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(at),
+                    )
+                    .to_string()
+                }),
+                name,
+                queue_url,
+                running,
+            }
+        })
+        .collect();
+    axum::Json(rows).into_response()
 }
 
 /// Internal errors: logged, and the client told only that it failed.

@@ -621,6 +621,47 @@ pub async fn status(config_path: &Path) -> anyhow::Result<()> {
         ],
         &rows,
     );
+    let sources: Vec<crate::admin::SourceStatus> = admin
+        .call(reqwest::Method::GET, "/api/sources", None)
+        .await?;
+    if !sources.is_empty() {
+        println!();
+        let rows: Vec<[String; 8]> = sources
+            .iter()
+            .map(|s| {
+                [
+                    if s.running {
+                        s.name.clone()
+                    } else {
+                        format!("{} (removed)", s.name)
+                    },
+                    s.received.to_string(),
+                    s.stored.to_string(),
+                    s.duplicates.to_string(),
+                    s.undecodable.to_string(),
+                    s.in_flight.to_string(),
+                    s.queue_messages.map_or("-".into(), |n| n.to_string()),
+                    match (&s.last_error, &s.last_error_at) {
+                        (Some(e), Some(at)) => format!("{at} {e}"),
+                        _ => "-".into(),
+                    },
+                ]
+            })
+            .collect();
+        print_table(
+            &[
+                "SOURCE",
+                "RECEIVED",
+                "STORED",
+                "DUPLICATES",
+                "UNDECODABLE",
+                "IN FLIGHT",
+                "QUEUED",
+                "LAST ERROR",
+            ],
+            &rows,
+        );
+    }
     Ok(())
 }
 

@@ -65,6 +65,7 @@ pub async fn run(
     let mut routes = Routes::new(spool.clone(), config.shutdown_grace, delivery.handle());
     let (publish, live) = watch::channel(Arc::new(routes.apply(config.clone()).await?));
 
+    let source_stats = crate::sources::Registry::default();
     let admin_task = match admin {
         Some(admin) => {
             let addr = admin.local_addr()?;
@@ -77,6 +78,7 @@ pub async fn run(
                 metrics,
                 spool: spool.clone(),
                 live: live.clone(),
+                sources: source_stats.clone(),
             };
             let stop = shutdown.clone();
             tracing::info!("admin listening on http://{addr} (/healthz, /readyz, /metrics, /api)");
@@ -90,7 +92,7 @@ pub async fn run(
     };
 
     // Sources feed the same back half as ingest, on this runtime.
-    let mut sources = Sources::new(spool.clone(), live.clone());
+    let mut sources = Sources::new(spool.clone(), live.clone(), source_stats);
     sources.apply(&config).await;
 
     // Reloads stop before ingest does, so no worker is started during the drain.

@@ -21,8 +21,8 @@
 pub mod decode;
 pub mod sqs;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,40 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Source};
 use crate::live::LiveView;
 use crate::spool::Spool;
+
+/// Every source's counters since start, by name (kept when a source stops), shared with the
+/// admin API.
+#[derive(Clone, Default)]
+pub struct Registry(Arc<RwLock<BTreeMap<String, Arc<sqs::SourceStats>>>>);
+
+impl Registry {
+    /// The counters of `name`, made on first use.
+    fn stats(&self, name: &str) -> Arc<sqs::SourceStats> {
+        let mut map = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry(name.to_string()).or_default().clone()
+    }
+
+    /// The counters of `name`, if it ever ran.
+    pub fn get(&self, name: &str) -> Option<Arc<sqs::SourceStats>> {
+        let map = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(name).cloned()
+    }
+
+    /// Names of every source that ran since start.
+    pub fn names(&self) -> Vec<String> {
+        let map = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.keys().cloned().collect()
+    }
+}
 
 struct Running {
     source: Source,
@@ -43,16 +77,16 @@ pub struct Sources {
     live: LiveView,
     running: HashMap<String, Running>,
     /// Kept across restarts and reloads, like routes' stats.
-    stats: HashMap<String, Arc<sqs::SourceStats>>,
+    stats: Registry,
 }
 
 impl Sources {
-    pub fn new(spool: Spool, live: LiveView) -> Sources {
+    pub fn new(spool: Spool, live: LiveView, stats: Registry) -> Sources {
         Sources {
             spool,
             live,
             running: HashMap::new(),
-            stats: HashMap::new(),
+            stats,
         }
     }
 
@@ -79,7 +113,7 @@ impl Sources {
             if self.running.contains_key(name) {
                 continue;
             }
-            let stats = self.stats.entry(name.to_string()).or_default().clone();
+            let stats = self.stats.stats(name);
             let consumer = sqs::SqsSource::new(source, stats).await;
             let stop = CancellationToken::new();
             let done =

@@ -40,20 +40,48 @@ const LAG_INTERVAL: Duration = Duration::from_secs(30);
 /// Undecodable message ids remembered so that each is logged once.
 const LOGGED_IDS: usize = 10_000;
 
-/// A source's counters, kept across restarts for metrics and `/api`.
-#[derive(Default)]
+/// A source's counters, kept across restarts for metrics and `/api/sources`.
 pub struct SourceStats {
+    /// Messages received (each receipt of a message counts).
+    pub received: AtomicU64,
     pub stored: AtomicU64,
     pub duplicates: AtomicU64,
     pub unrouted: AtomicU64,
     pub undecodable: AtomicU64,
     /// Messages received and not yet stored or given up on.
     pub in_flight: AtomicI64,
+    /// The queue's `ApproximateNumberOfMessages` when last read; negative until then.
+    pub queue_messages: AtomicI64,
+    /// The last failed call or refused message, and when (ms since the epoch).
+    pub last_error: Mutex<Option<(String, u64)>>,
     /// Undecodable messages already logged.
     logged: Mutex<HashSet<String>>,
 }
 
+impl Default for SourceStats {
+    fn default() -> Self {
+        SourceStats {
+            received: AtomicU64::new(0),
+            stored: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            unrouted: AtomicU64::new(0),
+            undecodable: AtomicU64::new(0),
+            in_flight: AtomicI64::new(0),
+            queue_messages: AtomicI64::new(-1),
+            last_error: Mutex::new(None),
+            logged: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
 impl SourceStats {
+    fn error(&self, why: String) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((why, now_ms()));
+    }
+
     /// Whether this undecodable message has not been logged yet (then it now is).
     fn first_time(&self, message_id: &str) -> bool {
         let mut logged = self
@@ -149,8 +177,10 @@ impl SqsSource {
                 Ok(out) => out.messages.unwrap_or_default(),
                 Err(e) => {
                     failures += 1;
+                    let why = crate::sinks::error_chain(&e);
                     metrics::counter!("hookfan_source_errors_total", "source" => self.name.clone(), "call" => "receive").increment(1);
-                    tracing::warn!(source = %self.name, error = %crate::sinks::error_chain(&e), "cannot receive from the source queue; retrying with backoff");
+                    tracing::warn!(source = %self.name, error = %why, "cannot receive from the source queue; retrying with backoff");
+                    self.stats.error(format!("receive: {why}"));
                     if !pause(&stop, failures).await {
                         return;
                     }
@@ -161,6 +191,9 @@ impl SqsSource {
                 failures = 0;
                 continue;
             }
+            self.stats
+                .received
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
             self.stats
                 .in_flight
                 .fetch_add(messages.len() as i64, Ordering::Relaxed);
@@ -207,6 +240,7 @@ impl SqsSource {
                 self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
                 self.count("undecodable");
                 metrics::counter!("hookfan_source_undecodable_total", "source" => self.name.clone(), "reason" => why.reason()).increment(1);
+                self.stats.error(format!("message {message_id}: {why}"));
                 if self.stats.first_time(message_id) {
                     tracing::warn!(source = %self.name, %message_id, reason = %why, "cannot decode a message of the source queue; it is left in the queue for its redrive policy (logged once per message)");
                 }
@@ -233,6 +267,7 @@ impl SqsSource {
             }
             Err(e) => {
                 self.count("not_stored");
+                self.stats.error(format!("not stored: {e}"));
                 let level_error = matches!(e, NotStored::Spool(_));
                 if level_error {
                     tracing::error!(source = %self.name, %webhook_id, error = %e, "cannot store a message of the source queue; it stays in the queue and receiving pauses");
@@ -321,7 +356,9 @@ impl SqsSource {
         let failed = match result {
             Ok(out) => out.failed.len(),
             Err(e) => {
-                tracing::warn!(source = %self.name, error = %crate::sinks::error_chain(&e), "cannot delete stored messages from the source queue; they will be received again and found duplicate");
+                let why = crate::sinks::error_chain(&e);
+                tracing::warn!(source = %self.name, error = %why, "cannot delete stored messages from the source queue; they will be received again and found duplicate");
+                self.stats.error(format!("delete: {why}"));
                 messages.len()
             }
         };
@@ -356,6 +393,9 @@ impl SqsSource {
                     .and_then(|v| v.parse::<f64>().ok());
                 if let Some(depth) = depth {
                     gauge.set(depth);
+                    self.stats
+                        .queue_messages
+                        .store(depth as i64, Ordering::Relaxed);
                 }
             }
         }

@@ -163,9 +163,15 @@ fn post_in_background(
     })
 }
 
-/// Posts a fresh `message.new` marker to `path` and waits for it at `receiver`; returns
-/// what the receiver got before it.
-async fn marker_at(daemon: &Daemon, path: &str, receiver: &mut Receiver) -> Vec<Recorded> {
+/// Posts a fresh `message.new` marker to `path` and waits until `receiver` has it and every
+/// id in `expected` (a route delivers concurrently, so the marker may overtake an event stored
+/// before it); returns everything but the marker.
+async fn marker_at(
+    daemon: &Daemon,
+    path: &str,
+    receiver: &mut Receiver,
+    expected: &[&str],
+) -> Vec<Recorded> {
     let marker = format!("marker-{}", new_id());
     post_ok(
         &client(),
@@ -174,7 +180,17 @@ async fn marker_at(daemon: &Daemon, path: &str, receiver: &mut Receiver) -> Vec<
         &event_body("message.new", &marker),
     )
     .await;
-    receiver.until_marker(&marker).await
+    let ids: HashSet<String> = expected
+        .iter()
+        .map(|id| id.to_string())
+        .chain([marker.clone()])
+        .collect();
+    let got = receiver
+        .until_ids(&ids, DELIVERY_TIMEOUT, "the marker and the expected events")
+        .await;
+    got.into_iter()
+        .filter(|r| r.webhook_id() != marker)
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -324,7 +340,7 @@ async fn synchronous_hooks_get_their_handlers_answer_byte_for_byte_and_nothing_i
         );
     }
 
-    let before_marker = marker_at(&daemon, "marker", &mut receiver).await;
+    let before_marker = marker_at(&daemon, "marker", &mut receiver, &[]).await;
     assert!(
         before_marker.is_empty(),
         "no synchronous hook may reach a route: {before_marker:?}"
@@ -617,7 +633,7 @@ async fn a_synchronous_hook_posted_to_a_push_path_is_refused_and_nothing_is_stor
     )
     .await;
 
-    let before_marker = marker_at(&daemon, "marker", &mut receiver).await;
+    let before_marker = marker_at(&daemon, "marker", &mut receiver, &[&pending]).await;
     let ids: Vec<&str> = before_marker.iter().map(Recorded::webhook_id).collect();
     assert_eq!(ids, [pending.as_str()], "only the pending-message callback");
     for (hook, n) in [("before_message_send", 1.0), ("custom_command", 1.0)] {
@@ -702,12 +718,12 @@ async fn pending_message_callbacks_reach_the_handler_path_they_were_posted_to() 
         assert_eq!(r.query.as_deref(), query, "{r:?}");
         assert_eq!(r.body, body, "the callback's body as sent");
     }
-    let before = marker_at(&daemon, "pending/marker", &mut pending).await;
+    let before = marker_at(&daemon, "pending/marker", &mut pending, &[]).await;
     assert!(
         before.iter().all(|r| r.webhook_id() != event),
         "a /stream event reached the pending route: {before:?}"
     );
-    let before = marker_at(&daemon, "stream", &mut push).await;
+    let before = marker_at(&daemon, "stream", &mut push, &[&event]).await;
     let ids: Vec<&str> = before.iter().map(Recorded::webhook_id).collect();
     assert_eq!(ids, [event.as_str()], "only /stream reaches the push route");
     assert_eq!(
@@ -792,7 +808,7 @@ async fn a_new_api_key_is_answered_503_until_a_reload_adds_its_app_then_streams_
         (fourth.status, fourth.body.as_str()),
         (200, "duplicate: already stored\n")
     );
-    let got = post_marker_and_await(&client, &daemon, &mut receiver).await;
+    let got = marker_at(&daemon, "marker", &mut receiver, &[&id]).await;
     let ids: Vec<&str> = got.iter().map(Recorded::webhook_id).collect();
     assert_eq!(ids, [id.as_str()], "delivered exactly once");
     assert_eq!(got[0].header("x-api-key"), Some(NEW_KEY));

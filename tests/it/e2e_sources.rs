@@ -26,9 +26,21 @@ fn aws_config() -> Config {
         .fold(Config::default(), |c, (k, v)| c.env(k, v))
 }
 
-/// Sends `bodies` to the queue, ten per request.
+/// Sends `bodies` to the queue, up to ten per request and within SQS's 1 MiB per request.
 async fn send_all(aws: &Aws, queue_url: &str, bodies: &[String]) {
-    for chunk in bodies.chunks(10) {
+    let mut chunks: Vec<&[String]> = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, body) in bodies.iter().enumerate() {
+        if i > start && (i - start == 10 || bytes + body.len() > 1_000_000) {
+            chunks.push(&bodies[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += body.len();
+    }
+    if start < bodies.len() {
+        chunks.push(&bodies[start..]);
+    }
+    for chunk in chunks {
         let entries: Vec<SendMessageBatchRequestEntry> = chunk
             .iter()
             .enumerate()
@@ -242,6 +254,28 @@ async fn a_sources_only_config_has_no_webhook_port_and_delivers_from_the_queue()
         "no app to sign with: no signature"
     );
     assert!(daemon.logs().contains("receiving from sources only"));
+
+    // The operator sees the source's figures in /api/sources and `hookfan status`.
+    let (status, body) = get(&client(), format!("http://{}/api/sources", daemon.admin)).await;
+    assert_eq!(status, 200, "{body}");
+    let sources: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let source = &sources[0];
+    assert_eq!(source["name"], "stream-native", "{body}");
+    assert_eq!(source["queue_url"], queue.as_str());
+    assert_eq!(source["running"], true);
+    assert_eq!(
+        (source["received"].as_u64(), source["stored"].as_u64()),
+        (Some(1), Some(1)),
+        "{body}"
+    );
+    assert_eq!(source["undecodable"], 0);
+    let printed = daemon.cli(&["status"]).await;
+    let row = printed
+        .lines()
+        .find(|l| l.starts_with("stream-native"))
+        .unwrap_or_else(|| panic!("no source row in `hookfan status`:\n{printed}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[1..3], ["1", "1"], "received and stored: {row}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,4 +336,161 @@ async fn every_queued_message_is_delivered_across_kill_9_mid_consumption() {
     // undeleted batches and their deliveries): at most two receive loops of 10 messages,
     // plus the route's deliveries in flight.
     assert!(repeats <= 40, "{repeats} repeats");
+}
+
+/// CPU time the process has used so far (user + system), from /proc/PID/stat.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let close = stat.rfind(')').expect("comm in parentheses");
+    let fields: Vec<u64> = stat[close + 1..]
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().expect("a tick count"))
+        .collect();
+    // USER_HZ is 100 on every Linux this runs on.
+    Duration::from_millis((fields[0] + fields[1]) * 10)
+}
+
+/// Waits until `name{labels}` reaches `at_least`.
+async fn until_metric(daemon: &Daemon, name: &str, labels: &str, at_least: f64, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let now = metric(daemon, name, labels).await.unwrap_or(0.0);
+        if now >= at_least {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}{{{labels}}} is {now}, not {at_least}, after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_the_source_queue_loses_nothing_and_backs_off_without_spinning() {
+    let moto = Moto::shared().await;
+    let aws = moto.client().await;
+    let queue = aws.create_queue(&unique_name("outage")).await;
+    let mut gate = Gate::start(moto.addr()).await;
+    let mut receiver = Receiver::start().await;
+    let daemon = Daemon::start(
+        aws_config()
+            .single_app()
+            // A receive cut by the outage may have taken messages whose answer never arrived:
+            // they come back after the visibility timeout, kept short here.
+            .top_level(source_block("stream-native", &queue, &gate.url(), "3s"))
+            .route(HttpRoute::new("everything", receiver.url())),
+    )
+    .await;
+    let event = |id: &String| String::from_utf8(event_body("message.new", id)).unwrap();
+    let before: Vec<String> = (0..10).map(|_| new_id()).collect();
+    send_all(&aws, &queue, &before.iter().map(event).collect::<Vec<_>>()).await;
+    receiver
+        .next_n(before.len(), "the events queued before the outage")
+        .await;
+
+    gate.close().await;
+    let during: Vec<String> = (0..20).map(|_| new_id()).collect();
+    send_all(&aws, &queue, &during.iter().map(event).collect::<Vec<_>>()).await;
+    let cpu_before = cpu_time(daemon.pid());
+    let started = tokio::time::Instant::now();
+    // Three failed receives in a row: backoffs of about 1, 2 and 4 s.
+    until_metric(
+        &daemon,
+        "hookfan_source_errors_total",
+        "source=\"stream-native\",call=\"receive\"",
+        3.0,
+        Duration::from_secs(30),
+    )
+    .await;
+    let (spent, waited) = (cpu_time(daemon.pid()) - cpu_before, started.elapsed());
+    eprintln!("[test] {spent:?} of CPU in {waited:?} of outage");
+    assert!(
+        spent < Duration::from_millis(500),
+        "the source spins while its queue is unreachable: {spent:?} of CPU in {waited:?}"
+    );
+
+    gate.open().await;
+    // Within the backoff (at most 30 s) plus the visibility timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let mut ids = HashSet::new();
+    while ids.len() < during.len() {
+        let r = receiver.next_before(deadline).await.unwrap_or_else(|| {
+            panic!(
+                "{} of {} events queued during the outage never arrived",
+                during.len() - ids.len(),
+                during.len()
+            )
+        });
+        let e: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        ids.insert(e["message"]["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids, during.iter().cloned().collect::<HashSet<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_pauses_receiving_and_every_message_is_stored_once_space_is_back() {
+    const N: usize = 20;
+    let moto = Moto::shared().await;
+    let aws = moto.client().await;
+    let queue = aws.create_queue(&unique_name("full-disk")).await;
+    let mut receiver = Receiver::start().await;
+    let daemon = Daemon::start(
+        aws_config()
+            .single_app()
+            .top_level(source_block(
+                "stream-native",
+                &queue,
+                &moto.endpoint(),
+                "2s",
+            ))
+            .route(HttpRoute::new("everything", receiver.url())),
+    )
+    .await;
+    // No room for the spool to grow: 20 events of 200 KiB cannot be stored.
+    let size = std::fs::metadata(daemon.spool_path()).expect("spool").len();
+    daemon.limit_file_size(Some(size));
+    let ids: Vec<String> = (0..N).map(|_| new_id()).collect();
+    let bodies: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            serde_json::json!({
+                "type": "message.new",
+                "message": { "id": id, "text": "x".repeat(200 * 1024) },
+            })
+            .to_string()
+        })
+        .collect();
+    send_all(&aws, &queue, &bodies).await;
+    until_metric(
+        &daemon,
+        "hookfan_source_messages_total",
+        "source=\"stream-native\",outcome=\"not_stored\"",
+        1.0,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        metric(
+            &daemon,
+            "hookfan_source_messages_total",
+            "source=\"stream-native\",outcome=\"stored\""
+        )
+        .await,
+        Some(0.0),
+        "nothing is stored, so nothing is deleted"
+    );
+
+    daemon.limit_file_size(None);
+    let got = receiver.next_n(N, "every message once space is back").await;
+    let delivered: HashSet<String> = got
+        .iter()
+        .map(|r| {
+            let e: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            e["message"]["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(delivered, ids.iter().cloned().collect::<HashSet<_>>());
 }
