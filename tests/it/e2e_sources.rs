@@ -494,3 +494,66 @@ async fn a_full_disk_pauses_receiving_and_every_message_is_stored_once_space_is_
         .collect();
     assert_eq!(delivered, ids.iter().cloned().collect::<HashSet<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_delivered_twice_is_stored_once_and_a_reload_stops_and_starts_a_source() {
+    let moto = Moto::shared().await;
+    let aws = moto.client().await;
+    let queue = aws.create_queue(&unique_name("reload")).await;
+    let mut receiver = Receiver::start().await;
+    let without_source = aws_config()
+        .single_app()
+        .route(HttpRoute::new("everything", receiver.url()));
+    // A long poll cut by the stop may still take messages at moto: they return after 2 s.
+    let with_source = without_source.clone().top_level(source_block(
+        "stream-native",
+        &queue,
+        &moto.endpoint(),
+        "2s",
+    ));
+    let daemon = Daemon::start(with_source.clone()).await;
+
+    // SNS delivers a notification to the queue twice (at least once): one event.
+    let envelope = sns_envelope("message.new");
+    send_all(&aws, &queue, &[envelope.clone(), envelope]).await;
+    let first = receiver.next("the notification").await;
+    assert!(first.webhook_id().starts_with("sns:"), "{first:?}");
+    until_metric(
+        &daemon,
+        "hookfan_source_messages_total",
+        "source=\"stream-native\",outcome=\"duplicate\"",
+        1.0,
+        DELIVERY_TIMEOUT,
+    )
+    .await;
+
+    // Removed by a reload: the source stops, and what arrives meanwhile stays in the queue.
+    daemon.rewrite_config(&without_source);
+    poll_until(Duration::from_secs(10), "the source to stop", || {
+        daemon.logs().contains("stopping the source").then_some(())
+    })
+    .await;
+    let ids: Vec<String> = (0..5).map(|_| new_id()).collect();
+    let bodies: Vec<String> = ids
+        .iter()
+        .map(|id| String::from_utf8(event_body("message.new", id)).unwrap())
+        .collect();
+    send_all(&aws, &queue, &bodies).await;
+    assert_eq!(
+        aws.until_visible(&queue, ids.len(), DELIVERY_TIMEOUT).await,
+        ids.len(),
+        "a stopped source receives nothing"
+    );
+
+    // Back by a reload: everything that waited is delivered.
+    daemon.rewrite_config(&with_source);
+    let got = receiver.next_n(ids.len(), "what waited in the queue").await;
+    let delivered: HashSet<String> = got
+        .iter()
+        .map(|r| {
+            let e: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            e["message"]["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(delivered, ids.iter().cloned().collect::<HashSet<_>>());
+}
