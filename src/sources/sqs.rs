@@ -440,3 +440,39 @@ async fn pause(stop: &CancellationToken, failures: u32) -> bool {
         _ = tokio::time::sleep(delay) => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn app(key: &str, secret: &str) -> App {
+        App {
+            api_key: key.into(),
+            api_secret: Secret::new(secret),
+        }
+    }
+
+    #[test]
+    fn a_signature_attribute_is_checked_against_the_app_its_key_names() {
+        let body = br#"{"type":"message.new"}"#;
+        let apps = [app("a", "secret-a"), app("b", "secret-b")];
+        let by_b = stream::sign(b"secret-b", body);
+        // (apps, api_key attribute, signature, accepted)
+        let table: &[(&[App], Option<&str>, &str, bool)] = &[
+            (&apps, Some("b"), &by_b, true),
+            (&apps, Some("a"), &by_b, false),
+            (&apps, Some("c"), &by_b, false),
+            (&apps, None, &by_b, false), // two apps and no key: nothing to pick by
+            (&apps[1..], None, &by_b, true),
+            (&[], None, "not even hex", true), // no apps: the queue's IAM policy is the guard
+        ];
+        for (apps, key, signature, accepted) in table {
+            let got = verify_signature(apps, *key, body, signature);
+            assert_eq!(got.is_ok(), *accepted, "{key:?}: {got:?}");
+            if let Err(e) = got {
+                assert_eq!(e.reason(), "bad_signature");
+            }
+        }
+    }
+}

@@ -369,7 +369,8 @@ async fn until_metric(daemon: &Daemon, name: &str, labels: &str, at_least: f64, 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outage_of_the_source_queue_loses_nothing_and_backs_off_without_spinning() {
+async fn an_outage_of_the_source_queue_and_the_destination_loses_nothing_and_backs_off_without_spinning(
+) {
     let moto = Moto::shared().await;
     let aws = moto.client().await;
     let queue = aws.create_queue(&unique_name("outage")).await;
@@ -391,7 +392,9 @@ async fn an_outage_of_the_source_queue_loses_nothing_and_backs_off_without_spinn
         .next_n(before.len(), "the events queued before the outage")
         .await;
 
+    // The queue and the destination both go away.
     gate.close().await;
+    receiver.stop().await;
     let during: Vec<String> = (0..20).map(|_| new_id()).collect();
     send_all(&aws, &queue, &during.iter().map(event).collect::<Vec<_>>()).await;
     let cpu_before = cpu_time(daemon.pid());
@@ -413,6 +416,7 @@ async fn an_outage_of_the_source_queue_loses_nothing_and_backs_off_without_spinn
     );
 
     gate.open().await;
+    receiver.restart().await;
     // Within the backoff (at most 30 s) plus the visibility timeout.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     let mut ids = HashSet::new();
