@@ -255,7 +255,15 @@ async fn a_sources_only_config_has_no_webhook_port_and_delivers_from_the_queue()
     );
     assert!(daemon.logs().contains("receiving from sources only"));
 
-    // The operator sees the source's figures in /api/sources and `hookfan status`.
+    // The operator sees the source's figures in /api/sources and `hookfan status`; the
+    // queue's depth is read at start, then every 30 s.
+    let depth = poll_metric(
+        &daemon,
+        "hookfan_source_queue_messages",
+        "source=\"stream-native\"",
+    )
+    .await;
+    assert!(depth <= 1.0, "{depth}");
     let (status, body) = get(&client(), format!("http://{}/api/sources", daemon.admin)).await;
     assert_eq!(status, 200, "{body}");
     let sources: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -269,6 +277,7 @@ async fn a_sources_only_config_has_no_webhook_port_and_delivers_from_the_queue()
         "{body}"
     );
     assert_eq!(source["undecodable"], 0);
+    assert!(source["queue_messages"].as_u64().is_some(), "{body}");
     let printed = daemon.cli(&["status"]).await;
     let row = printed
         .lines()
