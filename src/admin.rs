@@ -98,7 +98,18 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     let result = tokio::task::spawn_blocking(move || ready(&spool, data_dir))
         .await
         .unwrap_or_else(|e| Err(format!("readiness check failed: {e}")));
+    let degraded = state
+        .live
+        .borrow()
+        .dedup
+        .as_ref()
+        .is_some_and(|d| d.degraded());
     match result {
+        // Still ready: a webhook is never refused because dedup is down.
+        Ok(()) if degraded => (
+            StatusCode::OK,
+            "ready; degraded: shared dedup (Redis) is unavailable, each replica deduplicates on its own\n".to_string(),
+        ),
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -12,6 +12,7 @@
 //!   JSON).
 //! - [`sources`]: queues Stream delivers to natively (SQS), consumed beside ingest.
 //! - [`route`]: which routes take an event type and path (pure).
+//! - [`dedup`]: webhook ids shared between replicas on Redis (the claim protocol).
 //! - [`spool`]: the durable store, with group commit.
 //! - [`deliver`]: one worker per route, retries and backoff, dead letters.
 //! - [`sinks`]: destinations (`http`, `file`, `sqs`, `sns`).
@@ -28,6 +29,7 @@ pub mod admin;
 pub mod aws;
 pub mod cli;
 pub mod config;
+pub mod dedup;
 pub mod deliver;
 pub mod ingest;
 pub mod live;

@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Route};
+use crate::dedup::SharedDedup;
 use crate::deliver::{RouteStats, RouteWorker};
 use crate::ingest::passthrough::Passthroughs;
 use crate::sinks::Sink;
@@ -44,6 +45,8 @@ pub struct Live {
     pub stats: HashMap<String, Arc<RouteStats>>,
     /// The synchronous hooks' handlers, by exact path.
     pub passthrough: Arc<Passthroughs>,
+    /// Dedup shared with other replicas (Redis), when configured; restart-only.
+    pub dedup: Option<Arc<SharedDedup>>,
 }
 
 pub type LiveView = watch::Receiver<Arc<Live>>;
@@ -69,10 +72,16 @@ pub struct Routes {
     stats: HashMap<String, Arc<RouteStats>>,
     /// The passthrough handlers last published; unchanged blocks keep their client and slots.
     passthrough: Arc<Passthroughs>,
+    dedup: Option<Arc<SharedDedup>>,
 }
 
 impl Routes {
-    pub fn new(spool: Spool, grace: Duration, runtime: Handle) -> Routes {
+    pub fn new(
+        spool: Spool,
+        grace: Duration,
+        runtime: Handle,
+        dedup: Option<Arc<SharedDedup>>,
+    ) -> Routes {
         Routes {
             spool,
             grace,
@@ -81,6 +90,7 @@ impl Routes {
             notifiers: HashMap::new(),
             stats: HashMap::new(),
             passthrough: Arc::default(),
+            dedup,
         }
     }
 
@@ -151,6 +161,7 @@ impl Routes {
                 self.passthrough = passthrough.clone();
                 passthrough
             },
+            dedup: self.dedup.clone(),
             config,
         })
     }
@@ -282,6 +293,7 @@ async fn reload(
             next.max_buffered_bytes != current.max_buffered_bytes,
         ),
         ("delivery_nice", next.delivery_nice != current.delivery_nice),
+        ("dedup", next.dedup != current.dedup),
     ] {
         if changed {
             tracing::warn!("config reload: {what} changed; restart hookfan to apply it (kept the running value)");
@@ -304,6 +316,7 @@ async fn reload(
     next.max_connections = current.max_connections;
     next.max_buffered_bytes = current.max_buffered_bytes;
     next.delivery_nice = current.delivery_nice;
+    next.dedup = current.dedup.clone();
     if next.tls.is_some() != current.tls.is_some() {
         next.tls = current.tls.clone();
     }

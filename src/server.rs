@@ -30,6 +30,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    // rustls is built with two crypto providers in this tree (ring, and aws-lc-rs through the
+    // AWS SDK); clients that ask for the process default (Redis over rediss://) need one named.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     // Certificates first: a bad one should stop startup before anything is opened.
     let certs = match &config.tls {
         Some(files) => Some(ingest::tls::CertStore::open(files)?),
@@ -62,7 +65,21 @@ pub async fn run(
     // Deliveries run on their own threads, below ingest's priority: a draining backlog must
     // not slow acknowledgements down.
     let delivery = DeliveryRuntime::start(config.delivery_nice)?;
-    let mut routes = Routes::new(spool.clone(), config.shutdown_grace, delivery.handle());
+    // Shared dedup connects in the background: ingest dedups locally until Redis answers.
+    let dedup = match &config.dedup {
+        Some(redis) => {
+            let dedup = crate::dedup::SharedDedup::new(redis, config.dedup_window)?;
+            dedup.connect();
+            Some(dedup)
+        }
+        None => None,
+    };
+    let mut routes = Routes::new(
+        spool.clone(),
+        config.shutdown_grace,
+        delivery.handle(),
+        dedup,
+    );
     let (publish, live) = watch::channel(Arc::new(routes.apply(config.clone()).await?));
 
     let source_stats = crate::sources::Registry::default();

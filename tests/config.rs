@@ -217,6 +217,44 @@ broken_configs! {
         expect: [(7, 57, r#"forward_path: invalid type: string "yes-please", expected a boolean"#)],
     }
 
+    dedup_on_redis_needs_a_redis_url_and_bounded_timings {
+        env: [],
+        yaml: r#"
+            |dedup:
+            |  backend: redis
+            |  url: "http://not-redis"
+            |  timeout: 5s
+            |  pending_ttl: 2s
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [
+            (3, 8, "dedup: url is not a Redis URL"),
+            (4, 12, "timeout must be greater than 0 and at most 2s"),
+            (5, 16, "pending_ttl must be between 6s"),
+        ],
+    }
+
+    dedup_backend_is_spool_or_redis {
+        env: [],
+        yaml: r#"
+            |dedup: { backend: memcached, ttl: 1s }
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [(1, 30, r#"dedup: unknown key "ttl" (expected one of backend, url, key_prefix, timeout, pending_ttl)"#)],
+    }
+
     // ---- The ingest listener: tls, allowed_ips, max_event_age, limits -----------------------
 
     tls_needs_both_files_and_no_other_keys {
@@ -376,7 +414,7 @@ broken_configs! {
             |    event_types: []
             |    file: { path: ./a.jsonl }
         "#,
-        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, tls, allowed_ips, max_event_age, max_connections, request_timeout, max_buffered_bytes, admin_listen, admin_token, data_dir, max_body_bytes, dedup_window, shutdown_grace, delivery_nice, apps, routes, passthrough, sources)"#)],
+        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, tls, allowed_ips, max_event_age, max_connections, request_timeout, max_buffered_bytes, admin_listen, admin_token, data_dir, max_body_bytes, dedup_window, shutdown_grace, delivery_nice, apps, routes, passthrough, sources, dedup)"#)],
     }
 
     unknown_keys_in_different_routes_and_blocks_are_all_reported_at_once {

@@ -8,6 +8,7 @@
 //! Owns: the file format and its defaults. Never: opens sockets or files other than the
 //! config itself, so `hookfan check` is safe to run anywhere.
 
+mod dedup;
 mod env;
 mod passthrough;
 pub mod placeholder;
@@ -87,6 +88,9 @@ impl Secret {
     pub fn expose(&self) -> &[u8] {
         self.0.as_bytes()
     }
+    pub fn expose_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -137,6 +141,8 @@ pub struct Config {
     pub passthrough: Vec<Passthrough>,
     /// Queues hookfan consumes events from, besides the webhook listener.
     pub sources: Vec<Source>,
+    /// Dedup shared with other replicas on Redis; None: the spool's own (one replica).
+    pub dedup: Option<RedisDedup>,
     /// What is valid but probably not meant (an event type Stream does not document):
     /// printed by `check`, logged at startup and reload. Never stops anything.
     pub warnings: Vec<Diagnostic>,
@@ -155,6 +161,18 @@ pub struct Passthrough {
     pub timeout: Option<Duration>,
     /// Requests in flight to the handler at most; more are answered 503 at once.
     pub concurrency: usize,
+}
+
+/// `dedup: { backend: redis, ... }`: webhook ids shared between replicas.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisDedup {
+    /// `redis://` or `rediss://`; may hold a password, so never printed.
+    pub url: Secret,
+    pub key_prefix: String,
+    /// Per call; slower counts as unavailable (local dedup meanwhile).
+    pub timeout: Duration,
+    /// How long a claim of a webhook being stored lasts.
+    pub pending_ttl: Duration,
 }
 
 /// A `sources:` entry: a queue Stream delivers to natively, consumed like webhooks arrive.
@@ -446,6 +464,30 @@ struct RawConfig {
     /// Queues Stream delivers to natively (SQS), consumed besides the webhook listener.
     #[serde(default)]
     sources: Vec<RawSource>,
+    /// Where webhook ids are remembered: the spool (one replica) or Redis (shared by
+    /// replicas behind a load balancer).
+    dedup: Option<RawDedup>,
+}
+
+/// Dedup backend.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Dedup")]
+struct RawDedup {
+    /// `spool` (default: this replica's spool) or `redis` (shared by replicas).
+    #[schemars(extend("enum" = ["spool", "redis"], "default" = "spool"))]
+    backend: Option<String>,
+    /// redis://[user:password@]host[:port][/db], or rediss:// for TLS.
+    url: Option<String>,
+    /// Prefix of the keys hookfan writes.
+    #[schemars(extend("default" = dedup::DEFAULT_KEY_PREFIX))]
+    key_prefix: Option<String>,
+    /// Per call to Redis; slower counts as unavailable (local dedup meanwhile).
+    #[schemars(extend("pattern" = schema::DURATION, "default" = "250ms"))]
+    timeout: Option<String>,
+    /// How long a claim of a webhook being stored lasts (6s to 60s).
+    #[schemars(extend("pattern" = schema::DURATION, "default" = "10s"))]
+    pending_ttl: Option<String>,
 }
 
 /// A queue Stream delivers to natively.
@@ -655,7 +697,9 @@ const TOP_KEYS: &[&str] = &[
     "routes",
     "passthrough",
     "sources",
+    "dedup",
 ];
+const DEDUP_KEYS: &[&str] = &["backend", "url", "key_prefix", "timeout", "pending_ttl"];
 const SOURCE_KEYS: &[&str] = &["name", "sqs"];
 const SQS_SOURCE_KEYS: &[&str] = &[
     "queue_url",
@@ -854,6 +898,9 @@ fn lint(root: &tree::Node) -> Vec<Diagnostic> {
     {
         unknown_keys(hook, PASSTHROUGH_KEYS, "passthrough: ", &mut out);
         missing_keys(hook, &["path", "url"], "passthrough", &mut out);
+    }
+    if let Some(dedup) = root.get("dedup") {
+        unknown_keys(dedup, DEDUP_KEYS, "dedup: ", &mut out);
     }
     for source in root.get("sources").map(|n| n.items()).unwrap_or_default() {
         unknown_keys(source, SOURCE_KEYS, "source: ", &mut out);
@@ -1348,6 +1395,7 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
 
     let passthrough = passthrough::validate(raw.passthrough, pos, &mut errs);
     let sources = sources::validate(raw.sources, pos, &mut errs);
+    let dedup = dedup::validate(raw.dedup, pos, &mut errs);
 
     if !errs.is_empty() {
         errs.sort_by_key(|d| (d.line, d.column));
@@ -1373,6 +1421,7 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
         routes,
         passthrough,
         sources,
+        dedup,
         warnings,
     })
 }

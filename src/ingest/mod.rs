@@ -24,6 +24,7 @@ use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::Semaphore;
 
+use crate::dedup::Claim;
 use crate::live::{Live, LiveView};
 use crate::route;
 use crate::spool::{now_ms, AppendOutcome, Spool, StoredEvent};
@@ -279,6 +280,11 @@ async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
             }
             unavailable("not stored in time (overloaded); retry\n")
         }
+        Err(NotStored::ClaimedElsewhere) => {
+            count("in_progress");
+            tracing::info!(%webhook_id, %event_type, "another replica is storing this webhook right now; answered 503 so Stream retries (the retry is a duplicate once it is stored)");
+            unavailable("being stored by another replica; retry\n")
+        }
         Err(NotStored::Spool(e)) => {
             count("unavailable");
             tracing::error!(%webhook_id, %event_type, error = %e, "cannot store webhook; answered 503 so Stream retries");
@@ -307,6 +313,9 @@ pub enum NotStored {
     /// The spool refused or failed (disk full, I/O error, shutting down).
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
+    /// Another replica is storing this webhook id right now (shared dedup).
+    #[error("another replica is storing this webhook right now")]
+    ClaimedElsewhere,
 }
 
 /// The back half every received event goes through, from the webhook listener or a source:
@@ -326,13 +335,32 @@ pub async fn store(live: &Live, spool: &Spool, event: StoredEvent) -> Result<Sto
         metrics::counter!("hookfan_events_unrouted_total").increment(1);
         return Ok(Stored::Unrouted);
     }
+    // Shared dedup (several replicas): claim the id first, confirm once stored.
+    let claimed = match (&live.dedup, &event.webhook_id) {
+        (Some(dedup), Some(id)) => match dedup.claim(id).await {
+            Claim::Stored => return Ok(Stored::Duplicate),
+            Claim::Pending => return Err(NotStored::ClaimedElsewhere),
+            Claim::Claimed => Some((dedup.clone(), id.clone())),
+            Claim::Unavailable => None,
+        },
+        _ => None,
+    };
     let stored = tokio::time::timeout(
         ACK_DEADLINE,
         spool.append(event, routes.clone(), live.config.dedup_window),
     )
     .await
-    .map_err(|_| NotStored::Overloaded)??;
-    match stored {
+    .map_err(|_| NotStored::Overloaded)
+    .and_then(|r| r.map_err(NotStored::from));
+    if let Some((dedup, id)) = claimed {
+        match &stored {
+            Ok(_) => dedup.confirm(&id).await,
+            // A late commit may still land: then a retry is a local duplicate on this replica,
+            // or (elsewhere) at worst a duplicate delivery, never a loss.
+            Err(_) => dedup.release(&id).await,
+        }
+    }
+    match stored? {
         AppendOutcome::Stored { .. } => {
             for route in &routes {
                 metrics::counter!("hookfan_events_routed_total", "route" => route.clone())

@@ -17,6 +17,8 @@
 //! - `e2e_security`: allowed_ips, max_event_age, TLS, slow and abusive clients, secrets.
 //! - `e2e_sources`: Stream's native SQS delivery as a source (moto): every native form,
 //!   undecodable messages left queued, `kill -9` mid-consumption, sources-only configs.
+//! - `e2e_replicas`: two replicas sharing dedup on Redis (`redis`: Debian's redis-server,
+//!   started per test).
 //! - `e2e_faults`: the fault suite: crash loop, destination outages, full disk,
 //!   corrupted spool file, overload (figures in docs/reliability.md).
 //! - `e2e_hooks`: synchronous hooks proxied (passthrough), their bodies refused on push
@@ -35,7 +37,9 @@ mod e2e_hooks;
 mod e2e_ingest;
 mod e2e_malformed;
 mod e2e_reload;
+mod e2e_replicas;
 mod e2e_security;
 mod e2e_sources;
 mod harness;
 mod moto;
+mod redis;

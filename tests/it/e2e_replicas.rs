@@ -1,0 +1,241 @@
+//! Several replicas behind a load balancer, sharing dedup on Redis: Stream's retries of one
+//! webhook may land on any replica, and the handler still gets it once; Redis going away never
+//! fails a webhook.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::redis::RedisServer;
+
+fn replica_config(redis: &RedisServer, receiver: &Receiver) -> Config {
+    Config::default()
+        .top_level(format!(
+            "dedup:\n  backend: redis\n  url: \"{}\"\n  key_prefix: \"it:{}:\"",
+            redis.url(),
+            new_id()
+        ))
+        .route(HttpRoute::new("everything", receiver.url()))
+}
+
+/// Waits until the replica has reached Redis.
+async fn until_shared(daemon: &Daemon) {
+    poll_until(
+        Duration::from_secs(15),
+        "the replica to reach Redis",
+        || {
+            daemon
+                .logs()
+                .contains("webhook ids are shared with the other replicas")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Posts like Stream: a 503 is retried (after a short pause) until the answer is 200.
+async fn post_until_acknowledged(url: &str, id: &str, body: &[u8]) -> Answer {
+    let client = client();
+    for _ in 0..100 {
+        let answer = post_signed(&client, url, id, body).await;
+        match answer.status {
+            200 => return answer,
+            503 => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("{id}: answered {other}: {answer:?}"),
+        }
+    }
+    panic!("{id}: still 503 after 100 attempts")
+}
+
+fn ids_of(records: &[Recorded]) -> HashMap<String, usize> {
+    count_by_id(records)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_webhook_sent_to_two_replicas_is_delivered_once() {
+    let redis = RedisServer::start().await;
+    let mut receiver = Receiver::start().await;
+    let config = replica_config(&redis, &receiver);
+    let (a, b) = (
+        Daemon::start(config.clone()).await,
+        Daemon::start(config).await,
+    );
+    until_shared(&a).await;
+    until_shared(&b).await;
+
+    // At the same moment on both replicas.
+    let concurrent = new_id();
+    let body = event_body("message.new", &concurrent);
+    let (url_a, url_b) = (a.url(), b.url());
+    let (on_a, on_b) = tokio::join!(
+        post_until_acknowledged(&url_a, &concurrent, &body),
+        post_until_acknowledged(&url_b, &concurrent, &body),
+    );
+    let answers = [on_a.body.as_str(), on_b.body.as_str()];
+    assert!(
+        answers.contains(&"stored\n") && answers.contains(&"duplicate: already stored\n"),
+        "one replica stores it, the other finds it stored: {answers:?}"
+    );
+
+    // Stream-style retries, one on each replica.
+    let retried = new_id();
+    let body = event_body("message.new", &retried);
+    assert_eq!(
+        post_until_acknowledged(&a.url(), &retried, &body)
+            .await
+            .body,
+        "stored\n"
+    );
+    assert_eq!(
+        post_until_acknowledged(&b.url(), &retried, &body)
+            .await
+            .body,
+        "duplicate: already stored\n"
+    );
+
+    let got = receiver
+        .until_ids(
+            &HashSet::from([concurrent.clone(), retried.clone()]),
+            DELIVERY_TIMEOUT,
+            "both webhooks",
+        )
+        .await;
+    let counts = ids_of(&got);
+    assert_eq!(counts.get(&concurrent), Some(&1), "{counts:?}");
+    assert_eq!(counts.get(&retried), Some(&1), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_spread_over_two_replicas_with_repeats_nothing_is_lost_or_duplicated() {
+    const N: usize = 200;
+    let redis = RedisServer::start().await;
+    let mut receiver = Receiver::start().await;
+    let config = replica_config(&redis, &receiver);
+    let replicas = [
+        Daemon::start(config.clone()).await,
+        Daemon::start(config).await,
+    ];
+    for r in &replicas {
+        until_shared(r).await;
+    }
+    let ids: Vec<String> = (0..N).map(|_| new_id()).collect();
+    let mut posts = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let body = event_body("message.new", id);
+        let first = replicas[i % 2].url();
+        let id2 = id.clone();
+        let body2 = body.clone();
+        posts.push(tokio::spawn(async move {
+            post_until_acknowledged(&first, &id2, &body2).await;
+        }));
+        // One in ten is retried on the other replica, at the same time.
+        if i % 10 == 0 {
+            let other = replicas[(i + 1) % 2].url();
+            let id3 = id.clone();
+            posts.push(tokio::spawn(async move {
+                post_until_acknowledged(&other, &id3, &body).await;
+            }));
+        }
+    }
+    for p in posts {
+        p.await.expect("post task");
+    }
+    let wanted: HashSet<String> = ids.iter().cloned().collect();
+    let got = receiver
+        .until_ids(&wanted, Duration::from_secs(30), "every webhook")
+        .await;
+    let counts = ids_of(&got);
+    let repeated: Vec<(&String, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "delivered more than once: {repeated:?}"
+    );
+    assert_eq!(counts.len(), N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_fails_no_webhook_and_shared_dedup_resumes_when_it_is_back() {
+    let redis = RedisServer::start().await;
+    let mut receiver = Receiver::start().await;
+    let config = replica_config(&redis, &receiver);
+    let (a, b) = (
+        Daemon::start(config.clone()).await,
+        Daemon::start(config).await,
+    );
+    until_shared(&a).await;
+    until_shared(&b).await;
+    let client = client();
+
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        if i == 20 {
+            redis.stop();
+        }
+        let id = new_id();
+        let daemon = if i % 2 == 0 { &a } else { &b };
+        let answer =
+            post_signed(&client, &daemon.url(), &id, &event_body("message.new", &id)).await;
+        assert_eq!(
+            answer.status,
+            200,
+            "webhook {i} while Redis is {}: {answer:?}",
+            if i < 20 { "up" } else { "down" }
+        );
+        ids.push(id);
+    }
+    for daemon in [&a, &b] {
+        let unavailable = metric(
+            daemon,
+            "hookfan_dedup_claims_total",
+            "outcome=\"unavailable\"",
+        )
+        .await
+        .unwrap_or(0.0);
+        assert!(unavailable >= 1.0, "the fallback is counted: {unavailable}");
+        let (status, body) = get(&client, format!("http://{}/readyz", daemon.admin)).await;
+        assert_eq!(status, 200, "still ready: {body}");
+        assert!(body.contains("degraded"), "{body}");
+        assert_eq!(
+            metric(daemon, "hookfan_dedup_backend_up", "").await,
+            Some(0.0)
+        );
+    }
+    let got = receiver
+        .until_ids(
+            &ids.iter().cloned().collect(),
+            Duration::from_secs(30),
+            "every webhook",
+        )
+        .await;
+    assert!(ids_of(&got).values().all(|&n| n == 1));
+
+    // Back: once the replicas reach it again, a retry on the other replica is a duplicate.
+    redis.restart().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    retry_after_reconnect(&a, &b, new_id(), deadline).await;
+    let (status, body) = get(&client, format!("http://{}/readyz", a.admin)).await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+}
+
+/// Posts fresh ids to A then B until B answers duplicate (shared dedup is back).
+async fn retry_after_reconnect(
+    a: &Daemon,
+    b: &Daemon,
+    mut id: String,
+    deadline: tokio::time::Instant,
+) {
+    loop {
+        let body = event_body("message.new", &id);
+        post_until_acknowledged(&a.url(), &id, &body).await;
+        let second = post_until_acknowledged(&b.url(), &id, &body).await;
+        if second.body == "duplicate: already stored\n" {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shared dedup did not resume: {second:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        id = new_id();
+    }
+}
