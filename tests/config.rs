@@ -217,6 +217,45 @@ broken_configs! {
         expect: [(7, 57, r#"forward_path: invalid type: string "yes-please", expected a boolean"#)],
     }
 
+    a_config_without_a_webhook_listener_cannot_have_passthrough_blocks {
+        env: [],
+        yaml: r#"
+            |listen: off
+            |passthrough:
+            |  - path: /bms
+            |    url: http://127.0.0.1:3000/bms
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |sources:
+            |  - name: q
+            |    sqs: { queue_url: "https://sqs.us-east-1.amazonaws.com/1/q", wait_time: 0s }
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [
+            (3, 3, "synchronous hooks arrive on the webhook listener, and there is none"),
+            (10, 77, "wait_time must be whole seconds from 1s to 20s"),
+        ],
+    }
+
+    a_listen_address_without_apps_is_refused_rather_than_dropped {
+        env: [],
+        yaml: r#"
+            |listen: 0.0.0.0:8080
+            |sources:
+            |  - name: q
+            |    sqs: { queue_url: "https://sqs.us-east-1.amazonaws.com/1/q" }
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [(1, 9, "a webhook listener needs apps")],
+    }
+
     dedup_on_redis_needs_a_redis_url_and_bounded_timings {
         env: [],
         yaml: r#"

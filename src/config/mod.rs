@@ -1220,8 +1220,13 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
 
     let mut apps = Vec::new();
     let mut keys = HashSet::new();
+    let listen_written = raw.listen.as_deref().is_some_and(|l| l.trim() != "off");
     match (raw.apps.is_empty(), raw.sources.is_empty(), listen.is_some()) {
         // Sources only: nothing could be verified on a webhook port, so there is none.
+        (true, false, _) if listen_written => errs.push(pos.diag(
+            "listen",
+            "listen: a webhook listener needs apps: to verify what it receives; add apps:, or write listen: off to run on sources only",
+        )),
         (true, false, _) => listen = None,
         (true, true, _) => errs.push(pos.diag(
             "apps",
@@ -1232,6 +1237,12 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
             "listen is off and there are no sources: hookfan would receive nothing (add a source under sources:, or give listen an address)",
         )),
         _ => {}
+    }
+    if listen.is_none() && !raw.passthrough.is_empty() {
+        errs.push(pos.diag(
+            "passthrough",
+            "passthrough: synchronous hooks arrive on the webhook listener, and there is none (listen: off, or no apps): Stream would send its messages unmoderated",
+        ));
     }
     for (i, app) in raw.apps.into_iter().enumerate() {
         let at = format!("apps[{i}]");

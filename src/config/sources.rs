@@ -74,10 +74,13 @@ pub(super) fn validate(
             pos,
             errs,
         );
-        if wait_time > MAX_WAIT_TIME || (wait_time.subsec_nanos() != 0) {
+        if wait_time < Duration::from_secs(1)
+            || wait_time > MAX_WAIT_TIME
+            || wait_time.subsec_nanos() != 0
+        {
             errs.push(pos.diag(
                 &format!("{sqs_at}.wait_time"),
-                format!("{label}: sqs.wait_time must be whole seconds from 0s to 20s (SQS long polling)"),
+                format!("{label}: sqs.wait_time must be whole seconds from 1s to 20s (SQS long polling; 0s would poll an idle queue without pause)"),
             ));
         }
         let visibility_timeout = q.visibility_timeout.as_ref().map(|_| {

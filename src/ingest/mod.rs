@@ -98,7 +98,12 @@ struct Received {
 /// The checks every request gets, push or passthrough: `allowed_ips`, POST, room in
 /// `max_buffered_bytes`, the body within `request_timeout` and `max_body_bytes`, the
 /// signature, `max_event_age`. A refusal is answered, logged and counted here.
-async fn receive(state: &IngestState, live: &Live, request: Request) -> Result<Received, Response> {
+async fn receive(
+    state: &IngestState,
+    live: &Live,
+    request: Request,
+    body_timeout: Duration,
+) -> Result<Received, Response> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let webhook_id = parts
@@ -146,13 +151,12 @@ async fn receive(state: &IngestState, live: &Live, request: Request) -> Result<R
     };
     let buffered = Buffered::hold(permit);
     // The head arrived within request_timeout (hyper's deadline); so must the body.
-    let raw = match tokio::time::timeout(live.config.request_timeout, read_body(body, limit)).await
-    {
+    let raw = match tokio::time::timeout(body_timeout, read_body(body, limit)).await {
         Ok(Ok(raw)) => raw,
         Ok(Err(rejection)) => return Err(refuse(rejection, &path, &webhook_id)),
         Err(_) => {
             count("timeout");
-            tracing::warn!(%path, %webhook_id, timeout = ?live.config.request_timeout, "refused webhook: the body did not arrive within request_timeout");
+            tracing::warn!(%path, %webhook_id, timeout = ?body_timeout, "refused webhook: the body did not arrive in time (request_timeout, or a synchronous hook's deadline)");
             return Err(answer(
                 StatusCode::REQUEST_TIMEOUT,
                 "the request body did not arrive within request_timeout\n",
@@ -187,15 +191,23 @@ async fn synchronous(
     hook: &passthrough::Hook,
     request: Request,
 ) -> Response {
+    let started = Instant::now();
     // The slot comes first: a request that finds none costs no body read.
     let slot = match hook.slot() {
         Ok(slot) => slot,
         Err(busy) => {
-            tracing::warn!(path = %request.uri().path(), "{busy}");
+            if BUSY_WARNING.due() {
+                tracing::warn!(path = %request.uri().path(), "{busy}");
+            }
             return busy.into_response();
         }
     };
-    let received = match receive(state, live, request).await {
+    // A body slower than Stream's own deadline is useless, and must not hold a slot longer.
+    let body_timeout = live
+        .config
+        .request_timeout
+        .min(hooks::SyncHook::BeforeMessageSend.stream_deadline());
+    let received = match receive(state, live, request, body_timeout).await {
         Ok(received) => received,
         Err(refused) => return refused,
     };
@@ -209,11 +221,25 @@ async fn synchronous(
     } = received;
     // The slot bounds what a slow handler holds; the push budget is not kept waiting on it.
     drop(buffered);
+    // A push event (a string `type`) on a passthrough path would be answered by the handler
+    // and never stored: refuse it, as push paths refuse synchronous hooks.
+    if let Some(event_type) = &webhook.event_type {
+        count("push_on_passthrough");
+        if SYNC_HOOK_WARNING.due() {
+            tracing::warn!(%path, %webhook_id, %event_type, "refused: a push event arrived on a passthrough path, where it would not be stored; point Stream's webhook_url at a path without a passthrough block");
+        }
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "this is a push event, and this path only proxies synchronous hooks: point Stream's webhook URL at another path\n",
+        )
+            .into_response();
+    }
     let peer = listener::peer_ip(&parts.extensions);
-    let timeout = hook.timeout_for(&webhook.body);
+    // The handler gets what is left of the deadline once the body is in.
+    let deadline = (started, hook.timeout_for(&webhook.body));
     drop(webhook);
     let answer = hook
-        .forward(&parts, raw, timeout, peer, live.config.max_body_bytes)
+        .forward(&parts, raw, deadline, peer, live.config.max_body_bytes)
         .await;
     drop(slot);
     match answer {
@@ -230,7 +256,7 @@ async fn synchronous(
 
 /// A push webhook: routed, stored for every route that takes it, then acknowledged.
 async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
-    let received = match receive(state, live, request).await {
+    let received = match receive(state, live, request, live.config.request_timeout).await {
         Ok(received) => received,
         Err(refused) => return refused,
     };
@@ -460,6 +486,7 @@ impl OncePerSecond {
 static OVERLOAD_WARNING: OncePerSecond = OncePerSecond::new();
 static SYNC_HOOK_WARNING: OncePerSecond = OncePerSecond::new();
 static UNKNOWN_KEY_ERROR: OncePerSecond = OncePerSecond::new();
+static BUSY_WARNING: OncePerSecond = OncePerSecond::new();
 
 fn count(outcome: &'static str) {
     metrics::counter!("hookfan_webhooks_received_total", "outcome" => outcome).increment(1);

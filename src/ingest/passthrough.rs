@@ -133,23 +133,27 @@ impl Hook {
     }
 
     /// Forwards a verified request and returns the handler's answer, or why there is none
-    /// within `timeout`. `raw` is the body exactly as received (still gzipped if it came so).
+    /// within `timeout` of the request's `arrival`. `raw` is the body exactly as received
+    /// (still gzipped if it came so).
     pub async fn forward(
         &self,
         parts: &Parts,
         raw: Bytes,
-        timeout: Duration,
+        (arrival, timeout): (Instant, Duration),
         peer: Option<IpAddr>,
         limit: usize,
     ) -> Result<Response, Failure> {
         let started = Instant::now();
+        let left = timeout
+            .saturating_sub(arrival.elapsed())
+            .max(Duration::from_millis(1));
         let url = target(&self.config.url, parts.uri.query());
         let request = self
             .client
             .post(url)
             .headers(forwarded_headers(&parts.headers, peer))
             .body(raw);
-        let answer = tokio::time::timeout(timeout, async {
+        let answer = tokio::time::timeout(left, async {
             let response = request
                 .send()
                 .await
@@ -202,7 +206,7 @@ pub enum Failure {
     #[error("passthrough handler {url} cannot be reached: {why}; answered 502")]
     Unreachable { url: String, why: String },
     /// The handler did not answer within the path's `timeout`.
-    #[error("passthrough handler {url} did not answer within {}; answered 504", humantime::format_duration(*.timeout))]
+    #[error("passthrough handler {url} did not answer within {} of the request's arrival; answered 504", humantime::format_duration(*.timeout))]
     Timeout { url: String, timeout: Duration },
     /// The handler's answer cannot be passed on (too large, broken mid-body).
     #[error(

@@ -97,15 +97,17 @@ fn sns_envelope(text: &str) -> Result<Option<Envelope>, Undecodable> {
         message: Option<serde_json::Value>,
         #[serde(rename = "MessageId")]
         message_id: Option<serde_json::Value>,
-        #[serde(rename = "TopicArn")]
-        topic_arn: Option<serde::de::IgnoredAny>,
+        #[serde(rename = "type")]
+        event_type: Option<serde_json::Value>,
     }
     let Ok(raw) = serde_json::from_str::<Raw>(text) else {
         return Ok(None); // not JSON: decode_payload says why
     };
+    // A Stream event always has a string lowercase `type`; a custom event may carry any other
+    // field, `Type` and `TopicArn` included, and is still an event.
     let notification =
         matches!(&raw.kind, Some(serde_json::Value::String(k)) if k == "Notification");
-    if !notification && raw.topic_arn.is_none() {
+    if !notification || matches!(raw.event_type, Some(serde_json::Value::String(_))) {
         return Ok(None);
     }
     match raw.message {
@@ -326,10 +328,14 @@ mod tests {
                 r#"{"Type":"Notification","Message":"{\"type\":\"x\"}","MessageId":"m"}"#,
                 Ok(Some("x")),
             ),
-            // An event that happens to have a `Type` field is not an envelope.
+            // An event that happens to have a `Type` field is not an envelope, whatever it says.
             (
                 r#"{"Type":"other","type":"message.new"}"#,
                 Ok(Some("message.new")),
+            ),
+            (
+                r#"{"Type":"Notification","type":"custom","TopicArn":"x","Message":"m","MessageId":"i"}"#,
+                Ok(Some("custom")),
             ),
         ] {
             let got = decode(text, LIMIT);

@@ -28,7 +28,6 @@ use crate::config::{self, App};
 use crate::ingest::{self, NotStored, Stored};
 use crate::live::{Live, LiveView};
 use crate::spool::{now_ms, Spool, StoredEvent};
-use crate::stream;
 
 /// How long one SQS call may take beyond its long poll.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -164,7 +163,10 @@ impl SqsSource {
                 .client
                 .receive_message()
                 .queue_url(&self.config.queue_url)
-                .max_number_of_messages(10)
+                // After a failure, one message at a time until one is stored: each receive counts
+                // toward the queue's maxReceiveCount, so a long outage of the spool must not
+                // walk whole batches into the dead-letter queue.
+                .max_number_of_messages(if failures > 0 { 1 } else { 10 })
                 .wait_time_seconds(self.config.wait_time.as_secs() as i32)
                 .set_visibility_timeout(self.config.visibility_timeout.map(|t| t.as_secs() as i32))
                 .message_attribute_names("All")
@@ -304,12 +306,10 @@ impl SqsSource {
                 )?;
                 signature
             }
-            // An IAM-guarded queue needs no signature; one made with the app's secret lets an
-            // HTTP handler verify the event as if Stream had pushed it.
-            None => match only_app(&live.config.apps, api_key.as_deref()) {
-                Some(app) => stream::sign(app.api_secret.expose(), &decoded.body),
-                None => String::new(),
-            },
+            // An IAM-guarded queue needs no signature, and hookfan never signs what it could not
+            // check (anyone allowed to send to the queue could have written it): an HTTP route
+            // that needs one re-signs with its own `api_secret`.
+            None => String::new(),
         };
         let webhook_id = attribute(&["webhook_id", "X-Webhook-Id", "x-webhook-id"]).or_else(|| {
             match (&decoded.sns_message_id, message.message_id()) {
@@ -354,7 +354,15 @@ impl SqsSource {
             .send()
             .await;
         let failed = match result {
-            Ok(out) => out.failed.len(),
+            Ok(out) => {
+                for entry in &out.failed {
+                    tracing::warn!(source = %self.name, code = %entry.code, message = ?entry.message, "a stored message could not be deleted from the source queue; it will be received again and found duplicate within dedup_window");
+                }
+                if let Some(entry) = out.failed.first() {
+                    self.stats.error(format!("delete: {}", entry.code));
+                }
+                out.failed.len()
+            }
             Err(e) => {
                 let why = crate::sinks::error_chain(&e);
                 tracing::warn!(source = %self.name, error = %why, "cannot delete stored messages from the source queue; they will be received again and found duplicate");
@@ -445,6 +453,7 @@ async fn pause(stop: &CancellationToken, failures: u32) -> bool {
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use crate::stream;
 
     fn app(key: &str, secret: &str) -> App {
         App {

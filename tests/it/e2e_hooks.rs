@@ -403,6 +403,16 @@ async fn a_request_that_fails_verification_is_refused_and_the_handler_is_never_c
     )
     .await;
     assert_eq!(unknown_key.status, 503, "{unknown_key:?}");
+    // A push event here would be answered by the handler and never stored: refused too.
+    let push_id = new_id();
+    let push = post_signed(
+        &client,
+        &daemon.url_path("bms"),
+        &push_id,
+        &event_body("message.new", &push_id),
+    )
+    .await;
+    assert_eq!(push.status, 422, "{push:?}");
 
     // The first request the handler ever sees is the genuine one posted after them.
     let post = post_in_background(daemon.url_path("bms"), "genuine".into(), body, Vec::new());

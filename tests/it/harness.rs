@@ -321,7 +321,12 @@ impl Config {
         };
         let mut y = String::new();
         let data_dir = dir.join("data");
-        writeln!(y, "listen: \"127.0.0.1:0\"").unwrap();
+        if self.apps.is_empty() {
+            // A webhook listener needs apps; without, the config runs on sources only.
+            writeln!(y, "listen: off").unwrap();
+        } else {
+            writeln!(y, "listen: \"127.0.0.1:0\"").unwrap();
+        }
         writeln!(y, "admin_listen: \"127.0.0.1:0\"").unwrap();
         if let Some(token) = &self.admin_token {
             writeln!(y, "admin_token: {}", q(token)).unwrap();
