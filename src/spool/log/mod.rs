@@ -12,10 +12,11 @@
 //! - [`writer`]: the group-commit writer thread and the segment preparer.
 //! - [`recovery`]: opening a directory: every valid group applied, a torn tail cut,
 //!   corruption refused.
+//! - [`reader`]: a record read back by its location (the dedup check's confirmation).
 //!
 //! Still to come (issue 21): checkpoints, compaction (deleting or recycling segments no
-//! record is needed from), readers of event bodies, the redb import, `spool verify|repair`,
-//! and the wiring into ingest and delivery.
+//! record is needed from), batched readers of event bodies for delivery, the redb import,
+//! `spool verify|repair`, and the wiring into ingest and delivery.
 //!
 //! # On disk
 //! A directory of segment files, `<index, 20 digits>.seg`, each of one fixed size, created
@@ -124,6 +125,7 @@
 //! - **The decoders never panic and never allocate more than their input** (fuzzed).
 //! - No `unsafe`; no file creation, directory sync or size change on the ack path.
 
+pub mod reader;
 pub mod record;
 pub mod recovery;
 pub mod segment;

@@ -241,3 +241,193 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
         next_lsn,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::super::record::EventRecord;
+    use super::super::segment::{segment_name, GROUP_HEADER_LEN};
+    use super::super::storage::SimDisk;
+    use super::super::writer::{Writer, WriterConfig};
+    use super::*;
+
+    const SEGMENT: u64 = 1024;
+
+    fn config() -> WriterConfig {
+        WriterConfig {
+            segment_size: SEGMENT,
+            prepared_ahead: 1,
+            enqueue_timeout: Duration::from_secs(5),
+            rotate_timeout: Duration::from_secs(5),
+            prepare_retry: Duration::from_millis(1),
+        }
+    }
+
+    /// A log of `n` events of 200 bytes each, one group each, on route 0: about four per
+    /// 1 KiB segment. Returns the disk as a clean shutdown leaves it.
+    fn log_of(n: usize) -> SimDisk {
+        let disk = SimDisk::new(9);
+        let w = Writer::start(Arc::new(disk.clone()), recover(&disk).unwrap(), config()).unwrap();
+        for i in 0..n {
+            let id = format!("id-{i}");
+            let body = vec![b'x'; 200];
+            let record = Record::Event(EventRecord {
+                webhook_id: Some(&id),
+                received_at_ms: 1,
+                api_key: None,
+                signature: "sig",
+                event_type: None,
+                path: None,
+                body: &body,
+                routes: vec![(0, 1)],
+            });
+            w.wait(&w.submit(&[record]).unwrap()).unwrap();
+        }
+        w.close();
+        disk
+    }
+
+    fn pending(r: &Recovered) -> usize {
+        r.state.route(0).map_or(0, |q| q.pending_len())
+    }
+
+    fn corrupt_at(result: Result<Recovered, LogError>) -> (String, u64, CorruptWhy) {
+        match result {
+            Err(LogError::Corrupt { file, offset, why }) => (file, offset, why),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_directory_opens_as_an_empty_log() {
+        let r = recover(&SimDisk::new(1)).unwrap();
+        assert_eq!(
+            (r.next_lsn, r.next_segment, r.state.live_events()),
+            (1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn every_acknowledged_event_is_back_after_a_clean_shutdown() {
+        let disk = log_of(20);
+        let r = recover(&disk).unwrap();
+        assert_eq!(pending(&r), 20);
+        assert_eq!(r.next_lsn, 21);
+        assert_eq!(r.report.torn, None);
+        assert!(r.report.segments >= 5);
+    }
+
+    #[test]
+    fn a_byte_flipped_in_a_sealed_segment_is_refused_naming_the_file_and_offset() {
+        let disk = log_of(20);
+        let name = segment_name(1);
+        let at = (SEGMENT_HEADER_LEN + GROUP_HEADER_LEN + 30) as u64;
+        let byte = disk.bytes(&name).unwrap()[at as usize];
+        disk.corrupt(&name, at, &[byte ^ 0x01]);
+        let (file, offset, why) = corrupt_at(recover(&disk));
+        assert_eq!(file, name);
+        assert_eq!(
+            offset, SEGMENT_HEADER_LEN as u64,
+            "the group that holds the byte"
+        );
+        assert_eq!(why, CorruptWhy::Frame(BadFrame::Checksum));
+        // The operator's message names both.
+        let message = recover(&disk).unwrap_err().to_string();
+        assert!(
+            message.contains(&name) && message.contains("at byte 40"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_byte_flipped_in_a_sealed_segments_header_is_refused() {
+        let disk = log_of(20);
+        let name = segment_name(2);
+        disk.corrupt(&name, 17, &[0xee]);
+        let (file, offset, why) = corrupt_at(recover(&disk));
+        assert_eq!((file, offset), (name, 0));
+        assert_eq!(why, CorruptWhy::Frame(BadFrame::Checksum));
+    }
+
+    #[test]
+    fn a_bad_group_in_the_newest_segment_with_a_valid_one_after_it_is_corruption_not_a_tear() {
+        let disk = log_of(20);
+        let names = disk.list().unwrap();
+        let newest = names
+            .iter()
+            .filter_map(|n| segment::segment_index(n))
+            .filter(|&i| {
+                !disk
+                    .bytes(&segment_name(i))
+                    .unwrap()
+                    .iter()
+                    .all(|&b| b == 0)
+            })
+            .max()
+            .unwrap();
+        let name = segment_name(newest);
+        let bytes = disk.bytes(&name).unwrap();
+        let SegmentScan::Used { groups, .. } = segment::scan(&bytes, newest) else {
+            panic!("used");
+        };
+        assert!(groups.len() >= 2, "the newest segment holds two groups");
+        let at = groups[0].offset + GROUP_HEADER_LEN as u64 + 10;
+        disk.corrupt(&name, at, &[bytes[at as usize] ^ 0x80]);
+        let (file, offset, _) = corrupt_at(recover(&disk));
+        assert_eq!((file, offset), (name, groups[0].offset));
+    }
+
+    #[test]
+    fn a_torn_last_group_is_cut_and_counted_and_stays_cut_after_more_writes() {
+        let disk = log_of(6);
+        // Tear the newest segment's last group: keep its first 50 bytes.
+        let r = recover(&disk).unwrap();
+        let newest = r.next_segment - 1;
+        let name = segment_name(newest);
+        let bytes = disk.bytes(&name).unwrap();
+        let SegmentScan::Used { groups, .. } = segment::scan(&bytes, newest) else {
+            panic!("used");
+        };
+        let last = groups.last().unwrap();
+        let tail = last.offset + 50;
+        disk.corrupt(&name, tail, &vec![0; last.header.frame_len() - 50]);
+        let r = recover(&disk).unwrap();
+        assert_eq!(pending(&r), 5);
+        assert_eq!(
+            r.report.torn,
+            Some((name.clone(), last.offset, BadFrame::Checksum))
+        );
+
+        // Writing goes on in a new segment; the cut tail is now in a sealed one.
+        let w = Writer::start(Arc::new(disk.clone()), r, config()).unwrap();
+        w.wait(&w.submit(&[Record::Delivered { route: 0, seq: 1 }]).unwrap())
+            .unwrap();
+        w.close();
+        let r = recover(&disk).unwrap();
+        assert_eq!(pending(&r), 4);
+        assert_eq!(r.report.torn, None);
+    }
+
+    #[test]
+    fn a_missing_sealed_segment_is_refused_as_missing_records() {
+        let disk = log_of(20);
+        disk.remove(&segment_name(2)).unwrap();
+        let (file, _, why) = corrupt_at(recover(&disk));
+        assert_eq!(file, segment_name(1));
+        assert!(matches!(why, CorruptWhy::Missing { .. }), "{why:?}");
+    }
+
+    #[test]
+    fn half_prepared_and_spare_segments_are_removed_at_open() {
+        let disk = log_of(3);
+        disk.create("00000000000000000099.seg.tmp").unwrap();
+        disk.sync_dir().unwrap();
+        let r = recover(&disk).unwrap();
+        assert!(r.report.removed >= 1);
+        let names = disk.list().unwrap();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+        assert_eq!(pending(&r), 3);
+    }
+}

@@ -203,8 +203,12 @@ struct Sim {
     durable_names: BTreeMap<String, u64>,
     /// Faults to inject, each on the next operation of its kind.
     faults: Vec<(FaultOp, Fault)>,
-    /// Operations so far (writes and syncs), for tests that crash "after n operations".
+    /// Writes and syncs so far.
     ops: u64,
+    /// The power goes when `ops` reaches this.
+    crash_at: Option<u64>,
+    /// What that power cut left, for [`SimDisk::crash`].
+    frozen: Option<Box<Sim>>,
 }
 
 #[derive(Clone, Default)]
@@ -239,6 +243,8 @@ impl SimDisk {
                 durable_names: BTreeMap::new(),
                 faults: Vec::new(),
                 ops: 0,
+                crash_at: None,
+                frozen: None,
             })),
         }
     }
@@ -261,22 +267,62 @@ impl SimDisk {
     /// every file under its durable name, plus, at random, a prefix of the last write not yet
     /// synced, and each write lost to a failed sync kept or not. This disk stops working:
     /// every later operation on it fails with EIO (so a writer thread still running cannot
-    /// reach the returned disk).
+    /// reach the returned disk). After [`SimDisk::crash_at_op`] fired, returns the disk as it
+    /// was found at that moment.
     pub fn crash(&self) -> SimDisk {
         let mut sim = self.lock();
+        let after = match sim.frozen.take() {
+            Some(frozen) => *frozen,
+            None => sim.power_cut(),
+        };
         sim.crashed = true;
-        let seed = sim.rng.random();
+        SimDisk {
+            inner: Arc::new(Mutex::new(after)),
+        }
+    }
+
+    /// Cuts the power just before the `n`th write or sync from now (1: the next one), which
+    /// then fails with EIO like everything after it. [`SimDisk::crash`] returns what it left.
+    pub fn crash_at_op(&self, n: u64) {
+        let mut sim = self.lock();
+        sim.crash_at = Some(sim.ops + n.max(1));
+    }
+
+    /// The current bytes of `name` (for tests that corrupt a file).
+    pub fn bytes(&self, name: &str) -> Option<Vec<u8>> {
+        let sim = self.lock();
+        let id = sim.names.get(name)?;
+        Some(sim.files[id].current.clone())
+    }
+
+    /// Overwrites bytes of `name` durably, as bit rot would (for corruption tests).
+    pub fn corrupt(&self, name: &str, offset: u64, bytes: &[u8]) {
+        let mut sim = self.lock();
+        let id = sim.names[name];
+        let data = sim.files.get_mut(&id).expect("named file exists");
+        write_into(&mut data.current, offset, bytes);
+        write_into(&mut data.durable, offset, bytes);
+    }
+}
+
+impl Sim {
+    /// What a power cut now would leave (see [`SimDisk::crash`]).
+    fn power_cut(&mut self) -> Sim {
+        let seed = self.rng.random();
         let mut rng = StdRng::seed_from_u64(seed);
         // The write a crash may tear: the last unsynced one of the newest file that has any
         // (the log writes one file at a time, in the order the files were created).
-        let mut files = BTreeMap::new();
         let mut last: Option<(u64, usize)> = None; // (file, index in its unsynced writes)
-        for (&id, data) in &sim.files {
+        for (&id, data) in &self.files {
             if !data.unsynced.is_empty() {
                 last = Some((id, data.unsynced.len() - 1));
             }
         }
-        for (&id, data) in &sim.files {
+        let mut files = BTreeMap::new();
+        for (&id, data) in &self.files {
+            if !self.durable_names.values().any(|v| *v == id) {
+                continue;
+            }
             let mut image = data.durable.clone();
             for (offset, bytes) in &data.limbo {
                 if rng.random_bool(0.5) {
@@ -300,40 +346,32 @@ impl SimDisk {
                 },
             );
         }
-        let names = sim.durable_names.clone();
-        files.retain(|id, _| names.values().any(|v| v == id));
-        SimDisk {
-            inner: Arc::new(Mutex::new(Sim {
-                crashed: false,
-                rng,
-                files,
-                next_file: sim.next_file,
-                durable_names: names.clone(),
-                names,
-                faults: Vec::new(),
-                ops: 0,
-            })),
+        Sim {
+            crashed: false,
+            rng,
+            files,
+            next_file: self.next_file,
+            names: self.durable_names.clone(),
+            durable_names: self.durable_names.clone(),
+            faults: Vec::new(),
+            ops: 0,
+            crash_at: None,
+            frozen: None,
         }
     }
 
-    /// The current bytes of `name` (for tests that corrupt a file).
-    pub fn bytes(&self, name: &str) -> Option<Vec<u8>> {
-        let sim = self.lock();
-        let id = sim.names.get(name)?;
-        Some(sim.files[id].current.clone())
+    /// Counts a write or sync; cuts the power first if this is the one `crash_at` names.
+    fn op(&mut self) -> io::Result<()> {
+        self.check()?;
+        self.ops += 1;
+        if self.crash_at == Some(self.ops) {
+            self.frozen = Some(Box::new(self.power_cut()));
+            self.crashed = true;
+            return Err(Fault::Io.error());
+        }
+        Ok(())
     }
 
-    /// Overwrites bytes of `name` durably, as bit rot would (for corruption tests).
-    pub fn corrupt(&self, name: &str, offset: u64, bytes: &[u8]) {
-        let mut sim = self.lock();
-        let id = sim.names[name];
-        let data = sim.files.get_mut(&id).expect("named file exists");
-        write_into(&mut data.current, offset, bytes);
-        write_into(&mut data.durable, offset, bytes);
-    }
-}
-
-impl Sim {
     fn check(&self) -> io::Result<()> {
         if self.crashed {
             return Err(Fault::Io.error());
@@ -429,8 +467,7 @@ struct SimFile {
 impl SegmentFile for SimFile {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut sim = self.disk.lock();
-        sim.check()?;
-        sim.ops += 1;
+        sim.op()?;
         if let Some(fault) = sim.take_fault(FaultOp::Write, self.id) {
             // A failed write may still have changed some of the file.
             let keep = sim.rng.random_range(0..=buf.len());
@@ -457,8 +494,7 @@ impl SegmentFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         let mut sim = self.disk.lock();
-        sim.check()?;
-        sim.ops += 1;
+        sim.op()?;
         let fault = sim.take_fault(FaultOp::Sync, self.id);
         let data = sim.files.get_mut(&self.id).expect("open file exists");
         let writes = std::mem::take(&mut data.unsynced);
@@ -571,6 +607,23 @@ mod tests {
         assert_eq!(f.write_at(b"x", 0).unwrap_err().raw_os_error(), Some(28));
         f.write_at(b"x", 0).unwrap();
         f.sync_data().unwrap();
+    }
+
+    #[test]
+    fn a_power_cut_at_an_operation_freezes_the_disk_as_it_was_then() {
+        let disk = SimDisk::new(1);
+        let f = disk.create("a").unwrap();
+        disk.sync_dir().unwrap();
+        disk.crash_at_op(3);
+        f.write_at(b"kept", 0).unwrap();
+        f.sync_data().unwrap();
+        assert!(
+            f.write_at(b"never", 4).is_err(),
+            "the third operation meets the cut"
+        );
+        assert!(f.sync_data().is_err());
+        let after = disk.crash();
+        assert_eq!(read_all(&*after.open("a").unwrap()), b"kept");
     }
 
     #[test]
