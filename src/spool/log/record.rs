@@ -426,6 +426,28 @@ mod tests {
     }
 
     #[test]
+    fn the_hand_written_records_of_the_fuzz_corpus_decode() {
+        // fuzz/make-corpus.sh writes these with printf (after the mode byte).
+        let event = b"\x02\x01\x02id\x07\x00\x03sig\x01\x0bmessage.new\x01\x09/webhooks\x02\x00\x07\x01\x08\x02{}";
+        let Ok(Record::Event(e)) = Record::decode(event) else {
+            panic!("the event seed does not decode");
+        };
+        assert_eq!(
+            (e.webhook_id, e.path, e.body),
+            (Some("id"), Some("/webhooks"), &b"{}"[..])
+        );
+        assert_eq!(e.routes, vec![(0, 7), (1, 8)]);
+        assert_eq!(
+            Record::decode(b"\x03\x01\xac\x02"),
+            Ok(Record::Delivered { route: 1, seq: 300 })
+        );
+        assert_eq!(
+            Record::decode(b"\x01\x03\x03sqs"),
+            Ok(Record::Route { id: 3, name: "sqs" })
+        );
+    }
+
+    #[test]
     fn a_delivery_record_takes_a_few_bytes() {
         let r = Record::Delivered {
             route: 2,
