@@ -166,7 +166,9 @@ fn check_scan(bytes: &[u8], index: u64) -> Vec<segment::GroupAt> {
     for g in &groups {
         assert_eq!(g.offset, end_of_groups, "groups follow one another");
         assert_eq!(g.header.first_lsn, next, "lsns follow one another");
-        assert!(g.offset as usize + GROUP_HEADER_LEN + g.header.payload_len as usize <= bytes.len());
+        assert!(
+            g.offset as usize + GROUP_HEADER_LEN + g.header.payload_len as usize <= bytes.len()
+        );
         next = g.header.end_lsn();
         end_of_groups = g.offset + g.header.frame_len() as u64;
     }
@@ -243,6 +245,10 @@ fn damaged(built: &Built) {
         }
     }
     if intact_up_to == bytes.len() {
-        assert_eq!(groups.len(), built.groups.len(), "an intact segment scans whole");
+        assert_eq!(
+            groups.len(),
+            built.groups.len(),
+            "an intact segment scans whole"
+        );
     }
 }
