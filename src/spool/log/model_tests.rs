@@ -4,7 +4,7 @@
 //! writer, and runs random operations the way ingest and delivery will: appends of webhooks
 //! (ids drawn from a small pool, so many repeat; the dedup check reads the stored id back),
 //! deliveries, retries, holds, dead letters, replays, drops, dropping a route's queue, write
-//! and sync failures, time passing. Every operation that was acknowledged is applied to the
+//! and sync failures (EIO, ENOSPC), failed segment preparations, time passing. Every operation that was acknowledged is applied to the
 //! model; one that failed is not. Then a few more appends and deliveries are submitted and,
 //! while they are in flight, the power is cut at a random write or sync of the disk
 //! (the writer's or the segment preparer's): unsynced writes are dropped and the last one
@@ -64,7 +64,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (route.clone(), any::<usize>()).prop_map(|(r, i)| Op::Replay(r, i)),
         1 => (route.clone(), any::<usize>()).prop_map(|(r, i)| Op::Drop(r, i)),
         1 => route.prop_map(Op::DropPending),
-        1 => prop_oneof![Just(FaultOp::Write), Just(FaultOp::Sync)]
+        1 => prop_oneof![Just(FaultOp::Write), Just(FaultOp::Sync), Just(FaultOp::Create)]
             .prop_flat_map(|o| prop_oneof![Just(Fault::Io), Just(Fault::NoSpace)]
                 .prop_map(move |f| Op::Fail(o, f))),
         2 => (1..150u64).prop_map(Op::Tick),

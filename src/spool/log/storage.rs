@@ -157,6 +157,8 @@ impl SegmentFile for RealFile {
 pub enum FaultOp {
     Write,
     Sync,
+    /// Creating a file (the segment preparer's first step).
+    Create,
 }
 
 /// An error [`SimDisk`] returns instead of doing an operation.
@@ -253,9 +255,15 @@ impl SimDisk {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The next `op` on a file not being prepared (not named `*.tmp`) fails with `fault`.
+    /// The next `op` fails with `fault` (writes and syncs: on a file not being prepared, not
+    /// named `*.tmp`). Several may wait; each fails one operation.
     pub fn inject(&self, op: FaultOp, fault: Fault) {
         self.lock().faults.push((op, fault));
+    }
+
+    /// Forgets every fault still waiting.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
     }
 
     /// Writes and syncs done so far.
@@ -379,13 +387,14 @@ impl Sim {
         Ok(())
     }
 
-    /// The fault for this `op` on file `id`, if one is due. Files still being prepared
-    /// (`*.tmp`) are spared, so a test's fault hits the log's own write or sync.
-    fn take_fault(&mut self, op: FaultOp, id: u64) -> Option<Fault> {
+    /// The fault for this `op` on file `id`, if one is due. Writes and syncs of files still
+    /// being prepared (`*.tmp`) are spared, so a test's fault hits the log's own write or
+    /// sync; [`FaultOp::Create`] is how a test fails preparations.
+    fn take_fault(&mut self, op: FaultOp, id: Option<u64>) -> Option<Fault> {
         let preparing = self
             .names
             .iter()
-            .any(|(name, &f)| f == id && name.ends_with(".tmp"));
+            .any(|(name, &f)| Some(f) == id && name.ends_with(".tmp"));
         if preparing {
             return None;
         }
@@ -405,6 +414,9 @@ impl Storage for SimDisk {
     fn create(&self, name: &str) -> io::Result<Arc<dyn SegmentFile>> {
         let mut sim = self.lock();
         sim.check()?;
+        if let Some(fault) = sim.take_fault(FaultOp::Create, None) {
+            return Err(fault.error());
+        }
         if sim.names.contains_key(name) {
             return Err(io::ErrorKind::AlreadyExists.into());
         }
@@ -468,7 +480,7 @@ impl SegmentFile for SimFile {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut sim = self.disk.lock();
         sim.op()?;
-        if let Some(fault) = sim.take_fault(FaultOp::Write, self.id) {
+        if let Some(fault) = sim.take_fault(FaultOp::Write, Some(self.id)) {
             // A failed write may still have changed some of the file.
             let keep = sim.rng.random_range(0..=buf.len());
             let data = sim.files.get_mut(&self.id).expect("open file exists");
@@ -495,7 +507,7 @@ impl SegmentFile for SimFile {
     fn sync_data(&self) -> io::Result<()> {
         let mut sim = self.disk.lock();
         sim.op()?;
-        let fault = sim.take_fault(FaultOp::Sync, self.id);
+        let fault = sim.take_fault(FaultOp::Sync, Some(self.id));
         let data = sim.files.get_mut(&self.id).expect("open file exists");
         let writes = std::mem::take(&mut data.unsynced);
         match fault {

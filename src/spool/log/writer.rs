@@ -392,7 +392,11 @@ impl WriterThread {
             match self.write_group(&mut buf, first_lsn, count) {
                 Ok(()) => self.publish(end_lsn, None),
                 Err(GroupError::NotWritten(e)) => {
-                    // No byte of the group reached a file: it cannot come back.
+                    // No byte of the group reached a file: it cannot come back. Its lsns are
+                    // skipped, so the next segment must declare the gap (and the current one,
+                    // full, is not written again: a group after the gap would break its chain).
+                    self.current = None;
+                    self.untrusted_tail = true;
                     tracing::error!(error = %e, first_lsn, end_lsn, "spool: no segment to write a group to; its records are answered as failed");
                     self.publish(
                         end_lsn,
@@ -748,6 +752,47 @@ mod tests {
             assert_eq!(ids, vec![1, 3], "{fault:?}: b is void, a and c are kept");
             assert_eq!(r.next_lsn, 4);
         }
+    }
+
+    #[test]
+    fn while_no_segment_can_be_prepared_groups_fail_and_writing_resumes_once_space_is_back() {
+        let disk = SimDisk::new(7);
+        let recovered = recover(&disk).unwrap();
+        let config = WriterConfig {
+            prepared_ahead: 1,
+            rotate_timeout: Duration::from_millis(50),
+            ..config()
+        };
+        let w = Writer::start(Arc::new(disk.clone()), recovered, config).unwrap();
+        w.wait(&w.submit(&[Record::Route { id: 0, name: "r" }]).unwrap())
+            .unwrap();
+        // The disk is full: every preparation fails for a while.
+        for _ in 0..1000 {
+            disk.inject(FaultOp::Create, Fault::NoSpace);
+        }
+        let mut failed = 0;
+        let mut ok = 0;
+        for i in 0..40 {
+            let id = format!("id-{i}");
+            match w.wait(&w.submit(&[event(&id)]).unwrap()) {
+                Ok(()) => ok += 1,
+                Err(LogError::WriteFailed { voided: true, .. }) => failed += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert!(failed > 0, "segments ran out ({ok} stored first)");
+        // Space is back.
+        disk.clear_faults();
+        let mut stored = ok;
+        for i in 40..60 {
+            let id = format!("id-{i}");
+            w.wait(&w.submit(&[event(&id)]).unwrap()).unwrap();
+            stored += 1;
+        }
+        let after = disk.crash();
+        drop(w);
+        let r = recover(&after).unwrap();
+        assert_eq!(r.state.route(0).unwrap().pending_len(), stored);
     }
 
     #[test]
