@@ -144,7 +144,7 @@ pub use recovery::{recover, Recovered, RecoveryReport};
 pub use segment::BadFrame;
 pub use state::{Location, State};
 pub use storage::{RealDisk, SimDisk, Storage};
-pub use writer::{Ticket, Writer, WriterConfig};
+pub use writer::{Ticket, Writer, WriterConfig, WriterStats};
 
 /// Why recovery refuses a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -129,6 +130,20 @@ struct Shared {
     prepared: Mutex<Prepared>,
     /// Both the writer (a segment is ready) and the preparer (one was taken) wait here.
     prepared_changed: Condvar,
+    /// Groups made durable (one write and one fdatasync each), their records and bytes.
+    groups: AtomicU64,
+    records: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// What the writer has done since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Groups made durable: one write and one fdatasync each.
+    pub groups: u64,
+    pub records: u64,
+    /// Bytes written in those groups (headers and padding included).
+    pub bytes: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -180,6 +195,9 @@ impl Writer {
                 error: None,
             }),
             prepared_changed: Condvar::new(),
+            groups: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         });
         let preparer = {
             let shared = shared.clone();
@@ -302,6 +320,15 @@ impl Writer {
             .await
             .map_err(|_| LogError::Closed)?;
         Self::outcome(&lock(&self.shared.progress), ticket)
+    }
+
+    /// Groups, records and bytes made durable so far.
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            groups: self.shared.groups.load(Ordering::Relaxed),
+            records: self.shared.records.load(Ordering::Relaxed),
+            bytes: self.shared.bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// Every lsn below this is resolved.
@@ -472,6 +499,13 @@ impl WriterThread {
             self.untrusted_tail = true;
             return Err(GroupError::Written(e));
         }
+        self.shared.groups.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .records
+            .fetch_add(u64::from(count), Ordering::Relaxed);
+        self.shared
+            .bytes
+            .fetch_add((buf.len() - start) as u64, Ordering::Relaxed);
         let group_offset = at + (SEGMENT_HEADER_LEN - start) as u64;
         current.offset = at + (buf.len() - start) as u64;
         self.trusted_end = first_lsn + u64::from(count);
