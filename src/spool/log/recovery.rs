@@ -261,6 +261,7 @@ mod tests {
             prepared_ahead: 1,
             enqueue_timeout: Duration::from_secs(5),
             rotate_timeout: Duration::from_secs(5),
+            barrier_timeout: Duration::from_secs(5),
             prepare_retry: Duration::from_millis(1),
         }
     }
@@ -408,6 +409,33 @@ mod tests {
         let r = recover(&disk).unwrap();
         assert_eq!(pending(&r), 4);
         assert_eq!(r.report.torn, None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Every byte of a sealed segment counts: header, records, padding, the zeros after.
+        #[test]
+        fn a_byte_changed_anywhere_in_a_sealed_segment_is_refused_naming_that_segment(
+            segment_pick in 0usize..100,
+            offset in 0u64..SEGMENT,
+            xor in 1u8..=255,
+        ) {
+            let disk = log_of(20);
+            let newest = recover(&disk).unwrap().next_segment - 1;
+            // Sealed: every segment before the newest.
+            let index = 1 + (segment_pick as u64 % (newest - 1));
+            let name = segment_name(index);
+            let byte = disk.bytes(&name).unwrap()[offset as usize];
+            disk.corrupt(&name, offset, &[byte ^ xor]);
+            match recover(&disk) {
+                Err(LogError::Corrupt { file, offset: at, .. }) => {
+                    proptest::prop_assert_eq!(&file, &name);
+                    proptest::prop_assert!(at <= offset, "names {} for a change at {}", at, offset);
+                }
+                other => proptest::prop_assert!(false, "{:?}", other.map(|r| r.report)),
+            }
+        }
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub enum BadFrame {
     Short,
     Magic,
     Version,
-    /// A reserved byte is not zero.
+    /// A reserved or padding byte is not zero.
     Reserved,
     /// The checksum does not match.
     Checksum,
@@ -115,7 +115,7 @@ impl BadFrame {
             BadFrame::Short => "a frame cut short",
             BadFrame::Magic => "no frame magic",
             BadFrame::Version => "an unknown format version",
-            BadFrame::Reserved => "a reserved byte is not zero",
+            BadFrame::Reserved => "a reserved or padding byte is not zero",
             BadFrame::Checksum => "a checksum mismatch",
             BadFrame::Segment => "a group of another segment",
             BadFrame::Chain => "a group whose sequence numbers do not follow the previous group",
@@ -305,6 +305,15 @@ pub fn decode_group(bytes: &[u8], segment: u64) -> Result<Group<'_>, BadFrame> {
             .is_none()
     {
         return Err(BadFrame::Records);
+    }
+    // The padding is not under the checksum: it must be zeros (what of it the input holds),
+    // so that no byte of a sealed segment can change unnoticed.
+    let padding_end = header.frame_len().min(bytes.len());
+    if bytes[GROUP_HEADER_LEN + payload_len..padding_end]
+        .iter()
+        .any(|&b| b != 0)
+    {
+        return Err(BadFrame::Reserved);
     }
     Ok(Group { header, payload })
 }

@@ -48,6 +48,10 @@ pub struct WriterConfig {
     pub enqueue_timeout: Duration,
     /// How long the writer waits for a prepared segment before failing a group.
     pub rotate_timeout: Duration,
+    /// After a failed group, how long the writer keeps trying to make its barrier durable
+    /// (waiting for a segment while the disk is full) before answering its waiters
+    /// `voided: false`.
+    pub barrier_timeout: Duration,
     /// After a failed preparation, the preparer tries again after this long.
     pub prepare_retry: Duration,
 }
@@ -59,6 +63,7 @@ impl Default for WriterConfig {
             prepared_ahead: 2,
             enqueue_timeout: Duration::from_secs(2),
             rotate_timeout: Duration::from_secs(2),
+            barrier_timeout: Duration::from_secs(5),
             prepare_retry: Duration::from_secs(1),
         }
     }
@@ -586,25 +591,42 @@ impl WriterThread {
     /// After a failed group: a fresh segment whose header declares the failed records void,
     /// made durable with an empty group. True once it is durable.
     fn barrier(&mut self) -> bool {
-        for _ in 0..BARRIER_TRIES {
+        // A segment that cannot be had is waited for (up to `barrier_timeout`); a write or
+        // sync that fails again costs a segment, at most `BARRIER_TRIES` of them.
+        let deadline = Instant::now() + self.shared.config.barrier_timeout;
+        let mut tries = 0;
+        while tries < BARRIER_TRIES {
             // The next records to be written take lsns from here on.
             let next_lsn = {
                 let fill = lock(&self.shared.fill);
                 fill.first_lsn
             };
             if self.rotate().is_err() {
-                return false;
+                if Instant::now() >= deadline || self.preparation_failing_for_good() {
+                    return false;
+                }
+                continue;
             }
             let mut buf = vec![0; PREFIX];
             match self.write_group(&mut buf, next_lsn, 0) {
                 Ok(()) => return true,
-                Err(GroupError::NotWritten(_)) => return false,
+                Err(GroupError::NotWritten(_)) => {}
                 Err(GroupError::Written(e)) => {
+                    tries += 1;
                     tracing::error!(error = %e, "spool: the barrier after a failed group could not be written either; trying a fresh segment")
                 }
             }
         }
         false
+    }
+
+    /// The preparer fails with something other than a full disk (EIO: the disk is gone):
+    /// waiting for a segment would only delay the answer.
+    fn preparation_failing_for_good(&self) -> bool {
+        lock(&self.shared.prepared)
+            .error
+            .as_ref()
+            .is_some_and(|e| e.kind() != io::ErrorKind::StorageFull)
     }
 
     fn publish(&self, resolved: u64, failure: Option<Failure>) {
@@ -697,6 +719,7 @@ mod tests {
             prepared_ahead: 2,
             enqueue_timeout: Duration::from_secs(5),
             rotate_timeout: Duration::from_secs(5),
+            barrier_timeout: Duration::from_secs(5),
             prepare_retry: Duration::from_millis(10),
         }
     }
