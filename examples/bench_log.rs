@@ -94,7 +94,7 @@ fn main() {
                         event_type: Some("message.new"),
                         path: Some("/webhooks"),
                         body: &body,
-                        routes: vec![(0, now), (1, now), (2, now)],
+                        routes: vec![(0, now), (1, now), (2, now)].into(),
                     });
                     let begun = Instant::now();
                     let ticket = writer.submit(&[record]).expect("room");

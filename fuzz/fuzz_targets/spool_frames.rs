@@ -67,7 +67,7 @@ impl Rec {
                 event_type: event_type.as_deref(),
                 path: path.as_deref(),
                 body,
-                routes: routes.clone(),
+                routes: routes[..].into(),
             }),
             Rec::Delivered(route, seq) => Record::Delivered {
                 route: *route,

@@ -139,7 +139,7 @@ mod model_tests;
 use std::io;
 use std::sync::Arc;
 
-pub use record::{EventRecord, Record, RecordError, RouteId};
+pub use record::{EventRecord, Record, RecordError, RouteDues, RouteId};
 pub use recovery::{recover, Recovered, RecoveryReport};
 pub use segment::BadFrame;
 pub use state::{Location, State};

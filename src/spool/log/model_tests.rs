@@ -217,7 +217,11 @@ fn submit_append(writer: &Writer, id: &str, mask: u8, now: u64) -> Ticket {
         event_type: Some("message.new"),
         path: Some("/webhooks"),
         body: &body,
-        routes: routes_of(mask).into_iter().map(|r| (r, now)).collect(),
+        routes: routes_of(mask)
+            .into_iter()
+            .map(|r| (r, now))
+            .collect::<Vec<_>>()
+            .into(),
     });
     writer.submit(&[record]).expect("room in the group")
 }
@@ -341,7 +345,13 @@ fn run(op: &Op, disk: &SimDisk, writer: &Writer, model: &mut Model) {
                 model.pending.retain(|&(r, _, _), _| r != *route);
             }
         }
-        Op::Fail(op, fault) => disk.inject(*op, *fault),
+        // At most one fault of each kind waits: a failed group's barrier (three tries) then
+        // always gets through. A disk that fails everything is the crash's business.
+        Op::Fail(op, fault) => {
+            if disk.pending_faults(*op) == 0 {
+                disk.inject(*op, *fault);
+            }
+        }
         Op::Tick(ms) => model.now += ms,
     }
 }

@@ -1,7 +1,10 @@
 //! The records the log holds: events, and every change of a route's queue. Hand-framed (a
 //! kind byte, then LEB128 integers and length-prefixed strings and bytes), decoded without
 //! copying: a decoded [`Record`] borrows from the group it was read from. Pure; the decoder
-//! never panics and allocates at most one `(RouteId, u64)` per two input bytes.
+//! never panics and never allocates.
+//!
+//! An event's routes are decoded lazily ([`RouteDues::Encoded`]): decoding checks them once
+//! and keeps their bytes, so it allocates nothing at all.
 //!
 //! A record does not store its own sequence number: it is the lsn the group header gives it
 //! (`first_lsn + its index`). An event's `seq` is the lsn of its [`Record::Event`], so seqs
@@ -9,7 +12,9 @@
 //!
 //! Why hand-framed rather than postcard (as `codec.rs` does): the decoder borrows every string
 //! and the body (postcard would too), but here no count read from the input can reserve
-//! memory the input does not hold, and each failure is a typed [`RecordError`].
+//! memory at all, and each failure is a typed [`RecordError`].
+
+use std::borrow::Cow;
 
 /// A route, interned: [`Record::Route`] binds the id to the route's name once; every later
 /// record names the route by id (1–5 bytes instead of the name).
@@ -84,7 +89,88 @@ pub struct EventRecord<'a> {
     /// The uncompressed body exactly as signed.
     pub body: &'a [u8],
     /// The routes that take the event, each with the time it is first due.
-    pub routes: Vec<(RouteId, u64)>,
+    pub routes: RouteDues<'a>,
+}
+
+/// An event's routes, each with the time it is first due.
+#[derive(Debug, Clone)]
+pub enum RouteDues<'a> {
+    /// Given by the caller, to encode.
+    List(Cow<'a, [(RouteId, u64)]>),
+    /// As decoded: `count` pairs of LEB128 integers, already checked.
+    Encoded { count: u32, bytes: &'a [u8] },
+}
+
+impl RouteDues<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            RouteDues::List(list) => list.len(),
+            RouteDues::Encoded { count, .. } => *count as usize,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The (route, due_ms) pairs, in order.
+    pub fn iter(&self) -> RouteDuesIter<'_> {
+        match self {
+            RouteDues::List(list) => RouteDuesIter {
+                list: list.iter(),
+                encoded: In(&[]),
+                left: 0,
+            },
+            RouteDues::Encoded { count, bytes } => RouteDuesIter {
+                list: [].iter(),
+                encoded: In(bytes),
+                left: *count,
+            },
+        }
+    }
+}
+
+impl PartialEq for RouteDues<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for RouteDues<'_> {}
+
+impl From<Vec<(RouteId, u64)>> for RouteDues<'static> {
+    fn from(list: Vec<(RouteId, u64)>) -> Self {
+        RouteDues::List(Cow::Owned(list))
+    }
+}
+
+impl<'a> From<&'a [(RouteId, u64)]> for RouteDues<'a> {
+    fn from(list: &'a [(RouteId, u64)]) -> Self {
+        RouteDues::List(Cow::Borrowed(list))
+    }
+}
+
+/// Iterator over [`RouteDues`].
+pub struct RouteDuesIter<'b> {
+    list: std::slice::Iter<'b, (RouteId, u64)>,
+    encoded: In<'b>,
+    left: u32,
+}
+
+impl Iterator for RouteDuesIter<'_> {
+    type Item = (RouteId, u64);
+
+    fn next(&mut self) -> Option<(RouteId, u64)> {
+        if let Some(&pair) = self.list.next() {
+            return Some(pair);
+        }
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // Checked when the record was decoded; an error here cannot happen, and ends it.
+        Some((self.encoded.u32().ok()?, self.encoded.uint().ok()?))
+    }
 }
 
 /// Why a record's bytes do not decode. The group's checksum was valid, so any of these is
@@ -211,9 +297,9 @@ impl<'a> Record<'a> {
                 o.opt_str(e.event_type);
                 o.opt_str(e.path);
                 o.uint(e.routes.len() as u64);
-                for (route, due) in &e.routes {
-                    o.uint(u64::from(*route));
-                    o.uint(*due);
+                for (route, due) in e.routes.iter() {
+                    o.uint(u64::from(route));
+                    o.uint(due);
                 }
                 // Last, so everything before it sits in the group's first bytes.
                 o.bytes(e.body);
@@ -305,12 +391,17 @@ impl<'a> Record<'a> {
                 let signature = i.str()?;
                 let event_type = i.opt_str()?;
                 let path = i.opt_str()?;
-                let n = i.uint()?;
-                // Each route takes at least two bytes: never reserve more than the input holds.
-                let mut routes = Vec::with_capacity((n as usize).min(i.0.len() / 2));
-                for _ in 0..n {
-                    routes.push((i.u32()?, i.uint()?));
+                let count = i.u32()?;
+                // Checked now, read again when iterated: nothing is allocated.
+                let start = i.0;
+                for _ in 0..count {
+                    i.u32()?;
+                    i.uint()?;
                 }
+                let routes = RouteDues::Encoded {
+                    count,
+                    bytes: &start[..start.len() - i.0.len()],
+                };
                 Record::Event(EventRecord {
                     webhook_id,
                     received_at_ms,
@@ -380,7 +471,7 @@ mod tests {
             event_type: Some("message.new"),
             path: Some("/webhooks?x=1"),
             body,
-            routes: vec![(0, 1_778_198_400_000), (7, 1_778_198_400_001)],
+            routes: vec![(0, 1_778_198_400_000), (7, 1_778_198_400_001)].into(),
         })
     }
 
@@ -436,7 +527,7 @@ mod tests {
             (e.webhook_id, e.path, e.body),
             (Some("id"), Some("/webhooks"), &b"{}"[..])
         );
-        assert_eq!(e.routes, vec![(0, 7), (1, 8)]);
+        assert_eq!(e.routes.iter().collect::<Vec<_>>(), vec![(0, 7), (1, 8)]);
         assert_eq!(
             Record::decode(b"\x03\x01\xac\x02"),
             Ok(Record::Delivered { route: 1, seq: 300 })
@@ -469,10 +560,14 @@ mod tests {
     }
 
     #[test]
-    fn a_huge_route_count_reserves_nothing_the_input_does_not_hold() {
+    fn a_huge_route_count_is_refused_without_reserving_anything() {
         let mut bytes = vec![KIND_EVENT, 0, 0, 0, 0, 0, 0];
-        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
         assert_eq!(Record::decode(&bytes), Err(RecordError::Truncated));
+        // More than a u32 of routes is not even a count.
+        let mut bytes = vec![KIND_EVENT, 0, 0, 0, 0, 0, 0];
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+        assert_eq!(Record::decode(&bytes), Err(RecordError::Overflow));
     }
 
     #[test]

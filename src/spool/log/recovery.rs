@@ -282,7 +282,7 @@ mod tests {
                 event_type: None,
                 path: None,
                 body: &body,
-                routes: vec![(0, 1)],
+                routes: vec![(0, 1)].into(),
             });
             w.wait(&w.submit(&[record]).unwrap()).unwrap();
         }

@@ -163,7 +163,7 @@ impl State {
             }
             Record::Event(e) => {
                 let mut holders = 0;
-                for &(route, due) in &e.routes {
+                for (route, due) in e.routes.iter() {
                     let q = self.routes.entry(route).or_default();
                     if !q.is_pending(lsn) {
                         q.put(due, lsn, Entry::default());
@@ -417,7 +417,11 @@ mod tests {
             event_type: None,
             path: None,
             body: b"{}",
-            routes: routes.iter().map(|&r| (r, received)).collect(),
+            routes: routes
+                .iter()
+                .map(|&r| (r, received))
+                .collect::<Vec<_>>()
+                .into(),
         })
     }
 

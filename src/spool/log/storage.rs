@@ -261,6 +261,11 @@ impl SimDisk {
         self.lock().faults.push((op, fault));
     }
 
+    /// Faults still waiting for an operation of kind `op`.
+    pub fn pending_faults(&self, op: FaultOp) -> usize {
+        self.lock().faults.iter().filter(|(o, _)| *o == op).count()
+    }
+
     /// Forgets every fault still waiting.
     pub fn clear_faults(&self) {
         self.lock().faults.clear();

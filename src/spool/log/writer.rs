@@ -733,7 +733,7 @@ mod tests {
             event_type: Some("message.new"),
             path: None,
             body: &[b'x'; 300],
-            routes: vec![(0, 1)],
+            routes: vec![(0, 1)].into(),
         })
     }
 
@@ -865,7 +865,7 @@ mod tests {
             event_type: None,
             path: None,
             body: &body,
-            routes: vec![],
+            routes: vec![].into(),
         });
         assert!(matches!(w.submit(&[big]), Err(LogError::TooLarge { .. })));
     }
