@@ -81,9 +81,17 @@
 //! next prepared one, whose header has `TAIL_UNTRUSTED` and `void from` = the end of the
 //! last durable group; it writes that header and an empty group at once and syncs them (the
 //! barrier), and only then answers the failed group's waiters with an error. The failed
-//! group's lsns are not reused: its records are void wherever their bytes landed. When the
-//! barrier cannot be written either, the waiters are told so ([`LogError::WriteFailed`]
-//! with `voided: false`): their records may come back after a crash.
+//! group's lsns are not reused: its records are void wherever their bytes landed. A barrier
+//! whose write fails costs another segment (three at most); while no segment can be
+//! prepared because the disk is full, the barrier waits for one (`barrier_timeout`). When it
+//! cannot be made durable, the waiters are told so ([`LogError::WriteFailed`] with
+//! `voided: false`): their records may come back after a crash (as a duplicate, which
+//! at-least-once allows), until the next segment header declares them void.
+//!
+//! When no prepared segment comes in time (`rotate_timeout`: the preparer cannot create or
+//! fill files, a full disk), the group fails before any byte of it is written (`voided:
+//! true`); its lsns are skipped the same way, so the next segment is `TAIL_UNTRUSTED` too.
+//! Writing resumes by itself once the preparer succeeds again.
 //!
 //! A reopen after a crash starts a new segment the same way (`TAIL_UNTRUSTED`, `void from` =
 //! the end of what was recovered), so the tail that was cut stays cut.
@@ -122,7 +130,9 @@
 //!   that was answered as failed.
 //! - **Applying the log is deterministic** ([`State::apply`] is total and pure), so the
 //!   state after recovery equals the state the writer had built from the same records.
-//! - **The decoders never panic and never allocate more than their input** (fuzzed).
+//! - **The decoders never panic and never allocate** (record fields, bodies and an event's
+//!   routes are borrowed from the input; a scan keeps one small entry per valid group),
+//!   fuzzed by `fuzz/fuzz_targets/spool_frames.rs`.
 //! - No `unsafe`; no file creation, directory sync or size change on the ack path.
 
 pub mod reader;

@@ -472,7 +472,8 @@ impl WriterThread {
         first_lsn: u64,
         count: u32,
     ) -> Result<(), GroupError> {
-        let frame_len = segment::frame_len(buf.len() - PREFIX);
+        let payload_len = buf.len() - PREFIX;
+        let frame_len = segment::frame_len(payload_len);
         let fits = |c: &Current| {
             let header = if c.offset == 0 { SEGMENT_HEADER_LEN } else { 0 };
             c.offset + (header + frame_len) as u64 <= self.shared.config.segment_size
@@ -519,11 +520,12 @@ impl WriterThread {
             segment: current.index,
             first_lsn,
             count,
-            payload_len: (buf.len() - PREFIX) as u32,
+            payload_len: payload_len as u32,
         };
-        let payload_end = PREFIX + frame_len - GROUP_HEADER_LEN;
-        let payload = &buf[PREFIX..payload_end.min(buf.len())];
-        let group = Group { header, payload };
+        let group = Group {
+            header,
+            payload: &buf[PREFIX..PREFIX + payload_len],
+        };
         let segment_index = current.index;
         let mut state = lock(&self.shared.state);
         for ((lsn, bytes), offset) in group.records().zip(group.record_offsets()) {
@@ -573,7 +575,13 @@ impl WriterThread {
                 return Ok(next);
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || prepared.closed {
+            // A full disk may clear up: wait for it. Any other preparation error (EIO: the
+            // disk is gone) fails the group at once.
+            let failing = prepared
+                .error
+                .as_ref()
+                .is_some_and(|e| e.kind() != io::ErrorKind::StorageFull);
+            if left.is_zero() || prepared.closed || failing {
                 return Err(match &prepared.error {
                     Some(e) => io::Error::new(e.kind(), format!("no segment prepared: {e}")),
                     None => io::Error::other("no segment prepared in time"),
