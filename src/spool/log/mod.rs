@@ -55,6 +55,14 @@
 //! group. lsns grow by one from record to record, across groups and segments, except where
 //! a segment header declares a gap (below). An event's seq is the lsn of its record.
 //!
+//! # Records and state
+//! Records ([`record`]) are hand-framed: a kind byte, LEB128 integers, length-prefixed
+//! strings and bytes. An event carries its body once, however many routes take it, and
+//! each route's first due time; every change of a route's queue (delivered, retry, hold,
+//! dead, replay, drop, drop-pending) is a record of a few bytes, routes being interned ids
+//! ([`Record::Route`]). [`State`] is what they mean, rebuilt by applying them in lsn order;
+//! the writer applies each group once it is durable, recovery applies the whole log.
+//!
 //! # Group commit
 //! Callers submit records to the writer ([`Writer::submit`]): each submission is encoded
 //! into the group being filled, given its lsns, and never split across groups (so a replay of
@@ -111,15 +119,24 @@
 //! - **A sealed segment** (a later one has data) must end cleanly, unless the next segment
 //!   with a valid header says `TAIL_UNTRUSTED`: then its bytes after `void from` are a failed
 //!   write's, and records at or after `void from` are void (skipped, counted).
+//! - **Segments with no valid header** (a zeroed or bad header over some written bytes)
+//!   after the newest valid one are the torn tail too: a failed group's fresh segment and a
+//!   barrier cut by the crash, never acknowledged; unless one holds two valid groups or
+//!   more, which only acknowledged writes make (refused). Before a valid one, such a
+//!   segment is allowed only when the next valid header says `TAIL_UNTRUSTED`. A file of
+//!   zeros only is a prepared spare (removed at open; the preparer makes new ones).
+//! - **Every byte counts** in a sealed segment: reserved and padding bytes must be zero, and
+//!   the zeros after the last group must be zeros.
 //! - **Sequence checks across segments**: a normal segment starts at the lsn where the
 //!   previous one's records ended; a `TAIL_UNTRUSTED` one's `void from` equals it. A
 //!   mismatch means acknowledged records are missing.
 //!
 //! Anything else is refused: [`LogError::Corrupt`] names the file, the offset and why. The
 //! limits of what can be told apart: a bit flipped in the newest segment's *last*
-//! acknowledged group, or in the header of a newest segment, reads as a torn tail (that
-//! group is cut and the cut logged, not refused); telling those apart needs a second copy of
-//! the headers (TigerBeetle's redundant headers), not done here.
+//! acknowledged group, or in the header of a newest segment that holds a single group,
+//! reads as a torn tail (that group is cut and the cut logged, not refused); telling those
+//! apart needs a second copy of the headers (TigerBeetle's redundant headers), not done
+//! here.
 //!
 //! # Invariants
 //! - **A record is acknowledged only after the fdatasync that covers it returned.**

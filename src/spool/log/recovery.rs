@@ -94,7 +94,16 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
         heads.push(match segment::decode_segment_header(&bytes) {
             Ok(h) if h.index == index => Head::Valid(h),
             Ok(_) => Head::Bad(BadFrame::Segment),
-            Err(BadFrame::Zeros) => Head::Unused,
+            // Unused only if all of it is zeros: a zeroed header over written groups is
+            // damage, not a spare to remove.
+            Err(BadFrame::Zeros) => {
+                let all = read_all(storage, &name, None)?;
+                if all.iter().all(|&b| b == 0) {
+                    Head::Unused
+                } else {
+                    Head::Bad(BadFrame::Zeros)
+                }
+            }
             Err(why) => Head::Bad(why),
         });
     }
@@ -106,12 +115,39 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
         removed.push(segment::segment_name(index));
     }
 
+    // The newest segment with a valid header. Segments after it have none (zeros, or a
+    // header cut short): they are the torn tail, written by the last write (a failed group's
+    // segment, a barrier in flight), never acknowledged, unless one holds more than one
+    // valid group, which only acknowledged writes make.
+    let last_valid = heads[..used]
+        .iter()
+        .rposition(|h| matches!(h, Head::Valid(_)));
+    let tail_from = last_valid.map_or(0, |i| i + 1);
+    for i in tail_from..used {
+        let name = segment::segment_name(indexes[i]);
+        let bytes = read_all(storage, &name, None)?;
+        if segment::valid_groups(&bytes, indexes[i], 2) >= 2 {
+            let why = match heads[i] {
+                Head::Bad(why) => why,
+                _ => BadFrame::Zeros,
+            };
+            return Err(corrupt(&name, 0, CorruptWhy::Frame(why)));
+        }
+        if report.torn.is_none() {
+            let why = match heads[i] {
+                Head::Bad(why) => why,
+                _ => BadFrame::Zeros,
+            };
+            report.torn = Some((name, 0, why));
+        }
+    }
+
     let mut state = State::new();
     // The lsn after the last record applied; None before the first valid segment.
     let mut applied_end: Option<u64> = None;
     // Where the last applied data ended: named when records are found missing after it.
     let mut last_end = (String::new(), 0u64);
-    for i in 0..used {
+    for i in 0..tail_from {
         let name = segment::segment_name(indexes[i]);
         let next_valid = heads[i + 1..used].iter().find_map(|h| match h {
             Head::Valid(h) => Some(*h),
@@ -121,14 +157,10 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
         let cut = next_valid
             .filter(SegmentHeader::tail_untrusted)
             .map(|h| h.void_from);
-        let is_last = i + 1 == used;
+        let is_last = i + 1 == tail_from;
         let header = match heads[i] {
             Head::Valid(h) => h,
             Head::Unused | Head::Bad(_) if cut.is_some() => continue,
-            Head::Bad(why) if is_last => {
-                report.torn = Some((name, 0, why));
-                continue;
-            }
             Head::Unused => return Err(corrupt(&name, 0, CorruptWhy::Frame(BadFrame::Zeros))),
             Head::Bad(why) => return Err(corrupt(&name, 0, CorruptWhy::Frame(why))),
         };
@@ -200,6 +232,7 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
         } = end
         {
             if is_last && valid_after.is_none() {
+                // A torn group here comes before any torn segment after it.
                 report.torn = Some((name, offset, why));
             } else if cut.is_none() || is_last {
                 return Err(corrupt(&name, offset, CorruptWhy::Frame(why)));
@@ -436,6 +469,48 @@ mod tests {
                 other => proptest::prop_assert!(false, "{:?}", other.map(|r| r.report)),
             }
         }
+    }
+
+    #[test]
+    fn segments_whose_header_never_landed_after_the_newest_valid_one_are_a_torn_tail() {
+        // A group failed in a fresh segment (nothing of it landed), then the barrier in the
+        // next one was cut by the crash: a zeroed segment, then a torn header.
+        let disk = log_of(6);
+        let next = recover(&disk).unwrap().next_segment;
+        for (index, bytes) in [(next, vec![0u8; 64]), (next + 1, b"HFSG\x01\x01".to_vec())] {
+            let name = segment_name(index);
+            let f = disk.create(&name).unwrap();
+            f.zero_fill(SEGMENT).unwrap();
+            f.write_at(&bytes, 0).unwrap();
+            f.sync_data().unwrap();
+        }
+        disk.sync_dir().unwrap();
+        let r = recover(&disk).unwrap();
+        assert_eq!(pending(&r), 6);
+        assert_eq!(
+            r.report.torn,
+            Some((segment_name(next), 0, BadFrame::Zeros))
+        );
+        // The writer goes on after them, and the next recovery accepts them before it.
+        let w = Writer::start(Arc::new(disk.clone()), r, config()).unwrap();
+        w.wait(&w.submit(&[Record::Delivered { route: 0, seq: 1 }]).unwrap())
+            .unwrap();
+        w.close();
+        let r = recover(&disk).unwrap();
+        assert_eq!((pending(&r), r.report.torn), (5, None));
+    }
+
+    #[test]
+    fn a_newest_segment_whose_header_is_gone_but_holds_acknowledged_groups_is_refused() {
+        let disk = log_of(20);
+        let newest = recover(&disk).unwrap().next_segment - 1;
+        let name = segment_name(newest);
+        disk.corrupt(&name, 0, &[0; SEGMENT_HEADER_LEN]);
+        let (file, offset, why) = corrupt_at(recover(&disk));
+        assert_eq!(
+            (file, offset, why),
+            (name, 0, CorruptWhy::Frame(BadFrame::Zeros))
+        );
     }
 
     #[test]

@@ -407,6 +407,24 @@ pub fn scan(bytes: &[u8], index: u64) -> SegmentScan {
     }
 }
 
+/// How many valid groups of segment `index` lie anywhere in `bytes` (at aligned offsets),
+/// counting up to `limit`. For a segment whose header is gone: more than one valid group
+/// means more than one write reached it, so it was acknowledged.
+pub fn valid_groups(bytes: &[u8], index: u64, limit: usize) -> usize {
+    let mut found = 0;
+    let mut from = 0;
+    while found < limit {
+        match find_valid_group(bytes, from, index) {
+            Some(at) => {
+                found += 1;
+                from = at as usize + ALIGN;
+            }
+            None => break,
+        }
+    }
+    found
+}
+
 /// The first offset at or after `from` (aligned) holding a valid group of segment `index`.
 fn find_valid_group(bytes: &[u8], from: usize, index: u64) -> Option<u64> {
     let mut at = from.div_ceil(ALIGN) * ALIGN;
