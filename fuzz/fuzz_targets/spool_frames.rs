@@ -211,7 +211,8 @@ fn damaged(built: &Built) {
     bytes.resize(bytes.len() + usize::from(built.spare), 0);
 
     // The first offset the damage touches (none: the whole file is intact).
-    let mut intact_up_to = bytes.len();
+    let built_len = bytes.len();
+    let mut intact_up_to = built_len;
     if let Some((at, xor)) = built.damage {
         let at = usize::from(at) % bytes.len();
         bytes[at] ^= xor;
@@ -244,7 +245,7 @@ fn damaged(built: &Built) {
             assert_eq!(Record::decode(bytes).unwrap(), r.record());
         }
     }
-    if intact_up_to == bytes.len() {
+    if intact_up_to == built_len {
         assert_eq!(
             groups.len(),
             built.groups.len(),
