@@ -222,6 +222,9 @@ pub enum LogError {
     /// The group being filled stayed full: the disk cannot keep up. Ingest answers 503.
     #[error("the spool is overloaded (the group being filled is full)")]
     Busy,
+    /// A [`WriterConfig`] the writer cannot work with (a bug in the caller, not a disk state).
+    #[error("invalid spool writer setting: {0}")]
+    BadConfig(&'static str),
     /// The writer has stopped (closed, or no segment can be prepared).
     #[error("the spool writer has stopped")]
     Closed,

@@ -70,6 +70,21 @@ impl Default for WriterConfig {
 }
 
 impl WriterConfig {
+    /// Segments must hold a header and a group with some payload, and a payload length must
+    /// fit its u32 field; at least one segment is prepared ahead.
+    pub fn validate(&self) -> Result<(), LogError> {
+        if self.segment_size < 4 * PREFIX as u64 {
+            return Err(LogError::BadConfig("segment_size below 320 bytes"));
+        }
+        if self.segment_size > u64::from(u32::MAX) {
+            return Err(LogError::BadConfig("segment_size above 4 GiB"));
+        }
+        if self.prepared_ahead == 0 {
+            return Err(LogError::BadConfig("prepared_ahead must be at least 1"));
+        }
+        Ok(())
+    }
+
     /// The most payload bytes one group (so one submission) can hold.
     pub fn max_payload(&self) -> usize {
         (self.segment_size as usize).saturating_sub(PREFIX + segment::ALIGN)
@@ -169,6 +184,7 @@ impl Writer {
         recovered: Recovered,
         config: WriterConfig,
     ) -> Result<Writer, LogError> {
+        config.validate()?;
         let next_lsn = recovered.next_lsn;
         let (resolved_tx, resolved_rx) = watch::channel(next_lsn);
         let mut buf = Vec::with_capacity(64 << 10);
@@ -858,6 +874,23 @@ mod tests {
         drop(w);
         let r = recover(&after).unwrap();
         assert_eq!(r.state.route(0).unwrap().pending_len(), stored);
+    }
+
+    #[test]
+    fn settings_the_writer_cannot_work_with_are_refused_before_it_starts() {
+        for (segment_size, prepared_ahead) in [(100, 1), (u64::from(u32::MAX) + 1, 1), (4096, 0)] {
+            let disk = SimDisk::new(8);
+            let config = WriterConfig {
+                segment_size,
+                prepared_ahead,
+                ..config()
+            };
+            let started = Writer::start(Arc::new(disk.clone()), recover(&disk).unwrap(), config);
+            assert!(
+                matches!(started, Err(LogError::BadConfig(_))),
+                "{segment_size} {prepared_ahead}"
+            );
+        }
     }
 
     #[test]
