@@ -9,8 +9,9 @@ repo="$(dirname "$here")"
 fixtures="$repo/tests/fixtures/stream-webhooks"
 corpus="$here/corpus"
 
-rm -rf "$corpus/ingest_verify/seed-"* "$corpus/config_parse/seed-"* "$corpus/template/seed-"*
-mkdir -p "$corpus/ingest_verify" "$corpus/config_parse" "$corpus/template"
+rm -rf "$corpus/ingest_verify/seed-"* "$corpus/config_parse/seed-"* "$corpus/template/seed-"* \
+    "$corpus/spool_frames/seed-"*
+mkdir -p "$corpus/ingest_verify" "$corpus/config_parse" "$corpus/template" "$corpus/spool_frames"
 
 # A richer body than the vectors' two fields: the shape of a chat message.new.
 rich_body='{"type":"message.new","cid":"messaging:general","channel_id":"general","channel_type":"messaging","message":{"id":"m1","text":"hi","user":{"id":"u1","name":"Ann"},"attachments":[],"n":7,"nothing":null},"user":{"id":"u1"},"watcher_count":2,"created_at":"2024-01-01T00:00:00.000Z","request_info":{"type":"client","ip":"86.84.2.2","ext":"device-id=123"}}'
@@ -69,5 +70,24 @@ for t in "${templates[@]}"; do
     { printf '%s\0' "$t"; printf '%s' "$rich_body"; } >"$corpus/template/seed-$(printf %02d $i).txt"
 done
 { printf '{type|cid}\0'; cat "$fixtures/message.new/body.json"; } >"$corpus/template/seed-fixture.txt"
+
+# spool_frames: mode byte, then the input. Odd mode: bytes that `arbitrary` turns into
+# records, written as a valid segment, then damaged; any bytes do, so a few patterns. Even
+# mode: raw bytes for every decoder; records need no checksum, so some real ones.
+sf="$corpus/spool_frames"
+printf '\x01' >"$sf/seed-built-empty"
+{ printf '\x01'; head -c 256 /dev/zero; } >"$sf/seed-built-zeros"
+{ printf '\x01'; printf '%s' "$rich_body"; } >"$sf/seed-built-text"
+{ printf '\x03\x07\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x00\x02\x03\x01\x05'; printf 'message.new%.0s' 1 2 3; } >"$sf/seed-built-groups"
+# Records (kind, then LEB128 fields): Delivered{route 1, seq 300}, DropPending{route 2},
+# Route{3, "sqs"}, an Event with an id, a type, a path, two routes and a small body.
+printf '\x00\x03\x01\xac\x02' >"$sf/seed-record-delivered"
+printf '\x00\x09\x02' >"$sf/seed-record-drop-pending"
+printf '\x00\x01\x03\x03sqs' >"$sf/seed-record-route"
+printf '\x00\x02\x01\x02id\x07\x00\x03sig\x01\x0bmessage.new\x01\x09/webhooks\x02\x00\x07\x01\x08\x02{}' \
+    >"$sf/seed-record-event"
+# A segment header's first bytes, and a group's (checksums wrong: the rejection paths).
+{ printf '\x00HFSG\x01'; head -c 60 /dev/zero; } >"$sf/seed-raw-segment-header"
+{ printf '\x00'; head -c 8 /dev/zero; printf 'HFGR\x01'; head -c 60 /dev/zero; } >"$sf/seed-raw-group"
 
 du -sh "$corpus"/*

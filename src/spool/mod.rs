@@ -50,6 +50,7 @@
 
 mod codec;
 mod counts;
+pub mod log;
 mod seen;
 
 use std::collections::HashSet;

@@ -1,0 +1,241 @@
+//! The log-structured spool (issue 21), first slice: the segment format, the records, the
+//! state they rebuild, the group-commit writer and recovery, over a storage trait that a
+//! simulated disk implements for crash tests. Not wired into the daemon yet: the redb spool
+//! in `spool/mod.rs` still runs it.
+//!
+//! # Layout
+//! - [`storage`]: the file operations the log needs ([`Storage`]), on the real disk
+//!   ([`RealDisk`]) and on a simulated one that crashes ([`SimDisk`]).
+//! - [`segment`]: the frame format (segment header, group frames), pure.
+//! - [`record`]: the records inside groups, pure.
+//! - [`state`]: what the records mean (queues, dead letters, dedup index), pure.
+//! - [`writer`]: the group-commit writer thread and the segment preparer.
+//! - [`recovery`]: opening a directory: every valid group applied, a torn tail cut,
+//!   corruption refused.
+//! - [`reader`]: a record read back by its location (the dedup check's confirmation).
+//!
+//! Still to come (issue 21): checkpoints, compaction (deleting or recycling segments no
+//! record is needed from), batched readers of event bodies for delivery, the redb import,
+//! `spool verify|repair`, and the wiring into ingest and delivery.
+//!
+//! # On disk
+//! A directory of segment files, `<index, 20 digits>.seg`, each of one fixed size, created
+//! ahead of need as `<index>.seg.tmp`, zero-filled, synced, renamed and the directory synced
+//! ([`writer`]'s preparer thread), so neither a file creation, a size change nor a directory
+//! sync ever happens while a webhook waits. Integers are little endian.
+//!
+//! ```text
+//! segment file
+//! +----------------+---------+---------+-----+---------+------------------------------+
+//! | segment header | group 1 | group 2 | ... | group n | zeros (prepared, not yet used)|
+//! +----------------+---------+---------+-----+---------+------------------------------+
+//! 0                40                          every group starts at a multiple of 8
+//!
+//! segment header (40 bytes)
+//!  0  magic "HFSG"      4 | 4 version (1) 1 | 5 flags 1 | 6 zero 2
+//!  8  segment index     8
+//! 16  start lsn         8   lsn of the first record in this segment
+//! 24  void from         8   records of earlier segments at or after this lsn are void
+//! 32  crc32c(0..32)     4 | 36 zero 4
+//!     flags bit 0 TAIL_UNTRUSTED: earlier segments may end in bytes not to be read
+//!
+//! group frame (40-byte header, payload, zero padding to a multiple of 8)
+//!  0  magic "HFGR"      4 | 4 version (1) 1 | 5 zero 3
+//!  8  segment index     8   the segment it was written to (a generation: stale bytes of
+//!                           another use of the file never pass for this segment's)
+//! 16  first lsn         8   lsn of its first record; the others follow, one each
+//! 24  record count      4
+//! 28  payload length    4
+//! 32  crc32c            4   over bytes 0..32 and the payload
+//! 36  zero              4
+//! 40  payload: count × ( length u32 | record bytes, see record.rs )
+//! ```
+//!
+//! Every record has a log sequence number (lsn): the group's first lsn plus its index in the
+//! group. lsns grow by one from record to record, across groups and segments, except where
+//! a segment header declares a gap (below). An event's seq is the lsn of its record.
+//!
+//! # Records and state
+//! Records ([`record`]) are hand-framed: a kind byte, LEB128 integers, length-prefixed
+//! strings and bytes. An event carries its body once, however many routes take it, and
+//! each route's first due time; every change of a route's queue (delivered, retry, hold,
+//! dead, replay, drop, drop-pending) is a record of a few bytes, routes being interned ids
+//! ([`Record::Route`]). [`State`] is what they mean, rebuilt by applying them in lsn order;
+//! the writer applies each group once it is durable, recovery applies the whole log.
+//!
+//! # Group commit
+//! Callers submit records to the writer ([`Writer::submit`]): each submission is encoded
+//! into the group being filled, given its lsns, and never split across groups (so a replay of
+//! many dead letters, or a batch of outcomes, is all or nothing). The writer thread takes the
+//! whole filled group, seals it (header, checksum), writes it with one positional write and
+//! makes it durable with one fdatasync; meanwhile the next group fills. Then it applies the
+//! group to the [`State`] and publishes one watermark, "resolved up to lsn N"; every waiter
+//! of the group wakes on it. A group waits for no timer: with nothing else waiting a lone
+//! record is written at once.
+//!
+//! There is only one unsynced group at a time: the writer writes group n+1 only after group
+//! n's fdatasync returned. Recovery's torn-tail rule below depends on it. (Overlapping the
+//! write of group n+1 with the sync of group n would need a second rule: a valid group
+//! after a bad one proves corruption only beyond the pipeline's depth.)
+//!
+//! A segment's first group is written together with the segment header, in the same write.
+//! When the group being sealed does not fit in the current segment's rest, the writer moves
+//! to the next prepared segment; its header's `void from` = its `start lsn` = the lsn after
+//! the last record of the previous one.
+//!
+//! # Failure (EIO, ENOSPC on write or fdatasync)
+//! The whole group fails. Pages whose fsync failed are never trusted again (Linux may have
+//! marked them clean without writing them): the writer abandons the segment and takes the
+//! next prepared one, whose header has `TAIL_UNTRUSTED` and `void from` = the end of the
+//! last durable group; it writes that header and an empty group at once and syncs them (the
+//! barrier), and only then answers the failed group's waiters with an error. The failed
+//! group's lsns are not reused: its records are void wherever their bytes landed. A barrier
+//! whose write fails costs another segment (three at most); while no segment can be
+//! prepared because the disk is full, the barrier waits for one (`barrier_timeout`). When it
+//! cannot be made durable, the waiters are told so ([`LogError::WriteFailed`] with
+//! `voided: false`): their records may come back after a crash (as a duplicate, which
+//! at-least-once allows), until the next segment header declares them void.
+//!
+//! When no prepared segment comes in time (`rotate_timeout`: the preparer cannot create or
+//! fill files, a full disk), the group fails before any byte of it is written (`voided:
+//! true`); its lsns are skipped the same way, so the next segment is `TAIL_UNTRUSTED` too.
+//! Writing resumes by itself once the preparer succeeds again.
+//!
+//! A reopen after a crash starts a new segment the same way (`TAIL_UNTRUSTED`, `void from` =
+//! the end of what was recovered), so the tail that was cut stays cut.
+//!
+//! # Recovery: a torn tail, or corruption
+//! Segments are read in index order; each one's valid groups must follow one another
+//! (chained lsns, this segment's index, checksums); the first bytes that are not the next
+//! valid group end the segment's data. Then:
+//!
+//! - **Zeros to the end of the file**: a clean end.
+//! - **The newest segment** (the last one with anything written) may end in a torn group:
+//!   the one group in flight at the crash, never acknowledged (zeros, a short frame, or a
+//!   checksum failure). It is cut off, counted, and logged in one line, *provided no valid
+//!   group of that segment follows it*: the writer writes a group only after the previous
+//!   one was synced, so a valid group further on proves the bad bytes were synced, i.e.
+//!   acknowledged: that is corruption.
+//! - **A sealed segment** (a later one has data) must end cleanly, unless the next segment
+//!   with a valid header says `TAIL_UNTRUSTED`: then its bytes after `void from` are a failed
+//!   write's, and records at or after `void from` are void (skipped, counted).
+//! - **Segments with no valid header** (a zeroed or bad header over some written bytes)
+//!   after the newest valid one are the torn tail too: a failed group's fresh segment and a
+//!   barrier cut by the crash, never acknowledged; unless one holds two valid groups or
+//!   more, which only acknowledged writes make (refused). Before a valid one, such a
+//!   segment is allowed only when the next valid header says `TAIL_UNTRUSTED`. A file of
+//!   zeros only is a prepared spare (removed at open; the preparer makes new ones).
+//! - **Every byte counts** in a sealed segment: reserved and padding bytes must be zero, and
+//!   the zeros after the last group must be zeros.
+//! - **Sequence checks across segments**: a normal segment starts at the lsn where the
+//!   previous one's records ended; a `TAIL_UNTRUSTED` one's `void from` equals it. A
+//!   mismatch means acknowledged records are missing.
+//!
+//! Anything else is refused: [`LogError::Corrupt`] names the file, the offset and why. The
+//! limits of what can be told apart: a bit flipped in the newest segment's *last*
+//! acknowledged group, or in the header of a newest segment that holds a single group,
+//! reads as a torn tail (that group is cut and the cut logged, not refused); telling those
+//! apart needs a second copy of the headers (TigerBeetle's redundant headers), not done
+//! here.
+//!
+//! # Invariants
+//! - **A record is acknowledged only after the fdatasync that covers it returned.**
+//! - **Only the writer thread writes to segments; only the preparer creates them.**
+//! - **A group is all or nothing**: recovery applies a group whole or not at all, and a
+//!   submission is never split across groups.
+//! - **Failed records stay void**: once a barrier is durable, no crash brings back a record
+//!   that was answered as failed.
+//! - **Applying the log is deterministic** ([`State::apply`] is total and pure), so the
+//!   state after recovery equals the state the writer had built from the same records.
+//! - **The decoders never panic and never allocate** (record fields, bodies and an event's
+//!   routes are borrowed from the input; a scan keeps one small entry per valid group),
+//!   fuzzed by `fuzz/fuzz_targets/spool_frames.rs`.
+//! - No `unsafe`; no file creation, directory sync or size change on the ack path.
+
+pub mod reader;
+pub mod record;
+pub mod recovery;
+pub mod segment;
+pub mod state;
+pub mod storage;
+pub mod writer;
+
+#[cfg(test)]
+mod model_tests;
+
+use std::io;
+use std::sync::Arc;
+
+pub use record::{EventRecord, Record, RecordError, RouteDues, RouteId};
+pub use recovery::{recover, Recovered, RecoveryReport};
+pub use segment::BadFrame;
+pub use state::{Location, State};
+pub use storage::{RealDisk, SimDisk, Storage};
+pub use writer::{Ticket, Writer, WriterConfig, WriterStats};
+
+/// Why recovery refuses a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CorruptWhy {
+    /// The bytes are not a valid frame, where an acknowledged one must be.
+    #[error("{}", .0.describe())]
+    Frame(BadFrame),
+    /// A valid frame holds a record that does not decode.
+    #[error("a record does not decode: {0}")]
+    Record(RecordError),
+    /// The lsns do not continue from the previous segment: acknowledged records are missing.
+    #[error("records {expected}..{found} are missing")]
+    Missing { expected: u64, found: u64 },
+    /// A segment declares records void in the middle of a group.
+    #[error("a void boundary at lsn {0} falls inside a group")]
+    VoidInsideGroup(u64),
+}
+
+/// What can go wrong with the log.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    /// An acknowledged record is damaged or missing. hookfan does not start on such a spool:
+    /// move the file aside, or (later) run `hookfan spool repair`.
+    #[error("spool segment {file} is corrupt at byte {offset}: {why}; hookfan will not start on it (move the file aside to keep the rest)")]
+    Corrupt {
+        file: String,
+        offset: u64,
+        why: CorruptWhy,
+    },
+    /// A file operation failed outside the ack path (listing, reading, preparing).
+    #[error("spool {op} {file}: {source}")]
+    Io {
+        op: &'static str,
+        file: String,
+        source: Arc<io::Error>,
+    },
+    /// The group holding the record could not be made durable (EIO, ENOSPC). Ingest answers
+    /// 503. `voided`: the record can never come back, even after a crash (the barrier in a
+    /// fresh segment is durable); otherwise it may (a duplicate, which at-least-once allows).
+    #[error("the spool could not store the record (voided: {voided}): {source}")]
+    WriteFailed {
+        voided: bool,
+        source: Arc<io::Error>,
+    },
+    /// One submission is larger than a segment can hold.
+    #[error("a submission of {bytes} bytes is larger than a segment's group limit of {max}")]
+    TooLarge { bytes: usize, max: usize },
+    /// The group being filled stayed full: the disk cannot keep up. Ingest answers 503.
+    #[error("the spool is overloaded (the group being filled is full)")]
+    Busy,
+    /// A [`WriterConfig`] the writer cannot work with (a bug in the caller, not a disk state).
+    #[error("invalid spool writer setting: {0}")]
+    BadConfig(&'static str),
+    /// The writer has stopped (closed, or no segment can be prepared).
+    #[error("the spool writer has stopped")]
+    Closed,
+}
+
+impl LogError {
+    fn io(op: &'static str, file: impl Into<String>, source: io::Error) -> LogError {
+        LogError::Io {
+            op,
+            file: file.into(),
+            source: Arc::new(source),
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! Opening a log directory: every valid group applied to a fresh [`State`], in order; a torn
+//! last group cut off, counted and logged; corruption refused with the file and offset. The
+//! rules are in the log's module documentation ("Recovery"); this file applies them.
+//!
+//! Reads one segment at a time (the whole file: a later step can stream it). Changes the
+//! directory only to remove what was never used: half-prepared `.seg.tmp` files and
+//! zero-filled segments after the last one written (the preparer makes new ones).
+
+use super::record::Record;
+use super::segment::{
+    self, BadFrame, GroupAt, ScanEnd, SegmentHeader, SegmentScan, PREPARING_SUFFIX,
+    SEGMENT_HEADER_LEN,
+};
+use super::state::{Location, State};
+use super::storage::Storage;
+use super::{CorruptWhy, LogError};
+
+/// What recovery found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments read (with anything written).
+    pub segments: usize,
+    pub groups: u64,
+    pub records: u64,
+    /// The torn last group that was cut off, if any: (file, offset, why).
+    pub torn: Option<(String, u64, BadFrame)>,
+    /// Records skipped because a later segment declared them void (a failed group whose
+    /// bytes landed anyway).
+    pub void_records: u64,
+    /// Unused files removed (never-finished preparations, zero-filled spares).
+    pub removed: usize,
+}
+
+/// An opened log: its state and where the writer goes on.
+#[derive(Debug)]
+pub struct Recovered {
+    pub state: State,
+    pub report: RecoveryReport,
+    /// The index the writer's first new segment takes.
+    pub next_segment: u64,
+    /// The lsn the writer's first record takes.
+    pub next_lsn: u64,
+}
+
+enum Head {
+    Unused,
+    Bad(BadFrame),
+    Valid(SegmentHeader),
+}
+
+fn read_all(storage: &dyn Storage, name: &str, limit: Option<usize>) -> Result<Vec<u8>, LogError> {
+    let file = storage
+        .open(name)
+        .map_err(|e| LogError::io("open", name, e))?;
+    let len = file.size().map_err(|e| LogError::io("stat", name, e))? as usize;
+    let mut buf = vec![0; limit.map_or(len, |l| l.min(len))];
+    let n = file
+        .read_at(&mut buf, 0)
+        .map_err(|e| LogError::io("read", name, e))?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn corrupt(file: &str, offset: u64, why: CorruptWhy) -> LogError {
+    LogError::Corrupt {
+        file: file.to_string(),
+        offset,
+        why,
+    }
+}
+
+/// Opens the log in `storage`. See the module documentation.
+pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
+    let mut report = RecoveryReport::default();
+    let names = storage
+        .list()
+        .map_err(|e| LogError::io("list", "the spool directory", e))?;
+    let mut removed = Vec::new();
+    let mut indexes: Vec<u64> = Vec::new();
+    for name in names {
+        if name.ends_with(PREPARING_SUFFIX) {
+            removed.push(name);
+        } else if let Some(index) = segment::segment_index(&name) {
+            indexes.push(index);
+        }
+    }
+    indexes.sort_unstable();
+
+    // First the headers, so each segment knows what the next valid one declares.
+    let mut heads = Vec::with_capacity(indexes.len());
+    for &index in &indexes {
+        let name = segment::segment_name(index);
+        let bytes = read_all(storage, &name, Some(SEGMENT_HEADER_LEN))?;
+        heads.push(match segment::decode_segment_header(&bytes) {
+            Ok(h) if h.index == index => Head::Valid(h),
+            Ok(_) => Head::Bad(BadFrame::Segment),
+            // Unused only if all of it is zeros: a zeroed header over written groups is
+            // damage, not a spare to remove.
+            Err(BadFrame::Zeros) => {
+                let all = read_all(storage, &name, None)?;
+                if all.iter().all(|&b| b == 0) {
+                    Head::Unused
+                } else {
+                    Head::Bad(BadFrame::Zeros)
+                }
+            }
+            Err(why) => Head::Bad(why),
+        });
+    }
+    let used = heads
+        .iter()
+        .rposition(|h| !matches!(h, Head::Unused))
+        .map_or(0, |i| i + 1);
+    for &index in &indexes[used..] {
+        removed.push(segment::segment_name(index));
+    }
+
+    // The newest segment with a valid header. Segments after it have none (zeros, or a
+    // header cut short): they are the torn tail, written by the last write (a failed group's
+    // segment, a barrier in flight), never acknowledged, unless one holds more than one
+    // valid group, which only acknowledged writes make.
+    let last_valid = heads[..used]
+        .iter()
+        .rposition(|h| matches!(h, Head::Valid(_)));
+    let tail_from = last_valid.map_or(0, |i| i + 1);
+    for i in tail_from..used {
+        let name = segment::segment_name(indexes[i]);
+        let bytes = read_all(storage, &name, None)?;
+        if segment::valid_groups(&bytes, indexes[i], 2) >= 2 {
+            let why = match heads[i] {
+                Head::Bad(why) => why,
+                _ => BadFrame::Zeros,
+            };
+            return Err(corrupt(&name, 0, CorruptWhy::Frame(why)));
+        }
+        if report.torn.is_none() {
+            let why = match heads[i] {
+                Head::Bad(why) => why,
+                _ => BadFrame::Zeros,
+            };
+            report.torn = Some((name, 0, why));
+        }
+    }
+
+    let mut state = State::new();
+    // The lsn after the last record applied; None before the first valid segment.
+    let mut applied_end: Option<u64> = None;
+    // Where the last applied data ended: named when records are found missing after it.
+    let mut last_end = (String::new(), 0u64);
+    for i in 0..tail_from {
+        let name = segment::segment_name(indexes[i]);
+        let next_valid = heads[i + 1..used].iter().find_map(|h| match h {
+            Head::Valid(h) => Some(*h),
+            _ => None,
+        });
+        // Records at or after `cut` are void: the next valid segment says so.
+        let cut = next_valid
+            .filter(SegmentHeader::tail_untrusted)
+            .map(|h| h.void_from);
+        let is_last = i + 1 == tail_from;
+        let header = match heads[i] {
+            Head::Valid(h) => h,
+            Head::Unused | Head::Bad(_) if cut.is_some() => continue,
+            Head::Unused => return Err(corrupt(&name, 0, CorruptWhy::Frame(BadFrame::Zeros))),
+            Head::Bad(why) => return Err(corrupt(&name, 0, CorruptWhy::Frame(why))),
+        };
+        if let Some(end) = applied_end {
+            let (expected, found) = if header.tail_untrusted() {
+                (end, header.void_from)
+            } else {
+                (end, header.start_lsn)
+            };
+            if expected != found {
+                let (file, offset) = &last_end;
+                return Err(corrupt(
+                    file,
+                    *offset,
+                    CorruptWhy::Missing { expected, found },
+                ));
+            }
+        }
+        if header.start_lsn < header.void_from {
+            return Err(corrupt(
+                &name,
+                0,
+                CorruptWhy::Missing {
+                    expected: header.void_from,
+                    found: header.start_lsn,
+                },
+            ));
+        }
+        let end_of_applied = applied_end.get_or_insert(header.start_lsn);
+        let bytes = read_all(storage, &name, None)?;
+        let SegmentScan::Used { groups, end, .. } = segment::scan(&bytes, indexes[i]) else {
+            // The header read a moment ago was valid: the file changed under us.
+            return Err(corrupt(&name, 0, CorruptWhy::Frame(BadFrame::Magic)));
+        };
+        report.segments += 1;
+        last_end = (name.clone(), SEGMENT_HEADER_LEN as u64);
+        for GroupAt { offset, header: g } in groups {
+            match cut {
+                Some(cut) if g.end_lsn() > cut => {
+                    if g.first_lsn < cut {
+                        return Err(corrupt(&name, offset, CorruptWhy::VoidInsideGroup(cut)));
+                    }
+                    report.void_records += u64::from(g.count);
+                    continue;
+                }
+                _ => {}
+            }
+            let group = segment::decode_group(&bytes[offset as usize..], indexes[i])
+                .map_err(|why| corrupt(&name, offset, CorruptWhy::Frame(why)))?;
+            for ((lsn, record), at) in group.records().zip(group.record_offsets()) {
+                let location = Location {
+                    segment: indexes[i],
+                    offset: offset + at as u64,
+                    len: record.len() as u32,
+                };
+                let record = Record::decode(record)
+                    .map_err(|e| corrupt(&name, location.offset, CorruptWhy::Record(e)))?;
+                state.apply(lsn, location, &record);
+                report.records += 1;
+            }
+            report.groups += 1;
+            *end_of_applied = g.end_lsn();
+            last_end.1 = offset + g.frame_len() as u64;
+        }
+        if let ScanEnd::Bad {
+            offset,
+            why,
+            valid_after,
+        } = end
+        {
+            if is_last && valid_after.is_none() {
+                // A torn group here comes before any torn segment after it.
+                report.torn = Some((name, offset, why));
+            } else if cut.is_none() || is_last {
+                return Err(corrupt(&name, offset, CorruptWhy::Frame(why)));
+            }
+        }
+    }
+
+    if !removed.is_empty() {
+        for name in &removed {
+            storage
+                .remove(name)
+                .map_err(|e| LogError::io("remove", name.as_str(), e))?;
+        }
+        storage
+            .sync_dir()
+            .map_err(|e| LogError::io("sync", "the spool directory", e))?;
+        report.removed = removed.len();
+    }
+    if let Some((file, offset, why)) = &report.torn {
+        tracing::warn!(
+            file,
+            offset,
+            why = why.describe(),
+            "spool: cut off a torn last group (written at the crash, never acknowledged)"
+        );
+    }
+    if report.void_records > 0 {
+        tracing::info!(
+            records = report.void_records,
+            "spool: skipped records of groups that had failed before the restart"
+        );
+    }
+    let next_lsn = applied_end.unwrap_or(1);
+    let next_segment = indexes[..used].last().map_or(1, |i| i + 1);
+    Ok(Recovered {
+        state,
+        report,
+        next_segment,
+        next_lsn,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::super::record::EventRecord;
+    use super::super::segment::{segment_name, GROUP_HEADER_LEN};
+    use super::super::storage::SimDisk;
+    use super::super::writer::{Writer, WriterConfig};
+    use super::*;
+
+    const SEGMENT: u64 = 1024;
+
+    fn config() -> WriterConfig {
+        WriterConfig {
+            segment_size: SEGMENT,
+            prepared_ahead: 1,
+            enqueue_timeout: Duration::from_secs(5),
+            rotate_timeout: Duration::from_secs(5),
+            barrier_timeout: Duration::from_secs(5),
+            prepare_retry: Duration::from_millis(1),
+        }
+    }
+
+    /// A log of `n` events of 200 bytes each, one group each, on route 0: about four per
+    /// 1 KiB segment. Returns the disk as a clean shutdown leaves it.
+    fn log_of(n: usize) -> SimDisk {
+        let disk = SimDisk::new(9);
+        let w = Writer::start(Arc::new(disk.clone()), recover(&disk).unwrap(), config()).unwrap();
+        for i in 0..n {
+            let id = format!("id-{i}");
+            let body = vec![b'x'; 200];
+            let record = Record::Event(EventRecord {
+                webhook_id: Some(&id),
+                received_at_ms: 1,
+                api_key: None,
+                signature: "sig",
+                event_type: None,
+                path: None,
+                body: &body,
+                routes: vec![(0, 1)].into(),
+            });
+            w.wait(&w.submit(&[record]).unwrap()).unwrap();
+        }
+        w.close();
+        disk
+    }
+
+    fn pending(r: &Recovered) -> usize {
+        r.state.route(0).map_or(0, |q| q.pending_len())
+    }
+
+    fn corrupt_at(result: Result<Recovered, LogError>) -> (String, u64, CorruptWhy) {
+        match result {
+            Err(LogError::Corrupt { file, offset, why }) => (file, offset, why),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_directory_opens_as_an_empty_log() {
+        let r = recover(&SimDisk::new(1)).unwrap();
+        assert_eq!(
+            (r.next_lsn, r.next_segment, r.state.live_events()),
+            (1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn every_acknowledged_event_is_back_after_a_clean_shutdown() {
+        let disk = log_of(20);
+        let r = recover(&disk).unwrap();
+        assert_eq!(pending(&r), 20);
+        assert_eq!(r.next_lsn, 21);
+        assert_eq!(r.report.torn, None);
+        assert!(r.report.segments >= 5);
+    }
+
+    #[test]
+    fn a_byte_flipped_in_a_sealed_segment_is_refused_naming_the_file_and_offset() {
+        let disk = log_of(20);
+        let name = segment_name(1);
+        let at = (SEGMENT_HEADER_LEN + GROUP_HEADER_LEN + 30) as u64;
+        let byte = disk.bytes(&name).unwrap()[at as usize];
+        disk.corrupt(&name, at, &[byte ^ 0x01]);
+        let (file, offset, why) = corrupt_at(recover(&disk));
+        assert_eq!(file, name);
+        assert_eq!(
+            offset, SEGMENT_HEADER_LEN as u64,
+            "the group that holds the byte"
+        );
+        assert_eq!(why, CorruptWhy::Frame(BadFrame::Checksum));
+        // The operator's message names both.
+        let message = recover(&disk).unwrap_err().to_string();
+        assert!(
+            message.contains(&name) && message.contains("at byte 40"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_byte_flipped_in_a_sealed_segments_header_is_refused() {
+        let disk = log_of(20);
+        let name = segment_name(2);
+        disk.corrupt(&name, 17, &[0xee]);
+        let (file, offset, why) = corrupt_at(recover(&disk));
+        assert_eq!((file, offset), (name, 0));
+        assert_eq!(why, CorruptWhy::Frame(BadFrame::Checksum));
+    }
+
+    #[test]
+    fn a_bad_group_in_the_newest_segment_with_a_valid_one_after_it_is_corruption_not_a_tear() {
+        let disk = log_of(20);
+        let names = disk.list().unwrap();
+        let newest = names
+            .iter()
+            .filter_map(|n| segment::segment_index(n))
+            .filter(|&i| {
+                !disk
+                    .bytes(&segment_name(i))
+                    .unwrap()
+                    .iter()
+                    .all(|&b| b == 0)
+            })
+            .max()
+            .unwrap();
+        let name = segment_name(newest);
+        let bytes = disk.bytes(&name).unwrap();
+        let SegmentScan::Used { groups, .. } = segment::scan(&bytes, newest) else {
+            panic!("used");
+        };
+        assert!(groups.len() >= 2, "the newest segment holds two groups");
+        let at = groups[0].offset + GROUP_HEADER_LEN as u64 + 10;
+        disk.corrupt(&name, at, &[bytes[at as usize] ^ 0x80]);
+        let (file, offset, _) = corrupt_at(recover(&disk));
+        assert_eq!((file, offset), (name, groups[0].offset));
+    }
+
+    #[test]
+    fn a_torn_last_group_is_cut_and_counted_and_stays_cut_after_more_writes() {
+        let disk = log_of(6);
+        // Tear the newest segment's last group: keep its first 50 bytes.
+        let r = recover(&disk).unwrap();
+        let newest = r.next_segment - 1;
+        let name = segment_name(newest);
+        let bytes = disk.bytes(&name).unwrap();
+        let SegmentScan::Used { groups, .. } = segment::scan(&bytes, newest) else {
+            panic!("used");
+        };
+        let last = groups.last().unwrap();
+        let tail = last.offset + 50;
+        disk.corrupt(&name, tail, &vec![0; last.header.frame_len() - 50]);
+        let r = recover(&disk).unwrap();
+        assert_eq!(pending(&r), 5);
+        assert_eq!(
+            r.report.torn,
+            Some((name.clone(), last.offset, BadFrame::Checksum))
+        );
+
+        // Writing goes on in a new segment; the cut tail is now in a sealed one.
+        let w = Writer::start(Arc::new(disk.clone()), r, config()).unwrap();
+        w.wait(&w.submit(&[Record::Delivered { route: 0, seq: 1 }]).unwrap())
+            .unwrap();
+        w.close();
+        let r = recover(&disk).unwrap();
+        assert_eq!(pending(&r), 4);
+        assert_eq!(r.report.torn, None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Every byte of a sealed segment counts: header, records, padding, the zeros after.
+        #[test]
+        fn a_byte_changed_anywhere_in_a_sealed_segment_is_refused_naming_that_segment(
+            segment_pick in 0usize..100,
+            offset in 0u64..SEGMENT,
+            xor in 1u8..=255,
+        ) {
+            let disk = log_of(20);
+            let newest = recover(&disk).unwrap().next_segment - 1;
+            // Sealed: every segment before the newest.
+            let index = 1 + (segment_pick as u64 % (newest - 1));
+            let name = segment_name(index);
+            let byte = disk.bytes(&name).unwrap()[offset as usize];
+            disk.corrupt(&name, offset, &[byte ^ xor]);
+            match recover(&disk) {
+                Err(LogError::Corrupt { file, offset: at, .. }) => {
+                    proptest::prop_assert_eq!(&file, &name);
+                    proptest::prop_assert!(at <= offset, "names {} for a change at {}", at, offset);
+                }
+                other => proptest::prop_assert!(false, "{:?}", other.map(|r| r.report)),
+            }
+        }
+    }
+
+    #[test]
+    fn segments_whose_header_never_landed_after_the_newest_valid_one_are_a_torn_tail() {
+        // A group failed in a fresh segment (nothing of it landed), then the barrier in the
+        // next one was cut by the crash: a zeroed segment, then a torn header.
+        let disk = log_of(6);
+        let next = recover(&disk).unwrap().next_segment;
+        for (index, bytes) in [(next, vec![0u8; 64]), (next + 1, b"HFSG\x01\x01".to_vec())] {
+            let name = segment_name(index);
+            let f = disk.create(&name).unwrap();
+            f.zero_fill(SEGMENT).unwrap();
+            f.write_at(&bytes, 0).unwrap();
+            f.sync_data().unwrap();
+        }
+        disk.sync_dir().unwrap();
+        let r = recover(&disk).unwrap();
+        assert_eq!(pending(&r), 6);
+        assert_eq!(
+            r.report.torn,
+            Some((segment_name(next), 0, BadFrame::Zeros))
+        );
+        // The writer goes on after them, and the next recovery accepts them before it.
+        let w = Writer::start(Arc::new(disk.clone()), r, config()).unwrap();
+        w.wait(&w.submit(&[Record::Delivered { route: 0, seq: 1 }]).unwrap())
+            .unwrap();
+        w.close();
+        let r = recover(&disk).unwrap();
+        assert_eq!((pending(&r), r.report.torn), (5, None));
+    }
+
+    #[test]
+    fn a_newest_segment_whose_header_is_gone_but_holds_acknowledged_groups_is_refused() {
+        let disk = log_of(20);
+        let newest = recover(&disk).unwrap().next_segment - 1;
+        let name = segment_name(newest);
+        disk.corrupt(&name, 0, &[0; SEGMENT_HEADER_LEN]);
+        let (file, offset, why) = corrupt_at(recover(&disk));
+        assert_eq!(
+            (file, offset, why),
+            (name, 0, CorruptWhy::Frame(BadFrame::Zeros))
+        );
+    }
+
+    #[test]
+    fn a_missing_sealed_segment_is_refused_as_missing_records() {
+        let disk = log_of(20);
+        disk.remove(&segment_name(2)).unwrap();
+        let (file, _, why) = corrupt_at(recover(&disk));
+        assert_eq!(file, segment_name(1));
+        assert!(matches!(why, CorruptWhy::Missing { .. }), "{why:?}");
+    }
+
+    #[test]
+    fn half_prepared_and_spare_segments_are_removed_at_open() {
+        let disk = log_of(3);
+        disk.create("00000000000000000099.seg.tmp").unwrap();
+        disk.sync_dir().unwrap();
+        let r = recover(&disk).unwrap();
+        assert!(r.report.removed >= 1);
+        let names = disk.list().unwrap();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+        assert_eq!(pending(&r), 3);
+    }
+}

@@ -1,0 +1,687 @@
+//! What the log means: the state rebuilt by applying its records in lsn order. Pure: no I/O,
+//! no clock (times come in records and arguments).
+//!
+//! Per route: the pending events in delivery order (due time, then seq), each with its
+//! attempts, last error and hold time; and the dead letters. Across routes: each event still
+//! needed (where its record is, how many routes hold it, whether the dedup window still
+//! remembers its id), and the dedup index.
+//!
+//! [`State::apply`] is total and deterministic: a record that names an event or a route the
+//! state does not hold in the right place (a delivery recorded twice, a replay of a letter
+//! already replayed) changes nothing, as the redb spool did. So replaying the log after a
+//! crash, or a later checkpoint plus the log after it, always gives the same state.
+//!
+//! Memory: about 100 bytes per pending event and route (a B-tree entry and a map entry) plus
+//! each failing event's last error; none of it grows with body sizes. A later step can keep
+//! fresh events (never attempted) as seq bitmaps, as `counts.rs` does, since their due times
+//! grow with their seqs.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+
+use super::record::{Record, RouteId};
+
+/// Where a record's bytes are: segment index and byte offset in that segment's file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Location {
+    pub segment: u64,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// A route's delivery state of one pending event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entry {
+    /// Attempts made so far; the next one is `attempts + 1`.
+    pub attempts: u32,
+    pub last_error: Option<Box<str>>,
+    /// Ordered routes: not before this time (ms since the epoch; 0: not held).
+    pub not_before_ms: u64,
+}
+
+/// Why and when a route gave up on an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadEntry {
+    pub attempts: u32,
+    pub error: Box<str>,
+    pub dead_at_ms: u64,
+}
+
+/// One route's queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteQueue {
+    /// (due_ms, seq) → state: the delivery order.
+    pending: BTreeMap<(u64, u64), Entry>,
+    /// seq → its due time, to find an event's place in `pending`.
+    due_of: HashMap<u64, u64>,
+    /// seq → why it died.
+    dead: BTreeMap<u64, DeadEntry>,
+}
+
+impl RouteQueue {
+    /// Pending events in delivery order: (due_ms, seq, state).
+    pub fn pending(&self) -> impl Iterator<Item = (u64, u64, &Entry)> {
+        self.pending.iter().map(|(&(due, seq), e)| (due, seq, e))
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Dead letters in seq order.
+    pub fn dead(&self) -> impl Iterator<Item = (u64, &DeadEntry)> {
+        self.dead.iter().map(|(&seq, d)| (seq, d))
+    }
+
+    pub fn dead_len(&self) -> usize {
+        self.dead.len()
+    }
+
+    pub fn is_pending(&self, seq: u64) -> bool {
+        self.due_of.contains_key(&seq)
+    }
+
+    pub fn is_dead(&self, seq: u64) -> bool {
+        self.dead.contains_key(&seq)
+    }
+
+    /// Takes `seq` out of `pending`.
+    fn take(&mut self, seq: u64) -> Option<(u64, Entry)> {
+        let due = self.due_of.remove(&seq)?;
+        let entry = self.pending.remove(&(due, seq))?;
+        Some((due, entry))
+    }
+
+    fn put(&mut self, due: u64, seq: u64, entry: Entry) {
+        self.due_of.insert(seq, due);
+        self.pending.insert((due, seq), entry);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.dead.is_empty()
+    }
+}
+
+/// An event the state still needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventMeta {
+    pub location: Location,
+    pub received_at_ms: u64,
+    /// Routes holding it (pending or dead).
+    pub holders: u32,
+    /// Its webhook id is in the dedup index (within the window).
+    pub remembered: bool,
+}
+
+/// A candidate duplicate: the remembered event whose id has the same fingerprint. The caller
+/// confirms it by reading the id stored at `location` (fingerprints can collide).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupHit {
+    pub seq: u64,
+    pub received_at_ms: u64,
+    pub location: Location,
+}
+
+/// The log's meaning. See the module documentation.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    names: BTreeMap<RouteId, String>,
+    routes: HashMap<RouteId, RouteQueue>,
+    /// seq → event, for every event some route holds or the dedup window remembers. The
+    /// smallest seq tells which segments are still needed.
+    events: BTreeMap<u64, EventMeta>,
+    /// Keys of the fingerprint hash, random per process (as `seen.rs`).
+    keys: RandomState,
+    /// Fingerprint of a webhook id → its event.
+    dedup: HashMap<u64, (u64, u64)>,
+    /// (received_at_ms, fingerprint, seq) in the order events were applied: expiry walks it
+    /// from the front.
+    dedup_order: VecDeque<(u64, u64, u64)>,
+    /// The lsn after the last record applied.
+    next_lsn: u64,
+}
+
+impl State {
+    pub fn new() -> State {
+        State {
+            next_lsn: 1,
+            ..State::default()
+        }
+    }
+
+    /// The lsn after the last record applied (1 for an empty log).
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// Applies record `lsn`, whose bytes are at `location`. Records must come in lsn order.
+    pub fn apply(&mut self, lsn: u64, location: Location, record: &Record<'_>) {
+        self.next_lsn = self.next_lsn.max(lsn + 1);
+        match record {
+            Record::Route { id, name } => {
+                self.names.insert(*id, (*name).to_string());
+            }
+            Record::Event(e) => {
+                let mut holders = 0;
+                for (route, due) in e.routes.iter() {
+                    let q = self.routes.entry(route).or_default();
+                    if !q.is_pending(lsn) {
+                        q.put(due, lsn, Entry::default());
+                        holders += 1;
+                    }
+                }
+                let remembered = match e.webhook_id {
+                    Some(id) => {
+                        let fp = self.fingerprint(id);
+                        // A fingerprint names the latest event with it; the earlier one stays
+                        // in `dedup_order` until it expires, and expiry then leaves this one.
+                        if let Some((old, _)) = self.dedup.insert(fp, (lsn, e.received_at_ms)) {
+                            self.forget_id(old);
+                        }
+                        self.dedup_order.push_back((e.received_at_ms, fp, lsn));
+                        true
+                    }
+                    None => false,
+                };
+                if holders > 0 || remembered {
+                    self.events.insert(
+                        lsn,
+                        EventMeta {
+                            location,
+                            received_at_ms: e.received_at_ms,
+                            holders,
+                            remembered,
+                        },
+                    );
+                }
+            }
+            Record::Delivered { route, seq } => {
+                if self.queue(*route).and_then(|q| q.take(*seq)).is_some() {
+                    self.release(*route, *seq);
+                }
+            }
+            Record::Retry {
+                route,
+                seq,
+                due_ms,
+                attempts,
+                error,
+            } => {
+                if let Some(q) = self.queue(*route) {
+                    if q.take(*seq).is_some() {
+                        let entry = Entry {
+                            attempts: *attempts,
+                            last_error: Some((*error).into()),
+                            not_before_ms: 0,
+                        };
+                        q.put(*due_ms, *seq, entry);
+                    }
+                }
+            }
+            Record::Hold {
+                route,
+                seq,
+                not_before_ms,
+                attempts,
+                error,
+            } => {
+                if let Some(q) = self.queue(*route) {
+                    if let Some((due, _)) = q.take(*seq) {
+                        let entry = Entry {
+                            attempts: *attempts,
+                            last_error: Some((*error).into()),
+                            not_before_ms: *not_before_ms,
+                        };
+                        q.put(due, *seq, entry);
+                    }
+                }
+            }
+            Record::Dead {
+                route,
+                seq,
+                attempts,
+                error,
+                dead_at_ms,
+            } => {
+                if let Some(q) = self.queue(*route) {
+                    if q.take(*seq).is_some() {
+                        let dead = DeadEntry {
+                            attempts: *attempts,
+                            error: (*error).into(),
+                            dead_at_ms: *dead_at_ms,
+                        };
+                        q.dead.insert(*seq, dead);
+                    }
+                }
+            }
+            Record::Replay { route, seq, due_ms } => {
+                if let Some(q) = self.queue(*route) {
+                    if q.dead.remove(seq).is_some() {
+                        q.put(*due_ms, *seq, Entry::default());
+                    }
+                }
+            }
+            Record::Drop { route, seq } => {
+                if self
+                    .queue(*route)
+                    .and_then(|q| q.dead.remove(seq))
+                    .is_some()
+                {
+                    self.release(*route, *seq);
+                }
+            }
+            Record::DropPending { route } => {
+                let Some(q) = self.routes.get_mut(route) else {
+                    return;
+                };
+                let seqs: Vec<u64> = std::mem::take(&mut q.pending)
+                    .into_keys()
+                    .map(|(_, seq)| seq)
+                    .collect();
+                q.due_of.clear();
+                for seq in seqs {
+                    self.release(*route, seq);
+                }
+            }
+        }
+    }
+
+    fn queue(&mut self, route: RouteId) -> Option<&mut RouteQueue> {
+        self.routes.get_mut(&route)
+    }
+
+    /// `route` let go of `seq`.
+    fn release(&mut self, route: RouteId, seq: u64) {
+        if self.routes.get(&route).is_some_and(RouteQueue::is_empty) {
+            self.routes.remove(&route);
+        }
+        if let Some(meta) = self.events.get_mut(&seq) {
+            meta.holders = meta.holders.saturating_sub(1);
+            if meta.holders == 0 && !meta.remembered {
+                self.events.remove(&seq);
+            }
+        }
+    }
+
+    /// The dedup index no longer names `seq`.
+    fn forget_id(&mut self, seq: u64) {
+        if let Some(meta) = self.events.get_mut(&seq) {
+            meta.remembered = false;
+            if meta.holders == 0 {
+                self.events.remove(&seq);
+            }
+        }
+    }
+
+    fn fingerprint(&self, webhook_id: &str) -> u64 {
+        self.keys.hash_one(webhook_id)
+    }
+
+    /// The remembered event whose id may be `webhook_id`, to be confirmed against the id
+    /// stored at its location, and checked against the window by the caller.
+    pub fn dedup_candidate(&self, webhook_id: &str) -> Option<DedupHit> {
+        let &(seq, received_at_ms) = self.dedup.get(&self.fingerprint(webhook_id))?;
+        let location = self.events.get(&seq)?.location;
+        Some(DedupHit {
+            seq,
+            received_at_ms,
+            location,
+        })
+    }
+
+    /// Forgets webhook ids received before `cutoff_ms` (now minus the dedup window), at
+    /// most `limit` of them. Ids received out of order stay until those before them go:
+    /// remembered longer, never shorter.
+    pub fn expire_ids(&mut self, cutoff_ms: u64, limit: usize) {
+        for _ in 0..limit {
+            match self.dedup_order.front() {
+                Some(&(at, fp, seq)) if at < cutoff_ms => {
+                    self.dedup_order.pop_front();
+                    if self.dedup.get(&fp) == Some(&(seq, at)) {
+                        self.dedup.remove(&fp);
+                        self.forget_id(seq);
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Webhook ids remembered.
+    pub fn remembered_ids(&self) -> usize {
+        self.dedup.len()
+    }
+
+    /// The id of route `name`, if a record bound it.
+    pub fn route_id(&self, name: &str) -> Option<RouteId> {
+        self.names
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(id, _)| *id)
+    }
+
+    pub fn route_name(&self, id: RouteId) -> Option<&str> {
+        self.names.get(&id).map(String::as_str)
+    }
+
+    /// Every route bound so far, by id.
+    pub fn route_names(&self) -> impl Iterator<Item = (RouteId, &str)> {
+        self.names.iter().map(|(id, n)| (*id, n.as_str()))
+    }
+
+    /// A route's queue (`None`: it holds nothing).
+    pub fn route(&self, id: RouteId) -> Option<&RouteQueue> {
+        self.routes.get(&id)
+    }
+
+    /// An event still needed.
+    pub fn event(&self, seq: u64) -> Option<&EventMeta> {
+        self.events.get(&seq)
+    }
+
+    /// Events still needed.
+    pub fn live_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// The oldest segment that holds an event still needed: every segment before it holds
+    /// only records whose effect the state already carries (compaction's bound, together with
+    /// the last checkpoint).
+    pub fn oldest_needed_segment(&self) -> Option<u64> {
+        self.events.values().next().map(|m| m.location.segment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::record::EventRecord;
+    use super::*;
+
+    const R: RouteId = 0;
+    const S: RouteId = 1;
+
+    fn at(lsn: u64) -> Location {
+        Location {
+            segment: lsn / 100,
+            offset: lsn,
+            len: 1,
+        }
+    }
+
+    fn event<'a>(id: Option<&'a str>, received: u64, routes: &[RouteId]) -> Record<'a> {
+        Record::Event(EventRecord {
+            webhook_id: id,
+            received_at_ms: received,
+            api_key: None,
+            signature: "s",
+            event_type: None,
+            path: None,
+            body: b"{}",
+            routes: routes
+                .iter()
+                .map(|&r| (r, received))
+                .collect::<Vec<_>>()
+                .into(),
+        })
+    }
+
+    /// Applies `records` at lsns 1, 2, ...
+    fn state(records: &[Record<'_>]) -> State {
+        let mut s = State::new();
+        for (i, r) in records.iter().enumerate() {
+            let lsn = i as u64 + 1;
+            s.apply(lsn, at(lsn), r);
+        }
+        s
+    }
+
+    /// Route `r`'s pending seqs in delivery order, and its dead seqs.
+    fn queue(s: &State, r: RouteId) -> (Vec<u64>, Vec<u64>) {
+        s.route(r).map_or((vec![], vec![]), |q| {
+            (
+                q.pending().map(|(_, seq, _)| seq).collect(),
+                q.dead().map(|(seq, _)| seq).collect(),
+            )
+        })
+    }
+
+    /// A table row: what it shows, the records, then routes R's and S's (pending, dead).
+    type Case<'a> = (
+        &'a str,
+        Vec<Record<'a>>,
+        (Vec<u64>, Vec<u64>),
+        (Vec<u64>, Vec<u64>),
+    );
+
+    #[test]
+    fn each_record_changes_the_queues_as_the_table_says() {
+        let cases: Vec<Case> = vec![
+            (
+                "an event is pending on each of its routes",
+                vec![event(None, 10, &[R, S]), event(None, 11, &[R])],
+                (vec![1, 2], vec![]),
+                (vec![1], vec![]),
+            ),
+            (
+                "a delivery removes it from that route only",
+                vec![
+                    event(None, 10, &[R, S]),
+                    Record::Delivered { route: R, seq: 1 },
+                ],
+                (vec![], vec![]),
+                (vec![1], vec![]),
+            ),
+            (
+                "a retry moves it behind what is due earlier",
+                vec![
+                    event(None, 10, &[R]),
+                    event(None, 11, &[R]),
+                    Record::Retry {
+                        route: R,
+                        seq: 1,
+                        due_ms: 50,
+                        attempts: 1,
+                        error: "503",
+                    },
+                ],
+                (vec![2, 1], vec![]),
+                (vec![], vec![]),
+            ),
+            (
+                "a hold keeps its place",
+                vec![
+                    event(None, 10, &[R]),
+                    event(None, 11, &[R]),
+                    Record::Hold {
+                        route: R,
+                        seq: 1,
+                        not_before_ms: 50,
+                        attempts: 1,
+                        error: "503",
+                    },
+                ],
+                (vec![1, 2], vec![]),
+                (vec![], vec![]),
+            ),
+            (
+                "a dead letter leaves the queue for the dead letters",
+                vec![
+                    event(None, 10, &[R, S]),
+                    Record::Dead {
+                        route: R,
+                        seq: 1,
+                        attempts: 3,
+                        error: "400",
+                        dead_at_ms: 9,
+                    },
+                ],
+                (vec![], vec![1]),
+                (vec![1], vec![]),
+            ),
+            (
+                "a replay puts it back at its due time",
+                vec![
+                    event(None, 10, &[R]),
+                    event(None, 20, &[R]),
+                    Record::Dead {
+                        route: R,
+                        seq: 1,
+                        attempts: 3,
+                        error: "400",
+                        dead_at_ms: 9,
+                    },
+                    Record::Replay {
+                        route: R,
+                        seq: 1,
+                        due_ms: 30,
+                    },
+                ],
+                (vec![2, 1], vec![]),
+                (vec![], vec![]),
+            ),
+            (
+                "a drop forgets the dead letter",
+                vec![
+                    event(None, 10, &[R]),
+                    Record::Dead {
+                        route: R,
+                        seq: 1,
+                        attempts: 3,
+                        error: "400",
+                        dead_at_ms: 9,
+                    },
+                    Record::Drop { route: R, seq: 1 },
+                ],
+                (vec![], vec![]),
+                (vec![], vec![]),
+            ),
+            (
+                "dropping a route's pending events keeps its dead letters and other routes",
+                vec![
+                    event(None, 10, &[R, S]),
+                    event(None, 11, &[R]),
+                    Record::Dead {
+                        route: R,
+                        seq: 2,
+                        attempts: 3,
+                        error: "400",
+                        dead_at_ms: 9,
+                    },
+                    Record::DropPending { route: R },
+                ],
+                (vec![], vec![2]),
+                (vec![1], vec![]),
+            ),
+            (
+                "records about events not in that place change nothing",
+                vec![
+                    event(None, 10, &[R]),
+                    Record::Delivered { route: S, seq: 1 },
+                    Record::Replay {
+                        route: R,
+                        seq: 1,
+                        due_ms: 5,
+                    },
+                    Record::Drop { route: R, seq: 1 },
+                    Record::Hold {
+                        route: R,
+                        seq: 9,
+                        not_before_ms: 5,
+                        attempts: 1,
+                        error: "",
+                    },
+                    Record::Delivered { route: R, seq: 1 },
+                    Record::Delivered { route: R, seq: 1 },
+                    Record::Retry {
+                        route: R,
+                        seq: 1,
+                        due_ms: 5,
+                        attempts: 1,
+                        error: "",
+                    },
+                ],
+                (vec![], vec![]),
+                (vec![], vec![]),
+            ),
+        ];
+        for (name, records, want_r, want_s) in cases {
+            let s = state(&records);
+            assert_eq!(queue(&s, R), want_r, "{name}: route R");
+            assert_eq!(queue(&s, S), want_s, "{name}: route S");
+        }
+    }
+
+    #[test]
+    fn an_event_is_needed_until_its_last_route_lets_go_and_its_id_expires() {
+        let mut s = state(&[
+            event(Some("a"), 10, &[R, S]),
+            Record::Delivered { route: R, seq: 1 },
+        ]);
+        assert_eq!(s.event(1).unwrap().holders, 1);
+        assert_eq!(s.oldest_needed_segment(), Some(0));
+        s.apply(3, at(3), &Record::Delivered { route: S, seq: 1 });
+        assert!(s.event(1).unwrap().remembered, "kept for its id");
+        assert_eq!(s.dedup_candidate("a").unwrap().seq, 1);
+        s.expire_ids(11, 100);
+        assert_eq!(s.event(1), None);
+        assert_eq!(s.dedup_candidate("a"), None);
+        assert_eq!(s.live_events(), 0);
+    }
+
+    #[test]
+    fn the_dedup_index_names_the_latest_event_of_an_id_and_expiry_keeps_it() {
+        let mut s = state(&[event(Some("a"), 10, &[R]), event(Some("a"), 500, &[R])]);
+        assert_eq!(s.dedup_candidate("a").unwrap().seq, 2);
+        // The first one's entry expires; the second stays remembered.
+        s.expire_ids(100, 100);
+        assert_eq!(s.dedup_candidate("a").unwrap().seq, 2);
+        assert_eq!(s.remembered_ids(), 1);
+        assert!(!s.event(1).unwrap().remembered);
+        assert_eq!(s.event(1).unwrap().holders, 1, "still pending on R");
+    }
+
+    #[test]
+    fn expiry_stops_at_its_limit_and_at_the_first_id_still_in_the_window() {
+        let mut s = state(&[
+            event(Some("a"), 10, &[]),
+            event(Some("b"), 90, &[]),
+            event(Some("c"), 20, &[]),
+        ]);
+        s.expire_ids(50, 100);
+        // "c" is older than the cutoff but came after "b": it stays until "b" goes.
+        assert_eq!(s.remembered_ids(), 2);
+        s.expire_ids(1000, 1);
+        assert_eq!(s.remembered_ids(), 1);
+    }
+
+    #[test]
+    fn routes_are_bound_by_records_and_lsns_advance() {
+        let s = state(&[
+            Record::Route { id: 4, name: "sqs" },
+            Record::Route {
+                id: 5,
+                name: "http",
+            },
+        ]);
+        assert_eq!(s.route_id("http"), Some(5));
+        assert_eq!(s.route_name(4), Some("sqs"));
+        assert_eq!(s.next_lsn(), 3);
+    }
+
+    #[test]
+    fn retry_and_hold_keep_their_attempts_and_errors() {
+        let s = state(&[
+            event(None, 10, &[R]),
+            Record::Hold {
+                route: R,
+                seq: 1,
+                not_before_ms: 99,
+                attempts: 2,
+                error: "503",
+            },
+        ]);
+        let (due, seq, e) = s.route(R).unwrap().pending().next().unwrap();
+        assert_eq!((due, seq, e.attempts, e.not_before_ms), (10, 1, 2, 99));
+        assert_eq!(e.last_error.as_deref(), Some("503"));
+    }
+}
