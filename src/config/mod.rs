@@ -1277,22 +1277,7 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
     for (i, r) in raw.routes.into_iter().enumerate() {
         let at = format!("routes[{i}]");
         let label = format!("route \"{}\"", r.name);
-        if r.name.is_empty()
-            || !r
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            errs.push(pos.diag(
-                &format!("{at}.name"),
-                format!("{label}: a name is letters, digits, '-', '_' and '.' only"),
-            ));
-        } else if !names.insert(r.name.clone()) {
-            errs.push(pos.diag(
-                &format!("{at}.name"),
-                format!("{label}: the name is used by another route; names must be unique"),
-            ));
-        }
+        check_name(&r.name, "route", &at, &mut names, pos, &mut errs);
         let filter = match EventFilter::new(&r.event_types) {
             Ok(filter) => filter,
             Err(bad) => {
@@ -1460,6 +1445,33 @@ fn unknown_event_types(
         warnings.push(pos.diag(
             &format!("{at}.event_types[{index}]"),
             format!("{label}: \"{entry}\" is not an event type Stream documents (it matches only a type of exactly that name){hint}"),
+        ));
+    }
+}
+
+/// A route's or source's name: letters, digits, `-`, `_` and `.`, unique among its `kind`.
+fn check_name(
+    name: &str,
+    kind: &str,
+    at: &str,
+    names: &mut HashSet<String>,
+    pos: &Positions,
+    errs: &mut Vec<Diagnostic>,
+) {
+    let label = format!("{kind} \"{name}\"");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        errs.push(pos.diag(
+            &format!("{at}.name"),
+            format!("{label}: a name is letters, digits, '-', '_' and '.' only"),
+        ));
+    } else if !names.insert(name.to_string()) {
+        errs.push(pos.diag(
+            &format!("{at}.name"),
+            format!("{label}: the name is used by another {kind}; names must be unique"),
         ));
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{duration, Diagnostic, Positions, RawSource, Source, SqsSource};
+use super::{check_name, duration, Diagnostic, Positions, RawSource, Source, SqsSource};
 
 /// Receive loops per source.
 pub const DEFAULT_CONCURRENCY: usize = 2;
@@ -25,22 +25,7 @@ pub(super) fn validate(
         let at = format!("sources[{i}]");
         let label = format!("source \"{}\"", r.name);
         let before = errs.len();
-        if r.name.is_empty()
-            || !r
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            errs.push(pos.diag(
-                &format!("{at}.name"),
-                format!("{label}: a name is letters, digits, '-', '_' and '.' only"),
-            ));
-        } else if !names.insert(r.name.clone()) {
-            errs.push(pos.diag(
-                &format!("{at}.name"),
-                format!("{label}: the name is used by another source; names must be unique"),
-            ));
-        }
+        check_name(&r.name, "source", &at, &mut names, pos, errs);
         let q = r.sqs;
         let sqs_at = format!("{at}.sqs");
         if !reqwest::Url::parse(&q.queue_url)

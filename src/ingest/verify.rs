@@ -6,7 +6,6 @@
 //! No I/O, no clock, no allocation beyond the decompressed body. A `VerifiedWebhook` can only
 //! be made here, so anything holding one has passed every check.
 
-use std::io::Read;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, StatusCode};
@@ -16,6 +15,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::config::App;
+use crate::stream::Gunzip;
 
 pub use crate::stream::{
     sign, HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID,
@@ -177,18 +177,14 @@ pub fn decode(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, R
     if !declared && !body.starts_with(&GZIP_MAGIC) {
         return Ok(body);
     }
-    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit + 1));
-    flate2::read::MultiGzDecoder::new(&body[..])
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| Rejection::BadGzip(e.to_string()))?;
-    if out.len() > limit {
-        return Err(Rejection::TooLarge {
+    match crate::stream::gunzip(&body, limit) {
+        Ok(out) => Ok(Bytes::from(out)),
+        Err(Gunzip::TooLarge) => Err(Rejection::TooLarge {
             limit,
             decompressed: true,
-        });
+        }),
+        Err(Gunzip::Broken(why)) => Err(Rejection::BadGzip(why)),
     }
-    Ok(Bytes::from(out))
 }
 
 fn pick_app<'a>(apps: &'a [App], api_key: Option<&str>) -> Result<&'a App, Rejection> {

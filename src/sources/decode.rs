@@ -13,9 +13,9 @@
 //! Bounded: base64 is decoded only from a body within the limit's base64 size, and gzip never
 //! produces more than `limit` bytes (a gzip bomb costs `limit + 1`). No I/O, no clock.
 
-use std::io::Read;
-
 use base64::Engine;
+
+use crate::stream::Gunzip;
 
 /// A message's event, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,15 +145,10 @@ fn decode_payload(text: &str, limit: usize) -> Result<Vec<u8>, Undecodable> {
         }
         return Ok(bytes);
     }
-    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(limit + 1));
-    flate2::read::MultiGzDecoder::new(&bytes[..])
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| Undecodable::BadGzip(e.to_string()))?;
-    if out.len() > limit {
-        return Err(Undecodable::TooLarge { limit });
-    }
-    Ok(out)
+    crate::stream::gunzip(&bytes, limit).map_err(|e| match e {
+        Gunzip::TooLarge => Undecodable::TooLarge { limit },
+        Gunzip::Broken(why) => Undecodable::BadGzip(why),
+    })
 }
 
 /// Checks the event is a JSON object (or a Feeds v2 list) and reads its `type`.

@@ -19,6 +19,31 @@ pub const HEADER_API_KEY: &str = "x-api-key";
 /// Hex HMAC-SHA256 of the body with the app's API secret.
 pub const HEADER_SIGNATURE: &str = "x-signature";
 
+/// Why [`gunzip`] produced nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gunzip {
+    /// More than the limit once decompressed.
+    TooLarge,
+    /// Not a gzip stream, or a broken one.
+    Broken(String),
+}
+
+/// Decompresses Stream's gzip payloads (webhook bodies with payload compression on, native
+/// SQS/SNS messages), every member, never producing more than `limit` bytes: a gzip bomb costs
+/// at most `limit + 1` bytes of memory.
+pub fn gunzip(bytes: &[u8], limit: usize) -> Result<Vec<u8>, Gunzip> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(limit + 1));
+    flate2::read::MultiGzDecoder::new(bytes)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Gunzip::Broken(e.to_string()))?;
+    if out.len() > limit {
+        return Err(Gunzip::TooLarge);
+    }
+    Ok(out)
+}
+
 /// Hex HMAC-SHA256 of `body` with `secret`, lower case: what Stream puts in `X-Signature`.
 ///
 /// ```

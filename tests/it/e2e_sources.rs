@@ -19,6 +19,20 @@ fn source_block(name: &str, queue_url: &str, endpoint: &str, visibility: &str) -
     )
 }
 
+/// One app (the fixtures' secret), a source named `stream-native` on `queue_url` through
+/// `endpoint`, and `route`.
+fn source_config(queue_url: &str, endpoint: &str, visibility: &str, route: HttpRoute) -> Config {
+    aws_config()
+        .single_app()
+        .top_level(source_block(
+            "stream-native",
+            queue_url,
+            endpoint,
+            visibility,
+        ))
+        .route(route)
+}
+
 /// moto's credentials in the daemon's environment.
 fn aws_config() -> Config {
     daemon_aws_env()
@@ -85,19 +99,9 @@ async fn every_native_form_of_every_fixture_reaches_a_route_byte_for_byte_and_th
     let aws = moto.client().await;
     let queue = aws.create_queue(&unique_name("native")).await;
     let mut receiver = Receiver::start().await;
-    let daemon = Daemon::start(
-        aws_config()
-            .single_app()
-            .top_level(source_block(
-                "stream-native",
-                &queue,
-                &moto.endpoint(),
-                "2s",
-            ))
-            // Native messages carry no signature: the route signs with the app's secret.
-            .route(HttpRoute::new("everything", receiver.url()).api_secret(SECRET)),
-    )
-    .await;
+    // Native messages carry no signature: the route signs with the app's secret.
+    let route = HttpRoute::new("everything", receiver.url()).api_secret(SECRET);
+    let daemon = Daemon::start(source_config(&queue, &moto.endpoint(), "2s", route)).await;
 
     // Every valid fixture in its four native forms: raw JSON, base64, base64(gzip), SNS.
     let fixtures = valid_fixtures();
@@ -295,18 +299,8 @@ async fn every_queued_message_is_delivered_across_kill_9_mid_consumption() {
     let aws = moto.client().await;
     let queue = aws.create_queue(&unique_name("kill9")).await;
     let mut receiver = Receiver::start().await;
-    let mut daemon = Daemon::start(
-        aws_config()
-            .single_app()
-            .top_level(source_block(
-                "stream-native",
-                &queue,
-                &moto.endpoint(),
-                "3s",
-            ))
-            .route(HttpRoute::new("everything", receiver.url())),
-    )
-    .await;
+    let route = HttpRoute::new("everything", receiver.url());
+    let mut daemon = Daemon::start(source_config(&queue, &moto.endpoint(), "3s", route)).await;
     let ids: Vec<String> = (0..N).map(|_| new_id()).collect();
     let bodies: Vec<String> = ids
         .iter()
@@ -386,15 +380,10 @@ async fn an_outage_of_the_source_queue_and_the_destination_loses_nothing_and_bac
     let queue = aws.create_queue(&unique_name("outage")).await;
     let mut gate = Gate::start(moto.addr()).await;
     let mut receiver = Receiver::start().await;
-    let daemon = Daemon::start(
-        aws_config()
-            .single_app()
-            // A receive cut by the outage may have taken messages whose answer never arrived:
-            // they come back after the visibility timeout, kept short here.
-            .top_level(source_block("stream-native", &queue, &gate.url(), "3s"))
-            .route(HttpRoute::new("everything", receiver.url())),
-    )
-    .await;
+    // A receive cut by the outage may have taken messages whose answer never arrived: they
+    // come back after the visibility timeout, kept short here.
+    let route = HttpRoute::new("everything", receiver.url());
+    let daemon = Daemon::start(source_config(&queue, &gate.url(), "3s", route)).await;
     let event = |id: &String| String::from_utf8(event_body("message.new", id)).unwrap();
     let before: Vec<String> = (0..10).map(|_| new_id()).collect();
     send_all(&aws, &queue, &before.iter().map(event).collect::<Vec<_>>()).await;
@@ -451,18 +440,8 @@ async fn a_full_disk_pauses_receiving_and_every_message_is_stored_once_space_is_
     let aws = moto.client().await;
     let queue = aws.create_queue(&unique_name("full-disk")).await;
     let mut receiver = Receiver::start().await;
-    let daemon = Daemon::start(
-        aws_config()
-            .single_app()
-            .top_level(source_block(
-                "stream-native",
-                &queue,
-                &moto.endpoint(),
-                "2s",
-            ))
-            .route(HttpRoute::new("everything", receiver.url())),
-    )
-    .await;
+    let route = HttpRoute::new("everything", receiver.url());
+    let daemon = Daemon::start(source_config(&queue, &moto.endpoint(), "2s", route)).await;
     // No room for the spool to grow: 20 events of 200 KiB cannot be stored.
     let size = std::fs::metadata(daemon.spool_path()).expect("spool").len();
     daemon.limit_file_size(Some(size));
