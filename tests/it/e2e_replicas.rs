@@ -33,6 +33,19 @@ async fn until_shared(daemon: &Daemon) {
     .await;
 }
 
+/// Two replicas sharing `redis`, each with its own spool, both delivering to `receiver`, once
+/// both have reached Redis.
+async fn two_replicas(redis: &RedisServer, receiver: &Receiver) -> (Daemon, Daemon) {
+    let config = replica_config(redis, receiver);
+    let (a, b) = (
+        Daemon::start(config.clone()).await,
+        Daemon::start(config).await,
+    );
+    until_shared(&a).await;
+    until_shared(&b).await;
+    (a, b)
+}
+
 /// Posts like Stream: a 503 is retried (after a short pause) until the answer is 200.
 async fn post_until_acknowledged(url: &str, id: &str, body: &[u8]) -> Answer {
     let client = client();
@@ -55,13 +68,7 @@ fn ids_of(records: &[Recorded]) -> HashMap<String, usize> {
 async fn the_same_webhook_sent_to_two_replicas_is_delivered_once() {
     let redis = RedisServer::start().await;
     let mut receiver = Receiver::start().await;
-    let config = replica_config(&redis, &receiver);
-    let (a, b) = (
-        Daemon::start(config.clone()).await,
-        Daemon::start(config).await,
-    );
-    until_shared(&a).await;
-    until_shared(&b).await;
+    let (a, b) = two_replicas(&redis, &receiver).await;
 
     // At the same moment on both replicas.
     let concurrent = new_id();
@@ -110,14 +117,8 @@ async fn under_load_spread_over_two_replicas_with_repeats_nothing_is_lost_or_dup
     const N: usize = 200;
     let redis = RedisServer::start().await;
     let mut receiver = Receiver::start().await;
-    let config = replica_config(&redis, &receiver);
-    let replicas = [
-        Daemon::start(config.clone()).await,
-        Daemon::start(config).await,
-    ];
-    for r in &replicas {
-        until_shared(r).await;
-    }
+    let (a, b) = two_replicas(&redis, &receiver).await;
+    let replicas = [a, b];
     let ids: Vec<String> = (0..N).map(|_| new_id()).collect();
     let mut posts = Vec::new();
     for (i, id) in ids.iter().enumerate() {
@@ -157,13 +158,7 @@ async fn under_load_spread_over_two_replicas_with_repeats_nothing_is_lost_or_dup
 async fn redis_going_away_fails_no_webhook_and_shared_dedup_resumes_when_it_is_back() {
     let redis = RedisServer::start().await;
     let mut receiver = Receiver::start().await;
-    let config = replica_config(&redis, &receiver);
-    let (a, b) = (
-        Daemon::start(config.clone()).await,
-        Daemon::start(config).await,
-    );
-    until_shared(&a).await;
-    until_shared(&b).await;
+    let (a, b) = two_replicas(&redis, &receiver).await;
     let client = client();
 
     let mut ids = Vec::new();

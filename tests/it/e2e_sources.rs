@@ -33,6 +33,16 @@ fn source_config(queue_url: &str, endpoint: &str, visibility: &str, route: HttpR
         .route(route)
 }
 
+/// The id inside a delivered event (`message.id`, which `event_body` sets): a message's
+/// webhook id is the queue message's, so tests recognise their events by this one.
+fn event_id(r: &Recorded) -> String {
+    let event: serde_json::Value = serde_json::from_slice(&r.body).expect("a JSON event");
+    event["message"]["id"]
+        .as_str()
+        .expect("an event made by event_body")
+        .to_string()
+}
+
 /// moto's credentials in the daemon's environment.
 fn aws_config() -> Config {
     daemon_aws_env()
@@ -315,10 +325,6 @@ async fn every_queued_message_is_delivered_across_kill_9_mid_consumption() {
 
     // The queued events' own ids (their webhook ids are the messages' ids).
     let wanted: HashSet<String> = ids.iter().cloned().collect();
-    let event_id = |r: &Recorded| {
-        let event: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        event["message"]["id"].as_str().unwrap().to_string()
-    };
     let mut delivered: HashMap<String, usize> = HashMap::new();
     for r in &first {
         *delivered.entry(event_id(r)).or_default() += 1;
@@ -427,8 +433,7 @@ async fn an_outage_of_the_source_queue_and_the_destination_loses_nothing_and_bac
                 during.len()
             )
         });
-        let e: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        ids.insert(e["message"]["id"].as_str().unwrap().to_string());
+        ids.insert(event_id(&r));
     }
     assert_eq!(ids, during.iter().cloned().collect::<HashSet<_>>());
 }
@@ -478,13 +483,7 @@ async fn a_full_disk_pauses_receiving_and_every_message_is_stored_once_space_is_
 
     daemon.limit_file_size(None);
     let got = receiver.next_n(N, "every message once space is back").await;
-    let delivered: HashSet<String> = got
-        .iter()
-        .map(|r| {
-            let e: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-            e["message"]["id"].as_str().unwrap().to_string()
-        })
-        .collect();
+    let delivered: HashSet<String> = got.iter().map(event_id).collect();
     assert_eq!(delivered, ids.iter().cloned().collect::<HashSet<_>>());
 }
 
@@ -541,12 +540,6 @@ async fn a_notification_delivered_twice_is_stored_once_and_a_reload_stops_and_st
     // Back by a reload: everything that waited is delivered.
     daemon.rewrite_config(&with_source);
     let got = receiver.next_n(ids.len(), "what waited in the queue").await;
-    let delivered: HashSet<String> = got
-        .iter()
-        .map(|r| {
-            let e: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-            e["message"]["id"].as_str().unwrap().to_string()
-        })
-        .collect();
+    let delivered: HashSet<String> = got.iter().map(event_id).collect();
     assert_eq!(delivered, ids.iter().cloned().collect::<HashSet<_>>());
 }
