@@ -14,7 +14,6 @@
 //! be on PATH: Debian/Ubuntu `apt-get install nodejs npm`).
 
 use std::collections::BTreeSet;
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -51,15 +50,7 @@ fn install_once(name: &str, inputs: &[PathBuf], install: impl FnOnce(&Path)) -> 
         .iter()
         .map(|p| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())))
         .collect();
-    let lock_path = parent.join(format!("{name}.lock"));
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", lock_path.display()));
-    lock.lock()
-        .unwrap_or_else(|e| panic!("lock {}: {e}", lock_path.display()));
+    let _lock = install_lock(&parent.join(format!("{name}.lock")));
     if std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
         return dir;
     }

@@ -56,6 +56,20 @@ pub(crate) fn target_dir() -> PathBuf {
 
 /// Runs `cmd`, panicking with the command, its exit status and its output
 /// when it cannot be started or fails.
+/// An exclusive lock on `path` (created if missing), held until the file drops: one test binary
+/// installs into target/ at a time, the others wait and then find the install done.
+pub(crate) fn install_lock(path: &Path) -> File {
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    lock.lock()
+        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+    lock
+}
+
 pub(crate) fn run_or_panic(mut cmd: Command, hint: &str) {
     let described = format!("{cmd:?}");
     eprintln!("[moto] running {described}");
@@ -93,16 +107,8 @@ fn install_moto() -> PathBuf {
     let bin = venv.join("bin").join("moto_server");
     let marker = venv.join(".hookfan-installed");
 
-    let lock_path = parent.join(format!("moto-venv-{MOTO_VERSION}.lock"));
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", lock_path.display()));
     // Blocks while another test binary installs; released when `lock` drops.
-    lock.lock()
-        .unwrap_or_else(|e| panic!("lock {}: {e}", lock_path.display()));
+    let lock = install_lock(&parent.join(format!("moto-venv-{MOTO_VERSION}.lock")));
 
     let installed = std::fs::read_to_string(&marker).is_ok_and(|m| m.trim() == MOTO_SPEC);
     if installed && bin.is_file() {
