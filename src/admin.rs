@@ -3,7 +3,8 @@
 //!
 //! Open to anyone who can reach it (probes and scrapers):
 //! - `GET /healthz`: the process is up and serving.
-//! - `GET /readyz`: spool writer running and data dir writable; 503 with the reason otherwise.
+//! - `GET /readyz`: spool writer running and data dir writable, not draining; 503 with the
+//!   reason otherwise.
 //! - `GET /metrics`: Prometheus text format (names in `telemetry.rs` and docs/metrics.md).
 //!
 //! Behind `admin_token` (as `Authorization: Bearer …`) when one is configured:
@@ -12,6 +13,8 @@
 //! - `GET /api/dead-letters[?route=R]`, `POST /api/dead-letters/replay` (JSON
 //!   `{"route"?, "ids"?}`; an empty body means all), `DELETE /api/dead-letters[?route=R][&id=A,B]`.
 //!   A selection with an unknown key, or a replay body that is not such JSON, is refused with 400.
+//! - `POST /api/drain`: starts a drain (`crate::drain`; idempotent); `GET /api/drain`: whether
+//!   events may still come in. Both answer [`DrainStatus`].
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -44,6 +47,7 @@ pub struct AdminState {
     pub live: LiveView,
     /// Every source's counters since start.
     pub sources: crate::sources::Registry,
+    pub drain: crate::drain::Drain,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -52,6 +56,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/sources", get(sources))
         .route("/api/dead-letters", get(list_dead).delete(drop_dead))
         .route("/api/dead-letters/replay", post(replay_dead))
+        .route("/api/drain", get(drain_status).post(start_drain))
         .route(
             "/api/routes/{name}/pending",
             axum::routing::delete(drop_pending),
@@ -93,6 +98,13 @@ async fn require_token(State(live): State<LiveView>, request: Request, next: Nex
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.drain.is_requested() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: draining (hookfan drain): webhooks are refused, deliveries go on\n"
+                .to_string(),
+        );
+    }
     let data_dir = state.live.borrow().config.data_dir.clone();
     let spool = state.spool.clone();
     let result = tokio::task::spawn_blocking(move || ready(&spool, data_dir))
@@ -268,6 +280,31 @@ async fn sources(State(state): State<AdminState>) -> Response {
         })
         .collect();
     axum::Json(rows).into_response()
+}
+
+/// `GET` and `POST /api/drain`.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct DrainStatus {
+    /// A drain was asked for.
+    pub draining: bool,
+    /// Events may still come in: the webhook listener or a source has not stopped yet.
+    pub accepting: bool,
+}
+
+fn drain_status_of(drain: &crate::drain::Drain) -> Json<DrainStatus> {
+    Json(DrainStatus {
+        draining: drain.is_requested(),
+        accepting: drain.accepting(),
+    })
+}
+
+async fn drain_status(State(state): State<AdminState>) -> Json<DrainStatus> {
+    drain_status_of(&state.drain)
+}
+
+async fn start_drain(State(state): State<AdminState>) -> Json<DrainStatus> {
+    state.drain.request();
+    drain_status_of(&state.drain)
 }
 
 /// Internal errors: logged, and the client told only that it failed.

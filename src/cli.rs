@@ -665,6 +665,124 @@ pub async fn status(config_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How often `hookfan drain` reads the route counts.
+const DRAIN_POLL: Duration = Duration::from_secs(1);
+/// How often `hookfan drain` prints progress when nothing changes.
+const DRAIN_QUIET: Duration = Duration::from_secs(10);
+
+/// `hookfan drain`: stops the running daemon taking webhooks (its listener closes, sources
+/// stop, `/readyz` turns 503), then waits until every event is delivered. Ok only when nothing
+/// can come in any more and nothing is pending or dead: the spool may then be retired.
+pub async fn drain(config_path: &Path, deadline: Duration) -> anyhow::Result<()> {
+    let config = load_for_operator(config_path, false)?;
+    let admin = Admin::new(&config)?;
+    let started = tokio::time::Instant::now();
+    let _: crate::admin::DrainStatus = admin
+        .call(reqwest::Method::POST, "/api/drain", None)
+        .await
+        .context("cannot start the drain")?;
+    println!(
+        "draining {}: webhooks are refused and sources stop; waiting up to {} for deliveries",
+        admin.base,
+        humantime::format_duration(deadline)
+    );
+    let mut tick = tokio::time::interval(DRAIN_POLL);
+    let mut last: Option<(u64, tokio::time::Instant)> = None;
+    let mut warned_stuck = std::collections::BTreeSet::new();
+    loop {
+        tick.tick().await;
+        let status: crate::admin::DrainStatus =
+            admin.call(reqwest::Method::GET, "/api/drain", None).await?;
+        let routes: Vec<crate::admin::RouteStatus> = admin
+            .call(reqwest::Method::GET, "/api/routes", None)
+            .await?;
+        let progress = DrainProgress::of(&routes);
+        for (name, pending) in progress.stuck(&routes) {
+            if warned_stuck.insert(name.clone()) {
+                println!("  route {name} is not running (disabled, or removed from the config): its {pending} pending events are not delivered while it is not; enable it (and reload), or forget them with `hookfan drop-pending --route {name}`");
+            }
+        }
+        if !status.accepting && progress.pending == 0 {
+            if progress.dead > 0 {
+                bail!(
+                    "nothing is pending, but {} dead letters remain in the spool ({}): replay them (`hookfan dead-letters replay`) and drain again, or drop them (`hookfan dead-letters drop`), before retiring this spool",
+                    progress.dead,
+                    progress.dead_by_route
+                );
+            }
+            println!(
+                "drained in {}: nothing pending, no dead letters; the spool can be retired (stop hookfan, then remove its data_dir)",
+                humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()))
+            );
+            return Ok(());
+        }
+        let changed = last
+            .is_none_or(|(pending, at)| pending != progress.pending || at.elapsed() >= DRAIN_QUIET);
+        if changed {
+            println!(
+                "  {} pending{}{}",
+                progress.pending,
+                if progress.pending > 0 {
+                    format!(" ({})", progress.pending_by_route)
+                } else {
+                    String::new()
+                },
+                if status.accepting {
+                    "; ingest and sources still finishing"
+                } else {
+                    ""
+                }
+            );
+            last = Some((progress.pending, tokio::time::Instant::now()));
+        }
+        if started.elapsed() >= deadline {
+            bail!(
+                "drain deadline ({}) reached with {} events pending ({}); hookfan still refuses webhooks and goes on delivering: run `hookfan drain` again to wait longer, or restart hookfan to take webhooks again",
+                humantime::format_duration(deadline),
+                progress.pending,
+                progress.pending_by_route
+            );
+        }
+    }
+}
+
+/// What a drain waits for, summed over routes.
+struct DrainProgress {
+    pending: u64,
+    dead: u64,
+    /// `name: n, ...` for the routes with pending events.
+    pending_by_route: String,
+    dead_by_route: String,
+}
+
+impl DrainProgress {
+    fn of(routes: &[crate::admin::RouteStatus]) -> DrainProgress {
+        let by = |f: fn(&crate::admin::RouteStatus) -> u64| {
+            routes
+                .iter()
+                .filter(|r| f(r) > 0)
+                .map(|r| format!("{}: {}", r.name, f(r)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        DrainProgress {
+            pending: routes.iter().map(|r| r.pending).sum(),
+            dead: routes.iter().map(|r| r.dead_letters).sum(),
+            pending_by_route: by(|r| r.pending),
+            dead_by_route: by(|r| r.dead_letters),
+        }
+    }
+
+    /// Routes holding pending events that no worker delivers.
+    fn stuck(&self, routes: &[crate::admin::RouteStatus]) -> Vec<(String, u64)> {
+        routes
+            .iter()
+            .filter(|r| r.pending > 0 && !r.enabled)
+            .map(|r| (r.name.clone(), r.pending))
+            .collect()
+    }
+}
+
 /// How long `hookfan healthcheck` waits for `/readyz`: below the 5 s a container HEALTHCHECK
 /// or probe usually allows, so the reason is printed before the runtime gives up on it.
 const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(4);

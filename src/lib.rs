@@ -19,6 +19,7 @@
 //! - [`admin`]: the admin listener (health, readiness, Prometheus metrics).
 //! - [`live`]: the running config and hot reload (one worker per enabled route).
 //! - [`server`]: wires the above together and shuts them down in order.
+//! - [`drain`]: retiring a replica: ingest and sources stop, deliveries go on.
 //! - [`cli`]: the subcommands other than `serve`.
 //! - [`telemetry`]: logging setup and the metric names.
 //! - [`stream`]: Stream's wire format: header names, signing, hook kinds, event types.
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod dedup;
 pub mod deliver;
+pub mod drain;
 pub mod ingest;
 pub mod live;
 pub mod route;

@@ -77,6 +77,15 @@ enum Command {
     Healthcheck,
     /// Show each route's backlog, progress and last error (from the running daemon).
     Status,
+    /// Stop the running daemon taking webhooks (its listener closes, sources stop, /readyz
+    /// turns 503) and wait until everything is delivered: exit 0 once the spool is empty,
+    /// else say what remains. For scaling in and retiring a replica's volume.
+    Drain {
+        /// Give up (exit 1, saying what is still pending) after this long; the daemon stays
+        /// drained.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Forget the pending events of a route that no longer runs (removed or disabled).
     DropPending {
         #[arg(long)]
@@ -144,6 +153,7 @@ fn main() -> ExitCode {
         ),
         Command::Healthcheck => runtime().block_on(hookfan::cli::healthcheck(&cli.config)),
         Command::Status => runtime().block_on(hookfan::cli::status(&cli.config)),
+        Command::Drain { timeout } => runtime().block_on(hookfan::cli::drain(&cli.config, timeout)),
         Command::DropPending { route } => {
             runtime().block_on(hookfan::cli::drop_pending(&cli.config, &route))
         }

@@ -1,6 +1,9 @@
 //! Wiring: opens the spool, starts one delivery worker per enabled route, serves ingest, and
 //! shuts all of it down in order.
 //!
+//! A drain (`crate::drain`) is the first step of that order without the rest: ingest and
+//! sources stop, deliveries go on until SIGTERM.
+//!
 //! Shutdown order is what makes "200 means stored" hold at exit: (1) stop accepting and let
 //! in-flight ingest requests finish, each waiting for its commit; (2) stop starting
 //! deliveries and give in-flight ones `shutdown_grace`; (3) commit what is queued and close
@@ -83,6 +86,8 @@ pub async fn run(
     let (publish, live) = watch::channel(Arc::new(routes.apply(config.clone()).await?));
 
     let source_stats = crate::sources::Registry::default();
+    let drain = crate::drain::Drain::default();
+    metrics::gauge!("hookfan_draining").set(0.0);
     let admin_task = match admin {
         Some(admin) => {
             let addr = admin.local_addr()?;
@@ -96,6 +101,7 @@ pub async fn run(
                 spool: spool.clone(),
                 live: live.clone(),
                 sources: source_stats.clone(),
+                drain: drain.clone(),
             };
             let stop = shutdown.clone();
             tracing::info!("admin listening on http://{addr} (/healthz, /readyz, /metrics, /api)");
@@ -109,7 +115,7 @@ pub async fn run(
     };
 
     // Sources feed the same back half as ingest, on this runtime.
-    let mut sources = Sources::new(spool.clone(), live.clone(), source_stats);
+    let mut sources = Sources::new(spool.clone(), live.clone(), source_stats, drain.clone());
     sources.apply(&config).await;
 
     // Reloads stop before ingest does, so no worker is started during the drain.
@@ -133,6 +139,17 @@ pub async fn run(
     match listener {
         Some(listener) => {
             let state = IngestState::new(live.clone(), spool.clone(), config.max_buffered_bytes);
+            // Ingest stops at shutdown or at a drain, whichever comes first.
+            let stop = shutdown.child_token();
+            tokio::spawn({
+                let (drain, stop) = (drain.clone(), stop.clone());
+                async move {
+                    tokio::select! {
+                        _ = drain.requested().cancelled() => stop.cancel(),
+                        _ = stop.cancelled() => {}
+                    }
+                }
+            });
             let addr = listener.local_addr()?;
             let scheme = if tls.is_some() { "https" } else { "http" };
             tracing::info!(
@@ -146,9 +163,14 @@ pub async fn run(
                 ingest::router(state),
                 live,
                 config.max_connections,
-                shutdown.clone(),
+                stop,
+                drain.clone(),
             )
             .await;
+            if !shutdown.is_cancelled() {
+                tracing::info!("draining: ingest stopped; deliveries go on until SIGTERM");
+                shutdown.cancelled().await;
+            }
             tracing::info!("ingest stopped; finishing deliveries in flight");
         }
         None => {
@@ -157,6 +179,7 @@ pub async fn run(
                 sources = config.sources.len(),
                 "no webhook listener (listen: off, or sources and no apps); receiving from sources only"
             );
+            drain.ingest_closed();
             shutdown.cancelled().await;
         }
     }

@@ -30,7 +30,8 @@ use crate::live::LiveView;
 /// Request heads (request line and headers) larger than this get 431. Stream's are < 1 KiB.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-/// Serves `app` on `listener` until `shutdown`, then waits for requests in flight.
+/// Serves `app` on `listener` until `shutdown`, then closes the socket (telling `drain`) and
+/// waits for requests in flight.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -38,6 +39,7 @@ pub async fn serve(
     live: LiveView,
     max_connections: usize,
     shutdown: CancellationToken,
+    drain: crate::drain::Drain,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
@@ -102,7 +104,9 @@ pub async fn serve(
             metrics::gauge!("hookfan_ingest_connections").decrement(1.0);
         });
     }
+    // New connections are refused from here on (a load balancer's health check sees it too).
     drop(listener);
+    drain.ingest_closed();
     graceful.shutdown().await;
 }
 

@@ -16,7 +16,8 @@
 //!
 //! [`Sources`] runs one [`sqs::SqsSource`] per configured source and reconciles them with a
 //! new config on reload: new sources start, removed ones stop (finishing the batch in hand),
-//! changed ones restart. Nothing is lost by a stop: an undeleted message comes back.
+//! changed ones restart. Nothing is lost by a stop: an undeleted message comes back. A drain
+//! ([`crate::drain`]) stops them all and starts none after it.
 
 pub mod decode;
 pub mod sqs;
@@ -28,6 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Source};
+use crate::drain::Drain;
 use crate::live::LiveView;
 use crate::spool::Spool;
 
@@ -78,15 +80,18 @@ pub struct Sources {
     running: HashMap<String, Running>,
     /// Kept across restarts and reloads, like routes' stats.
     stats: Registry,
+    /// A drain stops every source and starts none after it.
+    drain: Drain,
 }
 
 impl Sources {
-    pub fn new(spool: Spool, live: LiveView, stats: Registry) -> Sources {
+    pub fn new(spool: Spool, live: LiveView, stats: Registry, drain: Drain) -> Sources {
         Sources {
             spool,
             live,
             running: HashMap::new(),
             stats,
+            drain,
         }
     }
 
@@ -113,11 +118,19 @@ impl Sources {
             if self.running.contains_key(name) {
                 continue;
             }
+            if self.drain.is_requested() {
+                tracing::info!(source = %name, "not starting the source: hookfan is draining");
+                continue;
+            }
             let stats = self.stats.stats(name);
             let consumer = sqs::SqsSource::new(source, stats).await;
-            let stop = CancellationToken::new();
-            let done =
-                tokio::spawn(consumer.run(self.live.clone(), self.spool.clone(), stop.clone()));
+            // Stopped by a drain too; tracked, so the drain knows when every source is done.
+            let stop = self.drain.requested().child_token();
+            let done = self.drain.sources().spawn(consumer.run(
+                self.live.clone(),
+                self.spool.clone(),
+                stop.clone(),
+            ));
             tracing::info!(source = %name, queue = %source.sqs.queue_url, "source started");
             self.running.insert(
                 name.to_string(),

@@ -409,25 +409,8 @@ async fn one_dead_letter() -> (Receiver, Daemon, reqwest::Client, String) {
     let id = new_id();
     post_ok(&client, &daemon.url(), &id, &event_body("message.new", &id)).await;
     receiver.next("the attempt answered 400").await;
-    until_dead_lettered(&daemon, &id).await;
+    daemon.until_dead_lettered(&id).await;
     (receiver, daemon, client, id)
-}
-
-/// Waits until the running daemon lists `id` as a dead letter (it is recorded just after the
-/// destination's answer, so there is nothing to await but the listing).
-async fn until_dead_lettered(daemon: &Daemon, id: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let listed = daemon.cli(&["dead-letters", "list", "--json"]).await;
-        if listed.contains(id) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not dead-lettered: {listed}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

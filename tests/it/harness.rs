@@ -619,6 +619,33 @@ impl Daemon {
     /// Runs `hookfan ARGS --config PATH` (on the spool file when the daemon is stopped, through
     /// its admin API when it runs), requires exit 0 and returns its stdout.
     pub async fn cli(&self, args: &[&str]) -> String {
+        let out = self.cli_output(args).await;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "hookfan {args:?} must exit 0, got {}; stderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Waits until the running daemon lists `id` as a dead letter (it is recorded just after the
+    /// destination's answer, so there is nothing to await but the listing).
+    pub async fn until_dead_lettered(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let listed = self.cli(&["dead-letters", "list", "--json"]).await;
+            if listed.contains(id) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not dead-lettered: {listed}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// [`Daemon::cli`] whatever its exit status: the command's whole output.
+    pub async fn cli_output(&self, args: &[&str]) -> std::process::Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookfan"));
         cmd.args(args).arg("--config").arg(&self.config_path);
         cmd.stdin(Stdio::null()).env("NO_COLOR", "1");
@@ -636,18 +663,15 @@ impl Daemon {
         .unwrap_or_else(|_| panic!("{described} did not finish within {CLI_TIMEOUT:?}"))
         .expect("join dead-letters")
         .unwrap_or_else(|e| panic!("run {described}: {e}"));
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        for line in stderr.lines() {
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
             eprintln!("[hookfan cli] {line}");
         }
-        eprintln!("[harness] {described} -> {}\n{stdout}", out.status);
-        assert!(
-            out.status.success(),
-            "{described} must exit 0, got {}; stderr:\n{stderr}",
-            out.status
+        eprintln!(
+            "[harness] {described} -> {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
         );
-        stdout
+        out
     }
 }
 

@@ -32,6 +32,7 @@ mod e2e_consumers;
 mod e2e_crash;
 mod e2e_delivery;
 mod e2e_deploy;
+mod e2e_drain;
 mod e2e_faults;
 mod e2e_hooks;
 mod e2e_ingest;
