@@ -220,6 +220,8 @@ async fn a_master_found_through_sentinel_shares_dedup_and_is_followed_through_a_
                 post_signed(&client, &daemon.url(), &id, &event_body("message.new", &id)).await;
             assert_eq!(answer.status, 200, "during the failover: {answer:?}");
             ids.push(id);
+            // Paced like light traffic: each webhook is what makes a replica notice the
+            // failover, and a flood would only fill the spool.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
