@@ -291,7 +291,129 @@ broken_configs! {
             |    event_types: []
             |    file: { path: ./a.jsonl }
         "#,
-        expect: [(1, 30, r#"dedup: unknown key "ttl" (expected one of backend, url, key_prefix, timeout, pending_ttl)"#)],
+        expect: [(1, 30, r#"dedup: unknown key "ttl" (expected one of backend, url, cluster, sentinel, tls, key_prefix, timeout, pending_ttl)"#)],
+    }
+
+    dedup_takes_one_topology_and_each_node_is_checked_at_its_line {
+        env: [],
+        yaml: r#"
+            |dedup:
+            |  backend: redis
+            |  url: redis://a:6379
+            |  cluster:
+            |    nodes:
+            |      - redis://:one@b:7000
+            |      - "http://c:7000"
+            |  sentinel: { master: m, nodes: [] }
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [(2, 3, "dedup: give one of url, cluster and sentinel, not several")],
+    }
+
+    dedup_cluster_nodes_must_be_redis_urls_and_agree {
+        env: [],
+        yaml: r#"
+            |dedup:
+            |  backend: redis
+            |  cluster:
+            |    nodes:
+            |      - redis://:one@b:7000
+            |      - "http://c:7000"
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [(6, 9, "dedup: cluster.nodes[1] is not a Redis URL")],
+    }
+
+    dedup_cluster_nodes_share_one_password {
+        env: [],
+        yaml: r#"
+            |dedup:
+            |  backend: redis
+            |  cluster: { nodes: ["redis://:one@b:7000", "redis://:two@c:7000"] }
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [(3, 21, "dedup: cluster: the nodes must share one user, password, database and scheme")],
+    }
+
+    dedup_sentinel_needs_a_master_name_and_sentinels {
+        env: [],
+        yaml: r#"
+            |dedup:
+            |  backend: redis
+            |  sentinel:
+            |    master: ""
+            |    nodes: []
+            |    db: -1
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [
+            (4, 13, "dedup: sentinel: master is empty"),
+            (6, 9, "dedup: sentinel: db must be 0 or more"),
+            (5, 12, "dedup: sentinel.nodes is empty"),
+        ],
+    }
+
+    dedup_tls_is_for_rediss_and_a_client_certificate_needs_its_key {
+        env: [],
+        yaml: r#"
+            |dedup:
+            |  backend: redis
+            |  url: redis://a:6379
+            |  tls: { ca_file: "", cert_file: ./client.pem }
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [
+            (4, 19, "dedup: tls.ca_file is empty"),
+            (4, 8, "dedup: tls: cert_file and key_file go together"),
+        ],
+    }
+
+    dedup_tls_needs_rediss_urls {
+        env: [],
+        yaml: r#"
+            |dedup:
+            |  backend: redis
+            |  url: redis://a:6379
+            |  tls: { ca_file: ./ca.pem }
+            |apps:
+            |  - api_key: k
+            |    api_secret: s
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [(4, 8, "dedup: tls is for rediss:// URLs")],
     }
 
     // ---- The ingest listener: tls, allowed_ips, max_event_age, limits -----------------------

@@ -166,13 +166,49 @@ pub struct Passthrough {
 /// `dedup: { backend: redis, ... }`: webhook ids shared between replicas.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisDedup {
-    /// `redis://` or `rediss://`; may hold a password, so never printed.
-    pub url: Secret,
+    /// Which Redis: one server, a cluster, or a master named by sentinels.
+    pub topology: RedisTopology,
+    /// Certificates for `rediss://`; None trusts the system's roots.
+    pub tls: Option<RedisTls>,
     pub key_prefix: String,
     /// Per call; slower counts as unavailable (local dedup meanwhile).
     pub timeout: Duration,
     /// How long a claim of a webhook being stored lasts.
     pub pending_ttl: Duration,
+}
+
+/// How a replica reaches Redis. Every URL is `redis://` or `rediss://` (all of one kind) and
+/// may hold a password, so none is ever printed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RedisTopology {
+    /// `url:`: one server.
+    Single(Secret),
+    /// `cluster: { nodes }`: seed nodes of a Redis Cluster.
+    Cluster(Vec<Secret>),
+    /// `sentinel: { master, nodes, ... }`: the master the sentinels name.
+    Sentinel(SentinelDedup),
+}
+
+/// `dedup.sentinel`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentinelDedup {
+    /// The monitored master's name.
+    pub master: String,
+    /// The sentinels' URLs (their own credentials, if any).
+    pub nodes: Vec<Secret>,
+    /// Credentials and database on the master, which the sentinels do not tell.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub db: i64,
+}
+
+/// `dedup.tls`: PEM files, read when the daemon starts (like the listener's `tls:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisTls {
+    /// Trusted instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain and key, for servers that require mutual TLS.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// A `sources:` entry: a queue Stream delivers to natively, consumed like webhooks arrive.
@@ -477,8 +513,17 @@ struct RawDedup {
     /// `spool` (default: this replica's spool) or `redis` (shared by replicas).
     #[schemars(extend("enum" = ["spool", "redis"], "default" = "spool"))]
     backend: Option<String>,
-    /// redis://[user:password@]host[:port][/db], or rediss:// for TLS.
+    /// One Redis server: redis://[user:password@]host[:port][/db], or rediss:// for TLS.
+    /// Exactly one of url, cluster and sentinel.
     url: Option<String>,
+    /// A Redis Cluster, instead of url.
+    cluster: Option<RawRedisCluster>,
+    /// A master found through Redis Sentinel (and followed through failovers), instead of
+    /// url.
+    sentinel: Option<RawRedisSentinel>,
+    /// Certificates for rediss:// URLs: a private CA, and a client certificate for mutual
+    /// TLS. Without it, the system's roots are trusted (SSL_CERT_FILE is honoured).
+    tls: Option<RawRedisTls>,
     /// Prefix of the keys hookfan writes.
     #[schemars(extend("default" = dedup::DEFAULT_KEY_PREFIX))]
     key_prefix: Option<String>,
@@ -488,6 +533,50 @@ struct RawDedup {
     /// How long a claim of a webhook being stored lasts (6s to 60s).
     #[schemars(extend("pattern" = schema::DURATION, "default" = "10s"))]
     pending_ttl: Option<String>,
+}
+
+/// A Redis Cluster: the client learns every node and slot from any of these.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "RedisCluster")]
+struct RawRedisCluster {
+    /// Seed nodes (one is enough, more survive one being down), each
+    /// redis://[user:password@]host:port or rediss://; all with the same user, password and
+    /// scheme.
+    nodes: Vec<String>,
+}
+
+/// Redis Sentinel: the sentinels name the master, and name the new one after a failover.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "RedisSentinel")]
+struct RawRedisSentinel {
+    /// The master's name in the sentinels' configuration (`sentinel monitor <name> ...`).
+    master: String,
+    /// The sentinels, each redis://[user:password@]host:port (the sentinels' own
+    /// credentials, usually none) or rediss:// for TLS to the sentinels and the master.
+    nodes: Vec<String>,
+    /// User on the master (and its replicas), if its ACL needs one.
+    username: Option<String>,
+    /// Password on the master (and its replicas); usually `${REDIS_PASSWORD}`.
+    password: Option<String>,
+    /// Database number on the master.
+    #[schemars(range(min = 0), extend("default" = 0))]
+    db: Option<i64>,
+}
+
+/// PEM files for rediss://.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "RedisTls")]
+struct RawRedisTls {
+    /// CA certificate(s) that signed the server's certificate, trusted instead of the
+    /// system's roots.
+    ca_file: Option<String>,
+    /// Client certificate chain for mutual TLS (with key_file).
+    cert_file: Option<String>,
+    /// The client certificate's private key (with cert_file).
+    key_file: Option<String>,
 }
 
 /// A queue Stream delivers to natively.
@@ -699,7 +788,19 @@ const TOP_KEYS: &[&str] = &[
     "sources",
     "dedup",
 ];
-const DEDUP_KEYS: &[&str] = &["backend", "url", "key_prefix", "timeout", "pending_ttl"];
+const DEDUP_KEYS: &[&str] = &[
+    "backend",
+    "url",
+    "cluster",
+    "sentinel",
+    "tls",
+    "key_prefix",
+    "timeout",
+    "pending_ttl",
+];
+const DEDUP_CLUSTER_KEYS: &[&str] = &["nodes"];
+const DEDUP_SENTINEL_KEYS: &[&str] = &["master", "nodes", "username", "password", "db"];
+const DEDUP_TLS_KEYS: &[&str] = &["ca_file", "cert_file", "key_file"];
 const SOURCE_KEYS: &[&str] = &["name", "sqs"];
 const SQS_SOURCE_KEYS: &[&str] = &[
     "queue_url",
@@ -901,6 +1002,17 @@ fn lint(root: &tree::Node) -> Vec<Diagnostic> {
     }
     if let Some(dedup) = root.get("dedup") {
         unknown_keys(dedup, DEDUP_KEYS, "dedup: ", &mut out);
+        if let Some(cluster) = dedup.get("cluster") {
+            unknown_keys(cluster, DEDUP_CLUSTER_KEYS, "dedup: cluster: ", &mut out);
+            missing_keys(cluster, &["nodes"], "dedup: cluster", &mut out);
+        }
+        if let Some(sentinel) = dedup.get("sentinel") {
+            unknown_keys(sentinel, DEDUP_SENTINEL_KEYS, "dedup: sentinel: ", &mut out);
+            missing_keys(sentinel, &["master", "nodes"], "dedup: sentinel", &mut out);
+        }
+        if let Some(tls) = dedup.get("tls") {
+            unknown_keys(tls, DEDUP_TLS_KEYS, "dedup: tls: ", &mut out);
+        }
     }
     for source in root.get("sources").map(|n| n.items()).unwrap_or_default() {
         unknown_keys(source, SOURCE_KEYS, "source: ", &mut out);

@@ -77,7 +77,7 @@ pub fn from_str(
         }
         let (path, whole) = under.get(n).cloned().flatten().unwrap_or_default();
         values.push(Some(if whole {
-            for_key(key_of(&path)).to_string()
+            for_path(&path).to_string()
         } else {
             // Part of a longer value (`http://${HOST}:8080/`): a value that fits hosts,
             // ports, paths and secrets alike.
@@ -159,6 +159,18 @@ fn key_of(path: &str) -> &str {
     last.split('[').next().unwrap_or(last)
 }
 
+/// A value that passes validation at `path`: by its key, except where one key name means
+/// different things (`url` is HTTP on a route, Redis under `dedup`).
+fn for_path(path: &str) -> &'static str {
+    if path == "dedup.url"
+        || path.starts_with("dedup.cluster.nodes")
+        || path.starts_with("dedup.sentinel.nodes")
+    {
+        return "redis://placeholder.invalid:6379";
+    }
+    for_key(key_of(path))
+}
+
 /// A value that passes validation for `key`. Keys not listed take a plain word, which every
 /// free-form key (names, paths, secrets, templates) accepts.
 pub fn for_key(key: &str) -> &'static str {
@@ -180,6 +192,8 @@ pub fn for_key(key: &str) -> &'static str {
         // The largest max_body_bytes, so any max_body_bytes written beside it fits.
         "max_buffered_bytes" => "268435456",
         "delivery_nice" => "5",
+        // dedup.sentinel.db
+        "db" => "0",
         // FIFO routes accept only 1.
         "concurrency" => "1",
         "queue_url" => "https://sqs.us-east-1.amazonaws.com/000000000000/placeholder",
@@ -264,5 +278,19 @@ routes:
         let text = "apps:\n  - api_key: ${KEY}\n    api_secret: ${S}\nroutes:\n  - name: a\n    event_types: []\n    file: { path: x, colour: red }\n";
         let err = from_str("r.yaml", text, nothing, Placeholders::All).unwrap_err();
         assert!(err.to_string().contains("r.yaml:7:22"), "{err}");
+    }
+
+    #[test]
+    fn redis_urls_under_dedup_get_a_redis_placeholder_not_an_http_one() {
+        for dedup in [
+            "url: ${REDIS_URL}",
+            "cluster: { nodes: [\"${NODE_A}\", \"${NODE_B}\"] }",
+            "sentinel: { master: ${MASTER}, nodes: [\"${SENTINEL}\"], password: ${PW}, db: ${DB} }",
+        ] {
+            let text = format!("dedup:\n  backend: redis\n  {dedup}\napps:\n  - api_key: k\n    api_secret: s\nroutes:\n  - name: a\n    event_types: []\n    file: {{ path: x }}\n");
+            let (config, _) = from_str("r.yaml", &text, nothing, Placeholders::All)
+                .unwrap_or_else(|e| panic!("{dedup}: {e}"));
+            assert!(config.dedup.is_some(), "{dedup}");
+        }
     }
 }

@@ -19,6 +19,8 @@
 //!   undecodable messages left queued, `kill -9` mid-consumption, sources-only configs.
 //! - `e2e_replicas`: two replicas sharing dedup on Redis (`redis`: Debian's redis-server,
 //!   started per test).
+//! - `e2e_redis_topologies`: shared dedup over `rediss://` with a private CA and mutual TLS,
+//!   on a Redis Cluster, and through Sentinel across a failover.
 //! - `e2e_faults`: the fault suite: crash loop, destination outages, full disk,
 //!   corrupted spool file, overload (figures in docs/reliability.md).
 //! - `e2e_hooks`: synchronous hooks proxied (passthrough), their bodies refused on push
@@ -37,6 +39,7 @@ mod e2e_faults;
 mod e2e_hooks;
 mod e2e_ingest;
 mod e2e_malformed;
+mod e2e_redis_topologies;
 mod e2e_reload;
 mod e2e_replicas;
 mod e2e_security;
