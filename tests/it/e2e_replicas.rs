@@ -234,3 +234,173 @@ async fn retry_after_reconnect(
         id = new_id();
     }
 }
+
+/// A TCP proxy in front of Redis whose answers can be held back: a replica behind it sends its
+/// claim, Redis takes it, and the replica waits for the answer for as long as the test likes.
+struct HoldingProxy {
+    addr: std::net::SocketAddr,
+    hold: tokio::sync::watch::Sender<bool>,
+}
+
+impl HoldingProxy {
+    async fn start(upstream: &str) -> HoldingProxy {
+        let upstream: std::net::SocketAddr = upstream
+            .trim_start_matches("redis://")
+            .trim_end_matches("/0")
+            .parse()
+            .expect("a redis://host:port/0 URL");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let (hold, held) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(upstream)
+                    .await
+                    .expect("connect to Redis");
+                tokio::spawn(Self::pipe(client, server, held.clone()));
+            }
+        });
+        HoldingProxy { addr, hold }
+    }
+
+    /// Requests go on reaching Redis; from now on its answers wait in the proxy.
+    fn hold(&self) {
+        self.hold.send_replace(true);
+    }
+
+    fn release(&self) {
+        self.hold.send_replace(false);
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}/0", self.addr)
+    }
+
+    async fn pipe(
+        client: tokio::net::TcpStream,
+        server: tokio::net::TcpStream,
+        mut held: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        let requests = tokio::io::copy(&mut client_read, &mut server_write);
+        let answers = async {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = server_read.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<_, std::io::Error>(());
+                }
+                let _ = held.wait_for(|held| !*held).await;
+                client_write.write_all(&buf[..n]).await?;
+            }
+        };
+        // Either side closing ends the connection (a killed replica's answers are never sent).
+        tokio::select! {
+            _ = requests => {}
+            _ = answers => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_while_holding_a_claim_loses_nothing_and_its_id_is_taken_over_once_the_claim_expires(
+) {
+    let redis = RedisServer::start().await;
+    let proxy = HoldingProxy::start(&redis.url()).await;
+    let mut receiver = Receiver::start().await;
+    let prefix = format!("it:{}:", new_id());
+    let config = |url: &str| {
+        Config::default()
+            .top_level(format!(
+                "dedup:\n  backend: redis\n  url: \"{url}\"\n  key_prefix: \"{prefix}\"\n  timeout: 2s\n  pending_ttl: 6s"
+            ))
+            .route(HttpRoute::new("everything", receiver.url()))
+    };
+    // A reaches Redis through the proxy, B directly.
+    let mut a = Daemon::start(config(&proxy.url())).await;
+    let b = Daemon::start(config(&redis.url())).await;
+    until_shared(&a).await;
+    until_shared(&b).await;
+    let client = client();
+
+    // Acknowledged by A before it dies: delivered whatever happens next.
+    let mut acked = HashSet::new();
+    for _ in 0..10 {
+        let id = new_id();
+        post_ok(&client, &a.url(), &id, &event_body("message.new", &id)).await;
+        acked.insert(id);
+    }
+
+    // A claims `held` on Redis and waits for the answer, which the proxy keeps back; A dies
+    // there, holding a pending claim and having stored nothing.
+    proxy.hold();
+    let held = new_id();
+    let body = event_body("message.new", &held);
+    let request = tokio::spawn({
+        let (url, id, body, client) = (a.url(), held.clone(), body.clone(), client.clone());
+        async move {
+            let signature = sign(SECRET, &body);
+            let headers = stream_headers(&id, &signature);
+            send(&client, reqwest::Method::POST, &url, body.clone(), &headers).await
+        }
+    });
+    let key = format!("{prefix}{held}");
+    poll_until(Duration::from_secs(10), "A's claim on Redis", || {
+        (redis.cli(&["GET", &key]).trim() == "pending").then_some(())
+    })
+    .await;
+    a.kill9();
+    let answer = request.await.expect("request task");
+    assert!(
+        answer.as_ref().map_or(true, |a| a.status != 200),
+        "a replica killed before storing never acknowledges: {answer:?}"
+    );
+
+    // Stream retries on B: 503 while the dead replica's claim lasts, then B takes the id over.
+    let first = post_signed(&client, &b.url(), &held, &body).await;
+    assert_eq!(first.status, 503, "the claim is still pending: {first:?}");
+    assert!(
+        first.headers.contains_key("retry-after"),
+        "503 tells Stream when to retry: {first:?}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let stored = loop {
+        let answer = post_signed(&client, &b.url(), &held, &body).await;
+        match answer.status {
+            200 => break answer,
+            503 => assert!(
+                tokio::time::Instant::now() < deadline,
+                "B never took over the expired claim: {answer:?}"
+            ),
+            _ => panic!("B answered {answer:?}"),
+        }
+        // Like Stream's retries: a while apart.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        stored.body, "stored\n",
+        "B stores it once the claim expired"
+    );
+
+    // A comes back on its volume: what it acknowledged is delivered; `held` was never its.
+    proxy.release();
+    a.restart().await;
+    let mut wanted = acked.clone();
+    wanted.insert(held.clone());
+    let got = receiver
+        .until_ids(
+            &wanted,
+            Duration::from_secs(30),
+            "every acknowledged webhook",
+        )
+        .await;
+    assert_eq!(
+        ids_of(&got).get(&held),
+        Some(&1),
+        "the id the dead replica claimed is delivered once, by B"
+    );
+}
