@@ -152,6 +152,8 @@
 //!   fuzzed by `fuzz/fuzz_targets/spool_frames.rs`.
 //! - No `unsafe`; no file creation, directory sync or size change on the ack path.
 
+pub mod checkpoint;
+pub mod compaction;
 pub mod reader;
 pub mod record;
 pub mod recovery;
@@ -188,6 +190,13 @@ pub enum CorruptWhy {
     /// A segment declares records void in the middle of a group.
     #[error("a void boundary at lsn {0} falls inside a group")]
     VoidInsideGroup(u64),
+    /// A checkpoint is damaged, and no older one plus the log still present covers it.
+    #[error("{0}")]
+    Checkpoint(checkpoint::BadCheckpoint),
+    /// An event still needed (pending, dead, or remembered for its id) is not where the
+    /// state says: its segment is gone, or holds no valid record of it there.
+    #[error("event {seq}'s record is missing")]
+    EventMissing { seq: u64 },
 }
 
 /// What can go wrong with the log.
@@ -195,7 +204,7 @@ pub enum CorruptWhy {
 pub enum LogError {
     /// An acknowledged record is damaged or missing. hookfan does not start on such a spool:
     /// move the file aside, or (later) run `hookfan spool repair`.
-    #[error("spool segment {file} is corrupt at byte {offset}: {why}; hookfan will not start on it (move the file aside to keep the rest)")]
+    #[error("spool file {file} is corrupt at byte {offset}: {why}; hookfan will not start on it (move the file aside to keep the rest)")]
     Corrupt {
         file: String,
         offset: u64,
