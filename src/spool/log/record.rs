@@ -30,6 +30,7 @@ const KIND_REPLAY: u8 = 7;
 const KIND_DROP: u8 = 8;
 const KIND_DROP_PENDING: u8 = 9;
 const KIND_COPY: u8 = 10;
+const KIND_EXPIRE_IDS: u8 = 11;
 
 /// One record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +80,11 @@ pub enum Record<'a> {
     /// [`Record::Event`]), and the older copy is no longer read. Changes no queue. An event
     /// no route holds any more (kept only for its id) is copied without its body and routes.
     Copy { seq: u64, event: EventRecord<'a> },
+    /// The dedup window moved: ids received before `before_ms` are forgotten, at most
+    /// `limit` of them ([`crate::spool::log::State::expire_ids`]). A record, so a restart
+    /// forgets exactly what was forgotten, and compaction may delete what only those ids
+    /// kept.
+    ExpireIds { before_ms: u64, limit: u32 },
 }
 
 /// A verified webhook as stored: everything needed to deliver it again, byte for byte.
@@ -374,6 +380,11 @@ impl<'a> Record<'a> {
                 o.u8(KIND_DROP_PENDING);
                 o.uint(u64::from(*route));
             }
+            Record::ExpireIds { before_ms, limit } => {
+                o.u8(KIND_EXPIRE_IDS);
+                o.uint(*before_ms);
+                o.uint(u64::from(*limit));
+            }
             Record::Copy { seq, event } => {
                 o.u8(KIND_COPY);
                 o.uint(*seq);
@@ -444,6 +455,10 @@ impl<'a> Record<'a> {
                 seq: i.uint()?,
             },
             KIND_DROP_PENDING => Record::DropPending { route: i.u32()? },
+            KIND_EXPIRE_IDS => Record::ExpireIds {
+                before_ms: i.uint()?,
+                limit: i.u32()?,
+            },
             KIND_COPY => {
                 let seq = i.uint()?;
                 match i.u8()? {
@@ -547,6 +562,10 @@ mod tests {
             },
             Record::Drop { route: 1, seq: 2 },
             Record::DropPending { route: u32::MAX },
+            Record::ExpireIds {
+                before_ms: 5,
+                limit: 64,
+            },
             Record::Copy {
                 seq: 300,
                 event: match event(&body) {

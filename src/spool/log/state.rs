@@ -239,6 +239,9 @@ impl State {
                     );
                 }
             }
+            Record::ExpireIds { before_ms, limit } => {
+                self.expire_ids(*before_ms, *limit as usize);
+            }
             Record::Copy { seq, .. } => {
                 let prefix = Record::copy_prefix_len(*seq);
                 let moved = Location {
@@ -422,7 +425,9 @@ impl State {
     }
 
     /// Forgets webhook ids received before `cutoff_ms` (now minus the dedup window), at
-    /// most `limit` of them. Ids received out of order stay until those before them go:
+    /// most `limit` of them. The log does it through [`Record::ExpireIds`], so that what is
+    /// forgotten stays forgotten after a restart (compaction may delete what only an id
+    /// kept). Ids received out of order stay until those before them go:
     /// remembered longer, never shorter.
     pub fn expire_ids(&mut self, cutoff_ms: u64, limit: usize) {
         for _ in 0..limit {
