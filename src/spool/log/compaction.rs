@@ -71,9 +71,10 @@ pub fn events_in(bytes: &[u8], index: u64) -> impl Iterator<Item = (u64, Locatio
 pub struct Plan {
     /// Segment files below the floor that hold nothing needed.
     pub delete: Vec<u64>,
-    /// The oldest segment below the floor whose events still needed cost at most
-    /// `copy_at_most` bytes to copy forward.
-    pub copy: Option<u64>,
+    /// Segments below the floor to copy the events still needed from, oldest first: each
+    /// costs at most `copy_at_most` bytes to copy, and all of them together too (the step's
+    /// bound).
+    pub copy: Vec<u64>,
 }
 
 /// Decides a compaction step. `files`: the segment files present; `uses`: the segments that
@@ -81,16 +82,21 @@ pub struct Plan {
 /// [`Maintenance::floor`]).
 pub fn plan(files: &[u64], uses: &[(u64, SegmentUse)], floor: u64, copy_at_most: u64) -> Plan {
     let needed = |s: u64| uses.iter().any(|(u, _)| *u == s);
+    let mut budget = copy_at_most;
+    let mut copy = Vec::new();
+    for &(segment, use_) in uses.iter().filter(|(s, _)| *s < floor) {
+        if use_.bytes <= budget {
+            budget -= use_.bytes;
+            copy.push(segment);
+        }
+    }
     Plan {
         delete: files
             .iter()
             .copied()
             .filter(|&s| s < floor && !needed(s))
             .collect(),
-        copy: uses
-            .iter()
-            .find(|(s, u)| *s < floor && u.bytes <= copy_at_most)
-            .map(|(s, _)| *s),
+        copy,
     }
 }
 
@@ -167,12 +173,6 @@ impl Maintenance {
         self.kept.front().map_or(0, |c| c.segment)
     }
 
-    /// Records applied since the newest checkpoint.
-    fn since_checkpoint(&self, writer: &Writer) -> u64 {
-        let last = self.kept.back().map_or(1, |c| c.lsn);
-        writer.with_state(|s| s.next_lsn()).saturating_sub(last)
-    }
-
     /// Takes a checkpoint of the writer's state (unless the newest is already at its lsn),
     /// then removes every other checkpoint but the one before it. Returns where it stands.
     pub fn checkpoint(&mut self, writer: &Writer) -> Result<Option<CheckpointAt>, LogError> {
@@ -230,9 +230,9 @@ impl Maintenance {
             .map_err(|e| LogError::io("sync", "the spool directory", e))
     }
 
-    /// One bounded step: deletes the segments below the floor that hold nothing needed, and
-    /// copies forward the events still needed from one segment below it (then deletes that
-    /// one too).
+    /// One bounded step: copies forward the events still needed from the cheap segments
+    /// below the floor (at most `copy_at_most` bytes in all), then deletes the segments below
+    /// the floor that hold nothing needed (those copied from among them).
     pub fn compact(&mut self, writer: &Writer) -> Result<Compacted, LogError> {
         let floor = self.floor();
         if floor == 0 {
@@ -246,12 +246,13 @@ impl Maintenance {
                     .collect()
             });
             let step = plan(&[], &uses, floor, self.config.copy_at_most);
-            match step.copy {
-                Some(seg) => Some(self.copy_forward(writer, seg)?),
-                None => None,
+            let mut copied = 0;
+            for segment in step.copy {
+                copied += self.copy_forward(writer, segment)?;
             }
+            copied
         };
-        done.copied = copied.unwrap_or(0);
+        done.copied = copied;
         // Deletions after the copies, so the segment copied from goes in the same step. A
         // segment that holds nothing needed never will again (locations only move forward).
         let files: Vec<u64> = self
@@ -352,11 +353,30 @@ impl Maintenance {
         Ok(copied)
     }
 
-    /// One maintenance round: a checkpoint if enough was applied since the last one (or if
-    /// compaction waits for a second one), then one compaction step.
+    /// One maintenance round: a checkpoint when one would let the floor rise (fewer than
+    /// two kept, or the log moved to a later segment since the newest) or enough was applied
+    /// since the last one; then one compaction step.
+    ///
+    /// When nothing was applied since the newest checkpoint but the floor still lags it (an
+    /// idle log after a drain), a no-op record (`ExpireIds` of nothing) is written first, so
+    /// that a second checkpoint can be taken and the segments before the newest one go.
     pub fn step(&mut self, writer: &Writer) -> Result<Compacted, LogError> {
-        let since = self.since_checkpoint(writer);
-        if since >= self.config.checkpoint_every || (self.kept.len() < 2 && since > 0) {
+        let (next_lsn, tail) = writer.with_state(|s| (s.next_lsn(), s.tail_segment()));
+        let newest = self.kept.back().copied();
+        let mut since = next_lsn.saturating_sub(newest.map_or(1, |c| c.lsn));
+        let lagging = newest.is_some_and(|n| self.kept.len() < 2 || self.floor() < n.segment);
+        if since == 0 && lagging {
+            let marker = Record::ExpireIds {
+                before_ms: 0,
+                limit: 0,
+            };
+            writer.wait(&writer.submit(&[marker])?)?;
+            since = 1;
+        }
+        let moved = newest.is_some_and(|n| tail > n.segment);
+        if since >= self.config.checkpoint_every
+            || (since > 0 && (self.kept.len() < 2 || moved || lagging))
+        {
             self.checkpoint(writer)?;
         }
         self.compact(writer)
@@ -420,5 +440,288 @@ impl MaintenanceHandle {
 impl Drop for MaintenanceHandle {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::reader::read_record;
+    use super::super::recovery::recover;
+    use super::super::storage::{RealDisk, SimDisk};
+    use super::super::writer::WriterConfig;
+    use super::*;
+
+    const SEGMENT: u64 = 4096;
+
+    fn use_(bytes: u64) -> SegmentUse {
+        SegmentUse { events: 1, bytes }
+    }
+
+    #[test]
+    fn a_step_deletes_below_the_floor_what_holds_nothing_and_copies_the_oldest_cheap_segment() {
+        // (what it shows, files, uses, floor, delete, copy)
+        type Case<'a> = (
+            &'a str,
+            Vec<u64>,
+            Vec<(u64, SegmentUse)>,
+            u64,
+            Vec<u64>,
+            Vec<u64>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "no floor: nothing",
+                vec![1, 2, 3],
+                vec![],
+                0,
+                vec![],
+                vec![],
+            ),
+            (
+                "below the floor only",
+                vec![1, 2, 3, 4],
+                vec![],
+                3,
+                vec![1, 2],
+                vec![],
+            ),
+            (
+                "a segment that holds an event stays; the cheap one is copied",
+                vec![1, 2, 3, 4],
+                vec![(1, use_(100))],
+                4,
+                vec![2, 3],
+                vec![1],
+            ),
+            (
+                "a costly segment is not copied; the next cheap one is",
+                vec![1, 2, 3, 4],
+                vec![(1, use_(2000)), (2, use_(10))],
+                4,
+                vec![3],
+                vec![2],
+            ),
+            (
+                "cheap segments are copied from until the step's bytes are spent",
+                vec![1, 2, 3, 4, 5],
+                vec![
+                    (1, use_(600)),
+                    (2, use_(600)),
+                    (3, use_(400)),
+                    (4, use_(30)),
+                ],
+                5,
+                vec![],
+                vec![1, 3],
+            ),
+            (
+                "nothing at or after the floor is copied",
+                vec![1, 2, 3],
+                vec![(2, use_(1))],
+                2,
+                vec![1],
+                vec![],
+            ),
+        ];
+        for (name, files, uses, floor, delete, copy) in cases {
+            assert_eq!(
+                plan(&files, &uses, floor, 1024),
+                Plan { delete, copy },
+                "{name}"
+            );
+        }
+    }
+
+    fn config() -> WriterConfig {
+        WriterConfig {
+            segment_size: SEGMENT,
+            prepared_ahead: 2,
+            enqueue_timeout: Duration::from_secs(5),
+            rotate_timeout: Duration::from_secs(5),
+            barrier_timeout: Duration::from_secs(5),
+            prepare_retry: Duration::from_millis(10),
+        }
+    }
+
+    fn maint_config() -> MaintenanceConfig {
+        MaintenanceConfig {
+            copy_batch: 1024,
+            ..MaintenanceConfig::for_segments(SEGMENT)
+        }
+    }
+
+    fn body(i: u64) -> Vec<u8> {
+        format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(280)).into_bytes()
+    }
+
+    /// Appends `n` events (ids and ~300-byte bodies) on route 0, one group each: about a
+    /// dozen per 4 KiB segment. Returns their seqs.
+    fn append(w: &Writer, n: u64) -> Vec<u64> {
+        (0..n)
+            .map(|i| {
+                let id = format!("id-{i}");
+                let body = body(i);
+                let event = Record::Event(EventRecord {
+                    webhook_id: Some(&id),
+                    received_at_ms: 1_000 + i,
+                    api_key: None,
+                    signature: "sig",
+                    event_type: None,
+                    path: None,
+                    body: &body,
+                    routes: vec![(0, 1_000 + i)].into(),
+                });
+                let t = w.submit(&[event]).unwrap();
+                w.wait(&t).unwrap();
+                t.first_lsn
+            })
+            .collect()
+    }
+
+    fn one(w: &Writer, record: Record<'_>) {
+        w.wait(&w.submit(&[record]).unwrap()).unwrap();
+    }
+
+    fn segment_files(storage: &dyn Storage) -> Vec<u64> {
+        let mut files: Vec<u64> = storage
+            .list()
+            .unwrap()
+            .iter()
+            .filter_map(|n| segment::segment_index(n))
+            .collect();
+        files.sort_unstable();
+        files
+    }
+
+    #[test]
+    fn a_drained_backlog_returns_the_directory_to_a_few_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Storage> = Arc::new(RealDisk::open(dir.path()).unwrap());
+        let recovered = recover(&*disk).unwrap();
+        let mut m = Maintenance::new(disk.clone(), recovered.checkpoint, maint_config());
+        let w = Writer::start(disk.clone(), recovered, config()).unwrap();
+        let seqs = append(&w, 400);
+        let peak = segment_files(&*disk).len();
+        assert!(peak > 30, "the backlog spans {peak} segments");
+        for seq in seqs {
+            one(&w, Record::Delivered { route: 0, seq });
+        }
+        // The dedup window passes.
+        one(
+            &w,
+            Record::ExpireIds {
+                before_ms: u64::MAX,
+                limit: 1000,
+            },
+        );
+        // Idle from here on: maintenance rounds alone bring the space back.
+        for _ in 0..3 {
+            m.step(&w).unwrap();
+        }
+        let files = segment_files(&*disk);
+        assert!(
+            files.len() <= 4,
+            "{} segments left of {peak}: {files:?}",
+            files.len()
+        );
+        let checkpoints = disk
+            .list()
+            .unwrap()
+            .iter()
+            .filter(|n| checkpoint::checkpoint_lsn(n).is_some())
+            .count();
+        assert_eq!(checkpoints, 2);
+        w.close();
+        let r = recover(&*disk).unwrap();
+        assert_eq!(r.state.live_events(), 0);
+        assert!(
+            r.report.records < 10,
+            "replayed {} records",
+            r.report.records
+        );
+    }
+
+    #[test]
+    fn dead_letters_pinning_old_segments_are_copied_forward_and_read_back_after_a_restart() {
+        let disk = SimDisk::new(3);
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let recovered = recover(&disk).unwrap();
+        let mut m = Maintenance::new(storage.clone(), recovered.checkpoint, maint_config());
+        let w = Writer::start(storage.clone(), recovered, config()).unwrap();
+        let seqs = append(&w, 240);
+        // Every 40th event dies; the rest are delivered; then the ids expire.
+        let mut dead = Vec::new();
+        for (i, &seq) in seqs.iter().enumerate() {
+            if i % 40 == 0 {
+                let record = Record::Dead {
+                    route: 0,
+                    seq,
+                    attempts: 3,
+                    error: "400",
+                    dead_at_ms: 5,
+                };
+                one(&w, record);
+                dead.push((i as u64, seq));
+            } else {
+                one(&w, Record::Delivered { route: 0, seq });
+            }
+        }
+        one(
+            &w,
+            Record::ExpireIds {
+                before_ms: u64::MAX,
+                limit: 1000,
+            },
+        );
+        let mut copied = 0;
+        for _ in 0..4 {
+            copied += m.step(&w).unwrap().copied;
+        }
+        assert!(copied >= dead.len(), "{copied} copied");
+        let files = segment_files(&disk);
+        assert!(files.len() <= 5, "{files:?}");
+        // Each dead letter reads back from its new place, body and all, after a crash too.
+        let after = disk.crash();
+        drop(w);
+        let r = recover(&after).unwrap();
+        let q = r.state.route(0).unwrap();
+        assert_eq!(
+            q.dead().map(|(seq, _)| seq).collect::<Vec<_>>(),
+            dead.iter().map(|d| d.1).collect::<Vec<_>>()
+        );
+        for (i, seq) in dead {
+            let meta = r.state.event(seq).unwrap();
+            assert!(files.contains(&meta.location.segment));
+            let bytes = read_record(&after, &meta.location).unwrap();
+            let Ok(Record::Event(e)) = Record::decode(&bytes) else {
+                panic!("event {seq} does not read back");
+            };
+            assert_eq!(e.body, &body(i)[..], "event {seq}");
+        }
+    }
+
+    #[test]
+    fn an_event_kept_only_for_its_id_is_copied_without_its_body() {
+        let disk = SimDisk::new(4);
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let recovered = recover(&disk).unwrap();
+        let mut m = Maintenance::new(storage.clone(), recovered.checkpoint, maint_config());
+        let w = Writer::start(storage, recovered, config()).unwrap();
+        let seqs = append(&w, 40);
+        for &seq in &seqs {
+            one(&w, Record::Delivered { route: 0, seq });
+        }
+        for _ in 0..4 {
+            m.step(&w).unwrap();
+        }
+        let first = seqs[0];
+        let hit = w.with_state(|s| s.dedup_candidate("id-0")).unwrap();
+        assert_eq!(hit.seq, first);
+        let bytes = read_record(&disk, &hit.location).unwrap();
+        let Ok(Record::Event(e)) = Record::decode(&bytes) else {
+            panic!("the id does not read back");
+        };
+        assert_eq!((e.webhook_id, e.body), (Some("id-0"), &b""[..]));
+        assert!(hit.location.segment > 1, "moved from the first segment");
     }
 }
