@@ -484,6 +484,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use super::super::compaction::{Maintenance, MaintenanceConfig};
     use super::super::record::EventRecord;
     use super::super::segment::{segment_name, GROUP_HEADER_LEN};
     use super::super::storage::SimDisk;
@@ -736,5 +737,184 @@ mod tests {
         let names = disk.list().unwrap();
         assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
         assert_eq!(pending(&r), 3);
+    }
+
+    /// A writer with maintenance on `disk`, from what recovery finds.
+    fn open(disk: &SimDisk) -> (Writer, Maintenance) {
+        let r = recover(disk).unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let m = Maintenance::new(
+            storage.clone(),
+            r.checkpoint,
+            MaintenanceConfig::for_segments(SEGMENT),
+        );
+        (Writer::start(storage, r, config()).unwrap(), m)
+    }
+
+    fn append(w: &Writer, n: usize) -> Vec<u64> {
+        (0..n)
+            .map(|i| {
+                let id = format!("id-{i}");
+                let body = vec![b'x'; 200];
+                let record = Record::Event(EventRecord {
+                    webhook_id: Some(&id),
+                    received_at_ms: 1,
+                    api_key: None,
+                    signature: "sig",
+                    event_type: None,
+                    path: None,
+                    body: &body,
+                    routes: vec![(0, 1)].into(),
+                });
+                let t = w.submit(&[record]).unwrap();
+                w.wait(&t).unwrap();
+                t.first_lsn
+            })
+            .collect()
+    }
+
+    fn deliver(w: &Writer, seq: u64) {
+        w.wait(&w.submit(&[Record::Delivered { route: 0, seq }]).unwrap())
+            .unwrap();
+    }
+
+    fn pending_seqs(r: &Recovered) -> Vec<u64> {
+        r.state
+            .route(0)
+            .map_or(vec![], |q| q.pending().map(|p| p.1).collect())
+    }
+
+    fn checkpoints(disk: &SimDisk) -> Vec<String> {
+        let mut names: Vec<String> = disk
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter(|n| checkpoint::checkpoint_lsn(n).is_some())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_restart_replays_only_the_log_after_the_checkpoint() {
+        let disk = SimDisk::new(21);
+        let (w, mut m) = open(&disk);
+        let seqs = append(&w, 20);
+        let at = m.checkpoint(&w).unwrap().unwrap();
+        for &seq in &seqs[..3] {
+            deliver(&w, seq);
+        }
+        w.close();
+        let r = recover(&disk).unwrap();
+        assert_eq!(
+            r.report.checkpoint,
+            Some(checkpoint::checkpoint_name(at.lsn))
+        );
+        assert_eq!(r.report.records, 3, "only the deliveries after it");
+        assert_eq!(pending_seqs(&r), seqs[3..].to_vec());
+        assert_eq!(r.state.dedup_candidate("id-7").unwrap().seq, seqs[7]);
+        // The same state as the whole log gives.
+        disk.remove(&checkpoint::checkpoint_name(at.lsn)).unwrap();
+        let whole = recover(&disk).unwrap();
+        assert_eq!(whole.report.checkpoint, None);
+        assert_eq!(pending_seqs(&whole), pending_seqs(&r));
+        assert_eq!(whole.next_lsn, r.next_lsn);
+    }
+
+    /// A log whose early segments compaction deleted: 40 events, all but the last two
+    /// delivered, maintenance rounds until two checkpoints stand and segments went.
+    fn compacted() -> (SimDisk, Vec<u64>) {
+        let disk = SimDisk::new(22);
+        let (w, mut m) = open(&disk);
+        let seqs = append(&w, 40);
+        for &seq in &seqs[..38] {
+            deliver(&w, seq);
+        }
+        w.wait(
+            &w.submit(&[Record::ExpireIds {
+                before_ms: u64::MAX,
+                limit: 100,
+            }])
+            .unwrap(),
+        )
+        .unwrap();
+        let mut deleted = 0;
+        for _ in 0..4 {
+            deleted += m.step(&w).unwrap().deleted;
+        }
+        assert!(deleted > 5, "{deleted} segments deleted");
+        assert!(disk.open(&segment_name(1)).is_err());
+        w.close();
+        (disk, seqs)
+    }
+
+    #[test]
+    fn a_damaged_newest_checkpoint_is_passed_over_when_the_older_one_and_the_log_cover_it() {
+        let (disk, seqs) = compacted();
+        let names = checkpoints(&disk);
+        assert_eq!(names.len(), 2);
+        let newest = names[1].clone();
+        disk.corrupt(&newest, 60, &[0xff]);
+        let r = recover(&disk).unwrap();
+        assert_eq!(r.report.checkpoint.as_ref(), Some(&names[0]));
+        assert_eq!(
+            r.report.damaged_checkpoints,
+            vec![(newest, 40, BadCheckpoint::Checksum)]
+        );
+        assert_eq!(pending_seqs(&r), seqs[38..].to_vec());
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_is_refused_naming_it_when_the_log_it_covered_is_gone() {
+        let (disk, _) = compacted();
+        let names = checkpoints(&disk);
+        for name in &names {
+            disk.corrupt(name, 60, &[0xff]);
+        }
+        let (file, offset, why) = corrupt_at(recover(&disk));
+        assert_eq!((file, offset), (names[1].clone(), 40));
+        assert_eq!(why, CorruptWhy::Checkpoint(BadCheckpoint::Checksum));
+        let message = recover(&disk).unwrap_err().to_string();
+        assert!(
+            message.contains(&names[1]) && message.contains("at byte 40"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_needed_event_in_a_segment_before_the_checkpoint_must_still_be_there_intact() {
+        let disk = SimDisk::new(23);
+        let (w, mut m) = open(&disk);
+        let seqs = append(&w, 30);
+        // The first event stays pending; the rest are delivered; replay starts well after it.
+        for &seq in &seqs[1..] {
+            deliver(&w, seq);
+        }
+        for _ in 0..3 {
+            m.step(&w).unwrap();
+        }
+        w.close();
+        let r = recover(&disk).unwrap();
+        let location = r.state.event(seqs[0]).unwrap().location;
+        assert_eq!(location.segment, 1);
+        assert!(
+            r.checkpoint.unwrap().segment > 1,
+            "segment 1 is not replayed"
+        );
+        assert_eq!(pending_seqs(&r), vec![seqs[0]]);
+
+        // A byte of its record flipped: its group no longer checks.
+        let name = segment_name(1);
+        let byte = disk.bytes(&name).unwrap()[location.offset as usize + 10];
+        disk.corrupt(&name, location.offset + 10, &[byte ^ 1]);
+        let (file, offset, why) = corrupt_at(recover(&disk));
+        assert_eq!((file.as_str(), offset), (name.as_str(), location.offset));
+        assert_eq!(why, CorruptWhy::EventMissing { seq: seqs[0] });
+
+        // Its segment gone.
+        disk.remove(&name).unwrap();
+        let (file, _, why) = corrupt_at(recover(&disk));
+        assert_eq!(file, name);
+        assert_eq!(why, CorruptWhy::EventMissing { seq: seqs[0] });
     }
 }
