@@ -293,7 +293,7 @@ impl Maintenance {
         bytes.truncate(n);
         // Which of its records the state still needs, each with whether a route holds it
         // (else only its id is kept, and its body is not copied).
-        let (live, expected) = writer.with_state(|s| {
+        let (live, missing) = writer.with_state(|s| {
             let live: Vec<(u64, &[u8], bool)> = events_in(&bytes, index)
                 .filter_map(|(seq, location, record)| {
                     let meta = s.event(seq).filter(|m| m.location == location)?;
@@ -304,15 +304,24 @@ impl Maintenance {
                 .segment_uses()
                 .find(|(seg, _)| *seg == index)
                 .map_or(0, |(_, u)| u.events as usize);
-            (live, expected)
+            // The state says more events are here than valid groups hold: name the first one
+            // not found (a walk of every event, on this error path only).
+            let missing = (live.len() < expected)
+                .then(|| {
+                    s.events().find(|(seq, m)| {
+                        m.location.segment == index && live.iter().all(|l| l.0 != *seq)
+                    })
+                })
+                .flatten()
+                .map(|(seq, m)| (seq, m.location.offset));
+            (live, missing)
         });
-        if live.len() < expected {
-            // The state says more events are here than valid groups hold: damage where an
-            // acknowledged record lives.
+        if let Some((seq, offset)) = missing {
+            // Damage where an acknowledged record lives.
             return Err(LogError::Corrupt {
                 file: name,
-                offset: 0,
-                why: CorruptWhy::EventMissing { seq: 0 },
+                offset,
+                why: CorruptWhy::EventMissing { seq },
             });
         }
         let limit = self.config.copy_batch.min(writer.max_payload()).max(1);
@@ -339,6 +348,16 @@ impl Maintenance {
             };
             let copy = Record::Copy { seq: *seq, event };
             let len = copy.encode().len() + segment::RECORD_LEN_BYTES;
+            if len > writer.max_payload() {
+                // An event within a few bytes of the group limit: its copy cannot be written.
+                // It pins its segment until its routes let go of it.
+                tracing::warn!(
+                    seq,
+                    segment = index,
+                    "spool: an event too large to copy forward stays in its segment"
+                );
+                continue;
+            }
             if !batch.is_empty() && batch_bytes + len > limit {
                 copied += submit_copies(writer, &batch)?;
                 batch.clear();
