@@ -4,7 +4,7 @@
 //! ("Checkpoints"); this file is their code.
 //!
 //! The codec ([`encode`], [`decode`]) is pure: it never panics, and reserves nothing the
-//! input does not hold (every entry it builds consumed at least one input byte). [`write`]
+//! input does not hold (every entry it builds consumed at least one input byte). [`write()`]
 //! is the thin I/O shell: a temporary file written and synced, renamed, the directory
 //! synced. Never called on the ack path (see `compaction.rs`, which takes checkpoints).
 
