@@ -720,6 +720,23 @@ mod tests {
     }
 
     #[test]
+    fn stopping_the_maintenance_thread_wakes_it_instead_of_waiting_out_its_interval() {
+        let disk = SimDisk::new(5);
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let recovered = recover(&disk).unwrap();
+        let config = MaintenanceConfig {
+            interval: Duration::from_secs(3600),
+            ..maint_config()
+        };
+        let m = Maintenance::new(storage.clone(), recovered.checkpoint, config);
+        let w = Arc::new(Writer::start(storage, recovered, self::config()).unwrap());
+        let mut handle = m.spawn(w.clone()).unwrap();
+        let started = std::time::Instant::now();
+        handle.stop();
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
+
+    #[test]
     fn an_event_kept_only_for_its_id_is_copied_without_its_body() {
         let disk = SimDisk::new(4);
         let storage: Arc<dyn Storage> = Arc::new(disk.clone());
