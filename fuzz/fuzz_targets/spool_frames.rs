@@ -13,11 +13,17 @@
 //!   every group that ends before d, unchanged. Checksums make random bytes almost never a
 //!   valid group, so this mode is how the fuzzer reaches the code behind them.
 //!
+//! - Even inputs are also a checkpoint: raw, and as the body of a checkpoint sealed around
+//!   them (header and block checksums right), so the fuzzer reaches the body's decoder
+//!   (`checkpoint::decode`); a checkpoint that decodes must encode to one that decodes to
+//!   the same place in the log and the same events.
+//!
 //! Allocation: the decoders reserve nothing the input does not hold (libFuzzer's
 //! `-malloc_limit_mb` catches a regression that would).
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
+use hookfan::spool::log::checkpoint::{self, CheckpointAt};
 use hookfan::spool::log::record::{EventRecord, Record};
 use hookfan::spool::log::segment::{
     self, ScanEnd, SegmentHeader, SegmentScan, GROUP_HEADER_LEN, SEGMENT_HEADER_LEN,
@@ -44,6 +50,7 @@ enum Rec {
     Replay(u32, u64, u64),
     Drop(u32, u64),
     DropPending(u32),
+    ExpireIds(u64, u32),
 }
 
 impl Rec {
@@ -104,6 +111,10 @@ impl Rec {
                 seq: *seq,
             },
             Rec::DropPending(route) => Record::DropPending { route: *route },
+            Rec::ExpireIds(before_ms, limit) => Record::ExpireIds {
+                before_ms: *before_ms,
+                limit: *limit,
+            },
         }
     }
 }
@@ -149,6 +160,22 @@ fn raw(bytes: &[u8]) {
         }
     }
     check_scan(bytes, index);
+    check_checkpoint(bytes);
+    let at = CheckpointAt {
+        lsn: index,
+        segment: index >> 32,
+    };
+    check_checkpoint(&checkpoint::seal(at, bytes));
+}
+
+/// A checkpoint that decodes re-encodes to one that decodes the same.
+fn check_checkpoint(bytes: &[u8]) {
+    if let Ok(c) = checkpoint::decode(bytes) {
+        let again = checkpoint::decode(&checkpoint::encode(&c.state)).expect("re-encoded");
+        assert_eq!(again.at, c.at);
+        assert_eq!(again.state.live_events(), c.state.live_events());
+        assert!(again.state.events().eq(c.state.events()));
+    }
 }
 
 /// A scan's verdict must hold together; returns its groups.

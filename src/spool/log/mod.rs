@@ -1,7 +1,7 @@
-//! The log-structured spool (issue 21), first slice: the segment format, the records, the
-//! state they rebuild, the group-commit writer and recovery, over a storage trait that a
-//! simulated disk implements for crash tests. Not wired into the daemon yet: the redb spool
-//! in `spool/mod.rs` still runs it.
+//! The log-structured spool (issue 21): the segment format, the records, the state they
+//! rebuild, the group-commit writer, checkpoints, compaction and recovery, over a storage
+//! trait that a simulated disk implements for crash tests. Not wired into the daemon yet:
+//! the redb spool in `spool/mod.rs` still runs it.
 //!
 //! # Layout
 //! - [`storage`]: the file operations the log needs ([`Storage`]), on the real disk
@@ -10,16 +10,21 @@
 //! - [`record`]: the records inside groups, pure.
 //! - [`state`]: what the records mean (queues, dead letters, dedup index), pure.
 //! - [`writer`]: the group-commit writer thread and the segment preparer.
-//! - [`recovery`]: opening a directory: every valid group applied, a torn tail cut,
-//!   corruption refused.
+//! - [`checkpoint`]: the state written whole to one file (codec pure, writer thin).
+//! - [`compaction`]: checkpoints taken, segments no one needs deleted, the few records
+//!   still needed in old segments copied forward ([`compaction::Maintenance`], its thread).
+//! - [`recovery`]: opening a directory: the newest valid checkpoint, then every valid group
+//!   after it applied, a torn tail cut, corruption refused.
 //! - [`reader`]: a record read back by its location (the dedup check's confirmation).
 //!
-//! Still to come (issue 21): checkpoints, compaction (deleting or recycling segments no
-//! record is needed from), batched readers of event bodies for delivery, the redb import,
-//! `spool verify|repair`, and the wiring into ingest and delivery.
+//! Still to come (issue 21): recycling segments (reuse as prepared ones instead of delete
+//! and create), batched readers of event bodies for delivery, the redb import, `spool
+//! verify|repair`, and the wiring into ingest and delivery.
 //!
 //! # On disk
-//! A directory of segment files, `<index, 20 digits>.seg`, each of one fixed size, created
+//! A directory of segment files and at most a few checkpoint files (`<lsn, 20
+//! digits>.ckpt`, see "Checkpoints"). Segment files are `<index, 20 digits>.seg`, each of
+//! one fixed size, created
 //! ahead of need as `<index>.seg.tmp`, zero-filled, synced, renamed and the directory synced
 //! ([`writer`]'s preparer thread), so neither a file creation, a size change nor a directory
 //! sync ever happens while a webhook waits. Integers are little endian.
@@ -60,8 +65,11 @@
 //! strings and bytes. An event carries its body once, however many routes take it, and
 //! each route's first due time; every change of a route's queue (delivered, retry, hold,
 //! dead, replay, drop, drop-pending) is a record of a few bytes, routes being interned ids
-//! ([`Record::Route`]). [`State`] is what they mean, rebuilt by applying them in lsn order;
-//! the writer applies each group once it is durable, recovery applies the whole log.
+//! ([`Record::Route`]). Two records change no queue: [`Record::ExpireIds`] moves the dedup
+//! window (so that a restart forgets exactly the ids that were forgotten), and
+//! [`Record::Copy`] is compaction's copy of an event (see "Compaction"). [`State`] is what
+//! they mean, rebuilt by applying them in lsn order; the writer applies each group once it
+//! is durable, recovery applies the log after the newest checkpoint.
 //!
 //! # Group commit
 //! Callers submit records to the writer ([`Writer::submit`]): each submission is encoded
@@ -104,8 +112,86 @@
 //! A reopen after a crash starts a new segment the same way (`TAIL_UNTRUSTED`, `void from` =
 //! the end of what was recovered), so the tail that was cut stays cut.
 //!
+//! # Checkpoints
+//! A checkpoint is the [`State`] after every record below some lsn L, written whole:
+//!
+//! ```text
+//! checkpoint file <L, 20 digits>.ckpt
+//!  0  magic "HFCK"      4 | 4 version (1) 1 | 5 zero 3
+//!  8  lsn L             8   the state holds every record below L, none at or after it
+//! 16  segment K         8   the segment of record L-1 (0: none): every record at or after
+//!                           L is in K or a later segment; every earlier segment holds
+//!                           only records below L
+//! 24  body length       8
+//! 32  crc32c(0..32)     4 | 36 zero 4
+//! 40  body, in blocks of 64 KiB (the last one shorter): crc32c(block) 4 | block
+//!
+//! body (LEB128 integers, length-prefixed strings)
+//!   fingerprint keys k0 k1      the dedup fingerprints' SipHash keys, random per log
+//!   names:   count × (route id, name)
+//!   events:  count × (seq − previous seq, segment, offset, length, received_at_ms)
+//!   routes:  count × (route id, pending: count × (due, seq, attempts, not_before_ms,
+//!            optional last error), dead: count × (seq, attempts, error, dead_at_ms))
+//!   ids:     count × (received_at_ms, fingerprint, seq)   the dedup window, oldest first
+//! ```
+//!
+//! Derived when it is read, and checked: each event's holders (the routes that list it),
+//! whether it is remembered (the last window entry of each fingerprint), what of each
+//! segment is needed. A body whose parts disagree (a route holding an unlisted event, an
+//! event nobody needs) is refused like a checksum failure.
+//!
+//! Written by maintenance ([`compaction::Maintenance`]), never on the ack path: the state
+//! is encoded under its lock (the writer waits meanwhile to apply its next group: a pause
+//! that grows with the state), then `<L>.ckpt.tmp` is written and synced, renamed to
+//! `<L>.ckpt`, and the directory synced. Two are kept: once a new one is durable, every
+//! other but the one before it is removed. A crash leaves at most a `.ckpt.tmp`, removed
+//! at open.
+//!
+//! **Recovery's rule**: the newest checkpoint that decodes, then the log after it. A
+//! damaged newer one is passed over (logged, and named in the report) only when the older
+//! checkpoint (or the whole log, when none is left) plus the segments still present give a
+//! state at least as new as the damaged one's lsn, with every needed record present;
+//! otherwise it is refused with [`LogError::Corrupt`] naming the damaged checkpoint and
+//! the offset of its header or damaged block. Compaction keeps that fallback always
+//! available (its floor, below): losing one checkpoint never loses a record; losing both
+//! is refused, never silent.
+//!
+//! # Compaction
+//! A segment can go when (1) no replay needs it and (2) no event still needed has its
+//! record there. (1): its index is below the **floor**, the segment K of the *older* of the
+//! two checkpoints kept (nothing goes while fewer than two exist). (2): the state counts,
+//! per segment, the events located there ([`State::segment_uses`]); once a segment holds
+//! none it never will again, since locations only move forward. Such segment files are
+//! removed and the directory synced, on the maintenance thread (not recycled yet).
+//!
+//! Long-lived events (dead letters, a slow route's backlog, ids the dedup window keeps)
+//! pin their segments. When what a segment below the floor still holds costs at most a
+//! quarter of a segment to copy (`copy_at_most`), its events are **copied forward**: for
+//! each, a [`Record::Copy`] `{seq, event record}` is submitted through the writer like
+//! any record, in batches, at most `copy_at_most` bytes per step. An event no route holds
+//! any more (kept only for its id) is copied without its body and routes. Applying a copy
+//! moves the event's location to the event record inside it and changes nothing else; a
+//! copy of an event the state no longer holds changes nothing. The older copy is never
+//! read again: recovery applies the original `Event` and then the `Copy` in lsn order (or
+//! starts from a checkpoint that already has the new location), and the segment holding
+//! the original is deleted once nothing else pins it. The segment is read whole and its
+//! checksums checked before anything is copied; a needed record found damaged stops
+//! compaction with [`LogError::Corrupt`].
+//!
+//! A maintenance round ([`compaction::Maintenance::step`]) takes a checkpoint when one
+//! would let the floor rise (fewer than two kept, the log moved to a later segment, or
+//! enough records since the last), then one compaction step. An idle log whose floor still
+//! lags writes one no-op record (`ExpireIds` of nothing) so a second checkpoint can be
+//! taken: after a backlog drains, the directory falls back to the segment being written,
+//! the prepared ones, those the two checkpoints still need, and whatever long-lived events
+//! fill.
+//!
 //! # Recovery: a torn tail, or corruption
-//! Segments are read in index order; each one's valid groups must follow one another
+//! Recovery reads the newest valid checkpoint (see "Checkpoints"), then replays the log from
+//! its segment K, applying the records at or after its lsn. The segments before K are not
+//! replayed (compaction deletes them); the ones that still hold needed events are read and
+//! each such event must be in a valid group there, as an event of its seq or a copy of it
+//! (else [`CorruptWhy::EventMissing`]). From K on, segments are read in index order; each one's valid groups must follow one another
 //! (chained lsns, this segment's index, checksums); the first bytes that are not the next
 //! valid group end the segment's data. Then:
 //!
@@ -129,7 +215,9 @@
 //!   the zeros after the last group must be zeros.
 //! - **Sequence checks across segments**: a normal segment starts at the lsn where the
 //!   previous one's records ended; a `TAIL_UNTRUSTED` one's `void from` equals it. A
-//!   mismatch means acknowledged records are missing.
+//!   mismatch means acknowledged records are missing. The first segment replayed must be
+//!   the checkpoint's K and start at or before its lsn (with no checkpoint: start the log,
+//!   at lsn 1), and the records must reach the checkpoint's lsn.
 //!
 //! Anything else is refused: [`LogError::Corrupt`] names the file, the offset and why. The
 //! limits of what can be told apart: a bit flipped in the newest segment's *last*
@@ -140,18 +228,30 @@
 //!
 //! # Invariants
 //! - **A record is acknowledged only after the fdatasync that covers it returned.**
-//! - **Only the writer thread writes to segments; only the preparer creates them.**
+//! - **Only the writer thread writes to segments; only the preparer creates them; only
+//!   maintenance (and recovery, for never-used spares) removes them.**
 //! - **A group is all or nothing**: recovery applies a group whole or not at all, and a
 //!   submission is never split across groups.
 //! - **Failed records stay void**: once a barrier is durable, no crash brings back a record
 //!   that was answered as failed.
 //! - **Applying the log is deterministic** ([`State::apply`] is total and pure), so the
-//!   state after recovery equals the state the writer had built from the same records.
+//!   state after recovery equals the state the writer had built from the same records, and
+//!   a checkpoint plus the log after it equals the whole log. Nothing changes the state
+//!   but a durable record (dedup expiry included).
+//! - **A checkpoint is durable (file synced, renamed, directory synced) before anything it
+//!   covers is deleted, and a segment is deleted only when two checkpoints cover it and
+//!   no event still needed is located in it.**
+//! - **Compaction and checkpoints never run on the ack path**: they run on the maintenance
+//!   thread, through the [`Storage`] trait (so the crash tests cover them), and reach the
+//!   log only by submitting records like any caller.
 //! - **The decoders never panic and never allocate** (record fields, bodies and an event's
 //!   routes are borrowed from the input; a scan keeps one small entry per valid group),
-//!   fuzzed by `fuzz/fuzz_targets/spool_frames.rs`.
+//!   fuzzed by `fuzz/fuzz_targets/spool_frames.rs`. The checkpoint decoder allocates only
+//!   what the entries it read need (each took input bytes); fuzzed by the same target.
 //! - No `unsafe`; no file creation, directory sync or size change on the ack path.
 
+pub mod checkpoint;
+pub mod compaction;
 pub mod reader;
 pub mod record;
 pub mod recovery;
@@ -188,6 +288,13 @@ pub enum CorruptWhy {
     /// A segment declares records void in the middle of a group.
     #[error("a void boundary at lsn {0} falls inside a group")]
     VoidInsideGroup(u64),
+    /// A checkpoint is damaged, and no older one plus the log still present covers it.
+    #[error("{0}")]
+    Checkpoint(checkpoint::BadCheckpoint),
+    /// An event still needed (pending, dead, or remembered for its id) is not where the
+    /// state says: its segment is gone, or holds no valid record of it there.
+    #[error("event {seq}'s record is missing")]
+    EventMissing { seq: u64 },
 }
 
 /// What can go wrong with the log.
@@ -195,7 +302,7 @@ pub enum CorruptWhy {
 pub enum LogError {
     /// An acknowledged record is damaged or missing. hookfan does not start on such a spool:
     /// move the file aside, or (later) run `hookfan spool repair`.
-    #[error("spool segment {file} is corrupt at byte {offset}: {why}; hookfan will not start on it (move the file aside to keep the rest)")]
+    #[error("spool file {file} is corrupt at byte {offset}: {why}; hookfan will not start on it (move the file aside to keep the rest)")]
     Corrupt {
         file: String,
         offset: u64,

@@ -4,11 +4,14 @@
 //! writer, and runs random operations the way ingest and delivery will: appends of webhooks
 //! (ids drawn from a small pool, so many repeat; the dedup check reads the stored id back),
 //! deliveries, retries, holds, dead letters, replays, drops, dropping a route's queue, write
-//! and sync failures (EIO, ENOSPC), failed segment preparations, time passing. Every operation that was acknowledged is applied to the
-//! model; one that failed is not. Then a few more appends and deliveries are submitted and,
-//! while they are in flight, the power is cut at a random write or sync of the disk
-//! (the writer's or the segment preparer's): unsynced writes are dropped and the last one
-//! may be torn. After recovery the state must be exactly the model, give or take what was
+//! and sync failures (EIO, ENOSPC), failed segment preparations, time passing (expiring ids
+//! from the dedup window), checkpoints, and compaction steps (segments deleted, events still
+//! needed copied forward). Every operation that was acknowledged is applied to the model;
+//! one that failed is not (checkpoints and compaction change nothing the model sees). Then a few more appends and deliveries are submitted and,
+//! while they are in flight, and optionally while a checkpoint and a compaction step run, the
+//! power is cut at a random write or sync of the disk (the writer's, the segment
+//! preparer's, or the checkpoint's): unsynced writes are dropped and the last one may be
+//! torn. Recovery starts from the newest checkpoint the crash left. After recovery the state must be exactly the model, give or take what was
 //! in flight: an in-flight record answered as durable must be there, one answered as
 //! failed (void) must not, and any other is wholly there or wholly absent:
 //!
@@ -16,6 +19,8 @@
 //!   or dead on each of its routes, or was acknowledged as delivered or dropped;
 //! - nothing answered as failed comes back;
 //! - the dedup index finds every id acknowledged within the window, at its event;
+//! - every event a route holds reads back from where the state says (moved or not), with
+//!   its id and body, and every remembered id reads back at its event;
 //! - recovery never reports a torn tail as corruption.
 //!
 //! `HOOKFAN_LOG_MODEL_CASES` raises the case count (default 256). Failures are kept by
@@ -27,11 +32,13 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
+use super::checkpoint;
+use super::compaction::{Maintenance, MaintenanceConfig};
 use super::reader::read_record;
 use super::record::{EventRecord, Record, RouteId};
-use super::recovery::recover;
+use super::recovery::{recover, RecoveryReport};
 use super::state::State;
-use super::storage::{Fault, FaultOp, SimDisk};
+use super::storage::{Fault, FaultOp, SimDisk, Storage};
 use super::writer::{Ticket, Writer, WriterConfig};
 use super::LogError;
 
@@ -51,6 +58,8 @@ enum Op {
     DropPending(RouteId),
     Fail(FaultOp, Fault),
     Tick(u64),
+    Checkpoint,
+    Compact,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -70,6 +79,8 @@ fn op() -> impl Strategy<Value = Op> {
         // A full disk for segment preparations (an EIO there means the disk is gone).
         1 => Just(Op::Fail(FaultOp::Create, Fault::NoSpace)),
         2 => (1..150u64).prop_map(Op::Tick),
+        1 => Just(Op::Checkpoint),
+        3 => Just(Op::Compact),
     ]
 }
 
@@ -82,6 +93,11 @@ struct Epoch {
     in_flight_deliveries: Vec<(RouteId, usize)>,
     /// The power goes at this write or sync after the in-flight records are submitted.
     crash_at_op: u64,
+    /// A checkpoint and a compaction step run while the crash comes.
+    maintain_at_crash: bool,
+    /// After the crash, a byte of the newest checkpoint is flipped (at this pick): recovery
+    /// must pass over it to the older one and the log after it, losing nothing.
+    damage_checkpoint: Option<usize>,
 }
 
 fn epoch() -> impl Strategy<Value = Epoch> {
@@ -90,13 +106,26 @@ fn epoch() -> impl Strategy<Value = Epoch> {
         proptest::collection::vec((0..12u8, 1..8u8), 0..4),
         proptest::collection::vec((0..ROUTES, any::<usize>()), 0..3),
         1..8u64,
+        any::<bool>(),
+        proptest::option::weighted(0.25, any::<usize>()),
     )
         .prop_map(
-            |(ops, in_flight_appends, in_flight_deliveries, crash_at_op)| Epoch {
+            |(
                 ops,
                 in_flight_appends,
                 in_flight_deliveries,
                 crash_at_op,
+                maintain_at_crash,
+                damage_checkpoint,
+            )| {
+                Epoch {
+                    ops,
+                    in_flight_appends,
+                    in_flight_deliveries,
+                    crash_at_op,
+                    maintain_at_crash,
+                    damage_checkpoint,
+                }
             },
         )
 }
@@ -117,6 +146,8 @@ struct Model {
     dead: BTreeSet<(RouteId, u64)>,
     /// Webhook id → (seq, received): the latest acknowledged event of each id.
     ids: HashMap<String, (u64, u64)>,
+    /// seq → webhook id, of every acknowledged event (its body follows from the id).
+    events: HashMap<u64, String>,
     now: u64,
 }
 
@@ -238,7 +269,7 @@ fn acknowledged(writer: &Writer, ticket: &Ticket) -> bool {
 }
 
 /// Runs one operation; the model changes only if it was acknowledged.
-fn run(op: &Op, disk: &SimDisk, writer: &Writer, model: &mut Model) {
+fn run(op: &Op, disk: &SimDisk, writer: &Writer, maint: &mut Maintenance, model: &mut Model) {
     let now = model.now;
     let one = |record: Record<'_>| acknowledged(writer, &writer.submit(&[record]).unwrap());
     match op {
@@ -260,7 +291,8 @@ fn run(op: &Op, disk: &SimDisk, writer: &Writer, model: &mut Model) {
                     for r in routes_of(mask) {
                         model.pending.insert((r, now, seq), (0, 0));
                     }
-                    model.ids.insert(id, (seq, now));
+                    model.ids.insert(id.clone(), (seq, now));
+                    model.events.insert(seq, id);
                 }
             }
         }
@@ -354,7 +386,39 @@ fn run(op: &Op, disk: &SimDisk, writer: &Writer, model: &mut Model) {
                 disk.inject(*op, *fault);
             }
         }
-        Op::Tick(ms) => model.now += ms,
+        Op::Tick(ms) => {
+            model.now += ms;
+            // What the daemon does as time passes: ids older than the window are forgotten
+            // (whether this record is acknowledged or not, those in the window stay).
+            let before_ms = model.now.saturating_sub(WINDOW_MS);
+            one(Record::ExpireIds {
+                before_ms,
+                limit: 64,
+            });
+        }
+        Op::Checkpoint => match maint.checkpoint(writer) {
+            Ok(_) => {}
+            // A full disk (an injected create fault) fails a checkpoint as it fails a
+            // preparation: nothing changes, the next one tries again.
+            Err(LogError::Io { source, .. }) if source.raw_os_error() == Some(28) => {}
+            Err(e) => panic!("checkpoint: {e}"),
+        },
+        // A maintenance round: a checkpoint if anything changed, then a compaction step.
+        Op::Compact => match maint.step(writer) {
+            Ok(done) => {
+                if std::env::var_os("HOOKFAN_LOG_MODEL_STATS").is_some() {
+                    eprintln!(
+                        "model-stats compacted deleted={} copied={}",
+                        done.deleted, done.copied
+                    );
+                }
+            }
+            // Copies go through the writer: an injected fault fails them like any group; a
+            // full disk fails the checkpoint.
+            Err(LogError::WriteFailed { voided: true, .. }) => {}
+            Err(LogError::Io { source, .. }) if source.raw_os_error() == Some(28) => {}
+            Err(e) => panic!("compaction: {e}"),
+        },
     }
 }
 
@@ -388,7 +452,12 @@ struct InFlight {
 
 /// Checks the recovered state against the model, resolves what was in flight into the
 /// model (each record wholly there or wholly absent), and returns the model to go on with.
-fn check(state: &State, mut model: Model, in_flight: &InFlight) -> Result<Model, TestCaseError> {
+fn check(
+    disk: &SimDisk,
+    state: &State,
+    mut model: Model,
+    in_flight: &InFlight,
+) -> Result<Model, TestCaseError> {
     // In-flight appends: each one all there (on every route) or not at all.
     for (&seq, (id, routes, answer)) in &in_flight.appends {
         let present: Vec<bool> = routes
@@ -410,6 +479,7 @@ fn check(state: &State, mut model: Model, in_flight: &InFlight) -> Result<Model,
                 model.pending.insert((r, model.now, seq), (0, 0));
             }
             model.ids.insert(id.clone(), (seq, model.now));
+            model.events.insert(seq, id.clone());
         }
     }
     // In-flight deliveries: the event is pending as before, or gone.
@@ -442,9 +512,46 @@ fn check(state: &State, mut model: Model, in_flight: &InFlight) -> Result<Model,
         if received + WINDOW_MS >= model.now {
             let hit = state.dedup_candidate(id);
             prop_assert_eq!(hit.map(|h| h.seq), Some(seq), "dedup of {}", id);
+            let stored = read_event(disk, state, seq)?;
+            prop_assert_eq!(stored.0.as_deref(), Some(id.as_str()), "id of {}", seq);
         }
     }
+    // Every event a route holds reads back whole from where the state says it is.
+    let held: BTreeSet<u64> = model
+        .pending
+        .keys()
+        .map(|&(_, _, seq)| seq)
+        .chain(model.dead.iter().map(|&(_, seq)| seq))
+        .collect();
+    for seq in held {
+        let id = &model.events[&seq];
+        let (stored_id, stored_body) = read_event(disk, state, seq)?;
+        prop_assert_eq!(stored_id.as_deref(), Some(id.as_str()), "id of {}", seq);
+        prop_assert_eq!(stored_body, body(id), "body of {}", seq);
+    }
     Ok(model)
+}
+
+/// The id and body of event `seq`, read from where the state says its record is.
+fn read_event(
+    disk: &SimDisk,
+    state: &State,
+    seq: u64,
+) -> Result<(Option<String>, Vec<u8>), TestCaseError> {
+    let Some(meta) = state.event(seq) else {
+        return Err(TestCaseError::fail(format!(
+            "event {seq} is not in the state"
+        )));
+    };
+    let bytes = read_record(disk, &meta.location)
+        .map_err(|e| TestCaseError::fail(format!("event {seq}: {e}")))?;
+    match Record::decode(&bytes) {
+        Ok(Record::Event(e)) => Ok((e.webhook_id.map(str::to_string), e.body.to_vec())),
+        other => Err(TestCaseError::fail(format!(
+            "event {seq} at {:?} reads as {other:?}",
+            meta.location
+        ))),
+    }
 }
 
 fn run_case(seed: u64, epochs: &[Epoch]) -> Result<(), TestCaseError> {
@@ -454,13 +561,24 @@ fn run_case(seed: u64, epochs: &[Epoch]) -> Result<(), TestCaseError> {
         ..Model::default()
     };
     let mut in_flight = InFlight::default();
+    let mut damaged: Option<String> = None;
     for (n, epoch) in epochs.iter().enumerate() {
         let recovered = match recover(&disk) {
             Ok(r) => r,
             Err(e) => return Err(TestCaseError::fail(format!("epoch {n}: recovery: {e}"))),
         };
+        passed_over(&recovered.report, &damaged)?;
         stats(&recovered.report, &in_flight);
-        model = check(&recovered.state, model, &in_flight)?;
+        model = check(&disk, &recovered.state, model, &in_flight)?;
+        let mut maint = Maintenance::new(
+            Arc::new(disk.clone()),
+            recovered.checkpoint,
+            MaintenanceConfig {
+                checkpoint_every: 1,
+                copy_batch: 200,
+                ..MaintenanceConfig::for_segments(config().segment_size)
+            },
+        );
         let writer = Writer::start(Arc::new(disk.clone()), recovered, config()).unwrap();
         if n == 0 {
             for id in 0..ROUTES {
@@ -470,11 +588,11 @@ fn run_case(seed: u64, epochs: &[Epoch]) -> Result<(), TestCaseError> {
             }
         }
         for op in &epoch.ops {
-            run(op, &disk, &writer, &mut model);
+            run(op, &disk, &writer, &mut maint, &mut model);
             model.now += 1;
         }
         // Before the crash the writer's own state is the model, exactly.
-        writer.with_state(|s| check(s, model.clone(), &InFlight::default()))?;
+        writer.with_state(|s| check(&disk, s, model.clone(), &InFlight::default()))?;
 
         // In flight: submitted, then the power goes at a random write or sync; each is
         // answered (durable, void, or unknown) before the disk is looked at again.
@@ -503,6 +621,18 @@ fn run_case(seed: u64, epochs: &[Epoch]) -> Result<(), TestCaseError> {
                 deliveries.push((route, p.seq, t.unwrap()));
             }
         }
+        if epoch.maintain_at_crash {
+            // Either completes before the power goes, or fails when it does (never Corrupt).
+            for result in [
+                maint.checkpoint(&writer).map(|_| ()),
+                maint.compact(&writer).map(|_| ()),
+            ] {
+                match result {
+                    Ok(()) | Err(LogError::Io { .. } | LogError::WriteFailed { .. }) => {}
+                    Err(e) => return Err(TestCaseError::fail(format!("maintenance: {e}"))),
+                }
+            }
+        }
         in_flight = InFlight::default();
         for (id, mask, ticket) in appends {
             let a = answer(&writer, &ticket);
@@ -517,25 +647,54 @@ fn run_case(seed: u64, epochs: &[Epoch]) -> Result<(), TestCaseError> {
         }
         disk = disk.crash();
         drop(writer);
+        damaged = epoch
+            .damage_checkpoint
+            .and_then(|pick| damage_newest_checkpoint(&disk, pick));
     }
     let recovered =
         recover(&disk).map_err(|e| TestCaseError::fail(format!("last recovery: {e}")))?;
+    passed_over(&recovered.report, &damaged)?;
     stats(&recovered.report, &in_flight);
-    check(&recovered.state, model, &in_flight)?;
+    check(&disk, &recovered.state, model, &in_flight)?;
+    Ok(())
+}
+
+/// Flips a byte of the newest checkpoint, if there is one; returns its name.
+fn damage_newest_checkpoint(disk: &SimDisk, pick: usize) -> Option<String> {
+    let newest = disk
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| checkpoint::checkpoint_lsn(n).is_some())
+        .max()?;
+    let bytes = disk.bytes(&newest)?;
+    let at = pick % bytes.len();
+    disk.corrupt(&newest, at as u64, &[bytes[at] ^ 0x20]);
+    Some(newest)
+}
+
+/// A damaged checkpoint was seen and passed over (the state is then checked as usual).
+fn passed_over(report: &RecoveryReport, damaged: &Option<String>) -> Result<(), TestCaseError> {
+    if let Some(name) = damaged {
+        let seen = report.damaged_checkpoints.iter().any(|(n, _, _)| n == name);
+        prop_assert!(seen, "the damaged {} was not reported", name);
+    }
     Ok(())
 }
 
 /// With `HOOKFAN_LOG_MODEL_STATS` set, one line per recovery on stderr (`--nocapture`), to
 /// see what the cases exercised: torn tails cut, void records skipped, segments read.
-fn stats(report: &super::RecoveryReport, in_flight: &InFlight) {
+fn stats(report: &RecoveryReport, in_flight: &InFlight) {
     if std::env::var_os("HOOKFAN_LOG_MODEL_STATS").is_some() {
         eprintln!(
-            "model-stats segments={} records={} torn={} void={} in_flight={}",
+            "model-stats segments={} records={} torn={} void={} in_flight={} checkpoint={} damaged_checkpoints={}",
             report.segments,
             report.records,
             u8::from(report.torn.is_some()),
             report.void_records,
             in_flight.appends.len() + in_flight.deliveries.len(),
+            u8::from(report.checkpoint.is_some()),
+            report.damaged_checkpoints.len(),
         );
     }
 }

@@ -29,6 +29,8 @@ const KIND_DEAD: u8 = 6;
 const KIND_REPLAY: u8 = 7;
 const KIND_DROP: u8 = 8;
 const KIND_DROP_PENDING: u8 = 9;
+const KIND_COPY: u8 = 10;
+const KIND_EXPIRE_IDS: u8 = 11;
 
 /// One record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +75,16 @@ pub enum Record<'a> {
     Drop { route: RouteId, seq: u64 },
     /// Every pending event of the route is forgotten (a route that no longer runs).
     DropPending { route: RouteId },
+    /// Compaction copied event `seq` forward: from here on its record is `event` (the bytes
+    /// after this record's prefix, see [`Record::copy_prefix_len`], which decode as a
+    /// [`Record::Event`]), and the older copy is no longer read. Changes no queue. An event
+    /// no route holds any more (kept only for its id) is copied without its body and routes.
+    Copy { seq: u64, event: EventRecord<'a> },
+    /// The dedup window moved: ids received before `before_ms` are forgotten, at most
+    /// `limit` of them ([`crate::spool::log::State::expire_ids`]). A record, so a restart
+    /// forgets exactly what was forgotten, and compaction may delete what only those ids
+    /// kept.
+    ExpireIds { before_ms: u64, limit: u32 },
 }
 
 /// A verified webhook as stored: everything needed to deliver it again, byte for byte.
@@ -191,14 +203,15 @@ pub enum RecordError {
     OptionTag,
 }
 
-struct Out<'o>(&'o mut Vec<u8>);
+/// LEB128 integers, length-prefixed strings and bytes (also the checkpoint's encoding).
+pub(super) struct Out<'o>(pub(super) &'o mut Vec<u8>);
 
 impl Out<'_> {
-    fn u8(&mut self, v: u8) {
+    pub(super) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
 
-    fn uint(&mut self, mut v: u64) {
+    pub(super) fn uint(&mut self, mut v: u64) {
         while v >= 0x80 {
             self.0.push(v as u8 | 0x80);
             v >>= 7;
@@ -206,16 +219,16 @@ impl Out<'_> {
         self.0.push(v as u8);
     }
 
-    fn bytes(&mut self, b: &[u8]) {
+    pub(super) fn bytes(&mut self, b: &[u8]) {
         self.uint(b.len() as u64);
         self.0.extend_from_slice(b);
     }
 
-    fn str(&mut self, s: &str) {
+    pub(super) fn str(&mut self, s: &str) {
         self.bytes(s.as_bytes());
     }
 
-    fn opt_str(&mut self, s: Option<&str>) {
+    pub(super) fn opt_str(&mut self, s: Option<&str>) {
         match s {
             None => self.u8(0),
             Some(s) => {
@@ -226,16 +239,17 @@ impl Out<'_> {
     }
 }
 
-struct In<'a>(&'a [u8]);
+/// Reads what [`Out`] writes, borrowing; never panics, never allocates.
+pub(super) struct In<'a>(pub(super) &'a [u8]);
 
 impl<'a> In<'a> {
-    fn u8(&mut self) -> Result<u8, RecordError> {
+    pub(super) fn u8(&mut self) -> Result<u8, RecordError> {
         let (&b, rest) = self.0.split_first().ok_or(RecordError::Truncated)?;
         self.0 = rest;
         Ok(b)
     }
 
-    fn uint(&mut self) -> Result<u64, RecordError> {
+    pub(super) fn uint(&mut self) -> Result<u64, RecordError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
@@ -251,11 +265,11 @@ impl<'a> In<'a> {
         Err(RecordError::Overflow)
     }
 
-    fn u32(&mut self) -> Result<u32, RecordError> {
+    pub(super) fn u32(&mut self) -> Result<u32, RecordError> {
         u32::try_from(self.uint()?).map_err(|_| RecordError::Overflow)
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], RecordError> {
+    pub(super) fn bytes(&mut self) -> Result<&'a [u8], RecordError> {
         let len = usize::try_from(self.uint()?).map_err(|_| RecordError::Overflow)?;
         if len > self.0.len() {
             return Err(RecordError::Truncated);
@@ -265,11 +279,11 @@ impl<'a> In<'a> {
         Ok(b)
     }
 
-    fn str(&mut self) -> Result<&'a str, RecordError> {
+    pub(super) fn str(&mut self) -> Result<&'a str, RecordError> {
         std::str::from_utf8(self.bytes()?).map_err(|_| RecordError::Utf8)
     }
 
-    fn opt_str(&mut self) -> Result<Option<&'a str>, RecordError> {
+    pub(super) fn opt_str(&mut self) -> Result<Option<&'a str>, RecordError> {
         match self.u8()? {
             0 => Ok(None),
             1 => self.str().map(Some),
@@ -366,7 +380,28 @@ impl<'a> Record<'a> {
                 o.u8(KIND_DROP_PENDING);
                 o.uint(u64::from(*route));
             }
+            Record::ExpireIds { before_ms, limit } => {
+                o.u8(KIND_EXPIRE_IDS);
+                o.uint(*before_ms);
+                o.uint(u64::from(*limit));
+            }
+            Record::Copy { seq, event } => {
+                o.u8(KIND_COPY);
+                o.uint(*seq);
+                // The event record whole, kind byte included: its location is this record's
+                // plus the prefix, and a reader decodes it as any event.
+                Record::Event(event.clone()).encode_into(o.0);
+            }
         }
+    }
+
+    /// How many bytes of a [`Record::Copy`] of `seq` come before the event record it holds.
+    pub fn copy_prefix_len(seq: u64) -> usize {
+        let mut prefix = Vec::with_capacity(11);
+        let mut o = Out(&mut prefix);
+        o.u8(KIND_COPY);
+        o.uint(seq);
+        prefix.len()
     }
 
     /// The record's bytes.
@@ -384,35 +419,7 @@ impl<'a> Record<'a> {
                 id: i.u32()?,
                 name: i.str()?,
             },
-            KIND_EVENT => {
-                let webhook_id = i.opt_str()?;
-                let received_at_ms = i.uint()?;
-                let api_key = i.opt_str()?;
-                let signature = i.str()?;
-                let event_type = i.opt_str()?;
-                let path = i.opt_str()?;
-                let count = i.u32()?;
-                // Checked now, read again when iterated: nothing is allocated.
-                let start = i.0;
-                for _ in 0..count {
-                    i.u32()?;
-                    i.uint()?;
-                }
-                let routes = RouteDues::Encoded {
-                    count,
-                    bytes: &start[..start.len() - i.0.len()],
-                };
-                Record::Event(EventRecord {
-                    webhook_id,
-                    received_at_ms,
-                    api_key,
-                    signature,
-                    event_type,
-                    path,
-                    routes,
-                    body: i.bytes()?,
-                })
-            }
+            KIND_EVENT => Record::Event(decode_event(&mut i)?),
             KIND_DELIVERED => Record::Delivered {
                 route: i.u32()?,
                 seq: i.uint()?,
@@ -448,6 +455,20 @@ impl<'a> Record<'a> {
                 seq: i.uint()?,
             },
             KIND_DROP_PENDING => Record::DropPending { route: i.u32()? },
+            KIND_EXPIRE_IDS => Record::ExpireIds {
+                before_ms: i.uint()?,
+                limit: i.u32()?,
+            },
+            KIND_COPY => {
+                let seq = i.uint()?;
+                match i.u8()? {
+                    KIND_EVENT => Record::Copy {
+                        seq,
+                        event: decode_event(&mut i)?,
+                    },
+                    kind => return Err(RecordError::UnknownKind(kind)),
+                }
+            }
             kind => return Err(RecordError::UnknownKind(kind)),
         };
         if !i.0.is_empty() {
@@ -455,6 +476,37 @@ impl<'a> Record<'a> {
         }
         Ok(record)
     }
+}
+
+/// The fields of an event record, after its kind byte.
+fn decode_event<'a>(i: &mut In<'a>) -> Result<EventRecord<'a>, RecordError> {
+    let webhook_id = i.opt_str()?;
+    let received_at_ms = i.uint()?;
+    let api_key = i.opt_str()?;
+    let signature = i.str()?;
+    let event_type = i.opt_str()?;
+    let path = i.opt_str()?;
+    let count = i.u32()?;
+    // Checked now, read again when iterated: nothing is allocated.
+    let start = i.0;
+    for _ in 0..count {
+        i.u32()?;
+        i.uint()?;
+    }
+    let routes = RouteDues::Encoded {
+        count,
+        bytes: &start[..start.len() - i.0.len()],
+    };
+    Ok(EventRecord {
+        webhook_id,
+        received_at_ms,
+        api_key,
+        signature,
+        event_type,
+        path,
+        routes,
+        body: i.bytes()?,
+    })
 }
 
 #[cfg(test)]
@@ -510,6 +562,17 @@ mod tests {
             },
             Record::Drop { route: 1, seq: 2 },
             Record::DropPending { route: u32::MAX },
+            Record::ExpireIds {
+                before_ms: 5,
+                limit: 64,
+            },
+            Record::Copy {
+                seq: 300,
+                event: match event(&body) {
+                    Record::Event(e) => e,
+                    _ => unreachable!(),
+                },
+            },
         ];
         for r in &records {
             assert_eq!(&Record::decode(&r.encode()).unwrap(), r);
@@ -535,6 +598,28 @@ mod tests {
         assert_eq!(
             Record::decode(b"\x01\x03\x03sqs"),
             Ok(Record::Route { id: 3, name: "sqs" })
+        );
+    }
+
+    #[test]
+    fn a_copy_holds_the_event_record_whole_after_its_prefix() {
+        let body = b"{}".to_vec();
+        let Record::Event(e) = event(&body) else {
+            unreachable!()
+        };
+        for seq in [1, 127, 128, u64::MAX] {
+            let bytes = Record::Copy {
+                seq,
+                event: e.clone(),
+            }
+            .encode();
+            let inner = &bytes[Record::copy_prefix_len(seq)..];
+            assert_eq!(Record::decode(inner), Ok(Record::Event(e.clone())), "{seq}");
+        }
+        // A copy of anything but an event is refused.
+        assert_eq!(
+            Record::decode(b"\x0a\x01\x03\x01\x01"),
+            Err(RecordError::UnknownKind(KIND_DELIVERED))
         );
     }
 

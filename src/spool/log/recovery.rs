@@ -1,11 +1,17 @@
-//! Opening a log directory: every valid group applied to a fresh [`State`], in order; a torn
-//! last group cut off, counted and logged; corruption refused with the file and offset. The
-//! rules are in the log's module documentation ("Recovery"); this file applies them.
+//! Opening a log directory: the newest valid checkpoint, then every valid group after it
+//! applied, in order; a torn last group cut off, counted and logged; corruption refused with
+//! the file and offset. The rules are in the log's module documentation ("Recovery",
+//! "Checkpoints"); this file applies them.
 //!
 //! Reads one segment at a time (the whole file: a later step can stream it). Changes the
-//! directory only to remove what was never used: half-prepared `.seg.tmp` files and
-//! zero-filled segments after the last one written (the preparer makes new ones).
+//! directory only to remove what was never used: half-written `.seg.tmp` and `.ckpt.tmp`
+//! files and zero-filled segments after the last one written (the preparer makes new ones).
+//! Segments before the checkpoint's are left to compaction.
 
+use std::collections::{BTreeMap, HashMap};
+
+use super::checkpoint::{self, BadCheckpoint, CheckpointAt};
+use super::compaction::events_in;
 use super::record::Record;
 use super::segment::{
     self, BadFrame, GroupAt, ScanEnd, SegmentHeader, SegmentScan, PREPARING_SUFFIX,
@@ -29,6 +35,11 @@ pub struct RecoveryReport {
     pub void_records: u64,
     /// Unused files removed (never-finished preparations, zero-filled spares).
     pub removed: usize,
+    /// The checkpoint the state started from (its file name), if any.
+    pub checkpoint: Option<String>,
+    /// Newer checkpoints that were damaged and passed over (an older one plus the log still
+    /// present covered them): (file, offset, why).
+    pub damaged_checkpoints: Vec<(String, u64, BadCheckpoint)>,
 }
 
 /// An opened log: its state and where the writer goes on.
@@ -40,6 +51,8 @@ pub struct Recovered {
     pub next_segment: u64,
     /// The lsn the writer's first record takes.
     pub next_lsn: u64,
+    /// Where the checkpoint the state started from stands, if any.
+    pub checkpoint: Option<CheckpointAt>,
 }
 
 enum Head {
@@ -71,20 +84,98 @@ fn corrupt(file: &str, offset: u64, why: CorruptWhy) -> LogError {
 
 /// Opens the log in `storage`. See the module documentation.
 pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
-    let mut report = RecoveryReport::default();
     let names = storage
         .list()
         .map_err(|e| LogError::io("list", "the spool directory", e))?;
     let mut removed = Vec::new();
     let mut indexes: Vec<u64> = Vec::new();
+    let mut checkpoints: Vec<u64> = Vec::new();
     for name in names {
-        if name.ends_with(PREPARING_SUFFIX) {
+        if name.ends_with(PREPARING_SUFFIX) || name.ends_with(checkpoint::WRITING_SUFFIX) {
             removed.push(name);
         } else if let Some(index) = segment::segment_index(&name) {
             indexes.push(index);
+        } else if let Some(lsn) = checkpoint::checkpoint_lsn(&name) {
+            checkpoints.push(lsn);
         }
     }
     indexes.sort_unstable();
+    checkpoints.sort_unstable_by(|a, b| b.cmp(a));
+
+    // The newest checkpoint that decodes; the damaged ones newer than it are remembered.
+    let mut damaged = Vec::new();
+    let mut base = None;
+    for lsn in checkpoints {
+        let name = checkpoint::checkpoint_name(lsn);
+        let bytes = read_all(storage, &name, None)?;
+        match checkpoint::decode(&bytes) {
+            Ok(c) if c.at.lsn == lsn => {
+                base = Some((name, c));
+                break;
+            }
+            Ok(_) => damaged.push((name, 0, BadCheckpoint::Name)),
+            Err((offset, why)) => damaged.push((name, offset, why)),
+        }
+    }
+    let result = replay(storage, indexes, removed, base);
+    let Some((file, offset, why)) = damaged.first().cloned() else {
+        return result;
+    };
+    // A damaged checkpoint is passed over only when an older one (or none) plus the log
+    // still present gives a state at least as new as the damaged one's: otherwise records
+    // it covered are gone, and the damage is what to report.
+    let refused = LogError::Corrupt {
+        file,
+        offset,
+        why: CorruptWhy::Checkpoint(why),
+    };
+    match result {
+        Ok(mut r) => {
+            let newest = damaged
+                .iter()
+                .filter_map(|(name, _, _)| checkpoint::checkpoint_lsn(name))
+                .max()
+                .unwrap_or(0);
+            if r.next_lsn < newest {
+                return Err(refused);
+            }
+            for (file, offset, why) in &damaged {
+                tracing::warn!(file, offset, %why, "spool: passed over a damaged checkpoint (an older one and the log after it cover it)");
+            }
+            r.report.damaged_checkpoints = damaged;
+            Ok(r)
+        }
+        Err(LogError::Corrupt {
+            why: CorruptWhy::Missing { .. } | CorruptWhy::EventMissing { .. },
+            ..
+        }) => Err(refused),
+        Err(e) => Err(e),
+    }
+}
+
+/// Applies the log after `base` (the checkpoint to start from, with its file name; none:
+/// the whole log) to its state, checks that every event still needed is where the state
+/// says, and removes the `unused` files.
+fn replay(
+    storage: &dyn Storage,
+    all_indexes: Vec<u64>,
+    mut removed: Vec<String>,
+    base: Option<(String, checkpoint::Checkpoint)>,
+) -> Result<Recovered, LogError> {
+    let mut report = RecoveryReport::default();
+    let (mut state, at) = match base {
+        Some((name, c)) => {
+            report.checkpoint = Some(name);
+            (c.state, Some(c.at))
+        }
+        None => (State::new(), None),
+    };
+    // Replay starts in the checkpoint's segment; the ones before hold only records the
+    // checkpoint covers, and are read only for the events still needed there.
+    let base_lsn = at.map_or(1, |a| a.lsn);
+    let replay_from = at.map_or(0, |a| a.segment);
+    let (old, indexes): (Vec<u64>, Vec<u64>) =
+        all_indexes.into_iter().partition(|&i| i < replay_from);
 
     // First the headers, so each segment knows what the next valid one declares.
     let mut heads = Vec::with_capacity(indexes.len());
@@ -142,8 +233,8 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
         }
     }
 
-    let mut state = State::new();
-    // The lsn after the last record applied; None before the first valid segment.
+    // The lsn after the last record applied (or passed over, being below the checkpoint's);
+    // None before the first valid segment.
     let mut applied_end: Option<u64> = None;
     // Where the last applied data ended: named when records are found missing after it.
     let mut last_end = (String::new(), 0u64);
@@ -189,6 +280,25 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
                 },
             ));
         }
+        if applied_end.is_none() {
+            // The first segment replayed must hold the checkpoint's lsn (or start the log),
+            // and be the checkpoint's own segment: records after it are there.
+            let start = if header.tail_untrusted() {
+                header.void_from
+            } else {
+                header.start_lsn
+            };
+            if start > base_lsn || (at.is_some_and(|a| a.lsn > 1) && indexes[i] != replay_from) {
+                return Err(corrupt(
+                    &name,
+                    0,
+                    CorruptWhy::Missing {
+                        expected: base_lsn,
+                        found: start,
+                    },
+                ));
+            }
+        }
         let end_of_applied = applied_end.get_or_insert(header.start_lsn);
         let bytes = read_all(storage, &name, None)?;
         let SegmentScan::Used { groups, end, .. } = segment::scan(&bytes, indexes[i]) else {
@@ -211,6 +321,10 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
             let group = segment::decode_group(&bytes[offset as usize..], indexes[i])
                 .map_err(|why| corrupt(&name, offset, CorruptWhy::Frame(why)))?;
             for ((lsn, record), at) in group.records().zip(group.record_offsets()) {
+                if lsn < base_lsn {
+                    // The checkpoint holds its effect already.
+                    continue;
+                }
                 let location = Location {
                     segment: indexes[i],
                     offset: offset + at as u64,
@@ -240,6 +354,37 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
         }
     }
 
+    if let Some(at) = at.filter(|a| a.lsn > 1) {
+        match applied_end {
+            None => {
+                let name = segment::segment_name(at.segment);
+                let found = 0;
+                return Err(corrupt(
+                    &name,
+                    0,
+                    CorruptWhy::Missing {
+                        expected: at.lsn,
+                        found,
+                    },
+                ));
+            }
+            Some(end) if end < at.lsn => {
+                let (file, offset) = &last_end;
+                return Err(corrupt(
+                    file,
+                    *offset,
+                    CorruptWhy::Missing {
+                        expected: at.lsn,
+                        found: end,
+                    },
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let replayed: Vec<u64> = indexes[..tail_from].to_vec();
+    check_events(storage, &state, &old, &replayed)?;
+
     if !removed.is_empty() {
         for name in &removed {
             storage
@@ -265,14 +410,73 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
             "spool: skipped records of groups that had failed before the restart"
         );
     }
-    let next_lsn = applied_end.unwrap_or(1);
-    let next_segment = indexes[..used].last().map_or(1, |i| i + 1);
+    let next_lsn = applied_end.unwrap_or(base_lsn).max(base_lsn);
+    let next_segment = indexes[..used]
+        .last()
+        .or(old.last())
+        .map_or(1, |i| i + 1)
+        .max(replay_from + 1);
     Ok(Recovered {
         state,
         report,
         next_segment,
         next_lsn,
+        checkpoint: at,
     })
+}
+
+/// Every event still needed must have its record where the state says. In a replayed
+/// segment (read whole, every group checked) its segment must be one of them; in an older
+/// one (not replayed), the segment is read and the record must be in a valid group, as an
+/// event of that seq (or its copy). Catches a segment deleted, or damaged where a needed
+/// record lives.
+fn check_events(
+    storage: &dyn Storage,
+    state: &State,
+    old: &[u64],
+    replayed: &[u64],
+) -> Result<(), LogError> {
+    let first_replayed = replayed.first().copied().unwrap_or(u64::MAX);
+    let mut in_old: BTreeMap<u64, Vec<(u64, Location)>> = BTreeMap::new();
+    for (seq, meta) in state.events() {
+        let segment = meta.location.segment;
+        let missing = if segment >= first_replayed {
+            replayed.binary_search(&segment).is_err()
+        } else if old.binary_search(&segment).is_ok() {
+            in_old
+                .entry(segment)
+                .or_default()
+                .push((seq, meta.location));
+            false
+        } else {
+            true
+        };
+        if missing {
+            let name = segment::segment_name(segment);
+            return Err(corrupt(
+                &name,
+                meta.location.offset,
+                CorruptWhy::EventMissing { seq },
+            ));
+        }
+    }
+    for (segment, events) in in_old {
+        let name = segment::segment_name(segment);
+        let bytes = read_all(storage, &name, None)?;
+        let found: HashMap<u64, (u64, u32)> = events_in(&bytes, segment)
+            .map(|(seq, location, _)| (location.offset, (seq, location.len)))
+            .collect();
+        for (seq, location) in events {
+            if found.get(&location.offset) != Some(&(seq, location.len)) {
+                return Err(corrupt(
+                    &name,
+                    location.offset,
+                    CorruptWhy::EventMissing { seq },
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -280,6 +484,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use super::super::compaction::{Maintenance, MaintenanceConfig};
     use super::super::record::EventRecord;
     use super::super::segment::{segment_name, GROUP_HEADER_LEN};
     use super::super::storage::SimDisk;
@@ -532,5 +737,184 @@ mod tests {
         let names = disk.list().unwrap();
         assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
         assert_eq!(pending(&r), 3);
+    }
+
+    /// A writer with maintenance on `disk`, from what recovery finds.
+    fn open(disk: &SimDisk) -> (Writer, Maintenance) {
+        let r = recover(disk).unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let m = Maintenance::new(
+            storage.clone(),
+            r.checkpoint,
+            MaintenanceConfig::for_segments(SEGMENT),
+        );
+        (Writer::start(storage, r, config()).unwrap(), m)
+    }
+
+    fn append(w: &Writer, n: usize) -> Vec<u64> {
+        (0..n)
+            .map(|i| {
+                let id = format!("id-{i}");
+                let body = vec![b'x'; 200];
+                let record = Record::Event(EventRecord {
+                    webhook_id: Some(&id),
+                    received_at_ms: 1,
+                    api_key: None,
+                    signature: "sig",
+                    event_type: None,
+                    path: None,
+                    body: &body,
+                    routes: vec![(0, 1)].into(),
+                });
+                let t = w.submit(&[record]).unwrap();
+                w.wait(&t).unwrap();
+                t.first_lsn
+            })
+            .collect()
+    }
+
+    fn deliver(w: &Writer, seq: u64) {
+        w.wait(&w.submit(&[Record::Delivered { route: 0, seq }]).unwrap())
+            .unwrap();
+    }
+
+    fn pending_seqs(r: &Recovered) -> Vec<u64> {
+        r.state
+            .route(0)
+            .map_or(vec![], |q| q.pending().map(|p| p.1).collect())
+    }
+
+    fn checkpoints(disk: &SimDisk) -> Vec<String> {
+        let mut names: Vec<String> = disk
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter(|n| checkpoint::checkpoint_lsn(n).is_some())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_restart_replays_only_the_log_after_the_checkpoint() {
+        let disk = SimDisk::new(21);
+        let (w, mut m) = open(&disk);
+        let seqs = append(&w, 20);
+        let at = m.checkpoint(&w).unwrap().unwrap();
+        for &seq in &seqs[..3] {
+            deliver(&w, seq);
+        }
+        w.close();
+        let r = recover(&disk).unwrap();
+        assert_eq!(
+            r.report.checkpoint,
+            Some(checkpoint::checkpoint_name(at.lsn))
+        );
+        assert_eq!(r.report.records, 3, "only the deliveries after it");
+        assert_eq!(pending_seqs(&r), seqs[3..].to_vec());
+        assert_eq!(r.state.dedup_candidate("id-7").unwrap().seq, seqs[7]);
+        // The same state as the whole log gives.
+        disk.remove(&checkpoint::checkpoint_name(at.lsn)).unwrap();
+        let whole = recover(&disk).unwrap();
+        assert_eq!(whole.report.checkpoint, None);
+        assert_eq!(pending_seqs(&whole), pending_seqs(&r));
+        assert_eq!(whole.next_lsn, r.next_lsn);
+    }
+
+    /// A log whose early segments compaction deleted: 40 events, all but the last two
+    /// delivered, maintenance rounds until two checkpoints stand and segments went.
+    fn compacted() -> (SimDisk, Vec<u64>) {
+        let disk = SimDisk::new(22);
+        let (w, mut m) = open(&disk);
+        let seqs = append(&w, 40);
+        for &seq in &seqs[..38] {
+            deliver(&w, seq);
+        }
+        w.wait(
+            &w.submit(&[Record::ExpireIds {
+                before_ms: u64::MAX,
+                limit: 100,
+            }])
+            .unwrap(),
+        )
+        .unwrap();
+        let mut deleted = 0;
+        for _ in 0..4 {
+            deleted += m.step(&w).unwrap().deleted;
+        }
+        assert!(deleted > 5, "{deleted} segments deleted");
+        assert!(disk.open(&segment_name(1)).is_err());
+        w.close();
+        (disk, seqs)
+    }
+
+    #[test]
+    fn a_damaged_newest_checkpoint_is_passed_over_when_the_older_one_and_the_log_cover_it() {
+        let (disk, seqs) = compacted();
+        let names = checkpoints(&disk);
+        assert_eq!(names.len(), 2);
+        let newest = names[1].clone();
+        disk.corrupt(&newest, 60, &[0xff]);
+        let r = recover(&disk).unwrap();
+        assert_eq!(r.report.checkpoint.as_ref(), Some(&names[0]));
+        assert_eq!(
+            r.report.damaged_checkpoints,
+            vec![(newest, 40, BadCheckpoint::Checksum)]
+        );
+        assert_eq!(pending_seqs(&r), seqs[38..].to_vec());
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_is_refused_naming_it_when_the_log_it_covered_is_gone() {
+        let (disk, _) = compacted();
+        let names = checkpoints(&disk);
+        for name in &names {
+            disk.corrupt(name, 60, &[0xff]);
+        }
+        let (file, offset, why) = corrupt_at(recover(&disk));
+        assert_eq!((file, offset), (names[1].clone(), 40));
+        assert_eq!(why, CorruptWhy::Checkpoint(BadCheckpoint::Checksum));
+        let message = recover(&disk).unwrap_err().to_string();
+        assert!(
+            message.contains(&names[1]) && message.contains("at byte 40"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_needed_event_in_a_segment_before_the_checkpoint_must_still_be_there_intact() {
+        let disk = SimDisk::new(23);
+        let (w, mut m) = open(&disk);
+        let seqs = append(&w, 30);
+        // The first event stays pending; the rest are delivered; replay starts well after it.
+        for &seq in &seqs[1..] {
+            deliver(&w, seq);
+        }
+        for _ in 0..3 {
+            m.step(&w).unwrap();
+        }
+        w.close();
+        let r = recover(&disk).unwrap();
+        let location = r.state.event(seqs[0]).unwrap().location;
+        assert_eq!(location.segment, 1);
+        assert!(
+            r.checkpoint.unwrap().segment > 1,
+            "segment 1 is not replayed"
+        );
+        assert_eq!(pending_seqs(&r), vec![seqs[0]]);
+
+        // A byte of its record flipped: its group no longer checks.
+        let name = segment_name(1);
+        let byte = disk.bytes(&name).unwrap()[location.offset as usize + 10];
+        disk.corrupt(&name, location.offset + 10, &[byte ^ 1]);
+        let (file, offset, why) = corrupt_at(recover(&disk));
+        assert_eq!((file.as_str(), offset), (name.as_str(), location.offset));
+        assert_eq!(why, CorruptWhy::EventMissing { seq: seqs[0] });
+
+        // Its segment gone.
+        disk.remove(&name).unwrap();
+        let (file, _, why) = corrupt_at(recover(&disk));
+        assert_eq!(file, name);
+        assert_eq!(why, CorruptWhy::EventMissing { seq: seqs[0] });
     }
 }

@@ -11,13 +11,18 @@
 //! already replayed) changes nothing, as the redb spool did. So replaying the log after a
 //! crash, or a later checkpoint plus the log after it, always gives the same state.
 //!
+//! Compaction's view: for each segment, how many events still needed have their record there
+//! and what copying them forward would cost ([`State::segment_uses`]); the segment of the
+//! last record applied ([`State::tail_segment`]), where a checkpoint's replay starts. A
+//! [`Record::Copy`] moves an event's location forward and changes nothing else.
+//!
 //! Memory: about 100 bytes per pending event and route (a B-tree entry and a map entry) plus
 //! each failing event's last error; none of it grows with body sizes. A later step can keep
 //! fresh events (never attempted) as seq bitmaps, as `counts.rs` does, since their due times
 //! grow with their seqs.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::Hasher;
 
 use super::record::{Record, RouteId};
 
@@ -122,30 +127,68 @@ pub struct DedupHit {
     pub location: Location,
 }
 
+/// What copying an event no route holds any more (kept only for its id) forward costs, in
+/// [`SegmentUse::bytes`]: it is copied without its body.
+pub const ID_ONLY_COST: u64 = 64;
+
+/// What of one segment is still needed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentUse {
+    /// Events whose record is in this segment.
+    pub events: u32,
+    /// What copying them forward would write: each held event's record length, and
+    /// [`ID_ONLY_COST`] for each one kept only for its id.
+    pub bytes: u64,
+}
+
 /// The log's meaning. See the module documentation.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct State {
     names: BTreeMap<RouteId, String>,
     routes: HashMap<RouteId, RouteQueue>,
-    /// seq → event, for every event some route holds or the dedup window remembers. The
-    /// smallest seq tells which segments are still needed.
+    /// seq → event, for every event some route holds or the dedup window remembers.
     events: BTreeMap<u64, EventMeta>,
-    /// Keys of the fingerprint hash, random per process (as `seen.rs`).
-    keys: RandomState,
-    /// Fingerprint of a webhook id → its event.
+    /// Segment → the events of `events` located there (only segments with some).
+    segments: BTreeMap<u64, SegmentUse>,
+    /// Keys of the fingerprint hash: random per log, and kept in checkpoints, since the
+    /// fingerprints a checkpoint holds must mean the same after a restart.
+    keys: [u64; 2],
+    /// Fingerprint of a webhook id → its event (seq, received_at_ms).
     dedup: HashMap<u64, (u64, u64)>,
     /// (received_at_ms, fingerprint, seq) in the order events were applied: expiry walks it
-    /// from the front.
+    /// from the front. `dedup` is derived from it: each fingerprint's last entry.
     dedup_order: VecDeque<(u64, u64, u64)>,
     /// The lsn after the last record applied.
     next_lsn: u64,
+    /// The segment of the last record applied (0: none yet). Every later record is in it or
+    /// in a later one.
+    tail_segment: u64,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State::new()
+    }
 }
 
 impl State {
+    /// An empty state with fresh random fingerprint keys.
     pub fn new() -> State {
+        State::with_keys(rand::random())
+    }
+
+    /// An empty state whose fingerprints use `keys` (a checkpoint's).
+    pub fn with_keys(keys: [u64; 2]) -> State {
         State {
+            names: BTreeMap::new(),
+            routes: HashMap::new(),
+            events: BTreeMap::new(),
+            segments: BTreeMap::new(),
+            keys,
+            dedup: HashMap::new(),
+            dedup_order: VecDeque::new(),
             next_lsn: 1,
-            ..State::default()
+            tail_segment: 0,
         }
     }
 
@@ -157,6 +200,7 @@ impl State {
     /// Applies record `lsn`, whose bytes are at `location`. Records must come in lsn order.
     pub fn apply(&mut self, lsn: u64, location: Location, record: &Record<'_>) {
         self.next_lsn = self.next_lsn.max(lsn + 1);
+        self.tail_segment = self.tail_segment.max(location.segment);
         match record {
             Record::Route { id, name } => {
                 self.names.insert(*id, (*name).to_string());
@@ -184,7 +228,7 @@ impl State {
                     None => false,
                 };
                 if holders > 0 || remembered {
-                    self.events.insert(
+                    self.insert_event(
                         lsn,
                         EventMeta {
                             location,
@@ -194,6 +238,18 @@ impl State {
                         },
                     );
                 }
+            }
+            Record::ExpireIds { before_ms, limit } => {
+                self.expire_ids(*before_ms, *limit as usize);
+            }
+            Record::Copy { seq, .. } => {
+                let prefix = Record::copy_prefix_len(*seq);
+                let moved = Location {
+                    segment: location.segment,
+                    offset: location.offset + prefix as u64,
+                    len: location.len.saturating_sub(prefix as u32),
+                };
+                self.change_event(*seq, |meta| meta.location = moved);
             }
             Record::Delivered { route, seq } => {
                 if self.queue(*route).and_then(|q| q.take(*seq)).is_some() {
@@ -295,26 +351,65 @@ impl State {
         if self.routes.get(&route).is_some_and(RouteQueue::is_empty) {
             self.routes.remove(&route);
         }
-        if let Some(meta) = self.events.get_mut(&seq) {
-            meta.holders = meta.holders.saturating_sub(1);
-            if meta.holders == 0 && !meta.remembered {
-                self.events.remove(&seq);
-            }
-        }
+        self.change_event(seq, |meta| meta.holders = meta.holders.saturating_sub(1));
     }
 
     /// The dedup index no longer names `seq`.
     fn forget_id(&mut self, seq: u64) {
-        if let Some(meta) = self.events.get_mut(&seq) {
-            meta.remembered = false;
-            if meta.holders == 0 {
-                self.events.remove(&seq);
+        self.change_event(seq, |meta| meta.remembered = false);
+    }
+
+    fn insert_event(&mut self, seq: u64, meta: EventMeta) {
+        self.account(&meta, true);
+        self.events.insert(seq, meta);
+    }
+
+    /// Changes event `seq` (if the state holds it) and forgets it once nothing needs it; the
+    /// only way `events` changes after an insert, so `segments` follows.
+    fn change_event(&mut self, seq: u64, change: impl FnOnce(&mut EventMeta)) {
+        let Some(meta) = self.events.get(&seq).copied() else {
+            return;
+        };
+        self.account(&meta, false);
+        let mut meta = meta;
+        change(&mut meta);
+        if meta.holders == 0 && !meta.remembered {
+            self.events.remove(&seq);
+        } else {
+            self.account(&meta, true);
+            self.events.insert(seq, meta);
+        }
+    }
+
+    /// Adds `meta` to (or takes it from) its segment's use.
+    fn account(&mut self, meta: &EventMeta, add: bool) {
+        let cost = if meta.holders > 0 {
+            u64::from(meta.location.len)
+        } else {
+            ID_ONLY_COST
+        };
+        let segment = meta.location.segment;
+        let use_ = self.segments.entry(segment).or_default();
+        if add {
+            use_.events += 1;
+            use_.bytes += cost;
+        } else {
+            use_.events = use_.events.saturating_sub(1);
+            use_.bytes = use_.bytes.saturating_sub(cost);
+            if use_.events == 0 {
+                self.segments.remove(&segment);
             }
         }
     }
 
+    /// SipHash-2-4 under this log's keys. `std::hash::SipHasher` is deprecated only in favour
+    /// of `DefaultHasher`, whose algorithm may change between releases; fingerprints kept in a
+    /// checkpoint need one that does not (the algorithm's own output, over the id's bytes).
+    #[allow(deprecated)]
     fn fingerprint(&self, webhook_id: &str) -> u64 {
-        self.keys.hash_one(webhook_id)
+        let mut hasher = std::hash::SipHasher::new_with_keys(self.keys[0], self.keys[1]);
+        hasher.write(webhook_id.as_bytes());
+        hasher.finish()
     }
 
     /// The remembered event whose id may be `webhook_id`, to be confirmed against the id
@@ -330,7 +425,9 @@ impl State {
     }
 
     /// Forgets webhook ids received before `cutoff_ms` (now minus the dedup window), at
-    /// most `limit` of them. Ids received out of order stay until those before them go:
+    /// most `limit` of them. The log does it through [`Record::ExpireIds`], so that what is
+    /// forgotten stays forgotten after a restart (compaction may delete what only an id
+    /// kept). Ids received out of order stay until those before them go:
     /// remembered longer, never shorter.
     pub fn expire_ids(&mut self, cutoff_ms: u64, limit: usize) {
         for _ in 0..limit {
@@ -386,9 +483,164 @@ impl State {
 
     /// The oldest segment that holds an event still needed: every segment before it holds
     /// only records whose effect the state already carries (compaction's bound, together with
-    /// the last checkpoint).
+    /// the checkpoints).
     pub fn oldest_needed_segment(&self) -> Option<u64> {
-        self.events.values().next().map(|m| m.location.segment)
+        self.segments.keys().next().copied()
+    }
+
+    /// Segments that hold events still needed, oldest first, with what each holds.
+    pub fn segment_uses(&self) -> impl Iterator<Item = (u64, SegmentUse)> + '_ {
+        self.segments.iter().map(|(&s, &u)| (s, u))
+    }
+
+    /// Events still needed, by seq.
+    pub fn events(&self) -> impl Iterator<Item = (u64, &EventMeta)> {
+        self.events.iter().map(|(&seq, m)| (seq, m))
+    }
+
+    /// Routes that hold anything, by id.
+    pub fn routes(&self) -> impl Iterator<Item = (RouteId, &RouteQueue)> {
+        let mut ids: Vec<RouteId> = self.routes.keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|id| (id, &self.routes[&id]))
+    }
+
+    /// The dedup window's entries, oldest first: (received_at_ms, fingerprint, seq).
+    pub fn id_order(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.dedup_order.iter().copied()
+    }
+
+    /// The fingerprint keys (kept in checkpoints).
+    pub fn keys(&self) -> [u64; 2] {
+        self.keys
+    }
+
+    /// The segment of the last record applied (0: none).
+    pub fn tail_segment(&self) -> u64 {
+        self.tail_segment
+    }
+}
+
+/// Why a restored state does not hold together (a checkpoint's parts contradict each other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Inconsistent {
+    #[error("event {0} is listed twice or at or after the checkpoint's lsn")]
+    Event(u64),
+    #[error("route {route} holds event {seq}, which is not listed or held there twice")]
+    Held { route: RouteId, seq: u64 },
+    #[error("event {0} is neither held by a route nor remembered for its id")]
+    Unneeded(u64),
+    #[error("the dedup window names event {0}, which is not listed")]
+    Id(u64),
+}
+
+/// Builds a [`State`] back from a checkpoint's parts, in the order the checkpoint holds
+/// them (routes' names, events, queues, the dedup window), deriving the rest (holders,
+/// the dedup index, segment uses) and checking that the parts agree.
+pub struct Restore {
+    state: State,
+}
+
+impl Restore {
+    pub fn new(keys: [u64; 2], next_lsn: u64, tail_segment: u64) -> Restore {
+        let mut state = State::with_keys(keys);
+        state.next_lsn = next_lsn;
+        state.tail_segment = tail_segment;
+        Restore { state }
+    }
+
+    pub fn name(&mut self, id: RouteId, name: &str) {
+        self.state.names.insert(id, name.to_string());
+    }
+
+    /// An event still needed; its holders and whether it is remembered are derived.
+    pub fn event(
+        &mut self,
+        seq: u64,
+        location: Location,
+        received_at_ms: u64,
+    ) -> Result<(), Inconsistent> {
+        if seq >= self.state.next_lsn || self.state.events.contains_key(&seq) {
+            return Err(Inconsistent::Event(seq));
+        }
+        let meta = EventMeta {
+            location,
+            received_at_ms,
+            holders: 0,
+            remembered: false,
+        };
+        self.state.events.insert(seq, meta);
+        Ok(())
+    }
+
+    fn hold(&mut self, route: RouteId, seq: u64) -> Result<(), Inconsistent> {
+        let held = self
+            .state
+            .routes
+            .get(&route)
+            .is_some_and(|q| q.is_pending(seq) || q.is_dead(seq));
+        match self.state.events.get_mut(&seq) {
+            Some(meta) if !held => {
+                meta.holders += 1;
+                Ok(())
+            }
+            _ => Err(Inconsistent::Held { route, seq }),
+        }
+    }
+
+    pub fn pending(
+        &mut self,
+        route: RouteId,
+        due_ms: u64,
+        seq: u64,
+        entry: Entry,
+    ) -> Result<(), Inconsistent> {
+        self.hold(route, seq)?;
+        self.state
+            .routes
+            .entry(route)
+            .or_default()
+            .put(due_ms, seq, entry);
+        Ok(())
+    }
+
+    pub fn dead(&mut self, route: RouteId, seq: u64, dead: DeadEntry) -> Result<(), Inconsistent> {
+        self.hold(route, seq)?;
+        self.state
+            .routes
+            .entry(route)
+            .or_default()
+            .dead
+            .insert(seq, dead);
+        Ok(())
+    }
+
+    /// The next entry of the dedup window (oldest first). Entries of ids a later event took
+    /// over, or of events since forgotten, are kept as they were (expiry skips them).
+    pub fn id(&mut self, received_at_ms: u64, fingerprint: u64, seq: u64) {
+        self.state
+            .dedup_order
+            .push_back((received_at_ms, fingerprint, seq));
+        self.state.dedup.insert(fingerprint, (seq, received_at_ms));
+    }
+
+    /// The state, once every part is in.
+    pub fn finish(mut self) -> Result<State, Inconsistent> {
+        let s = &mut self.state;
+        for &(seq, _) in s.dedup.values() {
+            match s.events.get_mut(&seq) {
+                Some(meta) => meta.remembered = true,
+                None => return Err(Inconsistent::Id(seq)),
+            }
+        }
+        let events = std::mem::take(&mut s.events);
+        for (seq, meta) in events {
+            if meta.holders == 0 && !meta.remembered {
+                return Err(Inconsistent::Unneeded(seq));
+            }
+            s.insert_event(seq, meta);
+        }
+        Ok(self.state)
     }
 }
 

@@ -352,6 +352,11 @@ impl Writer {
         }
     }
 
+    /// The most payload bytes one submission can hold.
+    pub fn max_payload(&self) -> usize {
+        self.shared.config.max_payload()
+    }
+
     /// Every lsn below this is resolved.
     pub fn resolved(&self) -> u64 {
         lock(&self.shared.progress).resolved

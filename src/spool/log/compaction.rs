@@ -1,0 +1,763 @@
+//! Space comes back: checkpoints taken, segments no one needs deleted, the few records still
+//! needed in an old segment copied forward so it can go. The rules are in the log's module
+//! documentation ("Checkpoints", "Compaction"); this file is their code.
+//!
+//! [`plan`] is the pure decision (which segments to delete, which one to copy forward);
+//! [`Maintenance`] is the thin shell that takes the writer's state, writes checkpoints,
+//! lists and removes files and submits [`Record::Copy`]s through the writer like any
+//! other records. [`Maintenance::spawn`] runs it on its own thread.
+//!
+//! Never here: anything on the ack path. A checkpoint holds the state's lock only while it
+//! encodes the state (no I/O under it); file creation, directory syncs and removals happen
+//! on the maintenance thread. Copies are submitted in bounded batches, one segment per step.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::checkpoint::{self, CheckpointAt};
+use super::record::{EventRecord, Record, RouteDues};
+use super::segment::{self, SegmentScan};
+use super::state::{Location, SegmentUse};
+use super::storage::Storage;
+use super::writer::Writer;
+use super::{CorruptWhy, LogError};
+
+/// The records of events in a segment's valid groups: (seq, where its event record is, its
+/// bytes). An event record's seq is its lsn; a [`Record::Copy`] names its seq and holds the
+/// event record after its prefix. Pure; what is not a valid group is not looked at.
+pub fn events_in(bytes: &[u8], index: u64) -> impl Iterator<Item = (u64, Location, &[u8])> {
+    let groups = match segment::scan(bytes, index) {
+        SegmentScan::Used { groups, .. } => groups,
+        _ => Vec::new(),
+    };
+    groups.into_iter().flat_map(move |g| {
+        let group = segment::decode_group(&bytes[g.offset as usize..], index).ok();
+        group.into_iter().flat_map(move |group| {
+            group
+                .records()
+                .zip(group.record_offsets())
+                .filter_map(move |((lsn, record), at)| {
+                    let offset = g.offset + at as u64;
+                    match Record::decode(record) {
+                        Ok(Record::Event(_)) => {
+                            let location = Location {
+                                segment: index,
+                                offset,
+                                len: record.len() as u32,
+                            };
+                            Some((lsn, location, record))
+                        }
+                        Ok(Record::Copy { seq, .. }) => {
+                            let prefix = Record::copy_prefix_len(seq);
+                            let location = Location {
+                                segment: index,
+                                offset: offset + prefix as u64,
+                                len: (record.len() - prefix) as u32,
+                            };
+                            Some((seq, location, &record[prefix..]))
+                        }
+                        _ => None,
+                    }
+                })
+        })
+    })
+}
+
+/// What one compaction step does.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// Segment files below the floor that hold nothing needed.
+    pub delete: Vec<u64>,
+    /// Segments below the floor to copy the events still needed from, oldest first: each
+    /// costs at most `copy_at_most` bytes to copy, and all of them together too (the step's
+    /// bound).
+    pub copy: Vec<u64>,
+}
+
+/// Decides a compaction step. `files`: the segment files present; `uses`: the segments that
+/// hold events still needed; `floor`: no segment at or after it is touched (see
+/// [`Maintenance::floor`]).
+pub fn plan(files: &[u64], uses: &[(u64, SegmentUse)], floor: u64, copy_at_most: u64) -> Plan {
+    let needed = |s: u64| uses.iter().any(|(u, _)| *u == s);
+    let mut budget = copy_at_most;
+    let mut copy = Vec::new();
+    for &(segment, use_) in uses.iter().filter(|(s, _)| *s < floor) {
+        if use_.bytes <= budget {
+            budget -= use_.bytes;
+            copy.push(segment);
+        }
+    }
+    Plan {
+        delete: files
+            .iter()
+            .copied()
+            .filter(|&s| s < floor && !needed(s))
+            .collect(),
+        copy,
+    }
+}
+
+/// How maintenance works.
+#[derive(Debug, Clone)]
+pub struct MaintenanceConfig {
+    /// A checkpoint is taken once this many records were applied since the last one.
+    pub checkpoint_every: u64,
+    /// A segment below the floor is copied forward once what it still holds costs at most
+    /// this many bytes (a quarter of a segment: copying never writes more than it frees).
+    pub copy_at_most: u64,
+    /// Bytes of copies per submission (bounded by the writer's group limit too), so copies
+    /// never fill a group that webhooks wait on.
+    pub copy_batch: usize,
+    /// How often the maintenance thread looks.
+    pub interval: Duration,
+}
+
+impl MaintenanceConfig {
+    /// Defaults for segments of `segment_size` bytes.
+    pub fn for_segments(segment_size: u64) -> MaintenanceConfig {
+        MaintenanceConfig {
+            checkpoint_every: 64 << 10,
+            copy_at_most: segment_size / 4,
+            copy_batch: 256 << 10,
+            interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What a compaction step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compacted {
+    pub deleted: usize,
+    /// Events copied forward.
+    pub copied: usize,
+}
+
+/// Checkpoints and compaction, for one log. See the module documentation.
+pub struct Maintenance {
+    storage: Arc<dyn Storage>,
+    /// Checkpoints kept on disk, oldest first: at most two.
+    kept: VecDeque<CheckpointAt>,
+    config: MaintenanceConfig,
+}
+
+impl Maintenance {
+    /// `recovered`: the checkpoint recovery started from (kept until two newer ones exist).
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        recovered: Option<CheckpointAt>,
+        config: MaintenanceConfig,
+    ) -> Maintenance {
+        Maintenance {
+            storage,
+            kept: recovered.into_iter().collect(),
+            config,
+        }
+    }
+
+    /// The checkpoints kept, oldest first.
+    pub fn kept(&self) -> impl Iterator<Item = CheckpointAt> + '_ {
+        self.kept.iter().copied()
+    }
+
+    /// No segment at or after this is deleted or copied from: the replay segment of the
+    /// older of the two checkpoints kept (0, nothing, while fewer than two exist). So if the
+    /// newest checkpoint is found damaged, the older one plus the log after it still cover
+    /// everything.
+    pub fn floor(&self) -> u64 {
+        if self.kept.len() < 2 {
+            return 0;
+        }
+        self.kept.front().map_or(0, |c| c.segment)
+    }
+
+    /// Takes a checkpoint of the writer's state (unless the newest is already at its lsn),
+    /// then removes every other checkpoint but the one before it. Returns where it stands.
+    pub fn checkpoint(&mut self, writer: &Writer) -> Result<Option<CheckpointAt>, LogError> {
+        // Encoded under the state's lock (the writer waits to apply its next group meanwhile);
+        // written without it.
+        let (at, bytes) = writer.with_state(|s| {
+            let at = CheckpointAt {
+                lsn: s.next_lsn(),
+                segment: s.tail_segment(),
+            };
+            let fresh = self.kept.back().is_none_or(|c| c.lsn < at.lsn);
+            (at, fresh.then(|| checkpoint::encode(s)))
+        });
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        let name = checkpoint::checkpoint_name(at.lsn);
+        checkpoint::write(&*self.storage, at.lsn, &bytes)
+            .map_err(|e| LogError::io("write", name, e))?;
+        self.kept.push_back(at);
+        while self.kept.len() > 2 {
+            self.kept.pop_front();
+        }
+        let stale: Vec<String> = self
+            .list()?
+            .into_iter()
+            .filter(|n| {
+                checkpoint::checkpoint_lsn(n).is_some_and(|l| self.kept.iter().all(|c| c.lsn != l))
+            })
+            .collect();
+        self.remove(&stale)?;
+        Ok(Some(at))
+    }
+
+    fn list(&self) -> Result<Vec<String>, LogError> {
+        self.storage
+            .list()
+            .map_err(|e| LogError::io("list", "the spool directory", e))
+    }
+
+    /// Removes `names` and syncs the directory once.
+    fn remove(&self, names: &[String]) -> Result<(), LogError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        for name in names {
+            match self.storage.remove(name) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io("remove", name.as_str(), e)),
+            }
+        }
+        self.storage
+            .sync_dir()
+            .map_err(|e| LogError::io("sync", "the spool directory", e))
+    }
+
+    /// One bounded step: copies forward the events still needed from the cheap segments
+    /// below the floor (at most `copy_at_most` bytes in all), then deletes the segments below
+    /// the floor that hold nothing needed (those copied from among them).
+    pub fn compact(&mut self, writer: &Writer) -> Result<Compacted, LogError> {
+        let floor = self.floor();
+        if floor == 0 {
+            return Ok(Compacted::default());
+        }
+        let mut done = Compacted::default();
+        let copied = {
+            let uses: Vec<_> = writer.with_state(|s| {
+                s.segment_uses()
+                    .take_while(|(seg, _)| *seg < floor)
+                    .collect()
+            });
+            let step = plan(&[], &uses, floor, self.config.copy_at_most);
+            let mut copied = 0;
+            for segment in step.copy {
+                copied += self.copy_forward(writer, segment)?;
+            }
+            copied
+        };
+        done.copied = copied;
+        // Deletions after the copies, so the segment copied from goes in the same step. A
+        // segment that holds nothing needed never will again (locations only move forward).
+        let files: Vec<u64> = self
+            .list()?
+            .iter()
+            .filter_map(|n| segment::segment_index(n))
+            .collect();
+        let uses: Vec<_> = writer.with_state(|s| {
+            s.segment_uses()
+                .take_while(|(seg, _)| *seg < floor)
+                .collect()
+        });
+        let step = plan(&files, &uses, floor, self.config.copy_at_most);
+        let names: Vec<String> = step
+            .delete
+            .iter()
+            .map(|&s| segment::segment_name(s))
+            .collect();
+        self.remove(&names)?;
+        done.deleted = names.len();
+        Ok(done)
+    }
+
+    /// Copies forward every event still needed from segment `index`; returns how many.
+    fn copy_forward(&self, writer: &Writer, index: u64) -> Result<usize, LogError> {
+        let name = segment::segment_name(index);
+        let file = self
+            .storage
+            .open(&name)
+            .map_err(|e| LogError::io("open", name.as_str(), e))?;
+        let size = file
+            .size()
+            .map_err(|e| LogError::io("stat", name.as_str(), e))?;
+        let mut bytes = vec![0; size as usize];
+        let n = file
+            .read_at(&mut bytes, 0)
+            .map_err(|e| LogError::io("read", name.as_str(), e))?;
+        bytes.truncate(n);
+        // Which of its records the state still needs, each with whether a route holds it
+        // (else only its id is kept, and its body is not copied).
+        let (live, missing) = writer.with_state(|s| {
+            let live: Vec<(u64, &[u8], bool)> = events_in(&bytes, index)
+                .filter_map(|(seq, location, record)| {
+                    let meta = s.event(seq).filter(|m| m.location == location)?;
+                    Some((seq, record, meta.holders > 0))
+                })
+                .collect();
+            let expected = s
+                .segment_uses()
+                .find(|(seg, _)| *seg == index)
+                .map_or(0, |(_, u)| u.events as usize);
+            // The state says more events are here than valid groups hold: name the first one
+            // not found (a walk of every event, on this error path only).
+            let missing = (live.len() < expected)
+                .then(|| {
+                    s.events().find(|(seq, m)| {
+                        m.location.segment == index && live.iter().all(|l| l.0 != *seq)
+                    })
+                })
+                .flatten()
+                .map(|(seq, m)| (seq, m.location.offset));
+            (live, missing)
+        });
+        if let Some((seq, offset)) = missing {
+            // Damage where an acknowledged record lives.
+            return Err(LogError::Corrupt {
+                file: name,
+                offset,
+                why: CorruptWhy::EventMissing { seq },
+            });
+        }
+        let limit = self.config.copy_batch.min(writer.max_payload()).max(1);
+        let mut batch: Vec<Record<'_>> = Vec::new();
+        let mut batch_bytes = 0;
+        let mut copied = 0;
+        for (seq, record, held) in &live {
+            let Ok(Record::Event(event)) = Record::decode(record) else {
+                continue;
+            };
+            let event = if *held {
+                event
+            } else {
+                EventRecord {
+                    webhook_id: event.webhook_id,
+                    received_at_ms: event.received_at_ms,
+                    api_key: None,
+                    signature: "",
+                    event_type: None,
+                    path: None,
+                    body: &[],
+                    routes: RouteDues::List(Default::default()),
+                }
+            };
+            let copy = Record::Copy { seq: *seq, event };
+            let len = copy.encode().len() + segment::RECORD_LEN_BYTES;
+            if len > writer.max_payload() {
+                // An event within a few bytes of the group limit: its copy cannot be written.
+                // It pins its segment until its routes let go of it.
+                tracing::warn!(
+                    seq,
+                    segment = index,
+                    "spool: an event too large to copy forward stays in its segment"
+                );
+                continue;
+            }
+            if !batch.is_empty() && batch_bytes + len > limit {
+                copied += submit_copies(writer, &batch)?;
+                batch.clear();
+                batch_bytes = 0;
+            }
+            batch_bytes += len;
+            batch.push(copy);
+        }
+        if !batch.is_empty() {
+            copied += submit_copies(writer, &batch)?;
+        }
+        Ok(copied)
+    }
+
+    /// One maintenance round: a checkpoint when one would let the floor rise (fewer than
+    /// two kept, or the log moved to a later segment since the newest) or enough was applied
+    /// since the last one; then one compaction step.
+    ///
+    /// When nothing was applied since the newest checkpoint but the floor still lags it (an
+    /// idle log after a drain), a no-op record (`ExpireIds` of nothing) is written first, so
+    /// that a second checkpoint can be taken and the segments before the newest one go.
+    pub fn step(&mut self, writer: &Writer) -> Result<Compacted, LogError> {
+        let (next_lsn, tail) = writer.with_state(|s| (s.next_lsn(), s.tail_segment()));
+        let newest = self.kept.back().copied();
+        let mut since = next_lsn.saturating_sub(newest.map_or(1, |c| c.lsn));
+        let lagging = newest.is_some_and(|n| self.kept.len() < 2 || self.floor() < n.segment);
+        if since == 0 && lagging {
+            let marker = Record::ExpireIds {
+                before_ms: 0,
+                limit: 0,
+            };
+            writer.wait(&writer.submit(&[marker])?)?;
+            since = 1;
+        }
+        let moved = newest.is_some_and(|n| tail > n.segment);
+        if since >= self.config.checkpoint_every
+            || (since > 0 && (self.kept.len() < 2 || moved || lagging))
+        {
+            self.checkpoint(writer)?;
+        }
+        self.compact(writer)
+    }
+
+    /// Runs [`Maintenance::step`] every `interval` on its own thread until the handle is
+    /// stopped or dropped. Errors are logged, and the next round tries again.
+    pub fn spawn(mut self, writer: Arc<Writer>) -> Result<MaintenanceHandle, LogError> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let interval = self.config.interval;
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("hookfan-spool-maint".into())
+                .spawn(move || loop {
+                    {
+                        let (stopped, wake) = &*stop;
+                        let guard = stopped.lock().unwrap_or_else(PoisonError::into_inner);
+                        let (guard, _) = wake
+                            .wait_timeout_while(guard, interval, |s| !*s)
+                            .unwrap_or_else(PoisonError::into_inner);
+                        if *guard {
+                            return;
+                        }
+                    }
+                    if let Err(e) = self.step(&writer) {
+                        tracing::error!(error = %e, "spool: checkpoint or compaction failed; trying again later");
+                    }
+                })
+                .map_err(|e| LogError::io("start", "the spool maintenance", e))?
+        };
+        Ok(MaintenanceHandle {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+fn submit_copies(writer: &Writer, copies: &[Record<'_>]) -> Result<usize, LogError> {
+    let ticket = writer.submit(copies)?;
+    writer.wait(&ticket)?;
+    Ok(copies.len())
+}
+
+/// The maintenance thread; stopping (or dropping) it waits for the round in progress.
+pub struct MaintenanceHandle {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MaintenanceHandle {
+    pub fn stop(&mut self) {
+        *self.stop.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for MaintenanceHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::reader::read_record;
+    use super::super::recovery::recover;
+    use super::super::storage::{RealDisk, SimDisk};
+    use super::super::writer::WriterConfig;
+    use super::*;
+
+    const SEGMENT: u64 = 4096;
+
+    fn use_(bytes: u64) -> SegmentUse {
+        SegmentUse { events: 1, bytes }
+    }
+
+    #[test]
+    fn a_step_deletes_below_the_floor_what_holds_nothing_and_copies_the_oldest_cheap_segment() {
+        // (what it shows, files, uses, floor, delete, copy)
+        type Case<'a> = (
+            &'a str,
+            Vec<u64>,
+            Vec<(u64, SegmentUse)>,
+            u64,
+            Vec<u64>,
+            Vec<u64>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "no floor: nothing",
+                vec![1, 2, 3],
+                vec![],
+                0,
+                vec![],
+                vec![],
+            ),
+            (
+                "below the floor only",
+                vec![1, 2, 3, 4],
+                vec![],
+                3,
+                vec![1, 2],
+                vec![],
+            ),
+            (
+                "a segment that holds an event stays; the cheap one is copied",
+                vec![1, 2, 3, 4],
+                vec![(1, use_(100))],
+                4,
+                vec![2, 3],
+                vec![1],
+            ),
+            (
+                "a costly segment is not copied; the next cheap one is",
+                vec![1, 2, 3, 4],
+                vec![(1, use_(2000)), (2, use_(10))],
+                4,
+                vec![3],
+                vec![2],
+            ),
+            (
+                "cheap segments are copied from until the step's bytes are spent",
+                vec![1, 2, 3, 4, 5],
+                vec![
+                    (1, use_(600)),
+                    (2, use_(600)),
+                    (3, use_(400)),
+                    (4, use_(30)),
+                ],
+                5,
+                vec![],
+                vec![1, 3],
+            ),
+            (
+                "nothing at or after the floor is copied",
+                vec![1, 2, 3],
+                vec![(2, use_(1))],
+                2,
+                vec![1],
+                vec![],
+            ),
+        ];
+        for (name, files, uses, floor, delete, copy) in cases {
+            assert_eq!(
+                plan(&files, &uses, floor, 1024),
+                Plan { delete, copy },
+                "{name}"
+            );
+        }
+    }
+
+    fn config() -> WriterConfig {
+        WriterConfig {
+            segment_size: SEGMENT,
+            prepared_ahead: 2,
+            enqueue_timeout: Duration::from_secs(5),
+            rotate_timeout: Duration::from_secs(5),
+            barrier_timeout: Duration::from_secs(5),
+            prepare_retry: Duration::from_millis(10),
+        }
+    }
+
+    fn maint_config() -> MaintenanceConfig {
+        MaintenanceConfig {
+            copy_batch: 1024,
+            ..MaintenanceConfig::for_segments(SEGMENT)
+        }
+    }
+
+    fn body(i: u64) -> Vec<u8> {
+        format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(280)).into_bytes()
+    }
+
+    /// Appends `n` events (ids and ~300-byte bodies) on route 0, one group each: about a
+    /// dozen per 4 KiB segment. Returns their seqs.
+    fn append(w: &Writer, n: u64) -> Vec<u64> {
+        (0..n)
+            .map(|i| {
+                let id = format!("id-{i}");
+                let body = body(i);
+                let event = Record::Event(EventRecord {
+                    webhook_id: Some(&id),
+                    received_at_ms: 1_000 + i,
+                    api_key: None,
+                    signature: "sig",
+                    event_type: None,
+                    path: None,
+                    body: &body,
+                    routes: vec![(0, 1_000 + i)].into(),
+                });
+                let t = w.submit(&[event]).unwrap();
+                w.wait(&t).unwrap();
+                t.first_lsn
+            })
+            .collect()
+    }
+
+    fn one(w: &Writer, record: Record<'_>) {
+        w.wait(&w.submit(&[record]).unwrap()).unwrap();
+    }
+
+    fn segment_files(storage: &dyn Storage) -> Vec<u64> {
+        let mut files: Vec<u64> = storage
+            .list()
+            .unwrap()
+            .iter()
+            .filter_map(|n| segment::segment_index(n))
+            .collect();
+        files.sort_unstable();
+        files
+    }
+
+    #[test]
+    fn a_drained_backlog_returns_the_directory_to_a_few_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Storage> = Arc::new(RealDisk::open(dir.path()).unwrap());
+        let recovered = recover(&*disk).unwrap();
+        let mut m = Maintenance::new(disk.clone(), recovered.checkpoint, maint_config());
+        let w = Writer::start(disk.clone(), recovered, config()).unwrap();
+        let seqs = append(&w, 400);
+        let peak = segment_files(&*disk).len();
+        assert!(peak > 30, "the backlog spans {peak} segments");
+        for seq in seqs {
+            one(&w, Record::Delivered { route: 0, seq });
+        }
+        // The dedup window passes.
+        one(
+            &w,
+            Record::ExpireIds {
+                before_ms: u64::MAX,
+                limit: 1000,
+            },
+        );
+        // Idle from here on: maintenance rounds alone bring the space back.
+        for _ in 0..3 {
+            m.step(&w).unwrap();
+        }
+        let files = segment_files(&*disk);
+        assert!(
+            files.len() <= 4,
+            "{} segments left of {peak}: {files:?}",
+            files.len()
+        );
+        let checkpoints = disk
+            .list()
+            .unwrap()
+            .iter()
+            .filter(|n| checkpoint::checkpoint_lsn(n).is_some())
+            .count();
+        assert_eq!(checkpoints, 2);
+        w.close();
+        let r = recover(&*disk).unwrap();
+        assert_eq!(r.state.live_events(), 0);
+        assert!(
+            r.report.records < 10,
+            "replayed {} records",
+            r.report.records
+        );
+    }
+
+    #[test]
+    fn dead_letters_pinning_old_segments_are_copied_forward_and_read_back_after_a_restart() {
+        let disk = SimDisk::new(3);
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let recovered = recover(&disk).unwrap();
+        let mut m = Maintenance::new(storage.clone(), recovered.checkpoint, maint_config());
+        let w = Writer::start(storage.clone(), recovered, config()).unwrap();
+        let seqs = append(&w, 240);
+        // Every 40th event dies; the rest are delivered; then the ids expire.
+        let mut dead = Vec::new();
+        for (i, &seq) in seqs.iter().enumerate() {
+            if i % 40 == 0 {
+                let record = Record::Dead {
+                    route: 0,
+                    seq,
+                    attempts: 3,
+                    error: "400",
+                    dead_at_ms: 5,
+                };
+                one(&w, record);
+                dead.push((i as u64, seq));
+            } else {
+                one(&w, Record::Delivered { route: 0, seq });
+            }
+        }
+        one(
+            &w,
+            Record::ExpireIds {
+                before_ms: u64::MAX,
+                limit: 1000,
+            },
+        );
+        let mut copied = 0;
+        for _ in 0..4 {
+            copied += m.step(&w).unwrap().copied;
+        }
+        assert!(copied >= dead.len(), "{copied} copied");
+        let files = segment_files(&disk);
+        assert!(files.len() <= 5, "{files:?}");
+        // Each dead letter reads back from its new place, body and all, after a crash too.
+        let after = disk.crash();
+        drop(w);
+        let r = recover(&after).unwrap();
+        let q = r.state.route(0).unwrap();
+        assert_eq!(
+            q.dead().map(|(seq, _)| seq).collect::<Vec<_>>(),
+            dead.iter().map(|d| d.1).collect::<Vec<_>>()
+        );
+        for (i, seq) in dead {
+            let meta = r.state.event(seq).unwrap();
+            assert!(files.contains(&meta.location.segment));
+            let bytes = read_record(&after, &meta.location).unwrap();
+            let Ok(Record::Event(e)) = Record::decode(&bytes) else {
+                panic!("event {seq} does not read back");
+            };
+            assert_eq!(e.body, &body(i)[..], "event {seq}");
+        }
+    }
+
+    #[test]
+    fn stopping_the_maintenance_thread_wakes_it_instead_of_waiting_out_its_interval() {
+        let disk = SimDisk::new(5);
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let recovered = recover(&disk).unwrap();
+        let config = MaintenanceConfig {
+            interval: Duration::from_secs(3600),
+            ..maint_config()
+        };
+        let m = Maintenance::new(storage.clone(), recovered.checkpoint, config);
+        let w = Arc::new(Writer::start(storage, recovered, self::config()).unwrap());
+        let mut handle = m.spawn(w.clone()).unwrap();
+        let started = std::time::Instant::now();
+        handle.stop();
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
+
+    #[test]
+    fn an_event_kept_only_for_its_id_is_copied_without_its_body() {
+        let disk = SimDisk::new(4);
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let recovered = recover(&disk).unwrap();
+        let mut m = Maintenance::new(storage.clone(), recovered.checkpoint, maint_config());
+        let w = Writer::start(storage, recovered, config()).unwrap();
+        let seqs = append(&w, 40);
+        for &seq in &seqs {
+            one(&w, Record::Delivered { route: 0, seq });
+        }
+        for _ in 0..4 {
+            m.step(&w).unwrap();
+        }
+        let first = seqs[0];
+        let hit = w.with_state(|s| s.dedup_candidate("id-0")).unwrap();
+        assert_eq!(hit.seq, first);
+        let bytes = read_record(&disk, &hit.location).unwrap();
+        let Ok(Record::Event(e)) = Record::decode(&bytes) else {
+            panic!("the id does not read back");
+        };
+        assert_eq!((e.webhook_id, e.body), (Some("id-0"), &b""[..]));
+        assert!(hit.location.segment > 1, "moved from the first segment");
+    }
+}
