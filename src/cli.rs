@@ -583,6 +583,20 @@ pub async fn status(config_path: &Path) -> anyhow::Result<()> {
     let routes: Vec<crate::admin::RouteStatus> = admin
         .call(reqwest::Method::GET, "/api/routes", None)
         .await?;
+    let drain: Option<crate::admin::DrainStatus> = admin
+        .call(reqwest::Method::GET, "/api/drain", None)
+        .await
+        .ok();
+    if let Some(drain) = drain.filter(|d| d.draining) {
+        println!(
+            "DRAINING (hookfan drain): webhooks are refused, deliveries go on{}\n",
+            if drain.accepting {
+                "; ingest and sources still finishing"
+            } else {
+                ""
+            }
+        );
+    }
     let rows: Vec<[String; 8]> = routes
         .iter()
         .map(|r| {

@@ -85,6 +85,11 @@ async fn drain_refuses_webhooks_and_exits_0_only_once_the_backlog_is_delivered()
         .collect();
     assert_eq!(delivered, ids, "every acknowledged event delivered");
     assert_refuses_webhooks(&daemon).await;
+    let status = daemon.cli(&["status"]).await;
+    assert!(
+        status.starts_with("DRAINING (hookfan drain): webhooks are refused, deliveries go on\n"),
+        "status says the replica is drained: {status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
