@@ -483,7 +483,8 @@ impl LogSpool {
     }
 
     /// Records how the attempts of one batch of `route` ended: one submission (so one group,
-    /// all or nothing), answered once durable.
+    /// all or nothing), answered once durable. A completion names the event by seq alone:
+    /// `key.due_ms` is not checked (the redb spool ignores a key whose due time moved).
     pub async fn complete_batch(
         &self,
         route: &str,
@@ -535,7 +536,14 @@ impl LogSpool {
                 }
             })
             .collect();
-        let ticket = self.submit(&records)?;
+        // Completions wait for room rather than fail (as the redb spool's do): a full group
+        // only delays them.
+        let ticket = loop {
+            match self.submit(&records) {
+                Err(SpoolError::Busy) => continue,
+                submitted => break submitted?,
+            }
+        };
         self.settle(&ticket).await
     }
 
