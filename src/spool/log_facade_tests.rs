@@ -117,3 +117,63 @@ async fn a_failed_write_is_an_error_for_its_append_and_readiness_until_a_write_s
     assert_eq!(webhook_ids(&due(&spool, "r")), ["bound", "lost"]);
     spool.close().await;
 }
+
+/// The redb spool's `the_file_stops_growing_once_delivered_space_is_reused`, for the log:
+/// once what was written is delivered, maintenance (checkpoints, then segments deleted)
+/// brings the directory back to a few segments. Maintenance runs on its own thread every
+/// 10 ms and signals nothing, so the end is awaited by looking, with a deadline. Deliveries
+/// run while segments are deleted under them: `due` reads bodies back meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_shrinks_back_once_what_was_written_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path()).unwrap();
+    const ROUNDS: usize = 8;
+    let mut most = 0;
+    for _round in 0..ROUNDS {
+        // 500 KiB of bodies per round, appended and delivered concurrently (group commit).
+        let appends: Vec<_> = (0..500)
+            .map(|_| {
+                let spool = spool.clone();
+                let mut e = event("unused");
+                e.webhook_id = None;
+                e.body = vec![b' '; 1024];
+                tokio::spawn(async move { spool.append(e, routes(&["r"]), WINDOW).await })
+            })
+            .collect();
+        for a in appends {
+            a.await.unwrap().unwrap();
+        }
+        let completes: Vec<_> = due(&spool, "r")
+            .into_iter()
+            .map(|item| {
+                let spool = spool.clone();
+                tokio::spawn(
+                    async move { spool.complete("r", item.key, Completion::Delivered).await },
+                )
+            })
+            .collect();
+        for c in completes {
+            c.await.unwrap().unwrap();
+        }
+        most = most.max(spool.file_bytes().unwrap());
+    }
+    assert_eq!(spool.stored_events().unwrap(), 0);
+    assert!(
+        most < 4 << 20,
+        "segments were deleted while rounds ran: at most {most} bytes"
+    );
+    // Left: the segment being written, the prepared one, those the two checkpoints need,
+    // the checkpoints themselves (small: nothing is pending).
+    let bound = 6 * (256 << 10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut now = spool.file_bytes().unwrap();
+    while now > bound && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        now = spool.file_bytes().unwrap();
+    }
+    assert!(
+        now <= bound,
+        "4 MiB written and delivered; the directory holds {now} bytes (at most {most} before)"
+    );
+    spool.close().await;
+}
