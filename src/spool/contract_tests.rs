@@ -675,3 +675,29 @@ proptest::proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn an_append_whose_caller_gave_up_waiting_still_makes_its_id_a_duplicate_once_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path()).unwrap();
+    append_to_r(&spool, &["first"]).await;
+    // Polled once (handed to the spool), then dropped before its answer: Stream timed out.
+    let gave_up = tokio::time::timeout(
+        Duration::ZERO,
+        spool.append(event("a"), routes(&["r"]), WINDOW),
+    )
+    .await;
+    if let Ok(answer) = gave_up {
+        assert!(matches!(answer.unwrap(), AppendOutcome::Stored { .. }));
+    }
+    // Stream's retry comes at once: whether or not the first is stored yet, never twice.
+    let retry = spool
+        .append(event("a"), routes(&["r"]), WINDOW)
+        .await
+        .unwrap();
+    let stored = webhook_ids(&due(&spool, "r"));
+    match retry {
+        AppendOutcome::Duplicate => assert_eq!(stored, ["first", "a"]),
+        AppendOutcome::Stored { .. } => panic!("stored twice: {stored:?}"),
+    }
+}
