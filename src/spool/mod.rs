@@ -136,6 +136,10 @@ pub enum SpoolError {
     /// The walk that counts each route's backlog at open failed; backlog figures are unknown.
     #[error("the spool could not count its backlog at open: {0}")]
     CountFailed(String),
+    /// The log-structured spool ([`log::LogSpool`]) failed otherwise: a corrupt segment or
+    /// checkpoint at open, an I/O error outside the ack path, a submission too large.
+    #[error(transparent)]
+    Log(log::LogError),
 }
 
 /// The open database, shared by readers and the writer. After an I/O error redb refuses

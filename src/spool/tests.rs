@@ -1,877 +1,234 @@
-//! The spool's contract, tested on a real file.
+//! The spool's contract ([`contract_tests.rs`](contract_tests.rs), every test of it) run
+//! against both spools: the redb one ([`super::Spool`]) and the log facade
+//! ([`super::log::LogSpool`]); then each one's own tests, of what the other does not have.
 
-use std::collections::HashSet;
-use std::time::Duration;
+/// The redb spool: the contract, then its file, its backlog walk at open and its schema.
+mod redb_spool {
+    use std::collections::HashSet;
+    use std::time::Duration;
 
-use super::*;
+    use crate::spool::*;
 
-const WINDOW: Duration = Duration::from_secs(600);
-
-fn event(id: &str) -> StoredEvent {
-    StoredEvent {
-        webhook_id: Some(id.to_string()),
-        received_at_ms: now_ms(),
-        api_key: Some("key".into()),
-        signature: "00".repeat(32),
-        event_type: Some("message.new".into()),
-        body: format!("{{\"type\":\"message.new\",\"id\":\"{id}\"}}").into_bytes(),
-        path: None,
+    fn open(dir: &Path) -> Result<Spool, SpoolError> {
+        Spool::open(dir)
     }
-}
 
-fn routes(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
+    include!("contract_tests.rs");
 
-/// Appends one event per id, in order, for route `r` alone.
-async fn append_to_r(spool: &Spool, ids: &[&str]) {
-    for id in ids {
-        spool
-            .append(event(id), routes(&["r"]), WINDOW)
-            .await
-            .unwrap();
-    }
-}
-
-/// The webhook ids of `items`, in order.
-fn webhook_ids(items: &[DueItem]) -> Vec<String> {
-    items
-        .iter()
-        .map(|i| i.event.webhook_id.clone().unwrap())
-        .collect()
-}
-
-fn due(spool: &Spool, route: &str) -> Vec<DueItem> {
-    spool
-        .due(route, u64::MAX - 1, &HashSet::new(), 1000, false)
-        .unwrap()
-        .items
-}
-
-#[tokio::test]
-async fn an_appended_event_is_due_on_every_route_it_was_stored_for_and_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    let outcome = spool
-        .append(event("a"), routes(&["r1", "r2"]), WINDOW)
-        .await
-        .unwrap();
-    assert!(matches!(outcome, AppendOutcome::Stored { .. }));
-    assert_eq!(due(&spool, "r1").len(), 1);
-    assert_eq!(due(&spool, "r2").len(), 1);
-    assert_eq!(due(&spool, "r3").len(), 0);
-    assert_eq!(spool.stored_events().unwrap(), 1);
-    assert_eq!(due(&spool, "r1")[0].event.body, event("a").body);
-}
-
-#[tokio::test]
-async fn a_webhook_id_seen_within_the_window_is_a_duplicate_and_stores_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    spool
-        .append(event("a"), routes(&["r"]), WINDOW)
-        .await
-        .unwrap();
-    let again = spool
-        .append(event("a"), routes(&["r"]), WINDOW)
-        .await
-        .unwrap();
-    assert_eq!(again, AppendOutcome::Duplicate);
-    assert_eq!(spool.stored_events().unwrap(), 1);
-    assert_eq!(due(&spool, "r").len(), 1);
-}
-
-#[tokio::test]
-async fn concurrent_appends_of_one_id_store_it_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let spool = spool.clone();
-            tokio::spawn(async move { spool.append(event("same"), routes(&["r"]), WINDOW).await })
-        })
-        .collect();
-    let mut stored = 0;
-    for t in tasks {
-        if let AppendOutcome::Stored { .. } = t.await.unwrap().unwrap() {
-            stored += 1;
-        }
-    }
-    assert_eq!(stored, 1);
-    assert_eq!(due(&spool, "r").len(), 1);
-}
-
-#[tokio::test]
-async fn an_id_older_than_the_window_is_stored_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    let mut old = event("a");
-    old.received_at_ms -= 20_000;
-    spool.append(old, routes(&["r"]), WINDOW).await.unwrap();
-    let again = spool
-        .append(event("a"), routes(&["r"]), Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert!(matches!(again, AppendOutcome::Stored { .. }));
-}
-
-#[tokio::test]
-async fn the_event_is_freed_only_when_its_last_route_is_done() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    spool
-        .append(event("a"), routes(&["r1", "r2"]), WINDOW)
-        .await
-        .unwrap();
-    let key = due(&spool, "r1")[0].key;
-    spool
-        .complete("r1", key, Completion::Delivered)
-        .await
-        .unwrap();
-    assert_eq!(spool.stored_events().unwrap(), 1, "r2 still holds it");
-    let key = due(&spool, "r2")[0].key;
-    spool
-        .complete(
-            "r2",
-            key,
-            Completion::Dead {
-                attempts: 1,
-                error: "HTTP 400".into(),
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        spool.stored_events().unwrap(),
-        1,
-        "a dead letter keeps its event"
-    );
-    let dead = spool.dead_letters(Some("r2")).unwrap();
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].webhook_id.as_deref(), Some("a"));
-    assert_eq!(dead[0].error, "HTTP 400");
-    assert!(due(&spool, "r2").is_empty());
-}
-
-#[tokio::test]
-async fn delivered_events_are_deleted() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    for i in 0..100 {
-        spool
-            .append(event(&i.to_string()), routes(&["r"]), WINDOW)
-            .await
-            .unwrap();
-    }
-    for item in due(&spool, "r") {
-        spool
-            .complete("r", item.key, Completion::Delivered)
-            .await
-            .unwrap();
-    }
-    assert_eq!(spool.stored_events().unwrap(), 0);
-    assert_eq!(spool.pending_count("r").unwrap(), 0);
-}
-
-#[tokio::test]
-async fn a_retried_event_moves_behind_the_events_after_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    append_to_r(&spool, &["first", "second"]).await;
-    let first = due(&spool, "r")[0].clone();
-    assert_eq!(first.event.webhook_id.as_deref(), Some("first"));
-    let later = now_ms() + 60_000;
-    spool
-        .complete(
-            "r",
-            first.key,
-            Completion::Retry {
-                due_ms: later,
-                attempts: 1,
-                error: "HTTP 503".into(),
-            },
-        )
-        .await
-        .unwrap();
-    let now = spool
-        .due("r", now_ms(), &HashSet::new(), 10, false)
-        .unwrap();
-    let ids = webhook_ids(&now.items);
-    assert_eq!(ids, ["second"]);
-    assert_eq!(now.next_due_ms, Some(later));
-    let all = due(&spool, "r");
-    assert_eq!(all[1].state.attempts, 1);
-    assert_eq!(all[1].state.last_error.as_deref(), Some("HTTP 503"));
-}
-
-#[tokio::test]
-async fn in_flight_events_are_skipped_and_the_limit_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    for i in 0..10 {
-        spool
-            .append(event(&i.to_string()), routes(&["r"]), WINDOW)
-            .await
-            .unwrap();
-    }
-    let all = due(&spool, "r");
-    let skip: HashSet<u64> = all[..3].iter().map(|i| i.key.seq).collect();
-    let got = spool.due("r", u64::MAX - 1, &skip, 4, false).unwrap();
-    let seqs: Vec<u64> = got.items.iter().map(|i| i.key.seq).collect();
-    assert_eq!(
-        seqs,
-        all[3..7].iter().map(|i| i.key.seq).collect::<Vec<_>>()
-    );
-}
-
-#[tokio::test]
-async fn everything_committed_survives_reopening_and_seqs_keep_growing() {
-    let dir = tempfile::tempdir().unwrap();
-    let first_seq = {
-        let spool = Spool::open(dir.path()).unwrap();
-        let AppendOutcome::Stored { seq } = spool
-            .append(event("a"), routes(&["r"]), WINDOW)
-            .await
-            .unwrap()
-        else {
-            panic!("stored")
-        };
-        spool.close().await;
-        seq
-    };
-    let spool = Spool::open(dir.path()).unwrap();
-    assert_eq!(due(&spool, "r").len(), 1);
-    assert_eq!(
-        spool
-            .append(event("a"), routes(&["r"]), WINDOW)
-            .await
-            .unwrap(),
-        AppendOutcome::Duplicate
-    );
-    let AppendOutcome::Stored { seq } = spool
-        .append(event("b"), routes(&["r"]), WINDOW)
-        .await
-        .unwrap()
-    else {
-        panic!("stored")
-    };
-    assert!(seq > first_seq);
-}
-
-#[tokio::test]
-async fn a_second_process_on_the_same_spool_is_refused_clearly() {
-    let dir = tempfile::tempdir().unwrap();
-    let _spool = Spool::open(dir.path()).unwrap();
-    let err = Spool::open(dir.path()).err().expect("second open fails");
-    assert!(matches!(err, SpoolError::InUse(_)), "{err}");
-}
-
-#[tokio::test]
-async fn a_file_that_is_not_a_spool_is_refused_and_left_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let garbage = vec![0xA5u8; 64 * 1024];
-    std::fs::write(dir.path().join(FILE_NAME), &garbage).unwrap();
-    let err = Spool::open(dir.path()).err().expect("garbage is refused");
-    let msg = err.to_string();
-    assert!(msg.contains(FILE_NAME), "{msg}");
-    assert_eq!(
-        std::fs::read(dir.path().join(FILE_NAME)).unwrap(),
-        garbage,
-        "not overwritten"
-    );
-}
-
-#[tokio::test]
-async fn writes_after_close_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    spool.close().await;
-    let err = spool
-        .append(event("a"), routes(&["r"]), WINDOW)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, SpoolError::Closed));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_file_stops_growing_once_delivered_space_is_reused() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    let size = || std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len();
-    let mut sizes = Vec::new();
-    const ROUNDS: usize = 8;
-    for _round in 0..ROUNDS {
-        // 500 KiB of bodies per round, appended and delivered concurrently (group commit).
-        let appends: Vec<_> = (0..500)
-            .map(|_| {
-                let spool = spool.clone();
-                let mut e = event("unused");
-                e.webhook_id = None;
-                e.body = vec![b' '; 1024];
-                tokio::spawn(async move { spool.append(e, routes(&["r"]), WINDOW).await })
-            })
-            .collect();
-        for a in appends {
-            a.await.unwrap().unwrap();
-        }
-        let completes: Vec<_> = due(&spool, "r")
-            .into_iter()
-            .map(|item| {
-                let spool = spool.clone();
-                tokio::spawn(
-                    async move { spool.complete("r", item.key, Completion::Delivered).await },
-                )
-            })
-            .collect();
-        for c in completes {
-            c.await.unwrap().unwrap();
-        }
-        sizes.push(size());
-    }
-    assert_eq!(spool.stored_events().unwrap(), 0);
-    // Without reuse the file would end above the 4 MiB written; redb's allocator may keep a
-    // few rounds' worth of pages in flight, so allow twice the first round's size.
-    let last = *sizes.last().unwrap();
-    assert!(
-        last <= 2 * sizes[0] && last < 4 * 1024 * 1024,
-        "4 MiB written in {ROUNDS} rounds, file keeps growing: {sizes:?}"
-    );
-}
-
-#[tokio::test]
-async fn on_an_ordered_route_a_held_event_keeps_its_place_and_blocks_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    append_to_r(&spool, &["first", "second", "third"]).await;
-    let first = due(&spool, "r")[0].clone();
-    let later = now_ms() + 60_000;
-    spool
-        .complete(
-            "r",
-            first.key,
-            Completion::Hold {
-                not_before_ms: later,
-                attempts: 1,
-                error: "throttled".into(),
-            },
-        )
-        .await
-        .unwrap();
-    let ordered = spool.due("r", now_ms(), &HashSet::new(), 10, true).unwrap();
-    assert!(
-        ordered.items.is_empty(),
-        "nothing may overtake the held event"
-    );
-    assert_eq!(ordered.next_due_ms, Some(later));
-    let at_time = spool.due("r", later, &HashSet::new(), 10, true).unwrap();
-    let ids = webhook_ids(&at_time.items);
-    assert_eq!(ids, ["first", "second", "third"]);
-    assert_eq!(at_time.items[0].state.attempts, 1);
-}
-
-#[tokio::test]
-async fn on_an_ordered_route_nothing_overtakes_an_event_still_in_flight() {
-    // The worker may read again between a batch's outcome being committed and it hearing of
-    // it; the in-flight head may be a hold, so the read must stop there, not skip it.
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    append_to_r(&spool, &["first", "second"]).await;
-    let head: HashSet<u64> = HashSet::from([due(&spool, "r")[0].key.seq]);
-    let ordered = spool.due("r", now_ms(), &head, 10, true).unwrap();
-    assert!(ordered.items.is_empty(), "read {:?}", ordered.items);
-    let unordered = spool.due("r", now_ms(), &head, 10, false).unwrap();
-    let ids = webhook_ids(&unordered.items);
-    assert_eq!(
-        ids,
-        ["second"],
-        "an unordered route skips what is in flight"
-    );
-}
-
-#[tokio::test]
-async fn new_events_are_queued_in_commit_order_even_if_their_clocks_disagree() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    let mut late = event("late-clock");
-    late.received_at_ms += 5_000;
-    let mut early = event("early-clock");
-    early.received_at_ms -= 5_000;
-    spool.append(late, routes(&["r"]), WINDOW).await.unwrap();
-    spool.append(early, routes(&["r"]), WINDOW).await.unwrap();
-    let ids = webhook_ids(&due(&spool, "r"));
-    assert_eq!(ids, ["late-clock", "early-clock"]);
-}
-
-#[tokio::test]
-async fn replayed_dead_letters_are_due_again_with_fresh_attempts_and_dropped_ones_are_freed() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    append_to_r(&spool, &["a", "b", "c"]).await;
-    for item in due(&spool, "r") {
-        spool
-            .complete(
-                "r",
-                item.key,
-                Completion::Dead {
-                    attempts: 3,
-                    error: "HTTP 400".into(),
-                },
-            )
-            .await
-            .unwrap();
-    }
-    assert!(due(&spool, "r").is_empty());
-    let n = spool
-        .dead_letter_action(DeadLetterAction::Replay, Some("r"), vec!["b".into()])
-        .await
-        .unwrap();
-    assert_eq!(n, 1);
-    let again = due(&spool, "r");
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].event.webhook_id.as_deref(), Some("b"));
-    assert_eq!(again[0].state.attempts, 0, "a replay starts counting again");
-    assert_eq!(spool.dead_letters(None).unwrap().len(), 2);
-
-    let n = spool
-        .dead_letter_action(DeadLetterAction::Drop, None, vec![])
-        .await
-        .unwrap();
-    assert_eq!(n, 2);
-    assert!(spool.dead_letters(None).unwrap().is_empty());
-    assert_eq!(
-        spool.stored_events().unwrap(),
-        1,
-        "only the replayed event is still held"
-    );
-    let none = spool
-        .dead_letter_action(DeadLetterAction::Replay, Some("other"), vec![])
-        .await
-        .unwrap();
-    assert_eq!(none, 0);
-}
-
-#[tokio::test]
-async fn routes_on_disk_lists_every_route_holding_pending_or_dead_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    assert!(spool.routes_on_disk().unwrap().is_empty());
-    spool
-        .append(event("a"), routes(&["b-route", "a-route"]), WINDOW)
-        .await
-        .unwrap();
-    spool
-        .append(event("b"), routes(&["a-route", "a-route-2"]), WINDOW)
-        .await
-        .unwrap();
-    let item = due(&spool, "b-route").remove(0);
-    spool
-        .complete(
-            "b-route",
-            item.key,
-            Completion::Dead {
-                attempts: 1,
-                error: "x".into(),
-            },
-        )
-        .await
-        .unwrap();
-    spool
-        .append(event("c"), routes(&["c"]), WINDOW)
-        .await
-        .unwrap();
-    let item = due(&spool, "c").remove(0);
-    spool
-        .complete("c", item.key, Completion::Delivered)
-        .await
-        .unwrap();
-    assert_eq!(
-        spool.routes_on_disk().unwrap(),
-        ["a-route", "a-route-2", "b-route"]
-    );
-    let summary = spool.route_summary("a-route").unwrap();
-    assert_eq!((summary.pending, summary.dead_letters), (2, 0));
-    assert!(summary.oldest_pending_received_ms.is_some());
-    assert_eq!(spool.route_summary("b-route").unwrap().dead_letters, 1);
-}
-
-#[tokio::test]
-async fn dropping_a_routes_pending_events_frees_only_what_no_other_route_holds() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    spool
-        .append(event("shared"), routes(&["gone", "kept"]), WINDOW)
-        .await
-        .unwrap();
-    spool
-        .append(event("alone"), routes(&["gone"]), WINDOW)
-        .await
-        .unwrap();
-    assert_eq!(spool.drop_pending("gone").await.unwrap(), 2);
-    assert!(due(&spool, "gone").is_empty());
-    assert_eq!(due(&spool, "kept").len(), 1);
-    assert_eq!(
-        spool.stored_events().unwrap(),
-        1,
-        "the shared event is still held by kept"
-    );
-}
-
-/// The maintained figures of every route equal a walk of its rows.
-fn assert_counts_match_a_scan(spool: &Spool, names: &[&str]) {
-    for name in names {
+    #[tokio::test]
+    async fn a_file_that_is_not_a_spool_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = vec![0xA5u8; 64 * 1024];
+        std::fs::write(dir.path().join(FILE_NAME), &garbage).unwrap();
+        let err = Spool::open(dir.path()).err().expect("garbage is refused");
+        let msg = err.to_string();
+        assert!(msg.contains(FILE_NAME), "{msg}");
         assert_eq!(
-            spool.route_summary(name).unwrap(),
-            spool.scan_summary(name).unwrap(),
-            "route {name}"
+            std::fs::read(dir.path().join(FILE_NAME)).unwrap(),
+            garbage,
+            "not overwritten"
         );
     }
-}
 
-#[tokio::test]
-async fn backlog_figures_are_kept_through_every_kind_of_change_and_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let names = ["a", "b", "c"];
-    {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_file_stops_growing_once_delivered_space_is_reused() {
+        let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        for i in 0..30 {
-            let (id, at) = (format!("e{i}"), 1_000 + i);
-            let e = StoredEvent {
-                received_at_ms: at,
-                ..event(&id)
-            };
-            spool.append(e, routes(&names), WINDOW).await.unwrap();
+        let size = || std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len();
+        let mut sizes = Vec::new();
+        const ROUNDS: usize = 8;
+        for _round in 0..ROUNDS {
+            // 500 KiB of bodies per round, appended and delivered concurrently (group commit).
+            let appends: Vec<_> = (0..500)
+                .map(|_| {
+                    let spool = spool.clone();
+                    let mut e = event("unused");
+                    e.webhook_id = None;
+                    e.body = vec![b' '; 1024];
+                    tokio::spawn(async move { spool.append(e, routes(&["r"]), WINDOW).await })
+                })
+                .collect();
+            for a in appends {
+                a.await.unwrap().unwrap();
+            }
+            let completes: Vec<_> = due(&spool, "r")
+                .into_iter()
+                .map(|item| {
+                    let spool = spool.clone();
+                    tokio::spawn(async move {
+                        spool.complete("r", item.key, Completion::Delivered).await
+                    })
+                })
+                .collect();
+            for c in completes {
+                c.await.unwrap().unwrap();
+            }
+            sizes.push(size());
         }
-        // a: the oldest delivered, the next one retried (it keeps its seq, moves back).
-        let items = due(&spool, "a");
-        let batch = vec![
-            (items[0].key, Completion::Delivered),
-            (
-                items[1].key,
-                Completion::Retry {
-                    due_ms: u64::MAX - 10,
-                    attempts: 1,
-                    error: "503".into(),
-                },
-            ),
-        ];
-        spool.complete_batch("a", batch).await.unwrap();
-        let a = spool.route_summary("a").unwrap();
-        assert_eq!((a.pending, a.oldest_pending_received_ms), (29, Some(1_001)));
-        // b: three dead letters, one replayed, one dropped.
-        let items = due(&spool, "b");
-        let dead = items[..3]
-            .iter()
-            .map(|i| {
-                let error = "410".to_string();
-                (i.key, Completion::Dead { attempts: 1, error })
+        assert_eq!(spool.stored_events().unwrap(), 0);
+        // Without reuse the file would end above the 4 MiB written; redb's allocator may keep a
+        // few rounds' worth of pages in flight, so allow twice the first round's size.
+        let last = *sizes.last().unwrap();
+        assert!(
+            last <= 2 * sizes[0] && last < 4 * 1024 * 1024,
+            "4 MiB written in {ROUNDS} rounds, file keeps growing: {sizes:?}"
+        );
+    }
+
+    #[test]
+    fn readers_wait_for_the_count_at_open_and_then_see_the_changes_queued_meanwhile() {
+        let shared = Arc::new(SharedCounts::walking());
+        // Committed while the walk runs: queued, in order.
+        shared.apply(vec![
+            Change::AddPending("r".into(), 7),
+            Change::RemovePending("r".into(), 3),
+        ]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                let seen =
+                    shared.read(|c| c.get("r").map(|r| (r.pending.len(), r.pending.first())));
+                tx.send(seen.unwrap()).unwrap();
             })
-            .collect();
-        spool.complete_batch("b", dead).await.unwrap();
-        assert_counts_match_a_scan(&spool, &names);
-        let replay = vec!["e0".to_string()];
-        let n = spool
-            .dead_letter_action(DeadLetterAction::Replay, Some("b"), replay)
-            .await
-            .unwrap();
-        assert_eq!(n, 1);
-        let drop = vec!["e1".to_string()];
-        spool
-            .dead_letter_action(DeadLetterAction::Drop, Some("b"), drop)
-            .await
-            .unwrap();
-        let b = spool.route_summary("b").unwrap();
-        assert_eq!((b.pending, b.dead_letters), (28, 1));
-        // c: dropped entirely.
-        assert_eq!(spool.drop_pending("c").await.unwrap(), 30);
-        assert_counts_match_a_scan(&spool, &names);
-        assert_eq!(spool.routes_on_disk().unwrap(), ["a", "b"]);
-        spool.close().await;
+        };
+        assert!(
+            rx.try_recv().is_err(),
+            "a reader must not see counts before the walk is done"
+        );
+        // The walk saw seqs 3 and 5 in its snapshot.
+        let mut walked = Counts::default();
+        walked.add_pending("r", 3);
+        walked.add_pending("r", 5);
+        shared.finish(Ok(walked));
+        assert_eq!(rx.recv().unwrap(), Some((2, Some(5))), "{{5, 7}}");
+        reader.join().unwrap();
+        // Later changes apply at once.
+        shared.apply(vec![Change::RemovePending("r".into(), 5)]);
+        assert_eq!(
+            shared
+                .read(|c| c.get("r").map(|r| r.pending.first()))
+                .unwrap(),
+            Some(Some(7))
+        );
     }
-    let spool = Spool::open(dir.path()).unwrap();
-    assert_counts_match_a_scan(&spool, &names);
-    assert_eq!(spool.route_summary("a").unwrap().pending, 29);
-    assert_eq!(spool.routes_on_disk().unwrap(), ["a", "b"]);
-}
 
-#[tokio::test]
-async fn changes_committed_while_the_backlog_is_still_being_counted_at_open_are_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let names = ["a", "b"];
-    {
-        let spool = Spool::open(dir.path()).unwrap();
-        for i in 0..2_000 {
-            let id = format!("old{i}");
-            spool
-                .append(event(&id), routes(&names), WINDOW)
-                .await
-                .unwrap();
+    #[test]
+    fn a_failed_count_at_open_is_an_error_for_readers_not_a_hang() {
+        let shared = SharedCounts::walking();
+        shared.finish(Err(SpoolError::Closed));
+        let err = shared.read(|_| ()).unwrap_err();
+        assert!(matches!(err, SpoolError::CountFailed(_)), "{err}");
+    }
+
+    /// Rewrites the spool in `dir` as schema version 1 left it: the version, and every remembered
+    /// id also in the `seen` table.
+    fn downgrade_to_version_1(dir: &Path) {
+        let db = Database::create(dir.join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let by_time = txn.open_table(SEEN_BY_TIME).unwrap();
+            let mut seen = txn.open_table(SEEN_V1).unwrap();
+            for row in by_time.iter().unwrap() {
+                let (k, _) = row.unwrap();
+                let (at, id) = k.value();
+                seen.insert(id, at).unwrap();
+            }
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert("schema_version", 1).unwrap();
         }
-        spool.close().await;
+        txn.commit().unwrap();
     }
-    // Reopen and change rows at once, while the walk at open may still be running: new
-    // events, deliveries of old ones, a dead letter. Whichever finishes first, the figures
-    // must equal a walk of the rows.
-    let spool = Spool::open(dir.path()).unwrap();
-    for i in 0..50 {
-        let id = format!("new{i}");
-        spool
-            .append(event(&id), routes(&names), WINDOW)
-            .await
-            .unwrap();
+
+    fn schema_version(dir: &Path) -> u64 {
+        let db = Database::create(dir.join(FILE_NAME)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        let version = meta.get("schema_version").unwrap().unwrap().value();
+        version
     }
-    let items = due(&spool, "a");
-    let delivered = items[..100]
-        .iter()
-        .map(|i| (i.key, Completion::Delivered))
-        .collect();
-    spool.complete_batch("a", delivered).await.unwrap();
-    let dead = vec![(
-        items[100].key,
-        Completion::Dead {
-            attempts: 1,
-            error: "410".into(),
-        },
-    )];
-    spool.complete_batch("a", dead).await.unwrap();
 
-    assert_counts_match_a_scan(&spool, &names);
-    let a = spool.route_summary("a").unwrap();
-    assert_eq!((a.pending, a.dead_letters), (2_050 - 101, 1));
-    assert_eq!(spool.route_summary("b").unwrap().pending, 2_050);
-    spool.close().await;
-}
+    fn table_names(dir: &Path) -> Vec<String> {
+        use redb::TableHandle;
+        let db = Database::create(dir.join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        let names = txn.list_tables().unwrap().map(|t| t.name().to_string());
+        names.collect()
+    }
 
-#[test]
-fn readers_wait_for_the_count_at_open_and_then_see_the_changes_queued_meanwhile() {
-    let shared = Arc::new(SharedCounts::walking());
-    // Committed while the walk runs: queued, in order.
-    shared.apply(vec![
-        Change::AddPending("r".into(), 7),
-        Change::RemovePending("r".into(), 3),
-    ]);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = {
-        let shared = shared.clone();
-        std::thread::spawn(move || {
-            let seen = shared.read(|c| c.get("r").map(|r| (r.pending.len(), r.pending.first())));
-            tx.send(seen.unwrap()).unwrap();
-        })
-    };
-    assert!(
-        rx.try_recv().is_err(),
-        "a reader must not see counts before the walk is done"
-    );
-    // The walk saw seqs 3 and 5 in its snapshot.
-    let mut walked = Counts::default();
-    walked.add_pending("r", 3);
-    walked.add_pending("r", 5);
-    shared.finish(Ok(walked));
-    assert_eq!(rx.recv().unwrap(), Some((2, Some(5))), "{{5, 7}}");
-    reader.join().unwrap();
-    // Later changes apply at once.
-    shared.apply(vec![Change::RemovePending("r".into(), 5)]);
-    assert_eq!(
-        shared
-            .read(|c| c.get("r").map(|r| r.pending.first()))
-            .unwrap(),
-        Some(Some(7))
-    );
-}
-
-#[test]
-fn a_failed_count_at_open_is_an_error_for_readers_not_a_hang() {
-    let shared = SharedCounts::walking();
-    shared.finish(Err(SpoolError::Closed));
-    let err = shared.read(|_| ()).unwrap_err();
-    assert!(matches!(err, SpoolError::CountFailed(_)), "{err}");
-}
-
-/// Rewrites the spool in `dir` as schema version 1 left it: the version, and every remembered
-/// id also in the `seen` table.
-fn downgrade_to_version_1(dir: &Path) {
-    let db = Database::create(dir.join(FILE_NAME)).unwrap();
-    let txn = db.begin_write().unwrap();
-    {
-        let by_time = txn.open_table(SEEN_BY_TIME).unwrap();
-        let mut seen = txn.open_table(SEEN_V1).unwrap();
-        for row in by_time.iter().unwrap() {
-            let (k, _) = row.unwrap();
-            let (at, id) = k.value();
-            seen.insert(id, at).unwrap();
+    #[tokio::test]
+    async fn a_version_1_spool_is_upgraded_in_place_keeping_its_events_and_its_remembered_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<String> = (0..300).map(|n| format!("id-{n}")).collect();
+        {
+            let spool = Spool::open(dir.path()).unwrap();
+            for id in &ids {
+                spool
+                    .append(event(id), routes(&["r"]), WINDOW)
+                    .await
+                    .unwrap();
+            }
+            spool.close().await;
         }
-        let mut meta = txn.open_table(META).unwrap();
-        meta.insert("schema_version", 1).unwrap();
-    }
-    txn.commit().unwrap();
-}
+        downgrade_to_version_1(dir.path());
+        assert!(table_names(dir.path()).contains(&"seen".to_string()));
 
-fn schema_version(dir: &Path) -> u64 {
-    let db = Database::create(dir.join(FILE_NAME)).unwrap();
-    let txn = db.begin_read().unwrap();
-    let meta = txn.open_table(META).unwrap();
-    let version = meta.get("schema_version").unwrap().unwrap().value();
-    version
-}
-
-fn table_names(dir: &Path) -> Vec<String> {
-    use redb::TableHandle;
-    let db = Database::create(dir.join(FILE_NAME)).unwrap();
-    let txn = db.begin_write().unwrap();
-    let names = txn.list_tables().unwrap().map(|t| t.name().to_string());
-    names.collect()
-}
-
-#[tokio::test]
-async fn a_version_1_spool_is_upgraded_in_place_keeping_its_events_and_its_remembered_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let ids: Vec<String> = (0..300).map(|n| format!("id-{n}")).collect();
-    {
         let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(due(&spool, "r").len(), ids.len());
         for id in &ids {
-            spool
+            let again = spool
                 .append(event(id), routes(&["r"]), WINDOW)
                 .await
                 .unwrap();
+            assert_eq!(again, AppendOutcome::Duplicate, "{id}");
         }
         spool.close().await;
+        drop(spool);
+        let tables = table_names(dir.path());
+        assert!(!tables.contains(&"seen".to_string()), "{tables:?}");
+        assert_eq!(schema_version(dir.path()), 2);
     }
-    downgrade_to_version_1(dir.path());
-    assert!(table_names(dir.path()).contains(&"seen".to_string()));
 
-    let spool = Spool::open(dir.path()).unwrap();
-    assert_eq!(due(&spool, "r").len(), ids.len());
-    for id in &ids {
-        let again = spool
-            .append(event(id), routes(&["r"]), WINDOW)
-            .await
-            .unwrap();
-        assert_eq!(again, AppendOutcome::Duplicate, "{id}");
-    }
-    spool.close().await;
-    drop(spool);
-    let tables = table_names(dir.path());
-    assert!(!tables.contains(&"seen".to_string()), "{tables:?}");
-    assert_eq!(schema_version(dir.path()), 2);
-}
-
-#[tokio::test]
-async fn a_spool_written_by_a_newer_hookfan_is_refused_and_keeps_its_version() {
-    let dir = tempfile::tempdir().unwrap();
-    Spool::open(dir.path()).unwrap().close().await;
-    {
-        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(META)
-            .unwrap()
-            .insert("schema_version", 3)
-            .unwrap();
-        txn.commit().unwrap();
-    }
-    let err = Spool::open(dir.path()).err().expect("refused");
-    let msg = err.to_string();
-    assert!(matches!(err, SpoolError::Incompatible { .. }), "{msg}");
-    assert!(
-        msg.contains("schema version 3") && msg.contains("reads version 2"),
-        "{msg}"
-    );
-    assert_eq!(schema_version(dir.path()), 3);
-}
-
-#[tokio::test]
-async fn every_remembered_id_is_found_again_after_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let ids: Vec<String> = (0..2_000).map(|n| format!("{n:08x}-uuid")).collect();
-    {
-        let spool = Spool::open(dir.path()).unwrap();
-        let tasks: Vec<_> = ids
-            .chunks(100)
-            .map(|chunk| {
-                let (spool, chunk) = (spool.clone(), chunk.to_vec());
-                tokio::spawn(async move {
-                    for id in chunk {
-                        spool
-                            .append(event(&id), routes(&["r"]), WINDOW)
-                            .await
-                            .unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
+    #[tokio::test]
+    async fn a_spool_written_by_a_newer_hookfan_is_refused_and_keeps_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        Spool::open(dir.path()).unwrap().close().await;
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", 3)
+                .unwrap();
+            txn.commit().unwrap();
         }
-        spool.close().await;
+        let err = Spool::open(dir.path()).err().expect("refused");
+        let msg = err.to_string();
+        assert!(matches!(err, SpoolError::Incompatible { .. }), "{msg}");
+        assert!(
+            msg.contains("schema version 3") && msg.contains("reads version 2"),
+            "{msg}"
+        );
+        assert_eq!(schema_version(dir.path()), 3);
     }
-    let spool = Spool::open(dir.path()).unwrap();
-    for id in &ids {
-        let again = spool
-            .append(event(id), routes(&["r"]), WINDOW)
-            .await
-            .unwrap();
-        assert_eq!(again, AppendOutcome::Duplicate, "{id}");
-    }
-    assert_eq!(spool.stored_events().unwrap(), ids.len() as u64);
 }
 
-/// One step of the dedup model test.
-#[derive(Debug, Clone)]
-enum DedupStep {
-    /// Append webhook `id` received `age_ms` ago (0, 5 s: within the 10 s window; 20 s: not).
-    Append { id: u8, age_ms: u64 },
-    /// Close and open the spool again: the id index is rebuilt from disk.
-    Reopen,
-}
+/// The log facade: the contract, then the equivalents of the redb spool's own tests.
+mod log_spool {
+    use std::collections::HashSet;
+    use std::path::Path;
+    use std::time::Duration;
 
-fn dedup_step() -> impl proptest::strategy::Strategy<Value = DedupStep> {
-    use proptest::prelude::*;
-    prop_oneof![
-        8 => (0u8..6, prop_oneof![Just(0u64), Just(5_000), Just(20_000)])
-            .prop_map(|(id, age_ms)| DedupStep::Append { id, age_ms }),
-        1 => Just(DedupStep::Reopen),
-    ]
-}
+    use crate::spool::log::{LogSpool, LogSpoolConfig};
+    use crate::spool::*;
 
-proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    type Spool = LogSpool;
 
-    /// Whatever the order of appends, repeats, late arrivals and restarts, a webhook is a
-    /// duplicate exactly when its id was last stored with a `received_at` within the window,
-    /// and every other one is stored: the reference model is a map of id → last stored age.
-    #[test]
-    fn dedup_agrees_with_a_model_of_the_window_through_restarts(
-        steps in proptest::collection::vec(dedup_step(), 1..40)
-    ) {
-        let window = Duration::from_secs(10);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let mut spool = Spool::open(dir.path()).unwrap();
-            let mut last_stored_age: std::collections::HashMap<u8, u64> = Default::default();
-            let mut stored = 0u64;
-            for step in &steps {
-                match *step {
-                    DedupStep::Append { id, age_ms } => {
-                        let mut e = event(&format!("{id:02x}-9f1c-4b7e-8d2a-{id:012x}"));
-                        e.received_at_ms -= age_ms;
-                        let got = spool.append(e, routes(&["r"]), window).await.unwrap();
-                        let duplicate = last_stored_age.get(&id).is_some_and(|&a| a <= 5_000);
-                        if duplicate {
-                            assert_eq!(got, AppendOutcome::Duplicate, "{step:?} in {steps:?}");
-                        } else {
-                            assert!(matches!(got, AppendOutcome::Stored { .. }), "{step:?} in {steps:?}");
-                            last_stored_age.insert(id, age_ms);
-                            stored += 1;
-                        }
-                    }
-                    DedupStep::Reopen => {
-                        spool.close().await;
-                        drop(spool);
-                        spool = Spool::open(dir.path()).unwrap();
-                    }
-                }
-            }
-            assert_eq!(spool.stored_events().unwrap(), stored);
-            spool.close().await;
-        });
+    fn open(dir: &Path) -> Result<Spool, SpoolError> {
+        LogSpool::open_with(dir, small())
     }
+
+    include!("contract_tests.rs");
+
+    include!("log_facade_tests.rs");
 }

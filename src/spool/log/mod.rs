@@ -16,10 +16,13 @@
 //! - [`recovery`]: opening a directory: the newest valid checkpoint, then every valid group
 //!   after it applied, a torn tail cut, corruption refused.
 //! - [`reader`]: a record read back by its location (the dedup check's confirmation).
+//! - [`spool`]: [`LogSpool`], the facade: the redb [`crate::spool::Spool`]'s API over the
+//!   log (see "The facade").
 //!
 //! Still to come (issue 21): recycling segments (reuse as prepared ones instead of delete
 //! and create), batched readers of event bodies for delivery, the redb import, `spool
-//! verify|repair`, and the wiring into ingest and delivery.
+//! verify|repair`, and the wiring into ingest and delivery (a change of type: [`LogSpool`]
+//! has the redb spool's methods).
 //!
 //! # On disk
 //! A directory of segment files and at most a few checkpoint files (`<lsn, 20
@@ -226,6 +229,54 @@
 //! apart needs a second copy of the headers (TigerBeetle's redundant headers), not done
 //! here.
 //!
+//! # The facade
+//! [`LogSpool`] has the redb spool's methods, arguments, results and guarantees; the spool's
+//! contract tests (`spool/contract_tests.rs`) run against both. It lives in
+//! `<data_dir>/spool/`, which it locks (`LOCK`, an exclusive `flock`: a second hookfan gets
+//! [`crate::spool::SpoolError::InUse`]). Each write is one submission to the writer
+//! (so one group: all or nothing), answered once the watermark covers it:
+//!
+//! | method | records, in one submission | read from |
+//! |---|---|---|
+//! | `append` | `Event` (+ `ExpireIds`, at most once a second) | dedup: the state, then the candidate's record |
+//! | `complete`, `complete_batch` | `Delivered` / `Retry` / `Hold` / `Dead`, one per outcome | |
+//! | `dead_letter_action` | `Replay` (due now) or `Drop`, one per selected letter | the state; ids from records |
+//! | `drop_pending` | `DropPending` | the state (the count) |
+//! | `due` | | the state (order, holds), then each event's record |
+//! | `route_summary`, `pending_count`, `routes_on_disk`, `stored_events` | | the state |
+//! | `dead_letters` | | the state, then each letter's record |
+//!
+//! - **Routes** are bound once (`Route` records, a durable submission of their own before
+//!   the first event naming them, serialized so a name never gets two ids); the facade keeps
+//!   name → id in memory, loaded from the state at open.
+//! - **Dedup**: an append first *claims* its webhook id (a map of ids in flight): a second
+//!   append of the same id waits until the first is answered, then checks, and finds it
+//!   stored (or, if the first failed, stores it). The check is the state's fingerprint hit
+//!   ([`State::dedup_candidate`]), within the window, confirmed by reading the id stored in
+//!   the candidate's record. A claim whose caller went away before its answer is released
+//!   only once its record is resolved. Expiry is an `ExpireIds` record riding along with
+//!   an append at most once a second (cutoff: now minus that append's window); the check
+//!   applies the window exactly, so expiry only frees memory and lets compaction free
+//!   segments.
+//! - **Queue order of new events**: the due time is `max(received_at, the last one given)`,
+//!   set under a lock held across the submission, so queue order is lsn order even when
+//!   callers' clocks disagree (ordered routes rely on it).
+//! - **Bodies are never kept in memory**: `due` and `dead_letters` read each event's record
+//!   back by its location; one that compaction moved and whose segment it deleted meanwhile
+//!   (`NotFound`) is read again where the state now says; one the state no longer holds (it
+//!   was completed meanwhile) is left out.
+//! - **In memory**: the [`State`] (see `state.rs`: ~100 bytes per pending event and route,
+//!   the dead letters, and per remembered id an index entry plus its event's metadata),
+//!   route names, and the ids being appended.
+//! - A failed write sets `commit_error` until a write succeeds; `close` stops maintenance,
+//!   then closes the writer (what was submitted is written), then releases the lock.
+//!
+//! Differences from the redb spool, none seen by its callers' tests: a completion names
+//! its event by seq and route alone (redb also matches the due time of the key); an
+//! event stored for no route is not counted by `stored_events`; the first webhook for a
+//! new route waits for one more sync; `complete_batch` retries a full group (`Busy`)
+//! without bound, as redb's waits for queue room.
+//!
 //! # Invariants
 //! - **A record is acknowledged only after the fdatasync that covers it returned.**
 //! - **Only the writer thread writes to segments; only the preparer creates them; only
@@ -249,6 +300,8 @@
 //!   fuzzed by `fuzz/fuzz_targets/spool_frames.rs`. The checkpoint decoder allocates only
 //!   what the entries it read need (each took input bytes); fuzzed by the same target.
 //! - No `unsafe`; no file creation, directory sync or size change on the ack path.
+//! - **The facade appends an id only after every earlier append of it was answered**, and
+//!   answers `Stored` only once the writer's watermark covers the event's record.
 
 pub mod checkpoint;
 pub mod compaction;
@@ -256,6 +309,7 @@ pub mod reader;
 pub mod record;
 pub mod recovery;
 pub mod segment;
+pub mod spool;
 pub mod state;
 pub mod storage;
 pub mod writer;
@@ -269,6 +323,7 @@ use std::sync::Arc;
 pub use record::{EventRecord, Record, RecordError, RouteDues, RouteId};
 pub use recovery::{recover, Recovered, RecoveryReport};
 pub use segment::BadFrame;
+pub use spool::{LogSpool, LogSpoolConfig};
 pub use state::{Location, State};
 pub use storage::{RealDisk, SimDisk, Storage};
 pub use writer::{Ticket, Writer, WriterConfig, WriterStats};

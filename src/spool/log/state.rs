@@ -57,8 +57,9 @@ pub struct DeadEntry {
 pub struct RouteQueue {
     /// (due_ms, seq) → state: the delivery order.
     pending: BTreeMap<(u64, u64), Entry>,
-    /// seq → its due time, to find an event's place in `pending`.
-    due_of: HashMap<u64, u64>,
+    /// seq → its due time, to find an event's place in `pending`; ordered, so the oldest
+    /// pending event (the lowest seq) is its first key.
+    due_of: BTreeMap<u64, u64>,
     /// seq → why it died.
     dead: BTreeMap<u64, DeadEntry>,
 }
@@ -80,6 +81,11 @@ impl RouteQueue {
 
     pub fn dead_len(&self) -> usize {
         self.dead.len()
+    }
+
+    /// The oldest pending event (lowest seq, so earliest received), whatever its due time.
+    pub fn oldest_pending(&self) -> Option<u64> {
+        self.due_of.keys().next().copied()
     }
 
     pub fn is_pending(&self, seq: u64) -> bool {

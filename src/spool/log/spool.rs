@@ -1,0 +1,833 @@
+//! [`LogSpool`]: the spool's API ([`crate::spool::Spool`]'s methods, arguments, results and
+//! guarantees) over the log. See "The facade" in the module documentation for how each
+//! method maps onto records and what is kept in memory.
+//!
+//! Owns: the lock on the directory, the route names' ids, the claims that keep two appends
+//! of one webhook id apart, and the ordering of fresh events' due times. Never here: bytes
+//! on disk (the writer and maintenance own them), the meaning of records ([`State`]).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::compaction::{Maintenance, MaintenanceConfig, MaintenanceHandle};
+use super::reader::read_record;
+use super::record::{EventRecord, Record, RouteId};
+use super::recovery::recover;
+use super::state::{Location, State};
+use super::storage::{RealDisk, Storage};
+use super::writer::{Ticket, Writer, WriterConfig};
+use super::LogError;
+use crate::spool::{
+    now_ms, AppendOutcome, Completion, DeadLetter, DeadLetterAction, DeadState, Due, DueItem,
+    PendingKey, PendingState, RouteSummary, SpoolError, StoredEvent,
+};
+
+/// The log's directory inside `data_dir` (the redb spool is the file `spool.redb` beside it).
+pub const DIR_NAME: &str = "spool";
+/// The file a running hookfan holds an exclusive lock on, inside the log's directory.
+const LOCK_NAME: &str = "LOCK";
+/// Most webhook ids one [`Record::ExpireIds`] forgets, so an expiry never makes a big group.
+const EXPIRE_LIMIT: u32 = 10_000;
+/// An [`Record::ExpireIds`] rides along with an append at most this often.
+const EXPIRE_EVERY_MS: u64 = 1_000;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How a [`LogSpool`] is opened: the writer's and maintenance's settings.
+#[derive(Debug, Clone)]
+pub struct LogSpoolConfig {
+    pub writer: WriterConfig,
+    pub maintenance: MaintenanceConfig,
+}
+
+impl Default for LogSpoolConfig {
+    fn default() -> LogSpoolConfig {
+        let writer = WriterConfig::default();
+        let maintenance = MaintenanceConfig::for_segments(writer.segment_size);
+        LogSpoolConfig {
+            writer,
+            maintenance,
+        }
+    }
+}
+
+/// The log-structured spool, with [`crate::spool::Spool`]'s API; cheap to clone. Reads run
+/// on the caller's thread (blocking: they read event records back from segments); writes
+/// are submissions to the group-commit writer, answered once durable.
+#[derive(Clone)]
+pub struct LogSpool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The directory (for messages and `path()`).
+    path: PathBuf,
+    storage: Arc<dyn Storage>,
+    /// Checkpoints, compaction; stopped by `close` (before the writer: it submits records).
+    maintenance: Mutex<Option<MaintenanceHandle>>,
+    writer: Arc<Writer>,
+    /// Route name → id, for every route a durable [`Record::Route`] bound (loaded from the
+    /// state at open). Readers look names up here, not in the state (a linear scan there).
+    routes: Mutex<HashMap<String, RouteId>>,
+    /// Held while new routes are bound, so two appends never bind one name twice.
+    binding: tokio::sync::Mutex<()>,
+    /// Webhook ids whose append is between its dedup check and its answer. A second append
+    /// of one waits for the claim to go, then checks again (and finds it stored).
+    claims: Mutex<HashMap<String, watch::Sender<()>>>,
+    /// The due time given to the latest fresh event; held across the submission, so queue
+    /// order is submission (lsn) order even when callers' clocks disagree.
+    fresh_due: Mutex<u64>,
+    /// When an [`Record::ExpireIds`] last rode along with an append (ms since the epoch).
+    last_expiry_ms: AtomicU64,
+    /// Held by dead-letter actions and `drop_pending`: each picks its records from the
+    /// state, then submits them; two at once would count the same letters.
+    admin: tokio::sync::Mutex<()>,
+    /// Why the last write failed, while no later one succeeded (readiness reports it).
+    commit_error: Mutex<Option<String>>,
+    closed: AtomicBool,
+    /// The directory's lock (real disk only), released by `close`.
+    dir_lock: Mutex<Option<File>>,
+}
+
+/// A webhook id claimed by one append; dropping it lets the next append of the id check.
+/// Dropped before the append's record resolved (the caller went away), it waits for that in
+/// a task of its own, so the next append always sees what this one stored.
+struct Claim {
+    inner: Arc<Inner>,
+    id: String,
+    ticket: Option<Ticket>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let release = {
+            let inner = self.inner.clone();
+            let id = std::mem::take(&mut self.id);
+            move || drop(lock(&inner.claims).remove(&id))
+        };
+        match self.ticket.take() {
+            Some(ticket) if self.inner.writer.resolved() < ticket.end_lsn => {
+                let inner = self.inner.clone();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => drop(rt.spawn(async move {
+                        let _ = inner.writer.durable(&ticket).await;
+                        release();
+                    })),
+                    Err(_) => {
+                        let _ = inner.writer.wait(&ticket);
+                        release();
+                    }
+                }
+            }
+            _ => release(),
+        }
+    }
+}
+
+/// A log error as the spool's callers know errors.
+fn spool_error(e: LogError) -> SpoolError {
+    match e {
+        LogError::Closed => SpoolError::Closed,
+        LogError::Busy => SpoolError::Busy,
+        e @ LogError::WriteFailed { .. } => SpoolError::CommitFailed(e.to_string()),
+        e => SpoolError::Log(e),
+    }
+}
+
+fn stored_event(record: &EventRecord<'_>) -> StoredEvent {
+    StoredEvent {
+        webhook_id: record.webhook_id.map(str::to_string),
+        received_at_ms: record.received_at_ms,
+        api_key: record.api_key.map(str::to_string),
+        signature: record.signature.to_string(),
+        event_type: record.event_type.map(str::to_string),
+        body: record.body.to_vec(),
+        path: record.path.map(str::to_string),
+    }
+}
+
+impl LogSpool {
+    /// Opens (or creates) the log in `<data_dir>/spool/` with the default settings, and
+    /// starts its writer and maintenance threads.
+    pub fn open(data_dir: &Path) -> Result<LogSpool, SpoolError> {
+        LogSpool::open_with(data_dir, LogSpoolConfig::default())
+    }
+
+    /// [`LogSpool::open`] with settings (tests use small segments).
+    pub fn open_with(data_dir: &Path, config: LogSpoolConfig) -> Result<LogSpool, SpoolError> {
+        let dir = data_dir.join(DIR_NAME);
+        let data_dir_error = |source| SpoolError::DataDir {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(data_dir_error)?;
+        let lock_file = File::create(dir.join(LOCK_NAME)).map_err(data_dir_error)?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(SpoolError::InUse(dir)),
+            Err(std::fs::TryLockError::Error(source)) => return Err(data_dir_error(source)),
+        }
+        let storage = Arc::new(RealDisk::open(&dir).map_err(data_dir_error)?);
+        LogSpool::open_in(storage, dir, config, Some(lock_file))
+    }
+
+    /// Opens the log in `storage` (a [`super::SimDisk`] in crash tests); `path` only names
+    /// it. `dir_lock`: the directory's lock, held until `close`.
+    pub fn open_in(
+        storage: Arc<dyn Storage>,
+        path: PathBuf,
+        config: LogSpoolConfig,
+        dir_lock: Option<File>,
+    ) -> Result<LogSpool, SpoolError> {
+        let recovered = recover(&*storage).map_err(spool_error)?;
+        let report = &recovered.report;
+        if let Some((file, offset, why)) = &report.torn {
+            tracing::warn!(%file, offset, why = why.describe(), "spool: a torn last group (never acknowledged) was cut off at open");
+        }
+        tracing::info!(spool = %path.display(), segments = report.segments, records = report.records, checkpoint = ?report.checkpoint, "spool log opened");
+        let routes = recovered
+            .state
+            .route_names()
+            .map(|(id, name)| (name.to_string(), id))
+            .collect();
+        let maintenance = Maintenance::new(
+            storage.clone(),
+            recovered.checkpoint,
+            config.maintenance.clone(),
+        );
+        let writer = Arc::new(
+            Writer::start(storage.clone(), recovered, config.writer.clone())
+                .map_err(spool_error)?,
+        );
+        let maintenance = maintenance.spawn(writer.clone()).map_err(spool_error)?;
+        Ok(LogSpool {
+            inner: Arc::new(Inner {
+                path,
+                storage,
+                maintenance: Mutex::new(Some(maintenance)),
+                writer,
+                routes: Mutex::new(routes),
+                binding: tokio::sync::Mutex::new(()),
+                claims: Mutex::new(HashMap::new()),
+                fresh_due: Mutex::new(0),
+                last_expiry_ms: AtomicU64::new(0),
+                admin: tokio::sync::Mutex::new(()),
+                commit_error: Mutex::new(None),
+                closed: AtomicBool::new(false),
+                dir_lock: Mutex::new(dir_lock),
+            }),
+        })
+    }
+
+    /// Why the last write failed, while no later one has succeeded.
+    pub fn commit_error(&self) -> Option<String> {
+        lock(&self.inner.commit_error).clone()
+    }
+
+    /// The log's directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Whether writes are still taken (false once closed).
+    pub fn is_open(&self) -> bool {
+        !self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Bytes of the log's files on disk (segments, prepared ones included, and checkpoints).
+    pub fn file_bytes(&self) -> std::io::Result<u64> {
+        let storage = &self.inner.storage;
+        let mut total = 0;
+        for name in storage.list()? {
+            if name == LOCK_NAME {
+                continue;
+            }
+            // A file compaction removed meanwhile counts for nothing.
+            if let Ok(file) = storage.open(&name) {
+                total += file.size().unwrap_or(0);
+            }
+        }
+        Ok(total)
+    }
+
+    fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        self.inner.writer.with_state(f)
+    }
+
+    fn route_id(&self, name: &str) -> Option<RouteId> {
+        lock(&self.inner.routes).get(name).copied()
+    }
+
+    /// Waits for `ticket`'s records to be durable, keeping `commit_error` up to date.
+    async fn settle(&self, ticket: &Ticket) -> Result<(), SpoolError> {
+        match self.inner.writer.durable(ticket).await {
+            Ok(()) => {
+                *lock(&self.inner.commit_error) = None;
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, LogError::WriteFailed { .. }) {
+                    tracing::error!(error = %e, "spool write failed; webhooks in it get 503 and Stream will retry them");
+                    *lock(&self.inner.commit_error) = Some(e.to_string());
+                }
+                Err(spool_error(e))
+            }
+        }
+    }
+
+    fn submit(&self, records: &[Record<'_>]) -> Result<Ticket, SpoolError> {
+        if !self.is_open() {
+            return Err(SpoolError::Closed);
+        }
+        self.inner.writer.submit(records).map_err(spool_error)
+    }
+
+    /// The ids of `names`, binding the new ones first (one durable submission of
+    /// [`Record::Route`]s: a route's first webhook waits for one more sync).
+    async fn bind_routes(&self, names: &[String]) -> Result<Vec<RouteId>, SpoolError> {
+        let known = |routes: &HashMap<String, RouteId>| -> Option<Vec<RouteId>> {
+            names.iter().map(|n| routes.get(n).copied()).collect()
+        };
+        if let Some(ids) = known(&lock(&self.inner.routes)) {
+            return Ok(ids);
+        }
+        let _binding = self.inner.binding.lock().await;
+        let (fresh, mut next) = {
+            let routes = lock(&self.inner.routes);
+            if let Some(ids) = known(&routes) {
+                return Ok(ids);
+            }
+            let mut fresh: Vec<&str> = names
+                .iter()
+                .filter(|n| !routes.contains_key(*n))
+                .map(String::as_str)
+                .collect();
+            fresh.sort_unstable();
+            fresh.dedup();
+            (fresh, routes.values().max().map_or(0, |m| m + 1))
+        };
+        let mut bound = Vec::with_capacity(fresh.len());
+        let records: Vec<Record<'_>> = fresh
+            .iter()
+            .map(|name| {
+                let id = next;
+                next += 1;
+                bound.push((name.to_string(), id));
+                Record::Route { id, name }
+            })
+            .collect();
+        let ticket = self.submit(&records)?;
+        self.settle(&ticket).await?;
+        let mut routes = lock(&self.inner.routes);
+        routes.extend(bound);
+        Ok(known(&routes).expect("every name bound"))
+    }
+
+    /// Claims `id`: waits until no other append of it is between its check and its answer.
+    async fn claim(&self, id: &str) -> Claim {
+        loop {
+            let mut gone = {
+                let mut claims = lock(&self.inner.claims);
+                match claims.get(id) {
+                    Some(holder) => holder.subscribe(),
+                    None => {
+                        claims.insert(id.to_string(), watch::channel(()).0);
+                        return Claim {
+                            inner: self.inner.clone(),
+                            id: id.to_string(),
+                            ticket: None,
+                        };
+                    }
+                }
+            };
+            // Ends when the holder's sender is dropped (its claim released).
+            while gone.changed().await.is_ok() {}
+        }
+    }
+
+    /// The record of event `seq`, found at `location`; when compaction moved it and deleted
+    /// the segment meanwhile, read again where the state now says. `None`: the state no
+    /// longer holds the event.
+    fn read_event(&self, seq: u64, location: Location) -> Result<Option<Vec<u8>>, SpoolError> {
+        match read_record(&*self.inner.storage, &location) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(LogError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                let Some(moved) = self.with_state(|s| s.event(seq).map(|m| m.location)) else {
+                    return Ok(None);
+                };
+                read_record(&*self.inner.storage, &moved)
+                    .map(Some)
+                    .map_err(spool_error)
+            }
+            Err(e) => Err(spool_error(e)),
+        }
+    }
+
+    /// Event `seq` as stored, read back from its segment.
+    fn load_event(&self, seq: u64, location: Location) -> Result<Option<StoredEvent>, SpoolError> {
+        let Some(bytes) = self.read_event(seq, location)? else {
+            return Ok(None);
+        };
+        match Record::decode(&bytes) {
+            Ok(Record::Event(e)) => Ok(Some(stored_event(&e))),
+            _ => Err(SpoolError::Incompatible {
+                path: self.inner.path.clone(),
+                why: format!("event {seq}'s record does not read back as an event"),
+            }),
+        }
+    }
+
+    /// Whether `id` was stored within `window_ms` of `now`: a fingerprint hit in the state,
+    /// confirmed by reading the id stored in its record.
+    fn is_duplicate(&self, id: &str, window_ms: u64, now: u64) -> Result<bool, SpoolError> {
+        let Some(hit) = self.with_state(|s| s.dedup_candidate(id)) else {
+            return Ok(false);
+        };
+        if hit.received_at_ms.saturating_add(window_ms) < now {
+            return Ok(false);
+        }
+        let Some(event) = self.load_event(hit.seq, hit.location)? else {
+            return Ok(false);
+        };
+        Ok(event.webhook_id.as_deref() == Some(id))
+    }
+
+    /// Stores `event` for every route in `routes` and marks its webhook id seen, in one
+    /// durable record, unless the id was seen within `dedup_window`. Returns once durable.
+    pub async fn append(
+        &self,
+        event: StoredEvent,
+        routes: Vec<String>,
+        dedup_window: Duration,
+    ) -> Result<AppendOutcome, SpoolError> {
+        if !self.is_open() {
+            return Err(SpoolError::Closed);
+        }
+        let window_ms = dedup_window.as_millis() as u64;
+        let route_ids = self.bind_routes(&routes).await?;
+        let mut claim = match &event.webhook_id {
+            Some(id) => {
+                let claim = self.claim(id).await;
+                if self.is_duplicate(id, window_ms, now_ms())? {
+                    return Ok(AppendOutcome::Duplicate);
+                }
+                Some(claim)
+            }
+            None => None,
+        };
+        let ticket = {
+            let mut fresh_due = lock(&self.inner.fresh_due);
+            let due = event.received_at_ms.max(*fresh_due);
+            let dues: Vec<(RouteId, u64)> = route_ids.iter().map(|&r| (r, due)).collect();
+            let mut records = vec![Record::Event(EventRecord {
+                webhook_id: event.webhook_id.as_deref(),
+                received_at_ms: event.received_at_ms,
+                api_key: event.api_key.as_deref(),
+                signature: &event.signature,
+                event_type: event.event_type.as_deref(),
+                path: event.path.as_deref(),
+                body: &event.body,
+                routes: dues.into(),
+            })];
+            if let Some(expire) = self.expiry(window_ms) {
+                records.push(expire);
+            }
+            let ticket = self.submit(&records)?;
+            *fresh_due = due;
+            ticket
+        };
+        if let Some(claim) = &mut claim {
+            claim.ticket = Some(ticket);
+        }
+        self.settle(&ticket).await?;
+        Ok(AppendOutcome::Stored {
+            seq: ticket.first_lsn,
+        })
+    }
+
+    /// An [`Record::ExpireIds`] to ride along, at most once per [`EXPIRE_EVERY_MS`]: the ids
+    /// older than the window are forgotten (the check in `append` applies the window
+    /// exactly; this only reclaims memory and lets compaction free their segments).
+    fn expiry(&self, window_ms: u64) -> Option<Record<'static>> {
+        let now = now_ms();
+        let last = self.inner.last_expiry_ms.load(Ordering::Relaxed);
+        if now < last.saturating_add(EXPIRE_EVERY_MS) {
+            return None;
+        }
+        self.inner
+            .last_expiry_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()?;
+        Some(Record::ExpireIds {
+            before_ms: now.saturating_sub(window_ms),
+            limit: EXPIRE_LIMIT,
+        })
+    }
+
+    /// Records how a delivery attempt ended. Returns once durable.
+    pub async fn complete(
+        &self,
+        route: &str,
+        key: PendingKey,
+        completion: Completion,
+    ) -> Result<(), SpoolError> {
+        self.complete_batch(route, vec![(key, completion)]).await
+    }
+
+    /// Records how the attempts of one batch of `route` ended: one submission (so one group,
+    /// all or nothing), answered once durable. A completion names the event by seq alone:
+    /// `key.due_ms` is not checked (the redb spool ignores a key whose due time moved).
+    pub async fn complete_batch(
+        &self,
+        route: &str,
+        outcomes: Vec<(PendingKey, Completion)>,
+    ) -> Result<(), SpoolError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let Some(route) = self.route_id(route) else {
+            // No record ever named the route: it holds nothing to complete.
+            return Ok(());
+        };
+        let now = now_ms();
+        let records: Vec<Record<'_>> = outcomes
+            .iter()
+            .map(|(key, completion)| {
+                let seq = key.seq;
+                match completion {
+                    Completion::Delivered => Record::Delivered { route, seq },
+                    Completion::Retry {
+                        due_ms,
+                        attempts,
+                        error,
+                    } => Record::Retry {
+                        route,
+                        seq,
+                        due_ms: *due_ms,
+                        attempts: *attempts,
+                        error,
+                    },
+                    Completion::Hold {
+                        not_before_ms,
+                        attempts,
+                        error,
+                    } => Record::Hold {
+                        route,
+                        seq,
+                        not_before_ms: *not_before_ms,
+                        attempts: *attempts,
+                        error,
+                    },
+                    Completion::Dead { attempts, error } => Record::Dead {
+                        route,
+                        seq,
+                        attempts: *attempts,
+                        error,
+                        dead_at_ms: now,
+                    },
+                }
+            })
+            .collect();
+        // Completions wait for room rather than fail (as the redb spool's do): a full group
+        // only delays them.
+        let ticket = loop {
+            match self.submit(&records) {
+                Err(SpoolError::Busy) => continue,
+                submitted => break submitted?,
+            }
+        };
+        self.settle(&ticket).await
+    }
+
+    /// Writes everything submitted so far, then stops maintenance and the writer and lets go
+    /// of the directory. Later writes fail with [`SpoolError::Closed`].
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(mut maintenance) = lock(&inner.maintenance).take() {
+                maintenance.stop();
+            }
+            inner.writer.close();
+            drop(lock(&inner.dir_lock).take());
+        })
+        .await;
+    }
+
+    /// Up to `limit` events of `route` due at `now_ms`, oldest due first, skipping
+    /// `in_flight`. On an `ordered` route an event held back until later, or one still in
+    /// flight, stops the read there. Blocking: reads the events' records back.
+    pub fn due(
+        &self,
+        route: &str,
+        now_ms: u64,
+        in_flight: &HashSet<u64>,
+        limit: usize,
+        ordered: bool,
+    ) -> Result<Due, SpoolError> {
+        let Some(route) = self.route_id(route) else {
+            return Ok(Due::default());
+        };
+        let mut next_due_ms = None;
+        let picked: Vec<(PendingKey, PendingState, Location)> = self.with_state(|s| {
+            let mut picked = Vec::new();
+            let Some(q) = s.route(route) else {
+                return picked;
+            };
+            for (due_ms, seq, entry) in q.pending() {
+                if in_flight.contains(&seq) {
+                    // An ordered route delivers nothing behind an event whose outcome is not
+                    // yet known: it may turn out to be a hold that keeps its place.
+                    if ordered {
+                        break;
+                    }
+                    continue;
+                }
+                if due_ms > now_ms || picked.len() == limit {
+                    next_due_ms = Some(due_ms);
+                    break;
+                }
+                if entry.not_before_ms > now_ms {
+                    if ordered {
+                        next_due_ms = Some(entry.not_before_ms);
+                        break;
+                    }
+                    continue;
+                }
+                let Some(meta) = s.event(seq) else { continue };
+                let state = PendingState {
+                    attempts: entry.attempts,
+                    last_error: entry.last_error.as_deref().map(str::to_string),
+                    not_before_ms: entry.not_before_ms,
+                };
+                picked.push((PendingKey { due_ms, seq }, state, meta.location));
+            }
+            picked
+        });
+        let mut due = Due {
+            items: Vec::with_capacity(picked.len()),
+            next_due_ms,
+        };
+        for (key, state, location) in picked {
+            // None: completed since the state was read (dropped, say); nothing to deliver.
+            if let Some(event) = self.load_event(key.seq, location)? {
+                due.items.push(DueItem {
+                    key,
+                    state,
+                    event: Arc::new(event),
+                });
+            }
+        }
+        Ok(due)
+    }
+
+    /// How many events `route` still has to deliver. From the state: O(1).
+    pub fn pending_count(&self, route: &str) -> Result<u64, SpoolError> {
+        let Some(route) = self.route_id(route) else {
+            return Ok(0);
+        };
+        Ok(self.with_state(|s| s.route(route).map_or(0, |q| q.pending_len() as u64)))
+    }
+
+    /// What `route` holds: pending events, when the oldest of them was received, and dead
+    /// letters. From the state, no disk read: O(log n).
+    pub fn route_summary(&self, route: &str) -> Result<RouteSummary, SpoolError> {
+        let Some(route) = self.route_id(route) else {
+            return Ok(RouteSummary::default());
+        };
+        Ok(self.with_state(|s| {
+            let Some(q) = s.route(route) else {
+                return RouteSummary::default();
+            };
+            RouteSummary {
+                pending: q.pending_len() as u64,
+                oldest_pending_received_ms: q
+                    .oldest_pending()
+                    .and_then(|seq| s.event(seq))
+                    .map(|m| m.received_at_ms),
+                dead_letters: q.dead_len() as u64,
+            }
+        }))
+    }
+
+    /// [`LogSpool::route_summary`] by walking the route's queue (tests compare the two, as
+    /// they do for the redb spool's maintained counts).
+    #[cfg(test)]
+    pub(crate) fn scan_summary(&self, route: &str) -> Result<RouteSummary, SpoolError> {
+        let Some(route) = self.route_id(route) else {
+            return Ok(RouteSummary::default());
+        };
+        Ok(self.with_state(|s| {
+            let Some(q) = s.route(route) else {
+                return RouteSummary::default();
+            };
+            let oldest = q.pending().map(|(_, seq, _)| seq).min();
+            RouteSummary {
+                pending: q.pending().count() as u64,
+                oldest_pending_received_ms: oldest
+                    .and_then(|seq| s.event(seq))
+                    .map(|m| m.received_at_ms),
+                dead_letters: q.dead().count() as u64,
+            }
+        }))
+    }
+
+    /// Every route name that holds pending events or dead letters, sorted.
+    pub fn routes_on_disk(&self) -> Result<Vec<String>, SpoolError> {
+        let mut names: Vec<String> = self.with_state(|s| {
+            s.routes()
+                .filter(|(_, q)| q.pending_len() + q.dead_len() > 0)
+                .filter_map(|(id, _)| s.route_name(id).map(str::to_string))
+                .collect()
+        });
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    /// Number of events some route holds (each counted once, whatever its routes; events
+    /// kept only for their webhook id are not counted). Walks the events: O(n).
+    pub fn stored_events(&self) -> Result<u64, SpoolError> {
+        Ok(self.with_state(|s| s.events().filter(|(_, m)| m.holders > 0).count() as u64))
+    }
+
+    /// The dead letters of `route` (all routes if None), only those with the given webhook
+    /// ids if any: (route, seq, the event's location).
+    fn select_dead(
+        &self,
+        route: Option<&str>,
+        webhook_ids: &[String],
+    ) -> Result<Vec<(RouteId, u64)>, SpoolError> {
+        let route = match route {
+            Some(name) => match self.route_id(name) {
+                Some(id) => Some(id),
+                None => return Ok(Vec::new()),
+            },
+            None => None,
+        };
+        let all: Vec<(RouteId, u64, Option<Location>)> = self.with_state(|s| {
+            s.routes()
+                .filter(|(id, _)| route.is_none_or(|r| r == *id))
+                .flat_map(|(id, q)| q.dead().map(move |(seq, _)| (id, seq)))
+                .map(|(id, seq)| (id, seq, s.event(seq).map(|m| m.location)))
+                .collect()
+        });
+        let mut selected = Vec::with_capacity(all.len());
+        for (id, seq, location) in all {
+            if !webhook_ids.is_empty() {
+                let stored = match location {
+                    Some(at) => self.load_event(seq, at)?.and_then(|e| e.webhook_id),
+                    None => None,
+                };
+                if !stored.is_some_and(|w| webhook_ids.contains(&w)) {
+                    continue;
+                }
+            }
+            selected.push((id, seq));
+        }
+        Ok(selected)
+    }
+
+    /// Replays (back into the queue, due now, attempts from 0) or drops the dead letters of
+    /// `route` (all routes if None), only those with the given webhook ids if any are given.
+    /// One submission: a crash leaves all of them or none moved. Returns how many.
+    pub async fn dead_letter_action(
+        &self,
+        action: DeadLetterAction,
+        route: Option<&str>,
+        webhook_ids: Vec<String>,
+    ) -> Result<u64, SpoolError> {
+        let _admin = self.inner.admin.lock().await;
+        let selected = self.select_dead(route, &webhook_ids)?;
+        if selected.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let records: Vec<Record<'_>> = selected
+            .iter()
+            .map(|&(route, seq)| match action {
+                DeadLetterAction::Replay => Record::Replay {
+                    route,
+                    seq,
+                    due_ms: now,
+                },
+                DeadLetterAction::Drop => Record::Drop { route, seq },
+            })
+            .collect();
+        let ticket = self.submit(&records)?;
+        self.settle(&ticket).await?;
+        Ok(selected.len() as u64)
+    }
+
+    /// Forgets every pending event of `route`, in one record. Only for a route that is not
+    /// running (removed from the config or disabled): the caller checks. Returns how many.
+    pub async fn drop_pending(&self, route: &str) -> Result<u64, SpoolError> {
+        let Some(id) = self.route_id(route) else {
+            return Ok(0);
+        };
+        let _admin = self.inner.admin.lock().await;
+        let n = self.with_state(|s| s.route(id).map_or(0, |q| q.pending_len() as u64));
+        if n == 0 {
+            return Ok(0);
+        }
+        let ticket = self.submit(&[Record::DropPending { route: id }])?;
+        self.settle(&ticket).await?;
+        Ok(n)
+    }
+
+    /// Dead letters, of one route or all, by route name then seq. Blocking: reads each
+    /// letter's event record back for its id and type.
+    pub fn dead_letters(&self, route: Option<&str>) -> Result<Vec<DeadLetter>, SpoolError> {
+        let route = match route {
+            Some(name) => match self.route_id(name) {
+                Some(id) => Some(id),
+                None => return Ok(Vec::new()),
+            },
+            None => None,
+        };
+        type Letter = (String, u64, DeadState, Option<(Location, u64)>);
+        let mut letters: Vec<Letter> = self.with_state(|s| {
+            s.routes()
+                .filter(|(id, _)| route.is_none_or(|r| r == *id))
+                .flat_map(|(id, q)| {
+                    let name = s.route_name(id).unwrap_or_default().to_string();
+                    q.dead().map(move |(seq, d)| {
+                        let state = DeadState {
+                            attempts: d.attempts,
+                            error: d.error.to_string(),
+                            dead_at_ms: d.dead_at_ms,
+                        };
+                        let at = s.event(seq).map(|m| (m.location, m.received_at_ms));
+                        (name.clone(), seq, state, at)
+                    })
+                })
+                .collect()
+        });
+        letters.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut out = Vec::with_capacity(letters.len());
+        for (route, seq, state, at) in letters {
+            let event = match at {
+                Some((location, _)) => self.load_event(seq, location)?,
+                None => None,
+            };
+            out.push(DeadLetter {
+                route,
+                seq,
+                webhook_id: event.as_ref().and_then(|e| e.webhook_id.clone()),
+                event_type: event.as_ref().and_then(|e| e.event_type.clone()),
+                received_at_ms: at.map_or(0, |(_, received)| received),
+                dead_at_ms: state.dead_at_ms,
+                attempts: state.attempts,
+                error: state.error,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,179 @@
+// The log facade's own tests, included by `tests.rs` into its module (after the contract,
+// whose helpers they use): what the redb spool's own tests check, for the log, and a crash.
+
+/// Small segments, so tests cross segments and compaction has something to do; maintenance
+/// rounds every 10 ms, so it runs (copies forward, deletes) while tests read.
+fn small() -> LogSpoolConfig {
+    let writer = crate::spool::log::WriterConfig {
+        segment_size: 256 << 10,
+        prepared_ahead: 1,
+        ..Default::default()
+    };
+    let maintenance = crate::spool::log::compaction::MaintenanceConfig {
+        interval: Duration::from_millis(10),
+        ..crate::spool::log::compaction::MaintenanceConfig::for_segments(writer.segment_size)
+    };
+    LogSpoolConfig {
+        writer,
+        maintenance,
+    }
+}
+
+/// The redb spool's `a_file_that_is_not_a_spool_is_refused_and_left_alone`, for the log: a
+/// damaged acknowledged group (a later valid one proves it was synced) is refused at open,
+/// naming the file, and the file is left as it was.
+#[tokio::test]
+async fn a_damaged_segment_is_refused_by_name_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path()).unwrap();
+    append_to_r(&spool, &["a", "b", "c"]).await;
+    spool.close().await;
+    drop(spool);
+    let log_dir = dir.path().join(crate::spool::log::spool::DIR_NAME);
+    let mut segments: Vec<_> = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    let first = segments[0].clone();
+    let mut bytes = std::fs::read(&first).unwrap();
+    // Inside the first group's payload (segment header 40, group header 40).
+    bytes[90] ^= 0xFF;
+    std::fs::write(&first, &bytes).unwrap();
+
+    let err = open(dir.path()).err().expect("a corrupt log is refused");
+    let msg = err.to_string();
+    let name = first.file_name().unwrap().to_str().unwrap();
+    assert!(matches!(err, SpoolError::Log(_)), "{msg}");
+    assert!(msg.contains(name), "{msg}");
+    assert_eq!(std::fs::read(&first).unwrap(), bytes, "not rewritten");
+}
+
+/// Opens the log on a simulated disk.
+fn open_sim(disk: &crate::spool::log::SimDisk) -> Spool {
+    LogSpool::open_in(Arc::new(disk.clone()), "sim".into(), small(), None).unwrap()
+}
+
+#[tokio::test]
+async fn what_was_acknowledged_before_a_power_cut_is_pending_after_it_and_its_ids_remembered() {
+    let disk = crate::spool::log::SimDisk::new(7);
+    let spool = open_sim(&disk);
+    append_to_r(&spool, &["a", "b", "c"]).await;
+    let items = due(&spool, "r");
+    spool
+        .complete("r", items[0].key, Completion::Delivered)
+        .await
+        .unwrap();
+    let retry_at = now_ms() + 60_000;
+    let retry = Completion::Retry {
+        due_ms: retry_at,
+        attempts: 1,
+        error: "503".into(),
+    };
+    spool.complete("r", items[1].key, retry).await.unwrap();
+    // The power goes: only what was synced is left.
+    let after = disk.crash();
+    drop(spool);
+
+    let spool = open_sim(&after);
+    let ids = webhook_ids(&due(&spool, "r"));
+    assert_eq!(ids, ["c", "b"], "a delivered, b retried behind c");
+    let pending = spool
+        .due("r", now_ms(), &HashSet::new(), 10, false)
+        .unwrap();
+    assert_eq!(webhook_ids(&pending.items), ["c"]);
+    assert_eq!(pending.next_due_ms, Some(retry_at));
+    for id in ["a", "b", "c"] {
+        let again = spool
+            .append(event(id), routes(&["r"]), WINDOW)
+            .await
+            .unwrap();
+        assert_eq!(again, AppendOutcome::Duplicate, "{id}");
+    }
+    spool.close().await;
+}
+
+#[tokio::test]
+async fn a_failed_write_is_an_error_for_its_append_and_readiness_until_a_write_succeeds() {
+    use crate::spool::log::storage::{Fault, FaultOp};
+    let disk = crate::spool::log::SimDisk::new(3);
+    let spool = open_sim(&disk);
+    append_to_r(&spool, &["bound"]).await;
+    disk.inject(FaultOp::Sync, Fault::Io);
+    let err = spool
+        .append(event("lost"), routes(&["r"]), WINDOW)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SpoolError::CommitFailed(_)), "{err}");
+    assert!(spool.commit_error().is_some());
+    // Stream retries: the id was not stored, so it is not a duplicate.
+    let again = spool
+        .append(event("lost"), routes(&["r"]), WINDOW)
+        .await
+        .unwrap();
+    assert!(matches!(again, AppendOutcome::Stored { .. }));
+    assert_eq!(spool.commit_error(), None);
+    assert_eq!(webhook_ids(&due(&spool, "r")), ["bound", "lost"]);
+    spool.close().await;
+}
+
+/// The redb spool's `the_file_stops_growing_once_delivered_space_is_reused`, for the log:
+/// once what was written is delivered, maintenance (checkpoints, then segments deleted)
+/// brings the directory back to a few segments. Maintenance runs on its own thread every
+/// 10 ms and signals nothing, so the end is awaited by looking, with a deadline. Deliveries
+/// run while segments are deleted under them: `due` reads bodies back meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_shrinks_back_once_what_was_written_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path()).unwrap();
+    const ROUNDS: usize = 8;
+    let mut most = 0;
+    for _round in 0..ROUNDS {
+        // 500 KiB of bodies per round, appended and delivered concurrently (group commit).
+        let appends: Vec<_> = (0..500)
+            .map(|_| {
+                let spool = spool.clone();
+                let mut e = event("unused");
+                e.webhook_id = None;
+                e.body = vec![b' '; 1024];
+                tokio::spawn(async move { spool.append(e, routes(&["r"]), WINDOW).await })
+            })
+            .collect();
+        for a in appends {
+            a.await.unwrap().unwrap();
+        }
+        let completes: Vec<_> = due(&spool, "r")
+            .into_iter()
+            .map(|item| {
+                let spool = spool.clone();
+                tokio::spawn(
+                    async move { spool.complete("r", item.key, Completion::Delivered).await },
+                )
+            })
+            .collect();
+        for c in completes {
+            c.await.unwrap().unwrap();
+        }
+        most = most.max(spool.file_bytes().unwrap());
+    }
+    assert_eq!(spool.stored_events().unwrap(), 0);
+    assert!(
+        most < 4 << 20,
+        "segments were deleted while rounds ran: at most {most} bytes"
+    );
+    // Left: the segment being written, the prepared one, those the two checkpoints need,
+    // the checkpoints themselves (small: nothing is pending).
+    let bound = 6 * (256 << 10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut now = spool.file_bytes().unwrap();
+    while now > bound && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        now = spool.file_bytes().unwrap();
+    }
+    assert!(
+        now <= bound,
+        "4 MiB written and delivered; the directory holds {now} bytes (at most {most} before)"
+    );
+    spool.close().await;
+}
