@@ -269,3 +269,63 @@ async fn in_a_browser_the_console_shows_a_backlog_and_replays_a_dead_letter_unti
         "the token must never be logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_dropping_all_matching_dead_letters_drops_exactly_those_counted() {
+    // Every attempt is refused: each event becomes a dead letter at once.
+    let mut receiver = Receiver::start().await;
+    receiver.set_default_reply(Reply::status(400));
+    let daemon =
+        Daemon::start(Config::default().route(HttpRoute::new("refusing", receiver.url()))).await;
+    let client = client();
+    let (keep, drop_a, drop_b) = (new_id(), new_id(), new_id());
+    for (id, ty) in [
+        (&keep, "message.new"),
+        (&drop_a, "reaction.new"),
+        (&drop_b, "reaction.deleted"),
+    ] {
+        post_ok(&client, &daemon.url(), id, &event_body(ty, id)).await;
+        daemon.until_dead_lettered(id).await;
+    }
+    receiver.next_n(3, "the three refused attempts").await;
+
+    // No admin_token here: the console opens straight on its pages.
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("http://{}/#/dead-letters", daemon.admin))
+        .await;
+    browser
+        .wait_text(".summary", "every letter listed", |t| {
+            t.starts_with("3 of 3 dead letters")
+        })
+        .await;
+    browser.type_into("#filter-type", "reaction").await;
+    browser
+        .wait_text(".summary", "the type filter", |t| {
+            t.starts_with("2 of 3 dead letters")
+        })
+        .await;
+    browser.click("#drop-matching").await;
+    browser
+        .wait_text("#confirm-text", "the count in the confirmation", |t| {
+            t.starts_with("Drop 2 dead letters (refusing: 2)?")
+        })
+        .await;
+    browser.click("#confirm-ok").await;
+    browser
+        .wait_text("#status", "what was done", |t| {
+            t == "2 dead letters dropped."
+        })
+        .await;
+    browser
+        .wait_text(".summary", "the kept letter remains", |t| {
+            t.starts_with("0 of 1 dead letter")
+        })
+        .await;
+    let listed = daemon.cli(&["dead-letters", "list", "--json"]).await;
+    assert!(listed.contains(&keep), "{listed}");
+    assert!(
+        !listed.contains(&drop_a) && !listed.contains(&drop_b),
+        "{listed}"
+    );
+}
