@@ -289,6 +289,22 @@ impl Browser {
         .unwrap_or_else(|e| panic!("type into {css}: {e}"));
     }
 
+    /// Focuses the element matching `css` and presses `key` there, as a keyboard user does
+    /// (`"\u{E007}"` is Enter, `"\u{E00C}"` Escape).
+    pub async fn press(&self, css: &str, key: &str) {
+        let id = self
+            .element(css)
+            .await
+            .unwrap_or_else(|e| panic!("find {css}: {e}"));
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": key })),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("press {key:?} on {css}: {e}"));
+    }
+
     /// Writes a PNG of the viewport to `target/console-screenshots/<name>.png`.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let encoded = self

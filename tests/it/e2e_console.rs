@@ -8,6 +8,9 @@ use crate::harness::*;
 
 const TOKEN: &str = "console-admin-token-value";
 const RESIGN: &str = "console-resign-secret-value";
+/// WebDriver's codes for the Enter and Escape keys.
+const ENTER: &str = "\u{E007}";
+const ESCAPE: &str = "\u{E00C}";
 
 /// Every secret the console's daemon is configured with.
 fn secrets() -> [&'static str; 4] {
@@ -305,13 +308,30 @@ async fn in_a_browser_dropping_all_matching_dead_letters_drops_exactly_those_cou
             t.starts_with("2 of 3 dead letters")
         })
         .await;
-    browser.click("#drop-matching").await;
+    // By keyboard: Escape in the confirmation changes nothing; Enter on its button drops.
+    let confirm_open = "return document.getElementById('confirm').open;";
+    browser.press("#drop-matching", ENTER).await;
     browser
         .wait_text("#confirm-text", "the count in the confirmation", |t| {
             t.starts_with("Drop 2 dead letters (refusing: 2)?")
         })
         .await;
-    browser.click("#confirm-ok").await;
+    browser.press("#confirm-cancel", ESCAPE).await;
+    browser
+        .wait_until(
+            &confirm_open.replace("return", "return !"),
+            "Escape closes the confirmation",
+        )
+        .await;
+    assert!(daemon
+        .cli(&["dead-letters", "list", "--json"])
+        .await
+        .contains(&drop_a));
+    browser.press("#drop-matching", ENTER).await;
+    browser
+        .wait_until(confirm_open, "the confirmation again")
+        .await;
+    browser.press("#confirm-ok", ENTER).await;
     browser
         .wait_text("#status", "what was done", |t| {
             t == "2 dead letters dropped."
