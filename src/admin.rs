@@ -15,6 +15,13 @@
 //!   A selection with an unknown key, or a replay body that is not such JSON, is refused with 400.
 //! - `POST /api/drain`: starts a drain (`crate::drain`; idempotent); `GET /api/drain`: whether
 //!   events may still come in. Both answer [`DrainStatus`].
+//! - `GET /api/config`: the running config as JSON, every secret masked (`config_view`).
+//!
+//! Open, like the probes: the web console's static assets at `/` and `/console/...`
+//! (`console`); they hold no data, and the console reads everything through `/api`.
+
+mod config_view;
+pub mod console;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -57,6 +64,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/dead-letters", get(list_dead).delete(drop_dead))
         .route("/api/dead-letters/replay", post(replay_dead))
         .route("/api/drain", get(drain_status).post(start_drain))
+        .route("/api/config", get(config_view::get_config))
         .route(
             "/api/routes/{name}/pending",
             axum::routing::delete(drop_pending),
@@ -69,6 +77,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(console::router())
         .merge(api)
         .with_state(state)
 }

@@ -26,10 +26,15 @@
 //! - `e2e_hooks`: synchronous hooks proxied (passthrough), their bodies refused on push
 //!   paths, pending-message callbacks routed by path, API key rotation.
 //! - `e2e_malformed`: the table of malformed requests and their status codes.
+//! - `e2e_console`: the web console on the admin port: its assets, `GET /api/config`, and the
+//!   whole console in headless Chromium (`browser`: WebDriver over HTTP to Debian's
+//!   chromedriver), with a screenshot of each page in target/console-screenshots/.
 //! - `e2e_deploy`: what the container image relies on: `healthcheck`, `--version`.
 
+mod browser;
 mod e2e_admin;
 mod e2e_aws;
+mod e2e_console;
 mod e2e_consumers;
 mod e2e_crash;
 mod e2e_delivery;
