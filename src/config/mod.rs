@@ -287,9 +287,18 @@ impl Destination {
     }
 
     /// Where it delivers, for tables and logs (never a secret).
+    /// Where it delivers, for people (status, the admin API, `check`): a password in an HTTP
+    /// URL shows as `***`.
     pub fn target(&self) -> String {
         match self {
-            Destination::Http(h) => h.url.to_string(),
+            Destination::Http(h) => {
+                let mut url = h.url.clone();
+                if url.password().is_some() {
+                    // Cannot fail: the URL already has a password.
+                    let _ = url.set_password(Some("***"));
+                }
+                url.to_string()
+            }
             Destination::File(f) => f.path.display().to_string(),
             Destination::Sqs(a) | Destination::Sns(a) => a.target.clone(),
         }

@@ -731,12 +731,20 @@ async fn when_max_buffered_bytes_are_in_memory_the_next_webhook_gets_503_at_once
 const APP_SECRET: &str = "app-secret-4f1d9c-must-never-show";
 const ROUTE_SECRET: &str = "route-secret-77ab02-must-never-show";
 const ADMIN_TOKEN: &str = "admin-token-c3e8d1-must-never-show";
+/// In a destination URL's user info (HTTP basic auth to the handler).
+const URL_PASSWORD: &str = "url-password-5b90e4-must-never-show";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_appear_in_logs_api_answers_or_command_output() {
     let receiver = Receiver::start().await;
     let mut config = Config::default()
-        .route(HttpRoute::new("crm", receiver.url()).api_secret(ROUTE_SECRET))
+        .route(
+            HttpRoute::new(
+                "crm",
+                format!("http://hookfan:{URL_PASSWORD}@{}/hook", receiver.addr),
+            )
+            .api_secret(ROUTE_SECRET),
+        )
         .file_route("audit", "events.jsonl");
     config.apps = vec![(API_KEY.to_owned(), APP_SECRET.to_owned())];
     config.admin_token = Some(ADMIN_TOKEN.to_owned());
@@ -765,7 +773,12 @@ async fn secrets_never_appear_in_logs_api_answers_or_command_output() {
     assert_eq!(answer.status, 200, "{answer:?}");
     // The admin API, with and without the token.
     let admin = format!("http://{}", daemon.admin);
-    for path in ["/api/routes", "/api/dead-letters", "/metrics"] {
+    for path in [
+        "/api/routes",
+        "/api/config",
+        "/api/dead-letters",
+        "/metrics",
+    ] {
         for token in [Some(ADMIN_TOKEN), Some("wrong"), None] {
             let mut request = client.get(format!("{admin}{path}"));
             if let Some(token) = token {
@@ -803,7 +816,7 @@ async fn secrets_never_appear_in_logs_api_answers_or_command_output() {
 
     let mut everything = seen.join("\n");
     everything.push_str(&daemon.logs());
-    for secret in [APP_SECRET, ROUTE_SECRET, ADMIN_TOKEN] {
+    for secret in [APP_SECRET, ROUTE_SECRET, ADMIN_TOKEN, URL_PASSWORD] {
         assert!(
             !everything.contains(secret),
             "{secret} appeared in:\n{}",
