@@ -1,8 +1,8 @@
 //! Headless Chromium driven through the WebDriver protocol (W3C), spoken over HTTP to
 //! Debian's `chromedriver` with reqwest: no browser-automation crate, no downloaded browser.
 //!
-//! Missing `chromium` or `chromedriver` is a failure, not a skip: `.ci/consumers` installs
-//! them (`apt-get install chromium chromium-driver`).
+//! Missing `chromium` or `chromedriver` are installed by the test setup (as root, with apt-get;
+//! otherwise the test fails, never skips).
 //!
 //! Waits poll the DOM with a deadline ([`WAIT`]); nothing sleeps a fixed time.
 
@@ -42,13 +42,13 @@ pub fn screenshot_dir() -> PathBuf {
 impl Browser {
     /// Starts chromedriver on a free loopback port and a headless Chromium session.
     pub async fn start() -> Browser {
-        for (path, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
-            assert!(
-                std::path::Path::new(path).exists(),
-                "{path} is missing: the console's browser test needs Debian's {package} \
-                 (run .ci/consumers, or apt-get install chromium chromium-driver)"
-            );
-        }
+        static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        INSTALLED.get_or_init(|| {
+            crate::harness::ensure_debian_packages(
+                "the console's browser tests",
+                &[(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")],
+            )
+        });
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
             probe.local_addr().expect("probe addr").port()

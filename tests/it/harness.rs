@@ -1436,6 +1436,65 @@ pub fn invalid_fixtures() -> Vec<Fixture> {
 // Small utilities
 // ---------------------------------------------------------------------------
 
+/// Makes sure each `(program, package)` is there (a command on PATH, or a path with a `/`):
+/// missing ones are installed with apt-get, as root, under an install lock shared by the test
+/// binaries; without root or apt-get, a panic that names the packages. `who` says which tests
+/// need them. Callers run it once per process.
+pub fn ensure_debian_packages(who: &str, wanted: &[(&str, &str)]) {
+    let present = |program: &str| {
+        if program.contains('/') {
+            Path::new(program).exists()
+        } else {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {program}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        }
+    };
+    let missing = || -> Vec<&str> {
+        wanted
+            .iter()
+            .filter(|(program, _)| !present(program))
+            .map(|(_, package)| *package)
+            .collect()
+    };
+    if missing().is_empty() {
+        return;
+    }
+    let parent = crate::moto::target_dir();
+    std::fs::create_dir_all(&parent).unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
+    let _lock = crate::moto::install_lock(&parent.join("debian-packages.lock"));
+    let packages = missing();
+    if packages.is_empty() {
+        return;
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    assert!(
+        root && present("apt-get"),
+        "{who} need Debian's {packages:?}: install them (apt-get install {}); as root with apt-get, the tests install them themselves",
+        packages.join(" ")
+    );
+    eprintln!("[harness] installing {packages:?} with apt-get for {who}");
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-qq"]);
+    crate::moto::run_or_panic(update, "apt-get update failed");
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-qq"])
+        .args(&packages)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    crate::moto::run_or_panic(install, "apt-get install failed");
+    let still = missing();
+    assert!(
+        still.is_empty(),
+        "{still:?} still missing after apt-get install"
+    );
+}
+
 /// Polls `cond` every 20 ms until it holds or `within` passes (then panics
 /// with `what`). Only for conditions nothing can be awaited on (files).
 pub async fn poll_until<T>(within: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {

@@ -26,47 +26,17 @@ pub struct RedisServer {
     sentinel_conf: Option<PathBuf>,
 }
 
-/// Debian's `redis-server` and `redis-cli`: installed by the test setup when missing (as root,
-/// with apt-get, once per run, under an install lock shared by the test binaries); without root
-/// or apt-get, a panic that says what to install.
+/// Debian's `redis-server` and `redis-cli`, installed by the test setup when missing.
 fn ensure_installed() {
     static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     DONE.get_or_init(|| {
-        let have = |cmd: &str| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {cmd}")])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        let missing = || !(have("redis-server") && have("redis-cli"));
-        if !missing() {
-            return;
-        }
-        let parent = crate::moto::target_dir();
-        std::fs::create_dir_all(&parent)
-            .unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
-        let _lock = crate::moto::install_lock(&parent.join("redis-install.lock"));
-        if !missing() {
-            return;
-        }
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-        assert!(
-            root && have("apt-get"),
-            "the shared-dedup tests need redis-server and redis-cli: install them (Debian/Ubuntu: apt-get install redis-server redis-tools); as root with apt-get, the tests install them themselves"
-        );
-        eprintln!("[redis] installing redis-server and redis-tools with apt-get");
-        let mut update = Command::new("apt-get");
-        update.args(["update", "-qq"]);
-        crate::moto::run_or_panic(update, "apt-get update failed");
-        let mut install = Command::new("apt-get");
-        install
-            .args(["install", "-y", "-qq", "redis-server", "redis-tools"])
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        crate::moto::run_or_panic(install, "apt-get install redis-server redis-tools failed");
+        crate::harness::ensure_debian_packages(
+            "the shared-dedup tests",
+            &[
+                ("redis-server", "redis-server"),
+                ("redis-cli", "redis-tools"),
+            ],
+        )
     });
 }
 
