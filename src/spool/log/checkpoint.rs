@@ -318,25 +318,8 @@ pub fn write(storage: &dyn Storage, lsn: u64, bytes: &[u8]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::record::{EventRecord, Record};
+    use super::super::record::{test_event as event, Record};
     use super::*;
-
-    fn event<'a>(id: Option<&'a str>, received: u64, routes: &[RouteId]) -> Record<'a> {
-        Record::Event(EventRecord {
-            webhook_id: id,
-            received_at_ms: received,
-            api_key: None,
-            signature: "s",
-            event_type: None,
-            path: None,
-            body: b"{}",
-            routes: routes
-                .iter()
-                .map(|&r| (r, received))
-                .collect::<Vec<_>>()
-                .into(),
-        })
-    }
 
     /// A state with something of every kind: names, pending (retried, held), dead letters,
     /// an event kept only for its id, an id taken over by a later event, a copied event.

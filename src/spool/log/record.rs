@@ -509,6 +509,25 @@ fn decode_event<'a>(i: &mut In<'a>) -> Result<EventRecord<'a>, RecordError> {
     })
 }
 
+/// An event record for tests of what records mean: body `{}`, each route due at `received`.
+#[cfg(test)]
+pub(crate) fn test_event<'a>(id: Option<&'a str>, received: u64, routes: &[RouteId]) -> Record<'a> {
+    Record::Event(EventRecord {
+        webhook_id: id,
+        received_at_ms: received,
+        api_key: None,
+        signature: "s",
+        event_type: None,
+        path: None,
+        body: b"{}",
+        routes: routes
+            .iter()
+            .map(|&r| (r, received))
+            .collect::<Vec<_>>()
+            .into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -652,7 +652,7 @@ impl Restore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::record::EventRecord;
+    use super::super::record::test_event as event;
     use super::*;
 
     const R: RouteId = 0;
@@ -664,23 +664,6 @@ mod tests {
             offset: lsn,
             len: 1,
         }
-    }
-
-    fn event<'a>(id: Option<&'a str>, received: u64, routes: &[RouteId]) -> Record<'a> {
-        Record::Event(EventRecord {
-            webhook_id: id,
-            received_at_ms: received,
-            api_key: None,
-            signature: "s",
-            event_type: None,
-            path: None,
-            body: b"{}",
-            routes: routes
-                .iter()
-                .map(|&r| (r, received))
-                .collect::<Vec<_>>()
-                .into(),
-        })
     }
 
     /// Applies `records` at lsns 1, 2, ...
