@@ -47,6 +47,10 @@ podman rmi -f localhost/hookfan-ctx:ci-test >/dev/null
 for needed in Cargo.toml Cargo.lock build.rs src/main.rs src/lib.rs routes.yaml deploy/install-docs.sh; do
     grep -qx "$needed" "$WORK/context.txt" || fail ".dockerignore leaves $needed out of the build context"
 done
+# Files compiled into the binary (the web console's assets) must reach the build stage too.
+for needed in $(find assets -type f | sort); do
+    grep -qx "$needed" "$WORK/context.txt" || fail ".dockerignore leaves $needed out of the build context"
+done
 if grep -E '^(target|\.git|fuzz|tests)(/|$)' "$WORK/context.txt" | head -3 | grep -q .; then
     fail ".dockerignore lets target/, .git, fuzz/ or tests/ into the build context"
 fi
