@@ -280,13 +280,9 @@ impl Browser {
         )
         .await
         .unwrap_or_else(|e| panic!("clear {css}: {e}"));
-        self.command(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            Some(json!({ "text": text })),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("type into {css}: {e}"));
+        self.send_keys(&id, text)
+            .await
+            .unwrap_or_else(|e| panic!("type into {css}: {e}"));
     }
 
     /// Focuses the element matching `css` and presses `key` there, as a keyboard user does
@@ -296,13 +292,19 @@ impl Browser {
             .element(css)
             .await
             .unwrap_or_else(|e| panic!("find {css}: {e}"));
+        self.send_keys(&id, key)
+            .await
+            .unwrap_or_else(|e| panic!("press {key:?} on {css}: {e}"));
+    }
+
+    /// WebDriver's "Element Send Keys": `text` typed into element `id`.
+    async fn send_keys(&self, id: &str, text: &str) -> Result<Value, String> {
         self.command(
             reqwest::Method::POST,
             &format!("/element/{id}/value"),
-            Some(json!({ "text": key })),
+            Some(json!({ "text": text })),
         )
         .await
-        .unwrap_or_else(|e| panic!("press {key:?} on {css}: {e}"));
     }
 
     /// Writes a PNG of the viewport to `target/console-screenshots/<name>.png`.

@@ -509,21 +509,7 @@ mod tests {
     fn log_of(n: usize) -> SimDisk {
         let disk = SimDisk::new(9);
         let w = Writer::start(Arc::new(disk.clone()), recover(&disk).unwrap(), config()).unwrap();
-        for i in 0..n {
-            let id = format!("id-{i}");
-            let body = vec![b'x'; 200];
-            let record = Record::Event(EventRecord {
-                webhook_id: Some(&id),
-                received_at_ms: 1,
-                api_key: None,
-                signature: "sig",
-                event_type: None,
-                path: None,
-                body: &body,
-                routes: vec![(0, 1)].into(),
-            });
-            w.wait(&w.submit(&[record]).unwrap()).unwrap();
-        }
+        append(&w, n);
         w.close();
         disk
     }
