@@ -157,7 +157,7 @@ if podman run --rm --read-only --network none "$IMAGE" --version > "$WORK/run-pr
     mnt=$(podman volume inspect hookfan-ci-test --format '{{.Mountpoint}}')
     for _ in $(seq 50); do grep -q '"message.new"' "$mnt/events.jsonl" 2>/dev/null && break; sleep 0.1; done
     grep -q '"message.new"' "$mnt/events.jsonl" || fail "the event did not reach /data/events.jsonl"
-    [ -f "$mnt/spool.redb" ] || fail "no spool in /data"
+    compgen -G "$mnt/spool/*.seg" >/dev/null || fail "no spool segments in /data/spool"
     podman stop -t 20 hookfan-ci-test >/dev/null
     code=$(podman inspect hookfan-ci-test --format '{{.State.ExitCode}}')
     podman logs hookfan-ci-test > "$WORK/hookfan.log" 2>&1
@@ -221,7 +221,7 @@ else
         ( as_image_user "${secrets[@]}" )
         for _ in $(seq 50); do grep -q "\"message.new\"" "$DATA/events.jsonl" 2>/dev/null && break; sleep 0.1; done
         grep -q "\"message.new\"" "$DATA/events.jsonl" || fail "the event did not reach /data/events.jsonl"
-        [ -f "$DATA/spool.redb" ] || fail "no spool in /data"
+        compgen -G "$DATA/spool/*.seg" >/dev/null || fail "no spool segments in /data/spool"
         say "/data holds: $(ls "$DATA" | tr "\n" " ")"
         kill -TERM $pid
         code=0; wait $pid || code=$?

@@ -319,7 +319,8 @@ enum Spooled {
 }
 
 async fn reach_spool(config: &Config) -> anyhow::Result<Spooled> {
-    match Spool::open(&config.data_dir) {
+    let settings = crate::spool::log::LogSpoolConfig::with_segment_size(config.spool_segment_bytes);
+    match Spool::open_with(&config.data_dir, settings) {
         Ok(spool) => Ok(Spooled::Offline(spool)),
         Err(SpoolError::InUse(path)) => Admin::new(config)
             .map(Spooled::Live)

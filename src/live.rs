@@ -281,6 +281,10 @@ async fn reload(
         ("admin_listen", next.admin_listen != current.admin_listen),
         ("data_dir", next.data_dir != current.data_dir),
         (
+            "spool_segment_bytes",
+            next.spool_segment_bytes != current.spool_segment_bytes,
+        ),
+        (
             "tls (on or off)",
             next.tls.is_some() != current.tls.is_some(),
         ),
@@ -310,9 +314,20 @@ async fn reload(
         );
         return;
     }
+    // Likewise the running spool's segments: a webhook must fit in half of one.
+    if 2 * next.max_body_bytes as u64 > current.spool_segment_bytes {
+        metrics::counter!("hookfan_config_reloads_total", "outcome" => "failure").increment(1);
+        tracing::error!(
+            "config reload ({trigger}) failed; the previous config keeps running: max_body_bytes ({}) is more than half the running spool_segment_bytes ({}), which only a restart changes",
+            next.max_body_bytes,
+            current.spool_segment_bytes
+        );
+        return;
+    }
     next.listen = current.listen;
     next.admin_listen = current.admin_listen;
     next.data_dir = current.data_dir.clone();
+    next.spool_segment_bytes = current.spool_segment_bytes;
     next.max_connections = current.max_connections;
     next.max_buffered_bytes = current.max_buffered_bytes;
     next.delivery_nice = current.delivery_nice;

@@ -20,6 +20,7 @@ use crate::deliver::runtime::DeliveryRuntime;
 use crate::ingest::{self, IngestState};
 use crate::live::{Reload, Routes};
 use crate::sources::Sources;
+use crate::spool::log::LogSpoolConfig;
 use crate::spool::Spool;
 
 /// Runs the daemon on `listener` (webhooks; None: sources only) and `admin` (health,
@@ -41,9 +42,13 @@ pub async fn run(
         Some(files) => Some(ingest::tls::CertStore::open(files)?),
         None => None,
     };
-    let spool = Spool::open(&config.data_dir)?;
-    tracing::info!(spool = %spool.path().display(), "spool open");
+    // The recorder first: the spool's writer registers its metrics when it starts.
     let metrics = crate::telemetry::metrics_handle();
+    let spool = Spool::open_with(
+        &config.data_dir,
+        LogSpoolConfig::with_segment_size(config.spool_segment_bytes),
+    )?;
+    tracing::info!(spool = %spool.path().display(), "spool open");
     // Counters of rare events exist from the start, so rate() and increase() see the first one.
     for outcome in ["success", "failure"] {
         metrics::counter!("hookfan_config_reloads_total", "outcome" => outcome).increment(0);

@@ -520,6 +520,37 @@ broken_configs! {
         expect: [(2, 21, "max_buffered_bytes (1048576) is less than max_body_bytes (2097152)")],
     }
 
+    spool_segments_must_be_between_one_mebibyte_and_one_gibibyte {
+        env: [],
+        yaml: r#"
+            |spool_segment_bytes: 1000
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes: [{ name: a, event_types: [], file: { path: ./a.jsonl } }]
+        "#,
+        expect: [(1, 22, "spool_segment_bytes: must be between 1048576 (1 MiB) and 1073741824 (1 GiB)")],
+    }
+
+    the_largest_webhook_must_fit_in_half_a_spool_segment {
+        env: [],
+        yaml: r#"
+            |max_body_bytes: 16777217
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes: [{ name: a, event_types: [], file: { path: ./a.jsonl } }]
+        "#,
+        expect: [(1, 17, "spool_segment_bytes (33554432) is less than twice max_body_bytes (16777217): a webhook of the largest size must fit in half a spool segment; raise spool_segment_bytes")],
+    }
+
+    a_spool_segment_too_small_for_the_largest_webhook_is_reported_at_the_segment_size {
+        env: [],
+        yaml: r#"
+            |max_body_bytes: 1048576
+            |spool_segment_bytes: 1048576
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes: [{ name: a, event_types: [], file: { path: ./a.jsonl } }]
+        "#,
+        expect: [(2, 22, "spool_segment_bytes (1048576) is less than twice max_body_bytes (1048576)")],
+    }
+
     durations_longer_than_ten_years_are_refused {
         env: [],
         yaml: r#"
@@ -575,7 +606,7 @@ broken_configs! {
             |    event_types: []
             |    file: { path: ./a.jsonl }
         "#,
-        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, tls, allowed_ips, max_event_age, max_connections, request_timeout, max_buffered_bytes, admin_listen, admin_token, data_dir, max_body_bytes, dedup_window, shutdown_grace, delivery_nice, apps, routes, passthrough, sources, dedup)"#)],
+        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, tls, allowed_ips, max_event_age, max_connections, request_timeout, max_buffered_bytes, admin_listen, admin_token, data_dir, spool_segment_bytes, max_body_bytes, dedup_window, shutdown_grace, delivery_nice, apps, routes, passthrough, sources, dedup)"#)],
     }
 
     unknown_keys_in_different_routes_and_blocks_are_all_reported_at_once {

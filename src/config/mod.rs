@@ -124,6 +124,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// The spool (durable store) lives here.
     pub data_dir: PathBuf,
+    /// Size of each of the spool's segment files.
+    pub spool_segment_bytes: u64,
     /// Largest accepted body, checked before and after gzip decompression.
     pub max_body_bytes: usize,
     /// How long an `X-Webhook-Id` is remembered to drop Stream's retries.
@@ -425,6 +427,9 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_SPOOL_SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
+const MIN_SEGMENT_BYTES: u64 = 1024 * 1024;
+const MAX_SEGMENT_BYTES: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(600);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(6);
@@ -480,9 +485,17 @@ struct RawConfig {
     admin_listen: Option<String>,
     /// When set, the admin API (/api/...) requires it as a bearer token.
     admin_token: Option<String>,
-    /// Directory of the durable spool (spool.redb).
+    /// Directory of the durable spool (its log is in `<data_dir>/spool/`).
     #[schemars(extend("default" = DEFAULT_DATA_DIR))]
     data_dir: Option<String>,
+    /// Size of each spool segment file, in bytes (created zero-filled ahead of need). The
+    /// spool's disk use is a few segments plus the backlog; a webhook must fit in half of
+    /// one (at least twice max_body_bytes).
+    #[schemars(
+        range(min = MIN_SEGMENT_BYTES, max = MAX_SEGMENT_BYTES),
+        extend("default" = DEFAULT_SPOOL_SEGMENT_BYTES)
+    )]
+    spool_segment_bytes: Option<u64>,
     /// Largest accepted body in bytes, checked before and after gzip decompression.
     #[schemars(range(min = 1, max = MAX_BODY_LIMIT), extend("default" = DEFAULT_MAX_BODY_BYTES))]
     max_body_bytes: Option<u64>,
@@ -787,6 +800,7 @@ const TOP_KEYS: &[&str] = &[
     "admin_listen",
     "admin_token",
     "data_dir",
+    "spool_segment_bytes",
     "max_body_bytes",
     "dedup_window",
     "shutdown_grace",
@@ -1315,6 +1329,26 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
         ));
     }
 
+    let spool_segment_bytes = raw
+        .spool_segment_bytes
+        .unwrap_or(DEFAULT_SPOOL_SEGMENT_BYTES);
+    if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&spool_segment_bytes) {
+        errs.push(pos.diag(
+            "spool_segment_bytes",
+            format!("spool_segment_bytes: must be between {MIN_SEGMENT_BYTES} (1 MiB) and {MAX_SEGMENT_BYTES} (1 GiB)"),
+        ));
+    } else if max_body_bytes <= MAX_BODY_LIMIT && spool_segment_bytes < 2 * max_body_bytes {
+        let key = if raw.spool_segment_bytes.is_some() {
+            "spool_segment_bytes"
+        } else {
+            "max_body_bytes"
+        };
+        errs.push(pos.diag(
+            key,
+            format!("spool_segment_bytes ({spool_segment_bytes}) is less than twice max_body_bytes ({max_body_bytes}): a webhook of the largest size must fit in half a spool segment; raise spool_segment_bytes"),
+        ));
+    }
+
     let max_buffered_bytes = raw
         .max_buffered_bytes
         .unwrap_or(DEFAULT_MAX_BUFFERED_BYTES.max(2 * max_body_bytes));
@@ -1530,6 +1564,7 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
         admin_listen,
         admin_token,
         data_dir,
+        spool_segment_bytes,
         max_body_bytes: max_body_bytes as usize,
         dedup_window,
         shutdown_grace,

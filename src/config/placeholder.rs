@@ -191,6 +191,8 @@ pub fn for_key(key: &str) -> &'static str {
         "max_body_bytes" => "1048576",
         // The largest max_body_bytes, so any max_body_bytes written beside it fits.
         "max_buffered_bytes" => "268435456",
+        // The largest segment, for the same reason.
+        "spool_segment_bytes" => "1073741824",
         "delivery_nice" => "5",
         // dedup.sentinel.db
         "db" => "0",

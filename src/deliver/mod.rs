@@ -105,6 +105,7 @@ impl RouteWorker {
             spool: self.spool.clone(),
             warn: Mutex::new(WarnLimiter::default()),
             stats: self.stats.clone(),
+            metrics: OutcomeMetrics::register(&name),
         });
         tracing::debug!(route = %name, concurrency, "delivery worker started");
 
@@ -218,6 +219,27 @@ struct Ctx {
     spool: Spool,
     warn: Mutex<WarnLimiter>,
     stats: Arc<RouteStats>,
+    metrics: OutcomeMetrics,
+}
+
+/// A route's delivery outcome metrics (docs/metrics.md), registered once per worker.
+struct OutcomeMetrics {
+    delivered: metrics::Counter,
+    retried: metrics::Counter,
+    dead_lettered: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+impl OutcomeMetrics {
+    fn register(route: &str) -> OutcomeMetrics {
+        let outcome = |outcome: &'static str| metrics::counter!("hookfan_deliveries_total", "route" => route.to_string(), "outcome" => outcome);
+        OutcomeMetrics {
+            delivered: outcome("delivered"),
+            retried: outcome("retried"),
+            dead_lettered: outcome("dead_lettered"),
+            latency: metrics::histogram!("hookfan_delivery_latency_seconds", "route" => route.to_string()),
+        }
+    }
 }
 
 impl Ctx {
@@ -235,12 +257,36 @@ impl Ctx {
             .collect()
     }
 
-    /// Records the outcomes of one batch in one spool command. Returns the batch's seqs.
+    /// Records the outcomes of one batch in one spool command, then counts them (so a
+    /// counted outcome is one the spool holds). Returns the batch's seqs.
     async fn record(&self, items: &[DueItem], completions: Vec<Completion>) -> Vec<u64> {
+        let now = now_ms();
+        let mut delivered_after_ms = Vec::new();
+        let (mut retried, mut dead) = (0, 0);
+        for (item, completion) in items.iter().zip(&completions) {
+            match completion {
+                Completion::Delivered => {
+                    delivered_after_ms.push(now.saturating_sub(item.event.received_at_ms))
+                }
+                Completion::Retry { .. } | Completion::Hold { .. } => retried += 1,
+                Completion::Dead { .. } => dead += 1,
+            }
+        }
         let outcomes = items.iter().map(|i| i.key).zip(completions).collect();
         // A failed write leaves the rows pending under their old keys: they are delivered
         // again later (duplicates, never a loss).
-        if let Err(e) = self.spool.complete_batch(&self.route, outcomes).await {
+        let recorded = self.spool.complete_batch(&self.route, outcomes).await;
+        if recorded.is_ok() {
+            let delivered = delivered_after_ms.len() as u64;
+            self.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
+            self.metrics.delivered.increment(delivered);
+            for ms in delivered_after_ms {
+                self.metrics.latency.record(ms as f64 / 1000.0);
+            }
+            self.metrics.retried.increment(retried);
+            self.metrics.dead_lettered.increment(dead);
+        }
+        if let Err(e) = recorded {
             if !matches!(e, SpoolError::Closed) {
                 tracing::error!(route = %self.route, error = %e, "cannot record delivery outcomes; the events will be delivered again");
                 // The rows are still due under their old keys: without a pause a spool that
@@ -257,15 +303,8 @@ impl Ctx {
         let attempt = item.state.attempts + 1;
         let event = &item.event;
         let now = now_ms();
-        let route = self.route.clone();
         match outcome {
-            Outcome::Delivered => {
-                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("hookfan_deliveries_total", "route" => route.clone(), "outcome" => "delivered").increment(1);
-                metrics::histogram!("hookfan_delivery_latency_seconds", "route" => route)
-                    .record(now.saturating_sub(event.received_at_ms) as f64 / 1000.0);
-                Completion::Delivered
-            }
+            Outcome::Delivered => Completion::Delivered,
             Outcome::Retry { after, error } => {
                 self.stats.failed(&error);
                 let age = Duration::from_millis(now.saturating_sub(event.received_at_ms));
@@ -277,7 +316,6 @@ impl Ctx {
                     self.dead(item, attempt, error)
                 } else {
                     let wait = backoff::delay(&self.policy, attempt, after, rand::random::<f64>());
-                    metrics::counter!("hookfan_deliveries_total", "route" => route, "outcome" => "retried").increment(1);
                     self.warn_failure(
                         item,
                         attempt,
@@ -309,7 +347,6 @@ impl Ctx {
     }
 
     fn dead(&self, item: &DueItem, attempt: u32, error: String) -> Completion {
-        metrics::counter!("hookfan_deliveries_total", "route" => self.route.clone(), "outcome" => "dead_lettered").increment(1);
         tracing::error!(
             route = %self.route,
             webhook_id = item.event.webhook_id.as_deref().unwrap_or("-"),

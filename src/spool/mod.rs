@@ -67,6 +67,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use codec::{DeadState, PendingState, StoredEvent};
 use counts::{Change, Counts};
+/// The spool the daemon runs: the log ([`log::LogSpool`]).
+pub use log::LogSpool as Spool;
 use seen::SeenIndex;
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -295,7 +297,7 @@ pub enum DeadLetterAction {
 /// A handle on the spool; cheap to clone. Reads run on the caller's thread (use
 /// `spawn_blocking` from async code); writes are queued to the writer thread.
 #[derive(Clone)]
-pub struct Spool {
+pub struct RedbSpool {
     db: SharedDb,
     path: Arc<PathBuf>,
     commands: mpsc::Sender<Command>,
@@ -390,9 +392,9 @@ impl SharedCounts {
     }
 }
 
-impl Spool {
+impl RedbSpool {
     /// Opens (or creates) the spool in `data_dir` and starts its writer thread.
-    pub fn open(data_dir: &Path) -> Result<Spool, SpoolError> {
+    pub fn open(data_dir: &Path) -> Result<RedbSpool, SpoolError> {
         std::fs::create_dir_all(data_dir).map_err(|source| SpoolError::DataDir {
             path: data_dir.to_path_buf(),
             source,
@@ -481,7 +483,7 @@ impl Spool {
                 source,
             })?;
         drop(db);
-        Ok(Spool {
+        Ok(RedbSpool {
             db: shared,
             path: Arc::new(path),
             commands: tx,
@@ -714,7 +716,7 @@ impl Spool {
         self.scan_summary(route)
     }
 
-    /// [`Spool::route_summary`] by walking the route's rows (keys only, plus one event).
+    /// [`RedbSpool::route_summary`] by walking the route's rows (keys only, plus one event).
     fn scan_summary(&self, route: &str) -> Result<RouteSummary, SpoolError> {
         let txn = self.db()?.begin_read().map_err(storage)?;
         let pending = txn.open_table(PENDING).map_err(storage)?;
@@ -928,7 +930,7 @@ struct Writer {
     path: PathBuf,
     /// Set by a failed commit: the next batch first reopens the database.
     broken_since: Option<Instant>,
-    /// Shared with [`Spool::commit_error`].
+    /// Shared with [`RedbSpool::commit_error`].
     commit_error: Arc<Mutex<Option<String>>>,
     /// Shared with readers; changed only here, after a commit.
     counts: Arc<SharedCounts>,

@@ -1,5 +1,5 @@
 //! The spool's contract ([`contract_tests.rs`](contract_tests.rs), every test of it) run
-//! against both spools: the redb one ([`super::Spool`]) and the log facade
+//! against both spools: the redb one ([`super::RedbSpool`]) and the log facade
 //! ([`super::log::LogSpool`]); then each one's own tests, of what the other does not have.
 
 /// The redb spool: the contract, then its file, its backlog walk at open and its schema.
@@ -8,6 +8,8 @@ mod redb_spool {
     use std::time::Duration;
 
     use crate::spool::*;
+
+    type Spool = RedbSpool;
 
     fn open(dir: &Path) -> Result<Spool, SpoolError> {
         Spool::open(dir)

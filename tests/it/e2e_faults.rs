@@ -576,71 +576,51 @@ async fn sqs_server_down_and_back_neither_slows_ingest_nor_loses_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_answers_503_stores_nothing_it_acknowledges_wrongly_and_recovers_by_itself() {
     const PAD: usize = 16 * 1024;
-    /// Room the spool file gets beyond its size at startup.
-    const ROOM: u64 = 2 * 1024 * 1024;
+    /// Events acknowledged before the disk fills.
+    const BEFORE: usize = 20;
     let mut receiver = Receiver::start().await;
-    // Nothing is delivered while the disk fills: the backlog stays in the spool.
+    // Nothing is delivered meanwhile: the backlog stays in the spool.
     receiver.stop().await;
     let mut daemon =
         Daemon::start(Config::default().route(HttpRoute::new("to-receiver", receiver.url()))).await;
-    let initial = std::fs::metadata(daemon.spool_path())
-        .expect("spool file")
-        .len();
-    let limit = initial + ROOM;
-    daemon.limit_file_size(Some(limit));
-
     let http = client();
     let run = new_id();
     let mut acked = Vec::new();
     let mut refused = Vec::new();
-    let mut i = 0;
-    while refused.is_empty() {
-        assert!(
-            i < 1000,
-            "the spool never filled up ({} events acknowledged, limit {limit} bytes)",
-            acked.len()
-        );
-        let id = format!("full-{run}-{i:04}");
-        i += 1;
-        let answer = post_signed(&http, &daemon.url(), &id, &padded_body(&id, PAD)).await;
-        match answer.status {
-            200 => acked.push(id),
-            503 => {
-                assert_eq!(
-                    answer
-                        .headers
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok()),
-                    Some("1"),
-                    "{answer:?}"
-                );
-                refused.push(id);
-            }
-            _ => panic!("{id}: unexpected answer while the disk fills: {answer:?}"),
-        }
+    for i in 0..BEFORE {
+        let id = format!("full-{run}-before-{i:04}");
+        post_ok(&http, &daemon.url(), &id, &padded_body(&id, PAD)).await;
+        acked.push(id);
     }
+    // From now on every write fails (EFBIG), as on a full copy-on-write filesystem, where
+    // even a write into a preallocated segment needs new blocks.
+    daemon.limit_file_size(Some(0));
     let full_at = Instant::now();
-    // Once full, nothing more is acknowledged.
-    for _ in 0..10 {
+    for i in 0..10 {
         let id = format!("full-{run}-{i:04}");
-        i += 1;
         let answer = post_signed(&http, &daemon.url(), &id, &padded_body(&id, PAD)).await;
         assert_eq!(
             answer.status, 503,
             "{id}: an event that cannot be stored must get 503: {answer:?}"
         );
+        assert_eq!(
+            answer
+                .headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("1"),
+            "{answer:?}"
+        );
         refused.push(id);
     }
-    let size = std::fs::metadata(daemon.spool_path()).unwrap().len();
-    assert!(size <= limit, "spool file {size} bytes, limit {limit}");
     // The process survived SIGXFSZ and says why it is not ready.
     let (status, body) = get(&http, format!("http://{}/readyz", daemon.admin)).await;
     assert_eq!(status, 503, "/readyz while the spool cannot commit: {body}");
     assert!(body.contains("cannot commit"), "{body}");
 
-    // Space returns: the spool reopens its database by itself (redb refuses every write
-    // after an I/O error until then) and takes webhooks again, without a restart. Until it
-    // has, answers stay 503: never a 200 it cannot keep.
+    // Space returns: the spool's writer moves to a fresh segment once one can be prepared
+    // again (it never trusts the pages of a failed write) and takes webhooks again, without
+    // a restart. Until it has, answers stay 503: never a 200 it cannot keep.
     daemon.limit_file_size(None);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut attempt = 0;
@@ -685,9 +665,8 @@ async fn full_disk_answers_503_stores_nothing_it_acknowledges_wrongly_and_recove
         &tally,
         &delivered,
         &format!(
-            "; spool limit {limit} bytes, full after {} events, back in service {recovered_in:?} \
-             after filling up, without a restart",
-            acked.len() - 1
+            "; every write failing after {BEFORE} events, back in service {recovered_in:?} \
+             after the first refusal, without a restart"
         ),
     );
     let stored_refused: Vec<&String> = delivered
@@ -707,32 +686,62 @@ async fn full_disk_answers_503_stores_nothing_it_acknowledges_wrongly_and_recove
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_or_foreign_spool_file_stops_startup_and_is_left_untouched() {
-    const N: usize = 20;
+    /// 40 events of 64 KiB fill more than two segments of 1 MiB: the first is sealed.
+    const N: usize = 40;
+    const PAD: usize = 64 * 1024;
     let mut receiver = Receiver::start().await;
     receiver.stop().await;
-    let mut daemon =
-        Daemon::start(Config::default().route(HttpRoute::new("to-receiver", receiver.url()))).await;
+    let mut daemon = Daemon::start(
+        Config::default()
+            .max_body_bytes(256 * 1024)
+            .top_level("spool_segment_bytes: 1048576")
+            .route(HttpRoute::new("to-receiver", receiver.url())),
+    )
+    .await;
     let http = client();
     let ids: HashSet<String> = (0..N).map(|_| new_id()).collect();
     for id in &ids {
-        post_ok(&http, &daemon.url(), id, &padded_body(id, 1024)).await;
+        post_ok(&http, &daemon.url(), id, &padded_body(id, PAD)).await;
     }
     daemon.stop_gracefully().await;
-    let path = daemon.spool_path();
-    let original = std::fs::read(&path).expect("read spool");
-    let mut garbage = vec![0u8; original.len()];
-    rand::rng().fill(&mut garbage[..]);
-    let cases: [(&str, Vec<u8>); 4] = [
-        ("truncated to half", original[..original.len() / 2].to_vec()),
-        ("truncated to 100 bytes", original[..100].to_vec()),
-        ("random bytes", garbage),
-        ("a text file", b"this is not a spool\n".repeat(100)),
+    let dir = daemon.spool_dir();
+    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .expect("list the spool")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    let sealed = segments[0].clone();
+    let original = std::fs::read(&sealed).expect("read the first segment");
+    let written_after =
+        |path: &std::path::Path| std::fs::read(path).is_ok_and(|b| b[..64].iter().any(|&x| x != 0));
+    assert!(
+        segments[1..].iter().filter(|p| written_after(p)).count() >= 1,
+        "the first segment must be sealed (a later one written): {segments:?}"
+    );
+    let mut flipped = original.clone();
+    // Inside an event's body, in the middle of the sealed segment's groups.
+    flipped[300_000] ^= 0x01;
+    let cases: [(&str, Option<Vec<u8>>); 4] = [
+        ("a byte flipped in an acknowledged group", Some(flipped)),
+        (
+            "truncated to half",
+            Some(original[..original.len() / 2].to_vec()),
+        ),
+        ("a text file", Some(b"this is not a spool\n".repeat(100))),
+        ("removed", None),
     ];
     for (what, bytes) in cases {
-        std::fs::write(&path, &bytes).expect("write the damaged spool");
+        match &bytes {
+            Some(bytes) => std::fs::write(&sealed, bytes).expect("write the damaged segment"),
+            None => std::fs::remove_file(&sealed).expect("remove the segment"),
+        }
         let out = daemon.serve_expecting_exit(Duration::from_secs(20)).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        eprintln!("[faults] corrupted spool, {what}: exit {}", out.status);
+        eprintln!(
+            "[faults] damaged spool, first sealed segment {what}: exit {}",
+            out.status
+        );
         assert!(
             !out.status.success(),
             "{what}: hookfan must not start: {}",
@@ -740,16 +749,16 @@ async fn corrupted_or_foreign_spool_file_stops_startup_and_is_left_untouched() {
         );
         let last = stderr.lines().last().unwrap_or_default();
         assert!(
-            last.contains(&path.display().to_string()) && last.contains("move it aside"),
-            "{what}: the error must name the file and what to do: {last:?}"
+            last.contains(".seg") && last.contains("corrupt at byte"),
+            "{what}: the error must name the file and the offset: {last:?}"
         );
         assert!(
-            std::fs::read(&path).expect("read spool") == bytes,
+            std::fs::read(&sealed).ok() == bytes,
             "{what}: the file must be left untouched"
         );
     }
     // The original data is still all there.
-    std::fs::write(&path, &original).expect("restore the spool");
+    std::fs::write(&sealed, &original).expect("restore the segment");
     receiver.restart().await;
     daemon.restart().await;
     let got = receive_until(&mut receiver, &ids, Duration::from_secs(30)).await;

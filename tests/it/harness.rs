@@ -1652,9 +1652,9 @@ impl Daemon {
             .unwrap_or_else(|| panic!("no {field} line in {path}"))
     }
 
-    /// `<dir>/data/spool.redb`
-    pub fn spool_path(&self) -> PathBuf {
-        self.dir().join("data").join("spool.redb")
+    /// `<dir>/data/spool`: the spool's log (segments, checkpoints).
+    pub fn spool_dir(&self) -> PathBuf {
+        self.dir().join("data").join("spool")
     }
 
     /// Runs `hookfan serve` once more on this daemon's config while the daemon is stopped, and

@@ -16,7 +16,7 @@
 //! - [`recovery`]: opening a directory: the newest valid checkpoint, then every valid group
 //!   after it applied, a torn tail cut, corruption refused.
 //! - [`reader`]: a record read back by its location (the dedup check's confirmation).
-//! - [`spool`]: [`LogSpool`], the facade: the redb [`crate::spool::Spool`]'s API over the
+//! - [`spool`]: [`LogSpool`], the facade: the redb [`crate::spool::RedbSpool`]'s API over the
 //!   log (see "The facade").
 //!
 //! Still to come (issue 21): recycling segments (reuse as prepared ones instead of delete
@@ -326,7 +326,7 @@ pub use segment::BadFrame;
 pub use spool::{LogSpool, LogSpoolConfig};
 pub use state::{Location, State};
 pub use storage::{RealDisk, SimDisk, Storage};
-pub use writer::{Ticket, Writer, WriterConfig, WriterStats};
+pub use writer::{Submitted, Ticket, Writer, WriterConfig, WriterStats};
 
 /// Why recovery refuses a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

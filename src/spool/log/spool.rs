@@ -1,4 +1,4 @@
-//! [`LogSpool`]: the spool's API ([`crate::spool::Spool`]'s methods, arguments, results and
+//! [`LogSpool`]: the spool's API ([`crate::spool::RedbSpool`]'s methods, arguments, results and
 //! guarantees) over the log. See "The facade" in the module documentation for how each
 //! method maps onto records and what is kept in memory.
 //!
@@ -21,7 +21,7 @@ use super::record::{EventRecord, Record, RouteId};
 use super::recovery::recover;
 use super::state::{Location, State};
 use super::storage::{RealDisk, Storage};
-use super::writer::{Ticket, Writer, WriterConfig};
+use super::writer::{Submitted, Ticket, Writer, WriterConfig};
 use super::LogError;
 use crate::spool::{
     now_ms, AppendOutcome, Completion, DeadLetter, DeadLetterAction, DeadState, Due, DueItem,
@@ -50,7 +50,17 @@ pub struct LogSpoolConfig {
 
 impl Default for LogSpoolConfig {
     fn default() -> LogSpoolConfig {
-        let writer = WriterConfig::default();
+        LogSpoolConfig::with_segment_size(WriterConfig::default().segment_size)
+    }
+}
+
+impl LogSpoolConfig {
+    /// The default settings for segments of `bytes` (the config's `spool_segment_bytes`).
+    pub fn with_segment_size(bytes: u64) -> LogSpoolConfig {
+        let writer = WriterConfig {
+            segment_size: bytes,
+            ..WriterConfig::default()
+        };
         let maintenance = MaintenanceConfig::for_segments(writer.segment_size);
         LogSpoolConfig {
             writer,
@@ -59,7 +69,7 @@ impl Default for LogSpoolConfig {
     }
 }
 
-/// The log-structured spool, with [`crate::spool::Spool`]'s API; cheap to clone. Reads run
+/// The log-structured spool, with [`crate::spool::RedbSpool`]'s API; cheap to clone. Reads run
 /// on the caller's thread (blocking: they read event records back from segments); writes
 /// are submissions to the group-commit writer, answered once durable.
 #[derive(Clone)]
@@ -283,11 +293,40 @@ impl LogSpool {
         }
     }
 
-    fn submit(&self, records: &[Record<'_>]) -> Result<Ticket, SpoolError> {
+    /// Submits `records` as one, waiting (without blocking a thread) for room in the group
+    /// being filled: up to the writer's `enqueue_timeout` (then [`SpoolError::Busy`]), or
+    /// without bound when `patient` (outcomes: a full group only delays them).
+    async fn submit(&self, records: &[Record<'_>], patient: bool) -> Result<Ticket, SpoolError> {
+        let deadline = self.room_deadline(patient);
+        loop {
+            match self.try_submit(records)? {
+                Submitted::Queued(ticket) => return Ok(ticket),
+                Submitted::Full(taken) => self.wait_for_room(taken, deadline).await?,
+            }
+        }
+    }
+
+    fn try_submit(&self, records: &[Record<'_>]) -> Result<Submitted, SpoolError> {
         if !self.is_open() {
             return Err(SpoolError::Closed);
         }
-        self.inner.writer.submit(records).map_err(spool_error)
+        self.inner.writer.try_submit(records).map_err(spool_error)
+    }
+
+    fn room_deadline(&self, patient: bool) -> Option<tokio::time::Instant> {
+        (!patient).then(|| tokio::time::Instant::now() + self.inner.writer.enqueue_timeout())
+    }
+
+    async fn wait_for_room(
+        &self,
+        taken: u64,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), SpoolError> {
+        if self.inner.writer.room(taken, deadline).await {
+            Ok(())
+        } else {
+            Err(SpoolError::Busy)
+        }
     }
 
     /// The ids of `names`, binding the new ones first (one durable submission of
@@ -324,7 +363,7 @@ impl LogSpool {
                 Record::Route { id, name }
             })
             .collect();
-        let ticket = self.submit(&records)?;
+        let ticket = self.submit(&records, false).await?;
         self.settle(&ticket).await?;
         let mut routes = lock(&self.inner.routes);
         routes.extend(bound);
@@ -423,26 +462,38 @@ impl LogSpool {
             }
             None => None,
         };
-        let ticket = {
-            let mut fresh_due = lock(&self.inner.fresh_due);
-            let due = event.received_at_ms.max(*fresh_due);
-            let dues: Vec<(RouteId, u64)> = route_ids.iter().map(|&r| (r, due)).collect();
-            let mut records = vec![Record::Event(EventRecord {
-                webhook_id: event.webhook_id.as_deref(),
-                received_at_ms: event.received_at_ms,
-                api_key: event.api_key.as_deref(),
-                signature: &event.signature,
-                event_type: event.event_type.as_deref(),
-                path: event.path.as_deref(),
-                body: &event.body,
-                routes: dues.into(),
-            })];
-            if let Some(expire) = self.expiry(window_ms) {
-                records.push(expire);
+        // The due time is chosen and the records queued under one lock (see "Queue order of
+        // new events"); when the group being filled is full, the lock is let go while
+        // waiting for room, and both are done again.
+        let deadline = self.room_deadline(false);
+        let ticket = loop {
+            let queued = {
+                let mut fresh_due = lock(&self.inner.fresh_due);
+                let due = event.received_at_ms.max(*fresh_due);
+                let dues: Vec<(RouteId, u64)> = route_ids.iter().map(|&r| (r, due)).collect();
+                let mut records = vec![Record::Event(EventRecord {
+                    webhook_id: event.webhook_id.as_deref(),
+                    received_at_ms: event.received_at_ms,
+                    api_key: event.api_key.as_deref(),
+                    signature: &event.signature,
+                    event_type: event.event_type.as_deref(),
+                    path: event.path.as_deref(),
+                    body: &event.body,
+                    routes: dues.into(),
+                })];
+                if let Some(expire) = self.expiry(window_ms) {
+                    records.push(expire);
+                }
+                let queued = self.try_submit(&records)?;
+                if let Submitted::Queued(_) = queued {
+                    *fresh_due = due;
+                }
+                queued
+            };
+            match queued {
+                Submitted::Queued(ticket) => break ticket,
+                Submitted::Full(taken) => self.wait_for_room(taken, deadline).await?,
             }
-            let ticket = self.submit(&records)?;
-            *fresh_due = due;
-            ticket
         };
         if let Some(claim) = &mut claim {
             claim.ticket = Some(ticket);
@@ -538,12 +589,7 @@ impl LogSpool {
             .collect();
         // Completions wait for room rather than fail (as the redb spool's do): a full group
         // only delays them.
-        let ticket = loop {
-            match self.submit(&records) {
-                Err(SpoolError::Busy) => continue,
-                submitted => break submitted?,
-            }
-        };
+        let ticket = self.submit(&records, true).await?;
         self.settle(&ticket).await
     }
 
@@ -761,7 +807,7 @@ impl LogSpool {
                 DeadLetterAction::Drop => Record::Drop { route, seq },
             })
             .collect();
-        let ticket = self.submit(&records)?;
+        let ticket = self.submit(&records, false).await?;
         self.settle(&ticket).await?;
         Ok(selected.len() as u64)
     }
@@ -777,7 +823,9 @@ impl LogSpool {
         if n == 0 {
             return Ok(0);
         }
-        let ticket = self.submit(&[Record::DropPending { route: id }])?;
+        let ticket = self
+            .submit(&[Record::DropPending { route: id }], false)
+            .await?;
         self.settle(&ticket).await?;
         Ok(n)
     }

@@ -98,6 +98,16 @@ pub struct Ticket {
     pub end_lsn: u64,
 }
 
+/// What [`Writer::try_submit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// In the group being filled, with these lsns.
+    Queued(Ticket),
+    /// Not taken: the group being filled has no room. The number is the writer's count of
+    /// groups taken so far, for [`Writer::room`].
+    Full(u64),
+}
+
 /// The group being filled.
 struct Fill {
     /// `PREFIX` bytes of room, then the records pushed so far.
@@ -146,6 +156,8 @@ struct Shared {
     progress: Mutex<Progress>,
     progressed: Condvar,
     resolved_tx: watch::Sender<u64>,
+    /// Groups the writer has taken from `fill` (room made): async submitters wait on it.
+    taken_tx: watch::Sender<u64>,
     state: Mutex<State>,
     prepared: Mutex<Prepared>,
     /// Both the writer (a segment is ready) and the preparer (one was taken) wait here.
@@ -174,6 +186,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Writer {
     shared: Arc<Shared>,
     resolved_rx: watch::Receiver<u64>,
+    taken_rx: watch::Receiver<u64>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -187,6 +200,7 @@ impl Writer {
         config.validate()?;
         let next_lsn = recovered.next_lsn;
         let (resolved_tx, resolved_rx) = watch::channel(next_lsn);
+        let (taken_tx, taken_rx) = watch::channel(0);
         let mut buf = Vec::with_capacity(64 << 10);
         buf.resize(PREFIX, 0);
         let shared = Arc::new(Shared {
@@ -208,6 +222,7 @@ impl Writer {
             }),
             progressed: Condvar::new(),
             resolved_tx,
+            taken_tx,
             state: Mutex::new(recovered.state),
             prepared: Mutex::new(Prepared {
                 ready: VecDeque::new(),
@@ -230,6 +245,7 @@ impl Writer {
         let writer = {
             let mut w = WriterThread {
                 shared: shared.clone(),
+                metrics: WriterMetrics::register(),
                 current: None,
                 trusted_end: next_lsn,
                 // The tail the recovery cut (if any) stays cut: see "Failure" in mod.rs.
@@ -243,13 +259,13 @@ impl Writer {
         Ok(Writer {
             shared,
             resolved_rx,
+            taken_rx,
             threads: Mutex::new(vec![writer, preparer]),
         })
     }
 
-    /// Adds `records` to the group being filled, contiguously (one submission is never split
-    /// across groups). Waits for room up to `enqueue_timeout`.
-    pub fn submit(&self, records: &[Record<'_>]) -> Result<Ticket, LogError> {
+    /// `records` framed for a group's payload; refused when no group could hold them.
+    fn encode(&self, records: &[Record<'_>]) -> Result<Vec<u8>, LogError> {
         let mut encoded = Vec::new();
         for r in records {
             segment::push_record(&mut encoded, |out| r.encode_into(out));
@@ -261,6 +277,61 @@ impl Writer {
                 max,
             });
         }
+        Ok(encoded)
+    }
+
+    /// Appends encoded records to the group being filled (room checked by the caller).
+    fn push(&self, mut fill: MutexGuard<'_, Fill>, encoded: &[u8], count: usize) -> Ticket {
+        let first_lsn = fill.first_lsn + u64::from(fill.count);
+        fill.buf.extend_from_slice(encoded);
+        fill.count += count as u32;
+        let was_empty = fill.count as usize == count;
+        drop(fill);
+        if was_empty {
+            self.shared.filled.notify_one();
+        }
+        Ticket {
+            first_lsn,
+            end_lsn: first_lsn + count as u64,
+        }
+    }
+
+    /// Adds `records` to the group being filled, contiguously (one submission is never split
+    /// across groups), without waiting: [`Submitted::Full`] when the group has no room for
+    /// them (then [`Writer::room`] waits for the writer to take it). For async callers.
+    pub fn try_submit(&self, records: &[Record<'_>]) -> Result<Submitted, LogError> {
+        let encoded = self.encode(records)?;
+        let fill = lock(&self.shared.fill);
+        if fill.closed {
+            return Err(LogError::Closed);
+        }
+        if fill.buf.len() - PREFIX + encoded.len() > self.shared.config.max_payload() {
+            return Ok(Submitted::Full(*self.taken_rx.borrow()));
+        }
+        Ok(Submitted::Queued(self.push(fill, &encoded, records.len())))
+    }
+
+    /// Waits until the writer has taken a group since [`Submitted::Full`] said `taken` (so
+    /// there is room again), or `deadline` passes (false), or the writer closes.
+    pub async fn room(&self, taken: u64, deadline: Option<tokio::time::Instant>) -> bool {
+        let mut rx = self.taken_rx.clone();
+        let wait = rx.wait_for(|now| *now > taken);
+        match deadline {
+            Some(at) => matches!(tokio::time::timeout_at(at, wait).await, Ok(Ok(_))),
+            None => wait.await.is_ok(),
+        }
+    }
+
+    /// How long a submission may wait for room before [`LogError::Busy`].
+    pub fn enqueue_timeout(&self) -> Duration {
+        self.shared.config.enqueue_timeout
+    }
+
+    /// Like [`Writer::try_submit`], but blocks the thread for room up to `enqueue_timeout`
+    /// (then [`LogError::Busy`]). For threads (maintenance, tests).
+    pub fn submit(&self, records: &[Record<'_>]) -> Result<Ticket, LogError> {
+        let encoded = self.encode(records)?;
+        let max = self.shared.config.max_payload();
         let deadline = Instant::now() + self.shared.config.enqueue_timeout;
         let mut fill = lock(&self.shared.fill);
         loop {
@@ -281,18 +352,7 @@ impl Writer {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        let first_lsn = fill.first_lsn + u64::from(fill.count);
-        fill.buf.extend_from_slice(&encoded);
-        fill.count += records.len() as u32;
-        let was_empty = fill.count as usize == records.len();
-        drop(fill);
-        if was_empty {
-            self.shared.filled.notify_one();
-        }
-        Ok(Ticket {
-            first_lsn,
-            end_lsn: first_lsn + records.len() as u64,
-        })
+        Ok(self.push(fill, &encoded, records.len()))
     }
 
     /// The outcome of a resolved ticket.
@@ -372,6 +432,8 @@ impl Writer {
         lock(&self.shared.fill).closed = true;
         self.shared.filled.notify_all();
         self.shared.room.notify_all();
+        // Async submitters waiting for room look again, and find the writer closed.
+        self.shared.taken_tx.send_modify(|taken| *taken += 1);
         // The writer first (it may still need a prepared segment), then the preparer.
         let mut threads = std::mem::take(&mut *lock(&self.threads)).into_iter();
         if let Some(writer) = threads.next() {
@@ -409,8 +471,30 @@ struct Current {
     void_from: u64,
 }
 
+/// The writer's metrics (docs/metrics.md), registered once when it starts.
+struct WriterMetrics {
+    commits: metrics::Counter,
+    batch_size: metrics::Histogram,
+    seconds: metrics::Histogram,
+    failures: metrics::Counter,
+    dedup_ids: metrics::Gauge,
+}
+
+impl WriterMetrics {
+    fn register() -> WriterMetrics {
+        WriterMetrics {
+            commits: metrics::counter!("hookfan_spool_commits_total"),
+            batch_size: metrics::histogram!("hookfan_spool_commit_batch_size"),
+            seconds: metrics::histogram!("hookfan_spool_commit_seconds"),
+            failures: metrics::counter!("hookfan_spool_commit_failures_total"),
+            dedup_ids: metrics::gauge!("hookfan_spool_dedup_ids"),
+        }
+    }
+}
+
 struct WriterThread {
     shared: Arc<Shared>,
+    metrics: WriterMetrics,
     current: Option<Current>,
     /// The lsn after the last durable group's records.
     trusted_end: u64,
@@ -441,8 +525,18 @@ impl WriterThread {
                 taken
             };
             self.shared.room.notify_all();
+            self.shared.taken_tx.send_modify(|taken| *taken += 1);
             let end_lsn = first_lsn + u64::from(count);
-            match self.write_group(&mut buf, first_lsn, count) {
+            let started = Instant::now();
+            let written = self.write_group(&mut buf, first_lsn, count);
+            if written.is_ok() {
+                self.metrics.commits.increment(1);
+                self.metrics.batch_size.record(f64::from(count));
+                self.metrics.seconds.record(started.elapsed().as_secs_f64());
+            } else {
+                self.metrics.failures.increment(1);
+            }
+            match written {
                 Ok(()) => self.publish(end_lsn, None),
                 Err(GroupError::NotWritten(e)) => {
                     // No byte of the group reached a file: it cannot come back. Its lsns are
@@ -564,6 +658,7 @@ impl WriterThread {
                 }
             }
         }
+        self.metrics.dedup_ids.set(state.remembered_ids() as f64);
         Ok(())
     }
 
