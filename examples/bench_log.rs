@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hookfan::spool::log::record::RouteDue;
 use hookfan::spool::log::{recover, EventRecord, RealDisk, Record, Writer, WriterConfig};
 
 /// CPU time of this process's threads named `name*`, from `/proc/self/task/*/schedstat` (ns).
@@ -94,7 +95,12 @@ fn main() {
                         event_type: Some("message.new"),
                         path: Some("/webhooks"),
                         body: &body,
-                        routes: vec![(0, now), (1, now), (2, now)].into(),
+                        routes: vec![
+                            RouteDue::new(0, now),
+                            RouteDue::new(1, now),
+                            RouteDue::new(2, now),
+                        ]
+                        .into(),
                     });
                     let begun = Instant::now();
                     let ticket = writer.submit(&[record]).expect("room");

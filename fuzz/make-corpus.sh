@@ -88,8 +88,8 @@ printf '\x00\x02\x01\x02id\x07\x00\x03sig\x01\x0bmessage.new\x01\x09/webhooks\x0
     >"$sf/seed-record-event"
 # A checkpoint body (the target seals it): keys 5 and 6, route 0 named "a", event 1 (in
 # segment 1 at 40, 8 bytes, received at 7), pending on route 0 (due 7, no attempts), its id
-# remembered (received 7, fingerprint 42). Its first 8 bytes make the lsn, large enough.
-printf '\x00\x05\x06\x01\x00\x01a\x01\x01\x01\x28\x08\x07\x01\x00\x01\x07\x01\x00\x00\x00\x00\x01\x07\x2a\x01' \
+# remembered (received 7, fingerprint 42); no message group. Its first 8 bytes make the lsn.
+printf '\x00\x05\x06\x01\x00\x01a\x01\x01\x01\x28\x08\x07\x01\x00\x01\x07\x01\x00\x00\x00\x00\x00\x01\x07\x2a\x01' \
     >"$sf/seed-checkpoint-body"
 # A segment header's first bytes, and a group's (checksums wrong: the rejection paths).
 { printf '\x00HFSG\x01'; head -c 60 /dev/zero; } >"$sf/seed-raw-segment-header"

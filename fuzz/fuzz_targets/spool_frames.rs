@@ -24,7 +24,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use hookfan::spool::log::checkpoint::{self, CheckpointAt};
-use hookfan::spool::log::record::{EventRecord, Record};
+use hookfan::spool::log::record::{EventRecord, Record, RouteDue};
 use hookfan::spool::log::segment::{
     self, ScanEnd, SegmentHeader, SegmentScan, GROUP_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
@@ -41,7 +41,7 @@ enum Rec {
         event_type: Option<String>,
         path: Option<String>,
         body: Vec<u8>,
-        routes: Vec<(u32, u64)>,
+        routes: Vec<(u32, u64, u64)>,
     },
     Delivered(u32, u64),
     Retry(u32, u64, u64, u32, String),
@@ -74,7 +74,15 @@ impl Rec {
                 event_type: event_type.as_deref(),
                 path: path.as_deref(),
                 body,
-                routes: routes[..].into(),
+                routes: routes
+                    .iter()
+                    .map(|&(route, due_ms, group)| RouteDue {
+                        route,
+                        due_ms,
+                        group,
+                    })
+                    .collect::<Vec<_>>()
+                    .into(),
             }),
             Rec::Delivered(route, seq) => Record::Delivered {
                 route: *route,

@@ -332,6 +332,14 @@ impl Destination {
             _ => false,
         }
     }
+
+    /// An ordered destination's message group id template (FIFO queues and topics).
+    pub fn message_group(&self) -> Option<&crate::template::Template> {
+        match self {
+            Destination::Sqs(a) | Destination::Sns(a) if a.fifo => a.message_group_id.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 /// An `sqs` or `sns` destination.

@@ -371,9 +371,10 @@ pub async fn store(live: &Live, spool: &Spool, event: StoredEvent) -> Result<Sto
         },
         _ => None,
     };
+    let targets = with_message_groups(&live.config, &routes, &event.body);
     let stored = tokio::time::timeout(
         ACK_DEADLINE,
-        spool.append(event, routes.clone(), live.config.dedup_window),
+        spool.append_grouped(event, targets, live.config.dedup_window),
     )
     .await
     .map_err(|_| NotStored::Overloaded)
@@ -401,6 +402,36 @@ pub async fn store(live: &Live, spool: &Spool, event: StoredEvent) -> Result<Sto
         }
         AppendOutcome::Duplicate => Ok(Stored::Duplicate),
     }
+}
+
+/// Each route with the event's message group there: on an ordered (FIFO) route, the
+/// fingerprint of its rendered `message_group_id`, so that a held event blocks only its own
+/// group; 0 elsewhere, and where the template cannot be rendered (the sink dead-letters
+/// such an event: it holds nothing back). The body is parsed once, and only for an ordered
+/// route.
+fn with_message_groups(
+    config: &crate::config::Config,
+    routes: &[String],
+    body: &[u8],
+) -> Vec<(String, u64)> {
+    let mut json: Option<Option<serde_json::Value>> = None;
+    routes
+        .iter()
+        .map(|name| {
+            let template = config
+                .routes
+                .iter()
+                .find(|r| &r.name == name)
+                .and_then(|r| r.destination.message_group());
+            let group = template
+                .and_then(|t| {
+                    let json = json.get_or_insert_with(|| serde_json::from_slice(body).ok());
+                    t.render(json.as_ref()?).ok()
+                })
+                .map_or(0, |g| crate::spool::message_group_fingerprint(&g));
+            (name.clone(), group)
+        })
+        .collect()
 }
 
 /// The path and query to keep with a stored event: None for a bare `/`, the common case.

@@ -177,3 +177,113 @@ async fn the_directory_shrinks_back_once_what_was_written_is_delivered() {
     );
     spool.close().await;
 }
+
+/// Appends one event per (id, message group), in order, for the ordered route `fifo`.
+async fn append_grouped_to_fifo(spool: &Spool, events: &[(&str, &str)]) {
+    for (id, group) in events {
+        let group = crate::spool::message_group_fingerprint(group);
+        spool
+            .append_grouped(event(id), vec![("fifo".to_string(), group)], WINDOW)
+            .await
+            .unwrap();
+    }
+}
+
+fn due_ordered(spool: &Spool, now: u64, in_flight: &HashSet<u64>) -> Due {
+    spool.due("fifo", now, in_flight, 10, true).unwrap()
+}
+
+#[tokio::test]
+async fn on_an_ordered_route_a_held_event_blocks_only_its_own_message_group_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path()).unwrap();
+    append_grouped_to_fifo(
+        &spool,
+        &[
+            ("a1", "channel-a"),
+            ("b1", "channel-b"),
+            ("a2", "channel-a"),
+            ("b2", "channel-b"),
+            ("a3", "channel-a"),
+        ],
+    )
+    .await;
+    let none = HashSet::new();
+    let all = due_ordered(&spool, now_ms(), &none);
+    assert_eq!(webhook_ids(&all.items), ["a1", "b1", "a2", "b2", "a3"]);
+    let later = now_ms() + 60_000;
+    let hold = Completion::Hold {
+        not_before_ms: later,
+        attempts: 1,
+        error: "throttled".into(),
+    };
+    spool.complete("fifo", all.items[0].key, hold).await.unwrap();
+
+    let read = due_ordered(&spool, now_ms(), &none);
+    assert_eq!(
+        webhook_ids(&read.items),
+        ["b1", "b2"],
+        "channel a waits behind its held event; channel b goes on"
+    );
+    assert_eq!(read.next_due_ms, Some(later));
+    // An outcome still in flight blocks its group too: it may turn out a hold.
+    let b1 = HashSet::from([read.items[0].key.seq]);
+    assert!(due_ordered(&spool, now_ms(), &b1).items.is_empty());
+
+    spool.close().await;
+    drop(spool);
+    let spool = open(dir.path()).unwrap();
+    let read = due_ordered(&spool, now_ms(), &none);
+    assert_eq!(webhook_ids(&read.items), ["b1", "b2"], "after a restart");
+    let at_time = due_ordered(&spool, later, &none);
+    assert_eq!(
+        webhook_ids(&at_time.items),
+        ["a1", "b1", "a2", "b2", "a3"],
+        "once due, the held event goes first again, each group in its order"
+    );
+    assert_eq!(at_time.items[0].state.attempts, 1);
+}
+
+#[tokio::test]
+async fn an_event_of_no_message_group_waits_for_every_group_and_blocks_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path()).unwrap();
+    append_grouped_to_fifo(&spool, &[("a1", "channel-a"), ("b1", "channel-b")]).await;
+    // An event stored without a group (by an older hookfan, say) counts as every group's.
+    spool
+        .append(event("whole"), vec!["fifo".to_string()], WINDOW)
+        .await
+        .unwrap();
+    append_grouped_to_fifo(&spool, &[("b2", "channel-b")]).await;
+    let none = HashSet::new();
+    let all = due_ordered(&spool, now_ms(), &none);
+    assert_eq!(webhook_ids(&all.items), ["a1", "b1", "whole", "b2"]);
+    let later = now_ms() + 60_000;
+    let hold = Completion::Hold {
+        not_before_ms: later,
+        attempts: 1,
+        error: "throttled".into(),
+    };
+    spool.complete("fifo", all.items[0].key, hold).await.unwrap();
+    assert_eq!(
+        webhook_ids(&due_ordered(&spool, now_ms(), &none).items),
+        ["b1"],
+        "b1 goes; the groupless event waits for a1, and b2 waits behind it"
+    );
+    let whole = all.items[2].key;
+    let hold = Completion::Hold {
+        not_before_ms: later,
+        attempts: 1,
+        error: "throttled".into(),
+    };
+    spool.complete("fifo", whole, hold).await.unwrap();
+    spool
+        .complete("fifo", all.items[0].key, Completion::Delivered)
+        .await
+        .unwrap();
+    assert_eq!(
+        webhook_ids(&due_ordered(&spool, now_ms(), &none).items),
+        ["b1"],
+        "a held groupless event stops the whole route after it (b1 is ahead of it)"
+    );
+}

@@ -153,6 +153,18 @@ fn storage(e: impl Into<redb::Error>) -> SpoolError {
     SpoolError::Storage(e.into())
 }
 
+/// The fingerprint of a message group id that an ordered route's queue keeps for each event
+/// ([`Spool::append_grouped`]): SipHash-2-4 with fixed keys, so it means the same across
+/// restarts and releases; never 0 (which stands for "no group"). Two groups whose
+/// fingerprints collide only hold each other back, never reorder.
+#[allow(deprecated)] // std's SipHasher: its algorithm is fixed, unlike DefaultHasher's.
+pub fn message_group_fingerprint(group_id: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::hash::SipHasher::new_with_keys(0x686f_6f6b_6661_6e00, 0x6d67_726f_7570);
+    hasher.write(group_id.as_bytes());
+    hasher.finish().max(1)
+}
+
 /// Milliseconds since the Unix epoch: the spool's clock for `received_at` and `due`.
 pub fn now_ms() -> u64 {
     SystemTime::now()

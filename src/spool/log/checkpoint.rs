@@ -130,6 +130,7 @@ fn encode_body(state: &State) -> Vec<u8> {
             o.uint(u64::from(entry.attempts));
             o.uint(entry.not_before_ms);
             o.opt_str(entry.last_error.as_deref());
+            o.uint(entry.group);
         }
         o.uint(queue.dead_len() as u64);
         for (seq, dead) in queue.dead() {
@@ -137,6 +138,7 @@ fn encode_body(state: &State) -> Vec<u8> {
             o.uint(u64::from(dead.attempts));
             o.str(&dead.error);
             o.uint(dead.dead_at_ms);
+            o.uint(dead.group);
         }
     }
     let ids = state.id_order().count();
@@ -273,6 +275,7 @@ fn decode_body(i: &mut In<'_>, at: CheckpointAt) -> Result<State, BadCheckpoint>
                 attempts: i.u32().map_err(body)?,
                 not_before_ms: i.uint().map_err(body)?,
                 last_error: i.opt_str().map_err(body)?.map(Into::into),
+                group: i.uint().map_err(body)?,
             };
             restore
                 .pending(route, due, seq, entry)
@@ -284,6 +287,7 @@ fn decode_body(i: &mut In<'_>, at: CheckpointAt) -> Result<State, BadCheckpoint>
                 attempts: i.u32().map_err(body)?,
                 error: i.str().map_err(body)?.into(),
                 dead_at_ms: i.uint().map_err(body)?,
+                group: i.uint().map_err(body)?,
             };
             restore.dead(route, seq, dead).map_err(inconsistent)?;
         }
@@ -318,7 +322,7 @@ pub fn write(storage: &dyn Storage, lsn: u64, bytes: &[u8]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::record::{test_event as event, Record};
+    use super::super::record::{test_event as event, EventRecord, Record, RouteDue};
     use super::*;
 
     /// A state with something of every kind: names, pending (retried, held), dead letters,
@@ -330,6 +334,28 @@ mod tests {
             event(Some("x"), 10, &[0, 7]),
             event(Some("y"), 11, &[0]),
             event(None, 12, &[7]),
+            Record::Event(EventRecord {
+                webhook_id: Some("g"),
+                received_at_ms: 12,
+                api_key: None,
+                signature: "s",
+                event_type: None,
+                path: None,
+                body: b"{}",
+                routes: vec![RouteDue {
+                    route: 7,
+                    due_ms: 12,
+                    group: 0xfeed,
+                }]
+                .into(),
+            }),
+            Record::Dead {
+                route: 7,
+                seq: 6,
+                attempts: 1,
+                error: "400",
+                dead_at_ms: 12,
+            },
             Record::Retry {
                 route: 0,
                 seq: 3,
@@ -376,7 +402,7 @@ mod tests {
             offset: 48,
             len: 30,
         };
-        state.apply(11, location, &copy);
+        state.apply(records.len() as u64 + 1, location, &copy);
         state
     }
 
@@ -411,7 +437,7 @@ mod tests {
         assert_eq!(
             back.at,
             CheckpointAt {
-                lsn: 12,
+                lsn: 14,
                 segment: 9
             }
         );
@@ -544,7 +570,7 @@ mod tests {
     #[test]
     fn the_hand_written_checkpoint_body_of_the_fuzz_corpus_decodes() {
         // fuzz/make-corpus.sh writes it with printf (after the mode byte); the target seals it.
-        let body = b"\x05\x06\x01\x00\x01a\x01\x01\x01\x28\x08\x07\x01\x00\x01\x07\x01\x00\x00\x00\x00\x01\x07\x2a\x01";
+        let body = b"\x05\x06\x01\x00\x01a\x01\x01\x01\x28\x08\x07\x01\x00\x01\x07\x01\x00\x00\x00\x00\x00\x01\x07\x2a\x01";
         let lsn = u64::from_le_bytes(body[..8].try_into().unwrap());
         let c = decode(&seal(
             CheckpointAt {

@@ -134,7 +134,8 @@
 //!   names:   count × (route id, name)
 //!   events:  count × (seq − previous seq, segment, offset, length, received_at_ms)
 //!   routes:  count × (route id, pending: count × (due, seq, attempts, not_before_ms,
-//!            optional last error), dead: count × (seq, attempts, error, dead_at_ms))
+//!            optional last error, group), dead: count × (seq, attempts, error,
+//!            dead_at_ms, group))
 //!   ids:     count × (received_at_ms, fingerprint, seq)   the dedup window, oldest first
 //! ```
 //!
@@ -258,6 +259,17 @@
 //!   an append at most once a second (cutoff: now minus that append's window); the check
 //!   applies the window exactly, so expiry only frees memory and lets compaction free
 //!   segments.
+//! - **FIFO holds** (ordered routes: FIFO queues and topics): each event's entry on such
+//!   a route carries the fingerprint of its message group
+//!   ([`crate::spool::message_group_fingerprint`] of the rendered `message_group_id`, given
+//!   by ingest through `append_grouped` and written in the event record, kind 12), kept
+//!   through retries, holds, dead letters and replays. `due` walks the queue in order; an
+//!   event that waits (held until later, or in flight: its outcome may be a hold) blocks its
+//!   group, and every later event of a blocked group is skipped, so order within a group is
+//!   exactly queue order while other groups go on. Group 0 (no group: an event stored
+//!   without one) belongs to every group: it waits for any blocked group, and while it
+//!   waits nothing after it goes, which is the whole-route FIFO of the redb spool. Skipping
+//!   reads nothing from disk: the groups are in memory.
 //! - **Queue order of new events**: the due time is `max(received_at, the last one given)`,
 //!   set under a lock held across the submission, so queue order is lsn order even when
 //!   callers' clocks disagree (ordered routes rely on it).

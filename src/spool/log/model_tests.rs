@@ -35,7 +35,7 @@ use proptest::prelude::*;
 use super::checkpoint;
 use super::compaction::{Maintenance, MaintenanceConfig};
 use super::reader::read_record;
-use super::record::{EventRecord, Record, RouteId};
+use super::record::{EventRecord, Record, RouteDue, RouteId};
 use super::recovery::{recover, RecoveryReport};
 use super::state::State;
 use super::storage::{Fault, FaultOp, SimDisk, Storage};
@@ -137,6 +137,17 @@ struct Pending {
     seq: u64,
     attempts: u32,
     not_before: u64,
+    /// Its message group on the route ([`group_of`]), kept through every change.
+    group: u64,
+}
+
+/// The message group of the event `id` on `route`: route 0 plays an ordered route whose
+/// events fall in three groups, one of them 0 (the whole route); the others have none.
+fn group_of(route: RouteId, id: &str) -> u64 {
+    match route {
+        0 => id.bytes().map(u64::from).sum::<u64>() % 3,
+        _ => 0,
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -160,6 +171,7 @@ impl Model {
                 seq,
                 attempts,
                 not_before,
+                group: group_of(route, &self.events[&seq]),
             })
             .collect()
     }
@@ -190,6 +202,7 @@ fn state_pending(state: &State, route: RouteId) -> Vec<Pending> {
                 seq,
                 attempts: e.attempts,
                 not_before: e.not_before_ms,
+                group: e.group,
             })
             .collect()
     })
@@ -252,7 +265,11 @@ fn submit_append(writer: &Writer, id: &str, mask: u8, now: u64) -> Ticket {
         body: &body,
         routes: routes_of(mask)
             .into_iter()
-            .map(|r| (r, now))
+            .map(|route| RouteDue {
+                route,
+                due_ms: now,
+                group: group_of(route, id),
+            })
             .collect::<Vec<_>>()
             .into(),
     });

@@ -31,6 +31,8 @@ const KIND_DROP: u8 = 8;
 const KIND_DROP_PENDING: u8 = 9;
 const KIND_COPY: u8 = 10;
 const KIND_EXPIRE_IDS: u8 = 11;
+/// An event whose routes also carry message groups (FIFO routes): `(route, due, group)`.
+const KIND_EVENT_GROUPED: u8 = 12;
 
 /// One record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,13 +106,41 @@ pub struct EventRecord<'a> {
     pub routes: RouteDues<'a>,
 }
 
+/// One route an event is queued on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteDue {
+    pub route: RouteId,
+    /// When it is first due there (ms since the epoch).
+    pub due_ms: u64,
+    /// On an ordered (FIFO) route, the fingerprint of the event's message group: a held
+    /// event blocks only the later events of its group. 0: none, which on an ordered route
+    /// means the whole route (see "FIFO holds" in mod.rs).
+    pub group: u64,
+}
+
+impl RouteDue {
+    /// Queued on `route`, first due at `due_ms`, in no message group.
+    pub fn new(route: RouteId, due_ms: u64) -> RouteDue {
+        RouteDue {
+            route,
+            due_ms,
+            group: 0,
+        }
+    }
+}
+
 /// An event's routes, each with the time it is first due.
 #[derive(Debug, Clone)]
 pub enum RouteDues<'a> {
     /// Given by the caller, to encode.
-    List(Cow<'a, [(RouteId, u64)]>),
-    /// As decoded: `count` pairs of LEB128 integers, already checked.
-    Encoded { count: u32, bytes: &'a [u8] },
+    List(Cow<'a, [RouteDue]>),
+    /// As decoded: `count` pairs (or, `grouped`, triples) of LEB128 integers, already
+    /// checked.
+    Encoded {
+        count: u32,
+        grouped: bool,
+        bytes: &'a [u8],
+    },
 }
 
 impl RouteDues<'_> {
@@ -125,20 +155,31 @@ impl RouteDues<'_> {
         self.len() == 0
     }
 
-    /// The (route, due_ms) pairs, in order.
+    /// The routes, in order.
     pub fn iter(&self) -> RouteDuesIter<'_> {
         match self {
             RouteDues::List(list) => RouteDuesIter {
                 list: list.iter(),
                 encoded: In(&[]),
+                grouped: false,
                 left: 0,
             },
-            RouteDues::Encoded { count, bytes } => RouteDuesIter {
+            RouteDues::Encoded {
+                count,
+                grouped,
+                bytes,
+            } => RouteDuesIter {
                 list: [].iter(),
                 encoded: In(bytes),
+                grouped: *grouped,
                 left: *count,
             },
         }
+    }
+
+    /// Whether some route has a message group (the record is then written grouped).
+    fn grouped(&self) -> bool {
+        self.iter().any(|r| r.group != 0)
     }
 }
 
@@ -150,38 +191,50 @@ impl PartialEq for RouteDues<'_> {
 
 impl Eq for RouteDues<'_> {}
 
-impl From<Vec<(RouteId, u64)>> for RouteDues<'static> {
-    fn from(list: Vec<(RouteId, u64)>) -> Self {
+impl From<Vec<RouteDue>> for RouteDues<'static> {
+    fn from(list: Vec<RouteDue>) -> Self {
         RouteDues::List(Cow::Owned(list))
     }
 }
 
-impl<'a> From<&'a [(RouteId, u64)]> for RouteDues<'a> {
-    fn from(list: &'a [(RouteId, u64)]) -> Self {
+impl<'a> From<&'a [RouteDue]> for RouteDues<'a> {
+    fn from(list: &'a [RouteDue]) -> Self {
         RouteDues::List(Cow::Borrowed(list))
     }
 }
 
 /// Iterator over [`RouteDues`].
 pub struct RouteDuesIter<'b> {
-    list: std::slice::Iter<'b, (RouteId, u64)>,
+    list: std::slice::Iter<'b, RouteDue>,
     encoded: In<'b>,
+    grouped: bool,
     left: u32,
 }
 
 impl Iterator for RouteDuesIter<'_> {
-    type Item = (RouteId, u64);
+    type Item = RouteDue;
 
-    fn next(&mut self) -> Option<(RouteId, u64)> {
-        if let Some(&pair) = self.list.next() {
-            return Some(pair);
+    fn next(&mut self) -> Option<RouteDue> {
+        if let Some(&due) = self.list.next() {
+            return Some(due);
         }
         if self.left == 0 {
             return None;
         }
         self.left -= 1;
         // Checked when the record was decoded; an error here cannot happen, and ends it.
-        Some((self.encoded.u32().ok()?, self.encoded.uint().ok()?))
+        let route = self.encoded.u32().ok()?;
+        let due_ms = self.encoded.uint().ok()?;
+        let group = if self.grouped {
+            self.encoded.uint().ok()?
+        } else {
+            0
+        };
+        Some(RouteDue {
+            route,
+            due_ms,
+            group,
+        })
     }
 }
 
@@ -303,7 +356,12 @@ impl<'a> Record<'a> {
                 o.str(name);
             }
             Record::Event(e) => {
-                o.u8(KIND_EVENT);
+                let grouped = e.routes.grouped();
+                o.u8(if grouped {
+                    KIND_EVENT_GROUPED
+                } else {
+                    KIND_EVENT
+                });
                 o.opt_str(e.webhook_id);
                 o.uint(e.received_at_ms);
                 o.opt_str(e.api_key);
@@ -311,9 +369,12 @@ impl<'a> Record<'a> {
                 o.opt_str(e.event_type);
                 o.opt_str(e.path);
                 o.uint(e.routes.len() as u64);
-                for (route, due) in e.routes.iter() {
-                    o.uint(u64::from(route));
-                    o.uint(due);
+                for r in e.routes.iter() {
+                    o.uint(u64::from(r.route));
+                    o.uint(r.due_ms);
+                    if grouped {
+                        o.uint(r.group);
+                    }
                 }
                 // Last, so everything before it sits in the group's first bytes.
                 o.bytes(e.body);
@@ -419,7 +480,8 @@ impl<'a> Record<'a> {
                 id: i.u32()?,
                 name: i.str()?,
             },
-            KIND_EVENT => Record::Event(decode_event(&mut i)?),
+            KIND_EVENT => Record::Event(decode_event(&mut i, false)?),
+            KIND_EVENT_GROUPED => Record::Event(decode_event(&mut i, true)?),
             KIND_DELIVERED => Record::Delivered {
                 route: i.u32()?,
                 seq: i.uint()?,
@@ -462,9 +524,9 @@ impl<'a> Record<'a> {
             KIND_COPY => {
                 let seq = i.uint()?;
                 match i.u8()? {
-                    KIND_EVENT => Record::Copy {
+                    kind @ (KIND_EVENT | KIND_EVENT_GROUPED) => Record::Copy {
                         seq,
-                        event: decode_event(&mut i)?,
+                        event: decode_event(&mut i, kind == KIND_EVENT_GROUPED)?,
                     },
                     kind => return Err(RecordError::UnknownKind(kind)),
                 }
@@ -478,8 +540,8 @@ impl<'a> Record<'a> {
     }
 }
 
-/// The fields of an event record, after its kind byte.
-fn decode_event<'a>(i: &mut In<'a>) -> Result<EventRecord<'a>, RecordError> {
+/// The fields of an event record, after its kind byte (`grouped`: [`KIND_EVENT_GROUPED`]).
+fn decode_event<'a>(i: &mut In<'a>, grouped: bool) -> Result<EventRecord<'a>, RecordError> {
     let webhook_id = i.opt_str()?;
     let received_at_ms = i.uint()?;
     let api_key = i.opt_str()?;
@@ -492,9 +554,13 @@ fn decode_event<'a>(i: &mut In<'a>) -> Result<EventRecord<'a>, RecordError> {
     for _ in 0..count {
         i.u32()?;
         i.uint()?;
+        if grouped {
+            i.uint()?;
+        }
     }
     let routes = RouteDues::Encoded {
         count,
+        grouped,
         bytes: &start[..start.len() - i.0.len()],
     };
     Ok(EventRecord {
@@ -522,7 +588,7 @@ pub(crate) fn test_event<'a>(id: Option<&'a str>, received: u64, routes: &[Route
         body: b"{}",
         routes: routes
             .iter()
-            .map(|&r| (r, received))
+            .map(|&r| RouteDue::new(r, received))
             .collect::<Vec<_>>()
             .into(),
     })
@@ -542,7 +608,15 @@ mod tests {
             event_type: Some("message.new"),
             path: Some("/webhooks?x=1"),
             body,
-            routes: vec![(0, 1_778_198_400_000), (7, 1_778_198_400_001)].into(),
+            routes: vec![
+                RouteDue::new(0, 1_778_198_400_000),
+                RouteDue {
+                    route: 7,
+                    due_ms: 1_778_198_400_001,
+                    group: u64::MAX,
+                },
+            ]
+            .into(),
         })
     }
 
@@ -609,7 +683,10 @@ mod tests {
             (e.webhook_id, e.path, e.body),
             (Some("id"), Some("/webhooks"), &b"{}"[..])
         );
-        assert_eq!(e.routes.iter().collect::<Vec<_>>(), vec![(0, 7), (1, 8)]);
+        assert_eq!(
+            e.routes.iter().collect::<Vec<_>>(),
+            vec![RouteDue::new(0, 7), RouteDue::new(1, 8)]
+        );
         assert_eq!(
             Record::decode(b"\x03\x01\xac\x02"),
             Ok(Record::Delivered { route: 1, seq: 300 })

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::compaction::{Maintenance, MaintenanceConfig, MaintenanceHandle};
 use super::reader::read_record;
-use super::record::{EventRecord, Record, RouteId};
+use super::record::{EventRecord, Record, RouteDue, RouteId};
 use super::recovery::recover;
 use super::state::{Location, State};
 use super::storage::{RealDisk, Storage};
@@ -138,6 +138,28 @@ impl Drop for Claim {
                 }
             }
             _ => release(),
+        }
+    }
+}
+
+/// The message groups an ordered route's read may not deliver from (see "FIFO holds").
+#[derive(Default)]
+struct Blocked {
+    groups: HashSet<u64>,
+    /// An event of group 0 (the whole route) waits: nothing after it goes.
+    all: bool,
+}
+
+impl Blocked {
+    fn blocks(&self, group: u64) -> bool {
+        self.all || (group == 0 && !self.groups.is_empty()) || self.groups.contains(&group)
+    }
+
+    fn add(&mut self, group: u64) {
+        if group == 0 {
+            self.all = true;
+        } else {
+            self.groups.insert(group);
         }
     }
 }
@@ -447,11 +469,25 @@ impl LogSpool {
         routes: Vec<String>,
         dedup_window: Duration,
     ) -> Result<AppendOutcome, SpoolError> {
+        let routes = routes.into_iter().map(|r| (r, 0)).collect();
+        self.append_grouped(event, routes, dedup_window).await
+    }
+
+    /// [`LogSpool::append`], each route with the event's message group there: on an ordered
+    /// route, the [`message_group_fingerprint`](crate::spool::message_group_fingerprint) of
+    /// its message group id (a held event then blocks only its own group); 0 for none.
+    pub async fn append_grouped(
+        &self,
+        event: StoredEvent,
+        routes: Vec<(String, u64)>,
+        dedup_window: Duration,
+    ) -> Result<AppendOutcome, SpoolError> {
         if !self.is_open() {
             return Err(SpoolError::Closed);
         }
         let window_ms = dedup_window.as_millis() as u64;
-        let route_ids = self.bind_routes(&routes).await?;
+        let (names, groups): (Vec<String>, Vec<u64>) = routes.into_iter().unzip();
+        let route_ids = self.bind_routes(&names).await?;
         let mut claim = match &event.webhook_id {
             Some(id) => {
                 let claim = self.claim(id).await;
@@ -470,7 +506,15 @@ impl LogSpool {
             let queued = {
                 let mut fresh_due = lock(&self.inner.fresh_due);
                 let due = event.received_at_ms.max(*fresh_due);
-                let dues: Vec<(RouteId, u64)> = route_ids.iter().map(|&r| (r, due)).collect();
+                let dues: Vec<RouteDue> = route_ids
+                    .iter()
+                    .zip(&groups)
+                    .map(|(&route, &group)| RouteDue {
+                        route,
+                        due_ms: due,
+                        group,
+                    })
+                    .collect();
                 let mut records = vec![Record::Event(EventRecord {
                     webhook_id: event.webhook_id.as_deref(),
                     received_at_ms: event.received_at_ms,
@@ -610,7 +654,9 @@ impl LogSpool {
 
     /// Up to `limit` events of `route` due at `now_ms`, oldest due first, skipping
     /// `in_flight`. On an `ordered` route an event held back until later, or one still in
-    /// flight, stops the read there. Blocking: reads the events' records back.
+    /// flight, blocks every later event of its message group (see "FIFO holds" in mod.rs;
+    /// group 0, the whole route, stops the read there). Blocking: reads the events' records
+    /// back.
     pub fn due(
         &self,
         route: &str,
@@ -622,30 +668,35 @@ impl LogSpool {
         let Some(route) = self.route_id(route) else {
             return Ok(Due::default());
         };
-        let mut next_due_ms = None;
+        let mut next_due_ms: Option<u64> = None;
         let picked: Vec<(PendingKey, PendingState, Location)> = self.with_state(|s| {
             let mut picked = Vec::new();
             let Some(q) = s.route(route) else {
                 return picked;
             };
+            let mut blocked = Blocked::default();
             for (due_ms, seq, entry) in q.pending() {
-                if in_flight.contains(&seq) {
-                    // An ordered route delivers nothing behind an event whose outcome is not
-                    // yet known: it may turn out to be a hold that keeps its place.
-                    if ordered {
-                        break;
-                    }
-                    continue;
-                }
                 if due_ms > now_ms || picked.len() == limit {
-                    next_due_ms = Some(due_ms);
+                    next_due_ms = Some(next_due_ms.map_or(due_ms, |d| d.min(due_ms)));
                     break;
                 }
-                if entry.not_before_ms > now_ms {
-                    if ordered {
-                        next_due_ms = Some(entry.not_before_ms);
-                        break;
+                let held = entry.not_before_ms > now_ms;
+                let flying = in_flight.contains(&seq);
+                if ordered {
+                    if held {
+                        let at = entry.not_before_ms;
+                        next_due_ms = Some(next_due_ms.map_or(at, |d| d.min(at)));
                     }
+                    // Nothing of a group goes ahead of an event of it that waits: a hold
+                    // keeps its place, and an outcome still in flight may turn out a hold.
+                    if held || flying || blocked.blocks(entry.group) {
+                        blocked.add(entry.group);
+                        if blocked.all {
+                            break;
+                        }
+                        continue;
+                    }
+                } else if flying || held {
                     continue;
                 }
                 let Some(meta) = s.event(seq) else { continue };

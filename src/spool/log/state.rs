@@ -42,6 +42,9 @@ pub struct Entry {
     pub last_error: Option<Box<str>>,
     /// Ordered routes: not before this time (ms since the epoch; 0: not held).
     pub not_before_ms: u64,
+    /// Ordered routes: the fingerprint of the event's message group (0: none, the whole
+    /// route), from its event record; kept through retries, holds and dead letters.
+    pub group: u64,
 }
 
 /// Why and when a route gave up on an event.
@@ -50,6 +53,8 @@ pub struct DeadEntry {
     pub attempts: u32,
     pub error: Box<str>,
     pub dead_at_ms: u64,
+    /// The pending entry's message group, given back by a replay.
+    pub group: u64,
 }
 
 /// One route's queue.
@@ -213,10 +218,14 @@ impl State {
             }
             Record::Event(e) => {
                 let mut holders = 0;
-                for (route, due) in e.routes.iter() {
-                    let q = self.routes.entry(route).or_default();
+                for r in e.routes.iter() {
+                    let q = self.routes.entry(r.route).or_default();
                     if !q.is_pending(lsn) {
-                        q.put(due, lsn, Entry::default());
+                        let entry = Entry {
+                            group: r.group,
+                            ..Entry::default()
+                        };
+                        q.put(r.due_ms, lsn, entry);
                         holders += 1;
                     }
                 }
@@ -270,11 +279,12 @@ impl State {
                 error,
             } => {
                 if let Some(q) = self.queue(*route) {
-                    if q.take(*seq).is_some() {
+                    if let Some((_, old)) = q.take(*seq) {
                         let entry = Entry {
                             attempts: *attempts,
                             last_error: Some((*error).into()),
                             not_before_ms: 0,
+                            group: old.group,
                         };
                         q.put(*due_ms, *seq, entry);
                     }
@@ -288,11 +298,12 @@ impl State {
                 error,
             } => {
                 if let Some(q) = self.queue(*route) {
-                    if let Some((due, _)) = q.take(*seq) {
+                    if let Some((due, old)) = q.take(*seq) {
                         let entry = Entry {
                             attempts: *attempts,
                             last_error: Some((*error).into()),
                             not_before_ms: *not_before_ms,
+                            group: old.group,
                         };
                         q.put(due, *seq, entry);
                     }
@@ -306,11 +317,12 @@ impl State {
                 dead_at_ms,
             } => {
                 if let Some(q) = self.queue(*route) {
-                    if q.take(*seq).is_some() {
+                    if let Some((_, old)) = q.take(*seq) {
                         let dead = DeadEntry {
                             attempts: *attempts,
                             error: (*error).into(),
                             dead_at_ms: *dead_at_ms,
+                            group: old.group,
                         };
                         q.dead.insert(*seq, dead);
                     }
@@ -318,8 +330,12 @@ impl State {
             }
             Record::Replay { route, seq, due_ms } => {
                 if let Some(q) = self.queue(*route) {
-                    if q.dead.remove(seq).is_some() {
-                        q.put(*due_ms, *seq, Entry::default());
+                    if let Some(dead) = q.dead.remove(seq) {
+                        let entry = Entry {
+                            group: dead.group,
+                            ..Entry::default()
+                        };
+                        q.put(*due_ms, *seq, entry);
                     }
                 }
             }

@@ -857,7 +857,7 @@ mod tests {
             event_type: Some("message.new"),
             path: None,
             body: &[b'x'; 300],
-            routes: vec![(0, 1)].into(),
+            routes: vec![crate::spool::log::record::RouteDue::new(0, 1)].into(),
         })
     }
 
