@@ -81,6 +81,9 @@ pub struct Damage {
     /// What the damaged bytes still seem to hold (unverified: their checksum failed), if
     /// they start like a group: (lsn, the record described, its webhook id for an event).
     pub unverified: Vec<(u64, String, Option<String>)>,
+    /// No intact group comes after it in the log: it may be the torn last group of a crash
+    /// (never acknowledged), or acknowledged records whose number cannot be told.
+    pub at_end: bool,
 }
 
 /// An event the repaired log does not have.
@@ -391,6 +394,8 @@ pub fn salvage(storage: &dyn Storage) -> Result<Salvage, LogError> {
 
     // The next lsn a complete history needs.
     let mut expected = base_lsn;
+    // The last intact group read: (segment, offset).
+    let mut last_group: Option<(u64, u64)> = None;
     // Lsns read from damaged bytes, for naming lost events: lsn → webhook id.
     let mut seen_ids: HashMap<u64, String> = HashMap::new();
     for (p, &index) in indexes.iter().enumerate() {
@@ -413,6 +418,7 @@ pub fn salvage(storage: &dyn Storage) -> Result<Salvage, LogError> {
                 len,
                 why: why.describe().to_string(),
                 unverified,
+                at_end: false,
             });
         }
         let cut = heads[p + 1..]
@@ -427,6 +433,7 @@ pub fn salvage(storage: &dyn Storage) -> Result<Salvage, LogError> {
             expected = expected.max(h.start_lsn);
         }
         for offset in found.groups {
+            last_group = Some((index, offset));
             let Ok(group) = segment::decode_group(&bytes[offset as usize..], index) else {
                 continue;
             };
@@ -445,6 +452,7 @@ pub fn salvage(storage: &dyn Storage) -> Result<Salvage, LogError> {
                             len: u64::from(location.len),
                             why: format!("a record that does not decode ({e})"),
                             unverified: Vec::new(),
+                            at_end: false,
                         });
                         if lsn >= expected {
                             s.lose(expected, lsn + 1);
@@ -498,6 +506,11 @@ pub fn salvage(storage: &dyn Storage) -> Result<Salvage, LogError> {
                 s.records += 1;
             }
         }
+    }
+
+    for d in &mut s.damaged {
+        let at = (segment::segment_index(&d.file).unwrap_or(0), d.offset);
+        d.at_end = last_group.is_none_or(|last| at > last);
     }
 
     // Every event the state still holds must have an intact record.
@@ -843,6 +856,9 @@ pub fn render(s: &Salvage, kept: &Totals, dir: &Path, moved_to: &Path) -> String
                 "  {} at byte {}, {} bytes: {}",
                 d.file, d.offset, d.len, d.why
             );
+            if d.at_end {
+                let _ = writeln!(o, "    nothing intact follows it: a torn last group (written at a crash, never acknowledged), or the log's last records, whose number cannot be told");
+            }
             for (lsn, what, _) in &d.unverified {
                 let _ = writeln!(o, "    lsn {lsn} (read without its checksum): {what}");
             }
@@ -851,7 +867,10 @@ pub fn render(s: &Salvage, kept: &Totals, dir: &Path, moved_to: &Path) -> String
     if !s.lost_lsns.is_empty() {
         let _ = writeln!(o, "lsn ranges lost (records gone):");
         for (from, to) in &s.lost_lsns {
-            let _ = writeln!(o, "  {from}..{} ({} records)", to - 1, to - from);
+            let _ = match to - from {
+                1 => writeln!(o, "  lsn {from} (1 record)"),
+                n => writeln!(o, "  lsn {from}..={} ({n} records)", to - 1),
+            };
         }
     }
     if !s.lost_events.is_empty() {
@@ -883,7 +902,7 @@ pub fn render(s: &Salvage, kept: &Totals, dir: &Path, moved_to: &Path) -> String
         }
     }
     if !s.unnamed_routes.is_empty() {
-        let _ = writeln!(o, "routes whose name was lost (their events are kept under the names below; hookfan keeps them as a removed route's: rename nothing, deliver them by hand from the old log if needed, or forget them with `hookfan drop-pending --route NAME`):");
+        let _ = writeln!(o, "routes whose name was lost (their events are kept under the names below, which no configured route has: hookfan keeps them on disk as a removed route's, undelivered; `hookfan drop-pending --route NAME` forgets them):");
         for id in &s.unnamed_routes {
             let _ = writeln!(o, "  route id {id}: {}", route_name(&s.state, *id));
         }
@@ -914,4 +933,162 @@ pub fn render(s: &Salvage, kept: &Totals, dir: &Path, moved_to: &Path) -> String
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::compaction::{Maintenance, MaintenanceConfig};
+    use super::super::segment::{encode_segment_header, push_record, seal_group};
+    use super::super::{CorruptWhy, LogError};
+    use super::*;
+
+    fn group(segment: u64, first_lsn: u64, records: &[&[u8]]) -> Vec<u8> {
+        let mut frame = vec![0; GROUP_HEADER_LEN];
+        for r in records {
+            push_record(&mut frame, |out| out.extend_from_slice(r));
+        }
+        seal_group(&mut frame, 0, segment, first_lsn, records.len() as u32);
+        frame
+    }
+
+    /// Segment 1 of 1 KiB: its header, the groups, zeros.
+    fn segment_of(groups: &[Vec<u8>]) -> Vec<u8> {
+        let mut bytes = encode_segment_header(&SegmentHeader {
+            index: 1,
+            flags: 0,
+            start_lsn: 1,
+            void_from: 1,
+        })
+        .to_vec();
+        for g in groups {
+            bytes.extend_from_slice(g);
+        }
+        bytes.resize(1024, 0);
+        bytes
+    }
+
+    #[test]
+    fn a_damaged_group_is_skipped_and_the_scan_resynchronises_on_the_next_valid_one() {
+        let groups = [
+            group(1, 1, &[b"a"]),
+            group(1, 2, &[b"bbbbbbbbbbbbbbbbbbbbbbbb"]),
+            group(1, 3, &[b"c"]),
+        ];
+        let mut bytes = segment_of(&groups);
+        let second = SEGMENT_HEADER_LEN + groups[0].len();
+        bytes[second + GROUP_HEADER_LEN + 10] ^= 0x04;
+        let found = find_groups(&bytes, 1);
+        let third = second + groups[1].len();
+        assert_eq!(found.groups, vec![SEGMENT_HEADER_LEN as u64, third as u64]);
+        assert_eq!(
+            found.damaged,
+            vec![(second as u64, groups[1].len() as u64, BadFrame::Checksum)]
+        );
+    }
+
+    #[test]
+    fn damage_with_nothing_valid_after_it_ends_at_the_last_written_byte() {
+        let groups = [
+            group(1, 1, &[b"a"]),
+            group(1, 2, &[b"bbbbbbbbbbbbbbbbbbbbbbbbbbbb"]),
+        ];
+        let mut bytes = segment_of(&groups);
+        let second = SEGMENT_HEADER_LEN + groups[0].len();
+        bytes[second + 3] ^= 0x01; // its magic
+        let found = find_groups(&bytes, 1);
+        assert_eq!(found.groups, vec![SEGMENT_HEADER_LEN as u64]);
+        assert_eq!(
+            found.damaged,
+            vec![(second as u64, groups[1].len() as u64, BadFrame::Magic)]
+        );
+        // A damaged segment header costs its 40 bytes, not the groups after it.
+        bytes[20] ^= 0x01;
+        let found = find_groups(&bytes, 1);
+        assert_eq!(found.header, None);
+        assert_eq!(found.groups.len(), 1);
+        assert_eq!(
+            found.damaged[0],
+            (0, SEGMENT_HEADER_LEN as u64, BadFrame::Checksum)
+        );
+    }
+
+    #[test]
+    fn an_event_the_checkpoint_holds_whose_record_is_damaged_is_named_lost_and_the_rest_kept() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join(DIR_NAME);
+        let storage: Arc<dyn Storage> = Arc::new(RealDisk::open(&dir).unwrap());
+        let r = recover(&*storage).unwrap();
+        let mut m = Maintenance::new(
+            storage.clone(),
+            r.checkpoint,
+            MaintenanceConfig::for_segments(1024),
+        );
+        let config = WriterConfig {
+            segment_size: 1024,
+            prepared_ahead: 1,
+            ..WriterConfig::default()
+        };
+        let w = Writer::start(storage.clone(), r, config.clone()).unwrap();
+        w.wait(&w.submit(&[Record::Route { id: 0, name: "r" }]).unwrap())
+            .unwrap();
+        let mut seqs = Vec::new();
+        for i in 0..10 {
+            let id = format!("id-{i}");
+            let body = vec![b'x'; 200];
+            let record = Record::Event(EventRecord {
+                webhook_id: Some(&id),
+                received_at_ms: 1,
+                api_key: None,
+                signature: "sig",
+                event_type: Some("message.new"),
+                path: None,
+                body: &body,
+                routes: vec![(0, 1)].into(),
+            });
+            let t = w.submit(&[record]).unwrap();
+            w.wait(&t).unwrap();
+            seqs.push(t.first_lsn);
+        }
+        m.checkpoint(&w).unwrap().unwrap();
+        w.close();
+        drop(m);
+
+        // Event id-3's record, in a segment before the checkpoint's: not replayed, but
+        // still needed.
+        let location = recover(&*storage)
+            .unwrap()
+            .state
+            .event(seqs[3])
+            .unwrap()
+            .location;
+        let name = segment::segment_name(location.segment);
+        let path = dir.join(&name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[(location.offset + u64::from(location.len)) as usize - 3] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let Err(LogError::Corrupt { why, .. }) = recover(&ReadOnlyDir::new(&dir)) else {
+            panic!("refused");
+        };
+        assert_eq!(why, CorruptWhy::EventMissing { seq: seqs[3] });
+
+        let repaired = repair(data.path(), config).unwrap();
+        let lost = &repaired.salvage.lost_events;
+        assert_eq!(lost.len(), 1, "{}", repaired.report);
+        assert_eq!(lost[0].seq, seqs[3]);
+        assert_eq!(lost[0].webhook_id.as_deref(), Some("id-3"));
+        assert_eq!(lost[0].routes, ["r (pending)"]);
+        assert!(
+            repaired.salvage.lost_lsns.is_empty(),
+            "the checkpoint covers them"
+        );
+        assert!(
+            repaired.report.contains("webhook id id-3 on [r (pending)]"),
+            "{}",
+            repaired.report
+        );
+        assert_eq!(repaired.kept.routes["r"].pending, 9);
+        let r = recover(&ReadOnlyDir::new(&dir)).unwrap();
+        assert!(r.state.dedup_candidate("id-4").is_some());
+        assert_eq!(r.state.route_name(0), Some("r"));
+    }
 }

@@ -495,9 +495,10 @@ impl std::fmt::Display for VerifyReport {
                         "start lsn {start_lsn}  {groups} groups  {records} records  {bytes_used} of {} bytes used",
                         s.size
                     );
-                    if *tail_untrusted {
+                    if *tail_untrusted && void_from < start_lsn {
                         line += &format!(
-                            "  (tail untrusted: earlier records from lsn {void_from} are void)"
+                            "  (records {void_from}..={} of earlier segments are void: failed writes)",
+                            start_lsn - 1
                         );
                     }
                     match end {
@@ -581,8 +582,11 @@ impl std::fmt::Display for VerifyReport {
                 }
                 Ok(())
             }
-            Verdict::Refused { error, .. } => {
+            Verdict::Refused { error, file, .. } => {
                 writeln!(f, "recovery: REFUSED: {error}")?;
+                if file.is_none() {
+                    writeln!(f, "(if a hookfan is running on this directory, a file it removed meanwhile reads as missing: run verify again)")?;
+                }
                 writeln!(f, "run `hookfan spool repair` (with hookfan stopped) to keep every intact record and report what could not be kept")
             }
         }
