@@ -754,6 +754,44 @@ mod tests {
         assert_eq!(snapshot(data.path()), before, "verify changed a file");
     }
 
+    #[tokio::test]
+    async fn a_torn_last_group_verifies_as_opening_and_is_reported_as_cut_at_open() {
+        let data = tempfile::tempdir().unwrap();
+        log_of(data.path(), &ids(6)).await;
+        let dir = data.path().join(DIR_NAME);
+        let report = verify(&dir);
+        let newest = report
+            .segments
+            .iter()
+            .rfind(|s| matches!(s.status, SegmentStatus::Used { .. }))
+            .unwrap()
+            .clone();
+        let path = dir.join(&newest.file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let SegmentScan::Used { groups, .. } = segment::scan(&bytes, newest.index) else {
+            panic!("used");
+        };
+        let last = groups.last().unwrap();
+        let end = last.offset as usize + last.header.frame_len();
+        bytes[last.offset as usize + 50..end].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+
+        let report = verify(&dir);
+        assert!(report.opens(), "{report}");
+        let Verdict::Opens { torn, totals, .. } = &report.verdict else {
+            unreachable!()
+        };
+        assert_eq!(
+            torn.as_ref().map(|t| (&t.0, t.1)),
+            Some((&newest.file, last.offset))
+        );
+        assert_eq!(totals.routes["r"].pending, 5);
+        let text = report.to_string();
+        assert!(text.contains("a torn tail, cut at open"), "{text}");
+        assert!(text.contains("it may be the group being written"), "{text}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "not cut by verify");
+    }
+
     #[test]
     fn a_directory_with_no_log_yet_verifies_as_an_empty_log_and_is_not_created() {
         let data = tempfile::tempdir().unwrap();
