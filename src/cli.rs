@@ -868,8 +868,10 @@ pub fn spool_verify(config_path: &Path, data_dir: Option<&Path>, json: bool) -> 
 /// prints the report of what could not be kept and where it was written.
 pub fn spool_repair(config_path: &Path, data_dir: Option<&Path>) -> anyhow::Result<()> {
     let data_dir = spool_data_dir(config_path, data_dir)?;
-    let repaired =
-        crate::spool::log::repair::repair(&data_dir, crate::spool::log::WriterConfig::default())?;
+    let log = crate::spool::log::repair::writer_config_like(
+        &data_dir.join(crate::spool::log::spool::DIR_NAME),
+    );
+    let repaired = crate::spool::log::repair::repair(&data_dir, log)?;
     print!("{}", repaired.report);
     println!();
     println!("report written to {}", repaired.report_file.display());

@@ -849,3 +849,53 @@ fn spool_verify_passes_a_new_data_dir_and_a_clean_log_and_fails_a_damaged_one_na
         "verify changes nothing"
     );
 }
+
+#[test]
+fn spool_repair_keeps_the_intact_records_of_a_damaged_log_and_says_what_it_lost() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let run = |cmd: &str| hookfan(&["spool", cmd, "--data-dir", data_dir], &[]);
+
+    let out = run("repair");
+    assert_eq!(out.status.code(), Some(1), "no log: nothing to repair");
+    assert!(
+        stderr(&out).contains("nothing to repair"),
+        "{}",
+        stderr(&out)
+    );
+
+    small_log(data.path());
+    // A byte of the second group of segment 1 (the first event, id-0) flipped.
+    let first = data.path().join("spool/00000000000000000001.seg");
+    let mut bytes = std::fs::read(&first).unwrap();
+    let at = bytes.len().min(1024);
+    let second = (40..at - 4)
+        .step_by(8)
+        .filter(|&i| bytes[i..i + 4] == *b"HFGR")
+        .nth(1)
+        .expect("a second group");
+    bytes[second + 100] ^= 0x01;
+    std::fs::write(&first, &bytes).unwrap();
+    assert_eq!(run("verify").status.code(), Some(1));
+
+    let out = run("repair");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("00000000000000000001.seg at byte"), "{text}");
+    assert!(text.contains("lsn 2: id-0"), "{text}");
+    assert!(text.contains("route r: 9 pending"), "{text}");
+    assert!(text.contains("report written to"), "{text}");
+    let reports: Vec<_> = std::fs::read_dir(data.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("spool-repair-") && n.ends_with(".txt"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let out = run("verify");
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("route r: 9 pending"),
+        "{}",
+        stdout(&out)
+    );
+}

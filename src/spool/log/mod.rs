@@ -35,11 +35,11 @@
 //! (`<lsn, 20 digits>.ckpt`, see "Checkpoints") and `LOCK` (see "The facade"). Beside it in
 //! the data dir, after a `hookfan spool repair` (see "Repair"): `spool.corrupt-<secs>/`, the
 //! old log as it was, and `spool-repair-<secs>.txt`, its report; `spool.repair/` only while
-//! a repair runs. Segment files are `<index, 20 digits>.seg`, each of
-//! one fixed size, created
-//! ahead of need as `<index>.seg.tmp`, zero-filled, synced, renamed and the directory synced
-//! ([`writer`]'s preparer thread), so neither a file creation, a size change nor a directory
-//! sync ever happens while a webhook waits. Integers are little endian.
+//! a repair runs. Segment files are `<index, 20 digits>.seg`, each of one fixed size,
+//! created ahead of need as `<index>.seg.tmp`, zero-filled, synced, renamed and the
+//! directory synced ([`writer`]'s preparer thread), so neither a file creation, a size
+//! change nor a directory sync ever happens while a webhook waits. Integers are little
+//! endian.
 //!
 //! ```text
 //! segment file

@@ -671,7 +671,18 @@ fn write_log(
         for r in &mut records[1..] {
             set_seq(r, new_seq);
         }
-        let ticket = submit(&writer, &mut last, &records)?;
+        // One submission (all or nothing); one too large for a group (an event that nearly
+        // filled an old segment, plus its queue records) goes as two.
+        let ticket = match submit(&writer, &mut last, &records) {
+            Err(RepairError::Log(LogError::TooLarge { .. })) => {
+                let ticket = submit(&writer, &mut last, &records[..1])?;
+                if records.len() > 1 {
+                    submit(&writer, &mut last, &records[1..])?;
+                }
+                ticket
+            }
+            submitted => submitted?,
+        };
         if ticket.first_lsn != new_seq {
             return Err(RepairError::Mismatch {
                 dir: dir.to_path_buf(),
@@ -759,8 +770,31 @@ fn sync_dir(dir: &Path) -> Result<(), RepairError> {
         .map_err(io_error("sync", dir))
 }
 
+/// The new log's writer settings for the log in `dir`: segments of the size its own are
+/// (the size the daemon that wrote it uses), the defaults otherwise.
+pub fn writer_config_like(dir: &Path) -> WriterConfig {
+    let default = WriterConfig::default();
+    let largest = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| segment::segment_index(&e.file_name().to_string_lossy()).is_some())
+        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+        .max();
+    let config = WriterConfig {
+        segment_size: largest.unwrap_or(default.segment_size),
+        prepared_ahead: 1,
+        ..default.clone()
+    };
+    match config.validate() {
+        Ok(()) => config,
+        Err(_) => default,
+    }
+}
+
 /// Repairs the log in `<data_dir>/spool/` (see the module documentation). `config`: the
-/// new log's writer settings (the daemon's defaults, or small segments in tests).
+/// new log's writer settings ([`writer_config_like`] the old log, or small segments in
+/// tests).
 pub fn repair(data_dir: &Path, config: WriterConfig) -> Result<Repaired, RepairError> {
     let dir = data_dir.join(DIR_NAME);
     if !dir.is_dir() {
@@ -1009,6 +1043,62 @@ mod tests {
         assert_eq!(
             found.damaged[0],
             (0, SEGMENT_HEADER_LEN as u64, BadFrame::Checksum)
+        );
+    }
+
+    #[test]
+    fn an_event_that_filled_its_group_is_written_again_with_its_dead_letter_record_apart() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join(DIR_NAME);
+        let storage: Arc<dyn Storage> = Arc::new(RealDisk::open(&dir).unwrap());
+        let config = WriterConfig {
+            segment_size: 1024,
+            prepared_ahead: 1,
+            ..WriterConfig::default()
+        };
+        let w =
+            Writer::start(storage.clone(), recover(&*storage).unwrap(), config.clone()).unwrap();
+        w.wait(&w.submit(&[Record::Route { id: 0, name: "r" }]).unwrap())
+            .unwrap();
+        // The largest body a group takes.
+        let seq = (0..1024usize)
+            .rev()
+            .find_map(|len| {
+                let body = vec![b'x'; len];
+                let record = Record::Event(EventRecord {
+                    webhook_id: Some("big"),
+                    received_at_ms: 1,
+                    api_key: None,
+                    signature: "sig",
+                    event_type: None,
+                    path: None,
+                    body: &body,
+                    routes: vec![(0, 1)].into(),
+                });
+                let t = w.submit(&[record]).ok()?;
+                w.wait(&t).unwrap();
+                Some(t.first_lsn)
+            })
+            .unwrap();
+        let dead = Record::Dead {
+            route: 0,
+            seq,
+            attempts: 3,
+            error: "400 Bad Request: the handler refused it",
+            dead_at_ms: 5,
+        };
+        w.wait(&w.submit(&[dead]).unwrap()).unwrap();
+        w.close();
+
+        let repaired = repair(data.path(), config).unwrap();
+        assert!(repaired.salvage.is_clean(), "{}", repaired.report);
+        assert_eq!(repaired.kept.routes["r"].dead, 1);
+        let r = recover(&ReadOnlyDir::new(&dir)).unwrap();
+        let q = r.state.route(0).unwrap();
+        let (_, entry) = q.dead().next().unwrap();
+        assert_eq!(
+            (entry.attempts, &*entry.error),
+            (3, "400 Bad Request: the handler refused it")
         );
     }
 
