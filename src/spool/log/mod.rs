@@ -249,13 +249,19 @@
 //! changes nothing and is listed; an event whose record was lost but whose compaction copy
 //! was kept comes back from the copy). Every event the state then holds must have an intact
 //! record; those that do not are lost, and named (seq, routes, and the webhook id when the
-//! damaged bytes still show it). The result is written as a fresh log (`Route`s, each
-//! `Event` with its routes' due times, then its `Retry`, `Hold` and `Dead` records) into
-//! `<data_dir>/spool.repair/`, read back and compared, then swapped in: `spool/` becomes
-//! `spool.corrupt-<unix secs>` (kept for the operator), `spool.repair/` becomes `spool/`,
-//! the data dir synced after each rename. The report (`<data_dir>/spool-repair-<unix
-//! secs>.txt`) lists every damaged region (file, offset, length), the lsn ranges lost, and
-//! the events lost; it is written and synced before the swap.
+//! damaged bytes still show it). A route whose `Route` record was lost (no valid checkpoint
+//! names it) keeps its events under `unnamed-route-<id>`, a name no configured route has,
+//! so they are never delivered to the wrong route. The result is written as a fresh log
+//! (`Route`s, each `Event` with its routes' due times, then its `Retry`, `Hold` and `Dead`
+//! records, in segments of the old log's size) into `<data_dir>/spool.repair/`, read back
+//! and compared, then swapped in: `spool/` becomes `spool.corrupt-<unix secs>` (kept for
+//! the operator), `spool.repair/` becomes `spool/`, the data dir synced after each rename.
+//! The report (`<data_dir>/spool-repair-<unix secs>.txt`) lists every damaged region
+//! (file, offset, length), the lsn ranges lost, and the events lost; it is written and
+//! synced before the swap. Limits: damage that ends the log cannot be told from a torn
+//! tail (it is listed as either); a damaged `TAIL_UNTRUSTED` header no longer voids the
+//! failed records before it, so they may come back (as duplicates, which at-least-once
+//! allows).
 //!
 //! # The facade
 //! [`LogSpool`] has the redb spool's methods, arguments, results and guarantees; the spool's
