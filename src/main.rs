@@ -94,6 +94,32 @@ enum Command {
     /// Inspect events that failed for good.
     #[command(subcommand)]
     DeadLetters(DeadLetters),
+    /// Check or repair the spool's files (the log in <data_dir>/spool).
+    #[command(subcommand)]
+    Spool(SpoolCmd),
+}
+
+#[derive(Subcommand)]
+enum SpoolCmd {
+    /// Report every checkpoint and segment and whether hookfan would open the spool (exit 0)
+    /// or refuse it (exit 1, with the error it would give). Changes nothing; may run beside
+    /// a running hookfan.
+    Verify {
+        /// The data directory (default: data_dir from --config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// With hookfan stopped: rebuild the spool from every intact record, move the old one
+    /// aside (spool.corrupt-<secs>) and write what could not be kept to
+    /// <data_dir>/spool-repair-<secs>.txt.
+    Repair {
+        /// The data directory (default: data_dir from --config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -172,6 +198,12 @@ fn main() -> ExitCode {
                 route.as_deref(),
                 ids,
             ))
+        }
+        Command::Spool(SpoolCmd::Verify { data_dir, json }) => {
+            hookfan::cli::spool_verify(&cli.config, data_dir.as_deref(), json)
+        }
+        Command::Spool(SpoolCmd::Repair { data_dir }) => {
+            hookfan::cli::spool_repair(&cli.config, data_dir.as_deref())
         }
         Command::Serve => runtime().block_on(hookfan::cli::serve(&cli.config)),
         Command::Send { event, to } => {

@@ -652,7 +652,7 @@ fn check_no_env_still_reports_real_mistakes_at_their_line_and_column() {
 // ---------------------------------------------------------------------------------------------
 // Completions and man page
 
-const SUBCOMMANDS: [&str; 11] = [
+const SUBCOMMANDS: [&str; 12] = [
     "serve",
     "check",
     "init",
@@ -661,6 +661,7 @@ const SUBCOMMANDS: [&str; 11] = [
     "status",
     "drop-pending",
     "dead-letters",
+    "spool",
     "completions",
     "man",
     "help",
@@ -756,4 +757,145 @@ fn the_readme_shows_each_example_consumer_exactly_as_the_tested_file() {
             path.display()
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// spool verify
+
+/// A log of ten events on route `r` in `<data_dir>/spool`, in 1 KiB segments (about four
+/// events each), written through the library's writer as the daemon writes it.
+fn small_log(data_dir: &Path) {
+    use hookfan::spool::log::{recover, EventRecord, RealDisk, Record, Writer, WriterConfig};
+    let storage = std::sync::Arc::new(RealDisk::open(&data_dir.join("spool")).unwrap());
+    let config = WriterConfig {
+        segment_size: 1024,
+        prepared_ahead: 1,
+        ..WriterConfig::default()
+    };
+    let w = Writer::start(storage.clone(), recover(&*storage).unwrap(), config).unwrap();
+    w.wait(&w.submit(&[Record::Route { id: 0, name: "r" }]).unwrap())
+        .unwrap();
+    for i in 0..10 {
+        let id = format!("id-{i}");
+        let body = vec![b'x'; 200];
+        let record = Record::Event(EventRecord {
+            webhook_id: Some(&id),
+            received_at_ms: 1,
+            api_key: None,
+            signature: "sig",
+            event_type: None,
+            path: None,
+            body: &body,
+            routes: vec![hookfan::spool::log::record::RouteDue::new(0, 1)].into(),
+        });
+        w.wait(&w.submit(&[record]).unwrap()).unwrap();
+    }
+    w.close();
+}
+
+#[test]
+fn spool_verify_passes_a_new_data_dir_and_a_clean_log_and_fails_a_damaged_one_naming_file_and_offset(
+) {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["spool", "verify", "--data-dir", data_dir];
+        args.extend_from_slice(extra);
+        hookfan(&args, &[])
+    };
+
+    let out = verify(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("no log here yet"), "{}", stdout(&out));
+    assert!(
+        !data.path().join("spool").exists(),
+        "verify creates nothing"
+    );
+
+    small_log(data.path());
+    let out = verify(&[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("route r: 10 pending, 0 dead letters"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A byte of segment 1's first group (the route's binding) flipped: groups after it
+    // prove it was acknowledged.
+    let first = data.path().join("spool/00000000000000000001.seg");
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[85] ^= 0x01;
+    std::fs::write(&first, &bytes).unwrap();
+    let out = verify(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("spool file 00000000000000000001.seg is corrupt at byte 40"),
+        "{text}"
+    );
+    assert!(
+        stderr(&out).contains("hookfan spool repair"),
+        "{}",
+        stderr(&out)
+    );
+    let json: Value = serde_json::from_str(&stdout(&verify(&["--json"]))).unwrap();
+    assert_eq!(json["verdict"]["kind"], "refused");
+    assert_eq!(json["verdict"]["file"], "00000000000000000001.seg");
+    assert_eq!(json["verdict"]["offset"], 40);
+    assert_eq!(
+        std::fs::read(&first).unwrap(),
+        bytes,
+        "verify changes nothing"
+    );
+}
+
+#[test]
+fn spool_repair_keeps_the_intact_records_of_a_damaged_log_and_says_what_it_lost() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let run = |cmd: &str| hookfan(&["spool", cmd, "--data-dir", data_dir], &[]);
+
+    let out = run("repair");
+    assert_eq!(out.status.code(), Some(1), "no log: nothing to repair");
+    assert!(
+        stderr(&out).contains("nothing to repair"),
+        "{}",
+        stderr(&out)
+    );
+
+    small_log(data.path());
+    // A byte of the second group of segment 1 (the first event, id-0) flipped.
+    let first = data.path().join("spool/00000000000000000001.seg");
+    let mut bytes = std::fs::read(&first).unwrap();
+    let at = bytes.len().min(1024);
+    let second = (40..at - 4)
+        .step_by(8)
+        .filter(|&i| bytes[i..i + 4] == *b"HFGR")
+        .nth(1)
+        .expect("a second group");
+    bytes[second + 100] ^= 0x01;
+    std::fs::write(&first, &bytes).unwrap();
+    assert_eq!(run("verify").status.code(), Some(1));
+
+    let out = run("repair");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("00000000000000000001.seg at byte"), "{text}");
+    assert!(text.contains("lsn 2: id-0"), "{text}");
+    assert!(text.contains("route r: 9 pending"), "{text}");
+    assert!(text.contains("report written to"), "{text}");
+    let reports: Vec<_> = std::fs::read_dir(data.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("spool-repair-") && n.ends_with(".txt"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let out = run("verify");
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("route r: 9 pending"),
+        "{}",
+        stdout(&out)
+    );
 }

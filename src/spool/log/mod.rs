@@ -18,19 +18,28 @@
 //! - [`reader`]: a record read back by its location (the dedup check's confirmation).
 //! - [`spool`]: [`LogSpool`], the facade: the redb [`crate::spool::RedbSpool`]'s API over the
 //!   log (see "The facade").
+//! - [`verify`]: `hookfan spool verify`, every file looked at and recovery run over a
+//!   read-only view of the directory ([`verify::ReadOnlyDir`]): the verdict `serve` would
+//!   reach, nothing changed.
+//! - [`repair`]: `hookfan spool repair`, for a log recovery refuses: every intact group
+//!   kept (see "Repair"), a fresh log written through the [`writer`], swapped in, and a
+//!   report of what could not be kept.
 //!
 //! Still to come (issue 21): recycling segments (reuse as prepared ones instead of delete
-//! and create), batched readers of event bodies for delivery, the redb import, `spool
-//! verify|repair`, and the wiring into ingest and delivery (a change of type: [`LogSpool`]
-//! has the redb spool's methods).
+//! and create), batched readers of event bodies for delivery, the redb import, and the
+//! wiring into ingest and delivery (a change of type: [`LogSpool`] has the redb spool's
+//! methods).
 //!
 //! # On disk
-//! A directory of segment files and at most a few checkpoint files (`<lsn, 20
-//! digits>.ckpt`, see "Checkpoints"). Segment files are `<index, 20 digits>.seg`, each of
-//! one fixed size, created
-//! ahead of need as `<index>.seg.tmp`, zero-filled, synced, renamed and the directory synced
-//! ([`writer`]'s preparer thread), so neither a file creation, a size change nor a directory
-//! sync ever happens while a webhook waits. Integers are little endian.
+//! A directory (`<data_dir>/spool/`) of segment files, at most a few checkpoint files
+//! (`<lsn, 20 digits>.ckpt`, see "Checkpoints") and `LOCK` (see "The facade"). Beside it in
+//! the data dir, after a `hookfan spool repair` (see "Repair"): `spool.corrupt-<secs>/`, the
+//! old log as it was, and `spool-repair-<secs>.txt`, its report; `spool.repair/` only while
+//! a repair runs. Segment files are `<index, 20 digits>.seg`, each of one fixed size,
+//! created ahead of need as `<index>.seg.tmp`, zero-filled, synced, renamed and the
+//! directory synced ([`writer`]'s preparer thread), so neither a file creation, a size
+//! change nor a directory sync ever happens while a webhook waits. Integers are little
+//! endian.
 //!
 //! ```text
 //! segment file
@@ -230,6 +239,31 @@
 //! apart needs a second copy of the headers (TigerBeetle's redundant headers), not done
 //! here.
 //!
+//! # Repair
+//! What recovery refuses, `hookfan spool verify` shows (file, offset, why, and the error
+//! `serve` gives) and `hookfan spool repair` gets past, with hookfan stopped (it takes the
+//! `LOCK`). Repair starts from the newest checkpoint that decodes (damaged ones are listed
+//! and ignored; none: from an empty state), reads every segment and keeps every group whose
+//! frame checks, resynchronising after damage at the next 8-byte boundary that holds a valid
+//! group of that segment, and applies the records after the checkpoint in lsn order
+//! (records a later segment declares void stay void; a record about an event that was lost
+//! changes nothing and is listed; an event whose record was lost but whose compaction copy
+//! was kept comes back from the copy). Every event the state then holds must have an intact
+//! record; those that do not are lost, and named (seq, routes, and the webhook id when the
+//! damaged bytes still show it). A route whose `Route` record was lost (no valid checkpoint
+//! names it) keeps its events under `unnamed-route-<id>`, a name no configured route has,
+//! so they are never delivered to the wrong route. The result is written as a fresh log
+//! (`Route`s, each `Event` with its routes' due times, then its `Retry`, `Hold` and `Dead`
+//! records, in segments of the old log's size) into `<data_dir>/spool.repair/`, read back
+//! and compared, then swapped in: `spool/` becomes `spool.corrupt-<unix secs>` (kept for
+//! the operator), `spool.repair/` becomes `spool/`, the data dir synced after each rename.
+//! The report (`<data_dir>/spool-repair-<unix secs>.txt`) lists every damaged region
+//! (file, offset, length), the lsn ranges lost, and the events lost; it is written and
+//! synced before the swap. Limits: damage that ends the log cannot be told from a torn
+//! tail (it is listed as either); a damaged `TAIL_UNTRUSTED` header no longer voids the
+//! failed records before it, so they may come back (as duplicates, which at-least-once
+//! allows).
+//!
 //! # The facade
 //! [`LogSpool`] has the redb spool's methods, arguments, results and guarantees; the spool's
 //! contract tests (`spool/contract_tests.rs`) run against both. It lives in
@@ -320,10 +354,12 @@ pub mod compaction;
 pub mod reader;
 pub mod record;
 pub mod recovery;
+pub mod repair;
 pub mod segment;
 pub mod spool;
 pub mod state;
 pub mod storage;
+pub mod verify;
 pub mod writer;
 
 #[cfg(test)]
@@ -368,8 +404,8 @@ pub enum CorruptWhy {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
     /// An acknowledged record is damaged or missing. hookfan does not start on such a spool:
-    /// move the file aside, or (later) run `hookfan spool repair`.
-    #[error("spool file {file} is corrupt at byte {offset}: {why}; hookfan will not start on it (move the file aside to keep the rest)")]
+    /// `hookfan spool verify` reports it, `hookfan spool repair` keeps every intact record.
+    #[error("spool file {file} is corrupt at byte {offset}: {why}; hookfan will not start on it (`hookfan spool verify` shows the damage; `hookfan spool repair`, with hookfan stopped, keeps every intact record and reports what it could not keep)")]
     Corrupt {
         file: String,
         offset: u64,

@@ -1,0 +1,1127 @@
+//! `hookfan spool verify`: what a log directory holds and whether hookfan would open it,
+//! without changing anything. Every checkpoint decoded, every segment scanned, then
+//! recovery itself run over a read-only view of the directory ([`ReadOnlyDir`]), so the
+//! verdict is exactly the one `hookfan serve` would reach, with the same error.
+//!
+//! Never here: a write, a creation, a removal or a rename in the directory (recovery's
+//! removals of spare segments and `.tmp` files are only listed, as "would remove"); no
+//! lock is taken, so it may run beside a live daemon (whose newest group may then read as
+//! a torn tail: a group being written).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::Serialize;
+
+use super::checkpoint;
+use super::recovery::recover;
+use super::segment::{self, ScanEnd, SegmentScan};
+use super::storage::{SegmentFile, Storage};
+use super::LogError;
+
+/// A log directory seen read-only: files are opened for reading only, creations and renames
+/// fail, and removals are only remembered (recovery removes what was never used; verify
+/// reports it instead).
+pub struct ReadOnlyDir {
+    dir: PathBuf,
+    /// What recovery asked to remove, in order.
+    would_remove: Mutex<Vec<String>>,
+}
+
+impl ReadOnlyDir {
+    pub fn new(dir: &Path) -> ReadOnlyDir {
+        ReadOnlyDir {
+            dir: dir.to_path_buf(),
+            would_remove: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The files recovery would have removed.
+    pub fn would_remove(&self) -> Vec<String> {
+        self.would_remove
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+fn read_only() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "read-only view of the spool",
+    )
+}
+
+impl Storage for ReadOnlyDir {
+    fn create(&self, _name: &str) -> io::Result<Arc<dyn SegmentFile>> {
+        Err(read_only())
+    }
+
+    fn open(&self, name: &str) -> io::Result<Arc<dyn SegmentFile>> {
+        Ok(Arc::new(ReadOnlyFile(File::open(self.dir.join(name))?)))
+    }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            if let Ok(name) = entry?.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn rename(&self, _from: &str, _to: &str) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.would_remove
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(name.to_string());
+        Ok(())
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct ReadOnlyFile(File);
+
+impl SegmentFile for ReadOnlyFile {
+    fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.0.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn zero_fill(&self, _len: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+}
+
+/// Reads all of `name` in `storage`.
+pub(super) fn read_file(storage: &dyn Storage, name: &str) -> Result<Vec<u8>, LogError> {
+    let file = storage
+        .open(name)
+        .map_err(|e| LogError::io("open", name, e))?;
+    let len = file.size().map_err(|e| LogError::io("stat", name, e))? as usize;
+    let mut buf = vec![0; len];
+    let n = file
+        .read_at(&mut buf, 0)
+        .map_err(|e| LogError::io("read", name, e))?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// One checkpoint file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointReport {
+    pub file: String,
+    /// From its name.
+    pub lsn: u64,
+    /// The segment replay starts in (valid ones only).
+    pub segment: Option<u64>,
+    /// None: valid. Some: where and why it does not decode.
+    pub damaged: Option<(u64, String)>,
+}
+
+/// How a segment's data ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SegmentEnd {
+    /// Zeros after the last valid group.
+    Clean,
+    /// Bytes at `offset` are not the next valid group.
+    Bad {
+        offset: u64,
+        why: String,
+        /// A valid group of this segment further on (proof the bad bytes were synced).
+        valid_after: Option<u64>,
+    },
+}
+
+/// One segment file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SegmentStatus {
+    /// Zero-filled, never written: a prepared spare.
+    Spare,
+    /// Its header is not valid.
+    BadHeader { why: String },
+    Used {
+        start_lsn: u64,
+        /// `TAIL_UNTRUSTED`: records of earlier segments at or after `void_from` are void.
+        tail_untrusted: bool,
+        void_from: u64,
+        groups: usize,
+        records: u64,
+        /// Header and every valid group.
+        bytes_used: u64,
+        end: SegmentEnd,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SegmentReport {
+    pub file: String,
+    pub index: u64,
+    pub size: u64,
+    pub status: SegmentStatus,
+}
+
+/// What a route holds after recovery.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RouteTotals {
+    pub pending: u64,
+    pub dead: u64,
+}
+
+/// What the log holds once recovered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// By route name (`#id` for a route whose name record is missing).
+    pub routes: BTreeMap<String, RouteTotals>,
+    /// Events still needed (pending, dead or remembered for their id).
+    pub events: u64,
+    /// Webhook ids the dedup window remembers.
+    pub ids: u64,
+    /// The lsn the next record would take.
+    pub next_lsn: u64,
+}
+
+impl Totals {
+    pub fn of(state: &super::State) -> Totals {
+        let routes = state
+            .routes()
+            .map(|(id, q)| {
+                let name = state
+                    .route_name(id)
+                    .map_or_else(|| format!("#{id}"), str::to_string);
+                let totals = RouteTotals {
+                    pending: q.pending_len() as u64,
+                    dead: q.dead_len() as u64,
+                };
+                (name, totals)
+            })
+            .collect();
+        Totals {
+            routes,
+            events: state.live_events() as u64,
+            ids: state.remembered_ids() as u64,
+            next_lsn: state.next_lsn(),
+        }
+    }
+}
+
+/// What recovery concluded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Verdict {
+    /// hookfan opens it.
+    Opens {
+        totals: Totals,
+        /// The checkpoint the state starts from.
+        checkpoint: Option<String>,
+        /// Damaged checkpoints recovery passes over: (file, offset, why).
+        passed_over: Vec<(String, u64, String)>,
+        /// The torn last group that would be cut: (file, offset, why).
+        torn: Option<(String, u64, String)>,
+        /// Records void (a later segment says so).
+        void_records: u64,
+        /// Files recovery would remove (never used).
+        would_remove: Vec<String>,
+    },
+    /// hookfan refuses it: the error it would give, and the file and offset named when it
+    /// is corruption.
+    Refused {
+        error: String,
+        file: Option<String>,
+        offset: Option<u64>,
+    },
+}
+
+/// `hookfan spool verify`'s report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub dir: PathBuf,
+    /// False: no log there yet (hookfan would start an empty one).
+    pub exists: bool,
+    pub checkpoints: Vec<CheckpointReport>,
+    pub segments: Vec<SegmentReport>,
+    /// Files that are neither (`LOCK`, `.tmp` files, anything else).
+    pub other_files: Vec<String>,
+    pub verdict: Verdict,
+}
+
+impl VerifyReport {
+    /// Whether hookfan would open the log.
+    pub fn opens(&self) -> bool {
+        matches!(self.verdict, Verdict::Opens { .. })
+    }
+}
+
+/// Looks at the log in `dir` (`<data_dir>/spool`) without changing anything.
+pub fn verify(dir: &Path) -> VerifyReport {
+    if !dir.is_dir() {
+        return VerifyReport {
+            dir: dir.to_path_buf(),
+            exists: false,
+            checkpoints: Vec::new(),
+            segments: Vec::new(),
+            other_files: Vec::new(),
+            verdict: Verdict::Opens {
+                totals: Totals {
+                    next_lsn: 1,
+                    ..Totals::default()
+                },
+                checkpoint: None,
+                passed_over: Vec::new(),
+                torn: None,
+                void_records: 0,
+                would_remove: Vec::new(),
+            },
+        };
+    }
+    let storage = ReadOnlyDir::new(dir);
+    let mut names = storage.list().unwrap_or_default();
+    names.sort();
+    let mut checkpoints = Vec::new();
+    let mut segments = Vec::new();
+    let mut other_files = Vec::new();
+    for name in names {
+        if let Some(lsn) = checkpoint::checkpoint_lsn(&name) {
+            checkpoints.push(look_at_checkpoint(&storage, name, lsn));
+        } else if let Some(index) = segment::segment_index(&name) {
+            segments.push(look_at_segment(&storage, name, index));
+        } else {
+            other_files.push(name);
+        }
+    }
+    let verdict = match recover(&storage) {
+        Ok(r) => Verdict::Opens {
+            totals: Totals::of(&r.state),
+            checkpoint: r.report.checkpoint,
+            passed_over: r
+                .report
+                .damaged_checkpoints
+                .into_iter()
+                .map(|(f, o, why)| (f, o, why.to_string()))
+                .collect(),
+            torn: r
+                .report
+                .torn
+                .map(|(f, o, why)| (f, o, why.describe().to_string())),
+            void_records: r.report.void_records,
+            would_remove: storage.would_remove(),
+        },
+        Err(e) => {
+            let (file, offset) = match &e {
+                LogError::Corrupt { file, offset, .. } => (Some(file.clone()), Some(*offset)),
+                _ => (None, None),
+            };
+            Verdict::Refused {
+                error: e.to_string(),
+                file,
+                offset,
+            }
+        }
+    };
+    VerifyReport {
+        dir: dir.to_path_buf(),
+        exists: true,
+        checkpoints,
+        segments,
+        other_files,
+        verdict,
+    }
+}
+
+fn look_at_checkpoint(storage: &dyn Storage, file: String, lsn: u64) -> CheckpointReport {
+    let (segment, damaged) = match read_file(storage, &file) {
+        Err(e) => (None, Some((0, e.to_string()))),
+        Ok(bytes) => match checkpoint::decode(&bytes) {
+            Ok(c) if c.at.lsn == lsn => (Some(c.at.segment), None),
+            Ok(_) => (None, Some((0, checkpoint::BadCheckpoint::Name.to_string()))),
+            Err((offset, why)) => (None, Some((offset, why.to_string()))),
+        },
+    };
+    CheckpointReport {
+        file,
+        lsn,
+        segment,
+        damaged,
+    }
+}
+
+fn look_at_segment(storage: &dyn Storage, file: String, index: u64) -> SegmentReport {
+    let bytes = match read_file(storage, &file) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            return SegmentReport {
+                file,
+                index,
+                size: 0,
+                status: SegmentStatus::BadHeader { why: e.to_string() },
+            }
+        }
+    };
+    let status = match segment::scan(&bytes, index) {
+        SegmentScan::Unused if bytes.iter().all(|&b| b == 0) => SegmentStatus::Spare,
+        SegmentScan::Unused => SegmentStatus::BadHeader {
+            why: segment::BadFrame::Zeros.describe().to_string(),
+        },
+        SegmentScan::BadHeader(why) => SegmentStatus::BadHeader {
+            why: why.describe().to_string(),
+        },
+        SegmentScan::Used {
+            header,
+            groups,
+            end,
+        } => SegmentStatus::Used {
+            start_lsn: header.start_lsn,
+            tail_untrusted: header.tail_untrusted(),
+            void_from: header.void_from,
+            groups: groups.len(),
+            records: groups.iter().map(|g| u64::from(g.header.count)).sum(),
+            bytes_used: groups
+                .last()
+                .map_or(segment::SEGMENT_HEADER_LEN as u64, |g| {
+                    g.offset + g.header.frame_len() as u64
+                }),
+            end: match end {
+                ScanEnd::Clean { .. } => SegmentEnd::Clean,
+                ScanEnd::Bad {
+                    offset,
+                    why,
+                    valid_after,
+                } => SegmentEnd::Bad {
+                    offset,
+                    why: why.describe().to_string(),
+                    valid_after,
+                },
+            },
+        },
+    };
+    SegmentReport {
+        file,
+        index,
+        size: bytes.len() as u64,
+        status,
+    }
+}
+
+impl std::fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "spool {}", self.dir.display())?;
+        if !self.exists {
+            return writeln!(
+                f,
+                "no log here yet: hookfan starts an empty one (nothing to verify)"
+            );
+        }
+        let (refused_file, refused_offset) = match &self.verdict {
+            Verdict::Refused { file, offset, .. } => (file.as_deref(), *offset),
+            Verdict::Opens { .. } => (None, None),
+        };
+        let torn = match &self.verdict {
+            Verdict::Opens { torn, .. } => torn.as_ref(),
+            Verdict::Refused { .. } => None,
+        };
+        writeln!(f, "checkpoints: {}", self.checkpoints.len())?;
+        for c in &self.checkpoints {
+            match (&c.damaged, c.segment) {
+                (None, Some(segment)) => writeln!(
+                    f,
+                    "  {}  lsn {}  replay from segment {}  valid",
+                    c.file, c.lsn, segment
+                )?,
+                (Some((offset, why)), _) => {
+                    let verdict = if refused_file == Some(c.file.as_str()) {
+                        "REFUSED"
+                    } else {
+                        "passed over (an older one and the log cover it)"
+                    };
+                    writeln!(
+                        f,
+                        "  {}  lsn {}  DAMAGED at byte {offset}: {why}; {verdict}",
+                        c.file, c.lsn
+                    )?
+                }
+                (None, None) => writeln!(f, "  {}  lsn {}", c.file, c.lsn)?,
+            }
+        }
+        writeln!(f, "segments: {}", self.segments.len())?;
+        for s in &self.segments {
+            let refused_here = refused_file == Some(s.file.as_str());
+            let line = match &s.status {
+                SegmentStatus::Spare => "spare (zero-filled, never written)".to_string(),
+                SegmentStatus::BadHeader { why } => format!("header not valid: {why}"),
+                SegmentStatus::Used {
+                    start_lsn,
+                    tail_untrusted,
+                    void_from,
+                    groups,
+                    records,
+                    bytes_used,
+                    end,
+                } => {
+                    let mut line = format!(
+                        "start lsn {start_lsn}  {groups} groups  {records} records  {bytes_used} of {} bytes used",
+                        s.size
+                    );
+                    if *tail_untrusted && void_from < start_lsn {
+                        line += &format!(
+                            "  (records {void_from}..={} of earlier segments are void: failed writes)",
+                            start_lsn - 1
+                        );
+                    }
+                    match end {
+                        SegmentEnd::Clean => line += "  clean end",
+                        SegmentEnd::Bad {
+                            offset,
+                            why,
+                            valid_after,
+                        } => {
+                            line += &format!("  bad bytes at {offset}: {why}");
+                            if let Some(after) = valid_after {
+                                line += &format!(" (a valid group follows at {after})");
+                            }
+                            if torn.is_some_and(|t| t.0 == s.file) {
+                                line += "; a torn tail, cut at open";
+                            } else if !refused_here {
+                                line += "; passed over at open (void, or before the checkpoint)";
+                            }
+                        }
+                    }
+                    line
+                }
+            };
+            write!(f, "  {}  {line}", s.file)?;
+            if refused_here {
+                write!(
+                    f,
+                    "  REFUSED at byte {}",
+                    refused_offset.unwrap_or_default()
+                )?;
+            }
+            writeln!(f)?;
+        }
+        if !self.other_files.is_empty() {
+            writeln!(f, "other files: {}", self.other_files.join(", "))?;
+        }
+        match &self.verdict {
+            Verdict::Opens {
+                totals,
+                checkpoint,
+                passed_over,
+                torn,
+                void_records,
+                would_remove,
+            } => {
+                writeln!(
+                    f,
+                    "recovery: hookfan opens this log (from {})",
+                    checkpoint.as_deref().unwrap_or("the start of the log")
+                )?;
+                for (file, offset, why) in passed_over {
+                    writeln!(
+                        f,
+                        "  passes over damaged checkpoint {file} (byte {offset}: {why})"
+                    )?;
+                }
+                if let Some((file, offset, why)) = torn {
+                    writeln!(f, "  cuts a torn last group in {file} at byte {offset} ({why}): it was never acknowledged; if a hookfan is running on this directory it may be the group being written")?;
+                }
+                if *void_records > 0 {
+                    writeln!(f, "  skips {void_records} void records (failed writes)")?;
+                }
+                if !would_remove.is_empty() {
+                    writeln!(
+                        f,
+                        "  would remove unused files: {}",
+                        would_remove.join(", ")
+                    )?;
+                }
+                writeln!(
+                    f,
+                    "totals: {} events kept, {} webhook ids remembered, next lsn {}",
+                    totals.events, totals.ids, totals.next_lsn
+                )?;
+                for (route, t) in &totals.routes {
+                    writeln!(
+                        f,
+                        "  route {route}: {} pending, {} dead letters",
+                        t.pending, t.dead
+                    )?;
+                }
+                Ok(())
+            }
+            Verdict::Refused { error, file, .. } => {
+                writeln!(f, "recovery: REFUSED: {error}")?;
+                if file.is_none() {
+                    writeln!(f, "(if a hookfan is running on this directory, a file it removed meanwhile reads as missing: run verify again)")?;
+                }
+                writeln!(f, "run `hookfan spool repair` (with hookfan stopped) to keep every intact record and report what could not be kept")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use super::super::checkpoint::{checkpoint_lsn, checkpoint_name};
+    use super::super::compaction::{Maintenance, MaintenanceConfig};
+    use super::super::record::{EventRecord, Record};
+    use super::super::repair::{repair, RepairError};
+    use super::super::segment::{self, segment_name, SegmentScan, GROUP_HEADER_LEN};
+    use super::super::spool::{LogSpool, LogSpoolConfig, DIR_NAME};
+    use super::super::storage::{RealDisk, Storage};
+    use super::super::writer::{Writer, WriterConfig};
+    use super::super::{recover, CorruptWhy, LogError};
+    use super::*;
+    use crate::spool::{now_ms, AppendOutcome, Completion, SpoolError, StoredEvent};
+
+    const SEGMENT: u64 = 2048;
+
+    fn writer_config() -> WriterConfig {
+        WriterConfig {
+            segment_size: SEGMENT,
+            prepared_ahead: 1,
+            ..WriterConfig::default()
+        }
+    }
+
+    /// Small segments; maintenance never runs during a test (its first round is an hour away).
+    fn quiet() -> LogSpoolConfig {
+        LogSpoolConfig {
+            writer: writer_config(),
+            maintenance: MaintenanceConfig {
+                interval: Duration::from_secs(3600),
+                ..MaintenanceConfig::for_segments(SEGMENT)
+            },
+        }
+    }
+
+    fn event(id: &str) -> StoredEvent {
+        StoredEvent {
+            webhook_id: Some(id.to_string()),
+            received_at_ms: now_ms(),
+            api_key: Some("key".into()),
+            signature: "00".repeat(32),
+            event_type: Some("message.new".into()),
+            body: format!(
+                "{{\"type\":\"message.new\",\"id\":\"{id}\",\"pad\":\"{}\"}}",
+                "x".repeat(200)
+            )
+            .into_bytes(),
+            path: None,
+        }
+    }
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("e{i}")).collect()
+    }
+
+    /// A log in `data_dir` holding one event per id for route `r`, each in a group of its own.
+    async fn log_of(data_dir: &Path, ids: &[String]) {
+        let spool = LogSpool::open_with(data_dir, quiet()).unwrap();
+        for id in ids {
+            let stored = spool
+                .append(event(id), vec!["r".into()], Duration::from_secs(600))
+                .await
+                .unwrap();
+            assert!(matches!(stored, AppendOutcome::Stored { .. }));
+        }
+        spool.close().await;
+    }
+
+    fn due_ids(spool: &LogSpool) -> Vec<String> {
+        spool
+            .due("r", u64::MAX - 1, &HashSet::new(), 1000, false)
+            .unwrap()
+            .items
+            .iter()
+            .map(|i| i.event.webhook_id.clone().unwrap())
+            .collect()
+    }
+
+    /// Every file under `dir`: its bytes and modification time.
+    fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(snapshot(&path));
+            } else {
+                let modified = path.metadata().unwrap().modified().unwrap();
+                files.insert(path.clone(), (std::fs::read(&path).unwrap(), modified));
+            }
+        }
+        files
+    }
+
+    fn flip(path: &Path, at: u64) {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[at as usize] ^= 0x20;
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_clean_log_verifies_as_opening_with_its_counts_and_verify_changes_no_file() {
+        let data = tempfile::tempdir().unwrap();
+        log_of(data.path(), &ids(12)).await;
+        let spool = LogSpool::open_with(data.path(), quiet()).unwrap();
+        let due = spool
+            .due("r", u64::MAX - 1, &HashSet::new(), 2, false)
+            .unwrap();
+        for item in &due.items {
+            spool
+                .complete("r", item.key, Completion::Delivered)
+                .await
+                .unwrap();
+        }
+        spool.close().await;
+        // A half-prepared segment, which recovery at open would remove.
+        let dir = data.path().join(DIR_NAME);
+        std::fs::write(dir.join("00000000000000000099.seg.tmp"), b"").unwrap();
+        let before = snapshot(data.path());
+
+        let report = verify(&dir);
+        assert!(report.opens(), "{report}");
+        let Verdict::Opens {
+            totals,
+            torn,
+            would_remove,
+            ..
+        } = &report.verdict
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            totals.routes["r"],
+            RouteTotals {
+                pending: 10,
+                dead: 0
+            }
+        );
+        assert_eq!((totals.events, totals.ids), (12, 12));
+        assert_eq!(*torn, None);
+        assert!(would_remove.contains(&"00000000000000000099.seg.tmp".to_string()));
+        assert!(report.segments.len() >= 3, "{report}");
+        assert!(report
+            .segments
+            .iter()
+            .all(|s| !matches!(s.status, SegmentStatus::BadHeader { .. })));
+        let text = report.to_string();
+        assert!(text.contains("hookfan opens this log"), "{text}");
+        assert!(
+            text.contains("route r: 10 pending, 0 dead letters"),
+            "{text}"
+        );
+        serde_json::to_string(&report).unwrap();
+
+        assert_eq!(snapshot(data.path()), before, "verify changed a file");
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_group_verifies_as_opening_and_is_reported_as_cut_at_open() {
+        let data = tempfile::tempdir().unwrap();
+        log_of(data.path(), &ids(6)).await;
+        let dir = data.path().join(DIR_NAME);
+        let report = verify(&dir);
+        let newest = report
+            .segments
+            .iter()
+            .rfind(|s| matches!(s.status, SegmentStatus::Used { .. }))
+            .unwrap()
+            .clone();
+        let path = dir.join(&newest.file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let SegmentScan::Used { groups, .. } = segment::scan(&bytes, newest.index) else {
+            panic!("used");
+        };
+        let last = groups.last().unwrap();
+        let end = last.offset as usize + last.header.frame_len();
+        bytes[last.offset as usize + 50..end].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+
+        let report = verify(&dir);
+        assert!(report.opens(), "{report}");
+        let Verdict::Opens { torn, totals, .. } = &report.verdict else {
+            unreachable!()
+        };
+        assert_eq!(
+            torn.as_ref().map(|t| (&t.0, t.1)),
+            Some((&newest.file, last.offset))
+        );
+        assert_eq!(totals.routes["r"].pending, 5);
+        let text = report.to_string();
+        assert!(text.contains("a torn tail, cut at open"), "{text}");
+        assert!(text.contains("it may be the group being written"), "{text}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "not cut by verify");
+    }
+
+    #[test]
+    fn a_directory_with_no_log_yet_verifies_as_an_empty_log_and_is_not_created() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join(DIR_NAME);
+        let report = verify(&dir);
+        assert!(report.opens() && !report.exists);
+        assert!(!dir.exists());
+    }
+
+    /// The first sealed segment's group holding an event record: (its offset, its frame's
+    /// length, the event's webhook id).
+    fn an_event_group(path: &Path, index: u64) -> (u64, usize, String) {
+        let bytes = std::fs::read(path).unwrap();
+        let SegmentScan::Used { groups, .. } = segment::scan(&bytes, index) else {
+            panic!("segment {index} is used");
+        };
+        for g in groups {
+            let group = segment::decode_group(&bytes[g.offset as usize..], index).unwrap();
+            for (_, record) in group.records() {
+                if let Ok(Record::Event(e)) = Record::decode(record) {
+                    let id = e.webhook_id.unwrap().to_string();
+                    return (g.offset, g.header.payload_len as usize, id);
+                }
+            }
+        }
+        panic!("no event in segment {index}");
+    }
+
+    #[tokio::test]
+    async fn a_byte_flipped_in_a_sealed_segments_acknowledged_group_is_refused_reported_and_repaired_keeping_every_other_event(
+    ) {
+        let data = tempfile::tempdir().unwrap();
+        let all = ids(16);
+        log_of(data.path(), &all).await;
+        let dir = data.path().join(DIR_NAME);
+        let name = segment_name(2);
+        let (offset, payload_len, lost) = an_event_group(&dir.join(&name), 2);
+        // Inside the event's body (the record's last field), near the payload's end.
+        flip(
+            &dir.join(&name),
+            offset + (GROUP_HEADER_LEN + payload_len) as u64 - 5,
+        );
+
+        // Refused at open, naming the file and the group's offset.
+        let err = LogSpool::open_with(data.path(), quiet())
+            .err()
+            .expect("refused");
+        let SpoolError::Log(LogError::Corrupt {
+            file,
+            offset: at,
+            why,
+        }) = &err
+        else {
+            panic!("{err}");
+        };
+        assert_eq!((file.as_str(), *at), (name.as_str(), offset));
+        assert_eq!(*why, CorruptWhy::Frame(segment::BadFrame::Checksum));
+        let message = err.to_string();
+        assert!(message.contains("hookfan spool repair"), "{message}");
+
+        // Verify says the same.
+        let report = verify(&dir);
+        assert!(!report.opens());
+        let Verdict::Refused {
+            file,
+            offset: at,
+            error,
+        } = &report.verdict
+        else {
+            unreachable!()
+        };
+        assert_eq!((file.as_deref(), *at), (Some(name.as_str()), Some(offset)));
+        assert_eq!(
+            *error,
+            LogError::Corrupt {
+                file: name.clone(),
+                offset,
+                why: CorruptWhy::Frame(segment::BadFrame::Checksum),
+            }
+            .to_string()
+        );
+        let text = report.to_string();
+        assert!(text.contains(&name) && text.contains("REFUSED"), "{text}");
+
+        // Repair keeps every other event and names the lost one.
+        let repaired = repair(data.path(), writer_config()).unwrap();
+        assert!(repaired.report.contains(&name), "{}", repaired.report);
+        assert!(
+            repaired.report.contains(&format!("webhook id {lost}")),
+            "{}",
+            repaired.report
+        );
+        assert_eq!(repaired.salvage.lost_lsns.len(), 1, "{}", repaired.report);
+        assert_eq!(
+            std::fs::read_to_string(&repaired.report_file).unwrap(),
+            repaired.report
+        );
+        assert!(
+            repaired.moved_to.join(&name).is_file(),
+            "the old log is kept"
+        );
+        assert_eq!(repaired.kept.routes["r"].pending, 15);
+
+        let spool = LogSpool::open_with(data.path(), quiet()).unwrap();
+        let others: Vec<String> = all.iter().filter(|id| **id != lost).cloned().collect();
+        assert_eq!(due_ids(&spool), others);
+        // Their ids are still remembered; the lost one is stored again when Stream retries.
+        let again = spool
+            .append(
+                event(&others[0]),
+                vec!["r".into()],
+                Duration::from_secs(600),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, AppendOutcome::Duplicate);
+        spool.close().await;
+        assert!(verify(&dir).opens());
+    }
+
+    fn append(w: &Writer, n: usize) -> Vec<u64> {
+        (0..n)
+            .map(|i| {
+                let id = format!("id-{i}");
+                let body = vec![b'x'; 200];
+                let record = Record::Event(EventRecord {
+                    webhook_id: Some(&id),
+                    received_at_ms: 1,
+                    api_key: None,
+                    signature: "sig",
+                    event_type: None,
+                    path: None,
+                    body: &body,
+                    routes: vec![crate::spool::log::record::RouteDue::new(0, 1)].into(),
+                });
+                let t = w.submit(&[record]).unwrap();
+                w.wait(&t).unwrap();
+                t.first_lsn
+            })
+            .collect()
+    }
+
+    /// A log on the real disk whose early segments compaction deleted: 40 events on route
+    /// 0, all but the last two delivered, maintenance rounds until segments went.
+    fn compacted(dir: &Path) {
+        let storage: Arc<dyn Storage> = Arc::new(RealDisk::open(dir).unwrap());
+        let r = recover(&*storage).unwrap();
+        let mut m = Maintenance::new(
+            storage.clone(),
+            r.checkpoint,
+            MaintenanceConfig::for_segments(1024),
+        );
+        let config = WriterConfig {
+            segment_size: 1024,
+            ..writer_config()
+        };
+        let w = Writer::start(storage.clone(), r, config).unwrap();
+        w.wait(&w.submit(&[Record::Route { id: 0, name: "r" }]).unwrap())
+            .unwrap();
+        let seqs = append(&w, 40);
+        for &seq in &seqs[..38] {
+            w.wait(&w.submit(&[Record::Delivered { route: 0, seq }]).unwrap())
+                .unwrap();
+        }
+        let expire = Record::ExpireIds {
+            before_ms: u64::MAX,
+            limit: 100,
+        };
+        w.wait(&w.submit(&[expire]).unwrap()).unwrap();
+        let mut deleted = 0;
+        for _ in 0..4 {
+            deleted += m.step(&w).unwrap().deleted;
+        }
+        assert!(deleted > 5, "{deleted} segments deleted");
+        w.close();
+    }
+
+    #[test]
+    fn a_byte_flipped_in_the_only_checkpoint_whose_segments_were_compacted_away_is_refused_and_reported(
+    ) {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join(DIR_NAME);
+        compacted(&dir);
+        let mut checkpoints: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| checkpoint_lsn(n).is_some())
+            .collect();
+        checkpoints.sort();
+        assert_eq!(checkpoints.len(), 2);
+        std::fs::remove_file(dir.join(&checkpoints[0])).unwrap();
+        let only = checkpoints[1].clone();
+        flip(&dir.join(&only), 60);
+
+        let storage = ReadOnlyDir::new(&dir);
+        let Err(LogError::Corrupt { file, offset, .. }) = recover(&storage) else {
+            panic!("refused");
+        };
+        assert_eq!((file.as_str(), offset), (only.as_str(), 40));
+
+        let report = verify(&dir);
+        assert_eq!(
+            report.verdict,
+            Verdict::Refused {
+                error: recover(&storage).unwrap_err().to_string(),
+                file: Some(only.clone()),
+                offset: Some(40),
+            }
+        );
+        let c = report.checkpoints.iter().find(|c| c.file == only).unwrap();
+        assert_eq!(c.damaged.as_ref().map(|d| d.0), Some(40));
+        let text = report.to_string();
+        assert!(
+            text.contains(&format!("{only}  lsn")) && text.contains("DAMAGED at byte 40"),
+            "{text}"
+        );
+        assert_eq!(checkpoint_name(c.lsn), only);
+
+        // Repair starts from what the segments still hold: the two pending events are kept,
+        // and the records the checkpoint covered are reported lost, the route's name with
+        // them (its events are kept apart, under a name of their own).
+        let repaired = repair(data.path(), writer_config()).unwrap();
+        assert!(repaired.report.contains(&only), "{}", repaired.report);
+        assert!(
+            !repaired.salvage.lost_lsns.is_empty(),
+            "{}",
+            repaired.report
+        );
+        assert_eq!(
+            repaired.kept.routes["unnamed-route-0"].pending, 2,
+            "{}",
+            repaired.report
+        );
+        assert!(repaired.report.contains("routes whose name was lost"));
+        assert!(verify(&dir).opens());
+    }
+
+    #[tokio::test]
+    async fn repair_refuses_while_a_hookfan_holds_the_log() {
+        let data = tempfile::tempdir().unwrap();
+        let spool = LogSpool::open_with(data.path(), quiet()).unwrap();
+        let err = repair(data.path(), writer_config()).unwrap_err();
+        assert!(matches!(err, RepairError::InUse(_)), "{err}");
+        assert!(err.to_string().contains("stop it first"), "{err}");
+        let names: Vec<_> = std::fs::read_dir(data.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [DIR_NAME], "no new log, no report, nothing moved");
+        spool.close().await;
+    }
+
+    #[tokio::test]
+    async fn repair_of_an_intact_log_keeps_every_queue_its_retries_holds_and_dead_letters() {
+        let data = tempfile::tempdir().unwrap();
+        log_of(data.path(), &ids(6)).await;
+        let spool = LogSpool::open_with(data.path(), quiet()).unwrap();
+        let items = spool
+            .due("r", u64::MAX - 1, &HashSet::new(), 10, false)
+            .unwrap()
+            .items;
+        let outcomes = vec![
+            (items[0].key, Completion::Delivered),
+            (
+                items[1].key,
+                Completion::Retry {
+                    due_ms: 7_000,
+                    attempts: 2,
+                    error: "503".into(),
+                },
+            ),
+            (
+                items[2].key,
+                Completion::Hold {
+                    not_before_ms: u64::MAX - 10,
+                    attempts: 1,
+                    error: "429".into(),
+                },
+            ),
+            (
+                items[3].key,
+                Completion::Dead {
+                    attempts: 5,
+                    error: "400".into(),
+                },
+            ),
+        ];
+        spool.complete_batch("r", outcomes).await.unwrap();
+        let queue = |spool: &LogSpool| {
+            let due = spool
+                .due("r", u64::MAX - 1, &HashSet::new(), 10, false)
+                .unwrap();
+            let items: Vec<_> = due
+                .items
+                .iter()
+                .map(|i| (i.key.due_ms, i.state.clone(), (*i.event).clone()))
+                .collect();
+            let held = spool.due("r", 0, &HashSet::new(), 10, true).unwrap();
+            let dead: Vec<_> = spool
+                .dead_letters(None)
+                .unwrap()
+                .into_iter()
+                .map(|d| (d.route, d.webhook_id, d.attempts, d.error, d.dead_at_ms))
+                .collect();
+            (
+                items,
+                held.next_due_ms,
+                dead,
+                spool.route_summary("r").unwrap(),
+            )
+        };
+        let before = queue(&spool);
+        spool.close().await;
+
+        let repaired = repair(data.path(), writer_config()).unwrap();
+        assert!(repaired.salvage.is_clean(), "{}", repaired.report);
+        assert!(repaired
+            .report
+            .contains("nothing was damaged and nothing was lost"));
+        let spool = LogSpool::open_with(data.path(), quiet()).unwrap();
+        assert_eq!(queue(&spool), before);
+        let again = spool
+            .append(event("e0"), vec!["r".into()], Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            AppendOutcome::Duplicate,
+            "a delivered event's id is remembered"
+        );
+        spool.close().await;
+    }
+}
