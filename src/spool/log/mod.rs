@@ -15,12 +15,14 @@
 //!   still needed in old segments copied forward ([`compaction::Maintenance`], its thread).
 //! - [`recovery`]: opening a directory: the newest valid checkpoint, then every valid group
 //!   after it applied, a torn tail cut, corruption refused.
+//! - [`import`]: upgrading a data_dir that holds a redb spool (`spool.redb`): imported
+//!   once at open into a fresh log, crash-safe, then renamed aside; or refused, never ignored.
 //! - [`reader`]: a record read back by its location (the dedup check's confirmation).
 //! - [`spool`]: [`LogSpool`], the facade: the redb [`crate::spool::Spool`]'s API over the
 //!   log (see "The facade").
 //!
 //! Still to come (issue 21): recycling segments (reuse as prepared ones instead of delete
-//! and create), batched readers of event bodies for delivery, the redb import, `spool
+//! and create), batched readers of event bodies for delivery, `spool
 //! verify|repair`, and the wiring into ingest and delivery (a change of type: [`LogSpool`]
 //! has the redb spool's methods).
 //!
@@ -305,6 +307,7 @@
 
 pub mod checkpoint;
 pub mod compaction;
+pub mod import;
 pub mod reader;
 pub mod record;
 pub mod recovery;
