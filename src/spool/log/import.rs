@@ -65,7 +65,7 @@ use super::checkpoint;
 use super::record::{EventRecord, Record, RouteId};
 use super::recovery::recover;
 use super::segment::{self, SEGMENT_HEADER_LEN};
-use super::spool::{LogSpoolConfig, DIR_NAME};
+use super::spool::{LogSpoolConfig, DIR_NAME, LOCK_NAME};
 use super::storage::RealDisk;
 use super::writer::{Ticket, Writer};
 use super::LogError;
@@ -107,7 +107,7 @@ pub fn upgrade(data_dir: &Path, config: &LogSpoolConfig) -> Result<Option<Import
         return Ok(None);
     }
     let _lock = lock_data_dir(data_dir)?;
-    // Another hookfan may have finished the upgrade while this one waited for nothing.
+    // Another hookfan may have finished the upgrade between the look and the lock.
     if !redb.try_exists().map_err(data_dir_error)? {
         return Ok(None);
     }
@@ -230,7 +230,7 @@ fn discard_unused_log(log: &Path) -> Result<(), SpoolError> {
         path: log.to_path_buf(),
         source,
     };
-    let lock = match File::options().write(true).open(log.join("LOCK")) {
+    let lock = match File::options().write(true).open(log.join(LOCK_NAME)) {
         Ok(file) => Some(file),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(error(e)),
@@ -531,13 +531,15 @@ impl Importer<'_> {
             }
         };
         drop(records);
+        let previous = self.in_flight.replace(ticket);
+        if let Some(previous) = &previous {
+            // A failed group (its lsns are skipped) shows here first.
+            self.writer.wait(previous).map_err(SpoolError::Log)?;
+        }
         if ticket.first_lsn != self.batch_first_lsn || ticket.end_lsn != self.next_lsn {
             return Err(SpoolError::CommitFailed(
                 "the import's records did not get the lsns it gave them".into(),
             ));
-        }
-        if let Some(previous) = self.in_flight.replace(ticket) {
-            self.writer.wait(&previous).map_err(SpoolError::Log)?;
         }
         self.batch.clear();
         self.batch_bytes = 0;

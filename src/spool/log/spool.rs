@@ -31,7 +31,7 @@ use crate::spool::{
 /// The log's directory inside `data_dir` (the redb spool is the file `spool.redb` beside it).
 pub const DIR_NAME: &str = "spool";
 /// The file a running hookfan holds an exclusive lock on, inside the log's directory.
-const LOCK_NAME: &str = "LOCK";
+pub(super) const LOCK_NAME: &str = "LOCK";
 /// Most webhook ids one [`Record::ExpireIds`] forgets, so an expiry never makes a big group.
 const EXPIRE_LIMIT: u32 = 10_000;
 /// An [`Record::ExpireIds`] rides along with an append at most this often.
