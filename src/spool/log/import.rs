@@ -933,6 +933,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_spool_redb_an_older_hookfan_still_runs_on_is_refused_as_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let running = Spool::open(dir.path()).unwrap();
+        let e = event("pending");
+        running.append(e, routes(&["plain"]), WINDOW).await.unwrap();
+
+        let err = open(dir.path()).err().expect("refused");
+        assert!(matches!(err, SpoolError::InUse(_)), "{err}");
+        assert_eq!(
+            names(dir.path()),
+            ["spool.redb"],
+            "nothing created beside it"
+        );
+        running.close().await;
+    }
+
+    #[tokio::test]
     async fn a_spool_redb_that_is_not_a_redb_file_is_refused_by_name_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let garbage = vec![0xA5u8; 64 * 1024];
