@@ -23,7 +23,9 @@
 //!    - route names bound by [`Record::Route`]s, each before the first event naming it.
 //!
 //!    Records go in batches of at most 1 MiB (and never more than a group holds:
-//!    [`Writer::max_payload`]); an event and its records are never split.
+//!    [`Writer::max_payload`]); an event and its records are never split. Memory: the
+//!    redb side keeps every queue entry's key and state while it reads (no bodies: events
+//!    are read and submitted one at a time), and two batches at most are in flight.
 //! 3. A marker file `IMPORTED` is written in `spool.import/` (from which file, the counts,
 //!    when, and the redb file's identity: inode, size, modification time), synced, and
 //!    the directory synced; the writer is closed; `spool.import/` is renamed `spool/` and
@@ -38,9 +40,9 @@
 //!   done, provided the file is still the one imported (same identity). Otherwise the
 //!   operator put another spool.redb back beside an imported log: refused as below.
 //! - `spool/` holding log data (a segment with records, a checkpoint) and no marker beside
-//!   `spool.redb`: never an import's state (the log is created by the import's last rename,
-//!   and nothing is written to it before the marker). An old spool was put back next to a
-//!   new one: refused with [`SpoolError::RedbBesideLog`] (drain it with the previous hookfan
+//!   `spool.redb`: never an import's state (an import's `spool/` is its `spool.import/`,
+//!   renamed once the marker is in it). An old spool was put back next to a new one:
+//!   refused with [`SpoolError::RedbBesideLog`] (drain it with the previous hookfan
 //!   version, or move it aside). A `spool/` with no data (a hookfan ran once on an empty
 //!   data_dir, prepared segments only) is removed, once its lock shows no hookfan uses it,
 //!   and the import goes on.
@@ -51,7 +53,7 @@
 //!
 //! Owns: the upgrade's files (`spool.import/`, the marker, the renames). Never here: what a
 //! record means ([`super::State`]), how the redb spool's tables are read
-//! ([`crate::spool::Spool::export`]).
+//! (`Spool::export` in `spool/mod.rs`).
 
 use std::collections::HashMap;
 use std::fs::File;
