@@ -934,6 +934,48 @@ mod tests {
         assert_eq!(names(dir.path()), ["spool", "spool.redb.imported"]);
     }
 
+    /// Sets the redb spool's schema version in `dir` (version 1 also had the `seen` table).
+    fn set_schema_version(dir: &Path, version: u64) {
+        use crate::spool::{META, SEEN_V1};
+        let db = redb::Database::create(dir.join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            if version == 1 {
+                txn.open_table(SEEN_V1).unwrap();
+            }
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert("schema_version", version).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_spool_redb_of_schema_version_1_is_imported_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = redb_fixture(dir.path()).await;
+        set_schema_version(dir.path(), 1);
+
+        let spool = open(dir.path()).unwrap();
+        assert_eq!(seen!(spool), before);
+        spool.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_spool_redb_of_a_newer_schema_is_refused_by_name_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        redb_fixture(dir.path()).await;
+        set_schema_version(dir.path(), 3);
+
+        let err = open(dir.path()).err().expect("refused");
+        let msg = err.to_string();
+        assert!(matches!(err, SpoolError::Incompatible { .. }), "{msg}");
+        assert!(
+            msg.contains(FILE_NAME) && msg.contains("schema version 3"),
+            "{msg}"
+        );
+        assert_eq!(names(dir.path()), ["spool.redb"]);
+    }
+
     #[tokio::test]
     async fn a_spool_redb_an_older_hookfan_still_runs_on_is_refused_as_in_use() {
         let dir = tempfile::tempdir().unwrap();
