@@ -30,6 +30,7 @@
 //!   whole console in headless Chromium (`browser`: WebDriver over HTTP to Debian's
 //!   chromedriver), with a screenshot of each page in target/console-screenshots/.
 //! - `e2e_deploy`: what the container image relies on: `healthcheck`, `--version`.
+//! - `e2e_upgrade`: a data_dir of an earlier hookfan (`spool.redb`) imported at start.
 
 mod browser;
 mod e2e_admin;
@@ -49,6 +50,7 @@ mod e2e_reload;
 mod e2e_replicas;
 mod e2e_security;
 mod e2e_sources;
+mod e2e_upgrade;
 mod harness;
 mod moto;
 mod redis;

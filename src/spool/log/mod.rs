@@ -1,7 +1,7 @@
 //! The log-structured spool (issue 21): the segment format, the records, the state they
 //! rebuild, the group-commit writer, checkpoints, compaction and recovery, over a storage
-//! trait that a simulated disk implements for crash tests. Not wired into the daemon yet:
-//! the redb spool in `spool/mod.rs` still runs it.
+//! trait that a simulated disk implements for crash tests. The daemon's spool
+//! ([`crate::spool::Spool`] is [`LogSpool`]).
 //!
 //! # Layout
 //! - [`storage`]: the file operations the log needs ([`Storage`]), on the real disk
@@ -15,6 +15,8 @@
 //!   still needed in old segments copied forward ([`compaction::Maintenance`], its thread).
 //! - [`recovery`]: opening a directory: the newest valid checkpoint, then every valid group
 //!   after it applied, a torn tail cut, corruption refused.
+//! - [`import`]: upgrading a data_dir that holds a redb spool (`spool.redb`): imported
+//!   once at open into a fresh log, crash-safe, then renamed aside; or refused, never ignored.
 //! - [`reader`]: a record read back by its location (the dedup check's confirmation).
 //! - [`spool`]: [`LogSpool`], the facade: the redb [`crate::spool::RedbSpool`]'s API over the
 //!   log (see "The facade").
@@ -26,9 +28,7 @@
 //!   report of what could not be kept.
 //!
 //! Still to come (issue 21): recycling segments (reuse as prepared ones instead of delete
-//! and create), batched readers of event bodies for delivery, the redb import, and the
-//! wiring into ingest and delivery (a change of type: [`LogSpool`] has the redb spool's
-//! methods).
+//! and create), batched readers of event bodies for delivery.
 //!
 //! # On disk
 //! A directory (`<data_dir>/spool/`) of segment files, at most a few checkpoint files
@@ -351,6 +351,7 @@
 
 pub mod checkpoint;
 pub mod compaction;
+pub mod import;
 pub mod reader;
 pub mod record;
 pub mod recovery;

@@ -194,7 +194,9 @@ impl LogSpool {
     }
 
     /// [`LogSpool::open`] with settings (tests use small segments).
+    /// A `spool.redb` in `data_dir` is imported first (see [`super::import`]).
     pub fn open_with(data_dir: &Path, config: LogSpoolConfig) -> Result<LogSpool, SpoolError> {
+        super::import::upgrade(data_dir, &config)?;
         let dir = data_dir.join(DIR_NAME);
         let data_dir_error = |source| SpoolError::DataDir {
             path: dir.clone(),
