@@ -770,6 +770,85 @@ async fn corrupted_or_foreign_spool_file_stops_startup_and_is_left_untouched() {
     daemon.stop_gracefully().await;
 }
 
+/// The way out of a refused spool: `spool verify` reports the damage where `serve` would,
+/// `spool repair` keeps every intact record and names what it could not keep, and the
+/// repaired spool delivers every other event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_spool_is_reported_by_verify_and_repair_delivers_every_other_event() {
+    const N: usize = 40;
+    const PAD: usize = 64 * 1024;
+    let mut receiver = Receiver::start().await;
+    receiver.stop().await;
+    let mut daemon = Daemon::start(
+        Config::default()
+            .max_body_bytes(256 * 1024)
+            .top_level("spool_segment_bytes: 1048576")
+            .route(HttpRoute::new("to-receiver", receiver.url())),
+    )
+    .await;
+    let http = client();
+    let ids: HashSet<String> = (0..N).map(|_| new_id()).collect();
+    for id in &ids {
+        post_ok(&http, &daemon.url(), id, &padded_body(id, PAD)).await;
+    }
+    daemon.stop_gracefully().await;
+    let first = daemon.spool_dir().join("00000000000000000001.seg");
+    let mut bytes = std::fs::read(&first).expect("read the first segment");
+    bytes[300_000] ^= 0x01;
+    std::fs::write(&first, &bytes).expect("damage it");
+
+    let verify = daemon.cli_output(&["spool", "verify"]).await;
+    let report = String::from_utf8_lossy(&verify.stdout);
+    eprintln!("[faults] spool verify:\n{report}");
+    assert_eq!(
+        verify.status.code(),
+        Some(1),
+        "verify says hookfan would refuse it"
+    );
+    assert!(
+        report.contains("00000000000000000001.seg") && report.contains("checksum"),
+        "verify names the file and why: {report}"
+    );
+
+    let repair = daemon.cli_output(&["spool", "repair"]).await;
+    let said = String::from_utf8_lossy(&repair.stdout);
+    eprintln!("[faults] spool repair:\n{said}");
+    assert!(repair.status.success(), "repair: {said}");
+    let data = daemon.dir().join("data");
+    let report_file = std::fs::read_dir(&data)
+        .expect("list the data dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("spool-repair-"))
+        })
+        .expect("repair writes its report beside the spool");
+    let report = std::fs::read_to_string(&report_file).expect("read the report");
+
+    receiver.restart().await;
+    daemon.restart().await;
+    let lost: HashSet<String> = ids
+        .iter()
+        .filter(|id| report.contains(id.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(
+        lost.len(),
+        1,
+        "the one event whose group was damaged is named lost in the report: {report}"
+    );
+    let kept: HashSet<String> = ids.difference(&lost).cloned().collect();
+    let got = receiver
+        .until_ids(&kept, Duration::from_secs(30), "every event repair kept")
+        .await;
+    let delivered: HashSet<&str> = got.iter().map(Recorded::webhook_id).collect();
+    assert!(
+        lost.iter().all(|id| !delivered.contains(id.as_str())),
+        "a lost event cannot be delivered"
+    );
+    daemon.stop_gracefully().await;
+}
+
 // ---------------------------------------------------------------------------
 // 5. Overload
 // ---------------------------------------------------------------------------
