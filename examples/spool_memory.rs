@@ -1,0 +1,101 @@
+//! What the log spool's in-memory state costs per event: builds a [`State`] by applying
+//! event records as the writer does, and prints the growth of this process's resident
+//! memory per event, for two cases: events pending on 3 routes (a backlog), and events
+//! delivered but remembered for dedup (the `dedup_window`).
+//!
+//! ```sh
+//! cargo run --release --example spool_memory -- [events] [pending|remembered]
+//! ```
+//!
+//! One case per run (default: 1,000,000 events, pending): memory an allocator got back
+//! is not returned to the kernel, so a second case in the same process would read 0.
+
+use hookfan::spool::log::record::RouteDue;
+use hookfan::spool::log::{EventRecord, Location, Record, State};
+
+/// Resident memory of this process, in bytes (`/proc/self/statm`).
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("statm's resident field");
+    pages * 4096
+}
+
+/// Applies `n` events (webhook ids of 36 characters, as Stream's UUIDs) to a fresh state;
+/// with `delivered`, each one's 3 routes record it delivered right after. Returns the RSS
+/// growth per event, in bytes.
+fn per_event(n: u64, delivered: bool) -> f64 {
+    let before = rss_bytes();
+    let mut state = State::new();
+    let names = ["a", "b", "c"];
+    for (id, name) in names.iter().enumerate() {
+        state.apply(
+            id as u64 + 1,
+            Location {
+                segment: 1,
+                offset: 0,
+                len: 1,
+            },
+            &Record::Route {
+                id: id as u32,
+                name,
+            },
+        );
+    }
+    let mut lsn = 10;
+    for i in 0..n {
+        let id = format!("{:08x}-0000-4000-8000-{:012x}", i, i * 7919);
+        let record = Record::Event(EventRecord {
+            webhook_id: Some(&id),
+            received_at_ms: 1_800_000_000_000 + i,
+            api_key: None,
+            signature: "s",
+            event_type: None,
+            path: None,
+            body: b"{}",
+            routes: (0..3)
+                .map(|r| RouteDue::new(r, 1_800_000_000_000 + i))
+                .collect::<Vec<_>>()
+                .into(),
+        });
+        let location = Location {
+            segment: 1 + lsn / 30_000,
+            offset: 40 + (lsn % 30_000) * 1100,
+            len: 1100,
+        };
+        state.apply(lsn, location, &record);
+        let seq = lsn;
+        lsn += 1;
+        if delivered {
+            for route in 0..3 {
+                state.apply(lsn, location, &Record::Delivered { route, seq });
+                lsn += 1;
+            }
+        }
+    }
+    let grown = rss_bytes().saturating_sub(before) as f64 / n as f64;
+    std::hint::black_box(&state);
+    grown
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: u64 = args
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    match args.next().as_deref() {
+        None | Some("pending") => {
+            let bytes = per_event(n, false);
+            println!("{n} events pending on 3 routes: {bytes:.0} bytes of memory each");
+        }
+        Some("remembered") => {
+            let bytes = per_event(n, true);
+            println!("{n} events delivered, their ids remembered: {bytes:.0} bytes of memory each");
+        }
+        Some(other) => panic!("unknown case {other:?}: pending or remembered"),
+    }
+}
