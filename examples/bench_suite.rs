@@ -882,9 +882,11 @@ impl Suite {
 
     /// Alternating rounds at full speed, with the same load generator settings: the baseline,
     /// then each side in turn (a server under test and the processes whose CPU counts with it),
-    /// after a warm-up of each. Every side is frozen (SIGSTOP) except the one being loaded, so
-    /// that no side's background work (deliveries, retries) takes CPU from another's turn.
-    /// Returns the baseline's rounds, then each side's.
+    /// after a warm-up of each. The sides' order rotates from round to round, so that none
+    /// always runs right after the same other one (and its disk writeback). Every side is
+    /// frozen (SIGSTOP) except the one being loaded, so that no side's background work
+    /// (deliveries, retries) takes CPU from another's turn. Returns the baseline's rounds, then
+    /// each side's.
     fn compare_sides(&mut self, base: &Proc, sides: &[(&Proc, &[&Proc])]) -> Result<Vec<Agg>> {
         let freezer = Freezer {
             pids: sides.iter().map(|(p, _)| p.pid()).collect(),
@@ -900,13 +902,15 @@ impl Suite {
             freezer.only(Some(p.pid()))?;
             aggs[i + 1].sent = self.load(&p.url("/stream"), warm)?.ok;
         }
-        for _ in 0..self.args.rounds {
+        for round in 0..self.args.rounds {
             let spec = self.closed(self.args.duration);
             freezer.only(None)?;
             let w = Window::start(&[base]);
             let l = self.load(&base.url("/stream"), spec)?;
             aggs[0].add(&l, &w.end(), &base.name);
-            for (i, (p, others)) in sides.iter().enumerate() {
+            for k in 0..sides.len() {
+                let i = (k + round) % sides.len();
+                let (p, others) = sides[i];
                 freezer.only(Some(p.pid()))?;
                 self.measure(p, others, spec, &mut aggs[i + 1])?;
             }
