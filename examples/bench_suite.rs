@@ -58,6 +58,13 @@ struct Args {
     /// Comma-separated subset: probe,ingest,unrouted,refused,deliver,drain-http,drain-sqs,backlog.
     #[arg(long, env = "BENCH_SCENARIOS", default_value = "all")]
     scenarios: String,
+    /// A previous hookfan binary to measure beside this one in `ingest` (bench/run.sh builds
+    /// the revision BENCH_OLD_REV and sets this).
+    #[arg(long, env = "BENCH_OLD_HOOKFAN")]
+    old_hookfan: Option<PathBuf>,
+    /// What the previous hookfan is (its git revision), for the table.
+    #[arg(long, env = "BENCH_OLD_LABEL", default_value = "")]
+    old_label: String,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -72,6 +79,8 @@ struct Proc {
     /// From spawn to the listening line.
     ready: Duration,
     log: PathBuf,
+    /// Name prefix of the process's storage writer thread(s), for its CPU ("" = none).
+    writer: &'static str,
 }
 
 fn addr_after(line: &str, marker: &str) -> Option<SocketAddr> {
@@ -198,18 +207,22 @@ fn cpu_seconds(pid: u32, prefix: &str) -> f64 {
 
 /// hookfan's spool writer thread (the name is cut to 15 characters by the kernel).
 const WRITER_THREAD: &str = "hookfan-spool";
+/// bench_floor's writer thread.
+const FLOOR_WRITER_THREAD: &str = "floor-writer";
 
 impl Window {
     fn start(procs: &[&Proc]) -> Window {
         let mut pids = Vec::new();
         for p in procs {
             pids.push((p.name.clone(), p.pid(), "", cpu_seconds(p.pid(), "")));
-            pids.push((
-                format!("{}:writer", p.name),
-                p.pid(),
-                WRITER_THREAD,
-                cpu_seconds(p.pid(), WRITER_THREAD),
-            ));
+            if !p.writer.is_empty() {
+                pids.push((
+                    format!("{}:writer", p.name),
+                    p.pid(),
+                    p.writer,
+                    cpu_seconds(p.pid(), p.writer),
+                ));
+            }
         }
         Window {
             t0: Instant::now(),
@@ -483,6 +496,9 @@ struct Bins {
     baseline: PathBuf,
     receiver: PathBuf,
     sqs: PathBuf,
+    floor: PathBuf,
+    /// The previous hookfan (`--old-hookfan`), measured beside this one in `ingest`.
+    old_hookfan: Option<PathBuf>,
 }
 
 struct Suite {
@@ -490,6 +506,8 @@ struct Suite {
     bins: Bins,
     work: PathBuf,
     admin_supported: bool,
+    /// Whether the previous hookfan has the admin listener.
+    old_admin_supported: bool,
     perf_ok: bool,
     rows: Vec<Row>,
     notes: Vec<String>,
@@ -573,6 +591,7 @@ impl Suite {
                         admin,
                         ready: at.duration_since(spawned),
                         log,
+                        writer: WRITER_THREAD,
                     });
                 }
             }
@@ -598,6 +617,19 @@ impl Suite {
         self.spawn("baseline", cmd, "baseline listening on http://")
     }
 
+    /// The durable floor (bench_floor): HMAC + JSON `type` + one pwrite and one fdatasync per
+    /// group on a preallocated file, nothing else.
+    fn floor(&self, name: &str, data: &Path) -> Result<Proc> {
+        let mut cmd = Command::new(&self.bins.floor);
+        cmd.args(["--listen", "127.0.0.1:0", "--secret", common::API_SECRET])
+            .args(["--file-mib", if self.args.quick { "64" } else { "256" }])
+            .arg("--dir")
+            .arg(data);
+        let mut p = self.spawn(name, cmd, "floor listening on http://")?;
+        p.writer = FLOOR_WRITER_THREAD;
+        Ok(p)
+    }
+
     fn receiver(&self, name: &str, hold: &[&str]) -> Result<Proc> {
         let mut cmd = Command::new(&self.bins.receiver);
         cmd.args(["--listen", "127.0.0.1:0"]);
@@ -618,10 +650,38 @@ impl Suite {
 
     /// Writes a routes.yaml for `routes` (YAML snippets, one per route) and starts hookfan.
     fn hookfan(&self, name: &str, data: &Path, routes: &[String]) -> Result<Proc> {
-        let config = self.hookfan_config(name, data, routes)?;
-        let mut cmd = Command::new(&self.bins.hookfan);
+        let config = self.hookfan_config(name, data, routes, self.admin_supported, &[])?;
+        self.hookfan_from(&self.bins.hookfan, name, &config)
+    }
+
+    /// The previous hookfan (`--old-hookfan`), if any, with the config this one gets, less the
+    /// settings it does not know (`spool_segment_bytes`, a setting of the log spool, when the
+    /// user gave it in BENCH_HOOKFAN_CONFIG).
+    fn old_hookfan(&mut self, name: &str, data: &Path, routes: &[String]) -> Result<Option<Proc>> {
+        let Some(bin) = self.bins.old_hookfan.clone() else {
+            return Ok(None);
+        };
+        const NEW_KEYS: &[&str] = &["spool_segment_bytes"];
+        let config = self.hookfan_config(name, data, routes, self.old_admin_supported, NEW_KEYS)?;
+        if self
+            .args
+            .hookfan_config
+            .split(';')
+            .any(|l| NEW_KEYS.iter().any(|k| l.trim().starts_with(k)))
+        {
+            self.note(format!(
+                "the {} runs without {} (BENCH_HOOKFAN_CONFIG): it does not know the key",
+                self.old_name(),
+                NEW_KEYS.join(", ")
+            ));
+        }
+        self.hookfan_from(&bin, name, &config).map(Some)
+    }
+
+    fn hookfan_from(&self, bin: &Path, name: &str, config: &Path) -> Result<Proc> {
+        let mut cmd = Command::new(bin);
         cmd.args(["serve", "--config"])
-            .arg(&config)
+            .arg(config)
             .env("RUST_LOG", "info")
             .env("AWS_ACCESS_KEY_ID", "bench")
             .env("AWS_SECRET_ACCESS_KEY", "bench")
@@ -629,18 +689,27 @@ impl Suite {
         self.spawn(name, cmd, "ingest listening on http://")
     }
 
-    fn hookfan_config(&self, name: &str, data: &Path, routes: &[String]) -> Result<PathBuf> {
+    /// hookfan's config: the suite's settings, BENCH_HOOKFAN_CONFIG's lines except those
+    /// setting one of `skip` (keys a previous hookfan refuses), the bench app and `routes`.
+    fn hookfan_config(
+        &self,
+        name: &str,
+        data: &Path,
+        routes: &[String],
+        admin: bool,
+        skip: &[&str],
+    ) -> Result<PathBuf> {
         let mut y = String::new();
         writeln!(y, "# written by bench_suite")?;
         writeln!(y, "listen: 127.0.0.1:0")?;
-        if self.admin_supported {
+        if admin {
             writeln!(y, "admin_listen: 127.0.0.1:0")?;
         }
         writeln!(y, "data_dir: {}", data.display())?;
         writeln!(y, "dedup_window: 10m")?;
         writeln!(y, "shutdown_grace: 1s")?;
         for line in self.args.hookfan_config.split(';').map(str::trim) {
-            if !line.is_empty() {
+            if !line.is_empty() && !skip.iter().any(|k| line.starts_with(k)) {
                 writeln!(y, "{line}")?;
             }
         }
@@ -805,22 +874,48 @@ impl Suite {
 
     /// Alternating rounds of the baseline and hookfan at full speed.
     fn compare(&mut self, base: &Proc, h: &Proc, others: &[&Proc]) -> Result<(Agg, Agg)> {
+        let mut aggs = self.compare_sides(base, &[(h, others)])?;
+        let hf = aggs.pop().context("hookfan's rounds")?;
+        let b = aggs.pop().context("the baseline's rounds")?;
+        Ok((b, hf))
+    }
+
+    /// Alternating rounds at full speed, with the same load generator settings: the baseline,
+    /// then each side in turn (a server under test and the processes whose CPU counts with it),
+    /// after a warm-up of each. The sides' order rotates from round to round, so that none
+    /// always runs right after the same other one (and its disk writeback). Every side is
+    /// frozen (SIGSTOP) except the one being loaded, so that no side's background work
+    /// (deliveries, retries) takes CPU from another's turn. Returns the baseline's rounds, then
+    /// each side's.
+    fn compare_sides(&mut self, base: &Proc, sides: &[(&Proc, &[&Proc])]) -> Result<Vec<Agg>> {
+        let freezer = Freezer {
+            pids: sides.iter().map(|(p, _)| p.pid()).collect(),
+        };
         let warm = Spec {
             duration: 1.0,
             ..self.closed(1.0)
         };
-        self.baseline_load(base, h, warm)?;
-        let warm_h = self.load(&h.url("/stream"), warm)?;
-        let (mut b, mut hf) = (Agg::default(), Agg::default());
-        hf.sent = warm_h.ok;
-        for _ in 0..self.args.rounds {
-            let spec = self.closed(self.args.duration);
-            let w = Window::start(&[base]);
-            let l = self.baseline_load(base, h, spec)?;
-            b.add(&l, &w.end(), &base.name);
-            self.measure(h, others, spec, &mut hf)?;
+        let mut aggs = vec![Agg::default(); sides.len() + 1];
+        freezer.only(None)?;
+        self.load(&base.url("/stream"), warm)?;
+        for (i, (p, _)) in sides.iter().enumerate() {
+            freezer.only(Some(p.pid()))?;
+            aggs[i + 1].sent = self.load(&p.url("/stream"), warm)?.ok;
         }
-        Ok((b, hf))
+        for round in 0..self.args.rounds {
+            let spec = self.closed(self.args.duration);
+            freezer.only(None)?;
+            let w = Window::start(&[base]);
+            let l = self.load(&base.url("/stream"), spec)?;
+            aggs[0].add(&l, &w.end(), &base.name);
+            for k in 0..sides.len() {
+                let i = (k + round) % sides.len();
+                let (p, others) = sides[i];
+                freezer.only(Some(p.pid()))?;
+                self.measure(p, others, spec, &mut aggs[i + 1])?;
+            }
+        }
+        Ok(aggs)
     }
 
     /// Loads the baseline while hookfan `h` is frozen (SIGSTOP), so that hookfan's background
@@ -934,8 +1029,51 @@ impl Suite {
         }
     }
 
+    /// "previous hookfan (REVISION)", for rows and notes.
+    fn old_name(&self) -> String {
+        match self.args.old_label.as_str() {
+            "" => "previous hookfan".into(),
+            label => format!("previous hookfan ({label})"),
+        }
+    }
+
     fn elapsed(&self) -> String {
         format!("[{:>5.0} s]", self.started.elapsed().as_secs_f64())
+    }
+}
+
+/// Processes that `compare_sides` freezes (SIGSTOP) while another one is measured; all of them
+/// are continued when this is dropped, whatever happened meanwhile.
+struct Freezer {
+    pids: Vec<u32>,
+}
+
+impl Freezer {
+    fn signal(pid: u32, sig: &str) -> Result<()> {
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .context("kill")?;
+        Ok(())
+    }
+
+    /// Freezes every process but `run`, then continues `run` (None: freezes them all).
+    fn only(&self, run: Option<u32>) -> Result<()> {
+        for &pid in self.pids.iter().filter(|&&p| Some(p) != run) {
+            Freezer::signal(pid, "-STOP")?;
+        }
+        if let Some(pid) = run {
+            Freezer::signal(pid, "-CONT")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Freezer {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            let _ = Freezer::signal(pid, "-CONT");
+        }
     }
 }
 
@@ -1134,8 +1272,41 @@ fn ingest(s: &mut Suite, base: &Proc, disk_rate: Option<f64>) -> Result<()> {
     );
     let recv = s.receiver("receiver-held", &["/"])?;
     let data = s.data_dir("ingest");
-    let h = s.hookfan("hookfan-ingest", &data, &three_routes(&recv.url(""), ""))?;
-    let (b, hf) = s.compare(base, &h, &[])?;
+    let routes = three_routes(&recv.url(""), "");
+    let h = s.hookfan("hookfan-ingest", &data, &routes)?;
+    // The contenders, in the same alternation: the durable floor, and the previous hookfan
+    // (same config and routes, its own data directory) when one was given.
+    let floor_data = s.data_dir("ingest-floor");
+    let mut floor = match s.floor("floor-ingest", &floor_data) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            s.note(format!("the durable floor was not measured: {e:#}"));
+            None
+        }
+    };
+    let old_data = s.data_dir("ingest-old");
+    let mut old = match s.old_hookfan("hookfan-old-ingest", &old_data, &routes) {
+        Ok(p) => p,
+        Err(e) => {
+            s.note(format!("the {} was not measured: {e:#}", s.old_name()));
+            None
+        }
+    };
+    let mut sides: Vec<(&Proc, &[&Proc])> = vec![(&h, &[])];
+    sides.extend(floor.iter().map(|p| (p, &[] as &[&Proc])));
+    sides.extend(old.iter().map(|p| (p, &[] as &[&Proc])));
+    let mut aggs = s.compare_sides(base, &sides)?.into_iter();
+    let b = aggs.next().context("the baseline's rounds")?;
+    let hf = aggs.next().context("hookfan's rounds")?;
+    let floor_agg = floor.as_ref().and_then(|_| aggs.next());
+    let old_agg = old.as_ref().and_then(|_| aggs.next());
+    // Done with the contenders: the rest of the scenario is hookfan's.
+    for p in [floor.as_mut(), old.as_mut()].into_iter().flatten() {
+        s.stop(p, Duration::from_secs(20));
+    }
+    drop((floor, old));
+    s.cleanup(&floor_data);
+    s.cleanup(&old_data);
     let sec = "1 ingest only (dest. down)";
     s.row(sec, "bare axum baseline: requests/s", fmt_rate(b.rps()))
         .reference = format!(
@@ -1190,6 +1361,19 @@ fn ingest(s: &mut Suite, base: &Proc, disk_rate: Option<f64>) -> Result<()> {
     .reference = format!("baseline {} / {}", fmt_us(b.p50), fmt_us(b.p99));
     writer_busy_row(s, sec, "max rate", &hf);
     fsync_rows(s, sec, "max rate", &hf, disk_rate);
+    if let Some(f) = &floor_agg {
+        contender_rows(s, sec, "durable floor (fsync per group)", f, &b);
+    }
+    let old_name = s.old_name();
+    if let Some(o) = &old_agg {
+        contender_rows(s, sec, &old_name, o, &b);
+    }
+    if let Some(f) = &floor_agg {
+        versus_row(s, sec, "durable floor", &hf, f);
+    }
+    if let Some(o) = &old_agg {
+        versus_row(s, sec, &old_name, &hf, o);
+    }
 
     // Latency at half of hookfan's maximum rate, baseline at the same rate.
     let rate = hf.rps() / 2.0;
@@ -1240,6 +1424,52 @@ fn ingest(s: &mut Suite, base: &Proc, disk_rate: Option<f64>) -> Result<()> {
     s.stop(&mut h, Duration::from_secs(20));
     s.cleanup(&data);
     Ok(())
+}
+
+/// A contender measured in the same alternation as the baseline and hookfan: its rate and ratio
+/// to the baseline, its CPU per request.
+fn contender_rows(s: &mut Suite, sec: &str, name: &str, a: &Agg, b: &Agg) {
+    let r = s.row(sec, &format!("{name}: requests/s"), fmt_rate(a.rps()));
+    r.reference = format!(
+        "baseline {}; ack p50 / p99 {} / {}",
+        fmt_rate(b.rps()),
+        fmt_us(a.p50),
+        fmt_us(a.p99)
+    );
+    r.ratio = format!("{:.2}", a.rps() / b.rps());
+    let per_fsync = a.per_fsync().map_or("events per fsync n/a".into(), |p| {
+        format!("{p:.1} events per fsync")
+    });
+    s.row(
+        sec,
+        &format!("{name}: CPU per request (writer thread)"),
+        format!(
+            "{:.0} us ({:.0} us)",
+            cpu_us(a.server_cores, a.rps()),
+            cpu_us(a.writer_cores, a.rps())
+        ),
+    )
+    .reference = format!(
+        "{:.2} cores ({:.2}); bare axum {:.0} us; {per_fsync}",
+        a.server_cores,
+        a.writer_cores,
+        cpu_us(b.server_cores, b.rps())
+    );
+}
+
+/// hookfan's rate over a contender's, measured in the same run.
+fn versus_row(s: &mut Suite, sec: &str, name: &str, hf: &Agg, a: &Agg) {
+    let r = s.row(
+        sec,
+        &format!("hookfan / {name}: requests/s"),
+        format!("{} / {}", fmt_rate(hf.rps()), fmt_rate(a.rps())),
+    );
+    r.ratio = format!("{:.2}", hf.rps() / a.rps().max(1e-9));
+    r.reference = format!(
+        "CPU per request {:.0} us / {:.0} us",
+        cpu_us(hf.server_cores, hf.rps()),
+        cpu_us(a.server_cores, a.rps())
+    );
 }
 
 fn fsync_rows(s: &mut Suite, sec: &str, what: &str, a: &Agg, disk_rate: Option<f64>) {
@@ -1931,6 +2161,8 @@ fn main() -> Result<()> {
         baseline: dir.join("bench_baseline"),
         receiver: dir.join("bench_receiver"),
         sqs: dir.join("bench_sqs_stub"),
+        floor: dir.join("bench_floor"),
+        old_hookfan: args.old_hookfan.clone(),
     };
     for b in [
         &bins.hookfan,
@@ -1938,7 +2170,11 @@ fn main() -> Result<()> {
         &bins.baseline,
         &bins.receiver,
         &bins.sqs,
-    ] {
+        &bins.floor,
+    ]
+    .into_iter()
+    .chain(&bins.old_hookfan)
+    {
         if !b.exists() {
             bail!(
                 "{} is missing: run bench/run.sh (it builds everything)",
@@ -1954,23 +2190,11 @@ fn main() -> Result<()> {
     };
     std::fs::create_dir_all(&work)?;
     let work = work.canonicalize()?;
-    // Does this hookfan have the admin listener? Then use a free port for it (and read commits
-    // from /metrics); otherwise leave the key out.
-    let probe_cfg = work.join("admin-probe.yaml");
-    std::fs::write(
-        &probe_cfg,
-        format!(
-            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: {}/admin-probe\napps:\n  - api_key: k\n    api_secret: s\nroutes:\n  - name: f\n    event_types: []\n    file: {{ path: /dev/null }}\n",
-            work.display()
-        ),
-    )?;
-    let admin_supported = Command::new(&bins.hookfan)
-        .args(["check", "--config"])
-        .arg(&probe_cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let admin_supported = supports_admin(&bins.hookfan, &work)?;
+    let old_admin_supported = match &bins.old_hookfan {
+        Some(old) => supports_admin(old, &work)?,
+        None => false,
+    };
     let perf_ok = Command::new("perf")
         .args([
             "stat",
@@ -1989,6 +2213,7 @@ fn main() -> Result<()> {
         bins,
         work: work.clone(),
         admin_supported,
+        old_admin_supported,
         perf_ok,
         rows: Vec::new(),
         notes: Vec::new(),
@@ -2001,6 +2226,10 @@ fn main() -> Result<()> {
         println!("  {m}");
     }
     println!("  data disk: {}", filesystem_of(&work));
+    let old_line = old_description(&args);
+    if s.wants("ingest") {
+        println!("  {old_line}");
+    }
     if !perf_ok {
         s.note("perf stat cannot count syscalls here: fsync figures are n/a (install linux-perf, run as root)".into());
     }
@@ -2054,6 +2283,9 @@ fn main() -> Result<()> {
     }
     let _ = writeln!(report, "- data disk: {}", filesystem_of(&work));
     let _ = writeln!(report, "- hookfan: git {git}");
+    if s.wants("ingest") {
+        let _ = writeln!(report, "- {old_line}");
+    }
     let _ = writeln!(
         report,
         "- settings: {} connections, {} s x {} rounds per side, drain {} events, backlog {} events",
@@ -2078,6 +2310,42 @@ fn main() -> Result<()> {
         bail!("scenarios failed: {}", failures.join(", "));
     }
     Ok(())
+}
+
+/// Does this hookfan have the admin listener? Then the suite gives it a free port (and reads
+/// its commits from /metrics); otherwise it leaves the key out.
+fn supports_admin(bin: &Path, work: &Path) -> Result<bool> {
+    let probe_cfg = work.join("admin-probe.yaml");
+    std::fs::write(
+        &probe_cfg,
+        format!(
+            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: {}/admin-probe\napps:\n  - api_key: k\n    api_secret: s\nroutes:\n  - name: f\n    event_types: []\n    file: {{ path: /dev/null }}\n",
+            work.display()
+        ),
+    )?;
+    Ok(Command::new(bin)
+        .args(["check", "--config"])
+        .arg(&probe_cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success()))
+}
+
+/// The header line naming the previous hookfan of the ingest scenario.
+fn old_description(args: &Args) -> String {
+    match &args.old_hookfan {
+        Some(bin) => format!(
+            "previous hookfan (ingest): {} ({})",
+            if args.old_label.is_empty() {
+                "revision not given"
+            } else {
+                &args.old_label
+            },
+            bin.display()
+        ),
+        None => "previous hookfan (ingest): not measured (no --old-hookfan; bench/run.sh: BENCH_OLD_REV=none)".into(),
+    }
 }
 
 /// Now (UTC) as YYYY-MM-DD HH:MM.
