@@ -694,7 +694,7 @@ fn damage_newest_checkpoint(disk: &SimDisk, pick: usize) -> Option<String> {
 fn passed_over(report: &RecoveryReport, damaged: &Option<String>) -> Result<(), TestCaseError> {
     if let Some(name) = damaged {
         let seen = report.damaged_checkpoints.iter().any(|(n, _, _)| n == name);
-        prop_assert!(seen, "the damaged {} was not reported", name);
+        prop_assert!(seen, "the damaged {} was not reported: {:?}", name, report);
     }
     Ok(())
 }
