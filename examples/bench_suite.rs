@@ -1976,15 +1976,15 @@ fn backlog(s: &mut Suite, base: &Proc) -> Result<()> {
         );
     }
     let stop = s.stop(&mut h, Duration::from_secs(60));
-    let file = data.join("spool.redb");
-    let meta = std::fs::metadata(&file)?;
-    let allocated = {
+    // The log's directory (segments, prepared ones included, and checkpoints).
+    let mut allocated = 0;
+    for entry in std::fs::read_dir(data.join("spool"))? {
         use std::os::unix::fs::MetadataExt;
-        meta.blocks() * 512
-    };
+        allocated += entry?.metadata()?.blocks() * 512;
+    }
     s.row(
         sec,
-        "disk use (spool.redb)",
+        "disk use (spool/)",
         format!("{:.0} MiB", allocated as f64 / (1 << 20) as f64),
     )
     .reference = format!(
