@@ -560,6 +560,28 @@ mod tests {
     }
 
     #[test]
+    fn a_flip_of_any_byte_of_a_checkpoint_is_refused() {
+        for state in [State::new(), rich_state()] {
+            let good = encode(&state);
+            for at in 0..good.len() {
+                let mut bad = good.clone();
+                bad[at] ^= 0x20;
+                assert!(
+                    decode(&bad).is_err(),
+                    "a flip at byte {at} of {} went unnoticed",
+                    good.len()
+                );
+            }
+            let mut longer = good.clone();
+            longer.push(0);
+            assert!(
+                decode(&longer).is_err(),
+                "a byte after the body went unnoticed"
+            );
+        }
+    }
+
+    #[test]
     fn checkpoint_names_sort_by_lsn_and_other_files_are_not_checkpoints() {
         assert_eq!(checkpoint_name(42), "00000000000000000042.ckpt");
         assert_eq!(checkpoint_lsn(&checkpoint_name(42)), Some(42));
