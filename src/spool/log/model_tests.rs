@@ -676,7 +676,10 @@ fn run_case(seed: u64, epochs: &[Epoch]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Flips a byte of the newest checkpoint, if there is one; returns its name.
+/// Flips a byte of the newest checkpoint, if there is one, so that it no longer decodes;
+/// returns its name. The newest may be one an earlier epoch damaged already (a crash can
+/// undo the rename of its rewrite): flipping the same byte again would repair it, so the
+/// flip moves on until the file is damaged.
 fn damage_newest_checkpoint(disk: &SimDisk, pick: usize) -> Option<String> {
     let newest = disk
         .list()
@@ -684,10 +687,16 @@ fn damage_newest_checkpoint(disk: &SimDisk, pick: usize) -> Option<String> {
         .into_iter()
         .filter(|n| checkpoint::checkpoint_lsn(n).is_some())
         .max()?;
-    let bytes = disk.bytes(&newest)?;
-    let at = pick % bytes.len();
-    disk.corrupt(&newest, at as u64, &[bytes[at] ^ 0x20]);
-    Some(newest)
+    let len = disk.bytes(&newest)?.len();
+    let mut at = pick % len;
+    loop {
+        let bytes = disk.bytes(&newest)?;
+        disk.corrupt(&newest, at as u64, &[bytes[at] ^ 0x20]);
+        if checkpoint::decode(&disk.bytes(&newest)?).is_err() {
+            return Some(newest);
+        }
+        at = (at + 1) % len;
+    }
 }
 
 /// A damaged checkpoint was seen and passed over (the state is then checked as usual).
