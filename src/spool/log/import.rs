@@ -12,7 +12,9 @@
 //!    - every event some route holds, in the redb spool's seq order (so each route's queue
 //!      order, due time then seq, is kept: ordered routes rely on it), as a
 //!      [`Record::Event`] with its body, headers' fields and path, listing each route that
-//!      holds it with its due time; followed, in the same submission, by a
+//!      holds it with its due time (and no message group: the redb spool held a FIFO
+//!      route whole, and group 0 keeps exactly that for these events); followed, in the
+//!      same submission, by a
 //!      [`Record::Retry`] (attempts, last error, same due time) or a [`Record::Hold`]
 //!      (its not-before time) for each queue entry already attempted, and a
 //!      [`Record::Dead`] (attempts, error, dead_at) for each dead letter: what
