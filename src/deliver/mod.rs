@@ -275,19 +275,19 @@ impl Ctx {
         let outcomes = items.iter().map(|i| i.key).zip(completions).collect();
         // A failed write leaves the rows pending under their old keys: they are delivered
         // again later (duplicates, never a loss).
-        let recorded = self.spool.complete_batch(&self.route, outcomes).await;
-        if recorded.is_ok() {
-            let delivered = delivered_after_ms.len() as u64;
-            self.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
-            self.metrics.delivered.increment(delivered);
-            for ms in delivered_after_ms {
-                self.metrics.latency.record(ms as f64 / 1000.0);
+        match self.spool.complete_batch(&self.route, outcomes).await {
+            Ok(()) => {
+                let delivered = delivered_after_ms.len() as u64;
+                self.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
+                self.metrics.delivered.increment(delivered);
+                for ms in delivered_after_ms {
+                    self.metrics.latency.record(ms as f64 / 1000.0);
+                }
+                self.metrics.retried.increment(retried);
+                self.metrics.dead_lettered.increment(dead);
             }
-            self.metrics.retried.increment(retried);
-            self.metrics.dead_lettered.increment(dead);
-        }
-        if let Err(e) = recorded {
-            if !matches!(e, SpoolError::Closed) {
+            Err(SpoolError::Closed) => {}
+            Err(e) => {
                 tracing::error!(route = %self.route, error = %e, "cannot record delivery outcomes; the events will be delivered again");
                 // The rows are still due under their old keys: without a pause a spool that
                 // cannot commit (full disk) would have them re-sent in a tight loop. They stay
