@@ -188,7 +188,7 @@ fn find_groups(bytes: &[u8], index: u64) -> Found {
                 at += g.header.frame_len();
             }
             Err(why) => {
-                let next = next_group(bytes, at + ALIGN, index);
+                let next = segment::find_valid_group(bytes, at + ALIGN, index).map(|n| n as usize);
                 let end = next.unwrap_or(data_end);
                 found.damaged.push((at as u64, (end - at) as u64, why));
                 match next {
@@ -199,18 +199,6 @@ fn find_groups(bytes: &[u8], index: u64) -> Found {
         }
     }
     found
-}
-
-/// The first offset at or after `from` (aligned) holding a valid group of segment `index`.
-fn next_group(bytes: &[u8], from: usize, index: u64) -> Option<usize> {
-    let mut at = from.div_ceil(ALIGN) * ALIGN;
-    while at + GROUP_HEADER_LEN <= bytes.len() {
-        if bytes[at..at + 4] == GROUP_MAGIC && segment::decode_group(&bytes[at..], index).is_ok() {
-            return Some(at);
-        }
-        at += ALIGN;
-    }
-    None
 }
 
 /// What damaged bytes that start like a group frame seem to hold, record by record, read
@@ -985,18 +973,9 @@ pub fn render(s: &Salvage, kept: &Totals, dir: &Path, moved_to: &Path) -> String
 #[cfg(test)]
 mod tests {
     use super::super::compaction::{Maintenance, MaintenanceConfig};
-    use super::super::segment::{encode_segment_header, push_record, seal_group};
+    use super::super::segment::{encode_segment_header, test_group as group};
     use super::super::{CorruptWhy, LogError};
     use super::*;
-
-    fn group(segment: u64, first_lsn: u64, records: &[&[u8]]) -> Vec<u8> {
-        let mut frame = vec![0; GROUP_HEADER_LEN];
-        for r in records {
-            push_record(&mut frame, |out| out.extend_from_slice(r));
-        }
-        seal_group(&mut frame, 0, segment, first_lsn, records.len() as u32);
-        frame
-    }
 
     /// Segment 1 of 1 KiB: its header, the groups, zeros.
     fn segment_of(groups: &[Vec<u8>]) -> Vec<u8> {

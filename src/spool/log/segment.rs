@@ -425,8 +425,10 @@ pub fn valid_groups(bytes: &[u8], index: u64, limit: usize) -> usize {
     found
 }
 
-/// The first offset at or after `from` (aligned) holding a valid group of segment `index`.
-fn find_valid_group(bytes: &[u8], from: usize, index: u64) -> Option<u64> {
+/// The first offset at or after `from` (aligned) holding a valid group of segment `index`:
+/// where a scan picks up again after bytes that are not a group (recovery's check that
+/// nothing valid follows a torn tail, repair's resynchronisation).
+pub fn find_valid_group(bytes: &[u8], from: usize, index: u64) -> Option<u64> {
     let mut at = from.div_ceil(ALIGN) * ALIGN;
     while at + GROUP_HEADER_LEN <= bytes.len() {
         if bytes[at..at + 4] == GROUP_MAGIC && decode_group(&bytes[at..], index).is_ok() {
@@ -437,18 +439,21 @@ fn find_valid_group(bytes: &[u8], from: usize, index: u64) -> Option<u64> {
     None
 }
 
+/// A sealed group frame of `records`, for tests that build segments by hand.
+#[cfg(test)]
+pub(crate) fn test_group(segment: u64, first_lsn: u64, records: &[&[u8]]) -> Vec<u8> {
+    let mut frame = vec![0; GROUP_HEADER_LEN];
+    for r in records {
+        push_record(&mut frame, |out| out.extend_from_slice(r));
+    }
+    seal_group(&mut frame, 0, segment, first_lsn, records.len() as u32);
+    frame
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_group as group;
     use super::*;
-
-    fn group(segment: u64, first_lsn: u64, records: &[&[u8]]) -> Vec<u8> {
-        let mut frame = vec![0; GROUP_HEADER_LEN];
-        for r in records {
-            push_record(&mut frame, |out| out.extend_from_slice(r));
-        }
-        seal_group(&mut frame, 0, segment, first_lsn, records.len() as u32);
-        frame
-    }
 
     /// A segment of `len` bytes: header, the groups, zeros.
     fn segment(index: u64, start_lsn: u64, groups: &[Vec<u8>], len: usize) -> Vec<u8> {
