@@ -37,6 +37,33 @@ fn webhook_ids(items: &[DueItem]) -> Vec<String> {
         .collect()
 }
 
+/// 500 events of 1 KiB for route `r`, appended concurrently (group commit), then all
+/// delivered concurrently: a round of the tests that watch disk use come back.
+async fn append_and_deliver_a_round(spool: &Spool) {
+    let appends: Vec<_> = (0..500)
+        .map(|_| {
+            let spool = spool.clone();
+            let mut e = event("unused");
+            e.webhook_id = None;
+            e.body = vec![b' '; 1024];
+            tokio::spawn(async move { spool.append(e, routes(&["r"]), WINDOW).await })
+        })
+        .collect();
+    for a in appends {
+        a.await.unwrap().unwrap();
+    }
+    let completes: Vec<_> = due(spool, "r")
+        .into_iter()
+        .map(|item| {
+            let spool = spool.clone();
+            tokio::spawn(async move { spool.complete("r", item.key, Completion::Delivered).await })
+        })
+        .collect();
+    for c in completes {
+        c.await.unwrap().unwrap();
+    }
+}
+
 fn due(spool: &Spool, route: &str) -> Vec<DueItem> {
     spool
         .due(route, u64::MAX - 1, &HashSet::new(), 1000, false)

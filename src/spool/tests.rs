@@ -40,31 +40,7 @@ mod redb_spool {
         let mut sizes = Vec::new();
         const ROUNDS: usize = 8;
         for _round in 0..ROUNDS {
-            // 500 KiB of bodies per round, appended and delivered concurrently (group commit).
-            let appends: Vec<_> = (0..500)
-                .map(|_| {
-                    let spool = spool.clone();
-                    let mut e = event("unused");
-                    e.webhook_id = None;
-                    e.body = vec![b' '; 1024];
-                    tokio::spawn(async move { spool.append(e, routes(&["r"]), WINDOW).await })
-                })
-                .collect();
-            for a in appends {
-                a.await.unwrap().unwrap();
-            }
-            let completes: Vec<_> = due(&spool, "r")
-                .into_iter()
-                .map(|item| {
-                    let spool = spool.clone();
-                    tokio::spawn(async move {
-                        spool.complete("r", item.key, Completion::Delivered).await
-                    })
-                })
-                .collect();
-            for c in completes {
-                c.await.unwrap().unwrap();
-            }
+            append_and_deliver_a_round(&spool).await;
             sizes.push(size());
         }
         assert_eq!(spool.stored_events().unwrap(), 0);
