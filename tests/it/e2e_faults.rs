@@ -684,9 +684,9 @@ async fn full_disk_answers_503_stores_nothing_it_acknowledges_wrongly_and_recove
 // 4. Corrupted or foreign spool file
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupted_or_foreign_spool_file_stops_startup_and_is_left_untouched() {
-    /// 40 events of 64 KiB fill more than two segments of 1 MiB: the first is sealed.
+/// A stopped daemon whose spool, in segments of 1 MiB, holds 40 events of 64 KiB (more than
+/// two segments, so the first is sealed) for a receiver that is down; and their ids.
+async fn spool_in_small_segments_then_stop() -> (Receiver, Daemon, HashSet<String>) {
     const N: usize = 40;
     const PAD: usize = 64 * 1024;
     let mut receiver = Receiver::start().await;
@@ -704,6 +704,12 @@ async fn corrupted_or_foreign_spool_file_stops_startup_and_is_left_untouched() {
         post_ok(&http, &daemon.url(), id, &padded_body(id, PAD)).await;
     }
     daemon.stop_gracefully().await;
+    (receiver, daemon, ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_or_foreign_spool_file_stops_startup_and_is_left_untouched() {
+    let (mut receiver, mut daemon, ids) = spool_in_small_segments_then_stop().await;
     let dir = daemon.spool_dir();
     let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
         .expect("list the spool")
@@ -775,23 +781,7 @@ async fn corrupted_or_foreign_spool_file_stops_startup_and_is_left_untouched() {
 /// repaired spool delivers every other event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_spool_is_reported_by_verify_and_repair_delivers_every_other_event() {
-    const N: usize = 40;
-    const PAD: usize = 64 * 1024;
-    let mut receiver = Receiver::start().await;
-    receiver.stop().await;
-    let mut daemon = Daemon::start(
-        Config::default()
-            .max_body_bytes(256 * 1024)
-            .top_level("spool_segment_bytes: 1048576")
-            .route(HttpRoute::new("to-receiver", receiver.url())),
-    )
-    .await;
-    let http = client();
-    let ids: HashSet<String> = (0..N).map(|_| new_id()).collect();
-    for id in &ids {
-        post_ok(&http, &daemon.url(), id, &padded_body(id, PAD)).await;
-    }
-    daemon.stop_gracefully().await;
+    let (mut receiver, mut daemon, ids) = spool_in_small_segments_then_stop().await;
     let first = daemon.spool_dir().join("00000000000000000001.seg");
     let mut bytes = std::fs::read(&first).expect("read the first segment");
     bytes[300_000] ^= 0x01;
