@@ -7,9 +7,10 @@
 //! lists and removes files and submits [`Record::Copy`]s through the writer like any
 //! other records. [`Maintenance::spawn`] runs it on its own thread.
 //!
-//! Never here: anything on the ack path. A checkpoint holds the state's lock only while it
-//! encodes the state (no I/O under it); file creation, directory syncs and removals happen
-//! on the maintenance thread. Copies are submitted in bounded batches, one segment per step.
+//! Never here: anything on the ack path. A checkpoint does not hold the state's lock: it is
+//! rebuilt from the log (see [`Maintenance::checkpoint`]); file creation, directory syncs
+//! and removals happen on the maintenance thread. Copies are submitted in bounded batches,
+//! one segment per step.
 
 use std::collections::VecDeque;
 use std::io;
@@ -17,10 +18,11 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::checkpoint::{self, CheckpointAt};
+use super::checkpoint::{self, BadCheckpoint, CheckpointAt};
 use super::record::{EventRecord, Record, RouteDues};
+use super::recovery;
 use super::segment::{self, SegmentScan};
-use super::state::{Location, SegmentUse};
+use super::state::{Location, SegmentUse, State};
 use super::storage::Storage;
 use super::writer::Writer;
 use super::{CorruptWhy, LogError};
@@ -141,6 +143,8 @@ pub struct Maintenance {
     /// Checkpoints kept on disk, oldest first: at most two.
     kept: VecDeque<CheckpointAt>,
     config: MaintenanceConfig,
+    /// Checkpoints taken from the writer's state because the log did not replay.
+    from_memory: u64,
 }
 
 impl Maintenance {
@@ -154,12 +158,19 @@ impl Maintenance {
             storage,
             kept: recovered.into_iter().collect(),
             config,
+            from_memory: 0,
         }
     }
 
     /// The checkpoints kept, oldest first.
     pub fn kept(&self) -> impl Iterator<Item = CheckpointAt> + '_ {
         self.kept.iter().copied()
+    }
+
+    /// Checkpoints taken from the writer's state because the log since the last one did not
+    /// replay (see [`Maintenance::checkpoint`]); 0 on a sound log.
+    pub fn checkpoints_from_memory(&self) -> u64 {
+        self.from_memory
     }
 
     /// No segment at or after this is deleted or copied from: the replay segment of the
@@ -175,19 +186,50 @@ impl Maintenance {
 
     /// Takes a checkpoint of the writer's state (unless the newest is already at its lsn),
     /// then removes every other checkpoint but the one before it. Returns where it stands.
+    ///
+    /// The state is not read under the writer's lock (encoding a large one would stall every
+    /// acknowledgement meanwhile): it is rebuilt here, from the newest checkpoint kept and
+    /// the log after it up to where the writer stood, by recovery's own rules
+    /// ([`recovery::replay_until`]). So each checkpoint is also a check that the log since
+    /// the last one replays. If it does not (damage), the error is logged and the checkpoint
+    /// is encoded from the writer's state under its lock instead, which puts the damage
+    /// behind it.
     pub fn checkpoint(&mut self, writer: &Writer) -> Result<Option<CheckpointAt>, LogError> {
-        // Encoded under the state's lock (the writer waits to apply its next group meanwhile);
-        // written without it.
-        let (at, bytes) = writer.with_state(|s| {
+        let (mut at, keys) = writer.with_state(|s| {
             let at = CheckpointAt {
                 lsn: s.next_lsn(),
                 segment: s.tail_segment(),
             };
-            let fresh = self.kept.back().is_none_or(|c| c.lsn < at.lsn);
-            (at, fresh.then(|| checkpoint::encode(s)))
+            (at, s.keys())
         });
-        let Some(bytes) = bytes else {
+        if self.kept.back().is_some_and(|c| c.lsn >= at.lsn) {
             return Ok(None);
+        }
+        let bytes = match self.replayed(at, keys) {
+            Ok(state) => {
+                metrics::counter!("hookfan_spool_checkpoints_total", "taken_from" => "log")
+                    .increment(1);
+                checkpoint::encode(&state)
+            }
+            Err(e) => {
+                self.from_memory += 1;
+                metrics::counter!("hookfan_spool_checkpoints_total", "taken_from" => "memory")
+                    .increment(1);
+                tracing::error!(
+                    error = %e,
+                    lsn = at.lsn,
+                    "spool: the log since the last checkpoint does not replay; this checkpoint is taken from the writer's state instead"
+                );
+                let (now, bytes) = writer.with_state(|s| {
+                    let at = CheckpointAt {
+                        lsn: s.next_lsn(),
+                        segment: s.tail_segment(),
+                    };
+                    (at, checkpoint::encode(s))
+                });
+                at = now;
+                bytes
+            }
         };
         let name = checkpoint::checkpoint_name(at.lsn);
         checkpoint::write(&*self.storage, at.lsn, &bytes)
@@ -205,6 +247,52 @@ impl Maintenance {
             .collect();
         self.remove(&stale)?;
         Ok(Some(at))
+    }
+
+    /// The state at `at` (where the writer stood), rebuilt from the newest kept checkpoint
+    /// that decodes (none kept: the whole log, from an empty state with the writer's
+    /// fingerprint `keys`) and the log after it.
+    fn replayed(&self, at: CheckpointAt, keys: [u64; 2]) -> Result<State, LogError> {
+        let mut base = None;
+        let mut damaged = None;
+        for kept in self.kept.iter().rev() {
+            let name = checkpoint::checkpoint_name(kept.lsn);
+            let bytes = recovery::read_all(&*self.storage, &name, None)?;
+            match checkpoint::decode(&bytes) {
+                Ok(c) if c.at == *kept => {
+                    base = Some(c);
+                    break;
+                }
+                Ok(_) => damaged = Some((name, 0, BadCheckpoint::Name)),
+                Err((offset, why)) => damaged = Some((name, offset, why)),
+            }
+        }
+        if let (None, Some((file, offset, why))) = (&base, damaged) {
+            return Err(LogError::Corrupt {
+                file,
+                offset,
+                why: CorruptWhy::Checkpoint(why),
+            });
+        }
+        let state = recovery::replay_until(
+            &*self.storage,
+            base,
+            State::with_keys(keys),
+            at.lsn,
+            at.segment,
+        )?;
+        if (state.next_lsn(), state.tail_segment()) != (at.lsn, at.segment) {
+            // Not reached by a log recovery accepts: a record applied twice or not at all.
+            return Err(LogError::Corrupt {
+                file: segment::segment_name(at.segment),
+                offset: 0,
+                why: CorruptWhy::Missing {
+                    expected: at.lsn,
+                    found: state.next_lsn(),
+                },
+            });
+        }
+        Ok(state)
     }
 
     fn list(&self) -> Result<Vec<String>, LogError> {
@@ -658,6 +746,78 @@ mod tests {
             "replayed {} records",
             r.report.records
         );
+    }
+
+    #[test]
+    fn checkpoints_taken_while_the_writer_appends_each_hold_the_writers_state_at_their_lsn() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Storage> = Arc::new(RealDisk::open(dir.path()).unwrap());
+        let recovered = recover(&*disk).unwrap();
+        let mut m = Maintenance::new(disk.clone(), recovered.checkpoint, maint_config());
+        let w = Arc::new(Writer::start(disk.clone(), recovered, config()).unwrap());
+        // Four submitters, so groups are being written while the log is replayed.
+        let submitters: Vec<_> = (0..4)
+            .map(|_| {
+                let w = w.clone();
+                std::thread::spawn(move || append(&w, 150))
+            })
+            .collect();
+        let mut taken = Vec::new();
+        while submitters.iter().any(|s| !s.is_finished()) {
+            taken.extend(m.checkpoint(&w).unwrap());
+        }
+        for s in submitters {
+            s.join().unwrap();
+        }
+        assert_eq!(m.checkpoints_from_memory(), 0, "the log did not replay");
+        assert!(taken.len() >= 2, "{} checkpoints taken", taken.len());
+        // The last one, taken with the writer idle, says what the writer's state says.
+        let last = m
+            .checkpoint(&w)
+            .unwrap()
+            .expect("records since the last one");
+        let bytes =
+            super::super::recovery::read_all(&*disk, &checkpoint::checkpoint_name(last.lsn), None)
+                .unwrap();
+        let written = checkpoint::decode(&bytes).unwrap();
+        assert_eq!(
+            checkpoint::encode(&written.state),
+            w.with_state(checkpoint::encode)
+        );
+        w.close();
+        let r = recover(&*disk).unwrap();
+        assert_eq!(r.state.route(0).unwrap().pending_len(), 600);
+        assert_eq!(r.report.records, 0, "the checkpoint covers the whole log");
+    }
+
+    #[test]
+    fn a_log_that_does_not_replay_is_checkpointed_from_the_writers_state_and_counted() {
+        let disk = SimDisk::new(5);
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let recovered = recover(&disk).unwrap();
+        let mut m = Maintenance::new(storage.clone(), recovered.checkpoint, maint_config());
+        let w = Writer::start(storage.clone(), recovered, config()).unwrap();
+        append(&w, 5);
+        let first = m.checkpoint(&w).unwrap().unwrap();
+        append(&w, 40);
+        // A byte flipped in the first group after the checkpoint's segment.
+        let damaged = segment::segment_name(first.segment + 1);
+        let at = (segment::SEGMENT_HEADER_LEN + segment::GROUP_HEADER_LEN + 20) as u64;
+        let byte = disk.bytes(&damaged).unwrap()[at as usize];
+        disk.corrupt(&damaged, at, &[byte ^ 0x40]);
+        let second = m.checkpoint(&w).unwrap().unwrap();
+        assert_eq!(m.checkpoints_from_memory(), 1);
+        let written = checkpoint::decode(
+            &disk
+                .bytes(&checkpoint::checkpoint_name(second.lsn))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            checkpoint::encode(&written.state),
+            w.with_state(checkpoint::encode)
+        );
+        w.close();
     }
 
     #[test]

@@ -153,10 +153,17 @@
 //! segment is needed. A body whose parts disagree (a route holding an unlisted event, an
 //! event nobody needs) is refused like a checksum failure.
 //!
-//! Written by maintenance ([`compaction::Maintenance`]), never on the ack path: the state
-//! is encoded under its lock (the writer waits meanwhile to apply its next group: a pause
-//! that grows with the state), then `<L>.ckpt.tmp` is written and synced, renamed to
-//! `<L>.ckpt`, and the directory synced. Two are kept: once a new one is durable, every
+//! Written by maintenance ([`compaction::Maintenance`]), never on the ack path, and
+//! without the writer's state: maintenance reads where the writer stands (L and K, under
+//! the lock for a moment), then rebuilds the state at L itself, by recovery's own rules,
+//! from the newest checkpoint it kept and the log after it up to L
+//! ([`recovery::replay_until`]; records at or after L, which the writer may be writing, are
+//! not looked at). The writer never waits for it, and every checkpoint also proves that the
+//! log since the last one replays. If it does not (damage), the error is logged and
+//! counted, and that checkpoint is encoded from the writer's state under its lock instead
+//! (the writer waits meanwhile), which puts the damage behind it. While it is built, a
+//! second copy of the state is in memory. Then `<L>.ckpt.tmp` is written and synced,
+//! renamed to `<L>.ckpt`, and the directory synced. Two are kept: once a new one is durable, every
 //! other but the one before it is removed. A crash leaves at most a `.ckpt.tmp`, removed
 //! at open.
 //!
@@ -340,7 +347,8 @@
 //!   no event still needed is located in it.**
 //! - **Compaction and checkpoints never run on the ack path**: they run on the maintenance
 //!   thread, through the [`Storage`] trait (so the crash tests cover them), and reach the
-//!   log only by submitting records like any caller.
+//!   log only by submitting records like any caller. A checkpoint is rebuilt from the log,
+//!   not read from the writer's state, and must equal it (the model test checks every one).
 //! - **The decoders never panic and never allocate** (record fields, bodies and an event's
 //!   routes are borrowed from the input; a scan keeps one small entry per valid group),
 //!   fuzzed by `fuzz/fuzz_targets/spool_frames.rs`. The checkpoint decoder allocates only

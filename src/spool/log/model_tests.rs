@@ -414,7 +414,21 @@ fn run(op: &Op, disk: &SimDisk, writer: &Writer, maint: &mut Maintenance, model:
             });
         }
         Op::Checkpoint => match maint.checkpoint(writer) {
-            Ok(_) => {}
+            Ok(taken) => {
+                // Rebuilt from the log, not read from the writer: it must say exactly what
+                // the writer's state says (the writer is idle between ops).
+                assert_eq!(maint.checkpoints_from_memory(), 0, "the log did not replay");
+                if let Some(at) = taken {
+                    let name = checkpoint::checkpoint_name(at.lsn);
+                    let written = checkpoint::decode(&disk.bytes(&name).unwrap()).unwrap();
+                    assert_eq!(
+                        checkpoint::encode(&written.state),
+                        writer.with_state(checkpoint::encode),
+                        "a checkpoint at lsn {} differs from the writer's state",
+                        at.lsn
+                    );
+                }
+            }
             // A full disk (an injected create fault) fails a checkpoint as it fails a
             // preparation: nothing changes, the next one tries again.
             Err(LogError::Io { source, .. }) if source.raw_os_error() == Some(28) => {}
@@ -423,6 +437,7 @@ fn run(op: &Op, disk: &SimDisk, writer: &Writer, maint: &mut Maintenance, model:
         // A maintenance round: a checkpoint if anything changed, then a compaction step.
         Op::Compact => match maint.step(writer) {
             Ok(done) => {
+                assert_eq!(maint.checkpoints_from_memory(), 0, "the log did not replay");
                 if std::env::var_os("HOOKFAN_LOG_MODEL_STATS").is_some() {
                     eprintln!(
                         "model-stats compacted deleted={} copied={}",

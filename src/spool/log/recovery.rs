@@ -61,7 +61,11 @@ enum Head {
     Valid(SegmentHeader),
 }
 
-fn read_all(storage: &dyn Storage, name: &str, limit: Option<usize>) -> Result<Vec<u8>, LogError> {
+pub(super) fn read_all(
+    storage: &dyn Storage,
+    name: &str,
+    limit: Option<usize>,
+) -> Result<Vec<u8>, LogError> {
     let file = storage
         .open(name)
         .map_err(|e| LogError::io("open", name, e))?;
@@ -117,7 +121,7 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
             Err((offset, why)) => damaged.push((name, offset, why)),
         }
     }
-    let result = replay(storage, indexes, removed, base);
+    let result = replay(storage, indexes, removed, base, State::new(), None);
     let Some((file, offset, why)) = damaged.first().cloned() else {
         return result;
     };
@@ -153,14 +157,49 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
     }
 }
 
+/// The state at `until` (an lsn the writer has applied every record before), rebuilt from
+/// `base` (a checkpoint; none: `empty` and the whole log) and the segments from its own up
+/// to `tail` (the writer's [`State::tail_segment`]), while the writer goes on appending.
+///
+/// This is how checkpoints are taken (see [`super::compaction`]): the state recovery would
+/// rebuild, by recovery's own rules, with no lock on the writer's state. Records at or after
+/// `until` are not looked at (the group the writer is writing may be half there), nothing
+/// is removed, and the events of segments before the base's are not read again (recovery
+/// checked them, and compaction reads them before it copies). Damage is refused as recovery
+/// refuses it.
+pub fn replay_until(
+    storage: &dyn Storage,
+    base: Option<checkpoint::Checkpoint>,
+    empty: State,
+    until: u64,
+    tail: u64,
+) -> Result<State, LogError> {
+    let from = base.as_ref().map_or(0, |c| c.at.segment);
+    let mut indexes: Vec<u64> = storage
+        .list()
+        .map_err(|e| LogError::io("list", "the spool directory", e))?
+        .iter()
+        .filter_map(|n| segment::segment_index(n))
+        .filter(|i| (from..=tail).contains(i))
+        .collect();
+    indexes.sort_unstable();
+    let base = base.map(|c| (checkpoint::checkpoint_name(c.at.lsn), c));
+    Ok(replay(storage, indexes, Vec::new(), base, empty, Some(until))?.state)
+}
+
 /// Applies the log after `base` (the checkpoint to start from, with its file name; none:
-/// the whole log) to its state, checks that every event still needed is where the state
-/// says, and removes the `unused` files.
+/// `empty` and the whole log) to its state, checks that every event still needed is where
+/// the state says, and removes the `unused` files.
+///
+/// With `until` (see [`replay_until`]): stops before the first record at or after it, which
+/// must be reached; checks and removes nothing.
 fn replay(
     storage: &dyn Storage,
     all_indexes: Vec<u64>,
     mut removed: Vec<String>,
     base: Option<(String, checkpoint::Checkpoint)>,
+    empty: State,
+    until: Option<u64>,
 ) -> Result<Recovered, LogError> {
     let mut report = RecoveryReport::default();
     let (mut state, at) = match base {
@@ -168,7 +207,7 @@ fn replay(
             report.checkpoint = Some(name);
             (c.state, Some(c.at))
         }
-        None => (State::new(), None),
+        None => (empty, None),
     };
     // Replay starts in the checkpoint's segment; the ones before hold only records the
     // checkpoint covers, and are read only for the events still needed there.
@@ -238,7 +277,9 @@ fn replay(
     let mut applied_end: Option<u64> = None;
     // Where the last applied data ended: named when records are found missing after it.
     let mut last_end = (String::new(), 0u64);
-    for i in 0..tail_from {
+    // Bounded: whether `until` was reached.
+    let mut reached = until.is_some_and(|u| u <= base_lsn);
+    'segments: for i in 0..tail_from {
         let name = segment::segment_name(indexes[i]);
         let next_valid = heads[i + 1..used].iter().find_map(|h| match h {
             Head::Valid(h) => Some(*h),
@@ -318,12 +359,19 @@ fn replay(
                 }
                 _ => {}
             }
+            if until.is_some_and(|u| g.first_lsn >= u) {
+                reached = true;
+                break 'segments;
+            }
             let group = segment::decode_group(&bytes[offset as usize..], indexes[i])
                 .map_err(|why| corrupt(&name, offset, CorruptWhy::Frame(why)))?;
             for ((lsn, record), at) in group.records().zip(group.record_offsets()) {
                 if lsn < base_lsn {
                     // The checkpoint holds its effect already.
                     continue;
+                }
+                if until.is_some_and(|u| lsn >= u) {
+                    break;
                 }
                 let location = Location {
                     segment: indexes[i],
@@ -338,6 +386,11 @@ fn replay(
             report.groups += 1;
             *end_of_applied = g.end_lsn();
             last_end.1 = offset + g.frame_len() as u64;
+            if until.is_some_and(|u| g.end_lsn() >= u) {
+                // What follows may be a group the writer is writing now.
+                reached = true;
+                break 'segments;
+            }
         }
         if let ScanEnd::Bad {
             offset,
@@ -354,6 +407,26 @@ fn replay(
         }
     }
 
+    if let Some(until) = until {
+        if !reached {
+            let (file, offset) = &last_end;
+            return Err(corrupt(
+                file,
+                *offset,
+                CorruptWhy::Missing {
+                    expected: until,
+                    found: applied_end.unwrap_or(base_lsn),
+                },
+            ));
+        }
+        return Ok(Recovered {
+            state,
+            report,
+            next_segment: 0,
+            next_lsn: until,
+            checkpoint: at,
+        });
+    }
     if let Some(at) = at.filter(|a| a.lsn > 1) {
         match applied_end {
             None => {
