@@ -61,12 +61,45 @@ impl SeqSet {
         Some((bucket << BUCKET_BITS) + (i as u64) * 64 + u64::from(w.trailing_zeros()))
     }
 
+    pub fn contains(&self, seq: u64) -> bool {
+        let (bucket, word, mask) = Self::slot(seq);
+        self.buckets
+            .get(&bucket)
+            .is_some_and(|w| w[word] & mask != 0)
+    }
+
+    /// The members, smallest first.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.buckets.iter().flat_map(|(&bucket, words)| {
+            words.iter().enumerate().flat_map(move |(i, &w)| {
+                let base = (bucket << BUCKET_BITS) + (i as u64) * 64;
+                Bits(w).map(move |bit| base + u64::from(bit))
+            })
+        })
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+/// The set bits of a word, lowest first.
+struct Bits(u64);
+
+impl Iterator for Bits {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        if self.0 == 0 {
+            return None;
+        }
+        let bit = self.0.trailing_zeros();
+        self.0 &= self.0 - 1;
+        Some(bit)
     }
 }
 
@@ -176,7 +209,9 @@ mod tests {
                 }
                 prop_assert_eq!(set.len(), model.len() as u64);
                 prop_assert_eq!(set.first(), model.first().copied());
+                prop_assert_eq!(set.contains(seq), model.contains(&seq));
             }
+            prop_assert_eq!(set.iter().collect::<Vec<_>>(), model.iter().copied().collect::<Vec<_>>());
             prop_assert_eq!(set.buckets.len(), model.iter().map(|s| s >> BUCKET_BITS).collect::<std::collections::BTreeSet<_>>().len());
         }
     }

@@ -416,7 +416,10 @@ mod tests {
                 (id, pending, dead)
             })
             .collect();
-        let events: Vec<_> = s.events().map(|(seq, m)| (seq, *m)).collect();
+        let events: Vec<_> = s
+            .events()
+            .map(|(seq, m)| (seq, m.location, m.received_at_ms, m.holders, m.remembered))
+            .collect();
         let names: Vec<_> = s.route_names().collect();
         let ids: Vec<_> = s.id_order().collect();
         let uses: Vec<_> = s.segment_uses().collect();

@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hasher;
 
 use super::record::{Record, RouteId};
+use crate::spool::counts::SeqSet;
 
 /// Where a record's bytes are: segment index and byte offset in that segment's file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,64 +60,158 @@ pub struct DeadEntry {
     pub group: u64,
 }
 
-/// One route's queue.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+impl Entry {
+    /// Never attempted, not held, in no message group: no state of its own.
+    fn is_fresh(&self) -> bool {
+        *self == FRESH
+    }
+}
+
+/// The state of every fresh event: never attempted, not held, in no message group.
+static FRESH: Entry = Entry {
+    attempts: 0,
+    last_error: None,
+    not_before_ms: 0,
+    group: 0,
+};
+
+/// Events by seq: every event the state still needs.
+type Events = BTreeMap<u64, EventMeta>;
+
+/// One route's queue. Read it through [`RouteView`].
+///
+/// Most pending events were never attempted and have no state of their own: they are
+/// *fresh*, kept as a bitmap of seqs (about a bit each; a backlog's seqs are dense), due at
+/// their event's due time ([`EventMeta::due_ms`]). A seq joins the fresh ones only after
+/// the last one that joined, with a due time no earlier, so walking the bitmap by seq walks
+/// them in delivery order; new events always qualify (see "Queue order of new events" in
+/// the log's documentation). Events with a state of their own (retried, held, replayed, in a
+/// message group, or due at another time than their event's) are kept one entry each.
+/// Delivery order is (due, seq) across both.
+#[derive(Debug, Clone, Default)]
 pub struct RouteQueue {
-    /// (due_ms, seq) → state: the delivery order.
-    pending: BTreeMap<(u64, u64), Entry>,
-    /// seq → its due time, to find an event's place in `pending`; ordered, so the oldest
-    /// pending event (the lowest seq) is its first key.
+    fresh: SeqSet,
+    /// The last seq that joined the fresh ones, with its due time (None once they are
+    /// all gone).
+    fresh_last: Option<(u64, u64)>,
+    /// (due_ms, seq) → state, for the events that are not fresh: their delivery order.
+    other: BTreeMap<(u64, u64), Entry>,
+    /// seq → its due time, to find an event's place in `other`.
     due_of: BTreeMap<u64, u64>,
     /// seq → why it died.
     dead: BTreeMap<u64, DeadEntry>,
 }
 
 impl RouteQueue {
-    /// Pending events in delivery order: (due_ms, seq, state).
-    pub fn pending(&self) -> impl Iterator<Item = (u64, u64, &Entry)> {
-        self.pending.iter().map(|(&(due, seq), e)| (due, seq, e))
-    }
-
-    pub fn pending_len(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// Dead letters in seq order.
-    pub fn dead(&self) -> impl Iterator<Item = (u64, &DeadEntry)> {
-        self.dead.iter().map(|(&seq, d)| (seq, d))
-    }
-
-    pub fn dead_len(&self) -> usize {
-        self.dead.len()
-    }
-
-    /// The oldest pending event (lowest seq, so earliest received), whatever its due time.
-    pub fn oldest_pending(&self) -> Option<u64> {
-        self.due_of.keys().next().copied()
-    }
-
-    pub fn is_pending(&self, seq: u64) -> bool {
-        self.due_of.contains_key(&seq)
-    }
-
-    pub fn is_dead(&self, seq: u64) -> bool {
-        self.dead.contains_key(&seq)
-    }
-
-    /// Takes `seq` out of `pending`.
-    fn take(&mut self, seq: u64) -> Option<(u64, Entry)> {
+    /// Takes `seq` out of the pending events: its due time and state.
+    fn take(&mut self, seq: u64, events: &Events) -> Option<(u64, Entry)> {
+        if self.fresh.remove(seq) {
+            if self.fresh.is_empty() {
+                self.fresh_last = None;
+            }
+            let due = events.get(&seq).map_or(0, EventMeta::due_ms);
+            return Some((due, Entry::default()));
+        }
         let due = self.due_of.remove(&seq)?;
-        let entry = self.pending.remove(&(due, seq))?;
+        let entry = self.other.remove(&(due, seq))?;
         Some((due, entry))
     }
 
-    fn put(&mut self, due: u64, seq: u64, entry: Entry) {
-        self.due_of.insert(seq, due);
-        self.pending.insert((due, seq), entry);
+    /// Puts `seq` among the pending events; `event_due` is its event's due time.
+    fn put(&mut self, due: u64, seq: u64, entry: Entry, event_due: Option<u64>) {
+        let plain = entry.is_fresh();
+        let in_order = self.fresh_last.is_none_or(|(s, d)| seq > s && due >= d);
+        if plain && in_order && Some(due) == event_due {
+            self.fresh.insert(seq);
+            self.fresh_last = Some((seq, due));
+        } else {
+            self.due_of.insert(seq, due);
+            self.other.insert((due, seq), entry);
+        }
+    }
+
+    fn is_pending(&self, seq: u64) -> bool {
+        self.fresh.contains(seq) || self.due_of.contains_key(&seq)
+    }
+
+    /// Takes every pending event out; returns their seqs.
+    fn take_all(&mut self) -> Vec<u64> {
+        let mut seqs: Vec<u64> = self.fresh.iter().collect();
+        seqs.extend(self.due_of.keys());
+        self.fresh = SeqSet::default();
+        self.fresh_last = None;
+        self.other.clear();
+        self.due_of.clear();
+        seqs
     }
 
     fn is_empty(&self) -> bool {
-        self.pending.is_empty() && self.dead.is_empty()
+        self.fresh.is_empty() && self.other.is_empty() && self.dead.is_empty()
+    }
+}
+
+/// A route's queue as the state holds it: its pending events in delivery order, its dead
+/// letters.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteView<'a> {
+    queue: &'a RouteQueue,
+    events: &'a Events,
+}
+
+impl<'a> RouteView<'a> {
+    /// Pending events in delivery order: (due_ms, seq, state).
+    pub fn pending(self) -> impl Iterator<Item = (u64, u64, &'a Entry)> + 'a {
+        let events = self.events;
+        let mut fresh = self
+            .queue
+            .fresh
+            .iter()
+            .map(move |seq| {
+                let due = events.get(&seq).map_or(0, EventMeta::due_ms);
+                (due, seq, &FRESH)
+            })
+            .peekable();
+        let mut other = self
+            .queue
+            .other
+            .iter()
+            .map(|(&(due, seq), e)| (due, seq, e))
+            .peekable();
+        std::iter::from_fn(move || match (fresh.peek(), other.peek()) {
+            (Some(f), Some(o)) if (f.0, f.1) > (o.0, o.1) => other.next(),
+            (Some(_), _) => fresh.next(),
+            (None, _) => other.next(),
+        })
+    }
+
+    pub fn pending_len(self) -> usize {
+        self.queue.fresh.len() as usize + self.queue.other.len()
+    }
+
+    /// Dead letters in seq order.
+    pub fn dead(self) -> impl Iterator<Item = (u64, &'a DeadEntry)> + 'a {
+        self.queue.dead.iter().map(|(&seq, d)| (seq, d))
+    }
+
+    pub fn dead_len(self) -> usize {
+        self.queue.dead.len()
+    }
+
+    /// The oldest pending event (lowest seq, so earliest received), whatever its due time.
+    pub fn oldest_pending(self) -> Option<u64> {
+        let other = self.queue.due_of.keys().next().copied();
+        match (self.queue.fresh.first(), other) {
+            (Some(f), Some(o)) => Some(f.min(o)),
+            (f, o) => f.or(o),
+        }
+    }
+
+    pub fn is_pending(self, seq: u64) -> bool {
+        self.queue.is_pending(seq)
+    }
+
+    pub fn is_dead(self, seq: u64) -> bool {
+        self.queue.dead.contains_key(&seq)
     }
 }
 
@@ -125,10 +220,33 @@ impl RouteQueue {
 pub struct EventMeta {
     pub location: Location,
     pub received_at_ms: u64,
+    /// Its due time (the one its record gave its first route) minus `received_at_ms`: a
+    /// route's fresh events are due then (see [`RouteQueue`]). How the state stores what
+    /// it holds, not part of it: a state restored from a checkpoint may differ here.
+    due_after_ms: u32,
     /// Routes holding it (pending or dead).
-    pub holders: u32,
+    pub holders: u16,
     /// Its webhook id is in the dedup index (within the window).
     pub remembered: bool,
+}
+
+impl EventMeta {
+    /// When its fresh routes are due.
+    pub fn due_ms(&self) -> u64 {
+        self.received_at_ms + u64::from(self.due_after_ms)
+    }
+}
+
+/// While a checkpoint is restored: no route has given the event its due time yet.
+const DUE_UNSET: u32 = u32::MAX;
+
+/// `due - received`, if it fits (else 0: routes due at another time are not fresh).
+fn due_after(received_at_ms: u64, due_ms: u64) -> u32 {
+    due_ms
+        .checked_sub(received_at_ms)
+        .and_then(|d| u32::try_from(d).ok())
+        .filter(|&d| d != DUE_UNSET)
+        .unwrap_or(0)
 }
 
 /// A candidate duplicate: the remembered event whose id has the same fingerprint. The caller
@@ -219,7 +337,13 @@ impl State {
                 self.names.insert(*id, (*name).to_string());
             }
             Record::Event(e) => {
-                let mut holders = 0;
+                let due_after_ms = e
+                    .routes
+                    .iter()
+                    .next()
+                    .map_or(0, |r| due_after(e.received_at_ms, r.due_ms));
+                let event_due = e.received_at_ms + u64::from(due_after_ms);
+                let mut holders: u16 = 0;
                 for r in e.routes.iter() {
                     let q = self.routes.entry(r.route).or_default();
                     if !q.is_pending(lsn) {
@@ -227,8 +351,8 @@ impl State {
                             group: r.group,
                             ..Entry::default()
                         };
-                        q.put(r.due_ms, lsn, entry);
-                        holders += 1;
+                        q.put(r.due_ms, lsn, entry, Some(event_due));
+                        holders = holders.saturating_add(1);
                     }
                 }
                 let remembered = match e.webhook_id {
@@ -250,6 +374,7 @@ impl State {
                         EventMeta {
                             location,
                             received_at_ms: e.received_at_ms,
+                            due_after_ms,
                             holders,
                             remembered,
                         },
@@ -269,7 +394,11 @@ impl State {
                 self.change_event(*seq, |meta| meta.location = moved);
             }
             Record::Delivered { route, seq } => {
-                if self.queue(*route).and_then(|q| q.take(*seq)).is_some() {
+                if self
+                    .queue(*route)
+                    .and_then(|(q, events)| q.take(*seq, events))
+                    .is_some()
+                {
                     self.release(*route, *seq);
                 }
             }
@@ -280,15 +409,15 @@ impl State {
                 attempts,
                 error,
             } => {
-                if let Some(q) = self.queue(*route) {
-                    if let Some((_, old)) = q.take(*seq) {
+                if let Some((q, events)) = self.queue(*route) {
+                    if let Some((_, old)) = q.take(*seq, events) {
                         let entry = Entry {
                             attempts: *attempts,
                             last_error: Some((*error).into()),
                             not_before_ms: 0,
                             group: old.group,
                         };
-                        q.put(*due_ms, *seq, entry);
+                        q.put(*due_ms, *seq, entry, None);
                     }
                 }
             }
@@ -299,15 +428,15 @@ impl State {
                 attempts,
                 error,
             } => {
-                if let Some(q) = self.queue(*route) {
-                    if let Some((due, old)) = q.take(*seq) {
+                if let Some((q, events)) = self.queue(*route) {
+                    if let Some((due, old)) = q.take(*seq, events) {
                         let entry = Entry {
                             attempts: *attempts,
                             last_error: Some((*error).into()),
                             not_before_ms: *not_before_ms,
                             group: old.group,
                         };
-                        q.put(due, *seq, entry);
+                        q.put(due, *seq, entry, None);
                     }
                 }
             }
@@ -318,8 +447,8 @@ impl State {
                 error,
                 dead_at_ms,
             } => {
-                if let Some(q) = self.queue(*route) {
-                    if let Some((_, old)) = q.take(*seq) {
+                if let Some((q, events)) = self.queue(*route) {
+                    if let Some((_, old)) = q.take(*seq, events) {
                         let dead = DeadEntry {
                             attempts: *attempts,
                             error: (*error).into(),
@@ -331,20 +460,21 @@ impl State {
                 }
             }
             Record::Replay { route, seq, due_ms } => {
-                if let Some(q) = self.queue(*route) {
+                if let Some((q, events)) = self.queue(*route) {
                     if let Some(dead) = q.dead.remove(seq) {
                         let entry = Entry {
                             group: dead.group,
                             ..Entry::default()
                         };
-                        q.put(*due_ms, *seq, entry);
+                        let event_due = events.get(seq).map(EventMeta::due_ms);
+                        q.put(*due_ms, *seq, entry, event_due);
                     }
                 }
             }
             Record::Drop { route, seq } => {
                 if self
                     .queue(*route)
-                    .and_then(|q| q.dead.remove(seq))
+                    .and_then(|(q, _)| q.dead.remove(seq))
                     .is_some()
                 {
                     self.release(*route, *seq);
@@ -354,20 +484,17 @@ impl State {
                 let Some(q) = self.routes.get_mut(route) else {
                     return;
                 };
-                let seqs: Vec<u64> = std::mem::take(&mut q.pending)
-                    .into_keys()
-                    .map(|(_, seq)| seq)
-                    .collect();
-                q.due_of.clear();
-                for seq in seqs {
+                for seq in q.take_all() {
                     self.release(*route, seq);
                 }
             }
         }
     }
 
-    fn queue(&mut self, route: RouteId) -> Option<&mut RouteQueue> {
-        self.routes.get_mut(&route)
+    /// A route's queue, and the events (where its fresh events' due times are).
+    fn queue(&mut self, route: RouteId) -> Option<(&mut RouteQueue, &Events)> {
+        let events = &self.events;
+        self.routes.get_mut(&route).map(|q| (q, events))
     }
 
     /// `route` let go of `seq`.
@@ -491,8 +618,11 @@ impl State {
     }
 
     /// A route's queue (`None`: it holds nothing).
-    pub fn route(&self, id: RouteId) -> Option<&RouteQueue> {
-        self.routes.get(&id)
+    pub fn route(&self, id: RouteId) -> Option<RouteView<'_>> {
+        let events = &self.events;
+        self.routes
+            .get(&id)
+            .map(|queue| RouteView { queue, events })
     }
 
     /// An event still needed.
@@ -523,10 +653,14 @@ impl State {
     }
 
     /// Routes that hold anything, by id.
-    pub fn routes(&self) -> impl Iterator<Item = (RouteId, &RouteQueue)> {
+    pub fn routes(&self) -> impl Iterator<Item = (RouteId, RouteView<'_>)> {
         let mut ids: Vec<RouteId> = self.routes.keys().copied().collect();
         ids.sort_unstable();
-        ids.into_iter().map(|id| (id, &self.routes[&id]))
+        let events = &self.events;
+        ids.into_iter().map(move |id| {
+            let queue = &self.routes[&id];
+            (id, RouteView { queue, events })
+        })
     }
 
     /// The dedup window's entries, oldest first: (received_at_ms, fingerprint, seq).
@@ -590,6 +724,7 @@ impl Restore {
         let meta = EventMeta {
             location,
             received_at_ms,
+            due_after_ms: DUE_UNSET,
             holders: 0,
             remembered: false,
         };
@@ -597,16 +732,22 @@ impl Restore {
         Ok(())
     }
 
-    fn hold(&mut self, route: RouteId, seq: u64) -> Result<(), Inconsistent> {
+    /// Counts `route` among `seq`'s holders. The first route listing an event pending and
+    /// never attempted gives it its due time (so that route, and every other one due then,
+    /// holds it fresh); `due_ms` is that listing's due time.
+    fn hold(&mut self, route: RouteId, seq: u64, due_ms: Option<u64>) -> Result<u64, Inconsistent> {
         let held = self
             .state
             .routes
             .get(&route)
-            .is_some_and(|q| q.is_pending(seq) || q.is_dead(seq));
+            .is_some_and(|q| q.is_pending(seq) || q.dead.contains_key(&seq));
         match self.state.events.get_mut(&seq) {
-            Some(meta) if !held => {
+            Some(meta) if !held && meta.holders < u16::MAX => {
+                if let (DUE_UNSET, Some(due)) = (meta.due_after_ms, due_ms) {
+                    meta.due_after_ms = due_after(meta.received_at_ms, due);
+                }
                 meta.holders += 1;
-                Ok(())
+                Ok(meta.due_ms())
             }
             _ => Err(Inconsistent::Held { route, seq }),
         }
@@ -619,17 +760,17 @@ impl Restore {
         seq: u64,
         entry: Entry,
     ) -> Result<(), Inconsistent> {
-        self.hold(route, seq)?;
+        let event_due = self.hold(route, seq, entry.is_fresh().then_some(due_ms))?;
         self.state
             .routes
             .entry(route)
             .or_default()
-            .put(due_ms, seq, entry);
+            .put(due_ms, seq, entry, Some(event_due));
         Ok(())
     }
 
     pub fn dead(&mut self, route: RouteId, seq: u64, dead: DeadEntry) -> Result<(), Inconsistent> {
-        self.hold(route, seq)?;
+        self.hold(route, seq, None)?;
         self.state
             .routes
             .entry(route)
@@ -658,7 +799,10 @@ impl Restore {
             }
         }
         let events = std::mem::take(&mut s.events);
-        for (seq, meta) in events {
+        for (seq, mut meta) in events {
+            if meta.due_after_ms == DUE_UNSET {
+                meta.due_after_ms = 0;
+            }
             if meta.holders == 0 && !meta.remembered {
                 return Err(Inconsistent::Unneeded(seq));
             }
@@ -711,6 +855,106 @@ mod tests {
         (Vec<u64>, Vec<u64>),
         (Vec<u64>, Vec<u64>),
     );
+
+    /// (fresh, with a state of their own) pending events of route `r`.
+    fn stored(s: &State, r: RouteId) -> (u64, usize) {
+        s.route(r)
+            .map_or((0, 0), |q| (q.queue.fresh.len(), q.queue.other.len()))
+    }
+
+    #[test]
+    fn events_never_attempted_cost_a_bit_and_keep_that_form_through_a_checkpoint() {
+        let mut records: Vec<Record> = (0..100)
+            .map(|i| event(None, 1_000 + i / 7, &[R, S]))
+            .collect();
+        records.push(Record::Retry {
+            route: R,
+            seq: 5,
+            due_ms: 9_000,
+            attempts: 1,
+            error: "503",
+        });
+        let s = state(&records);
+        assert_eq!(stored(&s, R), (99, 1));
+        assert_eq!(stored(&s, S), (100, 0));
+        let back = super::super::checkpoint::decode(&super::super::checkpoint::encode(&s))
+            .unwrap()
+            .state;
+        assert_eq!(stored(&back, R), (99, 1));
+        assert_eq!(stored(&back, S), (100, 0));
+        let order = |s: &State| queue(s, R).0;
+        assert_eq!(order(&back), order(&s));
+        assert_eq!(*order(&s).last().unwrap(), 5, "the retry is due last");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// However its events are kept (fresh bitmap or entries of their own), a route's
+        /// queue holds and orders exactly what a plain (due, seq) map would.
+        #[test]
+        fn a_route_queue_holds_and_orders_what_a_plain_map_would(
+            ops in proptest::collection::vec((0u8..4, 0u64..400, 0u64..6, 0u32..2), 0..300)
+        ) {
+            let mut q = RouteQueue::default();
+            let mut events = Events::new();
+            let mut model: BTreeMap<(u64, u64), Entry> = BTreeMap::new();
+            let mut next_seq = 1;
+            let mut clock = 0;
+            for (op, pick, step, attempts) in ops {
+                let pending: Vec<u64> = model.keys().map(|&(_, s)| s).collect();
+                match op {
+                    // A new event: the next seq, received no earlier than the last one and
+                    // due a little after (or, for this route, at another time).
+                    0 | 1 => {
+                        clock += step;
+                        let meta = EventMeta {
+                            location: at(next_seq),
+                            received_at_ms: clock,
+                            due_after_ms: (pick % 3) as u32,
+                            holders: 1,
+                            remembered: false,
+                        };
+                        events.insert(next_seq, meta);
+                        let due = if op == 0 { meta.due_ms() } else { clock + pick % 5 };
+                        q.put(due, next_seq, Entry::default(), Some(meta.due_ms()));
+                        model.insert((due, next_seq), Entry::default());
+                        next_seq += 1;
+                    }
+                    // A retry (attempted) or replay (not) of an event pending or not: its
+                    // own due time.
+                    2 if next_seq > 1 => {
+                        let seq = 1 + pick % (next_seq - 1);
+                        let entry = Entry { attempts, ..Entry::default() };
+                        if let Some(key) = model.keys().find(|k| k.1 == seq).copied() {
+                            let (due, taken) = q.take(seq, &events).expect("pending");
+                            proptest::prop_assert_eq!((due, &taken), (key.0, &model.remove(&key).unwrap()));
+                        }
+                        let due = pick % 50 + step;
+                        let event_due = (attempts == 0).then(|| events[&seq].due_ms());
+                        q.put(due, seq, entry.clone(), event_due);
+                        model.insert((due, seq), entry);
+                    }
+                    // An outcome: the event leaves.
+                    _ => {
+                        if let Some(&seq) = pending.get(pick as usize % pending.len().max(1)) {
+                            let key = model.keys().find(|k| k.1 == seq).copied().unwrap();
+                            let (due, taken) = q.take(seq, &events).expect("pending");
+                            proptest::prop_assert_eq!((due, &taken), (key.0, &model.remove(&key).unwrap()));
+                        }
+                    }
+                }
+                let q = RouteView { queue: &q, events: &events };
+                let got: Vec<(u64, u64, Entry)> = q.pending().map(|(d, s, e)| (d, s, e.clone())).collect();
+                let want: Vec<(u64, u64, Entry)> = model.iter().map(|(&(d, s), e)| (d, s, e.clone())).collect();
+                proptest::prop_assert_eq!(got, want);
+                proptest::prop_assert_eq!(q.pending_len(), model.len());
+                proptest::prop_assert_eq!(q.oldest_pending(), model.keys().map(|k| k.1).min());
+                for seq in 1..next_seq {
+                    proptest::prop_assert_eq!(q.is_pending(seq), model.keys().any(|k| k.1 == seq));
+                }
+            }
+        }
+    }
 
     #[test]
     fn each_record_changes_the_queues_as_the_table_says() {
