@@ -88,7 +88,7 @@ impl SeqSet {
 }
 
 /// The set bits of a word, lowest first.
-struct Bits(u64);
+pub(crate) struct Bits(pub(crate) u64);
 
 impl Iterator for Bits {
     type Item = u32;

@@ -359,6 +359,7 @@
 
 pub mod checkpoint;
 pub mod compaction;
+mod event_table;
 pub mod import;
 pub mod reader;
 pub mod record;

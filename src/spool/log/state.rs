@@ -23,9 +23,10 @@
 //! (never attempted) as seq bitmaps, as `counts.rs` does, since their due times grow with
 //! their seqs, and packs the event metadata.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hasher;
 
+use super::event_table::EventTable;
 use super::record::{Record, RouteId};
 use crate::spool::counts::SeqSet;
 
@@ -76,7 +77,7 @@ static FRESH: Entry = Entry {
 };
 
 /// Events by seq: every event the state still needs.
-type Events = BTreeMap<u64, EventMeta>;
+type Events = EventTable;
 
 /// One route's queue. Read it through [`RouteView`].
 ///
@@ -109,7 +110,7 @@ impl RouteQueue {
             if self.fresh.is_empty() {
                 self.fresh_last = None;
             }
-            let due = events.get(&seq).map_or(0, EventMeta::due_ms);
+            let due = events.get(seq).map_or(0, EventMeta::due_ms);
             return Some((due, Entry::default()));
         }
         let due = self.due_of.remove(&seq)?;
@@ -167,7 +168,7 @@ impl<'a> RouteView<'a> {
             .fresh
             .iter()
             .map(move |seq| {
-                let due = events.get(&seq).map_or(0, EventMeta::due_ms);
+                let due = events.get(seq).map_or(0, EventMeta::due_ms);
                 (due, seq, &FRESH)
             })
             .peekable();
@@ -228,9 +229,23 @@ pub struct EventMeta {
     pub holders: u16,
     /// Its webhook id is in the dedup index (within the window).
     pub remembered: bool,
+    /// Its webhook id's fingerprint, while it is remembered.
+    pub fingerprint: u64,
 }
 
 impl EventMeta {
+    /// An event at `location` received then, held by no route yet, not remembered.
+    pub fn new(location: Location, received_at_ms: u64) -> EventMeta {
+        EventMeta {
+            location,
+            received_at_ms,
+            due_after_ms: 0,
+            holders: 0,
+            remembered: false,
+            fingerprint: 0,
+        }
+    }
+
     /// When its fresh routes are due.
     pub fn due_ms(&self) -> u64 {
         self.received_at_ms + u64::from(self.due_after_ms)
@@ -278,17 +293,18 @@ pub struct State {
     names: BTreeMap<RouteId, String>,
     routes: HashMap<RouteId, RouteQueue>,
     /// seq → event, for every event some route holds or the dedup window remembers.
-    events: BTreeMap<u64, EventMeta>,
+    events: EventTable,
     /// Segment → the events of `events` located there (only segments with some).
     segments: BTreeMap<u64, SegmentUse>,
     /// Keys of the fingerprint hash: random per log, and kept in checkpoints, since the
     /// fingerprints a checkpoint holds must mean the same after a restart.
     keys: [u64; 2],
-    /// Fingerprint of a webhook id → its event (seq, received_at_ms).
-    dedup: HashMap<u64, (u64, u64)>,
-    /// (received_at_ms, fingerprint, seq) in the order events were applied: expiry walks it
-    /// from the front. `dedup` is derived from it: each fingerprint's last entry.
-    dedup_order: VecDeque<(u64, u64, u64)>,
+    /// Fingerprint of a webhook id → its event: the remembered events (each holds its
+    /// fingerprint). The window is their seq order (the order they were applied): expiry
+    /// walks them from the oldest.
+    dedup: HashMap<u64, u64>,
+    /// No event before this seq is remembered: where expiry's walk starts.
+    expiry_from: u64,
     /// The lsn after the last record applied.
     next_lsn: u64,
     /// The segment of the last record applied (0: none yet). Every later record is in it or
@@ -313,11 +329,11 @@ impl State {
         State {
             names: BTreeMap::new(),
             routes: HashMap::new(),
-            events: BTreeMap::new(),
+            events: EventTable::new(),
             segments: BTreeMap::new(),
             keys,
             dedup: HashMap::new(),
-            dedup_order: VecDeque::new(),
+            expiry_from: 0,
             next_lsn: 1,
             tail_segment: 0,
         }
@@ -355,19 +371,15 @@ impl State {
                         holders = holders.saturating_add(1);
                     }
                 }
-                let remembered = match e.webhook_id {
-                    Some(id) => {
-                        let fp = self.fingerprint(id);
-                        // A fingerprint names the latest event with it; the earlier one stays
-                        // in `dedup_order` until it expires, and expiry then leaves this one.
-                        if let Some((old, _)) = self.dedup.insert(fp, (lsn, e.received_at_ms)) {
-                            self.forget_id(old);
-                        }
-                        self.dedup_order.push_back((e.received_at_ms, fp, lsn));
-                        true
+                let fingerprint = e.webhook_id.map(|id| self.fingerprint(id));
+                if let Some(fp) = fingerprint {
+                    // A fingerprint names the latest event with it; the earlier one is
+                    // forgotten (a webhook id sent again after the window, or a collision).
+                    if let Some(old) = self.dedup.insert(fp, lsn) {
+                        self.forget_id(old);
                     }
-                    None => false,
-                };
+                }
+                let remembered = fingerprint.is_some();
                 if holders > 0 || remembered {
                     self.insert_event(
                         lsn,
@@ -377,6 +389,7 @@ impl State {
                             due_after_ms,
                             holders,
                             remembered,
+                            fingerprint: fingerprint.unwrap_or(0),
                         },
                     );
                 }
@@ -466,7 +479,7 @@ impl State {
                             group: dead.group,
                             ..Entry::default()
                         };
-                        let event_due = events.get(seq).map(EventMeta::due_ms);
+                        let event_due = events.get(*seq).map(EventMeta::due_ms);
                         q.put(*due_ms, *seq, entry, event_due);
                     }
                 }
@@ -518,14 +531,14 @@ impl State {
     /// Changes event `seq` (if the state holds it) and forgets it once nothing needs it; the
     /// only way `events` changes after an insert, so `segments` follows.
     fn change_event(&mut self, seq: u64, change: impl FnOnce(&mut EventMeta)) {
-        let Some(meta) = self.events.get(&seq).copied() else {
+        let Some(meta) = self.events.get(seq).copied() else {
             return;
         };
         self.account(&meta, false);
         let mut meta = meta;
         change(&mut meta);
         if meta.holders == 0 && !meta.remembered {
-            self.events.remove(&seq);
+            self.events.remove(seq);
         } else {
             self.account(&meta, true);
             self.events.insert(seq, meta);
@@ -566,32 +579,36 @@ impl State {
     /// The remembered event whose id may be `webhook_id`, to be confirmed against the id
     /// stored at its location, and checked against the window by the caller.
     pub fn dedup_candidate(&self, webhook_id: &str) -> Option<DedupHit> {
-        let &(seq, received_at_ms) = self.dedup.get(&self.fingerprint(webhook_id))?;
-        let location = self.events.get(&seq)?.location;
+        let &seq = self.dedup.get(&self.fingerprint(webhook_id))?;
+        let meta = self.events.get(seq)?;
         Some(DedupHit {
             seq,
-            received_at_ms,
-            location,
+            received_at_ms: meta.received_at_ms,
+            location: meta.location,
         })
     }
 
     /// Forgets webhook ids received before `cutoff_ms` (now minus the dedup window), at
     /// most `limit` of them. The log does it through [`Record::ExpireIds`], so that what is
     /// forgotten stays forgotten after a restart (compaction may delete what only an id
-    /// kept). Ids received out of order stay until those before them go:
-    /// remembered longer, never shorter.
+    /// kept). Ids go in seq order (the order they were applied): one received out of
+    /// order stays until those before it go, remembered longer, never shorter.
     pub fn expire_ids(&mut self, cutoff_ms: u64, limit: usize) {
-        for _ in 0..limit {
-            match self.dedup_order.front() {
-                Some(&(at, fp, seq)) if at < cutoff_ms => {
-                    self.dedup_order.pop_front();
-                    if self.dedup.get(&fp) == Some(&(seq, at)) {
-                        self.dedup.remove(&fp);
-                        self.forget_id(seq);
-                    }
+        let mut forgotten = 0;
+        while forgotten < limit {
+            let Some((seq, meta)) = self.events.first_from(self.expiry_from) else {
+                break;
+            };
+            if meta.remembered {
+                if meta.received_at_ms >= cutoff_ms {
+                    break;
                 }
-                _ => break,
+                let fp = meta.fingerprint;
+                self.dedup.remove(&fp);
+                self.forget_id(seq);
+                forgotten += 1;
             }
+            self.expiry_from = seq + 1;
         }
     }
 
@@ -627,7 +644,7 @@ impl State {
 
     /// An event still needed.
     pub fn event(&self, seq: u64) -> Option<&EventMeta> {
-        self.events.get(&seq)
+        self.events.get(seq)
     }
 
     /// Events still needed.
@@ -649,7 +666,7 @@ impl State {
 
     /// Events still needed, by seq.
     pub fn events(&self) -> impl Iterator<Item = (u64, &EventMeta)> {
-        self.events.iter().map(|(&seq, m)| (seq, m))
+        self.events.iter()
     }
 
     /// Routes that hold anything, by id.
@@ -665,7 +682,10 @@ impl State {
 
     /// The dedup window's entries, oldest first: (received_at_ms, fingerprint, seq).
     pub fn id_order(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
-        self.dedup_order.iter().copied()
+        self.events
+            .iter()
+            .filter(|(_, m)| m.remembered)
+            .map(|(seq, m)| (m.received_at_ms, m.fingerprint, seq))
     }
 
     /// The fingerprint keys (kept in checkpoints).
@@ -718,7 +738,7 @@ impl Restore {
         location: Location,
         received_at_ms: u64,
     ) -> Result<(), Inconsistent> {
-        if seq >= self.state.next_lsn || self.state.events.contains_key(&seq) {
+        if seq >= self.state.next_lsn || self.state.events.contains_key(seq) {
             return Err(Inconsistent::Event(seq));
         }
         let meta = EventMeta {
@@ -727,6 +747,7 @@ impl Restore {
             due_after_ms: DUE_UNSET,
             holders: 0,
             remembered: false,
+            fingerprint: 0,
         };
         self.state.events.insert(seq, meta);
         Ok(())
@@ -741,7 +762,7 @@ impl Restore {
             .routes
             .get(&route)
             .is_some_and(|q| q.is_pending(seq) || q.dead.contains_key(&seq));
-        match self.state.events.get_mut(&seq) {
+        match self.state.events.get_mut(seq) {
             Some(meta) if !held && meta.holders < u16::MAX => {
                 if let (DUE_UNSET, Some(due)) = (meta.due_after_ms, due_ms) {
                     meta.due_after_ms = due_after(meta.received_at_ms, due);
@@ -780,26 +801,33 @@ impl Restore {
         Ok(())
     }
 
-    /// The next entry of the dedup window (oldest first). Entries of ids a later event took
-    /// over, or of events since forgotten, are kept as they were (expiry skips them).
-    pub fn id(&mut self, received_at_ms: u64, fingerprint: u64, seq: u64) {
-        self.state
-            .dedup_order
-            .push_back((received_at_ms, fingerprint, seq));
-        self.state.dedup.insert(fingerprint, (seq, received_at_ms));
+    /// The next entry of the dedup window (oldest first). An entry whose fingerprint a
+    /// later one takes over is forgotten (checkpoints written before the window was kept
+    /// with the events hold such entries). Its receipt time is the event's own.
+    pub fn id(&mut self, _received_at_ms: u64, fingerprint: u64, seq: u64) {
+        self.state.dedup.insert(fingerprint, seq);
     }
 
     /// The state, once every part is in.
     pub fn finish(mut self) -> Result<State, Inconsistent> {
         let s = &mut self.state;
-        for &(seq, _) in s.dedup.values() {
-            match s.events.get_mut(&seq) {
-                Some(meta) => meta.remembered = true,
+        for (&fp, &seq) in &s.dedup {
+            match s.events.get_mut(seq) {
+                Some(meta) => {
+                    meta.remembered = true;
+                    meta.fingerprint = fp;
+                }
                 None => return Err(Inconsistent::Id(seq)),
             }
         }
+        s.expiry_from = s
+            .events
+            .iter()
+            .find(|(_, m)| m.remembered)
+            .map_or(s.next_lsn, |(seq, _)| seq);
         let events = std::mem::take(&mut s.events);
-        for (seq, mut meta) in events {
+        for (seq, meta) in events.iter() {
+            let mut meta = *meta;
             if meta.due_after_ms == DUE_UNSET {
                 meta.due_after_ms = 0;
             }
@@ -908,11 +936,9 @@ mod tests {
                     0 | 1 => {
                         clock += step;
                         let meta = EventMeta {
-                            location: at(next_seq),
-                            received_at_ms: clock,
                             due_after_ms: (pick % 3) as u32,
                             holders: 1,
-                            remembered: false,
+                            ..EventMeta::new(at(next_seq), clock)
                         };
                         events.insert(next_seq, meta);
                         let due = if op == 0 { meta.due_ms() } else { clock + pick % 5 };
@@ -930,7 +956,7 @@ mod tests {
                             proptest::prop_assert_eq!((due, &taken), (key.0, &model.remove(&key).unwrap()));
                         }
                         let due = pick % 50 + step;
-                        let event_due = (attempts == 0).then(|| events[&seq].due_ms());
+                        let event_due = (attempts == 0).then(|| events.get(seq).unwrap().due_ms());
                         q.put(due, seq, entry.clone(), event_due);
                         model.insert((due, seq), entry);
                     }
