@@ -96,7 +96,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 /// The state's parts, in the order [`Restore`] takes them back.
-fn encode_body(state: &State) -> Vec<u8> {
+pub fn encode_body(state: &State) -> Vec<u8> {
     let mut body = Vec::new();
     let mut o = Out(&mut body);
     let [k0, k1] = state.keys();
@@ -168,20 +168,25 @@ pub fn encode(state: &State) -> Vec<u8> {
 pub fn seal(at: CheckpointAt, body: &[u8]) -> Vec<u8> {
     let blocks = body.len().div_ceil(BLOCK);
     let mut out = Vec::with_capacity(CHECKPOINT_HEADER_LEN + body.len() + blocks * BLOCK_CRC);
-    out.extend_from_slice(&CHECKPOINT_MAGIC);
-    out.push(CHECKPOINT_VERSION);
-    out.extend_from_slice(&[0; 3]);
-    out.extend_from_slice(&at.lsn.to_le_bytes());
-    out.extend_from_slice(&at.segment.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    let crc = crc32c::crc32c(&out[0..32]);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&header(at, body.len()));
     for block in body.chunks(BLOCK) {
         out.extend_from_slice(&crc32c::crc32c(block).to_le_bytes());
         out.extend_from_slice(block);
     }
     out
+}
+
+/// A checkpoint file's header, for a body of `body_len` bytes.
+fn header(at: CheckpointAt, body_len: usize) -> [u8; CHECKPOINT_HEADER_LEN] {
+    let mut h = [0; CHECKPOINT_HEADER_LEN];
+    h[0..4].copy_from_slice(&CHECKPOINT_MAGIC);
+    h[4] = CHECKPOINT_VERSION;
+    h[8..16].copy_from_slice(&at.lsn.to_le_bytes());
+    h[16..24].copy_from_slice(&at.segment.to_le_bytes());
+    h[24..32].copy_from_slice(&(body_len as u64).to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..32]);
+    h[32..36].copy_from_slice(&crc.to_le_bytes());
+    h
 }
 
 /// Where byte `at` of the body sits in the file.
@@ -191,6 +196,12 @@ fn file_offset(at: usize) -> u64 {
 
 /// Reads a checkpoint file. A failure names the offset in the file where it was found.
 pub fn decode(bytes: &[u8]) -> Result<Checkpoint, (u64, BadCheckpoint)> {
+    decode_owned(bytes.to_vec())
+}
+
+/// [`decode`], taking the file's bytes: the body is gathered in place (the checksums taken
+/// out), so a large checkpoint is not held twice while it is read.
+pub fn decode_owned(mut bytes: Vec<u8>) -> Result<Checkpoint, (u64, BadCheckpoint)> {
     let Some(h) = bytes.get(..CHECKPOINT_HEADER_LEN) else {
         return Err((0, BadCheckpoint::Length));
     };
@@ -219,15 +230,22 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, (u64, BadCheckpoint)> {
     if expected != Some(rest.len()) {
         return Err((CHECKPOINT_HEADER_LEN as u64, BadCheckpoint::Length));
     }
-    let mut body = Vec::with_capacity(body_len as usize);
-    for (i, block) in rest.chunks(BLOCK + BLOCK_CRC).enumerate() {
-        let (crc, data) = block.split_at(BLOCK_CRC);
-        if crc32c::crc32c(data) != u32_at(crc, 0) {
-            let offset = CHECKPOINT_HEADER_LEN + i * (BLOCK + BLOCK_CRC);
-            return Err((offset as u64, BadCheckpoint::Checksum));
+    let blocks = rest.len().div_ceil(BLOCK + BLOCK_CRC);
+    let mut gathered = 0;
+    for b in 0..blocks {
+        // Block b is read where it is, then moved down to the end of what is gathered (always
+        // below it: the header and the checksums before it are gone).
+        let start = CHECKPOINT_HEADER_LEN + b * (BLOCK + BLOCK_CRC);
+        let end = (start + BLOCK + BLOCK_CRC).min(bytes.len());
+        let crc = u32_at(&bytes[start..], 0);
+        if crc32c::crc32c(&bytes[start + BLOCK_CRC..end]) != crc {
+            return Err((start as u64, BadCheckpoint::Checksum));
         }
-        body.extend_from_slice(data);
+        bytes.copy_within(start + BLOCK_CRC..end, gathered);
+        gathered += end - start - BLOCK_CRC;
     }
+    bytes.truncate(gathered);
+    let body = bytes;
     let mut i = In(&body);
     let state = decode_body(&mut i, at).map_err(|why| {
         let consumed = body.len() - i.0.len();
@@ -300,20 +318,39 @@ fn decode_body(i: &mut In<'_>, at: CheckpointAt) -> Result<State, BadCheckpoint>
     restore.finish().map_err(inconsistent)
 }
 
-/// Writes `bytes` (from [`encode`]) as the checkpoint at `lsn`: `<lsn>.ckpt.tmp` written and
-/// synced, renamed to `<lsn>.ckpt` (replacing one of the same lsn), the directory synced.
-/// Once this returns, the checkpoint survives a crash; before, a crash leaves at most a
-/// `.ckpt.tmp` that recovery removes.
-pub fn write(storage: &dyn Storage, lsn: u64, bytes: &[u8]) -> io::Result<()> {
-    let name = checkpoint_name(lsn);
-    let tmp = format!("{lsn:020}{WRITING_SUFFIX}");
+/// Bytes of a checkpoint written between two fdatasyncs: a large checkpoint never queues
+/// tens of MiB at the disk ahead of the log's own fdatasyncs (which wait behind them).
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// Writes the checkpoint at `at` whose body is `body` (from [`encode_body`]):
+/// `<lsn>.ckpt.tmp` written a chunk at a time (each synced) with each block's checksum,
+/// renamed to `<lsn>.ckpt` (replacing one of the same lsn), the directory synced. Once this
+/// returns, the checkpoint survives a crash; before, a crash leaves at most a `.ckpt.tmp`
+/// that recovery removes.
+pub fn write(storage: &dyn Storage, at: CheckpointAt, body: &[u8]) -> io::Result<()> {
+    let name = checkpoint_name(at.lsn);
+    let tmp = format!("{:020}{WRITING_SUFFIX}", at.lsn);
     match storage.remove(&tmp) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     let file = storage.create(&tmp)?;
-    file.write_at(bytes, 0)?;
+    let mut chunk = Vec::with_capacity(WRITE_CHUNK + BLOCK + BLOCK_CRC);
+    chunk.extend_from_slice(&header(at, body.len()));
+    let mut offset = 0;
+    let mut blocks = body.chunks(BLOCK).peekable();
+    while let Some(block) = blocks.next() {
+        chunk.extend_from_slice(&crc32c::crc32c(block).to_le_bytes());
+        chunk.extend_from_slice(block);
+        if chunk.len() >= WRITE_CHUNK && blocks.peek().is_some() {
+            file.write_at(&chunk, offset)?;
+            file.sync_data()?;
+            offset += chunk.len() as u64;
+            chunk.clear();
+        }
+    }
+    file.write_at(&chunk, offset)?;
     // fdatasync also makes the new size durable (needed to read the data back).
     file.sync_data()?;
     storage.rename(&tmp, &name)?;
@@ -560,6 +597,35 @@ mod tests {
             why,
             BadCheckpoint::Inconsistent(Inconsistent::Held { route: 3, seq: 9 })
         );
+    }
+
+    #[test]
+    fn a_checkpoint_of_many_chunks_is_written_and_read_back_whole() {
+        let mut state = State::new();
+        for seq in 1..=100_000u64 {
+            let location = Location {
+                segment: seq / 1000 + 1,
+                offset: seq * 40,
+                len: 40,
+            };
+            state.apply(seq, location, &event(None, seq, &[0, 1]));
+        }
+        let body = encode_body(&state);
+        assert!(body.len() > 2 * WRITE_CHUNK, "{} bytes", body.len());
+        let disk = super::super::storage::SimDisk::new(1);
+        let at = CheckpointAt {
+            lsn: state.next_lsn(),
+            segment: state.tail_segment(),
+        };
+        write(&disk, at, &body).unwrap();
+        let written = disk.bytes(&checkpoint_name(at.lsn)).unwrap();
+        assert_eq!(
+            written,
+            encode(&state),
+            "the same bytes as the file made at once"
+        );
+        let back = decode_owned(written).unwrap();
+        assert_eq!((back.at, view(&back.state)), (at, view(&state)));
     }
 
     #[test]

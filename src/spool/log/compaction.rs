@@ -107,6 +107,12 @@ pub fn plan(files: &[u64], uses: &[(u64, SegmentUse)], floor: u64, copy_at_most:
 pub struct MaintenanceConfig {
     /// A checkpoint is taken once this many records were applied since the last one.
     pub checkpoint_every: u64,
+    /// A checkpoint larger than `small_checkpoint` is taken only once the log written since
+    /// the newest one is this many times its size: what checkpoints write stays a fraction
+    /// (1 / this) of what the log writes, however large the state.
+    pub log_per_checkpoint: u64,
+    /// Checkpoints up to this size are cheap: taken whenever one is wanted.
+    pub small_checkpoint: u64,
     /// A segment below the floor is copied forward once what it still holds costs at most
     /// this many bytes (a quarter of a segment: copying never writes more than it frees).
     pub copy_at_most: u64,
@@ -122,6 +128,8 @@ impl MaintenanceConfig {
     pub fn for_segments(segment_size: u64) -> MaintenanceConfig {
         MaintenanceConfig {
             checkpoint_every: 64 << 10,
+            log_per_checkpoint: 4,
+            small_checkpoint: 1 << 20,
             copy_at_most: segment_size / 4,
             copy_batch: 256 << 10,
             interval: Duration::from_secs(1),
@@ -145,6 +153,10 @@ pub struct Maintenance {
     config: MaintenanceConfig,
     /// Checkpoints taken from the writer's state because the log did not replay.
     from_memory: u64,
+    /// The newest checkpoint's body size, and the writer's bytes written when it was taken
+    /// (see [`MaintenanceConfig::log_per_checkpoint`]).
+    newest_size: u64,
+    log_at_newest: u64,
 }
 
 impl Maintenance {
@@ -154,11 +166,17 @@ impl Maintenance {
         recovered: Option<CheckpointAt>,
         config: MaintenanceConfig,
     ) -> Maintenance {
+        let newest_size = recovered.map_or(0, |at| {
+            let name = checkpoint::checkpoint_name(at.lsn);
+            storage.open(&name).and_then(|f| f.size()).unwrap_or(0)
+        });
         Maintenance {
             storage,
             kept: recovered.into_iter().collect(),
             config,
             from_memory: 0,
+            newest_size,
+            log_at_newest: 0,
         }
     }
 
@@ -205,11 +223,12 @@ impl Maintenance {
         if self.kept.back().is_some_and(|c| c.lsn >= at.lsn) {
             return Ok(None);
         }
-        let bytes = match self.replayed(at, keys) {
+        let log_at = writer.stats().bytes;
+        let body = match self.replayed(at, keys) {
             Ok(state) => {
                 metrics::counter!("hookfan_spool_checkpoints_total", "taken_from" => "log")
                     .increment(1);
-                checkpoint::encode(&state)
+                checkpoint::encode_body(&state)
             }
             Err(e) => {
                 self.from_memory += 1;
@@ -220,20 +239,22 @@ impl Maintenance {
                     lsn = at.lsn,
                     "spool: the log since the last checkpoint does not replay; this checkpoint is taken from the writer's state instead"
                 );
-                let (now, bytes) = writer.with_state(|s| {
+                let (now, body) = writer.with_state(|s| {
                     let at = CheckpointAt {
                         lsn: s.next_lsn(),
                         segment: s.tail_segment(),
                     };
-                    (at, checkpoint::encode(s))
+                    (at, checkpoint::encode_body(s))
                 });
                 at = now;
-                bytes
+                body
             }
         };
         let name = checkpoint::checkpoint_name(at.lsn);
-        checkpoint::write(&*self.storage, at.lsn, &bytes)
-            .map_err(|e| LogError::io("write", name, e))?;
+        checkpoint::write(&*self.storage, at, &body).map_err(|e| LogError::io("write", name, e))?;
+        self.newest_size = body.len() as u64;
+        self.log_at_newest = log_at;
+        drop(body);
         self.kept.push_back(at);
         while self.kept.len() > 2 {
             self.kept.pop_front();
@@ -258,7 +279,7 @@ impl Maintenance {
         for kept in self.kept.iter().rev() {
             let name = checkpoint::checkpoint_name(kept.lsn);
             let bytes = recovery::read_all(&*self.storage, &name, None)?;
-            match checkpoint::decode(&bytes) {
+            match checkpoint::decode_owned(bytes) {
                 Ok(c) if c.at == *kept => {
                     base = Some(c);
                     break;
@@ -462,7 +483,9 @@ impl Maintenance {
 
     /// One maintenance round: a checkpoint when one would let the floor rise (fewer than
     /// two kept, or the log moved to a later segment since the newest) or enough was applied
-    /// since the last one; then one compaction step.
+    /// since the last one, and it is worth its cost (small, or the log written since the
+    /// newest is [`MaintenanceConfig::log_per_checkpoint`] times its size); then one
+    /// compaction step.
     ///
     /// When nothing was applied since the newest checkpoint but the floor still lags it (an
     /// idle log after a drain), a no-op record (`ExpireIds` of nothing) is written first, so
@@ -470,23 +493,36 @@ impl Maintenance {
     pub fn step(&mut self, writer: &Writer) -> Result<Compacted, LogError> {
         let (next_lsn, tail) = writer.with_state(|s| (s.next_lsn(), s.tail_segment()));
         let newest = self.kept.back().copied();
-        let mut since = next_lsn.saturating_sub(newest.map_or(1, |c| c.lsn));
+        let since = next_lsn.saturating_sub(newest.map_or(1, |c| c.lsn));
         let lagging = newest.is_some_and(|n| self.kept.len() < 2 || self.floor() < n.segment);
-        if since == 0 && lagging {
-            let marker = Record::ExpireIds {
-                before_ms: 0,
-                limit: 0,
-            };
-            writer.wait(&writer.submit(&[marker])?)?;
-            since = 1;
-        }
         let moved = newest.is_some_and(|n| tail > n.segment);
-        if since >= self.config.checkpoint_every
-            || (since > 0 && (self.kept.len() < 2 || moved || lagging))
-        {
+        let wanted = if since == 0 {
+            lagging
+        } else {
+            since >= self.config.checkpoint_every || self.kept.len() < 2 || moved || lagging
+        };
+        if wanted && self.worth_it(writer) {
+            if since == 0 {
+                let marker = Record::ExpireIds {
+                    before_ms: 0,
+                    limit: 0,
+                };
+                writer.wait(&writer.submit(&[marker])?)?;
+            }
             self.checkpoint(writer)?;
         }
         self.compact(writer)
+    }
+
+    /// Whether a checkpoint now is worth what it writes (see [`Maintenance::step`]).
+    fn worth_it(&self, writer: &Writer) -> bool {
+        let written = writer.stats().bytes.saturating_sub(self.log_at_newest);
+        self.newest_size <= self.config.small_checkpoint
+            || written
+                >= self
+                    .config
+                    .log_per_checkpoint
+                    .saturating_mul(self.newest_size)
     }
 
     /// Runs [`Maintenance::step`] every `interval` on its own thread until the handle is
@@ -788,6 +824,42 @@ mod tests {
         let r = recover(&*disk).unwrap();
         assert_eq!(r.state.route(0).unwrap().pending_len(), 600);
         assert_eq!(r.report.records, 0, "the checkpoint covers the whole log");
+    }
+
+    #[test]
+    fn a_large_checkpoint_is_taken_again_only_once_the_log_wrote_several_times_its_size() {
+        let disk = SimDisk::new(7);
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let recovered = recover(&disk).unwrap();
+        let amortized = MaintenanceConfig {
+            small_checkpoint: 0,
+            log_per_checkpoint: 4,
+            ..maint_config()
+        };
+        let mut m = Maintenance::new(storage.clone(), recovered.checkpoint, amortized);
+        let w = Writer::start(storage.clone(), recovered, config()).unwrap();
+        append(&w, 10);
+        m.step(&w).unwrap();
+        let mut last = m.kept().last().expect("the first one is always worth it");
+        let mut taken = 1;
+        for _ in 0..300 {
+            append(&w, 1);
+            let (size, log_at) = (m.newest_size, m.log_at_newest);
+            assert!(size > 0);
+            m.step(&w).unwrap();
+            let newest = m.kept().last().unwrap();
+            if newest != last {
+                let written = m.log_at_newest - log_at;
+                assert!(
+                    written >= 4 * size,
+                    "a checkpoint of {size} bytes after {written} bytes of log"
+                );
+                last = newest;
+                taken += 1;
+            }
+        }
+        w.close();
+        assert!(taken >= 3, "{taken} checkpoints taken");
     }
 
     #[test]

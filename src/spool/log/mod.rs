@@ -8,7 +8,8 @@
 //!   ([`RealDisk`]) and on a simulated one that crashes ([`SimDisk`]).
 //! - [`segment`]: the frame format (segment header, group frames), pure.
 //! - [`record`]: the records inside groups, pure.
-//! - [`state`]: what the records mean (queues, dead letters, dedup index), pure.
+//! - [`state`]: what the records mean (queues, dead letters, dedup index), pure; the events
+//!   it holds are kept by `event_table` (pages of 64 seqs).
 //! - [`writer`]: the group-commit writer thread and the segment preparer.
 //! - [`checkpoint`]: the state written whole to one file (codec pure, writer thin).
 //! - [`compaction`]: checkpoints taken, segments no one needs deleted, the few records
@@ -162,8 +163,9 @@
 //! log since the last one replays. If it does not (damage), the error is logged and
 //! counted, and that checkpoint is encoded from the writer's state under its lock instead
 //! (the writer waits meanwhile), which puts the damage behind it. While it is built, a
-//! second copy of the state is in memory. Then `<L>.ckpt.tmp` is written and synced,
-//! renamed to `<L>.ckpt`, and the directory synced. Two are kept: once a new one is durable, every
+//! second copy of the state is in memory. Then `<L>.ckpt.tmp` is written a MiB at a time,
+//! each synced (so a large checkpoint never queues tens of MiB at the disk ahead of the
+//! log's fdatasyncs), renamed to `<L>.ckpt`, and the directory synced. Two are kept: once a new one is durable, every
 //! other but the one before it is removed. A crash leaves at most a `.ckpt.tmp`, removed
 //! at open.
 //!
@@ -200,7 +202,10 @@
 //!
 //! A maintenance round ([`compaction::Maintenance::step`]) takes a checkpoint when one
 //! would let the floor rise (fewer than two kept, the log moved to a later segment, or
-//! enough records since the last), then one compaction step. An idle log whose floor still
+//! enough records since the last) and it is worth its cost: the newest one is small (up to
+//! 1 MiB), or the log written since is at least 4 times its size, so checkpoints never
+//! write more than a quarter of what the log writes, however large the backlog (a restart
+//! then replays at most that much log after the checkpoint). Then one compaction step. An idle log whose floor still
 //! lags writes one no-op record (`ExpireIds` of nothing) so a second checkpoint can be
 //! taken: after a backlog drains, the directory falls back to the segment being written,
 //! the prepared ones, those the two checkpoints still need, and whatever long-lived events
@@ -318,8 +323,8 @@
 //!   back by its location; one that compaction moved and whose segment it deleted meanwhile
 //!   (`NotFound`) is read again where the state now says; one the state no longer holds (it
 //!   was completed meanwhile) is left out.
-//! - **In memory**: the [`State`] (see `state.rs`: ~610 bytes per event pending on 3 routes,
-//!   ~170 per id remembered after delivery, the dead letters),
+//! - **In memory**: the [`State`] (see `state.rs`: ~86 bytes per event pending on 3 routes,
+//!   ~90 per id remembered after delivery, the retried, held and dead ones more),
 //!   route names, and the ids being appended.
 //! - A failed write sets `commit_error` until a write succeeds; `close` stops maintenance,
 //!   then closes the writer (what was submitted is written), then releases the lock.

@@ -112,7 +112,7 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
     for lsn in checkpoints {
         let name = checkpoint::checkpoint_name(lsn);
         let bytes = read_all(storage, &name, None)?;
-        match checkpoint::decode(&bytes) {
+        match checkpoint::decode_owned(bytes) {
             Ok(c) if c.at.lsn == lsn => {
                 base = Some((name, c));
                 break;
