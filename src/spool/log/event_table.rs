@@ -113,6 +113,15 @@ impl EventTable {
         })
     }
 
+    /// Every event, by seq, to change in place.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut EventMeta)> {
+        self.pages.iter_mut().flat_map(|(&page, p)| {
+            Bits(p.present)
+                .zip(&mut p.metas)
+                .map(move |(bit, meta)| ((page << PAGE_BITS) + u64::from(bit), meta))
+        })
+    }
+
     /// Every event, by seq.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &EventMeta)> {
         self.pages.iter().flat_map(|(&page, p)| {

@@ -253,6 +253,27 @@ impl EventMeta {
     }
 }
 
+/// Adds `meta` to (or takes it from) its segment's use in `segments`.
+fn account(segments: &mut BTreeMap<u64, SegmentUse>, meta: &EventMeta, add: bool) {
+    let cost = if meta.holders > 0 {
+        u64::from(meta.location.len)
+    } else {
+        ID_ONLY_COST
+    };
+    let segment = meta.location.segment;
+    let use_ = segments.entry(segment).or_default();
+    if add {
+        use_.events += 1;
+        use_.bytes += cost;
+    } else {
+        use_.events = use_.events.saturating_sub(1);
+        use_.bytes = use_.bytes.saturating_sub(cost);
+        if use_.events == 0 {
+            segments.remove(&segment);
+        }
+    }
+}
+
 /// While a checkpoint is restored: no route has given the event its due time yet.
 const DUE_UNSET: u32 = u32::MAX;
 
@@ -548,23 +569,7 @@ impl State {
 
     /// Adds `meta` to (or takes it from) its segment's use.
     fn account(&mut self, meta: &EventMeta, add: bool) {
-        let cost = if meta.holders > 0 {
-            u64::from(meta.location.len)
-        } else {
-            ID_ONLY_COST
-        };
-        let segment = meta.location.segment;
-        let use_ = self.segments.entry(segment).or_default();
-        if add {
-            use_.events += 1;
-            use_.bytes += cost;
-        } else {
-            use_.events = use_.events.saturating_sub(1);
-            use_.bytes = use_.bytes.saturating_sub(cost);
-            if use_.events == 0 {
-                self.segments.remove(&segment);
-            }
-        }
+        account(&mut self.segments, meta, add);
     }
 
     /// SipHash-2-4 under this log's keys. `std::hash::SipHasher` is deprecated only in favour
@@ -826,16 +831,14 @@ impl Restore {
             .iter()
             .find(|(_, m)| m.remembered)
             .map_or(s.next_lsn, |(seq, _)| seq);
-        let events = std::mem::take(&mut s.events);
-        for (seq, meta) in events.iter() {
-            let mut meta = *meta;
+        for (seq, meta) in s.events.iter_mut() {
             if meta.due_after_ms == DUE_UNSET {
                 meta.due_after_ms = 0;
             }
             if meta.holders == 0 && !meta.remembered {
                 return Err(Inconsistent::Unneeded(seq));
             }
-            s.insert_event(seq, meta);
+            account(&mut s.segments, meta, true);
         }
         Ok(self.state)
     }

@@ -151,6 +151,11 @@ impl SegmentFile for RealFile {
             let n = (len - at).min(ZERO_CHUNK as u64) as usize;
             self.0.write_all_at(&zeros[..n], at)?;
             at += n as u64;
+            // A chunk at a time: a segment's worth of zeros never queues at the disk ahead of
+            // the log's own fdatasyncs (which would wait behind it).
+            if at < len {
+                self.0.sync_data()?;
+            }
         }
         // The size changed: sync_all, not sync_data. Off the ack path (see writer.rs).
         self.0.sync_all()
