@@ -25,7 +25,7 @@
 //! in a message group) costs a map entry and its last error, and a dead letter too.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::Hasher;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::event_table::EventTable;
 use super::record::{Record, RouteId};
@@ -253,13 +253,18 @@ impl EventMeta {
     }
 }
 
-/// Adds `meta` to (or takes it from) its segment's use in `segments`.
-fn account(segments: &mut BTreeMap<u64, SegmentUse>, meta: &EventMeta, add: bool) {
-    let cost = if meta.holders > 0 {
+/// What copying the event forward would write (see [`SegmentUse::bytes`]).
+fn copy_cost(meta: &EventMeta) -> u64 {
+    if meta.holders > 0 {
         u64::from(meta.location.len)
     } else {
         ID_ONLY_COST
-    };
+    }
+}
+
+/// Adds `meta` to (or takes it from) its segment's use in `segments`.
+fn account(segments: &mut BTreeMap<u64, SegmentUse>, meta: &EventMeta, add: bool) {
+    let cost = copy_cost(meta);
     let segment = meta.location.segment;
     let use_ = segments.entry(segment).or_default();
     if add {
@@ -271,6 +276,32 @@ fn account(segments: &mut BTreeMap<u64, SegmentUse>, meta: &EventMeta, add: bool
         if use_.events == 0 {
             segments.remove(&segment);
         }
+    }
+}
+
+/// Fingerprint → seq. Fingerprints are keyed SipHash outputs already (random to anyone
+/// without the log's keys), so the map takes them as their own hash instead of hashing
+/// them again.
+type FingerprintMap = HashMap<u64, u64, BuildHasherDefault<AsIs>>;
+
+/// The hasher of [`FingerprintMap`]: a `u64` key is its own hash.
+#[derive(Default)]
+struct AsIs(u64);
+
+impl Hasher for AsIs {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for u64 keys; any bytes still mix in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -324,7 +355,7 @@ pub struct State {
     /// Fingerprint of a webhook id → its event: the remembered events (each holds its
     /// fingerprint). The window is their seq order (the order they were applied): expiry
     /// walks them from the oldest.
-    dedup: HashMap<u64, u64>,
+    dedup: FingerprintMap,
     /// No event before this seq is remembered: where expiry's walk starts.
     expiry_from: u64,
     /// The lsn after the last record applied.
@@ -354,7 +385,7 @@ impl State {
             events: EventTable::new(),
             segments: BTreeMap::new(),
             keys,
-            dedup: HashMap::new(),
+            dedup: FingerprintMap::default(),
             expiry_from: 0,
             next_lsn: 1,
             tail_segment: 0,
@@ -763,13 +794,8 @@ impl Restore {
     /// never attempted gives it its due time (so that route, and every other one due then,
     /// holds it fresh); `due_ms` is that listing's due time.
     fn hold(&mut self, route: RouteId, seq: u64, due_ms: Option<u64>) -> Result<u64, Inconsistent> {
-        let held = self
-            .state
-            .routes
-            .get(&route)
-            .is_some_and(|q| q.is_pending(seq) || q.dead.contains_key(&seq));
         match self.state.events.get_mut(seq) {
-            Some(meta) if !held && meta.holders < u16::MAX => {
+            Some(meta) if meta.holders < u16::MAX => {
                 if let (DUE_UNSET, Some(due)) = (meta.due_after_ms, due_ms) {
                     meta.due_after_ms = due_after(meta.received_at_ms, due);
                 }
@@ -780,6 +806,12 @@ impl Restore {
         }
     }
 
+    /// The queue of `route`, the one of the previous entry most of the time (a checkpoint
+    /// lists each route's entries together).
+    fn queue(&mut self, route: RouteId) -> &mut RouteQueue {
+        self.state.routes.entry(route).or_default()
+    }
+
     pub fn pending(
         &mut self,
         route: RouteId,
@@ -788,22 +820,21 @@ impl Restore {
         entry: Entry,
     ) -> Result<(), Inconsistent> {
         let event_due = self.hold(route, seq, entry.is_fresh().then_some(due_ms))?;
-        self.state
-            .routes
-            .entry(route)
-            .or_default()
-            .put(due_ms, seq, entry, Some(event_due));
+        let q = self.queue(route);
+        // Held twice by one route: refused (as is a route listed twice).
+        if q.is_pending(seq) || q.dead.contains_key(&seq) {
+            return Err(Inconsistent::Held { route, seq });
+        }
+        q.put(due_ms, seq, entry, Some(event_due));
         Ok(())
     }
 
     pub fn dead(&mut self, route: RouteId, seq: u64, dead: DeadEntry) -> Result<(), Inconsistent> {
         self.hold(route, seq, None)?;
-        self.state
-            .routes
-            .entry(route)
-            .or_default()
-            .dead
-            .insert(seq, dead);
+        let q = self.queue(route);
+        if q.is_pending(seq) || q.dead.insert(seq, dead).is_some() {
+            return Err(Inconsistent::Held { route, seq });
+        }
         Ok(())
     }
 
@@ -831,6 +862,16 @@ impl Restore {
             .iter()
             .find(|(_, m)| m.remembered)
             .map_or(s.next_lsn, |(seq, _)| seq);
+        // Segment uses summed a run of events at a time (events in seq order are mostly in
+        // segment order), not one map update per event.
+        let mut run: Option<(u64, SegmentUse)> = None;
+        let flush = |segments: &mut BTreeMap<u64, SegmentUse>, run: Option<(u64, SegmentUse)>| {
+            if let Some((segment, add)) = run {
+                let use_ = segments.entry(segment).or_default();
+                use_.events += add.events;
+                use_.bytes += add.bytes;
+            }
+        };
         for (seq, meta) in s.events.iter_mut() {
             if meta.due_after_ms == DUE_UNSET {
                 meta.due_after_ms = 0;
@@ -838,8 +879,17 @@ impl Restore {
             if meta.holders == 0 && !meta.remembered {
                 return Err(Inconsistent::Unneeded(seq));
             }
-            account(&mut s.segments, meta, true);
+            let segment = meta.location.segment;
+            if run.is_none_or(|(s, _)| s != segment) {
+                flush(&mut s.segments, run.take());
+                run = Some((segment, SegmentUse::default()));
+            }
+            if let Some((_, use_)) = &mut run {
+                use_.events += 1;
+                use_.bytes += copy_cost(meta);
+            }
         }
+        flush(&mut s.segments, run);
         Ok(self.state)
     }
 }
