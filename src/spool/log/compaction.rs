@@ -36,35 +36,33 @@ pub fn events_in(bytes: &[u8], index: u64) -> impl Iterator<Item = (u64, Locatio
         _ => Vec::new(),
     };
     groups.into_iter().flat_map(move |g| {
-        let group = segment::decode_group(&bytes[g.offset as usize..], index).ok();
-        group.into_iter().flat_map(move |group| {
-            group
-                .records()
-                .zip(group.record_offsets())
-                .filter_map(move |((lsn, record), at)| {
-                    let offset = g.offset + at as u64;
-                    match Record::decode(record) {
-                        Ok(Record::Event(_)) => {
-                            let location = Location {
-                                segment: index,
-                                offset,
-                                len: record.len() as u32,
-                            };
-                            Some((lsn, location, record))
-                        }
-                        Ok(Record::Copy { seq, .. }) => {
-                            let prefix = Record::copy_prefix_len(seq);
-                            let location = Location {
-                                segment: index,
-                                offset: offset + prefix as u64,
-                                len: (record.len() - prefix) as u32,
-                            };
-                            Some((seq, location, &record[prefix..]))
-                        }
-                        _ => None,
+        let group = g.group(bytes);
+        group
+            .records()
+            .zip(group.record_offsets())
+            .filter_map(move |((lsn, record), at)| {
+                let offset = g.offset + at as u64;
+                match Record::decode(record) {
+                    Ok(Record::Event(_)) => {
+                        let location = Location {
+                            segment: index,
+                            offset,
+                            len: record.len() as u32,
+                        };
+                        Some((lsn, location, record))
                     }
-                })
-        })
+                    Ok(Record::Copy { seq, .. }) => {
+                        let prefix = Record::copy_prefix_len(seq);
+                        let location = Location {
+                            segment: index,
+                            offset: offset + prefix as u64,
+                            len: (record.len() - prefix) as u32,
+                        };
+                        Some((seq, location, &record[prefix..]))
+                    }
+                    _ => None,
+                }
+            })
     })
 }
 

@@ -373,7 +373,8 @@ fn replay(
         };
         report.segments += 1;
         last_end = (name.clone(), SEGMENT_HEADER_LEN as u64);
-        for GroupAt { offset, header: g } in groups {
+        for found in groups {
+            let GroupAt { offset, header: g } = found;
             match cut {
                 Some(cut) if g.end_lsn() > cut => {
                     if g.first_lsn < cut {
@@ -388,8 +389,8 @@ fn replay(
                 reached = true;
                 break 'segments;
             }
-            let group = segment::decode_group(&bytes[offset as usize..], indexes[i])
-                .map_err(|why| corrupt(&name, offset, CorruptWhy::Frame(why)))?;
+            // Checked by the scan.
+            let group = found.group(&bytes);
             for ((lsn, record), at) in group.records().zip(group.record_offsets()) {
                 if lsn < base_lsn {
                     // The checkpoint holds its effect already.

@@ -325,6 +325,18 @@ pub struct GroupAt {
     pub header: GroupHeader,
 }
 
+impl GroupAt {
+    /// The group itself, in `bytes`: the segment [`scan`] found it in (it checked the
+    /// group then; this does not check it again).
+    pub fn group<'a>(&self, bytes: &'a [u8]) -> Group<'a> {
+        let start = self.offset as usize + GROUP_HEADER_LEN;
+        Group {
+            header: self.header,
+            payload: &bytes[start..start + self.header.payload_len as usize],
+        }
+    }
+}
+
 /// How a segment's valid groups end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScanEnd {

@@ -842,20 +842,33 @@ impl Restore {
     /// later one takes over is forgotten (checkpoints written before the window was kept
     /// with the events hold such entries). Its receipt time is the event's own.
     pub fn id(&mut self, _received_at_ms: u64, fingerprint: u64, seq: u64) {
-        self.state.dedup.insert(fingerprint, seq);
+        let s = &mut self.state;
+        // Marked as the window is read (in seq order, so the events are walked in order);
+        // `finish` checks that the marks and the index agree.
+        if let Some(old) = s.dedup.insert(fingerprint, seq) {
+            if let Some(meta) = s.events.get_mut(old) {
+                meta.remembered = false;
+            }
+        }
+        if let Some(meta) = s.events.get_mut(seq) {
+            meta.remembered = true;
+            meta.fingerprint = fingerprint;
+        }
     }
 
     /// The state, once every part is in.
     pub fn finish(mut self) -> Result<State, Inconsistent> {
         let s = &mut self.state;
-        for (&fp, &seq) in &s.dedup {
-            match s.events.get_mut(seq) {
-                Some(meta) => {
-                    meta.remembered = true;
-                    meta.fingerprint = fp;
-                }
-                None => return Err(Inconsistent::Id(seq)),
-            }
+        // Every id the index holds must name a listed event, each its own: then exactly as
+        // many events are marked remembered as the index holds ids.
+        let remembered = s.events.iter().filter(|(_, m)| m.remembered).count();
+        if remembered != s.dedup.len() {
+            let stray = s.dedup.iter().find(|&(&fp, &seq)| {
+                s.events
+                    .get(seq)
+                    .is_none_or(|m| !m.remembered || m.fingerprint != fp)
+            });
+            return Err(Inconsistent::Id(stray.map_or(0, |(_, &seq)| seq)));
         }
         s.expiry_from = s
             .events
@@ -942,6 +955,32 @@ mod tests {
     fn stored(s: &State, r: RouteId) -> (u64, usize) {
         s.route(r)
             .map_or((0, 0), |q| (q.queue.fresh.len(), q.queue.other.len()))
+    }
+
+    #[test]
+    fn a_restored_dedup_window_names_listed_events_and_a_taken_over_entry_is_passed_over() {
+        // An entry whose fingerprint a later one took over (checkpoints written before the
+        // window was kept with the events hold these), its event long gone: accepted.
+        let mut r = Restore::new([1, 2], 10, 1);
+        r.event(5, at(5), 50).unwrap();
+        r.id(30, 7, 3);
+        r.id(50, 7, 5);
+        let s = r.finish().unwrap();
+        assert!(s.event(5).unwrap().remembered);
+        assert_eq!(s.remembered_ids(), 1);
+        assert_eq!(s.id_order().collect::<Vec<_>>(), [(50, 7, 5)]);
+        // An id naming an event the checkpoint does not list: refused, naming it.
+        let mut r = Restore::new([1, 2], 10, 1);
+        r.event(5, at(5), 50).unwrap();
+        r.id(50, 7, 5);
+        r.id(60, 8, 6);
+        assert_eq!(r.finish().unwrap_err(), Inconsistent::Id(6));
+        // Two ids naming one event: refused too.
+        let mut r = Restore::new([1, 2], 10, 1);
+        r.event(5, at(5), 50).unwrap();
+        r.id(50, 7, 5);
+        r.id(50, 8, 5);
+        assert_eq!(r.finish().unwrap_err(), Inconsistent::Id(5));
     }
 
     #[test]
