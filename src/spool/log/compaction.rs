@@ -151,7 +151,7 @@ pub struct Maintenance {
     config: MaintenanceConfig,
     /// Checkpoints taken from the writer's state because the log did not replay.
     from_memory: u64,
-    /// The newest checkpoint's body size, and the writer's bytes written when it was taken
+    /// The newest checkpoint's size in bytes, and the writer's bytes written when it was taken
     /// (see [`MaintenanceConfig::log_per_checkpoint`]).
     newest_size: u64,
     log_at_newest: u64,
