@@ -356,8 +356,9 @@
 //!   not read from the writer's state, and must equal it (the model test checks every one).
 //! - **The decoders never panic and never allocate** (record fields, bodies and an event's
 //!   routes are borrowed from the input; a scan keeps one small entry per valid group),
-//!   fuzzed by `fuzz/fuzz_targets/spool_frames.rs`. The checkpoint decoder allocates only
-//!   what the entries it read need (each took input bytes); fuzzed by the same target.
+//!   fuzzed by `fuzz/fuzz_targets/spool_frames.rs`. The checkpoint decoder works in the
+//!   file's own buffer (`decode` copies a borrowed input once) and allocates only what the
+//!   entries it read need (each took input bytes); fuzzed by the same target.
 //! - No `unsafe`; no file creation, directory sync or size change on the ack path.
 //! - **The facade appends an id only after every earlier append of it was answered**, and
 //!   answers `Stored` only once the writer's watermark covers the event's record.
