@@ -52,6 +52,16 @@ pub struct CheckpointAt {
     pub segment: u64,
 }
 
+impl CheckpointAt {
+    /// Where a checkpoint of `state` stands.
+    pub fn of(state: &State) -> CheckpointAt {
+        CheckpointAt {
+            lsn: state.next_lsn(),
+            segment: state.tail_segment(),
+        }
+    }
+}
+
 /// A decoded checkpoint.
 #[derive(Debug)]
 pub struct Checkpoint {
@@ -153,13 +163,7 @@ pub fn encode_body(state: &State) -> Vec<u8> {
 
 /// The checkpoint file of `state`: header, then the body in checksummed blocks.
 pub fn encode(state: &State) -> Vec<u8> {
-    seal(
-        CheckpointAt {
-            lsn: state.next_lsn(),
-            segment: state.tail_segment(),
-        },
-        &encode_body(state),
-    )
+    seal(CheckpointAt::of(state), &encode_body(state))
 }
 
 /// A checkpoint file around `body` (the state's parts, as [`encode`] writes them): the
@@ -613,10 +617,7 @@ mod tests {
         let body = encode_body(&state);
         assert!(body.len() > 2 * WRITE_CHUNK, "{} bytes", body.len());
         let disk = super::super::storage::SimDisk::new(1);
-        let at = CheckpointAt {
-            lsn: state.next_lsn(),
-            segment: state.tail_segment(),
-        };
+        let at = CheckpointAt::of(&state);
         write(&disk, at, &body).unwrap();
         let written = disk.bytes(&checkpoint_name(at.lsn)).unwrap();
         assert_eq!(

@@ -211,13 +211,7 @@ impl Maintenance {
     /// is encoded from the writer's state under its lock instead, which puts the damage
     /// behind it.
     pub fn checkpoint(&mut self, writer: &Writer) -> Result<Option<CheckpointAt>, LogError> {
-        let (mut at, keys) = writer.with_state(|s| {
-            let at = CheckpointAt {
-                lsn: s.next_lsn(),
-                segment: s.tail_segment(),
-            };
-            (at, s.keys())
-        });
+        let (mut at, keys) = writer.with_state(|s| (CheckpointAt::of(s), s.keys()));
         if self.kept.back().is_some_and(|c| c.lsn >= at.lsn) {
             return Ok(None);
         }
@@ -237,13 +231,8 @@ impl Maintenance {
                     lsn = at.lsn,
                     "spool: the log since the last checkpoint does not replay; this checkpoint is taken from the writer's state instead"
                 );
-                let (now, body) = writer.with_state(|s| {
-                    let at = CheckpointAt {
-                        lsn: s.next_lsn(),
-                        segment: s.tail_segment(),
-                    };
-                    (at, checkpoint::encode_body(s))
-                });
+                let (now, body) =
+                    writer.with_state(|s| (CheckpointAt::of(s), checkpoint::encode_body(s)));
                 at = now;
                 body
             }
@@ -300,7 +289,7 @@ impl Maintenance {
             at.lsn,
             at.segment,
         )?;
-        if (state.next_lsn(), state.tail_segment()) != (at.lsn, at.segment) {
+        if CheckpointAt::of(&state) != at {
             // Not reached by a log recovery accepts: a record applied twice or not at all.
             return Err(LogError::Corrupt {
                 file: segment::segment_name(at.segment),

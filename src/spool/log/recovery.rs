@@ -66,15 +66,8 @@ pub(super) fn read_all(
     name: &str,
     limit: Option<usize>,
 ) -> Result<Vec<u8>, LogError> {
-    let file = storage
-        .open(name)
-        .map_err(|e| LogError::io("open", name, e))?;
-    let len = file.size().map_err(|e| LogError::io("stat", name, e))? as usize;
-    let mut buf = vec![0; limit.map_or(len, |l| l.min(len))];
-    let n = file
-        .read_at(&mut buf, 0)
-        .map_err(|e| LogError::io("read", name, e))?;
-    buf.truncate(n);
+    let mut buf = Vec::new();
+    read_into(storage, name, limit, &mut buf)?;
     Ok(buf)
 }
 
