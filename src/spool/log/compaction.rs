@@ -712,6 +712,25 @@ mod tests {
         w.wait(&w.submit(&[record]).unwrap()).unwrap();
     }
 
+    /// A log on a simulated disk (`seed`), opened, with its maintenance (`maint`).
+    fn sim_log(seed: u64, maint: MaintenanceConfig) -> (SimDisk, Maintenance, Writer) {
+        let disk = SimDisk::new(seed);
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let recovered = recover(&disk).unwrap();
+        let m = Maintenance::new(storage.clone(), recovered.checkpoint, maint);
+        let w = Writer::start(storage, recovered, config()).unwrap();
+        (disk, m, w)
+    }
+
+    /// The checkpoint file `bytes` holds exactly the writer's state.
+    fn assert_holds_the_writers_state(bytes: &[u8], w: &Writer) {
+        let written = checkpoint::decode(bytes).unwrap();
+        assert_eq!(
+            checkpoint::encode(&written.state),
+            w.with_state(checkpoint::encode)
+        );
+    }
+
     fn segment_files(storage: &dyn Storage) -> Vec<u64> {
         let mut files: Vec<u64> = storage
             .list()
@@ -802,11 +821,7 @@ mod tests {
         let bytes =
             super::super::recovery::read_all(&*disk, &checkpoint::checkpoint_name(last.lsn), None)
                 .unwrap();
-        let written = checkpoint::decode(&bytes).unwrap();
-        assert_eq!(
-            checkpoint::encode(&written.state),
-            w.with_state(checkpoint::encode)
-        );
+        assert_holds_the_writers_state(&bytes, &w);
         w.close();
         let r = recover(&*disk).unwrap();
         assert_eq!(r.state.route(0).unwrap().pending_len(), 600);
@@ -815,16 +830,12 @@ mod tests {
 
     #[test]
     fn a_large_checkpoint_is_taken_again_only_once_the_log_wrote_several_times_its_size() {
-        let disk = SimDisk::new(7);
-        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
-        let recovered = recover(&disk).unwrap();
         let amortized = MaintenanceConfig {
             small_checkpoint: 0,
             log_per_checkpoint: 4,
             ..maint_config()
         };
-        let mut m = Maintenance::new(storage.clone(), recovered.checkpoint, amortized);
-        let w = Writer::start(storage.clone(), recovered, config()).unwrap();
+        let (_disk, mut m, w) = sim_log(7, amortized);
         append(&w, 10);
         m.step(&w).unwrap();
         let mut last = m.kept().last().expect("the first one is always worth it");
@@ -851,11 +862,7 @@ mod tests {
 
     #[test]
     fn a_log_that_does_not_replay_is_checkpointed_from_the_writers_state_and_counted() {
-        let disk = SimDisk::new(5);
-        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
-        let recovered = recover(&disk).unwrap();
-        let mut m = Maintenance::new(storage.clone(), recovered.checkpoint, maint_config());
-        let w = Writer::start(storage.clone(), recovered, config()).unwrap();
+        let (disk, mut m, w) = sim_log(5, maint_config());
         append(&w, 5);
         let first = m.checkpoint(&w).unwrap().unwrap();
         append(&w, 40);
@@ -866,26 +873,14 @@ mod tests {
         disk.corrupt(&damaged, at, &[byte ^ 0x40]);
         let second = m.checkpoint(&w).unwrap().unwrap();
         assert_eq!(m.checkpoints_from_memory(), 1);
-        let written = checkpoint::decode(
-            &disk
-                .bytes(&checkpoint::checkpoint_name(second.lsn))
-                .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(
-            checkpoint::encode(&written.state),
-            w.with_state(checkpoint::encode)
-        );
+        let bytes = disk.bytes(&checkpoint::checkpoint_name(second.lsn));
+        assert_holds_the_writers_state(&bytes.unwrap(), &w);
         w.close();
     }
 
     #[test]
     fn dead_letters_pinning_old_segments_are_copied_forward_and_read_back_after_a_restart() {
-        let disk = SimDisk::new(3);
-        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
-        let recovered = recover(&disk).unwrap();
-        let mut m = Maintenance::new(storage.clone(), recovered.checkpoint, maint_config());
-        let w = Writer::start(storage.clone(), recovered, config()).unwrap();
+        let (disk, mut m, w) = sim_log(3, maint_config());
         let seqs = append(&w, 240);
         // Every 40th event dies; the rest are delivered; then the ids expire.
         let mut dead = Vec::new();
@@ -940,15 +935,12 @@ mod tests {
 
     #[test]
     fn stopping_the_maintenance_thread_wakes_it_instead_of_waiting_out_its_interval() {
-        let disk = SimDisk::new(5);
-        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
-        let recovered = recover(&disk).unwrap();
         let config = MaintenanceConfig {
             interval: Duration::from_secs(3600),
             ..maint_config()
         };
-        let m = Maintenance::new(storage.clone(), recovered.checkpoint, config);
-        let w = Arc::new(Writer::start(storage, recovered, self::config()).unwrap());
+        let (_disk, m, w) = sim_log(5, config);
+        let w = Arc::new(w);
         let mut handle = m.spawn(w.clone()).unwrap();
         let started = std::time::Instant::now();
         handle.stop();
@@ -957,11 +949,7 @@ mod tests {
 
     #[test]
     fn an_event_kept_only_for_its_id_is_copied_without_its_body() {
-        let disk = SimDisk::new(4);
-        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
-        let recovered = recover(&disk).unwrap();
-        let mut m = Maintenance::new(storage.clone(), recovered.checkpoint, maint_config());
-        let w = Writer::start(storage, recovered, config()).unwrap();
+        let (disk, mut m, w) = sim_log(4, maint_config());
         let seqs = append(&w, 40);
         for &seq in &seqs {
             one(&w, Record::Delivered { route: 0, seq });
