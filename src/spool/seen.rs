@@ -89,9 +89,10 @@ impl SeenIndex {
     }
 }
 
-/// The hasher of a map whose keys are already hashes: it passes them through.
+/// The hasher of a map whose keys are already hashes: it passes them through. Also the
+/// log spool's dedup index (`log/state.rs`).
 #[derive(Default)]
-struct Prehashed(u64);
+pub(crate) struct Prehashed(u64);
 
 impl Hasher for Prehashed {
     fn finish(&self) -> u64 {

@@ -30,6 +30,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use super::event_table::EventTable;
 use super::record::{Record, RouteId};
 use crate::spool::counts::SeqSet;
+use crate::spool::seen::Prehashed;
 
 /// Where a record's bytes are: segment index and byte offset in that segment's file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -282,28 +283,7 @@ fn account(segments: &mut BTreeMap<u64, SegmentUse>, meta: &EventMeta, add: bool
 /// Fingerprint → seq. Fingerprints are keyed SipHash outputs already (random to anyone
 /// without the log's keys), so the map takes them as their own hash instead of hashing
 /// them again.
-type FingerprintMap = HashMap<u64, u64, BuildHasherDefault<AsIs>>;
-
-/// The hasher of [`FingerprintMap`]: a `u64` key is its own hash.
-#[derive(Default)]
-struct AsIs(u64);
-
-impl Hasher for AsIs {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used for u64 keys; any bytes still mix in.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
+type FingerprintMap = HashMap<u64, u64, BuildHasherDefault<Prehashed>>;
 
 /// While a checkpoint is restored: no route has given the event its due time yet.
 const DUE_UNSET: u32 = u32::MAX;
