@@ -555,14 +555,14 @@ fn check_events(
     // Each old segment read whole and its checksums checked: with a large backlog, most of
     // the log. Split over the cores (nothing else runs yet); the error of the lowest
     // segment is the one reported, whatever finishes first.
-    let in_old: Vec<(u64, Vec<(u64, Location)>)> = in_old.into_iter().collect();
+    let mut in_old: Vec<(u64, Vec<(u64, Location)>)> = in_old.into_iter().collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 4);
     let per = in_old.len().div_ceil(threads).max(1);
     let results: Vec<Result<(), LogError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = in_old
-            .chunks(per)
+            .chunks_mut(per)
             .map(|chunk| scope.spawn(move || check_old_segments(storage, chunk)))
             .collect();
         workers
@@ -574,10 +574,11 @@ fn check_events(
 }
 
 /// Checks that each of `segments`' needed events is a record of a valid group there (its
-/// event record, or a copy of it), in order; stops at the first one missing.
+/// event record, or a copy of it), in order (each segment's list sorted by offset in place);
+/// stops at the first one missing.
 fn check_old_segments(
     storage: &dyn Storage,
-    segments: &[(u64, Vec<(u64, Location)>)],
+    segments: &mut [(u64, Vec<(u64, Location)>)],
 ) -> Result<(), LogError> {
     let mut bytes = Vec::new();
     for (segment, events) in segments {
@@ -587,9 +588,8 @@ fn check_old_segments(
         let mut found = events_in(&bytes, *segment)
             .map(|(seq, location, _)| (location.offset, seq, location.len))
             .peekable();
-        let mut wanted = events.clone();
-        wanted.sort_unstable_by_key(|(_, l)| l.offset);
-        for (seq, location) in wanted {
+        events.sort_unstable_by_key(|(_, l)| l.offset);
+        for &(seq, location) in events.iter() {
             while found.next_if(|f| f.0 < location.offset).is_some() {}
             if found.peek() != Some(&(location.offset, seq, location.len)) {
                 return Err(corrupt(
