@@ -211,12 +211,13 @@ impl Maintenance {
     /// is encoded from the writer's state under its lock instead, which puts the damage
     /// behind it.
     pub fn checkpoint(&mut self, writer: &Writer) -> Result<Option<CheckpointAt>, LogError> {
-        let (mut at, keys) = writer.with_state(|s| (CheckpointAt::of(s), s.keys()));
+        let (mut at, until, keys) =
+            writer.with_state(|s| (CheckpointAt::of(s), recovery::Until::of(s), s.keys()));
         if self.kept.back().is_some_and(|c| c.lsn >= at.lsn) {
             return Ok(None);
         }
         let log_at = writer.stats().bytes;
-        let body = match self.replayed(at, keys) {
+        let body = match self.replayed(until, keys) {
             Ok(state) => {
                 metrics::counter!("hookfan_spool_checkpoints_total", "taken_from" => "log")
                     .increment(1);
@@ -257,10 +258,10 @@ impl Maintenance {
         Ok(Some(at))
     }
 
-    /// The state at `at` (where the writer stood), rebuilt from the newest kept checkpoint
-    /// that decodes (none kept: the whole log, from an empty state with the writer's
-    /// fingerprint `keys`) and the log after it.
-    fn replayed(&self, at: CheckpointAt, keys: [u64; 2]) -> Result<State, LogError> {
+    /// The state at `until` (where the writer stood), rebuilt from the newest kept
+    /// checkpoint that decodes (none kept: the whole log, from an empty state with the
+    /// writer's fingerprint `keys`) and the log after it.
+    fn replayed(&self, until: recovery::Until, keys: [u64; 2]) -> Result<State, LogError> {
         let mut base = None;
         let mut damaged = None;
         for kept in self.kept.iter().rev() {
@@ -282,13 +283,11 @@ impl Maintenance {
                 why: CorruptWhy::Checkpoint(why),
             });
         }
-        let state = recovery::replay_until(
-            &*self.storage,
-            base,
-            State::with_keys(keys),
-            at.lsn,
-            at.segment,
-        )?;
+        let state = recovery::replay_until(&*self.storage, base, State::with_keys(keys), until)?;
+        let at = CheckpointAt {
+            lsn: until.lsn,
+            segment: until.segment,
+        };
         if CheckpointAt::of(&state) != at {
             // Not reached by a log recovery accepts: a record applied twice or not at all.
             return Err(LogError::Corrupt {
@@ -874,6 +873,39 @@ mod tests {
         let second = m.checkpoint(&w).unwrap().unwrap();
         assert_eq!(m.checkpoints_from_memory(), 1);
         let bytes = disk.bytes(&checkpoint::checkpoint_name(second.lsn));
+        assert_holds_the_writers_state(&bytes.unwrap(), &w);
+        w.close();
+    }
+
+    #[test]
+    fn a_checkpoint_reads_of_the_writers_segment_only_what_it_wrote() {
+        const LARGE: u64 = 4 << 20;
+        let disk = SimDisk::new(11);
+        let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+        let recovered = recover(&disk).unwrap();
+        let mut m = Maintenance::new(
+            storage.clone(),
+            recovered.checkpoint,
+            MaintenanceConfig::for_segments(LARGE),
+        );
+        let large = WriterConfig {
+            segment_size: LARGE,
+            ..config()
+        };
+        let w = Writer::start(storage, recovered, large).unwrap();
+        for _ in 0..3 {
+            append(&w, 5);
+            let before = disk.bytes_read();
+            m.checkpoint(&w)
+                .unwrap()
+                .expect("a new lsn: a checkpoint is taken");
+            let read = disk.bytes_read() - before;
+            // Its own checkpoint (the first time none) and five groups of the 4 MiB segment.
+            assert!(read < 16 << 10, "a checkpoint read {read} bytes");
+        }
+        assert_eq!(m.checkpoints_from_memory(), 0);
+        let newest = m.kept().last().unwrap();
+        let bytes = disk.bytes(&checkpoint::checkpoint_name(newest.lsn));
         assert_holds_the_writers_state(&bytes.unwrap(), &w);
         w.close();
     }

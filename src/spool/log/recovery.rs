@@ -175,9 +175,33 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
     }
 }
 
-/// The state at `until` (an lsn the writer has applied every record before), rebuilt from
+/// Where a bounded replay ([`replay_until`]) stops: where the writer stood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Until {
+    /// The writer had applied every record before this lsn.
+    pub lsn: u64,
+    /// Its [`State::tail_segment`]: no later segment is read.
+    pub segment: u64,
+    /// Its [`State::tail_end`]: no more of that segment is read (None: all of it).
+    pub end: Option<u64>,
+}
+
+impl Until {
+    /// Where the writer whose state is `s` stands.
+    pub fn of(s: &State) -> Until {
+        Until {
+            lsn: s.next_lsn(),
+            segment: s.tail_segment(),
+            end: s.tail_end(),
+        }
+    }
+}
+
+/// The state at `until.lsn` (the writer has applied every record before it), rebuilt from
 /// `base` (a checkpoint; none: `empty` and the whole log) and the segments from its own up
-/// to `tail` (the writer's [`State::tail_segment`]), while the writer goes on appending.
+/// to the writer's tail segment, while the writer goes on appending. Of that tail segment
+/// only what the writer had applied is read (a segment is tens of MiB, mostly not yet
+/// written while the log is quiet).
 ///
 /// This is how checkpoints are taken (see [`super::compaction`]): the state recovery would
 /// rebuild, by recovery's own rules, with no lock on the writer's state. Records at or after
@@ -189,8 +213,7 @@ pub fn replay_until(
     storage: &dyn Storage,
     base: Option<checkpoint::Checkpoint>,
     empty: State,
-    until: u64,
-    tail: u64,
+    until: Until,
 ) -> Result<State, LogError> {
     let from = base.as_ref().map_or(0, |c| c.at.segment);
     let mut indexes: Vec<u64> = storage
@@ -198,7 +221,7 @@ pub fn replay_until(
         .map_err(|e| LogError::io("list", "the spool directory", e))?
         .iter()
         .filter_map(|n| segment::segment_index(n))
-        .filter(|i| (from..=tail).contains(i))
+        .filter(|i| (from..=until.segment).contains(i))
         .collect();
     indexes.sort_unstable();
     let base = base.map(|c| (checkpoint::checkpoint_name(c.at.lsn), c));
@@ -209,16 +232,19 @@ pub fn replay_until(
 /// `empty` and the whole log) to its state, checks that every event still needed is where
 /// the state says, and removes the `unused` files.
 ///
-/// With `until` (see [`replay_until`]): stops before the first record at or after it, which
-/// must be reached; checks and removes nothing.
+/// With `until` (see [`replay_until`]): stops before the first record at or after its lsn,
+/// which must be reached; checks and removes nothing.
 fn replay(
     storage: &dyn Storage,
     all_indexes: Vec<u64>,
     mut removed: Vec<String>,
     base: Option<(String, checkpoint::Checkpoint)>,
     empty: State,
-    until: Option<u64>,
+    until: Option<Until>,
 ) -> Result<Recovered, LogError> {
+    // The one segment read only in part, and how much of it.
+    let read_limit = until.and_then(|u| Some((u.segment, usize::try_from(u.end?).ok()?)));
+    let until = until.map(|u| u.lsn);
     let mut report = RecoveryReport::default();
     let (mut state, at) = match base {
         Some((name, c)) => {
@@ -297,6 +323,8 @@ fn replay(
     let mut last_end = (String::new(), 0u64);
     // Bounded: whether `until` was reached.
     let mut reached = until.is_some_and(|u| u <= base_lsn);
+    // One buffer for every segment read whole (each is faulted in once, not per segment).
+    let mut buf = Vec::new();
     'segments: for i in 0..tail_from {
         let name = segment::segment_name(indexes[i]);
         let next_valid = heads[i + 1..used].iter().find_map(|h| match h {
@@ -359,8 +387,10 @@ fn replay(
             }
         }
         let end_of_applied = applied_end.get_or_insert(header.start_lsn);
-        let bytes = read_all(storage, &name, None)?;
-        let SegmentScan::Used { groups, end, .. } = segment::scan(&bytes, indexes[i]) else {
+        let limit = read_limit.and_then(|(s, n)| (s == indexes[i]).then_some(n));
+        read_into(storage, &name, limit, &mut buf)?;
+        let bytes = &buf[..];
+        let SegmentScan::Used { groups, end, .. } = segment::scan(bytes, indexes[i]) else {
             // The header read a moment ago was valid: the file changed under us.
             return Err(corrupt(&name, 0, CorruptWhy::Frame(BadFrame::Magic)));
         };
@@ -383,7 +413,7 @@ fn replay(
                 break 'segments;
             }
             // Checked by the scan.
-            let group = found.group(&bytes);
+            let group = found.group(bytes);
             for ((lsn, record), at) in group.records().zip(group.record_offsets()) {
                 if lsn < base_lsn {
                     // The checkpoint holds its effect already.

@@ -24,11 +24,13 @@
 //! a bit in a bitmap ([`RouteQueue`]); one with a state of its own (retried, held, replayed,
 //! in a message group) costs a map entry and its last error, and a dead letter too.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::event_table::EventTable;
 use super::record::{Record, RouteId};
+use super::segment::ALIGN;
 use crate::spool::counts::SeqSet;
 use crate::spool::seen::Prehashed;
 
@@ -343,6 +345,10 @@ pub struct State {
     /// The segment of the last record applied (0: none yet). Every later record is in it or
     /// in a later one.
     tail_segment: u64,
+    /// Where the groups of the records applied in `tail_segment` end (0: none applied since
+    /// this state was built, by a checkpoint's restore or from empty). Not kept in
+    /// checkpoints: it bounds how much of the tail segment a checkpoint's replay reads.
+    tail_end: u64,
 }
 
 impl Default for State {
@@ -369,6 +375,7 @@ impl State {
             expiry_from: 0,
             next_lsn: 1,
             tail_segment: 0,
+            tail_end: 0,
         }
     }
 
@@ -380,7 +387,14 @@ impl State {
     /// Applies record `lsn`, whose bytes are at `location`. Records must come in lsn order.
     pub fn apply(&mut self, lsn: u64, location: Location, record: &Record<'_>) {
         self.next_lsn = self.next_lsn.max(lsn + 1);
-        self.tail_segment = self.tail_segment.max(location.segment);
+        // Groups are aligned and padded to ALIGN: the record's group ends at the next
+        // multiple after it.
+        let end = (location.offset + u64::from(location.len)).next_multiple_of(ALIGN as u64);
+        match location.segment.cmp(&self.tail_segment) {
+            Ordering::Greater => (self.tail_segment, self.tail_end) = (location.segment, end),
+            Ordering::Equal => self.tail_end = self.tail_end.max(end),
+            Ordering::Less => {}
+        }
         match record {
             Record::Route { id, name } => {
                 self.names.insert(*id, (*name).to_string());
@@ -713,6 +727,13 @@ impl State {
     /// The segment of the last record applied (0: none).
     pub fn tail_segment(&self) -> u64 {
         self.tail_segment
+    }
+
+    /// Where the data of the tail segment ends, as far as the records applied to this state
+    /// show: every record it holds there lies before this offset. None: no record was applied
+    /// since it was restored (the records there are known only to its checkpoint).
+    pub fn tail_end(&self) -> Option<u64> {
+        (self.tail_end > 0).then_some(self.tail_end)
     }
 }
 

@@ -217,6 +217,8 @@ struct Sim {
     faults: Vec<(FaultOp, Fault)>,
     /// Writes and syncs so far.
     ops: u64,
+    /// Bytes read so far (by every file).
+    bytes_read: u64,
     /// The power goes when `ops` reaches this.
     crash_at: Option<u64>,
     /// What that power cut left, for [`SimDisk::crash`].
@@ -255,6 +257,7 @@ impl SimDisk {
                 durable_names: BTreeMap::new(),
                 faults: Vec::new(),
                 ops: 0,
+                bytes_read: 0,
                 crash_at: None,
                 frozen: None,
             })),
@@ -309,6 +312,11 @@ impl SimDisk {
     pub fn crash_at_op(&self, n: u64) {
         let mut sim = self.lock();
         sim.crash_at = Some(sim.ops + n.max(1));
+    }
+
+    /// Bytes read from every file so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.lock().bytes_read
     }
 
     /// The current bytes of `name` (for tests that corrupt a file).
@@ -378,6 +386,7 @@ impl Sim {
             durable_names: self.durable_names.clone(),
             faults: Vec::new(),
             ops: 0,
+            bytes_read: 0,
             crash_at: None,
             frozen: None,
         }
@@ -510,12 +519,13 @@ impl SegmentFile for SimFile {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let sim = self.disk.lock();
+        let mut sim = self.disk.lock();
         sim.check()?;
         let current = &sim.files[&self.id].current;
         let start = (offset as usize).min(current.len());
         let n = buf.len().min(current.len() - start);
         buf[..n].copy_from_slice(&current[start..start + n]);
+        sim.bytes_read += n as u64;
         Ok(n)
     }
 
