@@ -9,10 +9,11 @@
 //! synced. Never called on the ack path (see `compaction.rs`, which takes checkpoints).
 
 use std::io;
+use std::sync::Arc;
 
 use super::record::{In, Out, RecordError, RouteId};
 use super::state::{DeadEntry, Entry, Inconsistent, Location, Restore, State};
-use super::storage::Storage;
+use super::storage::{SegmentFile, Storage};
 
 /// Checkpoint files are named `<lsn, 20 digits>.ckpt`; one being written is
 /// `<lsn>.ckpt.tmp` until it is synced and renamed.
@@ -108,7 +109,25 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// The state's parts, in the order [`Restore`] takes them back.
 pub fn encode_body(state: &State) -> Vec<u8> {
     let mut body = Vec::new();
-    let mut o = Out(&mut body);
+    encode_parts(state, &mut body, usize::MAX, &mut |_| Ok(())).expect("nothing to flush");
+    body
+}
+
+/// [`encode_body`] into `body`, handed to `flush` whenever it holds `flush_at` bytes or more
+/// (`flush` takes what it wants from the front), so the whole body need never be in memory.
+fn encode_parts(
+    state: &State,
+    body: &mut Vec<u8>,
+    flush_at: usize,
+    flush: &mut dyn FnMut(&mut Vec<u8>) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut flushed = |body: &mut Vec<u8>| -> io::Result<()> {
+        if body.len() >= flush_at {
+            flush(body)?;
+        }
+        Ok(())
+    };
+    let mut o = Out(body);
     let [k0, k1] = state.keys();
     o.uint(k0);
     o.uint(k1);
@@ -128,6 +147,7 @@ pub fn encode_body(state: &State) -> Vec<u8> {
         o.uint(meta.location.offset);
         o.uint(u64::from(meta.location.len));
         o.uint(meta.received_at_ms);
+        flushed(o.0)?;
     }
     let routes: Vec<_> = state.routes().collect();
     o.uint(routes.len() as u64);
@@ -141,6 +161,7 @@ pub fn encode_body(state: &State) -> Vec<u8> {
             o.uint(entry.not_before_ms);
             o.opt_str(entry.last_error.as_deref());
             o.uint(entry.group);
+            flushed(o.0)?;
         }
         o.uint(queue.dead_len() as u64);
         for (seq, dead) in queue.dead() {
@@ -149,6 +170,7 @@ pub fn encode_body(state: &State) -> Vec<u8> {
             o.str(&dead.error);
             o.uint(dead.dead_at_ms);
             o.uint(dead.group);
+            flushed(o.0)?;
         }
     }
     let ids = state.id_order().count();
@@ -157,8 +179,9 @@ pub fn encode_body(state: &State) -> Vec<u8> {
         o.uint(received_at_ms);
         o.uint(fingerprint);
         o.uint(seq);
+        flushed(o.0)?;
     }
-    body
+    Ok(())
 }
 
 /// The checkpoint file of `state`: header, then the body in checksummed blocks.
@@ -326,12 +349,72 @@ fn decode_body(i: &mut In<'_>, at: CheckpointAt) -> Result<State, BadCheckpoint>
 /// tens of MiB at the disk ahead of the log's own fdatasyncs (which wait behind them).
 const WRITE_CHUNK: usize = 1 << 20;
 
-/// Writes the checkpoint at `at` whose body is `body` (from [`encode_body`]):
-/// `<lsn>.ckpt.tmp` written a chunk at a time (each synced) with each block's checksum,
-/// renamed to `<lsn>.ckpt` (replacing one of the same lsn), the directory synced. Once this
-/// returns, the checkpoint survives a crash; before, a crash leaves at most a `.ckpt.tmp`
-/// that recovery removes.
+/// Writes the checkpoint at `at` whose body is `body` (from [`encode_body`]). See
+/// [`write_state`].
 pub fn write(storage: &dyn Storage, at: CheckpointAt, body: &[u8]) -> io::Result<()> {
+    write_with(storage, at, |w| w.blocks(body, true)).map(drop)
+}
+
+/// Writes the checkpoint of `state`, which stands at `at`, encoding its body a chunk at a
+/// time (the whole body, tens of MiB for a million events, is never in memory). Returns the
+/// body's size.
+///
+/// The file is `<lsn>.ckpt.tmp`, written a chunk at a time (each synced: no burst of dirty
+/// pages ahead of the log's fdatasyncs), its header last (it holds the body's length),
+/// then renamed to `<lsn>.ckpt` (replacing one of the same lsn) and the directory synced.
+/// Once this returns, the checkpoint survives a crash; before, a crash leaves at most a
+/// `.ckpt.tmp` that recovery removes.
+pub fn write_state(storage: &dyn Storage, at: CheckpointAt, state: &State) -> io::Result<u64> {
+    write_with(storage, at, |w| {
+        let mut body = Vec::with_capacity(WRITE_CHUNK + BLOCK);
+        encode_parts(state, &mut body, WRITE_CHUNK, &mut |b| {
+            let whole = b.len() / BLOCK * BLOCK;
+            w.blocks(&b[..whole], false)?;
+            b.drain(..whole);
+            Ok(())
+        })?;
+        w.blocks(&body, true)
+    })
+}
+
+/// The body's blocks, each after its checksum, written to a checkpoint file being made.
+struct BlockWriter {
+    file: Arc<dyn SegmentFile>,
+    /// Sealed blocks not yet written.
+    chunk: Vec<u8>,
+    /// Where `chunk` goes in the file.
+    offset: u64,
+    body_len: u64,
+}
+
+impl BlockWriter {
+    /// Seals `bytes` into blocks (all whole but, when `last`, the final one) and writes
+    /// every full chunk, synced.
+    fn blocks(&mut self, bytes: &[u8], last: bool) -> io::Result<()> {
+        debug_assert!(last || bytes.len().is_multiple_of(BLOCK));
+        for block in bytes.chunks(BLOCK) {
+            self.chunk
+                .extend_from_slice(&crc32c::crc32c(block).to_le_bytes());
+            self.chunk.extend_from_slice(block);
+            self.body_len += block.len() as u64;
+            if self.chunk.len() >= WRITE_CHUNK {
+                self.file.write_at(&self.chunk, self.offset)?;
+                self.file.sync_data()?;
+                self.offset += self.chunk.len() as u64;
+                self.chunk.clear();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Creates `<lsn>.ckpt.tmp`, lets `fill` write the body's blocks, then writes what is left
+/// and the header, syncs, renames into place and syncs the directory.
+fn write_with(
+    storage: &dyn Storage,
+    at: CheckpointAt,
+    fill: impl FnOnce(&mut BlockWriter) -> io::Result<()>,
+) -> io::Result<u64> {
     let name = checkpoint_name(at.lsn);
     let tmp = format!("{:020}{WRITING_SUFFIX}", at.lsn);
     match storage.remove(&tmp) {
@@ -339,26 +422,20 @@ pub fn write(storage: &dyn Storage, at: CheckpointAt, body: &[u8]) -> io::Result
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let file = storage.create(&tmp)?;
-    let mut chunk = Vec::with_capacity(WRITE_CHUNK + BLOCK + BLOCK_CRC);
-    chunk.extend_from_slice(&header(at, body.len()));
-    let mut offset = 0;
-    let mut blocks = body.chunks(BLOCK).peekable();
-    while let Some(block) = blocks.next() {
-        chunk.extend_from_slice(&crc32c::crc32c(block).to_le_bytes());
-        chunk.extend_from_slice(block);
-        if chunk.len() >= WRITE_CHUNK && blocks.peek().is_some() {
-            file.write_at(&chunk, offset)?;
-            file.sync_data()?;
-            offset += chunk.len() as u64;
-            chunk.clear();
-        }
-    }
-    file.write_at(&chunk, offset)?;
+    let mut w = BlockWriter {
+        file: storage.create(&tmp)?,
+        chunk: Vec::with_capacity(WRITE_CHUNK + BLOCK + BLOCK_CRC),
+        offset: CHECKPOINT_HEADER_LEN as u64,
+        body_len: 0,
+    };
+    fill(&mut w)?;
+    w.file.write_at(&w.chunk, w.offset)?;
+    w.file.write_at(&header(at, w.body_len as usize), 0)?;
     // fdatasync also makes the new size durable (needed to read the data back).
-    file.sync_data()?;
+    w.file.sync_data()?;
     storage.rename(&tmp, &name)?;
-    storage.sync_dir()
+    storage.sync_dir()?;
+    Ok(w.body_len)
 }
 
 #[cfg(test)]
@@ -627,6 +704,34 @@ mod tests {
         );
         let back = decode_owned(written).unwrap();
         assert_eq!((back.at, view(&back.state)), (at, view(&state)));
+    }
+
+    #[test]
+    fn a_state_encoded_as_it_is_written_makes_the_same_file_as_one_encoded_first() {
+        let mut large = State::new();
+        for seq in 1..=100_000u64 {
+            let location = Location {
+                segment: seq / 1000 + 1,
+                offset: seq * 40,
+                len: 40,
+            };
+            large.apply(
+                seq,
+                location,
+                &event(Some(&format!("id-{seq}")), seq, &[0, 1]),
+            );
+        }
+        for state in [State::new(), rich_state(), large] {
+            let disk = super::super::storage::SimDisk::new(2);
+            let at = CheckpointAt::of(&state);
+            let size = write_state(&disk, at, &state).unwrap();
+            assert_eq!(size, encode_body(&state).len() as u64);
+            let written = disk.bytes(&checkpoint_name(at.lsn)).unwrap();
+            assert_eq!(written, encode(&state));
+            assert!(disk
+                .bytes(&format!("{:020}{WRITING_SUFFIX}", at.lsn))
+                .is_none());
+        }
     }
 
     #[test]

@@ -217,11 +217,12 @@ impl Maintenance {
             return Ok(None);
         }
         let log_at = writer.stats().bytes;
-        let body = match self.replayed(until, keys) {
+        let written = match self.replayed(until, keys) {
             Ok(state) => {
                 metrics::counter!("hookfan_spool_checkpoints_total", "taken_from" => "log")
                     .increment(1);
-                checkpoint::encode_body(&state)
+                // Encoded as it is written: the rebuilt state is the one copy held.
+                checkpoint::write_state(&*self.storage, at, &state)
             }
             Err(e) => {
                 self.from_memory += 1;
@@ -232,17 +233,16 @@ impl Maintenance {
                     lsn = at.lsn,
                     "spool: the log since the last checkpoint does not replay; this checkpoint is taken from the writer's state instead"
                 );
+                // Encoded under the lock, written after it.
                 let (now, body) =
                     writer.with_state(|s| (CheckpointAt::of(s), checkpoint::encode_body(s)));
                 at = now;
-                body
+                checkpoint::write(&*self.storage, at, &body).map(|()| body.len() as u64)
             }
         };
-        let name = checkpoint::checkpoint_name(at.lsn);
-        checkpoint::write(&*self.storage, at, &body).map_err(|e| LogError::io("write", name, e))?;
-        self.newest_size = body.len() as u64;
+        self.newest_size =
+            written.map_err(|e| LogError::io("write", checkpoint::checkpoint_name(at.lsn), e))?;
         self.log_at_newest = log_at;
-        drop(body);
         self.kept.push_back(at);
         while self.kept.len() > 2 {
             self.kept.pop_front();
