@@ -155,17 +155,19 @@
 //! event nobody needs) is refused like a checksum failure.
 //!
 //! Written by maintenance ([`compaction::Maintenance`]), never on the ack path, and
-//! without the writer's state: maintenance reads where the writer stands (L and K, under
-//! the lock for a moment), then rebuilds the state at L itself, by recovery's own rules,
-//! from the newest checkpoint it kept and the log after it up to L
+//! without the writer's state: maintenance reads where the writer stands (L, K and where
+//! its data in K ends, under the lock for a moment), then rebuilds the state at L itself,
+//! by recovery's own rules, from the newest checkpoint it kept and the log after it up to L
 //! ([`recovery::replay_until`]; records at or after L, which the writer may be writing, are
-//! not looked at). The writer never waits for it, and every checkpoint also proves that the
+//! not looked at, and of K only the part the writer had applied is read). The writer never waits for it, and every checkpoint also proves that the
 //! log since the last one replays. If it does not (damage), the error is logged and
 //! counted, and that checkpoint is encoded from the writer's state under its lock instead
 //! (the writer waits meanwhile), which puts the damage behind it. While it is built, a
-//! second copy of the state is in memory. Then `<L>.ckpt.tmp` is written a MiB at a time,
-//! each synced (so a large checkpoint never queues tens of MiB at the disk ahead of the
-//! log's fdatasyncs), renamed to `<L>.ckpt`, and the directory synced. Two are kept: once a new one is durable, every
+//! second copy of the state is in memory. It is encoded as `<L>.ckpt.tmp` is written, a
+//! MiB at a time, each synced (so a large checkpoint never queues tens of MiB at the disk
+//! ahead of the log's fdatasyncs, and its encoded body is never whole in memory), the
+//! header (which holds the body's length) last; then the file is renamed to `<L>.ckpt` and
+//! the directory synced. Two are kept: once a new one is durable, every
 //! other but the one before it is removed. A crash leaves at most a `.ckpt.tmp`, removed
 //! at open.
 //!
