@@ -41,6 +41,9 @@ pub struct Live {
     pub config: Arc<Config>,
     /// Per enabled route: wakes its worker when events are stored for it.
     pub notifiers: HashMap<String, Arc<Notify>>,
+    /// Per enabled route: `hookfan_events_routed_total`, registered once here rather than
+    /// looked up by its label on every stored event.
+    pub routed: HashMap<String, metrics::Counter>,
     /// Per route ever run since start: its delivery counters.
     pub stats: HashMap<String, Arc<RouteStats>>,
     /// The synchronous hooks' handlers, by exact path.
@@ -151,6 +154,15 @@ impl Routes {
             tracing::info!(route = %route.name, "route disabled: it takes no events; what it already holds stays on disk");
         }
         Ok(Live {
+            routed: self
+                .running
+                .keys()
+                .map(|n| {
+                    let counter =
+                        metrics::counter!("hookfan_events_routed_total", "route" => n.clone());
+                    (n.clone(), counter)
+                })
+                .collect(),
             notifiers: self
                 .running
                 .keys()

@@ -90,9 +90,14 @@ struct Received {
     webhook: VerifiedWebhook,
     /// The body's share of `max_buffered_bytes`, held until it is let go.
     buffered: Buffered,
-    /// For log lines.
-    path: String,
-    webhook_id: String,
+}
+
+/// The `X-Webhook-Id` a request names, for log lines ("-" for none).
+fn logged_id(headers: &axum::http::HeaderMap) -> &str {
+    headers
+        .get(HEADER_WEBHOOK_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
 }
 
 /// The checks every request gets, push or passthrough: `allowed_ips`, POST, room in
@@ -105,13 +110,9 @@ async fn receive(
     body_timeout: Duration,
 ) -> Result<Received, Response> {
     let (parts, body) = request.into_parts();
-    let path = parts.uri.path().to_string();
-    let webhook_id = parts
-        .headers
-        .get(HEADER_WEBHOOK_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
+    // For log lines: borrowed, since most requests are never logged.
+    let path = parts.uri.path();
+    let webhook_id = logged_id(&parts.headers);
     let peer = listener::peer_ip(&parts.extensions);
     if !listener::ip_allowed(live.config.allowed_ips.as_deref(), peer) {
         count("ip_not_allowed");
@@ -153,7 +154,7 @@ async fn receive(
     // The head arrived within request_timeout (hyper's deadline); so must the body.
     let raw = match tokio::time::timeout(body_timeout, read_body(body, limit)).await {
         Ok(Ok(raw)) => raw,
-        Ok(Err(rejection)) => return Err(refuse(rejection, &path, &webhook_id)),
+        Ok(Err(rejection)) => return Err(refuse(rejection, path, webhook_id)),
         Err(_) => {
             count("timeout");
             tracing::warn!(%path, %webhook_id, timeout = ?body_timeout, "refused webhook: the body did not arrive in time (request_timeout, or a synchronous hook's deadline)");
@@ -165,13 +166,13 @@ async fn receive(
     };
     let webhook = match verify::verify(&parts.headers, raw.clone(), &live.config.apps, limit) {
         Ok(w) => w,
-        Err(rejection) => return Err(refuse(Some(rejection), &path, &webhook_id)),
+        Err(rejection) => return Err(refuse(Some(rejection), path, webhook_id)),
     };
     if let Some(max_age) = live.config.max_event_age {
         if let Err(rejection) =
-            verify::check_age(webhook.created_at, max_age, std::time::SystemTime::now())
+            verify::check_age(webhook.created_at(), max_age, std::time::SystemTime::now())
         {
-            return Err(refuse(Some(rejection), &path, &webhook_id));
+            return Err(refuse(Some(rejection), path, webhook_id));
         }
     }
     Ok(Received {
@@ -179,8 +180,6 @@ async fn receive(
         raw,
         webhook,
         buffered,
-        path,
-        webhook_id,
     })
 }
 
@@ -216,9 +215,8 @@ async fn synchronous(
         raw,
         webhook,
         buffered,
-        path,
-        webhook_id,
     } = received;
+    let (path, webhook_id) = (parts.uri.path(), logged_id(&parts.headers));
     // The slot bounds what a slow handler holds; the push budget is not kept waiting on it.
     drop(buffered);
     // A push event (a string `type`) on a passthrough path would be answered by the handler
@@ -264,13 +262,12 @@ async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
         parts,
         webhook,
         buffered: _buffered,
-        path,
-        webhook_id,
         ..
     } = received;
+    let (path, webhook_id) = (parts.uri.path(), logged_id(&parts.headers));
     if webhook.event_type.is_none() {
         if let Some(kind) = hooks::sync_hook_shape(&webhook.body) {
-            return refuse_sync_hook(kind, &path, &webhook_id);
+            return refuse_sync_hook(kind, path, webhook_id);
         }
     }
     let event_type = webhook.event_type.as_deref().unwrap_or("-").to_string();
@@ -349,14 +346,11 @@ pub enum NotStored {
 /// webhook id in the same commit), then their workers woken. Returns only once the event is on
 /// disk, or with why it is not.
 pub async fn store(live: &Live, spool: &Spool, event: StoredEvent) -> Result<Stored, NotStored> {
-    let routes: Vec<String> = route::select(
+    let routes = route::select(
         &live.config.routes,
         event.event_type.as_deref(),
         event.request_path(),
-    )
-    .into_iter()
-    .map(str::to_string)
-    .collect();
+    );
     if routes.is_empty() {
         metrics::counter!("hookfan_events_unrouted_total").increment(1);
         return Ok(Stored::Unrouted);
@@ -389,9 +383,10 @@ pub async fn store(live: &Live, spool: &Spool, event: StoredEvent) -> Result<Sto
     }
     match stored? {
         AppendOutcome::Stored { .. } => {
-            for route in &routes {
-                metrics::counter!("hookfan_events_routed_total", "route" => route.clone())
-                    .increment(1);
+            for &route in &routes {
+                if let Some(routed) = live.routed.get(route) {
+                    routed.increment(1);
+                }
                 if let Some(n) = live.notifiers.get(route) {
                     n.notify_one();
                 }
@@ -411,7 +406,7 @@ pub async fn store(live: &Live, spool: &Spool, event: StoredEvent) -> Result<Sto
 /// route.
 fn with_message_groups(
     config: &crate::config::Config,
-    routes: &[String],
+    routes: &[&str],
     body: &[u8],
 ) -> Vec<(String, u64)> {
     let mut json: Option<Option<serde_json::Value>> = None;
@@ -421,7 +416,7 @@ fn with_message_groups(
             let template = config
                 .routes
                 .iter()
-                .find(|r| &r.name == name)
+                .find(|r| r.name == *name)
                 .and_then(|r| r.destination.message_group());
             let group = template
                 .and_then(|t| {
@@ -429,7 +424,7 @@ fn with_message_groups(
                     t.render(json.as_ref()?).ok()
                 })
                 .map_or(0, |g| crate::spool::message_group_fingerprint(&g));
-            (name.clone(), group)
+            (name.to_string(), group)
         })
         .collect()
 }

@@ -6,11 +6,13 @@
 //! No I/O, no clock, no allocation beyond the decompressed body. A `VerifiedWebhook` can only
 //! be made here, so anything holding one has passed every check.
 
+use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use serde_json::value::RawValue;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
@@ -32,12 +34,21 @@ pub struct VerifiedWebhook {
     pub signature: String,
     /// The event's `type`, when it is a string.
     pub event_type: Option<String>,
-    /// The event's `created_at`, when it is a timestamp this module understands
-    /// ([`parse_created_at`]).
-    pub created_at: Option<SystemTime>,
+    /// Where the event's `created_at` value is in `body` (read only when asked for, by
+    /// [`VerifiedWebhook::created_at`]: only `max_event_age` needs it).
+    created_at: Option<Range<usize>>,
     /// The exact uncompressed body bytes that were signed.
     pub body: Bytes,
     _sealed: Sealed,
+}
+
+impl VerifiedWebhook {
+    /// The event's `created_at`, when it is a timestamp this module understands
+    /// ([`parse_created_at`]).
+    pub fn created_at(&self) -> Option<SystemTime> {
+        let raw = self.body.get(self.created_at.clone()?)?;
+        parse_created_at(&serde_json::from_slice(raw).ok()?)
+    }
 }
 
 /// Keeps [`VerifiedWebhook`] from being built outside this module.
@@ -269,12 +280,15 @@ pub fn parse_created_at(value: &serde_json::Value) -> Option<SystemTime> {
 /// Parses the whole body as a JSON object (so malformed JSON is refused) and returns its
 /// `type` when that is a string and its `created_at` when readable. Unknown fields and
 /// unknown types are fine.
-fn parse_envelope(body: &[u8]) -> Result<(Option<String>, Option<SystemTime>), Rejection> {
+fn parse_envelope(body: &[u8]) -> Result<(Option<String>, Option<Range<usize>>), Rejection> {
+    // Both fields borrowed as they are in the body: only a string `type` is copied out,
+    // and `created_at` is read later, if at all.
     #[derive(serde::Deserialize)]
-    struct Envelope {
-        #[serde(rename = "type")]
-        event_type: Option<serde_json::Value>,
-        created_at: Option<serde_json::Value>,
+    struct Envelope<'b> {
+        #[serde(rename = "type", borrow)]
+        event_type: Option<&'b RawValue>,
+        #[serde(borrow)]
+        created_at: Option<&'b RawValue>,
     }
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         None => return Err(Rejection::BadJson("the body is empty".into())),
@@ -290,14 +304,16 @@ fn parse_envelope(body: &[u8]) -> Result<(Option<String>, Option<SystemTime>), R
         .map_err(|e| Rejection::BadJson(format!("the body is not UTF-8 ({e})")))?;
     let envelope: Envelope =
         serde_json::from_slice(body).map_err(|e| Rejection::BadJson(e.to_string()))?;
-    let event_type = match envelope.event_type {
-        Some(serde_json::Value::String(t)) => Some(t),
-        _ => None,
-    };
-    Ok((
-        event_type,
-        envelope.created_at.as_ref().and_then(parse_created_at),
-    ))
+    // Anything but a string (a number, an object, null) is no event type.
+    let event_type = envelope
+        .event_type
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    // The raw value is a slice of `body`: where it starts follows from the two addresses.
+    let created_at = envelope.created_at.map(|raw| {
+        let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+        start..start + raw.get().len()
+    });
+    Ok((event_type, created_at))
 }
 
 #[cfg(test)]
@@ -436,6 +452,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v.event_type.as_deref(), Some("totally.made.up"));
+    }
+
+    #[test]
+    fn the_type_and_created_at_are_read_as_the_body_has_them_wherever_they_are() {
+        let verified = |body: &str| {
+            let sig = sign(SECRET.as_bytes(), body.as_bytes());
+            verify(
+                &headers(sig.as_bytes(), false),
+                body.to_string().into(),
+                &apps(),
+                1 << 20,
+            )
+            .unwrap()
+        };
+        let at = |millis: u64| Some(UNIX_EPOCH + Duration::from_millis(millis));
+        let cases: &[(&str, Option<&str>, Option<SystemTime>)] = &[
+            (
+                r#"{"type":"message.new","created_at":"2026-05-08T00:00:00Z"}"#,
+                Some("message.new"),
+                at(1_778_198_400_000),
+            ),
+            (
+                r#" { "created_at" : 1778198400000000000 , "x": {"type": 1}, "type" : "a\u002eb" }"#,
+                Some("a.b"),
+                at(1_778_198_400_000),
+            ),
+            (r#"{"type":7,"created_at":"yesterday"}"#, None, None),
+            (r#"{"type":null,"created_at":null}"#, None, None),
+            (r#"{"created_at":{"seconds":1}}"#, None, None),
+        ];
+        for (body, event_type, created_at) in cases {
+            let v = verified(body);
+            assert_eq!(v.event_type.as_deref(), *event_type, "{body}");
+            assert_eq!(v.created_at(), *created_at, "{body}");
+        }
     }
 
     #[test]
