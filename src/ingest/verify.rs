@@ -305,15 +305,39 @@ fn parse_envelope(body: &[u8]) -> Result<(Option<String>, Option<Range<usize>>),
     let envelope: Envelope =
         serde_json::from_slice(body).map_err(|e| Rejection::BadJson(e.to_string()))?;
     // Anything but a string (a number, an object, null) is no event type.
-    let event_type = envelope
-        .event_type
-        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    let event_type = match envelope.event_type {
+        Some(raw) if raw.get().starts_with('"') => Some(
+            serde_json::from_str::<String>(raw.get())
+                .map_err(|e| Rejection::BadJson(format!("type: {e}")))?,
+        ),
+        Some(raw) => {
+            readable(raw, "type")?;
+            None
+        }
+        None => None,
+    };
     // The raw value is a slice of `body`: where it starts follows from the two addresses.
-    let created_at = envelope.created_at.map(|raw| {
-        let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
-        start..start + raw.get().len()
-    });
+    let created_at = match envelope.created_at {
+        Some(raw) => {
+            readable(raw, "created_at")?;
+            let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+            Some(start..start + raw.get().len())
+        }
+        None => None,
+    };
     Ok((event_type, created_at))
+}
+
+/// Refuses a `type` or `created_at` that serde_json cannot read as a value (nesting deeper
+/// than its recursion limit, a number out of range such as `1e999`), which other fields may
+/// hold. A string, the usual case, was checked when it was read past.
+fn readable(raw: &RawValue, field: &str) -> Result<(), Rejection> {
+    if raw.get().starts_with('"') {
+        return Ok(());
+    }
+    serde_json::from_str::<serde_json::Value>(raw.get())
+        .map(drop)
+        .map_err(|e| Rejection::BadJson(format!("{field}: {e}")))
 }
 
 #[cfg(test)]
@@ -486,6 +510,25 @@ mod tests {
             let v = verified(body);
             assert_eq!(v.event_type.as_deref(), *event_type, "{body}");
             assert_eq!(v.created_at(), *created_at, "{body}");
+        }
+        // What serde_json cannot read as a value is refused in these two fields (elsewhere
+        // in the body it is carried as it is).
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for field in ["type", "created_at"] {
+            for value in ["1e999", deep.as_str()] {
+                let body = format!(r#"{{"{field}":{value}}}"#);
+                let sig = sign(SECRET.as_bytes(), body.as_bytes());
+                let got = verify(
+                    &headers(sig.as_bytes(), false),
+                    body.into(),
+                    &apps(),
+                    1 << 20,
+                );
+                assert!(
+                    matches!(got, Err(Rejection::BadJson(_))),
+                    "{field}: {got:?}"
+                );
+            }
         }
     }
 
