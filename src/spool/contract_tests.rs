@@ -124,6 +124,38 @@ async fn concurrent_appends_of_one_id_store_it_exactly_once() {
     assert_eq!(due(&spool, "r").len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_racing_on_many_ids_from_several_threads_store_each_once_and_all_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path()).unwrap();
+    let ids: Vec<String> = (0..20).map(|i| format!("racing-{i}")).collect();
+    let tasks: Vec<_> = (0..20)
+        .flat_map(|_| ids.clone())
+        .map(|id| {
+            let spool = spool.clone();
+            tokio::spawn(async move { spool.append(event(&id), routes(&["r"]), WINDOW).await })
+        })
+        .collect();
+    let mut stored = 0;
+    for t in tasks {
+        // A waiter that missed its wake-up would hang here: fail instead.
+        let outcome = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("every append returns")
+            .unwrap()
+            .unwrap();
+        if let AppendOutcome::Stored { .. } = outcome {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, ids.len());
+    let mut delivered = webhook_ids(&due(&spool, "r"));
+    delivered.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(delivered, expected);
+}
+
 #[tokio::test]
 async fn an_id_older_than_the_window_is_stored_again() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,23 +6,26 @@
 //! of one webhook id apart, and the ordering of fresh events' due times. Never here: bytes
 //! on disk (the writer and maintenance own them), the meaning of records ([`State`]).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::hash::BuildHasherDefault;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use super::compaction::{Maintenance, MaintenanceConfig, MaintenanceHandle};
 use super::reader::read_record;
 use super::record::{EventRecord, Record, RouteDue, RouteId};
 use super::recovery::recover;
-use super::state::{Location, State};
+use super::state::{self, Location, State};
 use super::storage::{RealDisk, Storage};
 use super::writer::{Submitted, Ticket, Writer, WriterConfig};
 use super::LogError;
+use crate::spool::seen::Prehashed;
 use crate::spool::{
     now_ms, AppendOutcome, Completion, DeadLetter, DeadLetterAction, DeadState, Due, DueItem,
     PendingKey, PendingState, RouteSummary, SpoolError, StoredEvent,
@@ -89,9 +92,13 @@ struct Inner {
     routes: Mutex<HashMap<String, RouteId>>,
     /// Held while new routes are bound, so two appends never bind one name twice.
     binding: tokio::sync::Mutex<()>,
-    /// Webhook ids whose append is between its dedup check and its answer. A second append
-    /// of one waits for the claim to go, then checks again (and finds it stored).
-    claims: Mutex<HashMap<String, watch::Sender<()>>>,
+    /// The fingerprint keys of the log's state (fixed when the log was made).
+    keys: [u64; 2],
+    /// The fingerprints of the webhook ids whose append is between its dedup check and its
+    /// answer. A second append of one waits for the claim to go (woken by the entry's
+    /// `Notify`, made by the first to wait), then checks again (and finds it stored). Two
+    /// ids of one fingerprint (never seen: 64 keyed bits) would only wait for each other.
+    claims: Mutex<HashMap<u64, Option<Arc<Notify>>, BuildHasherDefault<Prehashed>>>,
     /// The due time given to the latest fresh event; held across the submission, so queue
     /// order is submission (lsn) order even when callers' clocks disagree.
     fresh_due: Mutex<u64>,
@@ -112,7 +119,7 @@ struct Inner {
 /// a task of its own, so the next append always sees what this one stored.
 struct Claim {
     inner: Arc<Inner>,
-    id: String,
+    fingerprint: u64,
     ticket: Option<Ticket>,
 }
 
@@ -120,8 +127,13 @@ impl Drop for Claim {
     fn drop(&mut self) {
         let release = {
             let inner = self.inner.clone();
-            let id = std::mem::take(&mut self.id);
-            move || drop(lock(&inner.claims).remove(&id))
+            let fingerprint = self.fingerprint;
+            move || {
+                let waited = lock(&inner.claims).remove(&fingerprint);
+                if let Some(Some(waiters)) = waited {
+                    waiters.notify_waiters();
+                }
+            }
         };
         match self.ticket.take() {
             Some(ticket) if self.inner.writer.resolved() < ticket.end_lsn => {
@@ -242,6 +254,7 @@ impl LogSpool {
                 .map_err(spool_error)?,
         );
         let maintenance = maintenance.spawn(writer.clone()).map_err(spool_error)?;
+        let keys = writer.with_state(State::keys);
         Ok(LogSpool {
             inner: Arc::new(Inner {
                 path,
@@ -249,8 +262,9 @@ impl LogSpool {
                 maintenance: Mutex::new(Some(maintenance)),
                 writer,
                 routes: Mutex::new(routes),
+                keys,
                 binding: tokio::sync::Mutex::new(()),
-                claims: Mutex::new(HashMap::new()),
+                claims: Mutex::new(HashMap::default()),
                 fresh_due: Mutex::new(0),
                 last_expiry_ms: AtomicU64::new(0),
                 admin: tokio::sync::Mutex::new(()),
@@ -394,25 +408,31 @@ impl LogSpool {
         Ok(known(&routes).expect("every name bound"))
     }
 
-    /// Claims `id`: waits until no other append of it is between its check and its answer.
-    async fn claim(&self, id: &str) -> Claim {
+    /// Claims the id whose fingerprint is `fingerprint`: waits until no other append of it
+    /// is between its check and its answer.
+    async fn claim(&self, fingerprint: u64) -> Claim {
         loop {
-            let mut gone = {
+            let waiters: Arc<Notify>;
+            let released = {
                 let mut claims = lock(&self.inner.claims);
-                match claims.get(id) {
-                    Some(holder) => holder.subscribe(),
-                    None => {
-                        claims.insert(id.to_string(), watch::channel(()).0);
+                match claims.entry(fingerprint) {
+                    Entry::Vacant(free) => {
+                        free.insert(None);
                         return Claim {
                             inner: self.inner.clone(),
-                            id: id.to_string(),
+                            fingerprint,
                             ticket: None,
                         };
                     }
+                    Entry::Occupied(mut held) => {
+                        waiters = held.get_mut().get_or_insert_with(Default::default).clone();
+                    }
                 }
+                // Made under the lock, so the release (which takes it) cannot come first: a
+                // `Notified` sees every `notify_waiters` after it was made.
+                waiters.notified()
             };
-            // Ends when the holder's sender is dropped (its claim released).
-            while gone.changed().await.is_ok() {}
+            released.await;
         }
     }
 
@@ -450,8 +470,14 @@ impl LogSpool {
 
     /// Whether `id` was stored within `window_ms` of `now`: a fingerprint hit in the state,
     /// confirmed by reading the id stored in its record.
-    fn is_duplicate(&self, id: &str, window_ms: u64, now: u64) -> Result<bool, SpoolError> {
-        let Some(hit) = self.with_state(|s| s.dedup_candidate(id)) else {
+    fn is_duplicate(
+        &self,
+        id: &str,
+        fingerprint: u64,
+        window_ms: u64,
+        now: u64,
+    ) -> Result<bool, SpoolError> {
+        let Some(hit) = self.with_state(|s| s.dedup_candidate_at(fingerprint)) else {
             return Ok(false);
         };
         if hit.received_at_ms.saturating_add(window_ms) < now {
@@ -492,8 +518,9 @@ impl LogSpool {
         let route_ids = self.bind_routes(&names).await?;
         let mut claim = match &event.webhook_id {
             Some(id) => {
-                let claim = self.claim(id).await;
-                if self.is_duplicate(id, window_ms, now_ms())? {
+                let fingerprint = state::fingerprint(self.inner.keys, id);
+                let claim = self.claim(fingerprint).await;
+                if self.is_duplicate(id, fingerprint, window_ms, now_ms())? {
                     return Ok(AppendOutcome::Duplicate);
                 }
                 Some(claim)

@@ -597,20 +597,21 @@ impl State {
         account(&mut self.segments, meta, add);
     }
 
-    /// SipHash-2-4 under this log's keys. `std::hash::SipHasher` is deprecated only in favour
-    /// of `DefaultHasher`, whose algorithm may change between releases; fingerprints kept in a
-    /// checkpoint need one that does not (the algorithm's own output, over the id's bytes).
-    #[allow(deprecated)]
+    /// [`fingerprint`] under this log's keys.
     fn fingerprint(&self, webhook_id: &str) -> u64 {
-        let mut hasher = std::hash::SipHasher::new_with_keys(self.keys[0], self.keys[1]);
-        hasher.write(webhook_id.as_bytes());
-        hasher.finish()
+        fingerprint(self.keys, webhook_id)
     }
 
     /// The remembered event whose id may be `webhook_id`, to be confirmed against the id
     /// stored at its location, and checked against the window by the caller.
     pub fn dedup_candidate(&self, webhook_id: &str) -> Option<DedupHit> {
-        let &seq = self.dedup.get(&self.fingerprint(webhook_id))?;
+        self.dedup_candidate_at(self.fingerprint(webhook_id))
+    }
+
+    /// [`State::dedup_candidate`] of the id whose [`fingerprint`] (with this state's
+    /// [`State::keys`]) is `fingerprint`, computed by the caller outside any lock.
+    pub fn dedup_candidate_at(&self, fingerprint: u64) -> Option<DedupHit> {
+        let &seq = self.dedup.get(&fingerprint)?;
         let meta = self.events.get(seq)?;
         Some(DedupHit {
             seq,
@@ -735,6 +736,18 @@ impl State {
     pub fn tail_end(&self) -> Option<u64> {
         (self.tail_end > 0).then_some(self.tail_end)
     }
+}
+
+/// The fingerprint of `webhook_id` under `keys` (a log's [`State::keys`]): SipHash-2-4,
+/// keyed, so ids chosen by a sender cannot be made to collide. `std::hash::SipHasher` is
+/// deprecated only in favour of `DefaultHasher`, whose algorithm may change between
+/// releases; fingerprints kept in a checkpoint need one that does not (the algorithm's own
+/// output, over the id's bytes).
+#[allow(deprecated)]
+pub fn fingerprint(keys: [u64; 2], webhook_id: &str) -> u64 {
+    let mut hasher = std::hash::SipHasher::new_with_keys(keys[0], keys[1]);
+    hasher.write(webhook_id.as_bytes());
+    hasher.finish()
 }
 
 /// Why a restored state does not hold together (a checkpoint's parts contradict each other).
