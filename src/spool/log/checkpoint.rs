@@ -680,8 +680,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_checkpoint_of_many_chunks_is_written_and_read_back_whole() {
+    /// 100k events pending on routes 0 and 1, a thousand per segment; each with a webhook
+    /// id (remembered for dedup) when `with_ids`.
+    fn many_events(with_ids: bool) -> State {
         let mut state = State::new();
         for seq in 1..=100_000u64 {
             let location = Location {
@@ -689,8 +690,15 @@ mod tests {
                 offset: seq * 40,
                 len: 40,
             };
-            state.apply(seq, location, &event(None, seq, &[0, 1]));
+            let id = with_ids.then(|| format!("id-{seq}"));
+            state.apply(seq, location, &event(id.as_deref(), seq, &[0, 1]));
         }
+        state
+    }
+
+    #[test]
+    fn a_checkpoint_of_many_chunks_is_written_and_read_back_whole() {
+        let state = many_events(false);
         let body = encode_body(&state);
         assert!(body.len() > 2 * WRITE_CHUNK, "{} bytes", body.len());
         let disk = super::super::storage::SimDisk::new(1);
@@ -708,20 +716,7 @@ mod tests {
 
     #[test]
     fn a_state_encoded_as_it_is_written_makes_the_same_file_as_one_encoded_first() {
-        let mut large = State::new();
-        for seq in 1..=100_000u64 {
-            let location = Location {
-                segment: seq / 1000 + 1,
-                offset: seq * 40,
-                len: 40,
-            };
-            large.apply(
-                seq,
-                location,
-                &event(Some(&format!("id-{seq}")), seq, &[0, 1]),
-            );
-        }
-        for state in [State::new(), rich_state(), large] {
+        for state in [State::new(), rich_state(), many_events(true)] {
             let disk = super::super::storage::SimDisk::new(2);
             let at = CheckpointAt::of(&state);
             let size = write_state(&disk, at, &state).unwrap();
