@@ -211,8 +211,8 @@ impl Maintenance {
     /// is encoded from the writer's state under its lock instead, which puts the damage
     /// behind it.
     pub fn checkpoint(&mut self, writer: &Writer) -> Result<Option<CheckpointAt>, LogError> {
-        let (mut at, until, keys) =
-            writer.with_state(|s| (CheckpointAt::of(s), recovery::Until::of(s), s.keys()));
+        let (until, keys) = writer.with_state(|s| (recovery::Until::of(s), s.keys()));
+        let mut at = until.at();
         if self.kept.back().is_some_and(|c| c.lsn >= at.lsn) {
             return Ok(None);
         }
@@ -284,10 +284,7 @@ impl Maintenance {
             });
         }
         let state = recovery::replay_until(&*self.storage, base, State::with_keys(keys), until)?;
-        let at = CheckpointAt {
-            lsn: until.lsn,
-            segment: until.segment,
-        };
+        let at = until.at();
         if CheckpointAt::of(&state) != at {
             // Not reached by a log recovery accepts: a record applied twice or not at all.
             return Err(LogError::Corrupt {

@@ -195,6 +195,14 @@ impl Until {
             end: s.tail_end(),
         }
     }
+
+    /// The checkpoint a replay to here makes.
+    pub fn at(&self) -> checkpoint::CheckpointAt {
+        checkpoint::CheckpointAt {
+            lsn: self.lsn,
+            segment: self.segment,
+        }
+    }
 }
 
 /// The state at `until.lsn` (the writer has applied every record before it), rebuilt from
