@@ -11,9 +11,10 @@
 use std::io;
 use std::sync::Arc;
 
-use super::record::{In, Out, RecordError, RouteId};
+use super::record::{Out, RecordError, RouteId};
 use super::state::{DeadEntry, Entry, Inconsistent, Location, Restore, State};
 use super::storage::{SegmentFile, Storage};
+use super::LogError;
 
 /// Checkpoint files are named `<lsn, 20 digits>.ckpt`; one being written is
 /// `<lsn>.ckpt.tmp` until it is synced and renamed.
@@ -221,128 +222,298 @@ fn file_offset(at: usize) -> u64 {
     (CHECKPOINT_HEADER_LEN + (at / BLOCK) * (BLOCK + BLOCK_CRC) + BLOCK_CRC + at % BLOCK) as u64
 }
 
-/// Reads a checkpoint file. A failure names the offset in the file where it was found.
+/// Reads a checkpoint held in memory (`spool verify`, repair, tests, the fuzz target). A
+/// failure names the offset in the file where it was found.
 pub fn decode(bytes: &[u8]) -> Result<Checkpoint, (u64, BadCheckpoint)> {
-    decode_owned(bytes.to_vec())
+    let from_memory = |buf: &mut [u8], offset: u64| {
+        let start = usize::try_from(offset).map_err(|_| BadCheckpoint::Length)?;
+        let part = start
+            .checked_add(buf.len())
+            .and_then(|end| bytes.get(start..end))
+            .ok_or(BadCheckpoint::Length)?;
+        buf.copy_from_slice(part);
+        Ok::<(), BadCheckpoint>(())
+    };
+    read_from(bytes.len() as u64, from_memory).map_err(|stop| match stop {
+        Stop::Bad(offset, why) => (offset, why),
+        // Not reached: the length was checked against the header before any block was read.
+        Stop::Source(why) => (0, why),
+    })
 }
 
-/// [`decode`], taking the file's bytes: the body is gathered in place (the checksums taken
-/// out), so a large checkpoint is not held twice while it is read.
-pub fn decode_owned(mut bytes: Vec<u8>) -> Result<Checkpoint, (u64, BadCheckpoint)> {
-    let Some(h) = bytes.get(..CHECKPOINT_HEADER_LEN) else {
-        return Err((0, BadCheckpoint::Length));
+/// Reads checkpoint `name` from `storage` a block at a time, each block's checksum checked
+/// before any of its bytes is decoded: the file (tens of MiB for a million events) is never
+/// whole in memory beside the state it rebuilds. The outer error is a failure to read the
+/// file; the inner one is what is wrong with its bytes, at an offset in the file.
+pub fn read(
+    storage: &dyn Storage,
+    name: &str,
+) -> Result<Result<Checkpoint, (u64, BadCheckpoint)>, LogError> {
+    let file = storage
+        .open(name)
+        .map_err(|e| LogError::io("open", name, e))?;
+    let len = file.size().map_err(|e| LogError::io("stat", name, e))?;
+    let from_file = |buf: &mut [u8], offset: u64| {
+        if file.read_at(buf, offset)? == buf.len() {
+            Ok(())
+        } else {
+            Err(io::Error::from(io::ErrorKind::UnexpectedEof))
+        }
     };
-    if h[0..4] != CHECKPOINT_MAGIC {
-        return Err((0, BadCheckpoint::Magic));
+    match read_from(len, from_file) {
+        Ok(checkpoint) => Ok(Ok(checkpoint)),
+        Err(Stop::Bad(offset, why)) => Ok(Err((offset, why))),
+        Err(Stop::Source(e)) => Err(LogError::io("read", name, e)),
     }
-    if crc32c::crc32c(&h[0..32]) != u32_at(h, 32) {
-        return Err((0, BadCheckpoint::HeaderChecksum));
+}
+
+/// Why reading a checkpoint stopped: its bytes (at an offset in the file), or its source.
+enum Stop<E> {
+    Bad(u64, BadCheckpoint),
+    Source(E),
+}
+
+/// Reads the checkpoint file of `file_len` bytes whose bytes at an offset `source` reads
+/// (exactly as many as the buffer holds).
+fn read_from<E>(
+    file_len: u64,
+    mut source: impl FnMut(&mut [u8], u64) -> Result<(), E>,
+) -> Result<Checkpoint, Stop<E>> {
+    let bad = |offset, why| Err(Stop::Bad(offset, why));
+    if file_len < CHECKPOINT_HEADER_LEN as u64 {
+        return bad(0, BadCheckpoint::Length);
+    }
+    let mut h = [0u8; CHECKPOINT_HEADER_LEN];
+    source(&mut h, 0).map_err(Stop::Source)?;
+    if h[0..4] != CHECKPOINT_MAGIC {
+        return bad(0, BadCheckpoint::Magic);
+    }
+    if crc32c::crc32c(&h[0..32]) != u32_at(&h, 32) {
+        return bad(0, BadCheckpoint::HeaderChecksum);
     }
     if h[4] != CHECKPOINT_VERSION {
-        return Err((4, BadCheckpoint::Version));
+        return bad(4, BadCheckpoint::Version);
     }
     if h[5..8] != [0; 3] || h[36..40] != [0; 4] {
-        return Err((5, BadCheckpoint::Reserved));
+        return bad(5, BadCheckpoint::Reserved);
     }
     let at = CheckpointAt {
-        lsn: u64_at(h, 8),
-        segment: u64_at(h, 16),
+        lsn: u64_at(&h, 8),
+        segment: u64_at(&h, 16),
     };
-    let body_len = u64_at(h, 24);
-    let rest = &bytes[CHECKPOINT_HEADER_LEN..];
-    // The file's length follows from the body's: checked before anything is reserved.
-    let expected = usize::try_from(body_len)
-        .ok()
-        .and_then(|len| len.checked_add(len.div_ceil(BLOCK) * BLOCK_CRC));
-    if expected != Some(rest.len()) {
-        return Err((CHECKPOINT_HEADER_LEN as u64, BadCheckpoint::Length));
-    }
-    let blocks = rest.len().div_ceil(BLOCK + BLOCK_CRC);
-    let mut gathered = 0;
-    for b in 0..blocks {
-        // Block b is read where it is, then moved down to the end of what is gathered (always
-        // below it: the header and the checksums before it are gone).
-        let start = CHECKPOINT_HEADER_LEN + b * (BLOCK + BLOCK_CRC);
-        let end = (start + BLOCK + BLOCK_CRC).min(bytes.len());
-        let crc = u32_at(&bytes[start..], 0);
-        if crc32c::crc32c(&bytes[start + BLOCK_CRC..end]) != crc {
-            return Err((start as u64, BadCheckpoint::Checksum));
-        }
-        bytes.copy_within(start + BLOCK_CRC..end, gathered);
-        gathered += end - start - BLOCK_CRC;
-    }
-    bytes.truncate(gathered);
-    let body = bytes;
-    let mut i = In(&body);
-    let state = decode_body(&mut i, at).map_err(|why| {
-        let consumed = body.len() - i.0.len();
-        (file_offset(consumed.min(body.len())), why)
-    })?;
-    if !i.0.is_empty() {
-        return Err((
-            file_offset(body.len() - i.0.len()),
-            BadCheckpoint::Body(RecordError::Trailing),
-        ));
+    // The file's length follows from the body's: checked before anything is read or
+    // reserved.
+    let body_len = usize::try_from(u64_at(&h, 24)).ok();
+    let expected = body_len
+        .and_then(|len| len.checked_add(len.div_ceil(BLOCK) * BLOCK_CRC))
+        .and_then(|len| len.checked_add(CHECKPOINT_HEADER_LEN));
+    let (Some(body_len), true) = (body_len, expected.map(|e| e as u64) == Some(file_len)) else {
+        return bad(CHECKPOINT_HEADER_LEN as u64, BadCheckpoint::Length);
+    };
+    let mut body = BodyReader::new(source, body_len);
+    let state = decode_body(&mut body, at)?;
+    if body.consumed() != body_len {
+        return Err(body.bad(BadCheckpoint::Body(RecordError::Trailing)));
     }
     Ok(Checkpoint { at, state })
 }
 
-fn decode_body(i: &mut In<'_>, at: CheckpointAt) -> Result<State, BadCheckpoint> {
-    let body = BadCheckpoint::Body;
-    let inconsistent = BadCheckpoint::Inconsistent;
-    let keys = [i.uint().map_err(body)?, i.uint().map_err(body)?];
+/// A checkpoint's body, decoded as its blocks are read: one block (its checksum checked) in
+/// memory at a time, and a string that spans two blocks gathered on the side. Reads what
+/// [`Out`] writes, as [`In`] does from a slice.
+struct BodyReader<F> {
+    source: F,
+    body_len: usize,
+    /// The block being decoded: its checksum, then its bytes.
+    block: Vec<u8>,
+    /// Where the decoder is in `block`.
+    pos: usize,
+    /// Body offsets of the block's first byte and of the one after its last.
+    start: usize,
+    end: usize,
+    /// A string's bytes that span blocks.
+    spanning: Vec<u8>,
+}
+
+impl<E, F: FnMut(&mut [u8], u64) -> Result<(), E>> BodyReader<F> {
+    fn new(source: F, body_len: usize) -> BodyReader<F> {
+        BodyReader {
+            source,
+            body_len,
+            block: Vec::new(),
+            pos: 0,
+            start: 0,
+            end: 0,
+            spanning: Vec::new(),
+        }
+    }
+
+    /// Body bytes decoded so far.
+    fn consumed(&self) -> usize {
+        if self.block.is_empty() {
+            0
+        } else {
+            self.start + (self.pos - BLOCK_CRC)
+        }
+    }
+
+    /// `why`, named at the decoder's offset in the file.
+    fn bad(&self, why: BadCheckpoint) -> Stop<E> {
+        Stop::Bad(file_offset(self.consumed()), why)
+    }
+
+    fn record_error(&self, why: RecordError) -> Stop<E> {
+        self.bad(BadCheckpoint::Body(why))
+    }
+
+    /// Reads the next block and checks its checksum.
+    fn next_block(&mut self) -> Result<(), Stop<E>> {
+        if self.end == self.body_len {
+            return Err(self.record_error(RecordError::Truncated));
+        }
+        let len = (self.body_len - self.end).min(BLOCK);
+        let at = (CHECKPOINT_HEADER_LEN + (self.end / BLOCK) * (BLOCK + BLOCK_CRC)) as u64;
+        self.block.resize(BLOCK_CRC + len, 0);
+        (self.source)(&mut self.block, at).map_err(Stop::Source)?;
+        if crc32c::crc32c(&self.block[BLOCK_CRC..]) != u32_at(&self.block, 0) {
+            return Err(Stop::Bad(at, BadCheckpoint::Checksum));
+        }
+        self.start = self.end;
+        self.end += len;
+        self.pos = BLOCK_CRC;
+        Ok(())
+    }
+
+    fn u8(&mut self) -> Result<u8, Stop<E>> {
+        if self.pos == self.block.len() {
+            self.next_block()?;
+        }
+        let b = self.block[self.pos];
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn uint(&mut self) -> Result<u64, Stop<E>> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            let part = u64::from(b & 0x7f);
+            if shift == 63 && part > 1 {
+                return Err(self.record_error(RecordError::Overflow));
+            }
+            v |= part << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(self.record_error(RecordError::Overflow))
+    }
+
+    fn u32(&mut self) -> Result<u32, Stop<E>> {
+        let v = self.uint()?;
+        u32::try_from(v).map_err(|_| self.record_error(RecordError::Overflow))
+    }
+
+    fn str(&mut self) -> Result<&str, Stop<E>> {
+        let len = self.uint()?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&len| len <= self.body_len - self.consumed())
+            .ok_or_else(|| self.record_error(RecordError::Truncated))?;
+        let bytes = if len <= self.block.len() - self.pos {
+            self.pos += len;
+            &self.block[self.pos - len..self.pos]
+        } else {
+            self.spanning.clear();
+            while self.spanning.len() < len {
+                if self.pos == self.block.len() {
+                    self.next_block()?;
+                }
+                let take = (len - self.spanning.len()).min(self.block.len() - self.pos);
+                self.spanning
+                    .extend_from_slice(&self.block[self.pos..self.pos + take]);
+                self.pos += take;
+            }
+            &self.spanning
+        };
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(s),
+            Err(_) => Err(self.record_error(RecordError::Utf8)),
+        }
+    }
+
+    fn opt_str(&mut self) -> Result<Option<&str>, Stop<E>> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => self.str().map(Some),
+            _ => Err(self.record_error(RecordError::OptionTag)),
+        }
+    }
+}
+
+fn decode_body<E, F: FnMut(&mut [u8], u64) -> Result<(), E>>(
+    i: &mut BodyReader<F>,
+    at: CheckpointAt,
+) -> Result<State, Stop<E>> {
+    let keys = [i.uint()?, i.uint()?];
     let mut restore = Restore::new(keys, at.lsn, at.segment);
-    for _ in 0..i.uint().map_err(body)? {
-        let id = i.u32().map_err(body)?;
-        restore.name(id, i.str().map_err(body)?);
+    for _ in 0..i.uint()? {
+        let id = i.u32()?;
+        restore.name(id, i.str()?);
     }
     let mut seq = 0u64;
-    for _ in 0..i.uint().map_err(body)? {
+    for _ in 0..i.uint()? {
+        let delta = i.uint()?;
         seq = seq
-            .checked_add(i.uint().map_err(body)?)
-            .ok_or(BadCheckpoint::Body(RecordError::Overflow))?;
+            .checked_add(delta)
+            .ok_or_else(|| i.record_error(RecordError::Overflow))?;
         let location = Location {
-            segment: i.uint().map_err(body)?,
-            offset: i.uint().map_err(body)?,
-            len: i.u32().map_err(body)?,
+            segment: i.uint()?,
+            offset: i.uint()?,
+            len: i.u32()?,
         };
-        let received_at_ms = i.uint().map_err(body)?;
+        let received_at_ms = i.uint()?;
         restore
             .event(seq, location, received_at_ms)
-            .map_err(inconsistent)?;
+            .map_err(|e| i.bad(BadCheckpoint::Inconsistent(e)))?;
     }
-    for _ in 0..i.uint().map_err(body)? {
-        let route = i.u32().map_err(body)?;
-        for _ in 0..i.uint().map_err(body)? {
-            let due = i.uint().map_err(body)?;
-            let seq = i.uint().map_err(body)?;
+    for _ in 0..i.uint()? {
+        let route = i.u32()?;
+        for _ in 0..i.uint()? {
+            let due = i.uint()?;
+            let seq = i.uint()?;
             let entry = Entry {
-                attempts: i.u32().map_err(body)?,
-                not_before_ms: i.uint().map_err(body)?,
-                last_error: i.opt_str().map_err(body)?.map(Into::into),
-                group: i.uint().map_err(body)?,
+                attempts: i.u32()?,
+                not_before_ms: i.uint()?,
+                last_error: i.opt_str()?.map(Into::into),
+                group: i.uint()?,
             };
             restore
                 .pending(route, due, seq, entry)
-                .map_err(inconsistent)?;
+                .map_err(|e| i.bad(BadCheckpoint::Inconsistent(e)))?;
         }
-        for _ in 0..i.uint().map_err(body)? {
-            let seq = i.uint().map_err(body)?;
+        for _ in 0..i.uint()? {
+            let seq = i.uint()?;
             let dead = DeadEntry {
-                attempts: i.u32().map_err(body)?,
-                error: i.str().map_err(body)?.into(),
-                dead_at_ms: i.uint().map_err(body)?,
-                group: i.uint().map_err(body)?,
+                attempts: i.u32()?,
+                error: i.str()?.into(),
+                dead_at_ms: i.uint()?,
+                group: i.uint()?,
             };
-            restore.dead(route, seq, dead).map_err(inconsistent)?;
+            restore
+                .dead(route, seq, dead)
+                .map_err(|e| i.bad(BadCheckpoint::Inconsistent(e)))?;
         }
     }
-    for _ in 0..i.uint().map_err(body)? {
-        let received_at_ms = i.uint().map_err(body)?;
-        let fingerprint = i.uint().map_err(body)?;
-        restore.id(received_at_ms, fingerprint, i.uint().map_err(body)?);
+    for _ in 0..i.uint()? {
+        let received_at_ms = i.uint()?;
+        let fingerprint = i.uint()?;
+        let seq = i.uint()?;
+        restore.id(received_at_ms, fingerprint, seq);
     }
-    restore.finish().map_err(inconsistent)
+    restore
+        .finish()
+        .map_err(|e| i.bad(BadCheckpoint::Inconsistent(e)))
 }
 
 /// Bytes of a checkpoint written between two fdatasyncs: a large checkpoint never queues
@@ -710,8 +881,66 @@ mod tests {
             encode(&state),
             "the same bytes as the file made at once"
         );
-        let back = decode_owned(written).unwrap();
+        let back = read(&disk, &checkpoint_name(at.lsn)).unwrap().unwrap();
         assert_eq!((back.at, view(&back.state)), (at, view(&state)));
+    }
+
+    #[test]
+    fn a_file_is_read_a_block_at_a_time_with_strings_across_blocks_and_damage_named() {
+        // Dead letters whose errors are longer than a block: each spans two or three.
+        let mut state = many_events(true);
+        let long: Vec<String> = (0..3)
+            .map(|i| format!("{i}").repeat(BLOCK + 1000 * i))
+            .collect();
+        for (seq, error) in (1..).zip(&long) {
+            let dead = Record::Dead {
+                route: 1,
+                seq,
+                attempts: 5,
+                error,
+                dead_at_ms: 7,
+            };
+            let location = Location {
+                segment: 99,
+                offset: 0,
+                len: 8,
+            };
+            state.apply(state.next_lsn(), location, &dead);
+        }
+        let disk = super::super::storage::SimDisk::new(3);
+        let at = CheckpointAt::of(&state);
+        write_state(&disk, at, &state).unwrap();
+        let name = checkpoint_name(at.lsn);
+        let back = read(&disk, &name).unwrap().unwrap();
+        assert_eq!((back.at, view(&back.state)), (at, view(&state)));
+        assert!(
+            view(&back.state).contains(&long[2]),
+            "the long errors came back"
+        );
+
+        // A byte flipped in the third block: refused, named by that block's offset, as the
+        // file held in memory is.
+        let mut bytes = disk.bytes(&name).unwrap();
+        let third = CHECKPOINT_HEADER_LEN + 2 * (BLOCK + BLOCK_CRC);
+        bytes[third + 100] ^= 0x10;
+        let file_of = |bytes: &[u8]| {
+            let disk = super::super::storage::SimDisk::new(4);
+            disk.create(&name).unwrap().write_at(bytes, 0).unwrap();
+            disk
+        };
+        let expected = (third as u64, BadCheckpoint::Checksum);
+        assert_eq!(
+            read(&file_of(&bytes), &name).unwrap().unwrap_err(),
+            expected
+        );
+        assert_eq!(decode(&bytes).unwrap_err(), expected);
+        // Cut short: refused before any block is read.
+        assert_eq!(
+            read(&file_of(&bytes[..bytes.len() - 1]), &name)
+                .unwrap()
+                .unwrap_err(),
+            (CHECKPOINT_HEADER_LEN as u64, BadCheckpoint::Length)
+        );
     }
 
     #[test]

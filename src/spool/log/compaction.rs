@@ -21,7 +21,7 @@ use std::time::Duration;
 use super::checkpoint::{self, BadCheckpoint, CheckpointAt};
 use super::record::{EventRecord, Record, RouteDues};
 use super::recovery;
-use super::segment::{self, SegmentScan};
+use super::segment::{self, Group, SegmentScan};
 use super::state::{Location, SegmentUse, State};
 use super::storage::Storage;
 use super::writer::Writer;
@@ -35,35 +35,43 @@ pub fn events_in(bytes: &[u8], index: u64) -> impl Iterator<Item = (u64, Locatio
         SegmentScan::Used { groups, .. } => groups,
         _ => Vec::new(),
     };
-    groups.into_iter().flat_map(move |g| {
-        let group = g.group(bytes);
-        group
-            .records()
-            .zip(group.record_offsets())
-            .filter_map(move |((lsn, record), at)| {
-                let offset = g.offset + at as u64;
-                match Record::decode(record) {
-                    Ok(Record::Event(_)) => {
-                        let location = Location {
-                            segment: index,
-                            offset,
-                            len: record.len() as u32,
-                        };
-                        Some((lsn, location, record))
-                    }
-                    Ok(Record::Copy { seq, .. }) => {
-                        let prefix = Record::copy_prefix_len(seq);
-                        let location = Location {
-                            segment: index,
-                            offset: offset + prefix as u64,
-                            len: (record.len() - prefix) as u32,
-                        };
-                        Some((seq, location, &record[prefix..]))
-                    }
-                    _ => None,
+    groups
+        .into_iter()
+        .flat_map(move |g| group_events(g.group(bytes), g.offset, index))
+}
+
+/// [`events_in`] of one group, at `offset` in segment `index`.
+pub fn group_events(
+    group: Group<'_>,
+    offset: u64,
+    index: u64,
+) -> impl Iterator<Item = (u64, Location, &[u8])> {
+    group
+        .records()
+        .zip(group.record_offsets())
+        .filter_map(move |((lsn, record), at)| {
+            let offset = offset + at as u64;
+            match Record::decode(record) {
+                Ok(Record::Event(_)) => {
+                    let location = Location {
+                        segment: index,
+                        offset,
+                        len: record.len() as u32,
+                    };
+                    Some((lsn, location, record))
                 }
-            })
-    })
+                Ok(Record::Copy { seq, .. }) => {
+                    let prefix = Record::copy_prefix_len(seq);
+                    let location = Location {
+                        segment: index,
+                        offset: offset + prefix as u64,
+                        len: (record.len() - prefix) as u32,
+                    };
+                    Some((seq, location, &record[prefix..]))
+                }
+                _ => None,
+            }
+        })
 }
 
 /// What one compaction step does.
@@ -266,8 +274,7 @@ impl Maintenance {
         let mut damaged = None;
         for kept in self.kept.iter().rev() {
             let name = checkpoint::checkpoint_name(kept.lsn);
-            let bytes = recovery::read_all(&*self.storage, &name, None)?;
-            match checkpoint::decode_owned(bytes) {
+            match checkpoint::read(&*self.storage, &name)? {
                 Ok(c) if c.at == *kept => {
                     base = Some(c);
                     break;

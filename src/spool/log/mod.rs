@@ -18,7 +18,8 @@
 //!   after it applied, a torn tail cut, corruption refused.
 //! - [`import`]: upgrading a data_dir that holds a redb spool (`spool.redb`): imported
 //!   once at open into a fresh log, crash-safe, then renamed aside; or refused, never ignored.
-//! - [`reader`]: a record read back by its location (the dedup check's confirmation).
+//! - [`reader`]: a record read back by its location (the dedup check's confirmation), and a
+//!   segment's groups in order, a window at a time (recovery's check of old segments).
 //! - [`spool`]: [`LogSpool`], the facade: the redb [`crate::spool::RedbSpool`]'s API over the
 //!   log (see "The facade").
 //! - [`verify`]: `hookfan spool verify`, every file looked at and recovery run over a
@@ -214,10 +215,12 @@
 //! fill.
 //!
 //! # Recovery: a torn tail, or corruption
-//! Recovery reads the newest valid checkpoint (see "Checkpoints"), then replays the log from
-//! its segment K, applying the records at or after its lsn. The segments before K are not
-//! replayed (compaction deletes them); the ones that still hold needed events are read and
-//! each such event must be in a valid group there, as an event of its seq or a copy of it
+//! Recovery reads the newest valid checkpoint (see "Checkpoints"; a block at a time, each
+//! block's checksum checked before its bytes are decoded, so the file is never whole in
+//! memory), then replays the log from its segment K, applying the records at or after its
+//! lsn. The segments before K are not replayed (compaction deletes them); the ones that
+//! still hold needed events are read, a window at a time up to the last of them
+//! ([`reader::for_each_group`]), and each such event must be in a valid group there, as an event of its seq or a copy of it
 //! (else [`CorruptWhy::EventMissing`]). From K on, segments are read in index order; each one's valid groups must follow one another
 //! (chained lsns, this segment's index, checksums); the first bytes that are not the next
 //! valid group end the segment's data. Then:

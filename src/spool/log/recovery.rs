@@ -11,7 +11,8 @@
 use std::collections::BTreeMap;
 
 use super::checkpoint::{self, BadCheckpoint, CheckpointAt};
-use super::compaction::events_in;
+use super::compaction::group_events;
+use super::reader;
 use super::record::Record;
 use super::segment::{
     self, BadFrame, GroupAt, ScanEnd, SegmentHeader, SegmentScan, PREPARING_SUFFIX,
@@ -129,8 +130,7 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
     let mut base = None;
     for lsn in checkpoints {
         let name = checkpoint::checkpoint_name(lsn);
-        let bytes = read_all(storage, &name, None)?;
-        match checkpoint::decode_owned(bytes) {
+        match checkpoint::read(storage, &name)? {
             Ok(c) if c.at.lsn == lsn => {
                 base = Some((name, c));
                 break;
@@ -557,8 +557,8 @@ fn replay(
 
 /// Every event still needed must have its record where the state says. In a replayed
 /// segment (read whole, every group checked) its segment must be one of them; in an older
-/// one (not replayed), the segment is read and the record must be in a valid group, as an
-/// event of that seq (or its copy). Catches a segment deleted, or damaged where a needed
+/// one (not replayed), the segment is read (a window at a time, up to its last needed
+/// record) and the record must be in a valid group, as an event of that seq (or its copy). Catches a segment deleted, or damaged where a needed
 /// record lives.
 fn check_events(
     storage: &dyn Storage,
@@ -590,8 +590,8 @@ fn check_events(
             ));
         }
     }
-    // Each old segment read whole and its checksums checked: with a large backlog, most of
-    // the log. Split over the cores (nothing else runs yet); the error of the lowest
+    // Each old segment read up to its last needed record and its checksums checked: with a
+    // large backlog, most of the log. Split over the cores (nothing else runs yet); the error of the lowest
     // segment is the one reported, whatever finishes first.
     let mut in_old: Vec<(u64, Vec<(u64, Location)>)> = in_old.into_iter().collect();
     let threads = std::thread::available_parallelism()
@@ -618,24 +618,36 @@ fn check_old_segments(
     storage: &dyn Storage,
     segments: &mut [(u64, Vec<(u64, Location)>)],
 ) -> Result<(), LogError> {
-    let mut bytes = Vec::new();
     for (segment, events) in segments {
-        let name = segment::segment_name(*segment);
-        read_into(storage, &name, None, &mut bytes)?;
-        // Both in offset order, walked together.
-        let mut found = events_in(&bytes, *segment)
-            .map(|(seq, location, _)| (location.offset, seq, location.len))
-            .peekable();
+        // Both in offset order, walked together; the reading stops once every needed event
+        // was found, or one was passed over (missing).
         events.sort_unstable_by_key(|(_, l)| l.offset);
-        for &(seq, location) in events.iter() {
-            while found.next_if(|f| f.0 < location.offset).is_some() {}
-            if found.peek() != Some(&(location.offset, seq, location.len)) {
-                return Err(corrupt(
-                    &name,
-                    location.offset,
-                    CorruptWhy::EventMissing { seq },
-                ));
+        let mut needed = events.iter().peekable();
+        let mut passed = None;
+        reader::for_each_group(storage, *segment, |offset, group| {
+            for (seq, location, _) in group_events(group, offset, *segment) {
+                match needed.peek() {
+                    Some(&&(s, l))
+                        if (l.offset, s, l.len) == (location.offset, seq, location.len) =>
+                    {
+                        needed.next();
+                    }
+                    Some(&&(s, l)) if l.offset <= location.offset => {
+                        passed = Some((s, l));
+                        return Ok(false);
+                    }
+                    Some(_) => {}
+                    None => return Ok(false),
+                }
             }
+            Ok(true)
+        })?;
+        if let Some((seq, location)) = passed.or_else(|| needed.next().copied()) {
+            return Err(corrupt(
+                &segment::segment_name(*segment),
+                location.offset,
+                CorruptWhy::EventMissing { seq },
+            ));
         }
     }
     Ok(())
