@@ -13,7 +13,7 @@
 //! - `hookfan_delivery_latency_seconds{route}`: receipt to delivered
 //! - `hookfan_spool_commits_total`, `hookfan_spool_commit_batch_size`,
 //!   `hookfan_spool_commit_seconds`, `hookfan_spool_commit_failures_total`
-//! - `hookfan_spool_checkpoints_total{taken_from}`: log, memory
+//! - `hookfan_spool_checkpoints_total{taken_from}`: snapshot, log, memory
 //! - `hookfan_spool_disk_bytes`: size of the spool directory (set at each scrape)
 //! - `hookfan_spool_dedup_ids`: webhook ids remembered for dedup
 //!

@@ -7,6 +7,7 @@
 //! changes nothing). Pure: no I/O, no clock.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Seqs per bitmap bucket of a [`SeqSet`].
 const BUCKET_BITS: u32 = 10;
@@ -14,10 +15,11 @@ const WORDS: usize = 1 << (BUCKET_BITS - 6);
 
 /// A set of seqs stored as one bitmap per range of 1024 consecutive seqs: 128 bytes for each
 /// range that holds a member, so about one bit per event for a backlog (seqs are dense), and
-/// the smallest member is found without a walk.
+/// the smallest member is found without a walk. A clone shares the buckets (copied on write):
+/// it costs one map entry per bucket, not the bitmaps.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SeqSet {
-    buckets: BTreeMap<u64, Box<[u64; WORDS]>>,
+    buckets: BTreeMap<u64, Arc<[u64; WORDS]>>,
     len: u64,
 }
 
@@ -33,9 +35,11 @@ impl SeqSet {
         let words = self
             .buckets
             .entry(bucket)
-            .or_insert_with(|| Box::new([0; WORDS]));
+            .or_insert_with(|| Arc::new([0; WORDS]));
         let fresh = words[word] & mask == 0;
-        words[word] |= mask;
+        if fresh {
+            Arc::make_mut(words)[word] |= mask;
+        }
         self.len += u64::from(fresh);
         fresh
     }
@@ -47,7 +51,10 @@ impl SeqSet {
             return false;
         };
         let present = words[word] & mask != 0;
-        words[word] &= !mask;
+        if !present {
+            return false;
+        }
+        Arc::make_mut(words)[word] &= !mask;
         if words.iter().all(|w| *w == 0) {
             self.buckets.remove(&bucket);
         }

@@ -12,7 +12,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::record::{Out, RecordError, RouteId};
-use super::state::{DeadEntry, Entry, Inconsistent, Location, Restore, State};
+use super::state::{DeadEntry, Entry, Inconsistent, Location, Restore, Snapshot, State};
 use super::storage::{SegmentFile, Storage};
 use super::LogError;
 
@@ -526,6 +526,16 @@ pub fn write(storage: &dyn Storage, at: CheckpointAt, body: &[u8]) -> io::Result
     write_with(storage, at, |w| w.blocks(body, true)).map(drop)
 }
 
+/// Writes the checkpoint of the state `snapshot` was taken of, which stood at `at`: as
+/// [`write_state`].
+pub fn write_snapshot(
+    storage: &dyn Storage,
+    at: CheckpointAt,
+    snapshot: &Snapshot,
+) -> io::Result<u64> {
+    write_state(storage, at, snapshot.parts())
+}
+
 /// Writes the checkpoint of `state`, which stands at `at`, encoding its body a chunk at a
 /// time (the whole body, tens of MiB for a million events, is never in memory). Returns the
 /// body's size.
@@ -883,6 +893,60 @@ mod tests {
         );
         let back = read(&disk, &checkpoint_name(at.lsn)).unwrap().unwrap();
         assert_eq!((back.at, view(&back.state)), (at, view(&state)));
+    }
+
+    #[test]
+    fn a_snapshot_is_written_as_the_state_was_when_taken_however_it_changes_after() {
+        let mut state = many_events(true);
+        let at = CheckpointAt::of(&state);
+        let before = encode_body(&state);
+        let snapshot = state.snapshot();
+        // Every kind of change, over pages and bitmaps old and new.
+        let mut lsn = state.next_lsn();
+        let mut apply = |state: &mut State, record: &Record<'_>| {
+            let location = Location {
+                segment: 200,
+                offset: lsn * 8,
+                len: 40,
+            };
+            state.apply(lsn, location, record);
+            lsn += 1;
+        };
+        for seq in (1..=100_000u64).step_by(3) {
+            apply(&mut state, &Record::Delivered { route: 0, seq });
+        }
+        for seq in (2..=100_000u64).step_by(1000) {
+            let dead = Record::Dead {
+                route: 1,
+                seq,
+                attempts: 2,
+                error: "400",
+                dead_at_ms: 3,
+            };
+            apply(&mut state, &dead);
+            let retry = Record::Retry {
+                route: 0,
+                seq: seq + 1,
+                due_ms: 50,
+                attempts: 1,
+                error: "503",
+            };
+            apply(&mut state, &retry);
+        }
+        let expire = Record::ExpireIds {
+            before_ms: 50_000,
+            limit: 10_000,
+        };
+        apply(&mut state, &expire);
+        for i in 0..500 {
+            apply(&mut state, &event(Some(&format!("new-{i}")), 7, &[0, 1]));
+        }
+        assert_ne!(encode_body(&state), before, "the state changed");
+        assert_eq!(encode_body(snapshot.parts()), before);
+        let disk = super::super::storage::SimDisk::new(5);
+        write_snapshot(&disk, at, &snapshot).unwrap();
+        let written = disk.bytes(&checkpoint_name(at.lsn)).unwrap();
+        assert_eq!(written, seal(at, &before));
     }
 
     #[test]

@@ -119,6 +119,11 @@ pub struct MaintenanceConfig {
     pub log_per_checkpoint: u64,
     /// Checkpoints up to this size are cheap: taken whenever one is wanted.
     pub small_checkpoint: u64,
+    /// A checkpoint is encoded from a snapshot of the writer's state
+    /// ([`State::snapshot`]) when taking it copies at most this many entries (events
+    /// retried, held or dead) under the writer's lock; otherwise the state is rebuilt from
+    /// the log (see [`Maintenance::checkpoint`]).
+    pub snapshot_at_most: usize,
     /// A segment below the floor is copied forward once what it still holds costs at most
     /// this many bytes (a quarter of a segment: copying never writes more than it frees).
     pub copy_at_most: u64,
@@ -136,6 +141,7 @@ impl MaintenanceConfig {
             checkpoint_every: 64 << 10,
             log_per_checkpoint: 4,
             small_checkpoint: 1 << 20,
+            snapshot_at_most: 32 << 10,
             copy_at_most: segment_size / 4,
             copy_batch: 256 << 10,
             interval: Duration::from_secs(1),
@@ -211,41 +217,53 @@ impl Maintenance {
     /// Takes a checkpoint of the writer's state (unless the newest is already at its lsn),
     /// then removes every other checkpoint but the one before it. Returns where it stands.
     ///
-    /// The state is not read under the writer's lock (encoding a large one would stall every
-    /// acknowledgement meanwhile): it is rebuilt here, from the newest checkpoint kept and
-    /// the log after it up to where the writer stood, by recovery's own rules
-    /// ([`recovery::replay_until`]). So each checkpoint is also a check that the log since
-    /// the last one replays. If it does not (damage), the error is logged and the checkpoint
-    /// is encoded from the writer's state under its lock instead, which puts the damage
+    /// The state is never encoded under the writer's lock (encoding a large one would
+    /// stall every acknowledgement meanwhile). Usually a [`State::snapshot`] is taken under
+    /// it, which shares the bulk of the state (event pages, bitmaps) and copies only the
+    /// entries of events retried, held or dead; it is encoded after, while the writer goes
+    /// on. When those entries are many (more than `snapshot_at_most`: a route failing with
+    /// a large backlog), copying them would stall the writer instead, and the state is
+    /// rebuilt here, from the newest checkpoint kept and the log after it up to where the
+    /// writer stood, by recovery's own rules ([`recovery::replay_until`]), at the price of
+    /// a second copy of the state in memory meanwhile. Such a checkpoint is also a check
+    /// that the log since the last one replays. If it does not (damage), the error is
+    /// logged and the checkpoint is taken from a snapshot after all, which puts the damage
     /// behind it.
     pub fn checkpoint(&mut self, writer: &Writer) -> Result<Option<CheckpointAt>, LogError> {
-        let (until, keys) = writer.with_state(|s| (recovery::Until::of(s), s.keys()));
+        let most = self.config.snapshot_at_most;
+        let (until, keys, snapshot) = writer.with_state(|s| {
+            let snapshot = (s.snapshot_cost() <= most).then(|| s.snapshot());
+            (recovery::Until::of(s), s.keys(), snapshot)
+        });
         let mut at = until.at();
         if self.kept.back().is_some_and(|c| c.lsn >= at.lsn) {
             return Ok(None);
         }
         let log_at = writer.stats().bytes;
-        let written = match self.replayed(until, keys) {
-            Ok(state) => {
+        let written = match snapshot.ok_or_else(|| self.replayed(until, keys)) {
+            Ok(snapshot) => {
+                metrics::counter!("hookfan_spool_checkpoints_total", "taken_from" => "snapshot")
+                    .increment(1);
+                checkpoint::write_snapshot(&*self.storage, at, &snapshot)
+            }
+            Err(Ok(state)) => {
                 metrics::counter!("hookfan_spool_checkpoints_total", "taken_from" => "log")
                     .increment(1);
                 // Encoded as it is written: the rebuilt state is the one copy held.
                 checkpoint::write_state(&*self.storage, at, &state)
             }
-            Err(e) => {
+            Err(Err(e)) => {
                 self.from_memory += 1;
                 metrics::counter!("hookfan_spool_checkpoints_total", "taken_from" => "memory")
                     .increment(1);
                 tracing::error!(
                     error = %e,
                     lsn = at.lsn,
-                    "spool: the log since the last checkpoint does not replay; this checkpoint is taken from the writer's state instead"
+                    "spool: the log since the last checkpoint does not replay; this checkpoint is taken from a snapshot of the writer's state instead"
                 );
-                // Encoded under the lock, written after it.
-                let (now, body) =
-                    writer.with_state(|s| (CheckpointAt::of(s), checkpoint::encode_body(s)));
+                let (now, snapshot) = writer.with_state(|s| (CheckpointAt::of(s), s.snapshot()));
                 at = now;
-                checkpoint::write(&*self.storage, at, &body).map(|()| body.len() as u64)
+                checkpoint::write_snapshot(&*self.storage, at, &snapshot)
             }
         };
         self.newest_size =
@@ -793,14 +811,28 @@ mod tests {
         );
     }
 
+    /// Maintenance that rebuilds every checkpoint from the log.
+    fn rebuilding() -> MaintenanceConfig {
+        MaintenanceConfig {
+            snapshot_at_most: 0,
+            ..maint_config()
+        }
+    }
+
     #[test]
     fn checkpoints_taken_while_the_writer_appends_each_hold_the_writers_state_at_their_lsn() {
+        for config in [maint_config(), rebuilding()] {
+            checkpoints_taken_while_the_writer_appends(config);
+        }
+    }
+
+    fn checkpoints_taken_while_the_writer_appends(config: MaintenanceConfig) {
         let dir = tempfile::tempdir().unwrap();
         let disk: Arc<dyn Storage> = Arc::new(RealDisk::open(dir.path()).unwrap());
         let recovered = recover(&*disk).unwrap();
-        let mut m = Maintenance::new(disk.clone(), recovered.checkpoint, maint_config());
-        let w = Arc::new(Writer::start(disk.clone(), recovered, config()).unwrap());
-        // Four submitters, so groups are being written while the log is replayed.
+        let mut m = Maintenance::new(disk.clone(), recovered.checkpoint, config);
+        let w = Arc::new(Writer::start(disk.clone(), recovered, self::config()).unwrap());
+        // Four submitters, so groups are being written while a checkpoint is taken.
         let submitters: Vec<_> = (0..4)
             .map(|_| {
                 let w = w.clone();
@@ -865,7 +897,7 @@ mod tests {
 
     #[test]
     fn a_log_that_does_not_replay_is_checkpointed_from_the_writers_state_and_counted() {
-        let (disk, mut m, w) = sim_log(5, maint_config());
+        let (disk, mut m, w) = sim_log(5, rebuilding());
         append(&w, 5);
         let first = m.checkpoint(&w).unwrap().unwrap();
         append(&w, 40);
@@ -882,7 +914,51 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_reads_of_the_writers_segment_only_what_it_wrote() {
+    fn a_checkpoint_taken_from_a_snapshot_reads_nothing_unless_it_would_copy_too_many_entries() {
+        // Five dead letters and a retried event: a snapshot copies six entries.
+        for (most, from_snapshot) in [(6, true), (5, false), (usize::MAX, true)] {
+            let config = MaintenanceConfig {
+                snapshot_at_most: most,
+                ..maint_config()
+            };
+            let (disk, mut m, w) = sim_log(12, config);
+            let seqs = append(&w, 20);
+            for &seq in &seqs[..5] {
+                let record = Record::Dead {
+                    route: 0,
+                    seq,
+                    attempts: 3,
+                    error: "400",
+                    dead_at_ms: 5,
+                };
+                one(&w, record);
+            }
+            let retry = Record::Retry {
+                route: 0,
+                seq: seqs[7],
+                due_ms: 9_000,
+                attempts: 1,
+                error: "503",
+            };
+            one(&w, retry);
+            assert_eq!(w.with_state(State::snapshot_cost), 6);
+            let before = disk.bytes_read();
+            m.checkpoint(&w).unwrap().expect("a checkpoint is taken");
+            let read = disk.bytes_read() - before;
+            assert_eq!(
+                read == 0,
+                from_snapshot,
+                "at most {most}: read {read} bytes"
+            );
+            let newest = m.kept().last().unwrap();
+            let bytes = disk.bytes(&checkpoint::checkpoint_name(newest.lsn));
+            assert_holds_the_writers_state(&bytes.unwrap(), &w);
+            w.close();
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_rebuilt_from_the_log_reads_of_the_writers_segment_only_what_it_wrote() {
         const LARGE: u64 = 4 << 20;
         let disk = SimDisk::new(11);
         let storage: Arc<dyn Storage> = Arc::new(disk.clone());
@@ -890,7 +966,10 @@ mod tests {
         let mut m = Maintenance::new(
             storage.clone(),
             recovered.checkpoint,
-            MaintenanceConfig::for_segments(LARGE),
+            MaintenanceConfig {
+                snapshot_at_most: 0,
+                ..MaintenanceConfig::for_segments(LARGE)
+            },
         );
         let large = WriterConfig {
             segment_size: LARGE,

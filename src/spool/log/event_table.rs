@@ -4,6 +4,7 @@
 //! about half full, which is twice that. Pure.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::state::EventMeta;
 use crate::spool::counts::Bits;
@@ -33,7 +34,9 @@ impl Page {
 /// A map from seq to [`EventMeta`], ordered by seq.
 #[derive(Debug, Clone, Default)]
 pub struct EventTable {
-    pages: BTreeMap<u64, Page>,
+    /// Shared with the table's clones (a checkpoint's snapshot) until changed: a page is
+    /// copied when first changed after a clone, so a clone costs one map entry per page.
+    pages: BTreeMap<u64, Arc<Page>>,
     len: usize,
 }
 
@@ -59,6 +62,7 @@ impl EventTable {
     pub fn get_mut(&mut self, seq: u64) -> Option<&mut EventMeta> {
         let (page, bit) = slot(seq);
         let page = self.pages.get_mut(&page).filter(|p| p.has(bit))?;
+        let page = Arc::make_mut(page);
         let i = page.index(bit);
         page.metas.get_mut(i)
     }
@@ -70,7 +74,7 @@ impl EventTable {
     /// Inserts `seq`, or replaces its metadata (returning the old one).
     pub fn insert(&mut self, seq: u64, meta: EventMeta) -> Option<EventMeta> {
         let (page, bit) = slot(seq);
-        let page = self.pages.entry(page).or_default();
+        let page = Arc::make_mut(self.pages.entry(page).or_default());
         let i = page.index(bit);
         if page.has(bit) {
             return Some(std::mem::replace(&mut page.metas[i], meta));
@@ -86,6 +90,7 @@ impl EventTable {
     pub fn remove(&mut self, seq: u64) -> Option<EventMeta> {
         let (index, bit) = slot(seq);
         let page = self.pages.get_mut(&index).filter(|p| p.has(bit))?;
+        let page = Arc::make_mut(page);
         let meta = page.metas.remove(page.index(bit));
         page.present &= !(1 << bit);
         self.len -= 1;
@@ -116,6 +121,7 @@ impl EventTable {
     /// Every event, by seq, to change in place.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut EventMeta)> {
         self.pages.iter_mut().flat_map(|(&page, p)| {
+            let p = Arc::make_mut(p);
             Bits(p.present)
                 .zip(&mut p.metas)
                 .map(move |(bit, meta)| ((page << PAGE_BITS) + u64::from(bit), meta))

@@ -155,16 +155,23 @@
 //! segment is needed. A body whose parts disagree (a route holding an unlisted event, an
 //! event nobody needs) is refused like a checksum failure.
 //!
-//! Written by maintenance ([`compaction::Maintenance`]), never on the ack path, and
-//! without the writer's state: maintenance reads where the writer stands (L, K and where
-//! its data in K ends, under the lock for a moment), then rebuilds the state at L itself,
-//! by recovery's own rules, from the newest checkpoint it kept and the log after it up to L
-//! ([`recovery::replay_until`]; records at or after L, which the writer may be writing, are
-//! not looked at, and of K only the part the writer had applied is read). The writer never waits for it, and every checkpoint also proves that the
-//! log since the last one replays. If it does not (damage), the error is logged and
-//! counted, and that checkpoint is encoded from the writer's state under its lock instead
-//! (the writer waits meanwhile), which puts the damage behind it. While it is built, a
-//! second copy of the state is in memory. It is encoded as `<L>.ckpt.tmp` is written, a
+//! Written by maintenance ([`compaction::Maintenance`]), never on the ack path, and never
+//! encoded under the writer's lock. Under it, for a moment, maintenance reads where the
+//! writer stands (L, K and where its data in K ends) and takes a [`state::Snapshot`] of
+//! the state: its event pages and the bitmaps of never-attempted events are shared, each
+//! copied only when the writer first changes it afterwards (copy on write); the entries of
+//! events retried, held or dead are copied; the dedup index is left out (the checkpoint
+//! lists the window from the events). The snapshot is encoded while the writer goes on.
+//! When a snapshot would copy many entries (more than `snapshot_at_most`, 32k by default:
+//! a failing route with a large backlog), the writer would wait for that copy, so the
+//! state at L is rebuilt by maintenance instead, by recovery's own rules, from the newest
+//! checkpoint it kept and the log after it up to L ([`recovery::replay_until`]; records at
+//! or after L, which the writer may be writing, are not looked at, and of K only the part
+//! the writer had applied is read): the writer never waits, at the price of a second copy
+//! of the state in memory meanwhile, and such a checkpoint also proves that the log since
+//! the last one replays. If it does not (damage), the error is logged and counted, and
+//! that checkpoint is taken from a snapshot after all, which puts the damage behind it.
+//! Either way it is encoded as `<L>.ckpt.tmp` is written, a
 //! MiB at a time, each synced (so a large checkpoint never queues tens of MiB at the disk
 //! ahead of the log's fdatasyncs, and its encoded body is never whole in memory), the
 //! header (which holds the body's length) last; then the file is renamed to `<L>.ckpt` and

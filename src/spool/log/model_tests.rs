@@ -6,7 +6,8 @@
 //! deliveries, retries, holds, dead letters, replays, drops, dropping a route's queue, write
 //! and sync failures (EIO, ENOSPC), failed segment preparations, time passing (expiring ids
 //! from the dedup window), checkpoints, and compaction steps (segments deleted, events still
-//! needed copied forward). Every operation that was acknowledged is applied to the model;
+//! needed copied forward; a case's checkpoints are taken from snapshots of the writer's
+//! state, or rebuilt from the log, by its seed). Every operation that was acknowledged is applied to the model;
 //! one that failed is not (checkpoints and compaction change nothing the model sees). Then a few more appends and deliveries are submitted and,
 //! while they are in flight, and optionally while a checkpoint and a compaction step run, the
 //! power is cut at a random write or sync of the disk (the writer's, the segment
@@ -608,6 +609,9 @@ fn run_case(seed: u64, epochs: &[Epoch]) -> Result<(), TestCaseError> {
             MaintenanceConfig {
                 checkpoint_every: 1,
                 copy_batch: 200,
+                // Half the cases take checkpoints from snapshots of the writer's state, half
+                // rebuild them from the log.
+                snapshot_at_most: if seed.is_multiple_of(2) { usize::MAX } else { 0 },
                 ..MaintenanceConfig::for_segments(config().segment_size)
             },
         );

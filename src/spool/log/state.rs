@@ -322,6 +322,22 @@ pub struct SegmentUse {
     pub bytes: u64,
 }
 
+/// A [`State`]'s parts that a checkpoint encodes, as they were when it was taken, while the
+/// state goes on changing: its event pages and the bitmaps of its routes' never-attempted
+/// events are shared with the state, each copied only when the state first changes it; the
+/// entries of events retried, held or dead are copied ([`State::snapshot_cost`]). The dedup
+/// index is left out: a checkpoint lists the window from the events themselves, and its
+/// reader rebuilds the index.
+#[derive(Debug)]
+pub struct Snapshot(State);
+
+impl Snapshot {
+    /// The parts, to encode (the dedup index is empty: not a state to apply records to).
+    pub(super) fn parts(&self) -> &State {
+        &self.0
+    }
+}
+
 /// The log's meaning. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct State {
@@ -364,6 +380,32 @@ impl State {
     }
 
     /// An empty state whose fingerprints use `keys` (a checkpoint's).
+    /// The parts a checkpoint encodes, taken now. Under the writer's lock this costs a copy
+    /// of the maps' entries, not of what they hold: see [`Snapshot`].
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot(State {
+            names: self.names.clone(),
+            routes: self.routes.clone(),
+            events: self.events.clone(),
+            segments: self.segments.clone(),
+            keys: self.keys,
+            dedup: FingerprintMap::default(),
+            expiry_from: self.expiry_from,
+            next_lsn: self.next_lsn,
+            tail_segment: self.tail_segment,
+            tail_end: self.tail_end,
+        })
+    }
+
+    /// The entries [`State::snapshot`] copies one by one: events retried, held or dead,
+    /// over all routes. (Event pages and never-attempted events' bitmaps are shared.)
+    pub fn snapshot_cost(&self) -> usize {
+        self.routes
+            .values()
+            .map(|q| q.other.len() + q.dead.len())
+            .sum()
+    }
+
     pub fn with_keys(keys: [u64; 2]) -> State {
         State {
             names: BTreeMap::new(),
