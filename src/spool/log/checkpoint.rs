@@ -505,7 +505,9 @@ fn decode_body<E, F: FnMut(&mut [u8], u64) -> Result<(), E>>(
                 .map_err(|e| i.bad(BadCheckpoint::Inconsistent(e)))?;
         }
     }
-    for _ in 0..i.uint()? {
+    let ids = i.uint()?;
+    restore.ids_ahead(ids);
+    for _ in 0..ids {
         let received_at_ms = i.uint()?;
         let fingerprint = i.uint()?;
         let seq = i.uint()?;

@@ -611,7 +611,11 @@ fn run_case(seed: u64, epochs: &[Epoch]) -> Result<(), TestCaseError> {
                 copy_batch: 200,
                 // Half the cases take checkpoints from snapshots of the writer's state, half
                 // rebuild them from the log.
-                snapshot_at_most: if seed.is_multiple_of(2) { usize::MAX } else { 0 },
+                snapshot_at_most: if seed.is_multiple_of(2) {
+                    usize::MAX
+                } else {
+                    0
+                },
                 ..MaintenanceConfig::for_segments(config().segment_size)
             },
         );

@@ -567,19 +567,31 @@ fn check_events(
     replayed: &[u64],
 ) -> Result<(), LogError> {
     let first_replayed = replayed.first().copied().unwrap_or(u64::MAX);
-    let mut in_old: BTreeMap<u64, Vec<(u64, Location)>> = BTreeMap::new();
+    // Each old segment's list sized once from the state's count of its events.
+    let mut in_old: BTreeMap<u64, Vec<Needed>> = state
+        .segment_uses()
+        .filter(|(s, _)| *s < first_replayed && old.binary_search(s).is_ok())
+        .map(|(s, u)| (s, Vec::with_capacity(u.events as usize)))
+        .collect();
     for (seq, meta) in state.events() {
         let segment = meta.location.segment;
         let missing = if segment >= first_replayed {
             replayed.binary_search(&segment).is_err()
-        } else if old.binary_search(&segment).is_ok() {
-            in_old
-                .entry(segment)
-                .or_default()
-                .push((seq, meta.location));
-            false
         } else {
-            true
+            // Not listed: the segment is gone. An offset past 4 GiB is in no segment.
+            let list = in_old.get_mut(&segment);
+            let offset = u32::try_from(meta.location.offset);
+            match (list, offset) {
+                (Some(list), Ok(offset)) => {
+                    list.push(Needed {
+                        seq,
+                        offset,
+                        len: meta.location.len,
+                    });
+                    false
+                }
+                _ => true,
+            }
         };
         if missing {
             let name = segment::segment_name(segment);
@@ -593,7 +605,7 @@ fn check_events(
     // Each old segment read up to its last needed record and its checksums checked: with a
     // large backlog, most of the log. Split over the cores (nothing else runs yet); the error of the lowest
     // segment is the one reported, whatever finishes first.
-    let mut in_old: Vec<(u64, Vec<(u64, Location)>)> = in_old.into_iter().collect();
+    let mut in_old: Vec<(u64, Vec<Needed>)> = in_old.into_iter().collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 4);
@@ -616,24 +628,27 @@ fn check_events(
 /// stops at the first one missing.
 fn check_old_segments(
     storage: &dyn Storage,
-    segments: &mut [(u64, Vec<(u64, Location)>)],
+    segments: &mut [(u64, Vec<Needed>)],
 ) -> Result<(), LogError> {
     for (segment, events) in segments {
         // Both in offset order, walked together; the reading stops once every needed event
         // was found, or one was passed over (missing).
-        events.sort_unstable_by_key(|(_, l)| l.offset);
+        if !events.is_sorted_by_key(|n| n.offset) {
+            events.sort_unstable_by_key(|n| n.offset);
+        }
         let mut needed = events.iter().peekable();
         let mut passed = None;
         reader::for_each_group(storage, *segment, |offset, group| {
             for (seq, location, _) in group_events(group, offset, *segment) {
+                let at = u64::from;
                 match needed.peek() {
-                    Some(&&(s, l))
-                        if (l.offset, s, l.len) == (location.offset, seq, location.len) =>
+                    Some(n)
+                        if (at(n.offset), n.seq, n.len) == (location.offset, seq, location.len) =>
                     {
                         needed.next();
                     }
-                    Some(&&(s, l)) if l.offset <= location.offset => {
-                        passed = Some((s, l));
+                    Some(n) if at(n.offset) <= location.offset => {
+                        passed = Some(**n);
                         return Ok(false);
                     }
                     Some(_) => {}
@@ -642,15 +657,24 @@ fn check_old_segments(
             }
             Ok(true)
         })?;
-        if let Some((seq, location)) = passed.or_else(|| needed.next().copied()) {
+        if let Some(n) = passed.or_else(|| needed.next().copied()) {
             return Err(corrupt(
                 &segment::segment_name(*segment),
-                location.offset,
-                CorruptWhy::EventMissing { seq },
+                u64::from(n.offset),
+                CorruptWhy::EventMissing { seq: n.seq },
             ));
         }
     }
     Ok(())
+}
+
+/// A needed event's record in an old segment, as the state places it: 16 bytes, since a
+/// restart with a large backlog lists every pending event.
+#[derive(Debug, Clone, Copy)]
+struct Needed {
+    seq: u64,
+    offset: u32,
+    len: u32,
 }
 
 #[cfg(test)]

@@ -824,6 +824,16 @@ impl Restore {
         self.state.names.insert(id, name.to_string());
     }
 
+    /// The dedup window holds `count` ids: the index is sized for them once (at most one
+    /// per event listed, so a count no input backs reserves nothing more), not grown by
+    /// doubling, which would hold the old table and the new one at once.
+    pub fn ids_ahead(&mut self, count: u64) {
+        let most = self.state.events.len();
+        self.state
+            .dedup
+            .reserve(usize::try_from(count).map_or(most, |n| n.min(most)));
+    }
+
     /// An event still needed; its holders and whether it is remembered are derived.
     pub fn event(
         &mut self,
