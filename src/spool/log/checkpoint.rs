@@ -144,9 +144,10 @@ fn encode_parts(
         // Seqs grow: each one as the distance from the previous.
         o.uint(seq - previous);
         previous = seq;
-        o.uint(meta.location.segment);
-        o.uint(meta.location.offset);
-        o.uint(u64::from(meta.location.len));
+        let location = meta.location();
+        o.uint(location.segment);
+        o.uint(location.offset);
+        o.uint(u64::from(location.len));
         o.uint(meta.received_at_ms);
         flushed(o.0)?;
     }
@@ -719,7 +720,7 @@ mod tests {
             .collect();
         let events: Vec<_> = s
             .events()
-            .map(|(seq, m)| (seq, m.location, m.received_at_ms, m.holders, m.remembered))
+            .map(|(seq, m)| (seq, m.location(), m.received_at_ms, m.holders, m.remembered))
             .collect();
         let names: Vec<_> = s.route_names().collect();
         let ids: Vec<_> = s.id_order().collect();

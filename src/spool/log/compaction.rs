@@ -413,7 +413,7 @@ impl Maintenance {
         let (live, missing) = writer.with_state(|s| {
             let live: Vec<(u64, &[u8], bool)> = events_in(&bytes, index)
                 .filter_map(|(seq, location, record)| {
-                    let meta = s.event(seq).filter(|m| m.location == location)?;
+                    let meta = s.event(seq).filter(|m| m.location() == location)?;
                     Some((seq, record, meta.holders > 0))
                 })
                 .collect();
@@ -426,11 +426,11 @@ impl Maintenance {
             let missing = (live.len() < expected)
                 .then(|| {
                     s.events().find(|(seq, m)| {
-                        m.location.segment == index && live.iter().all(|l| l.0 != *seq)
+                        m.location().segment == index && live.iter().all(|l| l.0 != *seq)
                     })
                 })
                 .flatten()
-                .map(|(seq, m)| (seq, m.location.offset));
+                .map(|(seq, m)| (seq, m.location().offset));
             (live, missing)
         });
         if let Some((seq, offset)) = missing {
@@ -1039,8 +1039,8 @@ mod tests {
         );
         for (i, seq) in dead {
             let meta = r.state.event(seq).unwrap();
-            assert!(files.contains(&meta.location.segment));
-            let bytes = read_record(&after, &meta.location).unwrap();
+            assert!(files.contains(&meta.location().segment));
+            let bytes = read_record(&after, &meta.location()).unwrap();
             let Ok(Record::Event(e)) = Record::decode(&bytes) else {
                 panic!("event {seq} does not read back");
             };

@@ -335,8 +335,8 @@
 //!   back by its location; one that compaction moved and whose segment it deleted meanwhile
 //!   (`NotFound`) is read again where the state now says; one the state no longer holds (it
 //!   was completed meanwhile) is left out.
-//! - **In memory**: the [`State`] (see `state.rs`: ~86 bytes per event pending on 3 routes,
-//!   ~90 per id remembered after delivery, the retried, held and dead ones more),
+//! - **In memory**: the [`State`] (see `state.rs`: ~78 bytes per event pending on 3 routes,
+//!   ~83 per id remembered after delivery, the retried, held and dead ones more),
 //!   route names, and the ids being appended.
 //! - A failed write sets `commit_error` until a write succeeds; `close` stops maintenance,
 //!   then closes the writer (what was submitted is written), then releases the lock.
@@ -426,6 +426,9 @@ pub enum CorruptWhy {
     /// state says: its segment is gone, or holds no valid record of it there.
     #[error("event {seq}'s record is missing")]
     EventMissing { seq: u64 },
+    /// A segment file larger than any hookfan writes (4 GiB): not this log's.
+    #[error("a segment file of {0} bytes, larger than hookfan writes (4 GiB)")]
+    Oversized(u64),
 }
 
 /// What can go wrong with the log.

@@ -576,13 +576,13 @@ fn read_event(
             "event {seq} is not in the state"
         )));
     };
-    let bytes = read_record(disk, &meta.location)
+    let bytes = read_record(disk, &meta.location())
         .map_err(|e| TestCaseError::fail(format!("event {seq}: {e}")))?;
     match Record::decode(&bytes) {
         Ok(Record::Event(e)) => Ok((e.webhook_id.map(str::to_string), e.body.to_vec())),
         other => Err(TestCaseError::fail(format!(
             "event {seq} at {:?} reads as {other:?}",
-            meta.location
+            meta.location()
         ))),
     }
 }

@@ -83,7 +83,11 @@ fn read_into(
     let file = storage
         .open(name)
         .map_err(|e| LogError::io("open", name, e))?;
-    let len = file.size().map_err(|e| LogError::io("stat", name, e))? as usize;
+    let len = file.size().map_err(|e| LogError::io("stat", name, e))?;
+    if len > u64::from(u32::MAX) {
+        return Err(corrupt(name, 0, CorruptWhy::Oversized(len)));
+    }
+    let len = len as usize;
     let want = limit.map_or(len, |l| l.min(len));
     if buf.len() < want {
         *buf = vec![0; want];
@@ -574,19 +578,20 @@ fn check_events(
         .map(|(s, u)| (s, Vec::with_capacity(u.events as usize)))
         .collect();
     for (seq, meta) in state.events() {
-        let segment = meta.location.segment;
+        let location = meta.location();
+        let segment = location.segment;
         let missing = if segment >= first_replayed {
             replayed.binary_search(&segment).is_err()
         } else {
-            // Not listed: the segment is gone. An offset past 4 GiB is in no segment.
+            // Not listed: the segment is gone. (The state's offsets fit 32 bits.)
             let list = in_old.get_mut(&segment);
-            let offset = u32::try_from(meta.location.offset);
+            let offset = u32::try_from(location.offset);
             match (list, offset) {
                 (Some(list), Ok(offset)) => {
                     list.push(Needed {
                         seq,
                         offset,
-                        len: meta.location.len,
+                        len: location.len,
                     });
                     false
                 }
@@ -597,7 +602,7 @@ fn check_events(
             let name = segment::segment_name(segment);
             return Err(corrupt(
                 &name,
-                meta.location.offset,
+                location.offset,
                 CorruptWhy::EventMissing { seq },
             ));
         }
@@ -1083,7 +1088,7 @@ mod tests {
         }
         w.close();
         let r = recover(&disk).unwrap();
-        let location = r.state.event(seqs[0]).unwrap().location;
+        let location = r.state.event(seqs[0]).unwrap().location();
         assert_eq!(location.segment, 1);
         assert!(
             r.checkpoint.unwrap().segment > 1,

@@ -525,7 +525,7 @@ pub fn salvage(storage: &dyn Storage) -> Result<Salvage, LogError> {
     let lost: Vec<LostEvent> = s
         .state
         .events()
-        .filter(|(_, m)| !s.intact.contains(&m.location))
+        .filter(|(_, m)| !s.intact.contains(&m.location()))
         .map(|(seq, m)| LostEvent {
             seq,
             received_at_ms: m.received_at_ms,
@@ -596,7 +596,7 @@ fn write_log(
         if lost.contains(&seq) {
             continue;
         }
-        let bytes = read_record(old, &meta.location)?;
+        let bytes = read_record(old, &meta.location())?;
         let Ok(Record::Event(e)) = Record::decode(&bytes) else {
             return Err(RepairError::Mismatch {
                 dir: dir.to_path_buf(),
@@ -1142,7 +1142,7 @@ mod tests {
             .state
             .event(seqs[3])
             .unwrap()
-            .location;
+            .location();
         let name = segment::segment_name(location.segment);
         let path = dir.join(&name);
         let mut bytes = std::fs::read(&path).unwrap();

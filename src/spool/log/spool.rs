@@ -443,7 +443,7 @@ impl LogSpool {
         match read_record(&*self.inner.storage, &location) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(LogError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                let Some(moved) = self.with_state(|s| s.event(seq).map(|m| m.location)) else {
+                let Some(moved) = self.with_state(|s| s.event(seq).map(|m| m.location())) else {
                     return Ok(None);
                 };
                 read_record(&*self.inner.storage, &moved)
@@ -734,7 +734,7 @@ impl LogSpool {
                     last_error: entry.last_error.as_deref().map(str::to_string),
                     not_before_ms: entry.not_before_ms,
                 };
-                picked.push((PendingKey { due_ms, seq }, state, meta.location));
+                picked.push((PendingKey { due_ms, seq }, state, meta.location()));
             }
             picked
         });
@@ -842,7 +842,7 @@ impl LogSpool {
             s.routes()
                 .filter(|(id, _)| route.is_none_or(|r| r == *id))
                 .flat_map(|(id, q)| q.dead().map(move |(seq, _)| (id, seq)))
-                .map(|(id, seq)| (id, seq, s.event(seq).map(|m| m.location)))
+                .map(|(id, seq)| (id, seq, s.event(seq).map(|m| m.location())))
                 .collect()
         });
         let mut selected = Vec::with_capacity(all.len());
@@ -932,7 +932,7 @@ impl LogSpool {
                             error: d.error.to_string(),
                             dead_at_ms: d.dead_at_ms,
                         };
-                        let at = s.event(seq).map(|m| (m.location, m.received_at_ms));
+                        let at = s.event(seq).map(|m| (m.location(), m.received_at_ms));
                         (name.clone(), seq, state, at)
                     })
                 })

@@ -17,9 +17,9 @@
 //! last record applied ([`State::tail_segment`]), where a checkpoint's replay starts. A
 //! [`Record::Copy`] moves an event's location forward and changes nothing else.
 //!
-//! Memory, measured by `examples/spool_memory.rs`: about 86 bytes per event pending on 3
-//! routes and 90 per event delivered but remembered for its id; none of it grows with body
-//! sizes. Per event: its metadata (48 bytes, in pages of 64 seqs: `event_table.rs`) and, while
+//! Memory, measured by `examples/spool_memory.rs`: about 78 bytes per event pending on 3
+//! routes and 83 per event delivered but remembered for its id; none of it grows with body
+//! sizes. Per event: its metadata (40 bytes, in pages of 64 seqs: `event_table.rs`) and, while
 //! its id is remembered, a dedup index entry. Per route, a pending event never attempted is
 //! a bit in a bitmap ([`RouteQueue`]); one with a state of its own (retried, held, replayed,
 //! in a message group) costs a map entry and its last error, and a dead letter too.
@@ -223,7 +223,12 @@ impl<'a> RouteView<'a> {
 /// An event the state still needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventMeta {
-    pub location: Location,
+    /// Where its record is ([`EventMeta::location`]), packed: offsets and lengths within a
+    /// segment fit 32 bits (segments are at most 4 GiB: the writer's config and recovery
+    /// refuse larger ones), which makes this 40 bytes instead of 48.
+    segment: u64,
+    offset: u32,
+    len: u32,
     pub received_at_ms: u64,
     /// Its due time (the one its record gave its first route) minus `received_at_ms`: a
     /// route's fresh events are due then (see [`RouteQueue`]). How the state stores what
@@ -240,8 +245,11 @@ pub struct EventMeta {
 impl EventMeta {
     /// An event at `location` received then, held by no route yet, not remembered.
     pub fn new(location: Location, received_at_ms: u64) -> EventMeta {
+        let (segment, offset, len) = packed(location);
         EventMeta {
-            location,
+            segment,
+            offset,
+            len,
             received_at_ms,
             due_after_ms: 0,
             holders: 0,
@@ -250,16 +258,37 @@ impl EventMeta {
         }
     }
 
+    /// Where its record is.
+    pub fn location(&self) -> Location {
+        Location {
+            segment: self.segment,
+            offset: u64::from(self.offset),
+            len: self.len,
+        }
+    }
+
+    fn set_location(&mut self, location: Location) {
+        (self.segment, self.offset, self.len) = packed(location);
+    }
+
     /// When its fresh routes are due.
     pub fn due_ms(&self) -> u64 {
         self.received_at_ms + u64::from(self.due_after_ms)
     }
 }
 
+/// `location` as [`EventMeta`] keeps it. An offset past 4 GiB is in no segment hookfan
+/// reads (see [`EventMeta`]); were one to come, it is kept as the last offset, where a read
+/// fails rather than finds another record.
+fn packed(location: Location) -> (u64, u32, u32) {
+    let offset = u32::try_from(location.offset).unwrap_or(u32::MAX);
+    (location.segment, offset, location.len)
+}
+
 /// What copying the event forward would write (see [`SegmentUse::bytes`]).
 fn copy_cost(meta: &EventMeta) -> u64 {
     if meta.holders > 0 {
-        u64::from(meta.location.len)
+        u64::from(meta.len)
     } else {
         ID_ONLY_COST
     }
@@ -268,7 +297,7 @@ fn copy_cost(meta: &EventMeta) -> u64 {
 /// Adds `meta` to (or takes it from) its segment's use in `segments`.
 fn account(segments: &mut BTreeMap<u64, SegmentUse>, meta: &EventMeta, add: bool) {
     let cost = copy_cost(meta);
-    let segment = meta.location.segment;
+    let segment = meta.segment;
     let use_ = segments.entry(segment).or_default();
     if add {
         use_.events += 1;
@@ -473,12 +502,11 @@ impl State {
                     self.insert_event(
                         lsn,
                         EventMeta {
-                            location,
-                            received_at_ms: e.received_at_ms,
                             due_after_ms,
                             holders,
                             remembered,
                             fingerprint: fingerprint.unwrap_or(0),
+                            ..EventMeta::new(location, e.received_at_ms)
                         },
                     );
                 }
@@ -493,7 +521,7 @@ impl State {
                     offset: location.offset + prefix as u64,
                     len: location.len.saturating_sub(prefix as u32),
                 };
-                self.change_event(*seq, |meta| meta.location = moved);
+                self.change_event(*seq, |meta| meta.set_location(moved));
             }
             Record::Delivered { route, seq } => {
                 if self
@@ -658,7 +686,7 @@ impl State {
         Some(DedupHit {
             seq,
             received_at_ms: meta.received_at_ms,
-            location: meta.location,
+            location: meta.location(),
         })
     }
 
@@ -844,13 +872,12 @@ impl Restore {
         if seq >= self.state.next_lsn || self.state.events.contains_key(seq) {
             return Err(Inconsistent::Event(seq));
         }
+        if u32::try_from(location.offset).is_err() {
+            return Err(Inconsistent::Event(seq));
+        }
         let meta = EventMeta {
-            location,
-            received_at_ms,
             due_after_ms: DUE_UNSET,
-            holders: 0,
-            remembered: false,
-            fingerprint: 0,
+            ..EventMeta::new(location, received_at_ms)
         };
         self.state.events.insert(seq, meta);
         Ok(())
@@ -958,7 +985,7 @@ impl Restore {
             if meta.holders == 0 && !meta.remembered {
                 return Err(Inconsistent::Unneeded(seq));
             }
-            let segment = meta.location.segment;
+            let segment = meta.location().segment;
             if run.is_none_or(|(s, _)| s != segment) {
                 flush(&mut s.segments, run.take());
                 run = Some((segment, SegmentUse::default()));
@@ -1021,6 +1048,27 @@ mod tests {
     fn stored(s: &State, r: RouteId) -> (u64, usize) {
         s.route(r)
             .map_or((0, 0), |q| (q.queue.fresh.len(), q.queue.other.len()))
+    }
+
+    #[test]
+    fn an_events_metadata_takes_40_bytes_and_gives_its_location_back_whole() {
+        // What every event pending or remembered costs, besides its dedup index entry.
+        assert_eq!(std::mem::size_of::<EventMeta>(), 40);
+        let location = Location {
+            segment: u64::MAX - 1,
+            offset: u64::from(u32::MAX),
+            len: u32::MAX,
+        };
+        assert_eq!(EventMeta::new(location, 5).location(), location);
+        // Past 4 GiB (no segment is that large): the last offset, where a read fails.
+        let beyond = Location {
+            offset: 1 << 33,
+            ..location
+        };
+        assert_eq!(
+            EventMeta::new(beyond, 5).location().offset,
+            u64::from(u32::MAX)
+        );
     }
 
     #[test]
