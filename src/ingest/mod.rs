@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use crate::dedup::Claim;
 use crate::live::{Live, LiveView};
 use crate::route;
-use crate::spool::{now_ms, AppendOutcome, Spool, StoredEvent};
+use crate::spool::{now_ms, AppendOutcome, Spool, SpoolError, StoredEvent};
 use crate::stream::hooks;
 use verify::{Rejection, VerifiedWebhook, HEADER_WEBHOOK_ID};
 
@@ -366,13 +366,15 @@ pub async fn store(live: &Live, spool: &Spool, event: StoredEvent) -> Result<Sto
         _ => None,
     };
     let targets = with_message_groups(&live.config, &routes, &event.body);
-    let stored = tokio::time::timeout(
-        ACK_DEADLINE,
-        spool.append_grouped(event, targets, live.config.dedup_window),
-    )
-    .await
-    .map_err(|_| NotStored::Overloaded)
-    .and_then(|r| r.map_err(NotStored::from));
+    // The deadline is enforced by the spool, against its writer's clock: no timer here.
+    let deadline = Instant::now() + ACK_DEADLINE;
+    let stored = spool
+        .append_grouped(event, targets, live.config.dedup_window, Some(deadline))
+        .await
+        .map_err(|e| match e {
+            SpoolError::Late => NotStored::Overloaded,
+            e => NotStored::Spool(e),
+        });
     if let Some((dedup, id)) = claimed {
         match &stored {
             Ok(_) => dedup.confirm(&id).await,

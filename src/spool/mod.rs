@@ -129,6 +129,10 @@ pub enum SpoolError {
     /// The writer's queue stayed full: the disk cannot keep up. Ingest answers 503.
     #[error("the spool is overloaded (writer queue full)")]
     Busy,
+    /// Not durable by the caller's deadline: the disk is slower than arrivals. It may still
+    /// be stored after (a retry is then a duplicate). Ingest answers 503.
+    #[error("the spool did not store it in time (overloaded disk)")]
+    Late,
     /// A commit failed (disk full, I/O error); nothing in it was stored.
     #[error("the spool could not commit: {0}")]
     CommitFailed(String),

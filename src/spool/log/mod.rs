@@ -469,6 +469,10 @@ pub enum LogError {
     /// The writer has stopped (closed, or no segment can be prepared).
     #[error("the spool writer has stopped")]
     Closed,
+    /// The records were not durable by the waiter's deadline (the disk is slower than
+    /// arrivals). They may still be made durable after: at least once, never lost.
+    #[error("the spool did not make the records durable in time")]
+    Late,
 }
 
 impl LogError {

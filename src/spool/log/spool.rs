@@ -13,7 +13,7 @@ use std::hash::BuildHasherDefault;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -181,6 +181,7 @@ fn spool_error(e: LogError) -> SpoolError {
     match e {
         LogError::Closed => SpoolError::Closed,
         LogError::Busy => SpoolError::Busy,
+        LogError::Late => SpoolError::Late,
         e @ LogError::WriteFailed { .. } => SpoolError::CommitFailed(e.to_string()),
         e => SpoolError::Log(e),
     }
@@ -316,7 +317,20 @@ impl LogSpool {
 
     /// Waits for `ticket`'s records to be durable, keeping `commit_error` up to date.
     async fn settle(&self, ticket: &Ticket) -> Result<(), SpoolError> {
-        match self.inner.writer.durable(ticket).await {
+        self.settle_by(ticket, None).await
+    }
+
+    /// [`LogSpool::settle`], giving up at `deadline` ([`SpoolError::Late`]).
+    async fn settle_by(
+        &self,
+        ticket: &Ticket,
+        deadline: Option<Instant>,
+    ) -> Result<(), SpoolError> {
+        let durable = match deadline {
+            Some(at) => self.inner.writer.durable_by(ticket, at).await,
+            None => self.inner.writer.durable(ticket).await,
+        };
+        match durable {
             Ok(()) => {
                 *lock(&self.inner.commit_error) = None;
                 Ok(())
@@ -335,7 +349,7 @@ impl LogSpool {
     /// being filled: up to the writer's `enqueue_timeout` (then [`SpoolError::Busy`]), or
     /// without bound when `patient` (outcomes: a full group only delays them).
     async fn submit(&self, records: &[Record<'_>], patient: bool) -> Result<Ticket, SpoolError> {
-        let deadline = self.room_deadline(patient);
+        let deadline = self.room_deadline(patient, None);
         loop {
             match self.try_submit(records)? {
                 Submitted::Queued(ticket) => return Ok(ticket),
@@ -351,8 +365,19 @@ impl LogSpool {
         self.inner.writer.try_submit(records).map_err(spool_error)
     }
 
-    fn room_deadline(&self, patient: bool) -> Option<tokio::time::Instant> {
-        (!patient).then(|| tokio::time::Instant::now() + self.inner.writer.enqueue_timeout())
+    /// How long a submission waits for room: `enqueue_timeout` (none when `patient`), and
+    /// never past `deadline`.
+    fn room_deadline(
+        &self,
+        patient: bool,
+        deadline: Option<Instant>,
+    ) -> Option<tokio::time::Instant> {
+        let room = (!patient).then(|| Instant::now() + self.inner.writer.enqueue_timeout());
+        let at = match (room, deadline) {
+            (Some(room), Some(deadline)) => Some(room.min(deadline)),
+            (room, deadline) => room.or(deadline),
+        };
+        at.map(tokio::time::Instant::from_std)
     }
 
     async fn wait_for_room(
@@ -369,7 +394,11 @@ impl LogSpool {
 
     /// The ids of `names`, binding the new ones first (one durable submission of
     /// [`Record::Route`]s: a route's first webhook waits for one more sync).
-    async fn bind_routes(&self, names: &[String]) -> Result<Vec<RouteId>, SpoolError> {
+    async fn bind_routes(
+        &self,
+        names: &[String],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<RouteId>, SpoolError> {
         let known = |routes: &HashMap<String, RouteId>| -> Option<Vec<RouteId>> {
             names.iter().map(|n| routes.get(n).copied()).collect()
         };
@@ -402,7 +431,9 @@ impl LogSpool {
             })
             .collect();
         let ticket = self.submit(&records, false).await?;
-        self.settle(&ticket).await?;
+        // Late: the names stay unbound here; bound again by the next webhook, to the same
+        // ids unless another name took them meanwhile (the later record wins, in lsn order).
+        self.settle_by(&ticket, deadline).await?;
         let mut routes = lock(&self.inner.routes);
         routes.extend(bound);
         Ok(known(&routes).expect("every name bound"))
@@ -498,24 +529,28 @@ impl LogSpool {
         dedup_window: Duration,
     ) -> Result<AppendOutcome, SpoolError> {
         let routes = routes.into_iter().map(|r| (r, 0)).collect();
-        self.append_grouped(event, routes, dedup_window).await
+        self.append_grouped(event, routes, dedup_window, None).await
     }
 
     /// [`LogSpool::append`], each route with the event's message group there: on an ordered
     /// route, the [`message_group_fingerprint`](crate::spool::message_group_fingerprint) of
     /// its message group id (a held event then blocks only its own group); 0 for none.
+    /// With a `deadline`, gives up then ([`SpoolError::Late`]; the event may still be
+    /// stored after, and a retry is then a duplicate): the ack path's deadline, enforced
+    /// without a timer per webhook (see [`Writer::durable_by`]).
     pub async fn append_grouped(
         &self,
         event: StoredEvent,
         routes: Vec<(String, u64)>,
         dedup_window: Duration,
+        deadline: Option<Instant>,
     ) -> Result<AppendOutcome, SpoolError> {
         if !self.is_open() {
             return Err(SpoolError::Closed);
         }
         let window_ms = dedup_window.as_millis() as u64;
         let (names, groups): (Vec<String>, Vec<u64>) = routes.into_iter().unzip();
-        let route_ids = self.bind_routes(&names).await?;
+        let route_ids = self.bind_routes(&names, deadline).await?;
         let mut claim = match &event.webhook_id {
             Some(id) => {
                 let fingerprint = state::fingerprint(self.inner.keys, id);
@@ -530,7 +565,7 @@ impl LogSpool {
         // The due time is chosen and the records queued under one lock (see "Queue order of
         // new events"); when the group being filled is full, the lock is let go while
         // waiting for room, and both are done again.
-        let deadline = self.room_deadline(false);
+        let room_deadline = self.room_deadline(false, deadline);
         let ticket = loop {
             let queued = {
                 let mut fresh_due = lock(&self.inner.fresh_due);
@@ -565,13 +600,13 @@ impl LogSpool {
             };
             match queued {
                 Submitted::Queued(ticket) => break ticket,
-                Submitted::Full(taken) => self.wait_for_room(taken, deadline).await?,
+                Submitted::Full(taken) => self.wait_for_room(taken, room_deadline).await?,
             }
         };
         if let Some(claim) = &mut claim {
             claim.ticket = Some(ticket);
         }
-        self.settle(&ticket).await?;
+        self.settle_by(&ticket, deadline).await?;
         Ok(AppendOutcome::Stored {
             seq: ticket.first_lsn,
         })

@@ -5,14 +5,17 @@
 //! being filled under a short lock) and get a [`Ticket`]: the lsns they were given. They then
 //! wait on one shared watermark, "every lsn below N is resolved" ([`Writer::wait`] blocks,
 //! [`Writer::durable`] awaits), and look up whether their lsns fell in a failed group. No
-//! channel or oneshot per record.
+//! channel or oneshot per record. The watermark also carries a coarse clock, advanced as
+//! groups are published and by a ticker thread every [`CLOCK_TICK`] (so it moves while a
+//! sync hangs): an async waiter with a deadline ([`Writer::durable_by`]) checks it there,
+//! with no timer of its own.
 //!
 //! Never on this path: file creation, a size change, a directory sync (the preparer does
 //! those), a timer per record.
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,6 +39,17 @@ const PREFIX: usize = SEGMENT_HEADER_LEN + GROUP_HEADER_LEN;
 const FAILURES_KEPT: usize = 1024;
 /// Fresh segments tried for a barrier after a failure before giving up.
 const BARRIER_TRIES: usize = 3;
+/// How often the watermark's clock moves when no group is published: how late past its
+/// deadline a [`Writer::durable_by`] may return.
+pub const CLOCK_TICK: Duration = Duration::from_millis(100);
+
+/// What async waiters watch: every lsn below `resolved` is resolved; `clock_ms` is the time
+/// since the writer started, in ms, as of the last publish or tick.
+#[derive(Debug, Clone, Copy)]
+struct Watermark {
+    resolved: u64,
+    clock_ms: u64,
+}
 
 /// How the writer works.
 #[derive(Debug, Clone)]
@@ -155,7 +169,9 @@ struct Shared {
     room: Condvar,
     progress: Mutex<Progress>,
     progressed: Condvar,
-    resolved_tx: watch::Sender<u64>,
+    resolved_tx: watch::Sender<Watermark>,
+    /// When the writer started: the origin of [`Watermark::clock_ms`].
+    started: Instant,
     /// Groups the writer has taken from `fill` (room made): async submitters wait on it.
     taken_tx: watch::Sender<u64>,
     state: Mutex<State>,
@@ -166,6 +182,8 @@ struct Shared {
     groups: AtomicU64,
     records: AtomicU64,
     bytes: AtomicU64,
+    /// Set by [`Writer::close`]: the clock thread stops.
+    closing: AtomicBool,
 }
 
 /// What the writer has done since it started.
@@ -185,7 +203,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The writer. Dropping it closes it (what is queued is still written).
 pub struct Writer {
     shared: Arc<Shared>,
-    resolved_rx: watch::Receiver<u64>,
+    resolved_rx: watch::Receiver<Watermark>,
     taken_rx: watch::Receiver<u64>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -199,7 +217,10 @@ impl Writer {
     ) -> Result<Writer, LogError> {
         config.validate()?;
         let next_lsn = recovered.next_lsn;
-        let (resolved_tx, resolved_rx) = watch::channel(next_lsn);
+        let (resolved_tx, resolved_rx) = watch::channel(Watermark {
+            resolved: next_lsn,
+            clock_ms: 0,
+        });
         let (taken_tx, taken_rx) = watch::channel(0);
         let mut buf = Vec::with_capacity(64 << 10);
         buf.resize(PREFIX, 0);
@@ -222,6 +243,7 @@ impl Writer {
             }),
             progressed: Condvar::new(),
             resolved_tx,
+            started: Instant::now(),
             taken_tx,
             state: Mutex::new(recovered.state),
             prepared: Mutex::new(Prepared {
@@ -234,6 +256,7 @@ impl Writer {
             groups: AtomicU64::new(0),
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
         });
         let preparer = {
             let shared = shared.clone();
@@ -256,11 +279,18 @@ impl Writer {
                 .spawn(move || w.run())
                 .map_err(|e| LogError::io("start", "the spool writer", e))?
         };
+        let clock = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("hookfan-spool-clk".into())
+                .spawn(move || clock_loop(&shared))
+                .map_err(|e| LogError::io("start", "the spool clock", e))?
+        };
         Ok(Writer {
             shared,
             resolved_rx,
             taken_rx,
-            threads: Mutex::new(vec![writer, preparer]),
+            threads: Mutex::new(vec![writer, preparer, clock]),
         })
     }
 
@@ -397,9 +427,27 @@ impl Writer {
     /// Waits, without blocking a thread, until the ticket's records are durable or failed.
     pub async fn durable(&self, ticket: &Ticket) -> Result<(), LogError> {
         let mut rx = self.resolved_rx.clone();
-        rx.wait_for(|resolved| *resolved >= ticket.end_lsn)
+        rx.wait_for(|w| w.resolved >= ticket.end_lsn)
             .await
             .map_err(|_| LogError::Closed)?;
+        Self::outcome(&lock(&self.shared.progress), ticket)
+    }
+
+    /// [`Writer::durable`], giving up at `deadline` ([`LogError::Late`]: the records may
+    /// still be made durable after). Checked against the watermark's clock: no timer of its
+    /// own, at most a [`CLOCK_TICK`] late.
+    pub async fn durable_by(&self, ticket: &Ticket, deadline: Instant) -> Result<(), LogError> {
+        let by = deadline.saturating_duration_since(self.shared.started);
+        let by_ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        let mut rx = self.resolved_rx.clone();
+        let resolved = rx
+            .wait_for(|w| w.resolved >= ticket.end_lsn || w.clock_ms >= by_ms)
+            .await
+            .map_err(|_| LogError::Closed)?
+            .resolved;
+        if resolved < ticket.end_lsn {
+            return Err(LogError::Late);
+        }
         Self::outcome(&lock(&self.shared.progress), ticket)
     }
 
@@ -430,6 +478,7 @@ impl Writer {
     /// Stops taking records, writes what is queued, and waits for both threads.
     pub fn close(&self) {
         lock(&self.shared.fill).closed = true;
+        self.shared.closing.store(true, Ordering::Relaxed);
         self.shared.filled.notify_all();
         self.shared.room.notify_all();
         // Async submitters waiting for room look again, and find the writer closed.
@@ -442,6 +491,7 @@ impl Writer {
         lock(&self.shared.prepared).closed = true;
         self.shared.prepared_changed.notify_all();
         for t in threads {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -766,7 +816,25 @@ impl WriterThread {
         progress.resolved = resolved;
         drop(progress);
         self.shared.progressed.notify_all();
-        self.shared.resolved_tx.send_replace(resolved);
+        let clock_ms = self.shared.clock_ms();
+        self.shared
+            .resolved_tx
+            .send_replace(Watermark { resolved, clock_ms });
+    }
+}
+
+impl Shared {
+    fn clock_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The clock: moves the watermark's clock every [`CLOCK_TICK`] until the writer closes.
+fn clock_loop(shared: &Shared) {
+    while !shared.closing.load(Ordering::Relaxed) {
+        std::thread::park_timeout(CLOCK_TICK);
+        let clock_ms = shared.clock_ms();
+        shared.resolved_tx.send_modify(|w| w.clock_ms = clock_ms);
     }
 }
 
@@ -1028,5 +1096,35 @@ mod tests {
         let t = w.submit(&[event("a"), event("b")]).unwrap();
         assert_eq!(t.end_lsn - t.first_lsn, 2);
         w.durable(&t).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_waiter_with_a_deadline_is_answered_late_once_the_clock_passes_it() {
+        let disk = SimDisk::new(7);
+        let w = start(&disk);
+        // Durable in time: answered as usual.
+        let far = Instant::now() + Duration::from_secs(60);
+        let t = w.submit(&[event("a")]).unwrap();
+        w.durable_by(&t, far).await.unwrap();
+        // Records that no group will resolve (lsns not given yet) while nothing is
+        // published: only the clock thread moves the watermark, and the waiter gives up at
+        // its deadline, not before.
+        let ahead = Ticket {
+            first_lsn: t.end_lsn + 10,
+            end_lsn: t.end_lsn + 11,
+        };
+        // (A waiter that never gives up fails the test, not hangs it.)
+        let bounded = |deadline| {
+            tokio::time::timeout(Duration::from_secs(30), w.durable_by(&ahead, deadline))
+        };
+        let deadline = Instant::now() + 3 * CLOCK_TICK;
+        assert!(matches!(bounded(deadline).await, Ok(Err(LogError::Late))));
+        assert!(Instant::now() >= deadline);
+        // A deadline already past: answered by the next tick at the latest.
+        assert!(matches!(
+            bounded(Instant::now()).await,
+            Ok(Err(LogError::Late))
+        ));
+        w.close();
     }
 }
