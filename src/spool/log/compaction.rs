@@ -733,6 +733,18 @@ mod tests {
         w.wait(&w.submit(&[record]).unwrap()).unwrap();
     }
 
+    /// Route 0 gives up on `seq` (a dead letter).
+    fn dies(w: &Writer, seq: u64) {
+        let record = Record::Dead {
+            route: 0,
+            seq,
+            attempts: 3,
+            error: "400",
+            dead_at_ms: 5,
+        };
+        one(w, record);
+    }
+
     /// A log on a simulated disk (`seed`), opened, with its maintenance (`maint`).
     fn sim_log(seed: u64, maint: MaintenanceConfig) -> (SimDisk, Maintenance, Writer) {
         let disk = SimDisk::new(seed);
@@ -741,6 +753,22 @@ mod tests {
         let m = Maintenance::new(storage.clone(), recovered.checkpoint, maint);
         let w = Writer::start(storage, recovered, config()).unwrap();
         (disk, m, w)
+    }
+
+    /// Takes a checkpoint (one must be due); returns the bytes it read from the disk.
+    fn checkpoint_reading(disk: &SimDisk, m: &mut Maintenance, w: &Writer) -> u64 {
+        let before = disk.bytes_read();
+        m.checkpoint(w)
+            .unwrap()
+            .expect("a new lsn: a checkpoint is taken");
+        disk.bytes_read() - before
+    }
+
+    /// The newest checkpoint kept holds exactly the writer's state.
+    fn assert_newest_holds_the_writers_state(disk: &SimDisk, m: &Maintenance, w: &Writer) {
+        let newest = m.kept().last().unwrap();
+        let bytes = disk.bytes(&checkpoint::checkpoint_name(newest.lsn));
+        assert_holds_the_writers_state(&bytes.unwrap(), w);
     }
 
     /// The checkpoint file `bytes` holds exactly the writer's state.
@@ -906,10 +934,9 @@ mod tests {
         let at = (segment::SEGMENT_HEADER_LEN + segment::GROUP_HEADER_LEN + 20) as u64;
         let byte = disk.bytes(&damaged).unwrap()[at as usize];
         disk.corrupt(&damaged, at, &[byte ^ 0x40]);
-        let second = m.checkpoint(&w).unwrap().unwrap();
+        m.checkpoint(&w).unwrap().expect("a second checkpoint");
         assert_eq!(m.checkpoints_from_memory(), 1);
-        let bytes = disk.bytes(&checkpoint::checkpoint_name(second.lsn));
-        assert_holds_the_writers_state(&bytes.unwrap(), &w);
+        assert_newest_holds_the_writers_state(&disk, &m, &w);
         w.close();
     }
 
@@ -924,14 +951,7 @@ mod tests {
             let (disk, mut m, w) = sim_log(12, config);
             let seqs = append(&w, 20);
             for &seq in &seqs[..5] {
-                let record = Record::Dead {
-                    route: 0,
-                    seq,
-                    attempts: 3,
-                    error: "400",
-                    dead_at_ms: 5,
-                };
-                one(&w, record);
+                dies(&w, seq);
             }
             let retry = Record::Retry {
                 route: 0,
@@ -942,17 +962,13 @@ mod tests {
             };
             one(&w, retry);
             assert_eq!(w.with_state(State::snapshot_cost), 6);
-            let before = disk.bytes_read();
-            m.checkpoint(&w).unwrap().expect("a checkpoint is taken");
-            let read = disk.bytes_read() - before;
+            let read = checkpoint_reading(&disk, &mut m, &w);
             assert_eq!(
                 read == 0,
                 from_snapshot,
                 "at most {most}: read {read} bytes"
             );
-            let newest = m.kept().last().unwrap();
-            let bytes = disk.bytes(&checkpoint::checkpoint_name(newest.lsn));
-            assert_holds_the_writers_state(&bytes.unwrap(), &w);
+            assert_newest_holds_the_writers_state(&disk, &m, &w);
             w.close();
         }
     }
@@ -978,18 +994,12 @@ mod tests {
         let w = Writer::start(storage, recovered, large).unwrap();
         for _ in 0..3 {
             append(&w, 5);
-            let before = disk.bytes_read();
-            m.checkpoint(&w)
-                .unwrap()
-                .expect("a new lsn: a checkpoint is taken");
-            let read = disk.bytes_read() - before;
+            let read = checkpoint_reading(&disk, &mut m, &w);
             // Its own checkpoint (the first time none) and five groups of the 4 MiB segment.
             assert!(read < 16 << 10, "a checkpoint read {read} bytes");
         }
         assert_eq!(m.checkpoints_from_memory(), 0);
-        let newest = m.kept().last().unwrap();
-        let bytes = disk.bytes(&checkpoint::checkpoint_name(newest.lsn));
-        assert_holds_the_writers_state(&bytes.unwrap(), &w);
+        assert_newest_holds_the_writers_state(&disk, &m, &w);
         w.close();
     }
 
@@ -1001,14 +1011,7 @@ mod tests {
         let mut dead = Vec::new();
         for (i, &seq) in seqs.iter().enumerate() {
             if i % 40 == 0 {
-                let record = Record::Dead {
-                    route: 0,
-                    seq,
-                    attempts: 3,
-                    error: "400",
-                    dead_at_ms: 5,
-                };
-                one(&w, record);
+                dies(&w, seq);
                 dead.push((i as u64, seq));
             } else {
                 one(&w, Record::Delivered { route: 0, seq });

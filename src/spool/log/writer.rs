@@ -260,10 +260,9 @@ impl Writer {
         });
         let preparer = {
             let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("hookfan-spool-prep".into())
-                .spawn(move || prepare_loop(&shared))
-                .map_err(|e| LogError::io("start", "the segment preparer", e))?
+            spawn("hookfan-spool-prep", "the segment preparer", move || {
+                prepare_loop(&shared)
+            })?
         };
         let writer = {
             let mut w = WriterThread {
@@ -274,17 +273,13 @@ impl Writer {
                 // The tail the recovery cut (if any) stays cut: see "Failure" in mod.rs.
                 untrusted_tail: true,
             };
-            std::thread::Builder::new()
-                .name("hookfan-spool-w".into())
-                .spawn(move || w.run())
-                .map_err(|e| LogError::io("start", "the spool writer", e))?
+            spawn("hookfan-spool-w", "the spool writer", move || w.run())?
         };
         let clock = {
             let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("hookfan-spool-clk".into())
-                .spawn(move || clock_loop(&shared))
-                .map_err(|e| LogError::io("start", "the spool clock", e))?
+            spawn("hookfan-spool-clk", "the spool clock", move || {
+                clock_loop(&shared)
+            })?
         };
         Ok(Writer {
             shared,
@@ -827,6 +822,18 @@ impl Shared {
     fn clock_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
+}
+
+/// Starts one of the writer's threads, named `name`; `what` names it in an error.
+fn spawn(
+    name: &str,
+    what: &'static str,
+    run: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, LogError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(run)
+        .map_err(|e| LogError::io("start", what, e))
 }
 
 /// The clock: moves the watermark's clock every [`CLOCK_TICK`] until the writer closes.
