@@ -279,9 +279,15 @@
 //! so they are never delivered to the wrong route. The result is written as a fresh log
 //! (`Route`s, each `Event` with its routes' due times, then its `Retry`, `Hold` and `Dead`
 //! records, in segments of the old log's size) into `<data_dir>/spool.repair/`, read back
-//! and compared, then swapped in: `spool/` becomes `spool.corrupt-<unix secs>` (kept for
-//! the operator), `spool.repair/` becomes `spool/`, the data dir synced after each rename.
-//! The report (`<data_dir>/spool-repair-<unix secs>.txt`) lists every damaged region
+//! and compared, then swapped in: a marker (`REPAIRED`) is written and synced into
+//! `spool.repair/`, `spool/` becomes `spool.corrupt-<unix secs>` (kept for the operator;
+//! `-2`, ... for another repair in the same second), `spool.repair/` becomes `spool/`, the
+//! data dir synced after each rename, and the marker removed. A crash between the two
+//! renames leaves no `spool/` and a marked `spool.repair/`: the next `serve` (before it
+//! creates anything) or `repair` finishes the swap ([`repair::finish_interrupted`]), so the
+//! repaired log is never passed over for an empty one. An unmarked `spool.repair/` is a
+//! repair stopped before its swap, with the old log still in place: the next repair
+//! removes it. The report (`<data_dir>/spool-repair-<unix secs>.txt`) lists every damaged region
 //! (file, offset, length), the lsn ranges lost, and the events lost; it is written and
 //! synced before the swap. Limits: damage that ends the log cannot be told from a torn
 //! tail (it is listed as either); a damaged `TAIL_UNTRUSTED` header no longer voids the

@@ -45,6 +45,11 @@ use super::LogError;
 /// Where the new log is built, inside the data dir, before it replaces `spool/`.
 pub const REPAIR_DIR_NAME: &str = "spool.repair";
 
+/// Written (and synced) into `spool.repair/` once the new log is complete and checked, just
+/// before the swap; removed after it. With no `spool/` beside it, the swap was cut short
+/// between its two renames, and the repaired log is the one to use ([`finish_interrupted`]).
+pub const COMPLETE_MARKER: &str = "REPAIRED";
+
 /// What repair can fail on. The old log is left in place in every case.
 #[derive(Debug, thiserror::Error)]
 pub enum RepairError {
@@ -765,6 +770,26 @@ fn lock(dir: &Path) -> Result<File, RepairError> {
     }
 }
 
+/// Finishes a repair whose swap was cut short (a crash between its two renames: the old log
+/// already moved aside, the repaired one not yet in its place): with no `spool/` in
+/// `data_dir` and a `spool.repair/` holding [`COMPLETE_MARKER`], the repaired log becomes
+/// `spool/` (the data dir synced, the marker removed). Returns whether it did. Called by
+/// `serve` before it opens the log and by `repair`, so the repaired log is never passed
+/// over for an empty one.
+pub fn finish_interrupted(data_dir: &Path) -> io::Result<bool> {
+    let dir = data_dir.join(DIR_NAME);
+    let new_dir = data_dir.join(REPAIR_DIR_NAME);
+    if dir.try_exists()? || !new_dir.join(COMPLETE_MARKER).try_exists()? {
+        return Ok(false);
+    }
+    std::fs::rename(&new_dir, &dir)?;
+    File::open(data_dir)?.sync_all()?;
+    std::fs::remove_file(dir.join(COMPLETE_MARKER))?;
+    File::open(&dir)?.sync_all()?;
+    tracing::warn!(from = %new_dir.display(), to = %dir.display(), "spool: finished a repair cut short before its swap; the repaired log is now the spool");
+    Ok(true)
+}
+
 fn sync_dir(dir: &Path) -> Result<(), RepairError> {
     File::open(dir)
         .and_then(|f| f.sync_all())
@@ -798,6 +823,8 @@ pub fn writer_config_like(dir: &Path) -> WriterConfig {
 /// tests).
 pub fn repair(data_dir: &Path, config: WriterConfig) -> Result<Repaired, RepairError> {
     let dir = data_dir.join(DIR_NAME);
+    // A swap cut short is finished first: then the repaired log is the one repaired again.
+    finish_interrupted(data_dir).map_err(io_error("finish the swap of", &dir))?;
     if !dir.is_dir() {
         return Err(RepairError::NoLog(dir));
     }
@@ -828,18 +855,40 @@ pub fn repair(data_dir: &Path, config: WriterConfig) -> Result<Repaired, RepairE
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let moved_to = data_dir.join(format!("{DIR_NAME}.corrupt-{secs}"));
-    let report_file = data_dir.join(format!("spool-repair-{secs}.txt"));
+    // Unused names (a second repair in the same second gets `-2`, ...).
+    let (moved_to, report_file) = (1..)
+        .map(|n| {
+            let at = if n == 1 {
+                format!("{secs}")
+            } else {
+                format!("{secs}-{n}")
+            };
+            (
+                data_dir.join(format!("{DIR_NAME}.corrupt-{at}")),
+                data_dir.join(format!("spool-repair-{at}.txt")),
+            )
+        })
+        .find(|(moved_to, report)| !moved_to.exists() && !report.exists())
+        .expect("an unused name");
     let report = render(&salvage, &kept, &dir, &moved_to);
     let file = File::create(&report_file).map_err(io_error("create", &report_file))?;
     io::Write::write_all(&mut &file, report.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(io_error("write", &report_file))?;
     sync_dir(data_dir)?;
+    // From the marker on, the new log is the one to use, even if the swap is cut short.
+    let marker = new_dir.join(COMPLETE_MARKER);
+    File::create(&marker)
+        .and_then(|f| f.sync_all())
+        .map_err(io_error("write", &marker))?;
+    sync_dir(&new_dir)?;
     std::fs::rename(&dir, &moved_to).map_err(io_error("rename", &dir))?;
     sync_dir(data_dir)?;
     std::fs::rename(&new_dir, &dir).map_err(io_error("rename", &new_dir))?;
     sync_dir(data_dir)?;
+    let marker = dir.join(COMPLETE_MARKER);
+    std::fs::remove_file(&marker).map_err(io_error("remove", &marker))?;
+    sync_dir(&dir)?;
     Ok(Repaired {
         salvage,
         kept,

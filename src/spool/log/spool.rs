@@ -207,14 +207,17 @@ impl LogSpool {
     }
 
     /// [`LogSpool::open`] with settings (tests use small segments).
-    /// A `spool.redb` in `data_dir` is imported first (see [`super::import`]).
+    /// A repair cut short is finished first ([`super::repair::finish_interrupted`]), and a
+    /// `spool.redb` in `data_dir` imported (see [`super::import`]).
     pub fn open_with(data_dir: &Path, config: LogSpoolConfig) -> Result<LogSpool, SpoolError> {
-        super::import::upgrade(data_dir, &config)?;
         let dir = data_dir.join(DIR_NAME);
         let data_dir_error = |source| SpoolError::DataDir {
             path: dir.clone(),
             source,
         };
+        // Before anything creates `spool/`: a repair's swap cut short is finished.
+        super::repair::finish_interrupted(data_dir).map_err(data_dir_error)?;
+        super::import::upgrade(data_dir, &config)?;
         std::fs::create_dir_all(&dir).map_err(data_dir_error)?;
         let lock_file = File::create(dir.join(LOCK_NAME)).map_err(data_dir_error)?;
         match lock_file.try_lock() {

@@ -593,7 +593,9 @@ mod tests {
     use super::super::checkpoint::{checkpoint_lsn, checkpoint_name};
     use super::super::compaction::{Maintenance, MaintenanceConfig};
     use super::super::record::{EventRecord, Record};
-    use super::super::repair::{repair, RepairError};
+    use super::super::repair::{
+        finish_interrupted, repair, RepairError, COMPLETE_MARKER, REPAIR_DIR_NAME,
+    };
     use super::super::segment::{self, segment_name, SegmentScan, GROUP_HEADER_LEN};
     use super::super::spool::{LogSpool, LogSpoolConfig, DIR_NAME};
     use super::super::storage::{RealDisk, Storage};
@@ -685,6 +687,49 @@ mod tests {
         let mut bytes = std::fs::read(path).unwrap();
         bytes[at as usize] ^= 0x20;
         std::fs::write(path, bytes).unwrap();
+    }
+
+    /// Puts `data_dir` as a crash between a repair's two renames leaves it: the old log moved
+    /// aside (done by the repair), the repaired one, marked complete, not yet `spool/`.
+    fn cut_between_the_renames(data_dir: &Path) {
+        let new_dir = data_dir.join(REPAIR_DIR_NAME);
+        std::fs::rename(data_dir.join(DIR_NAME), &new_dir).unwrap();
+        std::fs::write(new_dir.join(COMPLETE_MARKER), b"").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_repair_cut_short_between_its_renames_is_finished_by_the_next_start_or_repair() {
+        let data = tempfile::tempdir().unwrap();
+        log_of(data.path(), &ids(12)).await;
+        let repaired = repair(data.path(), writer_config()).unwrap();
+        assert!(repaired.moved_to.is_dir());
+        let dir = data.path().join(DIR_NAME);
+        let new_dir = data.path().join(REPAIR_DIR_NAME);
+        assert!(
+            !dir.join(COMPLETE_MARKER).exists(),
+            "removed after the swap"
+        );
+
+        // `serve` finishes the swap before it opens the log: every event is there.
+        cut_between_the_renames(data.path());
+        let spool = LogSpool::open_with(data.path(), quiet()).unwrap();
+        assert_eq!(due_ids(&spool), ids(12));
+        spool.close().await;
+        assert!(!new_dir.exists() && !dir.join(COMPLETE_MARKER).exists());
+
+        // So does `repair`, which then repairs the repaired log (nothing is lost).
+        cut_between_the_renames(data.path());
+        let again = repair(data.path(), writer_config()).unwrap();
+        assert!(again.salvage.is_clean(), "{}", again.report);
+        assert_eq!(again.kept.routes["r"].pending, 12);
+
+        // A `spool.repair/` never marked complete (the repair stopped before its swap) is
+        // not taken for the log.
+        let spool = LogSpool::open_with(data.path(), quiet()).unwrap();
+        spool.close().await;
+        std::fs::rename(&dir, &new_dir).unwrap();
+        assert!(!finish_interrupted(data.path()).unwrap());
+        assert!(new_dir.is_dir() && !dir.exists());
     }
 
     #[tokio::test]
