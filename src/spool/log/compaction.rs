@@ -240,31 +240,34 @@ impl Maintenance {
             return Ok(None);
         }
         let log_at = writer.stats().bytes;
-        let written = match snapshot.ok_or_else(|| self.replayed(until, keys)) {
-            Ok(snapshot) => {
+        let written = match snapshot {
+            Some(snapshot) => {
                 metrics::counter!("hookfan_spool_checkpoints_total", "taken_from" => "snapshot")
                     .increment(1);
                 checkpoint::write_snapshot(&*self.storage, at, &snapshot)
             }
-            Err(Ok(state)) => {
-                metrics::counter!("hookfan_spool_checkpoints_total", "taken_from" => "log")
-                    .increment(1);
-                // Encoded as it is written: the rebuilt state is the one copy held.
-                checkpoint::write_state(&*self.storage, at, &state)
-            }
-            Err(Err(e)) => {
-                self.from_memory += 1;
-                metrics::counter!("hookfan_spool_checkpoints_total", "taken_from" => "memory")
-                    .increment(1);
-                tracing::error!(
-                    error = %e,
-                    lsn = at.lsn,
-                    "spool: the log since the last checkpoint does not replay; this checkpoint is taken from a snapshot of the writer's state instead"
-                );
-                let (now, snapshot) = writer.with_state(|s| (CheckpointAt::of(s), s.snapshot()));
-                at = now;
-                checkpoint::write_snapshot(&*self.storage, at, &snapshot)
-            }
+            None => match self.replayed(until, keys) {
+                Ok(state) => {
+                    metrics::counter!("hookfan_spool_checkpoints_total", "taken_from" => "log")
+                        .increment(1);
+                    // Encoded as it is written: the rebuilt state is the one copy held.
+                    checkpoint::write_state(&*self.storage, at, &state)
+                }
+                Err(e) => {
+                    self.from_memory += 1;
+                    metrics::counter!("hookfan_spool_checkpoints_total", "taken_from" => "memory")
+                        .increment(1);
+                    tracing::error!(
+                        error = %e,
+                        lsn = at.lsn,
+                        "spool: the log since the last checkpoint does not replay; this checkpoint is taken from a snapshot of the writer's state instead"
+                    );
+                    let (now, snapshot) =
+                        writer.with_state(|s| (CheckpointAt::of(s), s.snapshot()));
+                    at = now;
+                    checkpoint::write_snapshot(&*self.storage, at, &snapshot)
+                }
+            },
         };
         self.newest_size =
             written.map_err(|e| LogError::io("write", checkpoint::checkpoint_name(at.lsn), e))?;
