@@ -369,7 +369,7 @@ pub async fn store(live: &Live, spool: &Spool, event: StoredEvent) -> Result<Sto
     // The deadline is enforced by the spool, against its writer's clock: no timer here.
     let deadline = Instant::now() + ACK_DEADLINE;
     let stored = spool
-        .append_grouped(event, targets, live.config.dedup_window, Some(deadline))
+        .append_grouped(event, &targets, live.config.dedup_window, Some(deadline))
         .await
         .map_err(|e| match e {
             SpoolError::Late => NotStored::Overloaded,
@@ -406,11 +406,11 @@ pub async fn store(live: &Live, spool: &Spool, event: StoredEvent) -> Result<Sto
 /// group; 0 elsewhere, and where the template cannot be rendered (the sink dead-letters
 /// such an event: it holds nothing back). The body is parsed once, and only for an ordered
 /// route.
-fn with_message_groups(
+fn with_message_groups<'a>(
     config: &crate::config::Config,
-    routes: &[&str],
+    routes: &[&'a str],
     body: &[u8],
-) -> Vec<(String, u64)> {
+) -> Vec<(&'a str, u64)> {
     let mut json: Option<Option<serde_json::Value>> = None;
     routes
         .iter()
@@ -426,7 +426,7 @@ fn with_message_groups(
                     t.render(json.as_ref()?).ok()
                 })
                 .map_or(0, |g| crate::spool::message_group_fingerprint(&g));
-            (name.to_string(), group)
+            (*name, group)
         })
         .collect()
 }

@@ -159,7 +159,7 @@ async fn append_grouped_to_fifo(spool: &Spool, events: &[(&str, &str)]) {
     for (id, group) in events {
         let group = crate::spool::message_group_fingerprint(group);
         spool
-            .append_grouped(event(id), vec![("fifo".to_string(), group)], WINDOW, None)
+            .append_grouped(event(id), &[("fifo", group)], WINDOW, None)
             .await
             .unwrap();
     }

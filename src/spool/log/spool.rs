@@ -399,11 +399,11 @@ impl LogSpool {
     /// [`Record::Route`]s: a route's first webhook waits for one more sync).
     async fn bind_routes(
         &self,
-        names: &[String],
+        names: &[&str],
         deadline: Option<Instant>,
     ) -> Result<Vec<RouteId>, SpoolError> {
         let known = |routes: &HashMap<String, RouteId>| -> Option<Vec<RouteId>> {
-            names.iter().map(|n| routes.get(n).copied()).collect()
+            names.iter().map(|n| routes.get(*n).copied()).collect()
         };
         if let Some(ids) = known(&lock(&self.inner.routes)) {
             return Ok(ids);
@@ -416,8 +416,8 @@ impl LogSpool {
             }
             let mut fresh: Vec<&str> = names
                 .iter()
+                .copied()
                 .filter(|n| !routes.contains_key(*n))
-                .map(String::as_str)
                 .collect();
             fresh.sort_unstable();
             fresh.dedup();
@@ -531,8 +531,8 @@ impl LogSpool {
         routes: Vec<String>,
         dedup_window: Duration,
     ) -> Result<AppendOutcome, SpoolError> {
-        let routes = routes.into_iter().map(|r| (r, 0)).collect();
-        self.append_grouped(event, routes, dedup_window, None).await
+        let routes: Vec<(&str, u64)> = routes.iter().map(|r| (r.as_str(), 0)).collect();
+        self.append_grouped(event, &routes, dedup_window, None).await
     }
 
     /// [`LogSpool::append`], each route with the event's message group there: on an ordered
@@ -544,7 +544,7 @@ impl LogSpool {
     pub async fn append_grouped(
         &self,
         event: StoredEvent,
-        routes: Vec<(String, u64)>,
+        routes: &[(&str, u64)],
         dedup_window: Duration,
         deadline: Option<Instant>,
     ) -> Result<AppendOutcome, SpoolError> {
@@ -552,7 +552,7 @@ impl LogSpool {
             return Err(SpoolError::Closed);
         }
         let window_ms = dedup_window.as_millis() as u64;
-        let (names, groups): (Vec<String>, Vec<u64>) = routes.into_iter().unzip();
+        let (names, groups): (Vec<&str>, Vec<u64>) = routes.iter().copied().unzip();
         let route_ids = self.bind_routes(&names, deadline).await?;
         let mut claim = match &event.webhook_id {
             Some(id) => {
