@@ -532,7 +532,8 @@ impl LogSpool {
         dedup_window: Duration,
     ) -> Result<AppendOutcome, SpoolError> {
         let routes: Vec<(&str, u64)> = routes.iter().map(|r| (r.as_str(), 0)).collect();
-        self.append_grouped(event, &routes, dedup_window, None).await
+        self.append_grouped(event, &routes, dedup_window, None)
+            .await
     }
 
     /// [`LogSpool::append`], each route with the event's message group there: on an ordered

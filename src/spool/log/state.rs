@@ -408,7 +408,6 @@ impl State {
         State::with_keys(rand::random())
     }
 
-    /// An empty state whose fingerprints use `keys` (a checkpoint's).
     /// The parts a checkpoint encodes, taken now. Under the writer's lock this costs a copy
     /// of the maps' entries, not of what they hold: see [`Snapshot`].
     pub fn snapshot(&self) -> Snapshot {
@@ -435,6 +434,7 @@ impl State {
             .sum()
     }
 
+    /// An empty state whose fingerprints use `keys` (a checkpoint's).
     pub fn with_keys(keys: [u64; 2]) -> State {
         State {
             names: BTreeMap::new(),
