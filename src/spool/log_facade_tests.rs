@@ -95,6 +95,31 @@ async fn what_was_acknowledged_before_a_power_cut_is_pending_after_it_and_its_id
 }
 
 #[tokio::test]
+async fn on_a_disk_that_hangs_an_append_gives_up_at_its_deadline_and_its_event_is_stored_after() {
+    let disk = crate::spool::log::SimDisk::new(11);
+    let spool = open_sim(&disk);
+    append_to_r(&spool, &["a"]).await;
+    disk.hold_syncs(true);
+    let deadline = std::time::Instant::now() + Duration::from_millis(300);
+    // (An append that never gives up fails the test, not hangs it.)
+    let appended = tokio::time::timeout(
+        Duration::from_secs(30),
+        spool.append_grouped(event("b"), &[("r", 0)], WINDOW, Some(deadline)),
+    )
+    .await
+    .expect("the append gave up");
+    assert!(matches!(appended, Err(SpoolError::Late)), "{appended:?}");
+    assert!(std::time::Instant::now() >= deadline);
+    // The disk comes back: the event was stored after all (a retry is a duplicate), never
+    // lost.
+    disk.hold_syncs(false);
+    let again = spool.append(event("b"), routes(&["r"]), WINDOW).await.unwrap();
+    assert_eq!(again, AppendOutcome::Duplicate);
+    assert_eq!(webhook_ids(&due(&spool, "r")), ["a", "b"]);
+    spool.close().await;
+}
+
+#[tokio::test]
 async fn a_failed_write_is_an_error_for_its_append_and_readiness_until_a_write_succeeds() {
     use crate::spool::log::storage::{Fault, FaultOp};
     let disk = crate::spool::log::SimDisk::new(3);

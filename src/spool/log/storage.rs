@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -201,6 +201,8 @@ impl Fault {
 #[derive(Clone)]
 pub struct SimDisk {
     inner: Arc<Mutex<Sim>>,
+    /// While true, every sync waits (a disk that hangs): [`SimDisk::hold_syncs`].
+    syncs_held: Arc<(Mutex<bool>, Condvar)>,
 }
 
 struct Sim {
@@ -261,7 +263,26 @@ impl SimDisk {
                 crash_at: None,
                 frozen: None,
             })),
+            syncs_held: Arc::default(),
         }
+    }
+
+    /// While `held`, every file's sync waits, as on a disk that hangs; releasing lets them
+    /// go on.
+    pub fn hold_syncs(&self, held: bool) {
+        let (lock, changed) = &*self.syncs_held;
+        *lock.lock().unwrap_or_else(PoisonError::into_inner) = held;
+        changed.notify_all();
+    }
+
+    fn wait_while_syncs_held(&self) {
+        let (lock, changed) = &*self.syncs_held;
+        let held = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        drop(
+            changed
+                .wait_while(held, |held| *held)
+                .unwrap_or_else(PoisonError::into_inner),
+        );
     }
 
     fn lock(&self) -> MutexGuard<'_, Sim> {
@@ -304,6 +325,7 @@ impl SimDisk {
         sim.crashed = true;
         SimDisk {
             inner: Arc::new(Mutex::new(after)),
+            syncs_held: Arc::default(),
         }
     }
 
@@ -530,6 +552,7 @@ impl SegmentFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.disk.wait_while_syncs_held();
         let mut sim = self.disk.lock();
         sim.op()?;
         let fault = sim.take_fault(FaultOp::Sync, Some(self.id));
