@@ -5,8 +5,9 @@
 //!
 //! The codec ([`encode`], [`decode`]) is pure: it never panics, and reserves nothing the
 //! input does not hold (every entry it builds consumed at least one input byte). [`write()`]
-//! is the thin I/O shell: a temporary file written and synced, renamed, the directory
-//! synced. Never called on the ack path (see `compaction.rs`, which takes checkpoints).
+//! and [`write_state`] are the thin I/O shell: a temporary file written and synced (a MiB at
+//! a time as it is encoded), renamed, the directory synced; [`read`] reads a file back
+//! through the same decoder, a block at a time. Never called on the ack path (see `compaction.rs`, which takes checkpoints).
 
 use std::io;
 use std::sync::Arc;
