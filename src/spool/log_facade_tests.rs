@@ -99,7 +99,16 @@ async fn on_a_disk_that_hangs_an_append_gives_up_at_its_deadline_and_its_event_i
     let disk = crate::spool::log::SimDisk::new(11);
     let spool = open_sim(&disk);
     append_to_r(&spool, &["a"]).await;
+    /// Lets the syncs go, also when an assertion fails (the spool's threads would wait on
+    /// them at its drop, and the test hang instead of failing).
+    struct Release<'a>(&'a crate::spool::log::SimDisk);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            self.0.hold_syncs(false);
+        }
+    }
     disk.hold_syncs(true);
+    let release = Release(&disk);
     let deadline = std::time::Instant::now() + Duration::from_millis(300);
     // (An append that never gives up fails the test, not hangs it.)
     let appended = tokio::time::timeout(
@@ -112,7 +121,7 @@ async fn on_a_disk_that_hangs_an_append_gives_up_at_its_deadline_and_its_event_i
     assert!(std::time::Instant::now() >= deadline);
     // The disk comes back: the event was stored after all (a retry is a duplicate), never
     // lost.
-    disk.hold_syncs(false);
+    drop(release);
     let again = spool.append(event("b"), routes(&["r"]), WINDOW).await.unwrap();
     assert_eq!(again, AppendOutcome::Duplicate);
     assert_eq!(webhook_ids(&due(&spool, "r")), ["a", "b"]);

@@ -684,13 +684,14 @@ struct Needed {
 
 #[cfg(test)]
 mod tests {
+    use std::io;
     use std::sync::Arc;
     use std::time::Duration;
 
     use super::super::compaction::{Maintenance, MaintenanceConfig};
     use super::super::record::EventRecord;
     use super::super::segment::{segment_name, GROUP_HEADER_LEN};
-    use super::super::storage::SimDisk;
+    use super::super::storage::{SegmentFile, SimDisk};
     use super::super::writer::{Writer, WriterConfig};
     use super::*;
 
@@ -767,6 +768,71 @@ mod tests {
             message.contains(&name) && message.contains("at byte 40"),
             "{message}"
         );
+    }
+
+    /// `disk`, whose file `name` claims to be 5 GiB long.
+    struct Oversized {
+        disk: SimDisk,
+        name: String,
+    }
+
+    struct Claims5GiB(Arc<dyn SegmentFile>);
+
+    impl SegmentFile for Claims5GiB {
+        fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+            self.0.write_at(buf, offset)
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            self.0.read_at(buf, offset)
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            self.0.sync_data()
+        }
+        fn size(&self) -> io::Result<u64> {
+            Ok(5 << 30)
+        }
+        fn zero_fill(&self, len: u64) -> io::Result<()> {
+            self.0.zero_fill(len)
+        }
+    }
+
+    impl Storage for Oversized {
+        fn create(&self, name: &str) -> io::Result<Arc<dyn SegmentFile>> {
+            self.disk.create(name)
+        }
+        fn open(&self, name: &str) -> io::Result<Arc<dyn SegmentFile>> {
+            let file = self.disk.open(name)?;
+            Ok(if name == self.name {
+                Arc::new(Claims5GiB(file))
+            } else {
+                file
+            })
+        }
+        fn list(&self) -> io::Result<Vec<String>> {
+            self.disk.list()
+        }
+        fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+            self.disk.rename(from, to)
+        }
+        fn remove(&self, name: &str) -> io::Result<()> {
+            self.disk.remove(name)
+        }
+        fn sync_dir(&self) -> io::Result<()> {
+            self.disk.sync_dir()
+        }
+    }
+
+    #[test]
+    fn a_segment_file_larger_than_hookfan_writes_is_refused_not_read() {
+        let disk = log_of(20);
+        let name = segment_name(2);
+        let oversized = Oversized {
+            disk,
+            name: name.clone(),
+        };
+        let (file, offset, why) = corrupt_at(recover(&oversized));
+        assert_eq!((file, offset), (name, 0));
+        assert_eq!(why, CorruptWhy::Oversized(5 << 30));
     }
 
     #[test]

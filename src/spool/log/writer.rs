@@ -432,8 +432,9 @@ impl Writer {
     /// still be made durable after). Checked against the watermark's clock: no timer of its
     /// own, at most a [`CLOCK_TICK`] late.
     pub async fn durable_by(&self, ticket: &Ticket, deadline: Instant) -> Result<(), LogError> {
+        // Rounded up: the clock (rounded down) reaches it only once the deadline has passed.
         let by = deadline.saturating_duration_since(self.shared.started);
-        let by_ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        let by_ms = u64::try_from(by.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
         let mut rx = self.resolved_rx.clone();
         let resolved = rx
             .wait_for(|w| w.resolved >= ticket.end_lsn || w.clock_ms >= by_ms)
