@@ -4,8 +4,8 @@
 //! ("Checkpoints"); this file is their code.
 //!
 //! The codec ([`encode`], [`decode`]) is pure: it never panics, and reserves nothing the
-//! input does not hold (every entry it builds consumed at least one input byte). [`write()`]
-//! and [`write_state`] are the thin I/O shell: a temporary file written and synced (a MiB at
+//! input does not hold (every entry it builds consumed at least one input byte).
+//! [`write_state`] and [`write_snapshot`] are the thin I/O shell: a temporary file written and synced (a MiB at
 //! a time as it is encoded), renamed, the directory synced; [`read`] reads a file back
 //! through the same decoder, a block at a time. Never called on the ack path (see `compaction.rs`, which takes checkpoints).
 
@@ -524,12 +524,6 @@ fn decode_body<E, F: FnMut(&mut [u8], u64) -> Result<(), E>>(
 /// tens of MiB at the disk ahead of the log's own fdatasyncs (which wait behind them).
 const WRITE_CHUNK: usize = 1 << 20;
 
-/// Writes the checkpoint at `at` whose body is `body` (from [`encode_body`]). See
-/// [`write_state`].
-pub fn write(storage: &dyn Storage, at: CheckpointAt, body: &[u8]) -> io::Result<()> {
-    write_with(storage, at, |w| w.blocks(body, true)).map(drop)
-}
-
 /// Writes the checkpoint of the state `snapshot` was taken of, which stood at `at`: as
 /// [`write_state`].
 pub fn write_snapshot(
@@ -888,7 +882,7 @@ mod tests {
         assert!(body.len() > 2 * WRITE_CHUNK, "{} bytes", body.len());
         let disk = super::super::storage::SimDisk::new(1);
         let at = CheckpointAt::of(&state);
-        write(&disk, at, &body).unwrap();
+        write_state(&disk, at, &state).unwrap();
         let written = disk.bytes(&checkpoint_name(at.lsn)).unwrap();
         assert_eq!(
             written,
