@@ -399,6 +399,9 @@ pub mod writer;
 #[cfg(test)]
 mod model_tests;
 
+#[cfg(test)]
+mod facade_model_tests;
+
 use std::io;
 use std::sync::Arc;
 
