@@ -934,17 +934,28 @@ mod tests {
             "{ops} writes and syncs: several groups and segments"
         );
 
-        let mut marked = 0;
-        for crash_at in 1..=ops + 1 {
+        // The segment preparer runs beside the import, so a run may take a few more or fewer
+        // ops than this one: the cuts go a little past its count.
+        let (mut marked, mut unmarked) = (0, 0);
+        for crash_at in 1..=ops + 4 {
             for seed in 0..2 {
                 let disk = SimDisk::new(seed);
                 disk.crash_at_op(crash_at);
                 let result = import(&disk);
                 let found = disk.crash();
                 let marker = found.bytes(MARKER);
-                let at = format!("power cut before op {crash_at} of {ops}, seed {seed}");
-                assert_eq!(result.is_ok(), marker.is_some(), "{at}");
-                let Some(marker) = marker else { continue };
+                let at = format!("power cut before op {crash_at} of about {ops}, seed {seed}");
+                // (An import may fail with its marker durable: another thread's directory
+                // sync made its name durable before its own sync met the cut. The next open
+                // redoes it, as it was not renamed.)
+                assert!(
+                    result.is_err() || marker.is_some(),
+                    "{at}: answered Ok, no marker"
+                );
+                let Some(marker) = marker else {
+                    unmarked += 1;
+                    continue;
+                };
                 marked += 1;
                 assert_eq!(marker, MARKER_TEXT.as_bytes(), "{at}");
                 let spool = LogSpool::open_in(Arc::new(found), "sim".into(), config(), None)
@@ -960,7 +971,10 @@ mod tests {
                 spool.close().await;
             }
         }
-        assert!(marked >= 2, "a cut after the last op finds the import done");
+        assert!(
+            marked > 0 && unmarked > 0,
+            "{marked} cuts after the marker, {unmarked} before"
+        );
     }
 
     #[tokio::test]
