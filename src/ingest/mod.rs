@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use crate::dedup::Claim;
 use crate::live::{Live, LiveView};
 use crate::route;
-use crate::spool::{now_ms, AppendOutcome, Spool, SpoolError, StoredEvent};
+use crate::spool::{now_ms, AppendOutcome, EventRef, Spool, SpoolError};
 use crate::stream::hooks;
 use verify::{Rejection, VerifiedWebhook, HEADER_WEBHOOK_ID};
 
@@ -270,14 +270,14 @@ async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
             return refuse_sync_hook(kind, path, webhook_id);
         }
     }
-    let event_type = webhook.event_type.as_deref().unwrap_or("-").to_string();
-    let event = StoredEvent {
-        webhook_id: webhook.webhook_id,
+    let event_type = webhook.event_type.as_deref().unwrap_or("-");
+    let event = EventRef {
+        webhook_id: webhook.webhook_id.as_deref(),
         received_at_ms: now_ms(),
-        api_key: webhook.api_key,
-        signature: webhook.signature,
-        event_type: webhook.event_type,
-        body: webhook.body.to_vec(),
+        api_key: webhook.api_key.as_deref(),
+        signature: &webhook.signature,
+        event_type: webhook.event_type.as_deref(),
+        body: &webhook.body,
         path: stored_path(&parts.uri),
     };
     match store(live, &state.spool, event).await {
@@ -345,27 +345,23 @@ pub enum NotStored {
 /// the routes that take its type and path, one durable commit for all of them (dedup by
 /// webhook id in the same commit), then their workers woken. Returns only once the event is on
 /// disk, or with why it is not.
-pub async fn store(live: &Live, spool: &Spool, event: StoredEvent) -> Result<Stored, NotStored> {
-    let routes = route::select(
-        &live.config.routes,
-        event.event_type.as_deref(),
-        event.request_path(),
-    );
+pub async fn store(live: &Live, spool: &Spool, event: EventRef<'_>) -> Result<Stored, NotStored> {
+    let routes = route::select(&live.config.routes, event.event_type, event.request_path());
     if routes.is_empty() {
         metrics::counter!("hookfan_events_unrouted_total").increment(1);
         return Ok(Stored::Unrouted);
     }
     // Shared dedup (several replicas): claim the id first, confirm once stored.
-    let claimed = match (&live.dedup, &event.webhook_id) {
+    let claimed = match (&live.dedup, event.webhook_id) {
         (Some(dedup), Some(id)) => match dedup.claim(id).await {
             Claim::Stored => return Ok(Stored::Duplicate),
             Claim::Pending => return Err(NotStored::ClaimedElsewhere),
-            Claim::Claimed => Some((dedup.clone(), id.clone())),
+            Claim::Claimed => Some((dedup.clone(), id)),
             Claim::Unavailable => None,
         },
         _ => None,
     };
-    let targets = with_message_groups(&live.config, &routes, &event.body);
+    let targets = with_message_groups(&live.config, &routes, event.body);
     // The deadline is enforced by the spool, against its writer's clock: no timer here.
     let deadline = Instant::now() + ACK_DEADLINE;
     let stored = spool
@@ -377,10 +373,10 @@ pub async fn store(live: &Live, spool: &Spool, event: StoredEvent) -> Result<Sto
         });
     if let Some((dedup, id)) = claimed {
         match &stored {
-            Ok(_) => dedup.confirm(&id).await,
+            Ok(_) => dedup.confirm(id).await,
             // A late commit may still land: then a retry is a local duplicate on this replica,
             // or (elsewhere) at worst a duplicate delivery, never a loss.
-            Err(_) => dedup.release(&id).await,
+            Err(_) => dedup.release(id).await,
         }
     }
     match stored? {
@@ -432,9 +428,9 @@ fn with_message_groups<'a>(
 }
 
 /// The path and query to keep with a stored event: None for a bare `/`, the common case.
-fn stored_path(uri: &axum::http::Uri) -> Option<String> {
+fn stored_path(uri: &axum::http::Uri) -> Option<&str> {
     match uri.path_and_query() {
-        Some(pq) if pq.as_str() != "/" => Some(pq.as_str().to_string()),
+        Some(pq) if pq.as_str() != "/" => Some(pq.as_str()),
         _ => None,
     }
 }

@@ -250,7 +250,7 @@ impl SqsSource {
             }
         };
         let webhook_id = event.webhook_id.clone().unwrap_or_default();
-        match ingest::store(live, spool, event).await {
+        match ingest::store(live, spool, event.borrowed()).await {
             Ok(Stored::Stored { .. }) => {
                 self.stats.stored.fetch_add(1, Ordering::Relaxed);
                 self.count("stored");

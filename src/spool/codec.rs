@@ -29,7 +29,41 @@ pub struct StoredEvent {
     pub path: Option<String>,
 }
 
+/// A [`StoredEvent`] borrowed: what ingest hands the spool, straight from the verified
+/// request, so storing a webhook copies its body once, into the log's group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    pub webhook_id: Option<&'a str>,
+    pub received_at_ms: u64,
+    pub api_key: Option<&'a str>,
+    pub signature: &'a str,
+    pub event_type: Option<&'a str>,
+    pub body: &'a [u8],
+    pub path: Option<&'a str>,
+}
+
+impl<'a> EventRef<'a> {
+    /// The request path without its query (`/` when none was kept).
+    pub fn request_path(&self) -> &'a str {
+        let full = self.path.unwrap_or("/");
+        full.split_once('?').map_or(full, |(path, _)| path)
+    }
+}
+
 impl StoredEvent {
+    /// This event, borrowed.
+    pub fn borrowed(&self) -> EventRef<'_> {
+        EventRef {
+            webhook_id: self.webhook_id.as_deref(),
+            received_at_ms: self.received_at_ms,
+            api_key: self.api_key.as_deref(),
+            signature: &self.signature,
+            event_type: self.event_type.as_deref(),
+            body: &self.body,
+            path: self.path.as_deref(),
+        }
+    }
+
     pub fn encode(&self) -> Result<Vec<u8>, SpoolError> {
         let mut out = vec![FORMAT_V2];
         postcard::to_io(self, &mut out).map_err(|e| corrupt("StoredEvent", e))?;
@@ -50,8 +84,7 @@ impl StoredEvent {
 
     /// The request path without its query (`/` when none was kept).
     pub fn request_path(&self) -> &str {
-        let full = self.path.as_deref().unwrap_or("/");
-        full.split_once('?').map_or(full, |(path, _)| path)
+        self.borrowed().request_path()
     }
 
     /// The request's query, if it had one.

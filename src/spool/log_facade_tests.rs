@@ -110,10 +110,11 @@ async fn on_a_disk_that_hangs_an_append_gives_up_at_its_deadline_and_its_event_i
     disk.hold_syncs(true);
     let release = Release(&disk);
     let deadline = std::time::Instant::now() + Duration::from_millis(300);
+    let b = event("b");
     // (An append that never gives up fails the test, not hangs it.)
     let appended = tokio::time::timeout(
         Duration::from_secs(30),
-        spool.append_grouped(event("b"), &[("r", 0)], WINDOW, Some(deadline)),
+        spool.append_grouped(b.borrowed(), &[("r", 0)], WINDOW, Some(deadline)),
     )
     .await
     .expect("the append gave up");
@@ -193,7 +194,7 @@ async fn append_grouped_to_fifo(spool: &Spool, events: &[(&str, &str)]) {
     for (id, group) in events {
         let group = crate::spool::message_group_fingerprint(group);
         spool
-            .append_grouped(event(id), &[("fifo", group)], WINDOW, None)
+            .append_grouped(event(id).borrowed(), &[("fifo", group)], WINDOW, None)
             .await
             .unwrap();
     }

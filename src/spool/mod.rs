@@ -65,7 +65,7 @@ use redb::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-pub use codec::{DeadState, PendingState, StoredEvent};
+pub use codec::{DeadState, EventRef, PendingState, StoredEvent};
 use counts::{Change, Counts};
 /// The spool the daemon runs: the log ([`log::LogSpool`]).
 pub use log::LogSpool as Spool;

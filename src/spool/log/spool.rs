@@ -28,7 +28,7 @@ use super::LogError;
 use crate::spool::seen::Prehashed;
 use crate::spool::{
     now_ms, AppendOutcome, Completion, DeadLetter, DeadLetterAction, DeadState, Due, DueItem,
-    PendingKey, PendingState, RouteSummary, SpoolError, StoredEvent,
+    EventRef, PendingKey, PendingState, RouteSummary, SpoolError, StoredEvent,
 };
 
 /// The log's directory inside `data_dir` (the redb spool is the file `spool.redb` beside it).
@@ -532,7 +532,7 @@ impl LogSpool {
         dedup_window: Duration,
     ) -> Result<AppendOutcome, SpoolError> {
         let routes: Vec<(&str, u64)> = routes.iter().map(|r| (r.as_str(), 0)).collect();
-        self.append_grouped(event, &routes, dedup_window, None)
+        self.append_grouped(event.borrowed(), &routes, dedup_window, None)
             .await
     }
 
@@ -544,7 +544,7 @@ impl LogSpool {
     /// without a timer per webhook (see [`Writer::durable_by`]).
     pub async fn append_grouped(
         &self,
-        event: StoredEvent,
+        event: EventRef<'_>,
         routes: &[(&str, u64)],
         dedup_window: Duration,
         deadline: Option<Instant>,
@@ -555,7 +555,7 @@ impl LogSpool {
         let window_ms = dedup_window.as_millis() as u64;
         let (names, groups): (Vec<&str>, Vec<u64>) = routes.iter().copied().unzip();
         let route_ids = self.bind_routes(&names, deadline).await?;
-        let mut claim = match &event.webhook_id {
+        let mut claim = match event.webhook_id {
             Some(id) => {
                 let fingerprint = state::fingerprint(self.inner.keys, id);
                 let claim = self.claim(fingerprint).await;
@@ -584,13 +584,13 @@ impl LogSpool {
                     })
                     .collect();
                 let mut records = vec![Record::Event(EventRecord {
-                    webhook_id: event.webhook_id.as_deref(),
+                    webhook_id: event.webhook_id,
                     received_at_ms: event.received_at_ms,
-                    api_key: event.api_key.as_deref(),
-                    signature: &event.signature,
-                    event_type: event.event_type.as_deref(),
-                    path: event.path.as_deref(),
-                    body: &event.body,
+                    api_key: event.api_key,
+                    signature: event.signature,
+                    event_type: event.event_type,
+                    path: event.path,
+                    body: event.body,
                     routes: dues.into(),
                 })];
                 if let Some(expire) = self.expiry(window_ms) {

@@ -37,6 +37,8 @@ use super::LogError;
 const PREFIX: usize = SEGMENT_HEADER_LEN + GROUP_HEADER_LEN;
 /// Failed groups remembered for waiters that have not looked yet.
 const FAILURES_KEPT: usize = 1024;
+/// Capacity a thread's scratch buffer for framing records keeps between submissions.
+const SCRATCH_KEPT: usize = 64 << 10;
 /// Fresh segments tried for a barrier after a failure before giving up.
 const BARRIER_TRIES: usize = 3;
 /// How often the watermark's clock moves when no group is published: how late past its
@@ -289,20 +291,42 @@ impl Writer {
         })
     }
 
-    /// `records` framed for a group's payload; refused when no group could hold them.
-    fn encode(&self, records: &[Record<'_>]) -> Result<Vec<u8>, LogError> {
-        let mut encoded = Vec::new();
-        for r in records {
-            segment::push_record(&mut encoded, |out| r.encode_into(out));
+    /// Calls `then` with `records` framed for a group's payload; refused when no group could
+    /// hold them. They are framed in this thread's scratch buffer, outside the fill lock,
+    /// and copied into the group by `then`: an append allocates nothing here (a body of a
+    /// KiB or more is a large allocation, which also makes glibc consolidate its fast bins).
+    fn with_encoded<R>(
+        &self,
+        records: &[Record<'_>],
+        then: impl FnOnce(&[u8]) -> Result<R, LogError>,
+    ) -> Result<R, LogError> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let max = self.shared.config.max_payload();
-        if encoded.len() > max {
-            return Err(LogError::TooLarge {
-                bytes: encoded.len(),
-                max,
-            });
-        }
-        Ok(encoded)
+        SCRATCH.with(|scratch| {
+            // Not re-entered (`then` only copies), but never panic if it were.
+            let mut fresh = Vec::new();
+            let mut borrowed = scratch.try_borrow_mut().ok();
+            let encoded = borrowed.as_deref_mut().unwrap_or(&mut fresh);
+            encoded.clear();
+            for r in records {
+                segment::push_record(encoded, |out| r.encode_into(out));
+            }
+            let max = self.shared.config.max_payload();
+            let result = if encoded.len() > max {
+                Err(LogError::TooLarge {
+                    bytes: encoded.len(),
+                    max,
+                })
+            } else {
+                then(encoded)
+            };
+            // A large submission (a batch of copies, a big body) does not stay allocated.
+            if encoded.capacity() > SCRATCH_KEPT {
+                *encoded = Vec::new();
+            }
+            result
+        })
     }
 
     /// Appends encoded records to the group being filled (room checked by the caller).
@@ -325,15 +349,16 @@ impl Writer {
     /// across groups), without waiting: [`Submitted::Full`] when the group has no room for
     /// them (then [`Writer::room`] waits for the writer to take it). For async callers.
     pub fn try_submit(&self, records: &[Record<'_>]) -> Result<Submitted, LogError> {
-        let encoded = self.encode(records)?;
-        let fill = lock(&self.shared.fill);
-        if fill.closed {
-            return Err(LogError::Closed);
-        }
-        if fill.buf.len() - PREFIX + encoded.len() > self.shared.config.max_payload() {
-            return Ok(Submitted::Full(*self.taken_rx.borrow()));
-        }
-        Ok(Submitted::Queued(self.push(fill, &encoded, records.len())))
+        self.with_encoded(records, |encoded| {
+            let fill = lock(&self.shared.fill);
+            if fill.closed {
+                return Err(LogError::Closed);
+            }
+            if fill.buf.len() - PREFIX + encoded.len() > self.shared.config.max_payload() {
+                return Ok(Submitted::Full(*self.taken_rx.borrow()));
+            }
+            Ok(Submitted::Queued(self.push(fill, encoded, records.len())))
+        })
     }
 
     /// Waits until the writer has taken a group since [`Submitted::Full`] said `taken` (so
@@ -355,29 +380,30 @@ impl Writer {
     /// Like [`Writer::try_submit`], but blocks the thread for room up to `enqueue_timeout`
     /// (then [`LogError::Busy`]). For threads (maintenance, tests).
     pub fn submit(&self, records: &[Record<'_>]) -> Result<Ticket, LogError> {
-        let encoded = self.encode(records)?;
-        let max = self.shared.config.max_payload();
-        let deadline = Instant::now() + self.shared.config.enqueue_timeout;
-        let mut fill = lock(&self.shared.fill);
-        loop {
-            if fill.closed {
-                return Err(LogError::Closed);
+        self.with_encoded(records, |encoded| {
+            let max = self.shared.config.max_payload();
+            let deadline = Instant::now() + self.shared.config.enqueue_timeout;
+            let mut fill = lock(&self.shared.fill);
+            loop {
+                if fill.closed {
+                    return Err(LogError::Closed);
+                }
+                if fill.buf.len() - PREFIX + encoded.len() <= max {
+                    break;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(LogError::Busy);
+                }
+                fill = self
+                    .shared
+                    .room
+                    .wait_timeout(fill, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
-            if fill.buf.len() - PREFIX + encoded.len() <= max {
-                break;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(LogError::Busy);
-            }
-            fill = self
-                .shared
-                .room
-                .wait_timeout(fill, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        Ok(self.push(fill, &encoded, records.len()))
+            Ok(self.push(fill, encoded, records.len()))
+        })
     }
 
     /// The outcome of a resolved ticket.
