@@ -531,14 +531,6 @@ async fn act(state: &AdminState, action: DeadLetterAction, sel: Selection) -> Re
                 count = n,
                 "dead letters {verb}"
             );
-            if action == DeadLetterAction::Replay {
-                let live = state.live.borrow().clone();
-                for (name, notify) in live.notifiers.iter() {
-                    if sel.route.as_deref().is_none_or(|r| r == name) {
-                        notify.notify_one();
-                    }
-                }
-            }
             Json(serde_json::json!({ key: n })).into_response()
         }
         Err(e) => internal(e),

@@ -39,7 +39,9 @@ use crate::spool::Spool;
 /// What ingest and the admin API need, as of the latest successful (re)load.
 pub struct Live {
     pub config: Arc<Config>,
-    /// Per enabled route: wakes its worker when events are stored for it.
+    /// Per enabled route: its worker's wake-up, which the spool's writer notifies once per
+    /// committed group that gives the route events ([`Spool::route_waker`]); the admin API
+    /// reads it as "this route runs".
     pub notifiers: HashMap<String, Arc<Notify>>,
     /// Per enabled route: `hookfan_events_routed_total`, registered once here rather than
     /// looked up by its label on every stored event.
@@ -180,7 +182,11 @@ impl Routes {
 
     fn start(&mut self, route: Route, sink: Arc<Sink>) {
         let name = route.name.clone();
-        let notify = self.notifiers.entry(name.clone()).or_default().clone();
+        let notify = self
+            .notifiers
+            .entry(name.clone())
+            .or_insert_with(|| self.spool.route_waker(&name))
+            .clone();
         let stats = self.stats.entry(name.clone()).or_default().clone();
         let stop = CancellationToken::new();
         let worker = RouteWorker {

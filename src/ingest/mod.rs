@@ -381,12 +381,10 @@ pub async fn store(live: &Live, spool: &Spool, event: EventRef<'_>) -> Result<St
     }
     match stored? {
         AppendOutcome::Stored { .. } => {
+            // (The spool's writer wakes the routes' workers, once per group.)
             for &route in &routes {
                 if let Some(routed) = live.routed.get(route) {
                     routed.increment(1);
-                }
-                if let Some(n) = live.notifiers.get(route) {
-                    n.notify_one();
                 }
             }
             Ok(Stored::Stored {

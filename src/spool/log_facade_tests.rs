@@ -298,3 +298,73 @@ async fn an_event_of_no_message_group_waits_for_every_group_and_blocks_them_all(
         "a held groupless event stops the whole route after it (b1 is ahead of it)"
     );
 }
+
+/// Whether `waker` holds a wake-up now (without waiting).
+fn woken(waker: &tokio::sync::Notify) -> bool {
+    let notified = waker.notified();
+    tokio::pin!(notified);
+    // A stored permit completes the future on its first poll.
+    notified.as_mut().enable()
+}
+
+/// Waits for `waker`'s wake-up (failing the test, not hanging it, if none comes).
+async fn wait_woken(waker: &tokio::sync::Notify, what: &str) {
+    tokio::time::timeout(Duration::from_secs(10), waker.notified())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not woken"));
+}
+
+/// The writer wakes a route's delivery once a group that gives it an event or a replayed
+/// dead letter is durable: no caller wakes it per webhook, and a route the group gives
+/// nothing is not woken.
+#[tokio::test]
+async fn the_writer_wakes_a_route_once_a_group_gives_it_something_to_deliver() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path()).unwrap();
+    // Wake-ups asked for before the names are bound (a fresh spool), as at daemon start.
+    let r = spool.route_waker("r");
+    let other = spool.route_waker("other");
+    assert!(Arc::ptr_eq(&r, &spool.route_waker("r")), "one per name");
+    spool
+        .append(event("x"), routes(&["other"]), WINDOW)
+        .await
+        .unwrap();
+    wait_woken(&other, "other, after its first event").await;
+
+    append_to_r(&spool, &["a", "b", "c"]).await;
+    wait_woken(&r, "r, after its events").await;
+    // The writer handles groups in turn: once r is woken for a later group, every wake of
+    // the earlier ones was given. None went to `other`.
+    append_to_r(&spool, &["d"]).await;
+    wait_woken(&r, "r, after one more").await;
+    assert!(!woken(&other), "other woken by groups that gave it nothing");
+
+    // A dead letter replayed wakes its route; a completion does not.
+    let items = due(&spool, "r");
+    let dead = Completion::Dead {
+        attempts: 1,
+        error: "400".into(),
+    };
+    spool.complete("r", items[0].key, dead).await.unwrap();
+    let replayed = spool
+        .dead_letter_action(DeadLetterAction::Replay, Some("r"), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(replayed, 1);
+    wait_woken(&r, "r, after the replay").await;
+    append_to_r(&spool, &["e"]).await;
+    wait_woken(&r, "r, after one more").await;
+    assert!(!woken(&other), "other woken by a replay on r");
+
+    // After a restart, names bound by the log's records get their wake-ups at once.
+    spool.close().await;
+    drop(spool);
+    let spool = open(dir.path()).unwrap();
+    let other = spool.route_waker("other");
+    spool
+        .append(event("y"), routes(&["other"]), WINDOW)
+        .await
+        .unwrap();
+    wait_woken(&other, "other, after a restart").await;
+    spool.close().await;
+}

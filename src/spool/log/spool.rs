@@ -92,6 +92,9 @@ struct Inner {
     routes: Mutex<HashMap<String, RouteId>>,
     /// Held while new routes are bound, so two appends never bind one name twice.
     binding: tokio::sync::Mutex<()>,
+    /// Each route's wake-up ([`LogSpool::route_waker`]), by name; given to the writer by
+    /// id once the name is bound. Locked after `routes`, never before.
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
     /// The fingerprint keys of the log's state (fixed when the log was made).
     keys: [u64; 2],
     /// The fingerprints of the webhook ids whose append is between its dedup check and its
@@ -268,6 +271,7 @@ impl LogSpool {
                 routes: Mutex::new(routes),
                 keys,
                 binding: tokio::sync::Mutex::new(()),
+                wakers: Mutex::new(HashMap::new()),
                 claims: Mutex::new(HashMap::default()),
                 fresh_due: Mutex::new(0),
                 last_expiry_ms: AtomicU64::new(0),
@@ -438,8 +442,29 @@ impl LogSpool {
         // ids unless another name took them meanwhile (the later record wins, in lsn order).
         self.settle_by(&ticket, deadline).await?;
         let mut routes = lock(&self.inner.routes);
+        let wakers = lock(&self.inner.wakers);
+        for (name, id) in &bound {
+            if let Some(waker) = wakers.get(name) {
+                self.inner.writer.set_waker(*id, waker.clone());
+            }
+        }
+        drop(wakers);
         routes.extend(bound);
         Ok(known(&routes).expect("every name bound"))
+    }
+
+    /// The wake-up of `route`'s delivery: notified by the writer once per group that gives
+    /// the route an event or a replayed dead letter, after the group is durable. (So no
+    /// caller has to wake a route: ingest does not, per webhook.) The same `Notify` for a
+    /// name every time.
+    pub fn route_waker(&self, route: &str) -> Arc<Notify> {
+        let routes = lock(&self.inner.routes);
+        let mut wakers = lock(&self.inner.wakers);
+        let waker = wakers.entry(route.to_string()).or_default().clone();
+        if let Some(&id) = routes.get(route) {
+            self.inner.writer.set_waker(id, waker.clone());
+        }
+        waker
     }
 
     /// Claims the id whose fingerprint is `fingerprint`: waits until no other append of it

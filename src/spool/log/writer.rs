@@ -20,9 +20,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
-use super::record::Record;
+use super::record::{Record, RouteId};
 use super::recovery::Recovered;
 use super::segment::{
     self, Group, GroupHeader, SegmentHeader, FLAG_TAIL_UNTRUSTED, GROUP_HEADER_LEN,
@@ -186,6 +186,10 @@ struct Shared {
     bytes: AtomicU64,
     /// Set by [`Writer::close`]: the clock thread stops.
     closing: AtomicBool,
+    /// Each route's wake-up, by route id ([`Writer::set_waker`]): notified once per group
+    /// that gives the route something new to deliver (an event, a replayed dead letter),
+    /// after the group is published.
+    wakers: Mutex<Vec<Option<Arc<Notify>>>>,
 }
 
 /// What the writer has done since it started.
@@ -259,6 +263,7 @@ impl Writer {
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             closing: AtomicBool::new(false),
+            wakers: Mutex::new(Vec::new()),
         });
         let preparer = {
             let shared = shared.clone();
@@ -270,6 +275,8 @@ impl Writer {
             let mut w = WriterThread {
                 shared: shared.clone(),
                 metrics: WriterMetrics::register(),
+                woken: Vec::new(),
+                listed: Vec::new(),
                 current: None,
                 trusted_end: next_lsn,
                 // The tail the recovery cut (if any) stays cut: see "Failure" in mod.rs.
@@ -497,6 +504,18 @@ impl Writer {
         f(&lock(&self.shared.state))
     }
 
+    /// Sets route `id`'s wake-up: from the next group on, every published group that gives
+    /// the route an event or a replayed dead letter notifies it once (whatever the number of
+    /// its records), from the writer's thread.
+    pub fn set_waker(&self, id: RouteId, waker: Arc<Notify>) {
+        let mut wakers = lock(&self.shared.wakers);
+        let i = id as usize;
+        if wakers.len() <= i {
+            wakers.resize(i + 1, None);
+        }
+        wakers[i] = Some(waker);
+    }
+
     /// Stops taking records, writes what is queued, and waits for both threads.
     pub fn close(&self) {
         lock(&self.shared.fill).closed = true;
@@ -567,6 +586,10 @@ impl WriterMetrics {
 struct WriterThread {
     shared: Arc<Shared>,
     metrics: WriterMetrics,
+    /// Routes the group being applied gives something to deliver (woken once it is
+    /// published), and which of them are listed already.
+    woken: Vec<RouteId>,
+    listed: Vec<bool>,
     current: Option<Current>,
     /// The lsn after the last durable group's records.
     trusted_end: u64,
@@ -609,7 +632,10 @@ impl WriterThread {
                 self.metrics.failures.increment(1);
             }
             match written {
-                Ok(()) => self.publish(end_lsn, None),
+                Ok(()) => {
+                    self.publish(end_lsn, None);
+                    self.wake();
+                }
                 Err(GroupError::NotWritten(e)) => {
                     // No byte of the group reached a file: it cannot come back. Its lsns are
                     // skipped, so the next segment must declare the gap (and the current one,
@@ -724,6 +750,17 @@ impl WriterThread {
                         len: bytes.len() as u32,
                     };
                     state.apply(lsn, location, &record);
+                    match &record {
+                        Record::Event(event) => {
+                            for due in event.routes.iter() {
+                                list(&mut self.woken, &mut self.listed, due.route);
+                            }
+                        }
+                        Record::Replay { route, .. } => {
+                            list(&mut self.woken, &mut self.listed, *route)
+                        }
+                        _ => {}
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, lsn, "spool: a record the writer encoded does not decode (a bug)")
@@ -825,6 +862,21 @@ impl WriterThread {
             .is_some_and(|e| e.kind() != io::ErrorKind::StorageFull)
     }
 
+    /// Wakes the routes the group just published gave something to deliver.
+    fn wake(&mut self) {
+        if self.woken.is_empty() {
+            return;
+        }
+        let wakers = lock(&self.shared.wakers);
+        for &route in &self.woken {
+            self.listed[route as usize] = false;
+            if let Some(Some(waker)) = wakers.get(route as usize) {
+                waker.notify_one();
+            }
+        }
+        self.woken.clear();
+    }
+
     fn publish(&self, resolved: u64, failure: Option<Failure>) {
         let mut progress = lock(&self.shared.progress);
         if let Some(f) = failure {
@@ -848,6 +900,18 @@ impl WriterThread {
 impl Shared {
     fn clock_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Adds `route` to `woken` unless `listed` says it is there.
+fn list(woken: &mut Vec<RouteId>, listed: &mut Vec<bool>, route: RouteId) {
+    let i = route as usize;
+    if listed.len() <= i {
+        listed.resize(i + 1, false);
+    }
+    if !listed[i] {
+        listed[i] = true;
+        woken.push(route);
     }
 }
 
