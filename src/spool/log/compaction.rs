@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::checkpoint::{self, BadCheckpoint, CheckpointAt};
+use super::reader;
 use super::record::{EventRecord, Record, RouteDues};
 use super::recovery;
 use super::segment::{self, Group, SegmentScan};
@@ -397,97 +398,88 @@ impl Maintenance {
     }
 
     /// Copies forward every event still needed from segment `index`; returns how many.
+    ///
+    /// The segment is read a window at a time ([`reader::for_each_group`]), and the state's
+    /// lock is taken once per group to pick that group's needed events, never across the
+    /// whole segment: ingest's dedup checks and the writer's applies wait at most for one
+    /// group's lookups. What is held meanwhile is at most one window and one batch of
+    /// copies (`copy_batch`). The events a segment needs only ever decrease while it is
+    /// read (nothing new is written below the floor; only this thread copies), so the count
+    /// checked at the end, under one lock, is exact: a needed event no valid group holds is
+    /// damage where an acknowledged record lives.
     fn copy_forward(&self, writer: &Writer, index: u64) -> Result<usize, LogError> {
-        let name = segment::segment_name(index);
-        let file = self
-            .storage
-            .open(&name)
-            .map_err(|e| LogError::io("open", name.as_str(), e))?;
-        let size = file
-            .size()
-            .map_err(|e| LogError::io("stat", name.as_str(), e))?;
-        let mut bytes = vec![0; size as usize];
-        let n = file
-            .read_at(&mut bytes, 0)
-            .map_err(|e| LogError::io("read", name.as_str(), e))?;
-        bytes.truncate(n);
-        // Which of its records the state still needs, each with whether a route holds it
-        // (else only its id is kept, and its body is not copied).
-        let (live, missing) = writer.with_state(|s| {
-            let live: Vec<(u64, &[u8], bool)> = events_in(&bytes, index)
-                .filter_map(|(seq, location, record)| {
-                    let meta = s.event(seq).filter(|m| m.location() == location)?;
-                    Some((seq, record, meta.holders > 0))
-                })
-                .collect();
+        let limit = self.config.copy_batch.min(writer.max_payload()).max(1);
+        // The records of the copies to submit, owned (the window moves on): (seq, whether
+        // a route holds it, its Event record's bytes).
+        let mut batch: Vec<(u64, bool, Vec<u8>)> = Vec::new();
+        let mut batch_bytes = 0;
+        let mut copied = 0;
+        // Every event found needed, by seq (to check the count at the end).
+        let mut found: Vec<u64> = Vec::new();
+        reader::for_each_group(&*self.storage, index, |offset, group| {
+            let live: Vec<(u64, bool, &[u8])> = writer.with_state(|s| {
+                group_events(group, offset, index)
+                    .filter_map(|(seq, location, record)| {
+                        let meta = s.event(seq).filter(|m| m.location() == location)?;
+                        Some((seq, meta.holders > 0, record))
+                    })
+                    .collect()
+            });
+            for (seq, held, record) in live {
+                found.push(seq);
+                let Ok(Record::Event(event)) = Record::decode(record) else {
+                    continue;
+                };
+                let len = copy_of(seq, event, held).encode().len() + segment::RECORD_LEN_BYTES;
+                if len > writer.max_payload() {
+                    // An event within a few bytes of the group limit: its copy cannot be
+                    // written. It pins its segment until its routes let go of it.
+                    tracing::warn!(
+                        seq,
+                        segment = index,
+                        "spool: an event too large to copy forward stays in its segment"
+                    );
+                    continue;
+                }
+                if !batch.is_empty() && batch_bytes + len > limit {
+                    copied += submit_copies(writer, &batch)?;
+                    batch.clear();
+                    batch_bytes = 0;
+                }
+                batch_bytes += len;
+                batch.push((seq, held, record.to_vec()));
+            }
+            Ok(true)
+        })?;
+        if !batch.is_empty() {
+            copied += submit_copies(writer, &batch)?;
+        }
+        let missing = writer.with_state(|s| {
             let expected = s
                 .segment_uses()
                 .find(|(seg, _)| *seg == index)
                 .map_or(0, |(_, u)| u.events as usize);
-            // The state says more events are here than valid groups hold: name the first one
-            // not found (a walk of every event, on this error path only).
-            let missing = (live.len() < expected)
+            let still_here = |seq: u64| s.event(seq).is_some_and(|m| m.location().segment == index);
+            let here = found.iter().filter(|&&seq| still_here(seq)).count();
+            // The state says more events are here than valid groups hold: name the first
+            // one not found (a walk of every event, on this error path only).
+            (here < expected)
                 .then(|| {
+                    found.sort_unstable();
                     s.events().find(|(seq, m)| {
-                        m.location().segment == index && live.iter().all(|l| l.0 != *seq)
+                        m.location().segment == index && found.binary_search(seq).is_err()
                     })
                 })
                 .flatten()
-                .map(|(seq, m)| (seq, m.location().offset));
-            (live, missing)
+                .map(|(seq, m)| (seq, m.location().offset))
         });
         if let Some((seq, offset)) = missing {
             // Damage where an acknowledged record lives.
             return Err(LogError::Corrupt {
-                file: name,
+                file: segment::segment_name(index),
                 offset,
                 why: CorruptWhy::EventMissing { seq },
             });
-        }
-        let limit = self.config.copy_batch.min(writer.max_payload()).max(1);
-        let mut batch: Vec<Record<'_>> = Vec::new();
-        let mut batch_bytes = 0;
-        let mut copied = 0;
-        for (seq, record, held) in &live {
-            let Ok(Record::Event(event)) = Record::decode(record) else {
-                continue;
-            };
-            let event = if *held {
-                event
-            } else {
-                EventRecord {
-                    webhook_id: event.webhook_id,
-                    received_at_ms: event.received_at_ms,
-                    api_key: None,
-                    signature: "",
-                    event_type: None,
-                    path: None,
-                    body: &[],
-                    routes: RouteDues::List(Default::default()),
-                }
-            };
-            let copy = Record::Copy { seq: *seq, event };
-            let len = copy.encode().len() + segment::RECORD_LEN_BYTES;
-            if len > writer.max_payload() {
-                // An event within a few bytes of the group limit: its copy cannot be written.
-                // It pins its segment until its routes let go of it.
-                tracing::warn!(
-                    seq,
-                    segment = index,
-                    "spool: an event too large to copy forward stays in its segment"
-                );
-                continue;
-            }
-            if !batch.is_empty() && batch_bytes + len > limit {
-                copied += submit_copies(writer, &batch)?;
-                batch.clear();
-                batch_bytes = 0;
-            }
-            batch_bytes += len;
-            batch.push(copy);
-        }
-        if !batch.is_empty() {
-            copied += submit_copies(writer, &batch)?;
         }
         Ok(copied)
     }
@@ -569,8 +561,37 @@ impl Maintenance {
     }
 }
 
-fn submit_copies(writer: &Writer, copies: &[Record<'_>]) -> Result<usize, LogError> {
-    let ticket = writer.submit(copies)?;
+/// The [`Record::Copy`] of event `seq`: with its body and routes if a route holds it, else
+/// only what keeps its id remembered.
+fn copy_of(seq: u64, event: EventRecord<'_>, held: bool) -> Record<'_> {
+    let event = if held {
+        event
+    } else {
+        EventRecord {
+            webhook_id: event.webhook_id,
+            received_at_ms: event.received_at_ms,
+            api_key: None,
+            signature: "",
+            event_type: None,
+            path: None,
+            body: &[],
+            routes: RouteDues::List(Default::default()),
+        }
+    };
+    Record::Copy { seq, event }
+}
+
+/// Submits the copies of `batch` ((seq, held, Event record bytes) each) in one submission,
+/// and waits until they are durable.
+fn submit_copies(writer: &Writer, batch: &[(u64, bool, Vec<u8>)]) -> Result<usize, LogError> {
+    let copies: Vec<Record<'_>> = batch
+        .iter()
+        .filter_map(|(seq, held, bytes)| match Record::decode(bytes) {
+            Ok(Record::Event(event)) => Some(copy_of(*seq, event, *held)),
+            _ => None,
+        })
+        .collect();
+    let ticket = writer.submit(&copies)?;
     writer.wait(&ticket)?;
     Ok(copies.len())
 }
@@ -1052,6 +1073,42 @@ mod tests {
             };
             assert_eq!(e.body, &body(i)[..], "event {seq}");
         }
+    }
+
+    /// A needed event that no valid group of its segment holds any more (a flipped byte in
+    /// its group) is refused when compaction comes to copy it forward, naming the segment,
+    /// the event and where it was: never skipped as if it were not needed.
+    #[test]
+    fn a_needed_event_whose_group_was_damaged_is_refused_when_it_would_be_copied() {
+        let (disk, mut m, w) = sim_log(6, maint_config());
+        let seqs = append(&w, 240);
+        let mut dead = Vec::new();
+        for (i, &seq) in seqs.iter().enumerate() {
+            if i % 40 == 0 {
+                dies(&w, seq);
+                dead.push(seq);
+            } else {
+                one(&w, Record::Delivered { route: 0, seq });
+            }
+        }
+        let at = w.with_state(|s| s.event(dead[0]).unwrap().location());
+        let name = segment::segment_name(at.segment);
+        disk.corrupt(&name, at.offset + 8, &[0xA5; 4]);
+        let refused = (0..6).find_map(|_| m.step(&w).err());
+        match refused {
+            Some(LogError::Corrupt { file, offset, why }) => {
+                assert_eq!(file, name);
+                assert_eq!(offset, at.offset);
+                assert_eq!(why, CorruptWhy::EventMissing { seq: dead[0] });
+            }
+            other => panic!("not refused as damage: {other:?}"),
+        }
+        // Nothing was copied from the damaged segment's groups after the bad one.
+        assert_eq!(
+            w.with_state(|s| s.event(dead[0]).unwrap().location()),
+            at,
+            "the event still names its place"
+        );
     }
 
     #[test]
