@@ -343,8 +343,8 @@ pub enum NotStored {
 
 /// The back half every received event goes through, from the webhook listener or a source:
 /// the routes that take its type and path, one durable commit for all of them (dedup by
-/// webhook id in the same commit), then their workers woken. Returns only once the event is on
-/// disk, or with why it is not.
+/// webhook id in the same commit; the spool's writer then wakes their workers). Returns only
+/// once the event is on disk, or with why it is not.
 pub async fn store(live: &Live, spool: &Spool, event: EventRef<'_>) -> Result<Stored, NotStored> {
     let routes = route::select(&live.config.routes, event.event_type, event.request_path());
     if routes.is_empty() {
