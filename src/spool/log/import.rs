@@ -341,9 +341,10 @@ enum ImportError {
 
 /// Writes the log of what `export` yields into `storage` (an empty directory) with the
 /// log's own [`Writer`], waits until all of it is durable, then writes the marker
-/// `marker(counts)` and syncs it and the directory. Only then is the marker there: after
-/// a crash at any point before, it is not (proven over a simulated disk by
-/// `tests::a_power_cut_at_any_point_of_an_import_leaves_it_whole_and_marked_or_unmarked`).
+/// `marker(counts)` and syncs it and the directory. So a marker found after a crash always
+/// has the whole import behind it, and an import answered Ok always left its marker
+/// (proven over a simulated disk, cut before each write and sync, by
+/// `tests::a_power_cut_at_any_point_of_an_import_leaves_no_marker_or_all_of_it_behind_one`).
 fn write_import(
     storage: Arc<dyn Storage>,
     config: &LogSpoolConfig,
