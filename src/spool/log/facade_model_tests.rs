@@ -525,10 +525,7 @@ async fn run_case(seed: u64, epochs: &[Epoch]) {
 }
 
 fn cases() -> u32 {
-    std::env::var("HOOKFAN_FACADE_MODEL_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+    super::model_tests::cases_from("HOOKFAN_FACADE_MODEL_CASES")
 }
 
 proptest! {

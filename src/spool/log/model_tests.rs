@@ -748,11 +748,16 @@ fn stats(report: &RecoveryReport, in_flight: &InFlight) {
     }
 }
 
-fn cases() -> u32 {
-    std::env::var("HOOKFAN_LOG_MODEL_CASES")
+/// Cases of a simulation: the environment variable `var` if set, else 256 (CI's count).
+pub(super) fn cases_from(var: &str) -> u32 {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(256)
+}
+
+fn cases() -> u32 {
+    cases_from("HOOKFAN_LOG_MODEL_CASES")
 }
 
 proptest! {
