@@ -940,6 +940,10 @@ pub struct Receiver {
     state: Arc<ReceiverState>,
     rx: mpsc::UnboundedReceiver<Recorded>,
     server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    /// While stopped: the port, bound but not listening. Connections to it are refused, and
+    /// no other socket can be given it: a daemon started meanwhile on `127.0.0.1:0` once got
+    /// this very port, and delivered the route's events to itself.
+    held: Option<tokio::net::TcpSocket>,
 }
 
 impl Receiver {
@@ -961,6 +965,7 @@ impl Receiver {
             state,
             rx,
             server,
+            held: None,
         }
     }
 
@@ -979,7 +984,8 @@ impl Receiver {
     }
 
     /// Stops accepting and closes every connection (idle keep-alive ones
-    /// included); the port refuses connections until [`Receiver::restart`].
+    /// included); the port refuses connections until [`Receiver::restart`], and stays this
+    /// receiver's meanwhile.
     pub async fn stop(&mut self) {
         let (stop_tx, handle) = self.server.take().expect("receiver is not running");
         let _ = stop_tx.send(());
@@ -987,25 +993,28 @@ impl Receiver {
             .await
             .expect("receiver did not shut down within 10s")
             .expect("receiver task panicked");
+        // Taken back the moment the listener is closed. SO_REUSEADDR lets the bind succeed
+        // beside the closed connections' TIME_WAIT; it does not let an automatic (port 0)
+        // bind share the port.
+        let held = tokio::net::TcpSocket::new_v4().expect("a socket to hold the port");
+        held.set_reuseaddr(true).expect("SO_REUSEADDR");
+        held.bind(self.addr).unwrap_or_else(|e| {
+            panic!(
+                "could not hold the stopped receiver's port {}: {e}",
+                self.addr
+            )
+        });
+        self.held = Some(held);
         eprintln!("[harness] receiver {} stopped", self.addr);
     }
 
     /// Starts serving again on the same port.
     pub async fn restart(&mut self) {
         assert!(self.server.is_none(), "receiver is already running");
-        // The port was just released; binding can only fail if another
-        // process grabbed it meanwhile, or in a transient state. Poll briefly.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match tokio::net::TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("[harness] rebinding receiver {}: {e}; retrying", self.addr);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("could not rebind receiver on {}: {e}", self.addr),
-            }
-        };
+        let held = self.held.take().expect("a stopped receiver holds its port");
+        let listener = held
+            .listen(1024)
+            .unwrap_or_else(|e| panic!("could not listen again on {}: {e}", self.addr));
         self.server = Some(serve_receiver(listener, self.state.clone()));
         eprintln!("[harness] receiver {} started again", self.addr);
     }
@@ -1515,6 +1524,37 @@ pub async fn poll_until<T>(within: Duration, what: &str, mut cond: impl FnMut() 
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let t = humantime::parse_rfc3339(s).ok()?;
     Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64)
+}
+
+/// An outage of the receiver is a refused connection, and its port stays its own until it is
+/// back, so nothing else started meanwhile can answer on its URL.
+#[tokio::test]
+async fn a_stopped_receiver_refuses_connections_keeps_its_port_and_serves_again_on_restart() {
+    let mut receiver = Receiver::start().await;
+    receiver.stop().await;
+    let refused = tokio::net::TcpStream::connect(receiver.addr).await;
+    assert_eq!(
+        refused.map(|_| ()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused)
+    );
+    let other = tokio::net::TcpSocket::new_v4().expect("socket");
+    assert_eq!(
+        other.bind(receiver.addr).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::AddrInUse),
+        "the stopped receiver's port is still bound"
+    );
+    receiver.restart().await;
+    let answer = reqwest::Client::new()
+        .post(receiver.url())
+        .body("back")
+        .send()
+        .await
+        .expect("the receiver answers again");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        receiver.next("the request after restart").await.body,
+        "back"
+    );
 }
 
 #[test]
