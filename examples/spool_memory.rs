@@ -9,7 +9,11 @@
 //!
 //! One case per run (default: 1,000,000 events, pending): memory an allocator got back
 //! is not returned to the kernel, so a second case in the same process would read 0. Also
-//! prints how long a checkpoint's snapshot of that state takes under the writer's lock.
+//! prints how long a checkpoint's snapshot of that state takes under the writer's lock, and
+//! the longest apply of one event record (the dedup index growing), which the writer also
+//! does under that lock.
+
+use std::time::{Duration, Instant};
 
 use hookfan::spool::log::record::RouteDue;
 use hookfan::spool::log::{EventRecord, Location, Record, State};
@@ -25,11 +29,19 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
+/// What [`per_event`] measured.
+struct Figures {
+    /// RSS growth per event, in bytes.
+    bytes: f64,
+    /// How long a checkpoint's snapshot of the state takes (the writer waits for it).
+    snapshot: Duration,
+    /// The longest apply of one event record.
+    longest_apply: Duration,
+}
+
 /// Applies `n` events (webhook ids of 36 characters, as Stream's UUIDs) to a fresh state;
-/// with `delivered`, each one's 3 routes record it delivered right after. Returns the RSS
-/// growth per event, in bytes, and how long a checkpoint's snapshot of the state takes (the
-/// writer waits for it).
-fn per_event(n: u64, delivered: bool) -> (f64, std::time::Duration) {
+/// with `delivered`, each one's 3 routes record it delivered right after.
+fn per_event(n: u64, delivered: bool) -> Figures {
     let before = rss_bytes();
     let mut state = State::new();
     let names = ["a", "b", "c"];
@@ -48,6 +60,7 @@ fn per_event(n: u64, delivered: bool) -> (f64, std::time::Duration) {
         );
     }
     let mut lsn = 10;
+    let mut longest_apply = Duration::ZERO;
     for i in 0..n {
         let id = format!("{:08x}-0000-4000-8000-{:012x}", i, i * 7919);
         let record = Record::Event(EventRecord {
@@ -68,7 +81,9 @@ fn per_event(n: u64, delivered: bool) -> (f64, std::time::Duration) {
             offset: 40 + (lsn % 30_000) * 1100,
             len: 1100,
         };
+        let started = Instant::now();
         state.apply(lsn, location, &record);
+        longest_apply = longest_apply.max(started.elapsed());
         let seq = lsn;
         lsn += 1;
         if delivered {
@@ -78,12 +93,16 @@ fn per_event(n: u64, delivered: bool) -> (f64, std::time::Duration) {
             }
         }
     }
-    let grown = rss_bytes().saturating_sub(before) as f64 / n as f64;
-    let started = std::time::Instant::now();
+    let bytes = rss_bytes().saturating_sub(before) as f64 / n as f64;
+    let started = Instant::now();
     let snapshot = state.snapshot();
     let took = started.elapsed();
     std::hint::black_box((&state, &snapshot));
-    (grown, took)
+    Figures {
+        bytes,
+        snapshot: took,
+        longest_apply,
+    }
 }
 
 fn main() {
@@ -92,15 +111,13 @@ fn main() {
         .next()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    match args.next().as_deref() {
-        None | Some("pending") => {
-            let (bytes, snapshot) = per_event(n, false);
-            println!("{n} events pending on 3 routes: {bytes:.0} bytes of memory each; a checkpoint's snapshot taken in {snapshot:.2?}");
-        }
-        Some("remembered") => {
-            let (bytes, snapshot) = per_event(n, true);
-            println!("{n} events delivered, their ids remembered: {bytes:.0} bytes of memory each; a checkpoint's snapshot taken in {snapshot:.2?}");
-        }
+    let (case, f) = match args.next().as_deref() {
+        None | Some("pending") => ("events pending on 3 routes", per_event(n, false)),
+        Some("remembered") => ("events delivered, their ids remembered", per_event(n, true)),
         Some(other) => panic!("unknown case {other:?}: pending or remembered"),
-    }
+    };
+    println!(
+        "{n} {case}: {:.0} bytes of memory each; a checkpoint's snapshot taken in {:.2?}; longest apply of one event {:.2?}",
+        f.bytes, f.snapshot, f.longest_apply
+    );
 }

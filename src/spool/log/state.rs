@@ -17,22 +17,22 @@
 //! last record applied ([`State::tail_segment`]), where a checkpoint's replay starts. A
 //! [`Record::Copy`] moves an event's location forward and changes nothing else.
 //!
-//! Memory, measured by `examples/spool_memory.rs`: about 78 bytes per event pending on 3
-//! routes and 83 per event delivered but remembered for its id; none of it grows with body
+//! Memory, measured by `examples/spool_memory.rs`: about 61 bytes per event pending on 3
+//! routes and 66 per event delivered but remembered for its id; none of it grows with body
 //! sizes. Per event: its metadata (40 bytes, in pages of 64 seqs: `event_table.rs`) and, while
-//! its id is remembered, a dedup index entry. Per route, a pending event never attempted is
+//! its id is remembered, a dedup index entry (its seq: `dedup_index.rs`). Per route, a pending event never attempted is
 //! a bit in a bitmap ([`RouteQueue`]); one with a state of its own (retried, held, replayed,
 //! in a message group) costs a map entry and its last error, and a dead letter too.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 
+use super::dedup_index::DedupIndex;
 use super::event_table::EventTable;
 use super::record::{Record, RouteId};
 use super::segment::ALIGN;
 use crate::spool::counts::SeqSet;
-use crate::spool::seen::Prehashed;
 
 /// Where a record's bytes are: segment index and byte offset in that segment's file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -311,11 +311,6 @@ fn account(segments: &mut BTreeMap<u64, SegmentUse>, meta: &EventMeta, add: bool
     }
 }
 
-/// Fingerprint → seq. Fingerprints are keyed SipHash outputs already (random to anyone
-/// without the log's keys), so the map takes them as their own hash instead of hashing
-/// them again.
-type FingerprintMap = HashMap<u64, u64, BuildHasherDefault<Prehashed>>;
-
 /// While a checkpoint is restored: no route has given the event its due time yet.
 const DUE_UNSET: u32 = u32::MAX;
 
@@ -380,9 +375,9 @@ pub struct State {
     /// fingerprints a checkpoint holds must mean the same after a restart.
     keys: [u64; 2],
     /// Fingerprint of a webhook id → its event: the remembered events (each holds its
-    /// fingerprint). The window is their seq order (the order they were applied): expiry
-    /// walks them from the oldest.
-    dedup: FingerprintMap,
+    /// fingerprint, which the index reads). The window is their seq order (the order they
+    /// were applied): expiry walks them from the oldest.
+    dedup: DedupIndex,
     /// No event before this seq is remembered: where expiry's walk starts.
     expiry_from: u64,
     /// The lsn after the last record applied.
@@ -417,7 +412,7 @@ impl State {
             events: self.events.clone(),
             segments: self.segments.clone(),
             keys: self.keys,
-            dedup: FingerprintMap::default(),
+            dedup: DedupIndex::new(),
             expiry_from: self.expiry_from,
             next_lsn: self.next_lsn,
             tail_segment: self.tail_segment,
@@ -442,7 +437,7 @@ impl State {
             events: EventTable::new(),
             segments: BTreeMap::new(),
             keys,
-            dedup: FingerprintMap::default(),
+            dedup: DedupIndex::new(),
             expiry_from: 0,
             next_lsn: 1,
             tail_segment: 0,
@@ -490,14 +485,10 @@ impl State {
                     }
                 }
                 let fingerprint = e.webhook_id.map(|id| self.fingerprint(id));
-                if let Some(fp) = fingerprint {
-                    // A fingerprint names the latest event with it; the earlier one is
-                    // forgotten (a webhook id sent again after the window, or a collision).
-                    if let Some(old) = self.dedup.insert(fp, lsn) {
-                        self.forget_id(old);
-                    }
-                }
                 let remembered = fingerprint.is_some();
+                if remembered {
+                    self.dedup.room_for_one(&self.events);
+                }
                 if holders > 0 || remembered {
                     self.insert_event(
                         lsn,
@@ -509,6 +500,13 @@ impl State {
                             ..EventMeta::new(location, e.received_at_ms)
                         },
                     );
+                }
+                if let Some(fp) = fingerprint {
+                    // A fingerprint names the latest event with it; the earlier one is
+                    // forgotten (a webhook id sent again after the window, or a collision).
+                    if let Some(old) = self.dedup.insert(fp, lsn, &self.events) {
+                        self.forget_id(old);
+                    }
                 }
             }
             Record::ExpireIds { before_ms, limit } => {
@@ -681,7 +679,7 @@ impl State {
     /// [`State::dedup_candidate`] of the id whose [`fingerprint`] (with this state's
     /// [`State::keys`]) is `fingerprint`, computed by the caller outside any lock.
     pub fn dedup_candidate_at(&self, fingerprint: u64) -> Option<DedupHit> {
-        let &seq = self.dedup.get(&fingerprint)?;
+        let seq = self.dedup.get(fingerprint, &self.events)?;
         let meta = self.events.get(seq)?;
         Some(DedupHit {
             seq,
@@ -706,7 +704,7 @@ impl State {
                     break;
                 }
                 let fp = meta.fingerprint;
-                self.dedup.remove(&fp);
+                self.dedup.remove(fp, &self.events);
                 self.forget_id(seq);
                 forgotten += 1;
             }
@@ -829,7 +827,7 @@ pub enum Inconsistent {
     Held { route: RouteId, seq: u64 },
     #[error("event {0} is neither held by a route nor remembered for its id")]
     Unneeded(u64),
-    #[error("the dedup window names event {0}, which is not listed")]
+    #[error("the dedup window names event {0}, which is not listed or is named twice")]
     Id(u64),
 }
 
@@ -838,6 +836,11 @@ pub enum Inconsistent {
 /// the dedup index, segment uses) and checking that the parts agree.
 pub struct Restore {
     state: State,
+    /// Entries of the dedup window naming an event not listed, by fingerprint: refused by
+    /// [`Restore::finish`] unless a later entry takes their fingerprint over.
+    unlisted_ids: BTreeMap<u64, u64>,
+    /// An entry naming an event named already: refused.
+    named_twice: Option<u64>,
 }
 
 impl Restore {
@@ -845,7 +848,11 @@ impl Restore {
         let mut state = State::with_keys(keys);
         state.next_lsn = next_lsn;
         state.tail_segment = tail_segment;
-        Restore { state }
+        Restore {
+            state,
+            unlisted_ids: BTreeMap::new(),
+            named_twice: None,
+        }
     }
 
     pub fn name(&mut self, id: RouteId, name: &str) {
@@ -856,10 +863,11 @@ impl Restore {
     /// per event listed, so a count no input backs reserves nothing more), not grown by
     /// doubling, which would hold the old table and the new one at once.
     pub fn ids_ahead(&mut self, count: u64) {
-        let most = self.state.events.len();
-        self.state
-            .dedup
-            .reserve(usize::try_from(count).map_or(most, |n| n.min(most)));
+        let s = &mut self.state;
+        let most = s.events.len();
+        let count = usize::try_from(count).map_or(most, |n| n.min(most));
+        debug_assert_eq!(s.dedup.len(), 0, "sized before the first id");
+        s.dedup = DedupIndex::with_room(count);
     }
 
     /// An event still needed; its holders and whether it is remembered are derived.
@@ -937,32 +945,43 @@ impl Restore {
     pub fn id(&mut self, _received_at_ms: u64, fingerprint: u64, seq: u64) {
         let s = &mut self.state;
         // Marked as the window is read (in seq order, so the events are walked in order);
-        // `finish` checks that the marks and the index agree.
-        if let Some(old) = s.dedup.insert(fingerprint, seq) {
+        // the index reads an entry's fingerprint from its mark.
+        s.dedup.room_for_one(&s.events);
+        match s.events.get_mut(seq) {
+            Some(meta) if !meta.remembered => {
+                meta.remembered = true;
+                meta.fingerprint = fingerprint;
+                self.unlisted_ids.remove(&fingerprint);
+            }
+            Some(_) => {
+                self.named_twice.get_or_insert(seq);
+                return;
+            }
+            None => {
+                self.unlisted_ids.insert(fingerprint, seq);
+                return;
+            }
+        }
+        if let Some(old) = s.dedup.insert(fingerprint, seq, &s.events) {
             if let Some(meta) = s.events.get_mut(old) {
                 meta.remembered = false;
             }
-        }
-        if let Some(meta) = s.events.get_mut(seq) {
-            meta.remembered = true;
-            meta.fingerprint = fingerprint;
         }
     }
 
     /// The state, once every part is in.
     pub fn finish(mut self) -> Result<State, Inconsistent> {
-        let s = &mut self.state;
-        // Every id the index holds must name a listed event, each its own: then exactly as
-        // many events are marked remembered as the index holds ids.
-        let remembered = s.events.iter().filter(|(_, m)| m.remembered).count();
-        if remembered != s.dedup.len() {
-            let stray = s.dedup.iter().find(|&(&fp, &seq)| {
-                s.events
-                    .get(seq)
-                    .is_none_or(|m| !m.remembered || m.fingerprint != fp)
-            });
-            return Err(Inconsistent::Id(stray.map_or(0, |(_, &seq)| seq)));
+        let unlisted = self.unlisted_ids.values().min();
+        if let Some(&seq) = self.named_twice.as_ref().or(unlisted) {
+            return Err(Inconsistent::Id(seq));
         }
+        let s = &mut self.state;
+        // Each id the index holds names a listed event marked remembered, and each such
+        // event is named once: as many marks as ids.
+        debug_assert_eq!(
+            s.events.iter().filter(|(_, m)| m.remembered).count(),
+            s.dedup.len()
+        );
         s.expiry_from = s
             .events
             .iter()

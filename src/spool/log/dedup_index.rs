@@ -1,0 +1,237 @@
+//! The dedup index: the remembered events, found by their webhook id's fingerprint. Pure.
+//!
+//! An entry is the event's seq alone. Its fingerprint is read from the event's metadata,
+//! which holds it anyway (expiry removes an id by it), so a slot costs 9 bytes (the seq
+//! and hashbrown's control byte) where a map from fingerprint to seq costs 17. At a million
+//! ids the table has 2^21 slots: 19 MiB instead of 36, and half as much again while it
+//! grows, when the old table and the new one are both held.
+//!
+//! The price: finding an entry reads the metadata of each candidate whose 7 control bits
+//! match (one, nearly always). Growing must not read each entry's metadata in slot order
+//! (random seqs: 10 times slower than a map's rehash, 0.3 s at a million ids, under the
+//! writer's lock); the table is rebuilt instead from a walk of the event table in seq order,
+//! with the fingerprints at hand ([`DedupIndex::room_for_one`]), as fast as the map grew.
+
+use hashbrown::hash_table::{Entry, HashTable};
+
+use super::event_table::EventTable;
+
+/// The remembered events by fingerprint. Every seq it holds must be in the [`EventTable`]
+/// passed to it, with the fingerprint it was inserted under: the table's hash of an entry
+/// is read from there.
+#[derive(Debug, Clone, Default)]
+pub struct DedupIndex {
+    seqs: HashTable<u64>,
+    /// What `seqs` could hold when it was built. Removals leave tombstones that lower what
+    /// it can take before it must be rebuilt, not this.
+    built_for: usize,
+}
+
+/// The fingerprint of event `seq`, its hash in the index.
+fn fingerprint(events: &EventTable, seq: u64) -> u64 {
+    let meta = events.get(seq);
+    debug_assert!(
+        meta.is_some(),
+        "the dedup index names event {seq}, not listed"
+    );
+    meta.map_or(0, |m| m.fingerprint)
+}
+
+impl DedupIndex {
+    pub fn new() -> DedupIndex {
+        DedupIndex::default()
+    }
+
+    /// The remembered event whose id has fingerprint `fp`.
+    pub fn get(&self, fp: u64, events: &EventTable) -> Option<u64> {
+        self.seqs
+            .find(fp, |&seq| fingerprint(events, seq) == fp)
+            .copied()
+    }
+
+    /// An empty index with room for `n` entries.
+    pub fn with_room(n: usize) -> DedupIndex {
+        let seqs = HashTable::with_capacity(n);
+        DedupIndex {
+            built_for: seqs.capacity(),
+            seqs,
+        }
+    }
+
+    /// Makes sure the next [`DedupIndex::insert`] finds a free slot, rebuilding the table
+    /// twice the size if not. The rebuild lists the events `events` marks remembered, so it
+    /// must be called when those are exactly the ones the index names (between two records,
+    /// not while one is half applied).
+    ///
+    /// Tombstones count as used: a removal leaves one only where its probe group has no
+    /// free slot, so they build up only in a table near its 7/8 load, which was close to
+    /// doubling anyway. (hashbrown rebuilds in place a table at most half full that
+    /// tombstones filled; below half load, a group of 16 slots with none free is too rare
+    /// for that case to be worth a branch here.)
+    pub fn room_for_one(&mut self, events: &EventTable) {
+        let len = self.seqs.len();
+        if len < self.seqs.capacity() {
+            return;
+        }
+        let mut rebuilt = DedupIndex::with_room((self.built_for + 1).max(len + 1));
+        for (seq, meta) in events.iter().filter(|(_, m)| m.remembered) {
+            rebuilt
+                .seqs
+                .insert_unique(meta.fingerprint, seq, |&s| fingerprint(events, s));
+        }
+        debug_assert_eq!(rebuilt.len(), len, "the index and the marks disagree");
+        *self = rebuilt;
+    }
+
+    /// Names `seq` for fingerprint `fp` (which `events` must already give it), and returns
+    /// the event it named before, if any. After [`DedupIndex::room_for_one`], never grows
+    /// the table; otherwise it may, reading every entry's metadata.
+    pub fn insert(&mut self, fp: u64, seq: u64, events: &EventTable) -> Option<u64> {
+        debug_assert_eq!(fingerprint(events, seq), fp);
+        match self.seqs.entry(
+            fp,
+            |&s| fingerprint(events, s) == fp,
+            |&s| fingerprint(events, s),
+        ) {
+            Entry::Occupied(mut e) => Some(std::mem::replace(e.get_mut(), seq)),
+            Entry::Vacant(e) => {
+                e.insert(seq);
+                None
+            }
+        }
+    }
+
+    /// Forgets fingerprint `fp`; returns the event it named.
+    pub fn remove(&mut self, fp: u64, events: &EventTable) -> Option<u64> {
+        let found = self
+            .seqs
+            .find_entry(fp, |&seq| fingerprint(events, seq) == fp)
+            .ok()?;
+        Some(found.remove().0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.seqs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::log::state::{EventMeta, Location};
+
+    /// An event remembered with fingerprint `fp`.
+    fn remembered(fp: u64) -> EventMeta {
+        let location = Location {
+            segment: 1,
+            offset: 0,
+            len: 1,
+        };
+        let mut meta = EventMeta::new(location, 0);
+        meta.remembered = true;
+        meta.fingerprint = fp;
+        meta
+    }
+
+    fn table(events: &[(u64, u64)]) -> EventTable {
+        let mut t = EventTable::new();
+        for &(seq, fp) in events {
+            t.insert(seq, remembered(fp));
+        }
+        t
+    }
+
+    #[test]
+    fn an_id_is_found_by_its_fingerprint_and_a_later_event_with_it_takes_its_place() {
+        let events = table(&[(1, 0xa), (2, 0xb), (3, 0xa)]);
+        let mut index = DedupIndex::new();
+        assert_eq!(index.insert(0xa, 1, &events), None);
+        assert_eq!(index.insert(0xb, 2, &events), None);
+        assert_eq!(index.get(0xa, &events), Some(1));
+        assert_eq!(index.get(0xc, &events), None);
+        assert_eq!(index.insert(0xa, 3, &events), Some(1), "the earlier event");
+        assert_eq!(index.get(0xa, &events), Some(3));
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.remove(0xa, &events), Some(3));
+        assert_eq!(index.remove(0xa, &events), None);
+        assert_eq!((index.len(), index.get(0xb, &events)), (1, Some(2)));
+    }
+
+    #[test]
+    fn fingerprints_that_share_their_hash_bits_are_told_apart_by_the_events_metadata() {
+        // Same low bits (the slot) and same top 7 bits (the control byte).
+        let (a, b) = (0x8000_0000_0000_0001, 0x8000_0001_0000_0001);
+        let events = table(&[(1, a), (2, b)]);
+        let mut index = DedupIndex::new();
+        index.insert(a, 1, &events);
+        index.insert(b, 2, &events);
+        assert_eq!(index.get(a, &events), Some(1));
+        assert_eq!(index.get(b, &events), Some(2));
+    }
+
+    fn fingerprints(n: u64) -> Vec<(u64, u64)> {
+        (1..=n)
+            .map(|s| (s, s.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .collect()
+    }
+
+    #[test]
+    fn growing_keeps_every_entry_findable() {
+        let pairs = fingerprints(10_000);
+        let events = table(&pairs);
+        let mut index = DedupIndex::new();
+        for &(seq, fp) in &pairs {
+            index.insert(fp, seq, &events);
+        }
+        assert!(pairs
+            .iter()
+            .all(|&(seq, fp)| index.get(fp, &events) == Some(seq)));
+    }
+
+    #[test]
+    fn room_is_made_by_doubling_when_full_and_churn_below_that_never_grows_the_table() {
+        let pairs = fingerprints(10_000);
+        let mut events = EventTable::new();
+        let mut index = DedupIndex::new();
+        let mut sizes = Vec::new();
+        for &(seq, fp) in &pairs {
+            index.room_for_one(&events);
+            events.insert(seq, remembered(fp));
+            let capacity = index.seqs.capacity();
+            assert_eq!(index.insert(fp, seq, &events), None);
+            assert_eq!(index.seqs.capacity(), capacity, "insert never grows it");
+            if sizes.last() != Some(&index.built_for) {
+                sizes.push(index.built_for);
+            }
+        }
+        assert!(sizes.windows(2).all(|w| w[1] > w[0] && w[1] < 2 * w[0] + 2));
+        // Expiry's way: the oldest go (forgotten in the marks too) down to a quarter of the
+        // table, then one new for each one gone, long enough to use every slot several
+        // times over: the table keeps its size.
+        let size = index.built_for;
+        let mut window: std::collections::VecDeque<(u64, u64)> = pairs.into();
+        let mut churn = |index: &mut DedupIndex, events: &mut EventTable, add: Option<u64>| {
+            let (seq, fp) = window.pop_front().unwrap();
+            assert_eq!(index.remove(fp, events), Some(seq));
+            events.remove(seq);
+            if let Some(new_seq) = add {
+                let new_fp = new_seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                index.room_for_one(events);
+                events.insert(new_seq, remembered(new_fp));
+                index.insert(new_fp, new_seq, events);
+                window.push_back((new_seq, new_fp));
+            }
+        };
+        while index.len() > size / 4 {
+            churn(&mut index, &mut events, None);
+        }
+        for new_seq in 20_000..20_000 + 4 * size as u64 {
+            churn(&mut index, &mut events, Some(new_seq));
+        }
+        assert_eq!(index.built_for, size);
+        assert_eq!(index.len(), size / 4);
+        assert!(events
+            .iter()
+            .all(|(seq, m)| index.get(m.fingerprint, &events) == Some(seq)));
+    }
+}
