@@ -149,7 +149,7 @@ fn encode_parts(
         o.uint(location.segment);
         o.uint(location.offset);
         o.uint(u64::from(location.len));
-        o.uint(meta.received_at_ms);
+        o.uint(meta.received_at_ms());
         flushed(o.0)?;
     }
     let routes: Vec<_> = state.routes().collect();
@@ -715,7 +715,15 @@ mod tests {
             .collect();
         let events: Vec<_> = s
             .events()
-            .map(|(seq, m)| (seq, m.location(), m.received_at_ms, m.holders, m.remembered))
+            .map(|(seq, m)| {
+                (
+                    seq,
+                    m.location(),
+                    m.received_at_ms(),
+                    m.holders(),
+                    m.remembered(),
+                )
+            })
             .collect();
         let names: Vec<_> = s.route_names().collect();
         let ids: Vec<_> = s.id_order().collect();
@@ -1066,7 +1074,7 @@ mod tests {
         assert_eq!(c.state.keys(), [5, 6]);
         assert_eq!(c.state.route_name(0), Some("a"));
         let meta = c.state.event(1).unwrap();
-        assert_eq!((meta.holders, meta.remembered), (1, true));
+        assert_eq!((meta.holders(), meta.remembered()), (1, true));
         assert_eq!(c.state.route(0).unwrap().pending_len(), 1);
     }
 

@@ -421,7 +421,7 @@ impl Maintenance {
                 group_events(group, offset, index)
                     .filter_map(|(seq, location, record)| {
                         let meta = s.event(seq).filter(|m| m.location() == location)?;
-                        Some((seq, meta.holders > 0, record))
+                        Some((seq, meta.holders() > 0, record))
                     })
                     .collect()
             });

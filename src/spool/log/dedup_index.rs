@@ -74,7 +74,7 @@ impl DedupIndex {
             return;
         }
         let mut rebuilt = DedupIndex::with_room((self.built_for + 1).max(len + 1));
-        for (seq, meta) in events.iter().filter(|(_, m)| m.remembered) {
+        for (seq, meta) in events.iter().filter(|(_, m)| m.remembered()) {
             rebuilt
                 .seqs
                 .insert_unique(meta.fingerprint, seq, |&s| fingerprint(events, s));
@@ -128,7 +128,7 @@ mod tests {
             len: 1,
         };
         let mut meta = EventMeta::new(location, 0);
-        meta.remembered = true;
+        meta.set_remembered(true);
         meta.fingerprint = fp;
         meta
     }

@@ -169,10 +169,10 @@ mod tests {
                     1 => prop_assert_eq!(table.remove(seq), model.remove(&seq)),
                     _ => {
                         if let Some(m) = table.get_mut(seq) {
-                            m.holders += 1;
+                            m.set_holders(m.holders() + 1);
                         }
                         if let Some(m) = model.get_mut(&seq) {
-                            m.holders += 1;
+                            m.set_holders(m.holders() + 1);
                         }
                     }
                 }

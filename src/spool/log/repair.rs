@@ -533,7 +533,7 @@ pub fn salvage(storage: &dyn Storage) -> Result<Salvage, LogError> {
         .filter(|(_, m)| !s.intact.contains(&m.location()))
         .map(|(seq, m)| LostEvent {
             seq,
-            received_at_ms: m.received_at_ms,
+            received_at_ms: m.received_at_ms(),
             routes: holders.remove(&seq).unwrap_or_default(),
             webhook_id: seen_ids.get(&seq).cloned(),
         })

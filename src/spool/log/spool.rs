@@ -842,7 +842,7 @@ impl LogSpool {
                 oldest_pending_received_ms: q
                     .oldest_pending()
                     .and_then(|seq| s.event(seq))
-                    .map(|m| m.received_at_ms),
+                    .map(|m| m.received_at_ms()),
                 dead_letters: q.dead_len() as u64,
             }
         }))
@@ -864,7 +864,7 @@ impl LogSpool {
                 pending: q.pending().count() as u64,
                 oldest_pending_received_ms: oldest
                     .and_then(|seq| s.event(seq))
-                    .map(|m| m.received_at_ms),
+                    .map(|m| m.received_at_ms()),
                 dead_letters: q.dead().count() as u64,
             }
         }))
@@ -885,7 +885,7 @@ impl LogSpool {
     /// Number of events some route holds (each counted once, whatever its routes; events
     /// kept only for their webhook id are not counted). Walks the events: O(n).
     pub fn stored_events(&self) -> Result<u64, SpoolError> {
-        Ok(self.with_state(|s| s.events().filter(|(_, m)| m.holders > 0).count() as u64))
+        Ok(self.with_state(|s| s.events().filter(|(_, m)| m.holders() > 0).count() as u64))
     }
 
     /// The dead letters of `route` (all routes if None), only those with the given webhook
@@ -996,7 +996,7 @@ impl LogSpool {
                             error: d.error.to_string(),
                             dead_at_ms: d.dead_at_ms,
                         };
-                        let at = s.event(seq).map(|m| (m.location(), m.received_at_ms));
+                        let at = s.event(seq).map(|m| (m.location(), m.received_at_ms()));
                         (name.clone(), seq, state, at)
                     })
                 })

@@ -17,12 +17,13 @@
 //! last record applied ([`State::tail_segment`]), where a checkpoint's replay starts. A
 //! [`Record::Copy`] moves an event's location forward and changes nothing else.
 //!
-//! Memory, measured by `examples/spool_memory.rs`: about 61 bytes per event pending on 3
-//! routes and 66 per event delivered but remembered for its id; none of it grows with body
-//! sizes. Per event: its metadata (40 bytes, in pages of 64 seqs: `event_table.rs`) and, while
-//! its id is remembered, a dedup index entry (its seq: `dedup_index.rs`). Per route, a pending event never attempted is
-//! a bit in a bitmap ([`RouteQueue`]); one with a state of its own (retried, held, replayed,
-//! in a message group) costs a map entry and its last error, and a dead letter too.
+//! Memory, measured by `examples/spool_memory.rs`: about 53 bytes per event pending on 3
+//! routes and 58 per event delivered but remembered for its id; none of it grows with body
+//! sizes. Per event: its metadata (32 bytes, in pages of 64 seqs: `event_table.rs`) and, while
+//! its id is remembered, a dedup index entry (its seq: `dedup_index.rs`). Per route, a
+//! pending event never attempted is a bit in a bitmap ([`RouteQueue`]); one with a state of
+//! its own (retried, held, replayed, in a message group) costs a map entry and its last
+//! error, and a dead letter too.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
@@ -220,26 +221,46 @@ impl<'a> RouteView<'a> {
     }
 }
 
-/// An event the state still needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An event the state still needs: 32 bytes, every field packed to what it can hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct EventMeta {
-    /// Where its record is ([`EventMeta::location`]), packed: offsets and lengths within a
-    /// segment fit 32 bits (segments are at most 4 GiB: the writer's config and recovery
-    /// refuse larger ones), which makes this 40 bytes instead of 48.
-    segment: u64,
+    /// Its webhook id's fingerprint, while it is remembered.
+    pub fingerprint: u64,
+    /// Its receipt time (ms since the epoch, the low [`RECEIVED_BITS`] bits: until the year
+    /// 2109), the routes holding it (pending or dead; 16 bits) and whether its webhook id is
+    /// in the dedup index (within the window; the top bit).
+    when_and_who: u64,
+    /// Where its record is ([`EventMeta::location`]). A segment index, and an offset and a
+    /// length within a segment, fit 32 bits: segments are at most 4 GiB (the writer's config
+    /// and recovery refuse larger ones), and the writer prepares no segment past index
+    /// `u32::MAX - 1` (4 billion segments: 4 PiB written at the smallest size).
+    segment: u32,
     offset: u32,
     len: u32,
-    pub received_at_ms: u64,
-    /// Its due time (the one its record gave its first route) minus `received_at_ms`: a
+    /// Its due time (the one its record gave its first route) minus its receipt time: a
     /// route's fresh events are due then (see [`RouteQueue`]). How the state stores what
     /// it holds, not part of it: a state restored from a checkpoint may differ here.
     due_after_ms: u32,
-    /// Routes holding it (pending or dead).
-    pub holders: u16,
-    /// Its webhook id is in the dedup index (within the window).
-    pub remembered: bool,
-    /// Its webhook id's fingerprint, while it is remembered.
-    pub fingerprint: u64,
+}
+
+/// Bits of [`EventMeta`]'s receipt time: ms since the epoch up to 2^42, the year 2109. A
+/// later time (a clock gone wrong) is kept as the last one.
+const RECEIVED_BITS: u32 = 42;
+const RECEIVED_MAX: u64 = (1 << RECEIVED_BITS) - 1;
+const HOLDERS_SHIFT: u32 = RECEIVED_BITS;
+const REMEMBERED: u64 = 1 << 63;
+
+impl std::fmt::Debug for EventMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventMeta")
+            .field("location", &self.location())
+            .field("received_at_ms", &self.received_at_ms())
+            .field("due_after_ms", &self.due_after_ms)
+            .field("holders", &self.holders())
+            .field("remembered", &self.remembered())
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
 }
 
 impl EventMeta {
@@ -247,21 +268,47 @@ impl EventMeta {
     pub fn new(location: Location, received_at_ms: u64) -> EventMeta {
         let (segment, offset, len) = packed(location);
         EventMeta {
+            fingerprint: 0,
+            when_and_who: received_at_ms.min(RECEIVED_MAX),
             segment,
             offset,
             len,
-            received_at_ms,
             due_after_ms: 0,
-            holders: 0,
-            remembered: false,
-            fingerprint: 0,
+        }
+    }
+
+    /// When it was received (ms since the epoch).
+    pub fn received_at_ms(&self) -> u64 {
+        self.when_and_who & RECEIVED_MAX
+    }
+
+    /// How many routes hold it (pending or dead).
+    pub fn holders(&self) -> u16 {
+        (self.when_and_who >> HOLDERS_SHIFT) as u16
+    }
+
+    pub fn set_holders(&mut self, holders: u16) {
+        self.when_and_who = (self.when_and_who & !(u64::from(u16::MAX) << HOLDERS_SHIFT))
+            | (u64::from(holders) << HOLDERS_SHIFT);
+    }
+
+    /// Its webhook id is in the dedup index (within the window).
+    pub fn remembered(&self) -> bool {
+        self.when_and_who & REMEMBERED != 0
+    }
+
+    pub fn set_remembered(&mut self, remembered: bool) {
+        if remembered {
+            self.when_and_who |= REMEMBERED;
+        } else {
+            self.when_and_who &= !REMEMBERED;
         }
     }
 
     /// Where its record is.
     pub fn location(&self) -> Location {
         Location {
-            segment: self.segment,
+            segment: u64::from(self.segment),
             offset: u64::from(self.offset),
             len: self.len,
         }
@@ -273,21 +320,22 @@ impl EventMeta {
 
     /// When its fresh routes are due.
     pub fn due_ms(&self) -> u64 {
-        self.received_at_ms + u64::from(self.due_after_ms)
+        self.received_at_ms() + u64::from(self.due_after_ms)
     }
 }
 
-/// `location` as [`EventMeta`] keeps it. An offset past 4 GiB is in no segment hookfan
-/// reads (see [`EventMeta`]); were one to come, it is kept as the last offset, where a read
-/// fails rather than finds another record.
-fn packed(location: Location) -> (u64, u32, u32) {
+/// `location` as [`EventMeta`] keeps it. A segment index or an offset past 32 bits is in
+/// no segment hookfan writes or reads (see [`EventMeta`]); were one to come, it is kept as
+/// the last one, where a read fails rather than finds another record.
+fn packed(location: Location) -> (u32, u32, u32) {
+    let segment = u32::try_from(location.segment).unwrap_or(u32::MAX);
     let offset = u32::try_from(location.offset).unwrap_or(u32::MAX);
-    (location.segment, offset, location.len)
+    (segment, offset, location.len)
 }
 
 /// What copying the event forward would write (see [`SegmentUse::bytes`]).
 fn copy_cost(meta: &EventMeta) -> u64 {
-    if meta.holders > 0 {
+    if meta.holders() > 0 {
         u64::from(meta.len)
     } else {
         ID_ONLY_COST
@@ -297,7 +345,7 @@ fn copy_cost(meta: &EventMeta) -> u64 {
 /// Adds `meta` to (or takes it from) its segment's use in `segments`.
 fn account(segments: &mut BTreeMap<u64, SegmentUse>, meta: &EventMeta, add: bool) {
     let cost = copy_cost(meta);
-    let segment = meta.segment;
+    let segment = u64::from(meta.segment);
     let use_ = segments.entry(segment).or_default();
     if add {
         use_.events += 1;
@@ -490,16 +538,14 @@ impl State {
                     self.dedup.room_for_one(&self.events);
                 }
                 if holders > 0 || remembered {
-                    self.insert_event(
-                        lsn,
-                        EventMeta {
-                            due_after_ms,
-                            holders,
-                            remembered,
-                            fingerprint: fingerprint.unwrap_or(0),
-                            ..EventMeta::new(location, e.received_at_ms)
-                        },
-                    );
+                    let mut meta = EventMeta {
+                        due_after_ms,
+                        fingerprint: fingerprint.unwrap_or(0),
+                        ..EventMeta::new(location, e.received_at_ms)
+                    };
+                    meta.set_holders(holders);
+                    meta.set_remembered(remembered);
+                    self.insert_event(lsn, meta);
                 }
                 if let Some(fp) = fingerprint {
                     // A fingerprint names the latest event with it; the earlier one is
@@ -630,12 +676,14 @@ impl State {
         if self.routes.get(&route).is_some_and(RouteQueue::is_empty) {
             self.routes.remove(&route);
         }
-        self.change_event(seq, |meta| meta.holders = meta.holders.saturating_sub(1));
+        self.change_event(seq, |meta| {
+            meta.set_holders(meta.holders().saturating_sub(1))
+        });
     }
 
     /// The dedup index no longer names `seq`.
     fn forget_id(&mut self, seq: u64) {
-        self.change_event(seq, |meta| meta.remembered = false);
+        self.change_event(seq, |meta| meta.set_remembered(false));
     }
 
     fn insert_event(&mut self, seq: u64, meta: EventMeta) {
@@ -652,7 +700,7 @@ impl State {
         self.account(&meta, false);
         let mut meta = meta;
         change(&mut meta);
-        if meta.holders == 0 && !meta.remembered {
+        if meta.holders() == 0 && !meta.remembered() {
             self.events.remove(seq);
         } else {
             self.account(&meta, true);
@@ -683,7 +731,7 @@ impl State {
         let meta = self.events.get(seq)?;
         Some(DedupHit {
             seq,
-            received_at_ms: meta.received_at_ms,
+            received_at_ms: meta.received_at_ms(),
             location: meta.location(),
         })
     }
@@ -699,8 +747,8 @@ impl State {
             let Some((seq, meta)) = self.events.first_from(self.expiry_from) else {
                 break;
             };
-            if meta.remembered {
-                if meta.received_at_ms >= cutoff_ms {
+            if meta.remembered() {
+                if meta.received_at_ms() >= cutoff_ms {
                     break;
                 }
                 let fp = meta.fingerprint;
@@ -784,8 +832,8 @@ impl State {
     pub fn id_order(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
         self.events
             .iter()
-            .filter(|(_, m)| m.remembered)
-            .map(|(seq, m)| (m.received_at_ms, m.fingerprint, seq))
+            .filter(|(_, m)| m.remembered())
+            .map(|(seq, m)| (m.received_at_ms(), m.fingerprint, seq))
     }
 
     /// The fingerprint keys (kept in checkpoints).
@@ -896,11 +944,11 @@ impl Restore {
     /// holds it fresh); `due_ms` is that listing's due time.
     fn hold(&mut self, route: RouteId, seq: u64, due_ms: Option<u64>) -> Result<u64, Inconsistent> {
         match self.state.events.get_mut(seq) {
-            Some(meta) if meta.holders < u16::MAX => {
+            Some(meta) if meta.holders() < u16::MAX => {
                 if let (DUE_UNSET, Some(due)) = (meta.due_after_ms, due_ms) {
-                    meta.due_after_ms = due_after(meta.received_at_ms, due);
+                    meta.due_after_ms = due_after(meta.received_at_ms(), due);
                 }
-                meta.holders += 1;
+                meta.set_holders(meta.holders() + 1);
                 Ok(meta.due_ms())
             }
             _ => Err(Inconsistent::Held { route, seq }),
@@ -948,8 +996,8 @@ impl Restore {
         // the index reads an entry's fingerprint from its mark.
         s.dedup.room_for_one(&s.events);
         match s.events.get_mut(seq) {
-            Some(meta) if !meta.remembered => {
-                meta.remembered = true;
+            Some(meta) if !meta.remembered() => {
+                meta.set_remembered(true);
                 meta.fingerprint = fingerprint;
                 self.unlisted_ids.remove(&fingerprint);
             }
@@ -964,7 +1012,7 @@ impl Restore {
         }
         if let Some(old) = s.dedup.insert(fingerprint, seq, &s.events) {
             if let Some(meta) = s.events.get_mut(old) {
-                meta.remembered = false;
+                meta.set_remembered(false);
             }
         }
     }
@@ -979,13 +1027,13 @@ impl Restore {
         // Each id the index holds names a listed event marked remembered, and each such
         // event is named once: as many marks as ids.
         debug_assert_eq!(
-            s.events.iter().filter(|(_, m)| m.remembered).count(),
+            s.events.iter().filter(|(_, m)| m.remembered()).count(),
             s.dedup.len()
         );
         s.expiry_from = s
             .events
             .iter()
-            .find(|(_, m)| m.remembered)
+            .find(|(_, m)| m.remembered())
             .map_or(s.next_lsn, |(seq, _)| seq);
         // Segment uses summed a run of events at a time (events in seq order are mostly in
         // segment order), not one map update per event.
@@ -1001,7 +1049,7 @@ impl Restore {
             if meta.due_after_ms == DUE_UNSET {
                 meta.due_after_ms = 0;
             }
-            if meta.holders == 0 && !meta.remembered {
+            if meta.holders() == 0 && !meta.remembered() {
                 return Err(Inconsistent::Unneeded(seq));
             }
             let segment = meta.location().segment;
@@ -1070,24 +1118,50 @@ mod tests {
     }
 
     #[test]
-    fn an_events_metadata_takes_40_bytes_and_gives_its_location_back_whole() {
+    fn an_events_metadata_takes_32_bytes_and_gives_every_field_back_whole() {
         // What every event pending or remembered costs, besides its dedup index entry.
-        assert_eq!(std::mem::size_of::<EventMeta>(), 40);
+        assert_eq!(std::mem::size_of::<EventMeta>(), 32);
         let location = Location {
-            segment: u64::MAX - 1,
+            segment: u64::from(u32::MAX - 1),
             offset: u64::from(u32::MAX),
             len: u32::MAX,
         };
-        assert_eq!(EventMeta::new(location, 5).location(), location);
-        // Past 4 GiB (no segment is that large): the last offset, where a read fails.
+        // The year 2100, then each packed field at its largest and back, the others kept.
+        let received = 4_102_444_800_000;
+        let mut meta = EventMeta::new(location, received);
+        assert_eq!(meta.location(), location);
+        meta.set_holders(u16::MAX);
+        meta.set_remembered(true);
+        meta.fingerprint = u64::MAX;
+        assert_eq!(
+            (meta.received_at_ms(), meta.holders(), meta.remembered()),
+            (received, u16::MAX, true)
+        );
+        meta.set_holders(0);
+        assert_eq!(
+            (meta.received_at_ms(), meta.holders(), meta.remembered()),
+            (received, 0, true)
+        );
+        meta.set_remembered(false);
+        meta.set_holders(7);
+        assert_eq!(
+            (meta.received_at_ms(), meta.holders(), meta.remembered()),
+            (received, 7, false)
+        );
+        assert_eq!((meta.location(), meta.fingerprint), (location, u64::MAX));
+        // Past 4 GiB or 4 billion segments (no segment is that large, the writer prepares
+        // none that far): the last one, where a read fails. Past 2109: the last ms.
         let beyond = Location {
+            segment: 1 << 33,
             offset: 1 << 33,
             ..location
         };
+        let meta = EventMeta::new(beyond, u64::MAX);
         assert_eq!(
-            EventMeta::new(beyond, 5).location().offset,
-            u64::from(u32::MAX)
+            (meta.location().segment, meta.location().offset),
+            (u64::from(u32::MAX), u64::from(u32::MAX))
         );
+        assert_eq!((meta.received_at_ms(), meta.holders()), (RECEIVED_MAX, 0));
     }
 
     #[test]
@@ -1099,7 +1173,7 @@ mod tests {
         r.id(30, 7, 3);
         r.id(50, 7, 5);
         let s = r.finish().unwrap();
-        assert!(s.event(5).unwrap().remembered);
+        assert!(s.event(5).unwrap().remembered());
         assert_eq!(s.remembered_ids(), 1);
         assert_eq!(s.id_order().collect::<Vec<_>>(), [(50, 7, 5)]);
         // An id naming an event the checkpoint does not list: refused, naming it.
@@ -1161,11 +1235,11 @@ mod tests {
                     // due a little after (or, for this route, at another time).
                     0 | 1 => {
                         clock += step;
-                        let meta = EventMeta {
+                        let mut meta = EventMeta {
                             due_after_ms: (pick % 3) as u32,
-                            holders: 1,
                             ..EventMeta::new(at(next_seq), clock)
                         };
+                        meta.set_holders(1);
                         events.insert(next_seq, meta);
                         let due = if op == 0 { meta.due_ms() } else { clock + pick % 5 };
                         q.put(due, next_seq, Entry::default(), Some(meta.due_ms()));
@@ -1372,10 +1446,10 @@ mod tests {
             event(Some("a"), 10, &[R, S]),
             Record::Delivered { route: R, seq: 1 },
         ]);
-        assert_eq!(s.event(1).unwrap().holders, 1);
+        assert_eq!(s.event(1).unwrap().holders(), 1);
         assert_eq!(s.oldest_needed_segment(), Some(0));
         s.apply(3, at(3), &Record::Delivered { route: S, seq: 1 });
-        assert!(s.event(1).unwrap().remembered, "kept for its id");
+        assert!(s.event(1).unwrap().remembered(), "kept for its id");
         assert_eq!(s.dedup_candidate("a").unwrap().seq, 1);
         s.expire_ids(11, 100);
         assert_eq!(s.event(1), None);
@@ -1391,8 +1465,8 @@ mod tests {
         s.expire_ids(100, 100);
         assert_eq!(s.dedup_candidate("a").unwrap().seq, 2);
         assert_eq!(s.remembered_ids(), 1);
-        assert!(!s.event(1).unwrap().remembered);
-        assert_eq!(s.event(1).unwrap().holders, 1, "still pending on R");
+        assert!(!s.event(1).unwrap().remembered());
+        assert_eq!(s.event(1).unwrap().holders(), 1, "still pending on R");
     }
 
     #[test]

@@ -982,6 +982,13 @@ fn prepare_loop(shared: &Shared) {
 /// Creates segment `index`: `<index>.seg.tmp`, zero-filled to `size` and synced, renamed,
 /// and the directory synced.
 fn prepare(storage: &dyn Storage, index: u64, size: u64) -> io::Result<Arc<dyn SegmentFile>> {
+    // The state keeps a segment index in 32 bits (see `EventMeta`).
+    if index >= u64::from(u32::MAX) {
+        return Err(io::Error::other(format!(
+            "segment index {index} is past the last one hookfan writes ({})",
+            u32::MAX - 1
+        )));
+    }
     let name = segment::segment_name(index);
     let tmp = format!("{index:020}{PREPARING_SUFFIX}");
     match storage.remove(&tmp) {
