@@ -10,8 +10,10 @@
 //!                       +--> permanent, or older than max_age -> dead letter
 //! ```
 //! A row stays in `pending` under its old key while its attempt is in flight, so a crash at
-//! any point redelivers it (at least once, never lost). A failing event is re-keyed to a later
-//! due time, so it never blocks the events behind it.
+//! any point redelivers it (at least once, never lost). On an unordered route a failing event
+//! is re-keyed to a later due time, so it never blocks the events behind it; on an ordered
+//! (FIFO) route it is held in place, and blocks the rest of its message group until then.
+//! Which of these an outcome leads to is decided by a pure function, [`decide::decide`].
 //!
 //! # Scheduling
 //! The worker reads the route's due rows in due order, skipping the ones in flight, and
@@ -22,13 +24,15 @@
 //! `concurrency` answered batches wait for their commit (a second semaphore), so memory is
 //! bounded by `2 × concurrency × max_batch` events, whatever the backlog on disk. Ordered
 //! routes keep the permit until the outcome is committed: the next batch must see a hold.
-//! The worker sleeps until: new events are stored (ingest notifies it), a permit is given
-//! back, a task finishes, the next retry falls due, or shutdown.
+//! The worker sleeps until: new events are stored (the spool's writer wakes it once per
+//! group that gives the route something to deliver), a permit is given back, a task
+//! finishes, the next retry falls due, or shutdown.
 //!
 //! Routes share nothing but the spool's writer, so a dead destination on one route never
 //! delays another.
 
 pub mod backoff;
+pub mod decide;
 pub mod runtime;
 
 use std::collections::HashSet;
@@ -54,7 +58,8 @@ pub struct RouteWorker {
     pub route: Arc<Route>,
     pub sink: Arc<Sink>,
     pub spool: Spool,
-    /// Woken by ingest after it stored events for this route.
+    /// Woken by the spool's writer once a committed group gives this route something to
+    /// deliver ([`crate::spool::Spool::route_waker`]).
     pub notify: Arc<Notify>,
     /// Cancelled on shutdown: stop starting deliveries.
     pub shutdown: CancellationToken,
@@ -298,67 +303,49 @@ impl Ctx {
         items.iter().map(|i| i.key.seq).collect()
     }
 
-    /// Turns an attempt's outcome into what the spool should record, with metrics and logs.
+    /// Turns an attempt's outcome into what the spool should record ([`decide::decide`]),
+    /// with the stats and logs it calls for.
     fn judge(&self, item: &DueItem, outcome: Outcome) -> Completion {
-        let attempt = item.state.attempts + 1;
-        let event = &item.event;
-        let now = now_ms();
-        match outcome {
-            Outcome::Delivered => Completion::Delivered,
-            Outcome::Retry { after, error } => {
-                self.stats.failed(&error);
-                let age = Duration::from_millis(now.saturating_sub(event.received_at_ms));
-                if age >= self.policy.max_age {
-                    let error = format!(
-                        "still failing after max_age {}: {error}",
-                        humantime::format_duration(self.policy.max_age)
-                    );
-                    self.dead(item, attempt, error)
-                } else {
-                    let wait = backoff::delay(&self.policy, attempt, after, rand::random::<f64>());
-                    self.warn_failure(
-                        item,
-                        attempt,
-                        &error,
-                        &format!("retrying in {}", humantime::format_duration(round_ms(wait))),
-                    );
-                    let at =
-                        now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
-                    if self.ordered {
-                        Completion::Hold {
-                            not_before_ms: at,
-                            attempts: attempt,
-                            error,
-                        }
-                    } else {
-                        Completion::Retry {
-                            due_ms: at,
-                            attempts: attempt,
-                            error,
-                        }
-                    }
+        if let Outcome::Retry { error, .. } | Outcome::Permanent { error } = &outcome {
+            self.stats.failed(error);
+        }
+        let rules = decide::Rules {
+            policy: &self.policy,
+            ordered: self.ordered,
+        };
+        let attempt = decide::Attempt {
+            number: item.state.attempts + 1,
+            received_at_ms: item.event.received_at_ms,
+            now_ms: now_ms(),
+            jitter: rand::random::<f64>(),
+        };
+        let decision = decide::decide(rules, attempt, outcome);
+        match (&decision.completion, decision.wait) {
+            (Completion::Dead { attempts, error }, _) => tracing::error!(
+                route = %self.route,
+                webhook_id = item.event.webhook_id.as_deref().unwrap_or("-"),
+                event_type = item.event.event_type.as_deref().unwrap_or("-"),
+                attempt = attempts,
+                error = %error,
+                "delivery failed for good; moved to the route's dead letters (see `hookfan dead-letters list`)"
+            ),
+            (
+                Completion::Retry {
+                    attempts, error, ..
                 }
-            }
-            Outcome::Permanent { error } => {
-                self.stats.failed(&error);
-                self.dead(item, attempt, error)
-            }
+                | Completion::Hold {
+                    attempts, error, ..
+                },
+                Some(wait),
+            ) => self.warn_failure(
+                item,
+                *attempts,
+                error,
+                &format!("retrying in {}", humantime::format_duration(round_ms(wait))),
+            ),
+            _ => {}
         }
-    }
-
-    fn dead(&self, item: &DueItem, attempt: u32, error: String) -> Completion {
-        tracing::error!(
-            route = %self.route,
-            webhook_id = item.event.webhook_id.as_deref().unwrap_or("-"),
-            event_type = item.event.event_type.as_deref().unwrap_or("-"),
-            attempt,
-            error = %error,
-            "delivery failed for good; moved to the route's dead letters (see `hookfan dead-letters list`)"
-        );
-        Completion::Dead {
-            attempts: attempt,
-            error,
-        }
+        decision.completion
     }
 
     fn warn_failure(&self, item: &DueItem, attempt: u32, error: &str, next: &str) {

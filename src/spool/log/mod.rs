@@ -9,7 +9,8 @@
 //! - [`segment`]: the frame format (segment header, group frames), pure.
 //! - [`record`]: the records inside groups, pure.
 //! - [`state`]: what the records mean (queues, dead letters, dedup index), pure; the events
-//!   it holds are kept by `event_table` (pages of 64 seqs).
+//!   it holds are kept by `event_table` (pages of 64 seqs), the dedup index by
+//!   `dedup_index` (each remembered event's seq alone, its fingerprint read from the table).
 //! - [`writer`]: the group-commit writer thread and the segment preparer.
 //! - [`checkpoint`]: the state written whole to one file (codec pure, writer thin).
 //! - [`compaction`]: checkpoints taken, segments no one needs deleted, the few records
