@@ -1,10 +1,12 @@
 //! What the log spool's in-memory state costs per event: builds a [`State`] by applying
 //! event records as the writer does, and prints the growth of this process's resident
-//! memory per event, for two cases: events pending on 3 routes (a backlog), and events
+//! memory per event, for three cases: events pending on 3 routes (a backlog), the same
+//! events each attempted once on every route and due again (a backlog while the destination
+//! refuses connections: each entry has its attempt count and last error), and events
 //! delivered but remembered for dedup (the `dedup_window`).
 //!
 //! ```sh
-//! cargo run --release --example spool_memory -- [events] [pending|remembered]
+//! cargo run --release --example spool_memory -- [events] [pending|retried|remembered]
 //! ```
 //!
 //! One case per run (default: 1,000,000 events, pending): memory an allocator got back
@@ -39,9 +41,22 @@ struct Figures {
     longest_apply: Duration,
 }
 
-/// Applies `n` events (webhook ids of 36 characters, as Stream's UUIDs) to a fresh state;
-/// with `delivered`, each one's 3 routes record it delivered right after.
-fn per_event(n: u64, delivered: bool) -> Figures {
+/// What happens to each event on its 3 routes right after it is stored.
+#[derive(Clone, Copy, PartialEq)]
+enum Then {
+    Nothing,
+    /// A failed attempt, with reqwest's words for a refused connection.
+    Retried,
+    Delivered,
+}
+
+/// The error of an attempt the destination refused, as the HTTP sink words it.
+const REFUSED: &str = "error sending request for url (http://127.0.0.1:18081/r1): client error \
+                       (Connect): tcp connect error: Connection refused (os error 111)";
+
+/// Applies `n` events (webhook ids of 36 characters, as Stream's UUIDs) to a fresh state,
+/// then what `then` says on each of their 3 routes.
+fn per_event(n: u64, then: Then) -> Figures {
     let before = rss_bytes();
     let mut state = State::new();
     let names = ["a", "b", "c"];
@@ -86,11 +101,20 @@ fn per_event(n: u64, delivered: bool) -> Figures {
         longest_apply = longest_apply.max(started.elapsed());
         let seq = lsn;
         lsn += 1;
-        if delivered {
-            for route in 0..3 {
-                state.apply(lsn, location, &Record::Delivered { route, seq });
-                lsn += 1;
-            }
+        for route in 0..3 {
+            let record = match then {
+                Then::Nothing => break,
+                Then::Delivered => Record::Delivered { route, seq },
+                Then::Retried => Record::Retry {
+                    route,
+                    seq,
+                    due_ms: 1_800_000_100_000 + i,
+                    attempts: 1,
+                    error: REFUSED,
+                },
+            };
+            state.apply(lsn, location, &record);
+            lsn += 1;
         }
     }
     let bytes = rss_bytes().saturating_sub(before) as f64 / n as f64;
@@ -112,9 +136,16 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let (case, f) = match args.next().as_deref() {
-        None | Some("pending") => ("events pending on 3 routes", per_event(n, false)),
-        Some("remembered") => ("events delivered, their ids remembered", per_event(n, true)),
-        Some(other) => panic!("unknown case {other:?}: pending or remembered"),
+        None | Some("pending") => ("events pending on 3 routes", per_event(n, Then::Nothing)),
+        Some("retried") => (
+            "events pending on 3 routes, each attempted once there",
+            per_event(n, Then::Retried),
+        ),
+        Some("remembered") => (
+            "events delivered, their ids remembered",
+            per_event(n, Then::Delivered),
+        ),
+        Some(other) => panic!("unknown case {other:?}: pending, retried or remembered"),
     };
     println!(
         "{n} {case}: {:.0} bytes of memory each; a checkpoint's snapshot taken in {:.2?}; longest apply of one event {:.2?}",

@@ -18,16 +18,20 @@
 //! [`Record::Copy`] moves an event's location forward and changes nothing else.
 //!
 //! Memory, measured by `examples/spool_memory.rs`: about 53 bytes per event pending on 3
-//! routes and 58 per event delivered but remembered for its id; none of it grows with body
-//! sizes. Per event: its metadata (32 bytes, in pages of 64 seqs: `event_table.rs`) and, while
-//! its id is remembered, a dedup index entry (its seq: `dedup_index.rs`). Per route, a
-//! pending event never attempted is a bit in a bitmap ([`RouteQueue`]); one with a state of
-//! its own (retried, held, replayed, in a message group) costs a map entry and its last
-//! error, and a dead letter too.
+//! routes, 499 once each of those routes has attempted it and failed (a destination
+//! refusing connections), and 58 per event delivered but remembered for its id; none of it
+//! grows with body sizes. Per event: its metadata (32 bytes, in pages of 64 seqs:
+//! `event_table.rs`) and, while its id is remembered, a dedup index entry (its seq:
+//! `dedup_index.rs`). Per route, a pending event never attempted is a bit in a bitmap
+//! ([`RouteQueue`]); one with a state of its own (retried, held, replayed, in a message
+//! group) costs about 150 bytes (its entry in two B-trees), and a dead letter too. Their
+//! error texts are shared: a route's entries that failed the same way in a row hold one
+//! copy ([`RouteQueue::error_text`]; a copy each was 959 bytes per event above).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hasher;
+use std::sync::Arc;
 
 use super::dedup_index::DedupIndex;
 use super::event_table::EventTable;
@@ -48,7 +52,9 @@ pub struct Location {
 pub struct Entry {
     /// Attempts made so far; the next one is `attempts + 1`.
     pub attempts: u32,
-    pub last_error: Option<Box<str>>,
+    /// Shared with the route's other entries that failed the same way (see
+    /// [`RouteQueue::error_text`]).
+    pub last_error: Option<Arc<str>>,
     /// Ordered routes: not before this time (ms since the epoch; 0: not held).
     pub not_before_ms: u64,
     /// Ordered routes: the fingerprint of the event's message group (0: none, the whole
@@ -60,7 +66,8 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadEntry {
     pub attempts: u32,
-    pub error: Box<str>,
+    /// Shared as [`Entry::last_error`] is.
+    pub error: Arc<str>,
     pub dead_at_ms: u64,
     /// The pending entry's message group, given back by a replay.
     pub group: u64,
@@ -106,9 +113,24 @@ pub struct RouteQueue {
     due_of: BTreeMap<u64, u64>,
     /// seq → why it died.
     dead: BTreeMap<u64, DeadEntry>,
+    /// The error text most recently recorded on this route, shared by the entries that
+    /// record the same one: while a destination is down, every attempt fails with the same
+    /// words (120 bytes for a refused connection), and a backlog of a million events would
+    /// otherwise hold a million copies of them per route. How the state stores what it
+    /// holds, not part of it.
+    recent_error: Option<Arc<str>>,
 }
 
 impl RouteQueue {
+    /// `error` as entries of this route keep it: the text recorded last if it is the
+    /// same, else a new one (which becomes the one recorded last).
+    fn error_text(&mut self, error: &str) -> Arc<str> {
+        match &self.recent_error {
+            Some(recent) if **recent == *error => recent.clone(),
+            _ => self.recent_error.insert(Arc::from(error)).clone(),
+        }
+    }
+
     /// Takes `seq` out of the pending events: its due time and state.
     fn take(&mut self, seq: u64, events: &Events) -> Option<(u64, Entry)> {
         if self.fresh.remove(seq) {
@@ -587,7 +609,7 @@ impl State {
                     if let Some((_, old)) = q.take(*seq, events) {
                         let entry = Entry {
                             attempts: *attempts,
-                            last_error: Some((*error).into()),
+                            last_error: Some(q.error_text(error)),
                             not_before_ms: 0,
                             group: old.group,
                         };
@@ -606,7 +628,7 @@ impl State {
                     if let Some((due, old)) = q.take(*seq, events) {
                         let entry = Entry {
                             attempts: *attempts,
-                            last_error: Some((*error).into()),
+                            last_error: Some(q.error_text(error)),
                             not_before_ms: *not_before_ms,
                             group: old.group,
                         };
@@ -625,7 +647,7 @@ impl State {
                     if let Some((_, old)) = q.take(*seq, events) {
                         let dead = DeadEntry {
                             attempts: *attempts,
-                            error: (*error).into(),
+                            error: q.error_text(error),
                             dead_at_ms: *dead_at_ms,
                             group: old.group,
                         };
@@ -974,6 +996,10 @@ impl Restore {
         if q.is_pending(seq) || q.dead.contains_key(&seq) {
             return Err(Inconsistent::Held { route, seq });
         }
+        let entry = Entry {
+            last_error: entry.last_error.map(|e| q.error_text(&e)),
+            ..entry
+        };
         q.put(due_ms, seq, entry, Some(event_due));
         Ok(())
     }
@@ -981,6 +1007,10 @@ impl Restore {
     pub fn dead(&mut self, route: RouteId, seq: u64, dead: DeadEntry) -> Result<(), Inconsistent> {
         self.hold(route, seq, None)?;
         let q = self.queue(route);
+        let dead = DeadEntry {
+            error: q.error_text(&dead.error),
+            ..dead
+        };
         if q.is_pending(seq) || q.dead.insert(seq, dead).is_some() {
             return Err(Inconsistent::Held { route, seq });
         }
@@ -1512,5 +1542,69 @@ mod tests {
         let (due, seq, e) = s.route(R).unwrap().pending().next().unwrap();
         assert_eq!((due, seq, e.attempts, e.not_before_ms), (10, 1, 2, 99));
         assert_eq!(e.last_error.as_deref(), Some("503"));
+    }
+
+    #[test]
+    fn a_routes_entries_that_failed_the_same_way_share_one_copy_of_the_error_and_keep_it_through_a_checkpoint(
+    ) {
+        let retry = |seq, error| Record::Retry {
+            route: R,
+            seq,
+            due_ms: 100 + seq,
+            attempts: 1,
+            error,
+        };
+        let mut records: Vec<Record> = (0..5).map(|_| event(None, 10, &[R, S])).collect();
+        records.extend([
+            retry(1, "refused"),
+            retry(2, "refused"),
+            retry(3, "timed out"),
+            retry(4, "refused"),
+            Record::Dead {
+                route: R,
+                seq: 5,
+                attempts: 1,
+                error: "refused",
+                dead_at_ms: 50,
+            },
+            Record::Retry {
+                route: S,
+                seq: 1,
+                due_ms: 200,
+                attempts: 1,
+                error: "refused",
+            },
+        ]);
+        let live = state(&records);
+        let restored = super::super::checkpoint::decode(&super::super::checkpoint::encode(&live))
+            .expect("the checkpoint decodes")
+            .state;
+        for s in [&live, &restored] {
+            let text = |seq| -> Arc<str> {
+                let q = s.route(R).unwrap();
+                q.pending()
+                    .find(|&(_, sq, _)| sq == seq)
+                    .map(|(_, _, e)| e.last_error.clone().unwrap())
+                    .or_else(|| {
+                        q.dead()
+                            .find(|&(sq, _)| sq == seq)
+                            .map(|(_, d)| d.error.clone())
+                    })
+                    .unwrap()
+            };
+            assert!(
+                Arc::ptr_eq(&text(1), &text(2)),
+                "one copy for a run of one error"
+            );
+            assert_eq!((&*text(3), &*text(4)), ("timed out", "refused"));
+            assert!(Arc::ptr_eq(&text(4), &text(5)), "dead letters share it too");
+            let (_, _, other_route) = s
+                .route(S)
+                .unwrap()
+                .pending()
+                .find(|&(_, seq, _)| seq == 1)
+                .unwrap();
+            assert_eq!(other_route.last_error.as_deref(), Some("refused"));
+        }
     }
 }
