@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use super::{error_chain, Outcome};
 use crate::config::{HttpDestination, Secret};
 use crate::spool::StoredEvent;
-use crate::stream::sign;
+use crate::stream::{sign, HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID};
 
 /// How much of a failing response's body is quoted in the error.
 const ERROR_BODY_QUOTE: usize = 200;
@@ -52,14 +52,14 @@ impl HttpSink {
             .post(self.target(event))
             .timeout(self.timeout)
             .header(CONTENT_TYPE, "application/json")
-            .header("X-Webhook-Attempt", attempt.to_string())
-            .header("X-Signature", signature)
+            .header(HEADER_ATTEMPT, attempt.to_string())
+            .header(HEADER_SIGNATURE, signature)
             .body(event.body.clone());
         if let Some(id) = &event.webhook_id {
-            request = request.header("X-Webhook-Id", id);
+            request = request.header(HEADER_WEBHOOK_ID, id);
         }
         if let Some(key) = &event.api_key {
-            request = request.header("X-Api-Key", key);
+            request = request.header(HEADER_API_KEY, key);
         }
         match request.send().await {
             Ok(response) => {
