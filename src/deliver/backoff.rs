@@ -31,10 +31,11 @@ pub fn delay(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn policy() -> RetryPolicy {
+    /// max_age 1 h, backoff from 100 ms up to 10 s: the policy the delivery tests use.
+    pub(in crate::deliver) fn policy() -> RetryPolicy {
         RetryPolicy::try_new(
             Duration::from_secs(3600),
             Duration::from_millis(100),

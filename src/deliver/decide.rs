@@ -95,16 +95,9 @@ pub fn decide(rules: Rules<'_>, attempt: Attempt, outcome: Outcome) -> Decision 
 mod tests {
     use super::*;
 
-    const NOW: u64 = 1_800_000_000_000;
+    use crate::deliver::backoff::tests::policy;
 
-    fn policy() -> RetryPolicy {
-        RetryPolicy::try_new(
-            Duration::from_secs(3600),
-            Duration::from_millis(100),
-            Duration::from_secs(10),
-        )
-        .unwrap()
-    }
+    const NOW: u64 = 1_800_000_000_000;
 
     /// Attempt `number` of an event received `age_ms` ago, the jitter at its largest (the
     /// backoff is its ceiling).
