@@ -4,21 +4,11 @@
 //! that cannot commit); WARN is a refused webhook or a failed delivery attempt (rate-limited
 //! per route); INFO is lifecycle. Filter with `RUST_LOG` (default `info`).
 //!
-//! Metric names (labels carry route names and outcomes, never event ids):
-//! - `hookfan_webhooks_received_total{outcome}`: accepted, duplicate, unauthorized,
-//!   bad_request, too_large, unavailable, method_not_allowed
-//! - `hookfan_ingest_ack_seconds`: time from request to answer
-//! - `hookfan_events_routed_total{route}`, `hookfan_events_unrouted_total`
-//! - `hookfan_deliveries_total{route,outcome}`: delivered, retried, dead_lettered
-//! - `hookfan_delivery_latency_seconds{route}`: receipt to delivered
-//! - `hookfan_spool_commits_total`, `hookfan_spool_commit_batch_size`,
-//!   `hookfan_spool_commit_seconds`, `hookfan_spool_commit_failures_total`
-//! - `hookfan_spool_checkpoints_total{taken_from}`: snapshot, log, memory
-//! - `hookfan_spool_disk_bytes`: size of the spool directory (set at each scrape)
-//! - `hookfan_spool_dedup_ids`: webhook ids remembered for dedup
-//!
-//! They are served by the admin listener's `/metrics` (see `admin.rs`); docs/metrics.md
-//! documents each one.
+//! Metrics are registered where they are counted (labels carry route names, paths from the
+//! config and outcomes, never event ids), recorded by the Prometheus recorder installed here,
+//! and served by the admin listener's `/metrics` (see `admin.rs`). docs/metrics.md documents
+//! each one; a test below fails when the code names a metric it does not list, or the
+//! reverse.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -85,4 +75,63 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// The names of the `"hookfan_…"` string literals in `text`.
+    fn literal_names(text: &str, into: &mut BTreeSet<String>) {
+        let opening = concat!('"', "hookfan_");
+        for (at, _) in text.match_indices(opening) {
+            let rest = &text[at + 1..];
+            let len = rest
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(rest.len());
+            if rest[len..].starts_with('"') && len > "hookfan_".len() {
+                into.insert(rest[..len].to_string());
+            }
+        }
+    }
+
+    fn sources(dir: &Path, into: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).expect("list src/") {
+            let path = entry.expect("an entry of src/").path();
+            if path.is_dir() {
+                sources(&path, into);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                literal_names(
+                    &std::fs::read_to_string(&path).expect("read a source"),
+                    into,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn docs_metrics_md_lists_exactly_the_metrics_the_code_names() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut in_code = BTreeSet::new();
+        sources(&root.join("src"), &mut in_code);
+        let docs = std::fs::read_to_string(root.join("docs/metrics.md")).expect("read the docs");
+        let in_docs: BTreeSet<String> = docs
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `hookfan_"))
+            .filter_map(|l| l.split('`').next())
+            .map(|name| format!("hookfan_{name}"))
+            .collect();
+        assert!(
+            in_code.len() > 20,
+            "the scan found the metrics: {in_code:?}"
+        );
+        let undocumented: Vec<_> = in_code.difference(&in_docs).collect();
+        let unknown: Vec<_> = in_docs.difference(&in_code).collect();
+        assert!(
+            undocumented.is_empty() && unknown.is_empty(),
+            "named in src/ but not in docs/metrics.md: {undocumented:?}; \
+             in docs/metrics.md but named nowhere in src/: {unknown:?}"
+        );
+    }
 }
