@@ -108,20 +108,13 @@ async fn metrics_count_every_outcome_of_ingest_and_delivery() {
     // Outcomes are counted once the spool has recorded them, a moment after the receiver
     // answered; nothing can be awaited from outside, so poll the scrape with a deadline.
     let url = format!("http://{}/metrics", daemon.admin);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let metrics = loop {
+    let metrics = eventually(Duration::from_secs(10), "a dead letter counted", || async {
         let (status, body) = get(&client, url.clone()).await;
         assert_eq!(status, 200);
         let dead = r#"route="to-receiver",outcome="dead_lettered""#;
-        if sample(&body, "hookfan_deliveries_total", dead) == Some(1.0) {
-            break body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no dead letter counted within 10 s:\n{body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        (sample(&body, "hookfan_deliveries_total", dead) == Some(1.0)).then_some(body)
+    })
+    .await;
     let expect = [
         (
             "hookfan_webhooks_received_total",
@@ -336,19 +329,16 @@ async fn api_routes_shows_backlog_progress_and_errors_without_secrets() {
     }
     receiver.next_n(3, "the healthy route's deliveries").await;
     let url = format!("http://{}/api/routes", daemon.admin);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let (body, routes) = loop {
+    let what = "the healthy route done and the down one failing";
+    let (body, routes) = eventually(Duration::from_secs(10), what, || async {
         let (status, body) = get(&client, url.clone()).await;
         assert_eq!(status, 200, "{body}");
         let routes: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
         let healthy_done = routes[0]["delivered"] == 3 && routes[0]["pending"] == 0;
         let down_failing = routes[1]["failed"].as_u64().unwrap_or(0) >= 1;
-        if healthy_done && down_failing {
-            break (body, routes);
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        (healthy_done && down_failing).then_some((body, routes))
+    })
+    .await;
     assert!(
         !body.contains("resign-secret-value") && !body.contains(SECRET),
         "{body}"

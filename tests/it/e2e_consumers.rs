@@ -20,7 +20,6 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
-use tokio::time::Instant;
 
 use crate::harness::*;
 use crate::moto::*;
@@ -318,20 +317,15 @@ async fn consumer_handles_what_hookfan_sends(consumer: Consumer) {
 
     // The forged messages were left to the queues: once visible again, the next receive
     // moves each to the dead-letter queue (maxReceiveCount 1).
-    let deadline = Instant::now() + Duration::from_secs(VISIBILITY_SECONDS * 4);
-    loop {
+    let within = Duration::from_secs(VISIBILITY_SECONDS * 4);
+    let what = "the forged messages in the dead-letter queue";
+    eventually(within, what, || async {
         for queue in [&raw, &compressed] {
             assert!(aws.drain(queue).await.is_empty(), "{queue} redelivered");
         }
-        if counts(&aws, &dlq).await.0 == 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the forged messages did not reach the dead-letter queue"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        counts(&aws, &dlq).await.0 == 2
+    })
+    .await;
     let dead = aws.drain(&dlq).await;
     assert!(dead.iter().all(|m| m.webhook_id() == "forged"), "{dead:?}");
 }

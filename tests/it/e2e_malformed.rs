@@ -338,22 +338,20 @@ async fn each_malformed_request_gets_its_status_code_and_nothing_is_stored() {
     let ids: Vec<&str> = before.iter().map(Recorded::webhook_id).collect();
     assert!(ids.is_empty(), "deliveries of refused requests: {ids:?}");
     let api = format!("http://{}/api/routes", daemon.admin);
-    let deadline = tokio::time::Instant::now() + DELIVERY_TIMEOUT;
-    loop {
+    let what = format!("the accepted cases and the marker delivered ({expected}), no more");
+    eventually(DELIVERY_TIMEOUT, &what, || async {
         let (status, routes) = get(&http, api.clone()).await;
         assert_eq!(status, 200, "{routes}");
         let routes: serde_json::Value = serde_json::from_str(&routes).expect("JSON");
         let route = routes.as_array().expect("a list of routes")[0].clone();
         assert_eq!(route["dead_letters"], 0, "{route}");
-        if route["delivered"] == expected && route["pending"] == 0 {
-            break;
-        }
         assert!(
-            route["delivered"].as_u64() <= Some(expected) && tokio::time::Instant::now() < deadline,
+            route["delivered"].as_u64() <= Some(expected),
             "the route must deliver the accepted cases and the marker only ({expected}): {route}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        route["delivered"] == expected && route["pending"] == 0
+    })
+    .await;
     let (status, _) = get(&http, format!("http://{}/healthz", daemon.admin)).await;
     assert_eq!(status, 200, "hookfan survived every case");
 }

@@ -17,41 +17,32 @@ async fn until_routes(
     cond: impl Fn(&[serde_json::Value]) -> bool,
 ) -> Vec<serde_json::Value> {
     let url = format!("http://{}/api/routes", daemon.admin);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
+    eventually(Duration::from_secs(15), what, || async {
         let (status, body) = get(client, url.clone()).await;
         assert_eq!(status, 200, "{body}");
         let routes: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-        if cond(&routes) {
-            return routes;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        cond(&routes).then_some(routes)
+    })
+    .await
 }
 
 /// Waits until `/metrics` counts a failed reload (an edit and a SIGHUP may each cause one).
 async fn until_failed_reload(client: &reqwest::Client, daemon: &Daemon) {
     let metrics_url = format!("http://{}/metrics", daemon.admin);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, body) = get(client, metrics_url.clone()).await;
-        let failures = body
-            .lines()
-            .find_map(|l| l.strip_prefix(r#"hookfan_config_reloads_total{outcome="failure"} "#))
-            .and_then(|v| v.trim().parse::<f64>().ok());
-        if failures.is_some_and(|n| n >= 1.0) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no failed reload counted:\n{body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(15),
+        "a failed reload counted",
+        || async {
+            let (_, body) = get(client, metrics_url.clone()).await;
+            let failures = sample(
+                &body,
+                "hookfan_config_reloads_total",
+                r#"outcome="failure""#,
+            );
+            failures.is_some_and(|n| n >= 1.0)
+        },
+    )
+    .await
 }
 
 fn names(routes: &[serde_json::Value]) -> Vec<&str> {

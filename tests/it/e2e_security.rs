@@ -12,22 +12,6 @@ use tokio::time::{timeout, Instant};
 
 use crate::harness::*;
 
-/// Waits for `check` to hold, polling; panics with `what` after `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what} (waited {within:?})");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A signed `message.new` whose `created_at` is `created_at` (any JSON value), unique per id.
 fn event_created_at(id: &str, created_at: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({

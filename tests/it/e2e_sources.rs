@@ -218,17 +218,8 @@ async fn every_native_form_of_every_fixture_reaches_a_route_byte_for_byte_and_th
 
 /// Waits for `name{labels}` to appear on `/metrics` (it is set as messages are handled).
 async fn poll_metric(daemon: &Daemon, name: &str, labels: &str) -> f64 {
-    let deadline = tokio::time::Instant::now() + DELIVERY_TIMEOUT;
-    loop {
-        if let Some(v) = metric(daemon, name, labels).await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}{{{labels}}} did not appear within {DELIVERY_TIMEOUT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{name}{{{labels}}} to appear");
+    eventually(DELIVERY_TIMEOUT, &what, || metric(daemon, name, labels)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,18 +355,11 @@ fn cpu_time(pid: u32) -> Duration {
 
 /// Waits until `name{labels}` reaches `at_least`.
 async fn until_metric(daemon: &Daemon, name: &str, labels: &str, at_least: f64, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let now = metric(daemon, name, labels).await.unwrap_or(0.0);
-        if now >= at_least {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}{{{labels}}} is {now}, not {at_least}, after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{name}{{{labels}}} to reach {at_least}");
+    eventually(within, &what, || async {
+        metric(daemon, name, labels).await.unwrap_or(0.0) >= at_least
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1504,12 +1504,36 @@ pub fn ensure_debian_packages(who: &str, wanted: &[(&str, &str)]) {
     );
 }
 
-/// Polls `cond` every 20 ms until it holds or `within` passes (then panics
-/// with `what`). Only for conditions nothing can be awaited on (files).
-pub async fn poll_until<T>(within: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+/// What a check passed to [`eventually`] answers: `true`, or `Some(value)`, once it holds.
+pub trait Settled<T> {
+    fn settled(self) -> Option<T>;
+}
+
+impl Settled<()> for bool {
+    fn settled(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Settled<T> for Option<T> {
+    fn settled(self) -> Option<T> {
+        self
+    }
+}
+
+/// The one way the tests wait for what they cannot await (a figure on `/metrics` or
+/// `/api`, a log line, a file): runs `check` every 20 ms until it holds, and returns what it
+/// answered; panics naming `what` once `within` has passed. A check may assert what must hold
+/// on every look.
+pub async fn eventually<T, F, Fut, S>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = S>,
+    S: Settled<T>,
+{
     let deadline = Instant::now() + within;
     loop {
-        if let Some(v) = cond() {
+        if let Some(v) = check().await.settled() {
             return v;
         }
         assert!(
@@ -1518,6 +1542,11 @@ pub async fn poll_until<T>(within: Duration, what: &str, mut cond: impl FnMut() 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// [`eventually`], for a check that needs no awaiting.
+pub async fn poll_until<T>(within: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    eventually(within, what, || std::future::ready(cond())).await
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 UTC date-time (`...Z`), or `None`.
