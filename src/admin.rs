@@ -50,7 +50,7 @@ pub const ADDR_FILE: &str = "admin.addr";
 pub struct AdminState {
     pub metrics: PrometheusHandle,
     pub spool: Spool,
-    /// The running config, route counters and notifiers; swapped whole on reload.
+    /// The running config, route counters and which routes run; swapped whole on reload.
     pub live: LiveView,
     /// Every source's counters since start.
     pub sources: crate::sources::Registry,
@@ -418,7 +418,7 @@ async fn drop_pending(
     State(state): State<AdminState>,
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> Response {
-    let running = state.live.borrow().notifiers.contains_key(&name);
+    let running = state.live.borrow().running.contains(&name);
     if running {
         return (
             StatusCode::CONFLICT,

@@ -35,7 +35,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     ignore_file_size_signal().context("cannot handle SIGXFSZ")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    let reload = crate::live::Reload::new(config_path.to_path_buf(), text)
+    let reload = crate::reload::Reload::new(config_path.to_path_buf(), text)
         .context("cannot listen for SIGHUP")?;
     crate::server::run(config, Some(reload), listener, admin, shutdown).await
 }

@@ -14,14 +14,16 @@
 //! - [`route`]: which routes take an event type and path (pure).
 //! - [`dedup`]: webhook ids shared between replicas on Redis (the claim protocol).
 //! - [`spool`]: the durable store, with group commit.
-//! - [`deliver`]: one worker per route, retries and backoff, dead letters.
+//! - [`deliver`]: one worker per route, retries and backoff, dead letters; its
+//!   [`deliver::supervisor`] starts and stops the workers as the config changes.
 //! - [`sinks`]: destinations (`http`, `file`, `sqs`, `sns`).
 //! - [`admin`]: the admin listener (health, readiness, Prometheus metrics).
-//! - [`live`]: the running config and hot reload (one worker per enabled route).
+//! - [`live`]: the running config, as one snapshot per request.
+//! - [`reload`]: hot reload (the file watched, SIGHUP), applied to the workers and sources.
 //! - [`server`]: wires the above together and shuts them down in order.
 //! - [`drain`]: retiring a replica: ingest and sources stop, deliveries go on.
 //! - [`cli`]: the subcommands other than `serve`.
-//! - [`telemetry`]: logging setup and the metric names.
+//! - [`telemetry`]: logging setup and the Prometheus recorder.
 //! - [`stream`]: Stream's wire format: header names, signing, hook kinds, event types.
 //! - [`aws`]: the AWS SDK configuration shared by the SQS/SNS destinations and the SQS source.
 //! - [`template`]: `{field}` templates over event JSON (SQS/SNS message group ids).
@@ -35,6 +37,7 @@ pub mod deliver;
 pub mod drain;
 pub mod ingest;
 pub mod live;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod sinks;

@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::deliver::runtime::DeliveryRuntime;
+use crate::deliver::supervisor::Supervisor;
 use crate::ingest::{self, IngestState};
-use crate::live::{Reload, Routes};
+use crate::reload::Reload;
 use crate::sources::Sources;
 use crate::spool::log::LogSpoolConfig;
 use crate::spool::Spool;
@@ -82,7 +83,7 @@ pub async fn run(
         }
         None => None,
     };
-    let mut routes = Routes::new(
+    let mut routes = Supervisor::new(
         spool.clone(),
         config.shutdown_grace,
         delivery.handle(),

@@ -12,6 +12,7 @@ mod dedup;
 mod env;
 mod passthrough;
 pub mod placeholder;
+mod restart;
 pub mod schema;
 mod sources;
 mod tree;

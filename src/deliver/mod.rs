@@ -34,6 +34,7 @@
 pub mod backoff;
 pub mod decide;
 pub mod runtime;
+pub mod supervisor;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};

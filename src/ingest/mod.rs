@@ -39,7 +39,7 @@ pub const ACK_DEADLINE: Duration = Duration::from_secs(5);
 /// What the ingest handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct IngestState {
-    /// The running config and route notifiers; swapped whole on reload.
+    /// The running config, route counters and which routes run; swapped whole on reload.
     pub live: LiveView,
     pub spool: Spool,
     /// Bytes of request bodies in memory, from the first byte read until the commit
