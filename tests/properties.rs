@@ -409,11 +409,11 @@ fn ceiling(policy: &RetryPolicy, attempt: u32) -> Duration {
         u128::MAX
     } else {
         policy
-            .initial_backoff
+            .initial_backoff()
             .as_nanos()
             .saturating_mul(1u128 << doublings.min(127))
     };
-    let max = policy.max_backoff.as_nanos();
+    let max = policy.max_backoff().as_nanos();
     Duration::from_nanos(exact.min(max) as u64)
 }
 
@@ -431,7 +431,7 @@ proptest! {
     ) {
         let d = backoff::delay(&policy, attempt, None, jitter);
         prop_assert!(d <= ceiling(&policy, attempt), "{d:?} over the ceiling {:?}", ceiling(&policy, attempt));
-        prop_assert!(d <= policy.max_backoff);
+        prop_assert!(d <= policy.max_backoff());
     }
 
     /// `Retry-After` is a floor capped at `max_backoff`: the delay is at least
@@ -449,8 +449,8 @@ proptest! {
         ],
     ) {
         let d = backoff::delay(&policy, attempt, Some(retry_after), jitter);
-        prop_assert!(d >= retry_after.min(policy.max_backoff), "{d:?} under the floor");
-        prop_assert!(d <= policy.max_backoff, "{d:?} over max_backoff");
+        prop_assert!(d >= retry_after.min(policy.max_backoff()), "{d:?} under the floor");
+        prop_assert!(d <= policy.max_backoff(), "{d:?} over max_backoff");
     }
 
     /// More jitter never means a shorter wait, and the draw 0 waits not at all.
@@ -476,13 +476,13 @@ proptest! {
         let now = backoff::delay(&policy, attempt, None, 1.0);
         let next = backoff::delay(&policy, attempt + 1, None, 1.0);
         prop_assert!(now <= next, "attempt {attempt}: {now:?}, then {next:?}");
-        let until_max = policy.max_backoff.as_nanos() / policy.initial_backoff.as_nanos();
+        let until_max = policy.max_backoff().as_nanos() / policy.initial_backoff().as_nanos();
         if until_max < 1 << 30 {
             let enough = 2 + (until_max as f64).log2().ceil() as u32;
             let at_max = backoff::delay(&policy, enough, None, 1.0);
-            let gap = policy.max_backoff.saturating_sub(at_max);
+            let gap = policy.max_backoff().saturating_sub(at_max);
             // `delay` scales by the draw in floating point: allow its rounding.
-            prop_assert!(gap <= policy.max_backoff / 1_000_000, "attempt {enough}: {at_max:?}");
+            prop_assert!(gap <= policy.max_backoff() / 1_000_000, "attempt {enough}: {at_max:?}");
         }
     }
 }

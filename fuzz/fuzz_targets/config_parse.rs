@@ -42,8 +42,8 @@ fuzz_target!(|data: &[u8]| {
                     route.name
                 );
                 let retry = route.destination.retry();
-                assert!(!retry.initial_backoff.is_zero());
-                assert!(retry.initial_backoff <= retry.max_backoff);
+                assert!(!retry.initial_backoff().is_zero());
+                assert!(retry.initial_backoff() <= retry.max_backoff());
                 assert!(route.destination.concurrency() >= 1);
             }
             assert!(config.max_body_bytes >= 1);

@@ -51,9 +51,9 @@ fn duration(d: std::time::Duration) -> String {
 
 fn retry(r: &RetryPolicy) -> Value {
     json!({
-        "max_age": duration(r.max_age),
-        "initial_backoff": duration(r.initial_backoff),
-        "max_backoff": duration(r.max_backoff),
+        "max_age": duration(r.max_age()),
+        "initial_backoff": duration(r.initial_backoff()),
+        "max_backoff": duration(r.max_backoff()),
     })
 }
 

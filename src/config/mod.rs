@@ -390,13 +390,36 @@ pub struct FileDestination {
     pub retry: RetryPolicy,
 }
 
-/// How a route retries. Built only through [`RetryPolicy::try_new`], so `initial <= max`.
+/// How a route retries. Built only through [`RetryPolicy::try_new`] (its fields are
+/// private), so every policy has `0 < initial_backoff <= max_backoff` and `max_age > 0`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// An event still failing this long after it was received is dead-lettered.
-    pub max_age: Duration,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
+    max_age: Duration,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+}
+
+/// Why [`RetryPolicy::try_new`] refused its durations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RetryPolicyError {
+    #[error("initial_backoff must be greater than 0")]
+    ZeroInitialBackoff,
+    #[error("initial_backoff ({}) is greater than max_backoff ({})", humantime::format_duration(*.initial), humantime::format_duration(*.max))]
+    InitialAboveMax { initial: Duration, max: Duration },
+    #[error("max_age must be greater than 0")]
+    ZeroMaxAge,
+}
+
+impl RetryPolicyError {
+    /// The key of routes.yaml's `retry:` block the error is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            RetryPolicyError::ZeroInitialBackoff | RetryPolicyError::InitialAboveMax { .. } => {
+                "initial_backoff"
+            }
+            RetryPolicyError::ZeroMaxAge => "max_age",
+        }
+    }
 }
 
 impl RetryPolicy {
@@ -410,25 +433,39 @@ impl RetryPolicy {
         max_age: Duration,
         initial_backoff: Duration,
         max_backoff: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RetryPolicyError> {
         if initial_backoff.is_zero() {
-            return Err("initial_backoff must be greater than 0".into());
+            return Err(RetryPolicyError::ZeroInitialBackoff);
         }
         if initial_backoff > max_backoff {
-            return Err(format!(
-                "initial_backoff ({}) is greater than max_backoff ({})",
-                humantime::format_duration(initial_backoff),
-                humantime::format_duration(max_backoff)
-            ));
+            return Err(RetryPolicyError::InitialAboveMax {
+                initial: initial_backoff,
+                max: max_backoff,
+            });
         }
         if max_age.is_zero() {
-            return Err("max_age must be greater than 0".into());
+            return Err(RetryPolicyError::ZeroMaxAge);
         }
         Ok(RetryPolicy {
             max_age,
             initial_backoff,
             max_backoff,
         })
+    }
+
+    /// An event still failing this long after it was received is dead-lettered.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// The backoff's ceiling after the first failed attempt; it doubles per attempt.
+    pub fn initial_backoff(&self) -> Duration {
+        self.initial_backoff
+    }
+
+    /// The most any retry waits (a destination's `Retry-After` included).
+    pub fn max_backoff(&self) -> Duration {
+        self.max_backoff
     }
 }
 
@@ -1716,12 +1753,8 @@ fn retry_policy(
         return d;
     }
     RetryPolicy::try_new(max_age, initial, max).unwrap_or_else(|why| {
-        let field = if why.starts_with("max_age") {
-            "max_age"
-        } else {
-            "initial_backoff"
-        };
-        errs.push(pos.diag(&format!("{path}.{field}"), format!("{label}: retry: {why}")));
+        let at = format!("{path}.{}", why.field());
+        errs.push(pos.diag(&at, format!("{label}: retry: {why}")));
         d
     })
 }

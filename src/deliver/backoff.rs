@@ -19,13 +19,13 @@ pub fn delay(
 ) -> Duration {
     let doublings = attempt.saturating_sub(1).min(32);
     let ceiling = policy
-        .initial_backoff
+        .initial_backoff()
         .saturating_mul(1u32 << doublings.min(31))
-        .min(policy.max_backoff);
+        .min(policy.max_backoff());
     // `mul_f64` rounds through f64 seconds, which can land a few ns above the ceiling.
     let jittered = ceiling.mul_f64(jitter.clamp(0.0, 1.0)).min(ceiling);
     match retry_after {
-        Some(floor) => jittered.max(floor.min(policy.max_backoff)),
+        Some(floor) => jittered.max(floor.min(policy.max_backoff())),
         None => jittered,
     }
 }
@@ -63,7 +63,7 @@ pub(super) mod tests {
         for attempt in 1..40 {
             for j in [0.0, 0.25, 0.5, 0.999] {
                 let d = delay(&p, attempt, None, j);
-                assert!(d <= p.max_backoff, "attempt {attempt} jitter {j}: {d:?}");
+                assert!(d <= p.max_backoff(), "attempt {attempt} jitter {j}: {d:?}");
             }
         }
         assert_eq!(delay(&p, 3, None, 0.0), Duration::ZERO);

@@ -59,7 +59,7 @@ pub fn decide(rules: Rules<'_>, attempt: Attempt, outcome: Outcome) -> Decision 
         Outcome::Permanent { error } => dead(error),
         Outcome::Retry { after, error } => {
             let age = Duration::from_millis(attempt.now_ms.saturating_sub(attempt.received_at_ms));
-            let max_age = rules.policy.max_age;
+            let max_age = rules.policy.max_age();
             if age >= max_age {
                 return dead(format!(
                     "still failing after max_age {}: {error}",
