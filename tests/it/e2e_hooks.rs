@@ -495,17 +495,18 @@ async fn a_handler_that_is_down_gets_502_a_slow_one_504_within_its_timeout_and_a
             "{path} {outcome}"
         );
     }
-    let logs = daemon.logs();
-    for needle in [
+    // The log is read from the daemon's stderr as it comes: a line may follow its answer.
+    let needles = [
         "cannot be reached",
         "did not answer within 300ms",
         "all 2 slots are in flight",
-    ] {
-        assert!(
-            logs.contains(needle),
-            "no log line with {needle:?}:\n{logs}"
-        );
-    }
+    ];
+    let what = format!("a log line with each of {needles:?}");
+    poll_until(Duration::from_secs(10), &what, || {
+        let logs = daemon.logs();
+        needles.iter().all(|n| logs.contains(n)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -658,12 +659,14 @@ async fn a_synchronous_hook_posted_to_a_push_path_is_refused_and_nothing_is_stor
             "{hook}"
         );
     }
-    let logs = daemon.logs();
-    assert!(
-        logs.contains("the shape of a Before-Message-Send hook")
-            && logs.contains("passthrough: [{ path: /stream, url: http://127.0.0.1:3000/stream }]"),
-        "the WARN line names the hook and the block that would handle it:\n{logs}"
-    );
+    let what = "a WARN line that names the hook and the block that would handle it";
+    poll_until(Duration::from_secs(10), what, || {
+        let logs = daemon.logs();
+        (logs.contains("the shape of a Before-Message-Send hook")
+            && logs.contains("passthrough: [{ path: /stream, url: http://127.0.0.1:3000/stream }]"))
+        .then_some(())
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------
@@ -781,13 +784,18 @@ async fn a_new_api_key_is_answered_503_until_a_reload_adds_its_app_then_streams_
             "Stream is told to retry"
         );
     }
-    let logs = daemon.logs();
-    assert!(
-        logs.lines().any(|l| l.contains("ERROR")
+    // The log is read from the daemon's stderr as it comes: the line may follow the answer.
+    let names_the_key = |l: &str| {
+        l.contains("ERROR")
             && l.contains(&format!("\"{NEW_KEY}\""))
-            && l.contains("add it to apps:")),
-        "one ERROR line names the key and what to do:\n{logs}"
-    );
+            && l.contains("add it to apps:")
+    };
+    let what = "one ERROR line that names the key and what to do";
+    let logs = poll_until(Duration::from_secs(10), what, || {
+        let logs = daemon.logs();
+        logs.lines().any(names_the_key).then_some(logs)
+    })
+    .await;
     assert!(!logs.contains(NEW_SECRET));
     assert_eq!(
         metric(
