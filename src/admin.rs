@@ -316,17 +316,52 @@ async fn start_drain(State(state): State<AdminState>) -> Json<DrainStatus> {
     drain_status_of(&state.drain)
 }
 
-/// Internal errors: logged, and the client told only that it failed.
-fn internal(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "admin API request failed");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "spool error; see the log\n",
-    )
-        .into_response()
+/// Why an admin API request was refused or failed. It answers for itself (axum's
+/// `IntoResponse`), with its log line: a handler returns it and does nothing else.
+#[derive(Debug)]
+enum ApiError {
+    /// 400: the request cannot be understood; nothing was changed.
+    BadRequest(String),
+    /// 409: the request is understood but would break a running route.
+    Conflict(String),
+    /// 500: the spool (or the task reading it) failed. Logged with its cause; the client is
+    /// told only that it failed.
+    Internal(String),
 }
 
-async fn routes(State(state): State<AdminState>) -> Response {
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::BadRequest(why) => {
+                tracing::warn!(why = %why, "admin API request refused");
+                (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response()
+            }
+            ApiError::Conflict(why) => (StatusCode::CONFLICT, format!("{why}\n")).into_response(),
+            ApiError::Internal(error) => {
+                tracing::error!(error = %error, "admin API request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "spool error; see the log\n",
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+impl From<crate::spool::SpoolError> for ApiError {
+    fn from(e: crate::spool::SpoolError) -> ApiError {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> ApiError {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+async fn routes(State(state): State<AdminState>) -> Result<Json<Vec<RouteStatus>>, ApiError> {
     let live = state.live.borrow().clone();
     let spool = state.spool.clone();
     let configured: Vec<String> = live.config.routes.iter().map(|r| r.name.clone()).collect();
@@ -345,11 +380,7 @@ async fn routes(State(state): State<AdminState>) -> Response {
         Ok::<_, crate::spool::SpoolError>((removed, summaries))
     })
     .await;
-    let (removed, summaries) = match read {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return internal(e),
-        Err(e) => return internal(e),
-    };
+    let (removed, summaries) = read??;
     let now = now_ms();
     // Configured routes first, in file order, then removed routes that still hold events.
     let described: Vec<(String, bool, String, String, String)> = live
@@ -404,7 +435,7 @@ async fn routes(State(state): State<AdminState>) -> Response {
             },
         )
         .collect();
-    Json(rows).into_response()
+    Ok(Json(rows))
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -417,22 +448,16 @@ fn rfc3339(ms: u64) -> String {
 async fn drop_pending(
     State(state): State<AdminState>,
     axum::extract::Path(name): axum::extract::Path<String>,
-) -> Response {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let running = state.live.borrow().running.contains(&name);
     if running {
-        return (
-            StatusCode::CONFLICT,
-            format!("route {name:?} is running: disable or remove it in routes.yaml first\n"),
-        )
-            .into_response();
+        return Err(ApiError::Conflict(format!(
+            "route {name:?} is running: disable or remove it in routes.yaml first"
+        )));
     }
-    match state.spool.drop_pending(&name).await {
-        Ok(n) => {
-            tracing::warn!(route = %name, count = n, "pending events of a stopped route dropped on request");
-            Json(serde_json::json!({ "dropped": n })).into_response()
-        }
-        Err(e) => internal(e),
-    }
+    let n = state.spool.drop_pending(&name).await?;
+    tracing::warn!(route = %name, count = n, "pending events of a stopped route dropped on request");
+    Ok(Json(serde_json::json!({ "dropped": n })))
 }
 
 /// Which dead letters a request means. Unknown keys are refused: a mistyped `?rout=orders`
@@ -464,42 +489,35 @@ impl Selection {
 }
 
 /// The selection in a query string, or why it is not one.
-fn query_selection(query: Result<Query<Selection>, QueryRejection>) -> Result<Selection, String> {
-    query.map(|Query(sel)| sel).map_err(|e| e.body_text())
-}
-
-/// 400 for an admin request that cannot be understood; nothing is changed.
-fn bad_request(why: String) -> Response {
-    tracing::warn!(why = %why, "admin API request refused");
-    (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response()
+fn query_selection(query: Result<Query<Selection>, QueryRejection>) -> Result<Selection, ApiError> {
+    query
+        .map(|Query(sel)| sel)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
 async fn list_dead(
     State(state): State<AdminState>,
     query: Result<Query<Selection>, QueryRejection>,
-) -> Response {
-    let sel = match query_selection(query) {
-        Ok(sel) => sel,
-        Err(why) => return bad_request(why),
-    };
+) -> Result<Response, ApiError> {
+    let sel = query_selection(query)?;
     let spool = state.spool.clone();
-    match tokio::task::spawn_blocking(move || spool.dead_letters(sel.route.as_deref())).await {
-        Ok(Ok(letters)) => Json(letters).into_response(),
-        Ok(Err(e)) => internal(e),
-        Err(e) => internal(e),
-    }
+    let letters =
+        tokio::task::spawn_blocking(move || spool.dead_letters(sel.route.as_deref())).await??;
+    Ok(Json(letters).into_response())
 }
 
 /// An empty body replays every dead letter; any other body must be a JSON selection, whatever
 /// its `Content-Type` says, so that a body that was meant to narrow the replay never widens it.
-async fn replay_dead(State(state): State<AdminState>, body: Bytes) -> Response {
+async fn replay_dead(
+    State(state): State<AdminState>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let sel = if body.iter().all(u8::is_ascii_whitespace) {
         Selection::default()
     } else {
-        match serde_json::from_slice::<Selection>(&body) {
-            Ok(sel) => sel,
-            Err(e) => return bad_request(format!("the body is not a dead-letter selection: {e}")),
-        }
+        serde_json::from_slice::<Selection>(&body).map_err(|e| {
+            ApiError::BadRequest(format!("the body is not a dead-letter selection: {e}"))
+        })?
     };
     act(&state, DeadLetterAction::Replay, sel).await
 }
@@ -507,32 +525,28 @@ async fn replay_dead(State(state): State<AdminState>, body: Bytes) -> Response {
 async fn drop_dead(
     State(state): State<AdminState>,
     query: Result<Query<Selection>, QueryRejection>,
-) -> Response {
-    match query_selection(query) {
-        Ok(sel) => act(&state, DeadLetterAction::Drop, sel).await,
-        Err(why) => bad_request(why),
-    }
+) -> Result<Json<serde_json::Value>, ApiError> {
+    act(&state, DeadLetterAction::Drop, query_selection(query)?).await
 }
 
-async fn act(state: &AdminState, action: DeadLetterAction, sel: Selection) -> Response {
+async fn act(
+    state: &AdminState,
+    action: DeadLetterAction,
+    sel: Selection,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let ids = sel.ids();
-    match state
+    let n = state
         .spool
         .dead_letter_action(action, sel.route.as_deref(), ids)
-        .await
-    {
-        Ok(n) => {
-            let (verb, key) = match action {
-                DeadLetterAction::Replay => ("replayed", "replayed"),
-                DeadLetterAction::Drop => ("dropped", "dropped"),
-            };
-            tracing::info!(
-                route = sel.route.as_deref().unwrap_or("*"),
-                count = n,
-                "dead letters {verb}"
-            );
-            Json(serde_json::json!({ key: n })).into_response()
-        }
-        Err(e) => internal(e),
-    }
+        .await?;
+    let (verb, key) = match action {
+        DeadLetterAction::Replay => ("replayed", "replayed"),
+        DeadLetterAction::Drop => ("dropped", "dropped"),
+    };
+    tracing::info!(
+        route = sel.route.as_deref().unwrap_or("*"),
+        count = n,
+        "dead letters {verb}"
+    );
+    Ok(Json(serde_json::json!({ key: n })))
 }
