@@ -769,6 +769,21 @@ mod tests {
         one(w, record);
     }
 
+    /// Every 40th of `seqs` dies on route 0 and the rest are delivered: a few dead letters
+    /// pinning segments nothing else needs. Returns the dead ones, with their index in `seqs`.
+    fn every_fortieth_dies(w: &Writer, seqs: &[u64]) -> Vec<(u64, u64)> {
+        let mut dead = Vec::new();
+        for (i, &seq) in seqs.iter().enumerate() {
+            if i % 40 == 0 {
+                dies(w, seq);
+                dead.push((i as u64, seq));
+            } else {
+                one(w, Record::Delivered { route: 0, seq });
+            }
+        }
+        dead
+    }
+
     /// A log on a simulated disk (`seed`), opened, with its maintenance (`maint`).
     fn sim_log(seed: u64, maint: MaintenanceConfig) -> (SimDisk, Maintenance, Writer) {
         let disk = SimDisk::new(seed);
@@ -1032,15 +1047,7 @@ mod tests {
         let (disk, mut m, w) = sim_log(3, maint_config());
         let seqs = append(&w, 240);
         // Every 40th event dies; the rest are delivered; then the ids expire.
-        let mut dead = Vec::new();
-        for (i, &seq) in seqs.iter().enumerate() {
-            if i % 40 == 0 {
-                dies(&w, seq);
-                dead.push((i as u64, seq));
-            } else {
-                one(&w, Record::Delivered { route: 0, seq });
-            }
-        }
+        let dead = every_fortieth_dies(&w, &seqs);
         one(
             &w,
             Record::ExpireIds {
@@ -1082,16 +1089,8 @@ mod tests {
     fn a_needed_event_whose_group_was_damaged_is_refused_when_it_would_be_copied() {
         let (disk, mut m, w) = sim_log(6, maint_config());
         let seqs = append(&w, 240);
-        let mut dead = Vec::new();
-        for (i, &seq) in seqs.iter().enumerate() {
-            if i % 40 == 0 {
-                dies(&w, seq);
-                dead.push(seq);
-            } else {
-                one(&w, Record::Delivered { route: 0, seq });
-            }
-        }
-        let at = w.with_state(|s| s.event(dead[0]).unwrap().location());
+        let (_, first_dead) = every_fortieth_dies(&w, &seqs)[0];
+        let at = w.with_state(|s| s.event(first_dead).unwrap().location());
         let name = segment::segment_name(at.segment);
         disk.corrupt(&name, at.offset + 8, &[0xA5; 4]);
         let refused = (0..6).find_map(|_| m.step(&w).err());
@@ -1099,13 +1098,13 @@ mod tests {
             Some(LogError::Corrupt { file, offset, why }) => {
                 assert_eq!(file, name);
                 assert_eq!(offset, at.offset);
-                assert_eq!(why, CorruptWhy::EventMissing { seq: dead[0] });
+                assert_eq!(why, CorruptWhy::EventMissing { seq: first_dead });
             }
             other => panic!("not refused as damage: {other:?}"),
         }
         // Nothing was copied from the damaged segment's groups after the bad one.
         assert_eq!(
-            w.with_state(|s| s.event(dead[0]).unwrap().location()),
+            w.with_state(|s| s.event(first_dead).unwrap().location()),
             at,
             "the event still names its place"
         );
