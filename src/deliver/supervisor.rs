@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -39,8 +38,7 @@ pub struct Supervisor {
     /// Where workers run: the delivery runtime (see `deliver::runtime`).
     runtime: Handle,
     running: HashMap<String, Running>,
-    /// Kept across worker restarts so no wake-up and no counter is lost.
-    notifiers: HashMap<String, Arc<Notify>>,
+    /// Kept across worker restarts so no counter is lost.
     stats: HashMap<String, Arc<RouteStats>>,
     /// The passthrough handlers last published; unchanged blocks keep their client and slots.
     passthrough: Arc<Passthroughs>,
@@ -59,7 +57,6 @@ impl Supervisor {
             grace,
             runtime,
             running: HashMap::new(),
-            notifiers: HashMap::new(),
             stats: HashMap::new(),
             passthrough: Arc::default(),
             dedup,
@@ -145,11 +142,9 @@ impl Supervisor {
 
     fn start(&mut self, route: Route, sink: Arc<Sink>) {
         let name = route.name.clone();
-        let notify = self
-            .notifiers
-            .entry(name.clone())
-            .or_insert_with(|| self.spool.route_waker(&name))
-            .clone();
+        // The spool keeps one wake-up per name, so a restarted worker gets the same one and
+        // no wake-up given meanwhile is lost.
+        let notify = self.spool.route_waker(&name);
         let stats = self.stats.entry(name.clone()).or_default().clone();
         let stop = CancellationToken::new();
         let worker = RouteWorker {
