@@ -8,9 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Placeholders};
-use crate::ingest::verify::{
-    sign, HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID,
-};
+use crate::ingest::verify::{HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID};
 use crate::spool::{DeadLetter, DeadLetterAction, Spool, SpoolError};
 
 /// `hookfan serve`: runs until SIGTERM or SIGINT, then drains and returns.
@@ -104,7 +102,7 @@ pub fn check(config_path: &Path, no_env: bool) -> anyhow::Result<()> {
         config.max_body_bytes,
         humantime::format_duration(config.dedup_window)
     );
-    let keys: Vec<&str> = config.apps.iter().map(|a| a.api_key.as_str()).collect();
+    let keys: Vec<&str> = config.apps.iter().map(|a| a.api_key()).collect();
     println!("apps (X-Api-Key): {}", keys.join(", "));
     println!();
     let rows: Vec<[String; 6]> = config
@@ -266,8 +264,8 @@ pub async fn send(config_path: &Path, what: &str, to: Option<&str>) -> anyhow::R
         .header("content-type", "application/json")
         .header(HEADER_WEBHOOK_ID, &id)
         .header(HEADER_ATTEMPT, "1")
-        .header(HEADER_API_KEY, &app.api_key)
-        .header(HEADER_SIGNATURE, sign(app.api_secret.expose(), &body))
+        .header(HEADER_API_KEY, app.api_key())
+        .header(HEADER_SIGNATURE, app.signing_key().sign(&body))
         .body(body)
         .timeout(Duration::from_secs(10))
         .send()

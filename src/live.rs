@@ -21,6 +21,8 @@ pub struct Live {
     /// Per enabled route: `hookfan_events_routed_total`, registered once here rather than
     /// looked up by its label on every stored event.
     pub routed: HashMap<String, metrics::Counter>,
+    /// `hookfan_events_unrouted_total`, registered once as `routed` is.
+    pub unrouted: metrics::Counter,
     /// Per route ever run since start: its delivery counters.
     pub stats: HashMap<String, Arc<RouteStats>>,
     /// The synchronous hooks' handlers, by exact path.

@@ -1316,8 +1316,8 @@ fn the_shipped_routes_yaml_validates_with_only_the_stream_credentials_set() {
     );
 
     assert_eq!(config.apps.len(), 1);
-    assert_eq!(config.apps[0].api_key, "stream-key");
-    assert_eq!(config.apps[0].api_secret.expose(), b"stream-secret");
+    assert_eq!(config.apps[0].api_key(), "stream-key");
+    assert_eq!(config.apps[0].api_secret().expose(), b"stream-secret");
 
     let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
@@ -1562,11 +1562,11 @@ fn a_config_using_every_key_parses_into_exactly_those_values() {
     assert_eq!(config.delivery_nice, 12);
 
     assert_eq!(config.apps.len(), 2);
-    assert_eq!(config.apps[0].api_key, "key-one");
-    assert_eq!(config.apps[0].api_secret.expose(), APP_SECRET.as_bytes());
-    assert_eq!(config.apps[1].api_key, "key-two");
+    assert_eq!(config.apps[0].api_key(), "key-one");
+    assert_eq!(config.apps[0].api_secret().expose(), APP_SECRET.as_bytes());
+    assert_eq!(config.apps[1].api_key(), "key-two");
     assert_eq!(
-        config.apps[1].api_secret.expose(),
+        config.apps[1].api_secret().expose(),
         b"literal ${NOT_A_VAR}",
         "$${{ writes a literal ${{"
     );

@@ -522,10 +522,7 @@ fn api_key() -> impl Strategy<Value = String> {
 }
 
 fn app(key: &str, secret: &str) -> App {
-    App {
-        api_key: key.into(),
-        api_secret: Secret::new(secret),
-    }
+    App::new(key, Secret::new(secret))
 }
 
 fn headers(api_key: Option<&str>, signature: &str, gzip: bool) -> HeaderMap {

@@ -77,15 +77,12 @@ struct Headers {
 }
 
 fn apps(two: bool) -> Vec<App> {
-    let mut apps = vec![App {
-        api_key: "key-a".into(),
-        api_secret: Secret::new("test_secret_do_not_use_in_production"),
-    }];
+    let mut apps = vec![App::new(
+        "key-a",
+        Secret::new("test_secret_do_not_use_in_production"),
+    )];
     if two {
-        apps.push(App {
-            api_key: "key-b".into(),
-            api_secret: Secret::new("secret-b"),
-        });
+        apps.push(App::new("key-b", Secret::new("secret-b")));
     }
     apps
 }
@@ -151,9 +148,9 @@ fuzz_target!(|data: &[u8]| {
     let named = named.as_deref();
     let secret = apps
         .iter()
-        .find(|a| Some(a.api_key.as_str()) == named)
+        .find(|a| Some(a.api_key()) == named)
         .unwrap_or(&apps[0])
-        .api_secret
+        .api_secret()
         .clone();
     let signed = decode(&headers, Bytes::from(wire.clone()), limit)
         .map(|b| b.to_vec())
@@ -184,7 +181,7 @@ fuzz_target!(|data: &[u8]| {
             let app = match named {
                 Some(key) => apps
                     .iter()
-                    .find(|a| a.api_key == key)
+                    .find(|a| a.api_key() == key)
                     .expect("accepted with an unknown X-Api-Key"),
                 None => {
                     assert!(!present, "accepted an X-Api-Key that is not text");
@@ -195,7 +192,7 @@ fuzz_target!(|data: &[u8]| {
             let sent = readable(&headers, HEADER_SIGNATURE).expect("accepted unsigned");
             assert_eq!(sent, v.signature);
             assert!(
-                sign(app.api_secret.expose(), &v.body).eq_ignore_ascii_case(&v.signature),
+                sign(app.api_secret().expose(), &v.body).eq_ignore_ascii_case(&v.signature),
                 "accepted a signature that is not the body's HMAC"
             );
             // ... over a body no bigger than the limit once decompressed ...
@@ -224,7 +221,11 @@ fuzz_target!(|data: &[u8]| {
                 HEADER_WEBHOOK_ID,
                 "content-encoding",
             ] {
-                assert_eq!(forwarded.get_all(name).iter().collect::<Vec<_>>(), headers.get_all(name).iter().collect::<Vec<_>>(), "{name}");
+                assert_eq!(
+                    forwarded.get_all(name).iter().collect::<Vec<_>>(),
+                    headers.get_all(name).iter().collect::<Vec<_>>(),
+                    "{name}"
+                );
             }
             assert!(forwarded.get("content-length").is_none());
             assert_eq!(forwarded["x-forwarded-for"], "203.0.113.7");
@@ -233,7 +234,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(!rejection.to_string().is_empty());
             // A correct signature from a named (or the only) app is never what gets refused.
             let key_ok = match named {
-                Some(key) => apps.iter().any(|a| a.api_key == key),
+                Some(key) => apps.iter().any(|a| a.api_key() == key),
                 None => !present && apps.len() == 1,
             };
             let correct_sent = matches!(h.signature, Signature::Correct | Signature::Uppercase);

@@ -150,8 +150,8 @@ pub fn view(c: &Config) -> Value {
         "shutdown_grace": duration(c.shutdown_grace),
         "delivery_nice": c.delivery_nice,
         "apps": c.apps.iter().map(|a| json!({
-            "api_key": a.api_key,
-            "api_secret": secret(&a.api_secret),
+            "api_key": a.api_key(),
+            "api_secret": secret(a.api_secret()),
         })).collect::<Vec<_>>(),
         "routes": routes,
         "passthrough": c.passthrough.iter().map(|p| json!({

@@ -26,6 +26,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::route::{EventFilter, PathFilter};
+use crate::stream::SigningKey;
 
 pub use placeholder::{Placeheld, Placeholders};
 pub use tree::Positions;
@@ -252,10 +253,37 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// One of Stream's apps: the key its webhooks name in `X-Api-Key`, and the secret they are
+/// signed with, kept keyed for checking signatures ([`App::signing_key`]).
 #[derive(Debug, Clone)]
 pub struct App {
-    pub api_key: String,
-    pub api_secret: Secret,
+    api_key: String,
+    api_secret: Secret,
+    signing_key: SigningKey,
+}
+
+impl App {
+    pub fn new(api_key: impl Into<String>, api_secret: Secret) -> Self {
+        let signing_key = SigningKey::new(api_secret.expose());
+        App {
+            api_key: api_key.into(),
+            api_secret,
+            signing_key,
+        }
+    }
+
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    pub fn api_secret(&self) -> &Secret {
+        &self.api_secret
+    }
+
+    /// The secret as an HMAC key, keyed once.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing_key
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1461,10 +1489,7 @@ fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> 
                 "app: api_secret is empty (is its environment variable set to an empty value?)",
             ));
         }
-        apps.push(App {
-            api_key: app.api_key,
-            api_secret: Secret::new(app.api_secret),
-        });
+        apps.push(App::new(app.api_key, Secret::new(app.api_secret)));
     }
 
     let mut routes = Vec::new();

@@ -263,7 +263,7 @@ routes:
     fn for_unset_keeps_set_variables_and_defaults() {
         let env = |name: &str| (name == "KEY").then(|| "real-key".to_string());
         let (config, held) = from_str("r.yaml", TEXT, env, Placeholders::ForUnset).unwrap();
-        assert_eq!(config.apps[0].api_key, "real-key");
+        assert_eq!(config.apps[0].api_key(), "real-key");
         assert_eq!(
             config.listen.map(|a| a.to_string()).unwrap_or_default(),
             "0.0.0.0:8080",

@@ -129,6 +129,7 @@ impl Supervisor {
                     (n.clone(), counter)
                 })
                 .collect(),
+            unrouted: metrics::counter!("hookfan_events_unrouted_total"),
             running: self.running.keys().cloned().collect(),
             stats: self.stats.clone(),
             passthrough: {

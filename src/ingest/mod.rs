@@ -8,6 +8,7 @@
 //! `Retry-After` for what it can.
 
 pub mod listener;
+pub mod outcome;
 pub mod passthrough;
 pub mod tls;
 pub mod verify;
@@ -29,6 +30,7 @@ use crate::live::{Live, LiveView};
 use crate::route;
 use crate::spool::{now_ms, AppendOutcome, EventRef, Spool, SpoolError};
 use crate::stream::hooks;
+use outcome::{IngestMetrics, Outcome};
 use verify::{Rejection, VerifiedWebhook, HEADER_WEBHOOK_ID};
 
 /// How long a webhook may wait for its commit before it is answered 503 instead. Stream gives
@@ -45,6 +47,7 @@ pub struct IngestState {
     /// Bytes of request bodies in memory, from the first byte read until the commit
     /// answers (in KiB permits): `max_buffered_bytes`.
     pub buffered: Arc<Semaphore>,
+    metrics: Arc<IngestMetrics>,
 }
 
 impl IngestState {
@@ -56,7 +59,12 @@ impl IngestState {
             live,
             spool,
             buffered: Arc::new(Semaphore::new(permits)),
+            metrics: Arc::new(IngestMetrics::register()),
         }
+    }
+
+    fn count(&self, outcome: Outcome) {
+        self.metrics.count(outcome);
     }
 }
 
@@ -77,7 +85,10 @@ async fn ingest(State(state): State<IngestState>, request: Request) -> Response 
     }
     let started = Instant::now();
     let response = push(&state, &live, request).await;
-    metrics::histogram!("hookfan_ingest_ack_seconds").record(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .ack_seconds
+        .record(started.elapsed().as_secs_f64());
     response
 }
 
@@ -115,7 +126,7 @@ async fn receive(
     let webhook_id = logged_id(&parts.headers);
     let peer = listener::peer_ip(&parts.extensions);
     if !listener::ip_allowed(live.config.allowed_ips.as_deref(), peer) {
-        count("ip_not_allowed");
+        state.count(Outcome::IpNotAllowed);
         tracing::warn!(peer = ?peer, %path, %webhook_id, "refused webhook: the sender's IP is not in allowed_ips");
         return Err(answer(
             StatusCode::FORBIDDEN,
@@ -123,7 +134,7 @@ async fn receive(
         ));
     }
     if parts.method != Method::POST {
-        count("method_not_allowed");
+        state.count(Outcome::MethodNotAllowed);
         tracing::warn!(method = %parts.method, %path, "refused webhook: only POST is accepted");
         return Err((
             StatusCode::METHOD_NOT_ALLOWED,
@@ -142,7 +153,7 @@ async fn receive(
         .map_or(limit, |n| n.min(limit));
     let kib = u32::try_from(expected.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
     let Ok(permit) = state.buffered.clone().try_acquire_many_owned(kib) else {
-        count("overloaded");
+        state.count(Outcome::Overloaded);
         if OVERLOAD_WARNING.due() {
             tracing::warn!(%path, %webhook_id, "refused webhook: max_buffered_bytes of request bodies are in memory already (overloaded: the disk commits slower than webhooks arrive); answered 503 so Stream retries");
         }
@@ -150,13 +161,13 @@ async fn receive(
             "overloaded: too many webhooks in progress; retry\n",
         ));
     };
-    let buffered = Buffered::hold(permit);
+    let buffered = Buffered::hold(permit, &state.metrics.buffered_bytes);
     // The head arrived within request_timeout (hyper's deadline); so must the body.
     let raw = match tokio::time::timeout(body_timeout, read_body(body, limit)).await {
         Ok(Ok(raw)) => raw,
-        Ok(Err(rejection)) => return Err(refuse(rejection, path, webhook_id)),
+        Ok(Err(rejection)) => return Err(refuse(state, rejection, path, webhook_id)),
         Err(_) => {
-            count("timeout");
+            state.count(Outcome::Timeout);
             tracing::warn!(%path, %webhook_id, timeout = ?body_timeout, "refused webhook: the body did not arrive in time (request_timeout, or a synchronous hook's deadline)");
             return Err(answer(
                 StatusCode::REQUEST_TIMEOUT,
@@ -166,13 +177,13 @@ async fn receive(
     };
     let webhook = match verify::verify(&parts.headers, raw.clone(), &live.config.apps, limit) {
         Ok(w) => w,
-        Err(rejection) => return Err(refuse(Some(rejection), path, webhook_id)),
+        Err(rejection) => return Err(refuse(state, Some(rejection), path, webhook_id)),
     };
     if let Some(max_age) = live.config.max_event_age {
         if let Err(rejection) =
             verify::check_age(webhook.created_at(), max_age, std::time::SystemTime::now())
         {
-            return Err(refuse(Some(rejection), path, webhook_id));
+            return Err(refuse(state, Some(rejection), path, webhook_id));
         }
     }
     Ok(Received {
@@ -222,7 +233,7 @@ async fn synchronous(
     // A push event (a string `type`) on a passthrough path would be answered by the handler
     // and never stored: refuse it, as push paths refuse synchronous hooks.
     if let Some(event_type) = &webhook.event_type {
-        count("push_on_passthrough");
+        state.count(Outcome::PushOnPassthrough);
         if SYNC_HOOK_WARNING.due() {
             tracing::warn!(%path, %webhook_id, %event_type, "refused: a push event arrived on a passthrough path, where it would not be stored; point Stream's webhook_url at a path without a passthrough block");
         }
@@ -267,7 +278,7 @@ async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
     let (path, webhook_id) = (parts.uri.path(), logged_id(&parts.headers));
     if webhook.event_type.is_none() {
         if let Some(kind) = hooks::sync_hook_shape(&webhook.body) {
-            return refuse_sync_hook(kind, path, webhook_id);
+            return refuse_sync_hook(state, kind, path, webhook_id);
         }
     }
     let event_type = webhook.event_type.as_deref().unwrap_or("-");
@@ -282,34 +293,34 @@ async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
     };
     match store(live, &state.spool, event).await {
         Ok(Stored::Unrouted) => {
-            count("accepted");
+            state.count(Outcome::Accepted);
             tracing::debug!(%webhook_id, %event_type, %path, "accepted; no route takes this event type and path");
             answer(StatusCode::OK, "accepted: no route matched\n")
         }
         Ok(Stored::Stored { routes }) => {
-            count("accepted");
+            state.count(Outcome::Accepted);
             tracing::debug!(%webhook_id, %event_type, routes, "stored");
             answer(StatusCode::OK, "stored\n")
         }
         Ok(Stored::Duplicate) => {
-            count("duplicate");
+            state.count(Outcome::Duplicate);
             tracing::info!(%webhook_id, %event_type, "duplicate X-Webhook-Id within dedup_window; acknowledged, not stored again");
             answer(StatusCode::OK, "duplicate: already stored\n")
         }
         Err(NotStored::Overloaded) => {
-            count("overloaded");
+            state.count(Outcome::Overloaded);
             if OVERLOAD_WARNING.due() {
                 tracing::warn!(%webhook_id, %event_type, "webhook not committed within {ACK_DEADLINE:?} (overloaded disk); answered 503 so Stream retries, and the retry is deduplicated if the commit lands");
             }
             unavailable("not stored in time (overloaded); retry\n")
         }
         Err(NotStored::ClaimedElsewhere) => {
-            count("in_progress");
+            state.count(Outcome::InProgress);
             tracing::info!(%webhook_id, %event_type, "another replica is storing this webhook right now; answered 503 so Stream retries (the retry is a duplicate once it is stored)");
             unavailable("being stored by another replica; retry\n")
         }
         Err(NotStored::Spool(e)) => {
-            count("unavailable");
+            state.count(Outcome::Unavailable);
             tracing::error!(%webhook_id, %event_type, error = %e, "cannot store webhook; answered 503 so Stream retries");
             unavailable("cannot store the event right now; retry\n")
         }
@@ -348,7 +359,7 @@ pub enum NotStored {
 pub async fn store(live: &Live, spool: &Spool, event: EventRef<'_>) -> Result<Stored, NotStored> {
     let routes = route::select(&live.config.routes, event.event_type, event.request_path());
     if routes.is_empty() {
-        metrics::counter!("hookfan_events_unrouted_total").increment(1);
+        live.unrouted.increment(1);
         return Ok(Stored::Unrouted);
     }
     // Shared dedup (several replicas): claim the id first, confirm once stored.
@@ -436,8 +447,13 @@ fn stored_path(uri: &axum::http::Uri) -> Option<&str> {
 /// A signed body shaped like a synchronous hook arrived on a push path: Stream would take a
 /// generic 200 as the hook's answer (an unmoderated message, a command with no reply), so it
 /// is refused, with the routes.yaml block that would handle it.
-fn refuse_sync_hook(kind: hooks::SyncHook, path: &str, webhook_id: &str) -> Response {
-    count("sync_hook");
+fn refuse_sync_hook(
+    state: &IngestState,
+    kind: hooks::SyncHook,
+    path: &str,
+    webhook_id: &str,
+) -> Response {
+    state.count(Outcome::SyncHook);
     metrics::counter!("hookfan_sync_hooks_refused_total", "hook" => kind.label()).increment(1);
     if SYNC_HOOK_WARNING.due() {
         tracing::warn!(
@@ -472,22 +488,24 @@ fn unavailable(text: &'static str) -> Response {
 struct Buffered {
     _permit: tokio::sync::OwnedSemaphorePermit,
     bytes: f64,
+    gauge: metrics::Gauge,
 }
 
 impl Buffered {
-    fn hold(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+    fn hold(permit: tokio::sync::OwnedSemaphorePermit, gauge: &metrics::Gauge) -> Self {
         let bytes = permit.num_permits() as f64 * 1024.0;
-        metrics::gauge!("hookfan_ingest_buffered_bytes").increment(bytes);
+        gauge.increment(bytes);
         Buffered {
             _permit: permit,
             bytes,
+            gauge: gauge.clone(),
         }
     }
 }
 
 impl Drop for Buffered {
     fn drop(&mut self) {
-        metrics::gauge!("hookfan_ingest_buffered_bytes").decrement(self.bytes);
+        self.gauge.decrement(self.bytes);
     }
 }
 
@@ -510,10 +528,6 @@ static SYNC_HOOK_WARNING: OncePerSecond = OncePerSecond::new();
 static UNKNOWN_KEY_ERROR: OncePerSecond = OncePerSecond::new();
 static BUSY_WARNING: OncePerSecond = OncePerSecond::new();
 
-fn count(outcome: &'static str) {
-    metrics::counter!("hookfan_webhooks_received_total", "outcome" => outcome).increment(1);
-}
-
 /// Reads at most `limit` bytes; `Err(None)` when the client went away mid-body.
 async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Option<Rejection>> {
     match Limited::new(body, limit).collect().await {
@@ -528,13 +542,18 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Option<Reje
     }
 }
 
-fn refuse(rejection: Option<Rejection>, path: &str, webhook_id: &str) -> Response {
+fn refuse(
+    state: &IngestState,
+    rejection: Option<Rejection>,
+    path: &str,
+    webhook_id: &str,
+) -> Response {
     let Some(rejection) = rejection else {
-        count("bad_request");
+        state.count(Outcome::BadRequest);
         tracing::warn!(%path, %webhook_id, "refused webhook: the request body could not be read (client disconnected?)");
         return answer(StatusCode::BAD_REQUEST, "cannot read the request body\n");
     };
-    count(rejection.outcome());
+    state.count(rejection.outcome());
     if let Rejection::UnknownApiKey { .. } = rejection {
         // An operator must act (add the app) or webhooks are lost once Stream stops retrying.
         if UNKNOWN_KEY_ERROR.due() {

@@ -11,13 +11,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use serde_json::value::RawValue;
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::config::App;
-use crate::stream::Gunzip;
+use crate::ingest::outcome::Outcome;
+use crate::stream::{Gunzip, SigningKey};
 
 pub use crate::stream::{
     sign, HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID,
@@ -102,14 +101,14 @@ impl Rejection {
         }
     }
 
-    /// The `outcome` label of `hookfan_webhooks_received_total`.
-    pub fn outcome(&self) -> &'static str {
+    /// How it counts in `hookfan_webhooks_received_total`.
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Rejection::TooLarge { .. } => "too_large",
-            Rejection::BadGzip(_) | Rejection::BadJson(_) => "bad_request",
-            Rejection::UnknownApp(_) | Rejection::BadSignature(_) => "unauthorized",
-            Rejection::UnknownApiKey { .. } => "unknown_api_key",
-            Rejection::TooOld { .. } => "too_old",
+            Rejection::TooLarge { .. } => Outcome::TooLarge,
+            Rejection::BadGzip(_) | Rejection::BadJson(_) => Outcome::BadRequest,
+            Rejection::UnknownApp(_) | Rejection::BadSignature(_) => Outcome::Unauthorized,
+            Rejection::UnknownApiKey { .. } => Outcome::UnknownApiKey,
+            Rejection::TooOld { .. } => Outcome::TooOld,
         }
     }
 }
@@ -135,7 +134,7 @@ pub fn verify(
             ))
         }
     };
-    check_signature(app.api_secret.expose(), &body, signature)?;
+    check_signature(app.signing_key(), &body, signature)?;
     let (event_type, created_at) = parse_envelope(&body)?;
     Ok(VerifiedWebhook {
         webhook_id: header_str(headers, HEADER_WEBHOOK_ID)
@@ -202,7 +201,7 @@ fn pick_app<'a>(apps: &'a [App], api_key: Option<&str>) -> Result<&'a App, Rejec
     match (api_key, apps) {
         (Some(key), _) => {
             apps.iter()
-                .find(|a| a.api_key == key)
+                .find(|a| a.api_key() == key)
                 .ok_or_else(|| Rejection::UnknownApiKey {
                     key: key.chars().take(MAX_LOGGED_KEY).collect(),
                 })
@@ -215,14 +214,11 @@ fn pick_app<'a>(apps: &'a [App], api_key: Option<&str>) -> Result<&'a App, Rejec
 }
 
 /// Compares `signature` (hex, either case) with the HMAC of `body` in constant time.
-pub fn check_signature(secret: &[u8], body: &[u8], signature: &str) -> Result<(), Rejection> {
+pub fn check_signature(key: &SigningKey, body: &[u8], signature: &str) -> Result<(), Rejection> {
     let mut given = [0u8; 32];
     hex::decode_to_slice(signature, &mut given)
         .map_err(|_| Rejection::BadSignature("X-Signature is not 64 hex characters"))?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(body);
-    let expected = mac.finalize().into_bytes();
-    if bool::from(expected.as_slice().ct_eq(&given)) {
+    if bool::from(key.tag(body).ct_eq(&given)) {
         Ok(())
     } else {
         Err(Rejection::BadSignature(
@@ -353,10 +349,7 @@ mod tests {
     const SECRET: &str = "test_secret_do_not_use_in_production";
 
     fn apps() -> Vec<App> {
-        vec![App {
-            api_key: "key".into(),
-            api_secret: Secret::new(SECRET),
-        }]
+        vec![App::new("key", Secret::new(SECRET))]
     }
 
     fn read(case: &str, file: &str) -> Vec<u8> {
@@ -548,14 +541,8 @@ mod tests {
     #[test]
     fn the_secret_is_picked_by_x_api_key() {
         let apps = vec![
-            App {
-                api_key: "a".into(),
-                api_secret: Secret::new("secret-a"),
-            },
-            App {
-                api_key: "b".into(),
-                api_secret: Secret::new("secret-b"),
-            },
+            App::new("a", Secret::new("secret-a")),
+            App::new("b", Secret::new("secret-b")),
         ];
         let body = Bytes::from_static(br#"{"type":"x"}"#);
         for (key, secret, ok) in [
@@ -591,7 +578,7 @@ mod tests {
             }
         );
         assert_eq!(unknown.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(unknown.outcome(), "unknown_api_key");
+        assert_eq!(unknown.outcome(), Outcome::UnknownApiKey);
         assert!(unknown.to_string().contains("add it to apps:"), "{unknown}");
 
         h.insert(HEADER_API_KEY, HeaderValue::from_static("key"));

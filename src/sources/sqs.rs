@@ -424,14 +424,14 @@ fn verify_signature(
     let app = only_app(apps, api_key).ok_or_else(|| {
         Undecodable::BadSignature("the message's api_key names no configured app".into())
     })?;
-    crate::ingest::verify::check_signature(app.api_secret.expose(), body, signature)
+    crate::ingest::verify::check_signature(app.signing_key(), body, signature)
         .map_err(|e| Undecodable::BadSignature(e.to_string()))
 }
 
 /// The app a key names, or the only app when no key is given.
 fn only_app<'a>(apps: &'a [App], api_key: Option<&str>) -> Option<&'a App> {
     match (api_key, apps) {
-        (Some(key), _) => apps.iter().find(|a| a.api_key == key),
+        (Some(key), _) => apps.iter().find(|a| a.api_key() == key),
         (None, [only]) => Some(only),
         (None, _) => None,
     }
@@ -456,10 +456,7 @@ mod tests {
     use crate::stream;
 
     fn app(key: &str, secret: &str) -> App {
-        App {
-            api_key: key.into(),
-            api_secret: Secret::new(secret),
-        }
+        App::new(key, Secret::new(secret))
     }
 
     #[test]

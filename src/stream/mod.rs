@@ -55,7 +55,61 @@ pub fn gunzip(bytes: &[u8], limit: usize) -> Result<Vec<u8>, Gunzip> {
 /// );
 /// ```
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
+    SigningKey::new(secret).sign(body)
+}
+
+/// A secret made into an HMAC-SHA256 key once, for the many bodies signed or checked with
+/// it: keying hashes two blocks of its own (the padded key, inner and outer), so a key kept
+/// keyed saves them on every body. Shows nothing of the secret in `Debug`.
+#[derive(Clone)]
+pub struct SigningKey(Hmac<Sha256>);
+
+impl SigningKey {
+    pub fn new(secret: &[u8]) -> Self {
+        SigningKey(Hmac::new_from_slice(secret).expect("HMAC takes any key length"))
+    }
+
+    /// The HMAC-SHA256 of `body`.
+    pub fn tag(&self, body: &[u8]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        mac.update(body);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The hex HMAC-SHA256 of `body`, lower case: what Stream puts in `X-Signature`.
+    pub fn sign(&self, body: &[u8]) -> String {
+        hex::encode(self.tag(body))
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(***)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signing_key_kept_keyed_signs_every_body_as_a_fresh_hmac_does() {
+        let key = SigningKey::new(b"test_secret_do_not_use_in_production");
+        for body in [&b""[..], b"{}", &[b'x'; 4096]] {
+            let mut fresh = Hmac::<Sha256>::new_from_slice(b"test_secret_do_not_use_in_production")
+                .expect("any key length");
+            fresh.update(body);
+            assert_eq!(
+                key.tag(body),
+                <[u8; 32]>::from(fresh.finalize().into_bytes())
+            );
+            assert_eq!(key.sign(body), hex::encode(key.tag(body)));
+        }
+    }
+
+    #[test]
+    fn a_signing_key_never_shows_its_secret() {
+        let shown = format!("{:?}", SigningKey::new(b"s3cr3t-value"));
+        assert_eq!(shown, "SigningKey(***)");
+    }
 }
