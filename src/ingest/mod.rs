@@ -232,7 +232,7 @@ async fn synchronous(
     drop(buffered);
     // A push event (a string `type`) on a passthrough path would be answered by the handler
     // and never stored: refuse it, as push paths refuse synchronous hooks.
-    if let Some(event_type) = &webhook.event_type {
+    if let Some(event_type) = webhook.event_type() {
         state.count(Outcome::PushOnPassthrough);
         if SYNC_HOOK_WARNING.due() {
             tracing::warn!(%path, %webhook_id, %event_type, "refused: a push event arrived on a passthrough path, where it would not be stored; point Stream's webhook_url at a path without a passthrough block");
@@ -276,18 +276,18 @@ async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
         ..
     } = received;
     let (path, webhook_id) = (parts.uri.path(), logged_id(&parts.headers));
-    if webhook.event_type.is_none() {
+    if webhook.event_type().is_none() {
         if let Some(kind) = hooks::sync_hook_shape(&webhook.body) {
             return refuse_sync_hook(state, kind, path, webhook_id);
         }
     }
-    let event_type = webhook.event_type.as_deref().unwrap_or("-");
+    let event_type = webhook.event_type().unwrap_or("-");
     let event = EventRef {
-        webhook_id: webhook.webhook_id.as_deref(),
+        webhook_id: webhook.webhook_id(),
         received_at_ms: now_ms(),
-        api_key: webhook.api_key.as_deref(),
-        signature: &webhook.signature,
-        event_type: webhook.event_type.as_deref(),
+        api_key: webhook.api_key(),
+        signature: webhook.signature(),
+        event_type: webhook.event_type(),
         body: &webhook.body,
         path: stored_path(&parts.uri),
     };

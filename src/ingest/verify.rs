@@ -9,7 +9,7 @@
 use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
@@ -23,16 +23,21 @@ pub use crate::stream::{
 };
 
 /// A webhook whose signature checked out and whose body is a JSON object.
+///
+/// Its fields are read where they are, not copied out: the headers' values share the
+/// request's buffer, and the `type` is a range of the body (unless it was written with
+/// escapes, which only a copy can undo).
 #[derive(Debug, Clone)]
 pub struct VerifiedWebhook {
-    /// `X-Webhook-Id`, stable across Stream's retries; the dedup key. None if absent.
-    pub webhook_id: Option<String>,
+    /// `X-Webhook-Id`, stable across Stream's retries; the dedup key. None if absent or
+    /// empty.
+    webhook_id: Option<HeaderValue>,
     /// `X-Api-Key` as sent (None when the single configured app was used implicitly).
-    pub api_key: Option<String>,
+    api_key: Option<HeaderValue>,
     /// `X-Signature` as sent, forwarded so handlers can verify with Stream's SDK.
-    pub signature: String,
+    signature: HeaderValue,
     /// The event's `type`, when it is a string.
-    pub event_type: Option<String>,
+    event_type: Option<Text>,
     /// Where the event's `created_at` value is in `body` (read only when asked for, by
     /// [`VerifiedWebhook::created_at`]: only `max_event_age` needs it).
     created_at: Option<Range<usize>>,
@@ -41,7 +46,43 @@ pub struct VerifiedWebhook {
     _sealed: Sealed,
 }
 
+/// A JSON string of the body: where its characters are, or, when it holds escapes, what
+/// they spell.
+#[derive(Debug, Clone)]
+enum Text {
+    InBody(Range<usize>),
+    Unescaped(Box<str>),
+}
+
+/// A header value this module has checked is visible ASCII, trimmed.
+fn text(value: &HeaderValue) -> &str {
+    value.to_str().map_or("", str::trim)
+}
+
 impl VerifiedWebhook {
+    /// `X-Webhook-Id`, the dedup key: None when absent or empty.
+    pub fn webhook_id(&self) -> Option<&str> {
+        self.webhook_id.as_ref().map(text)
+    }
+
+    /// `X-Api-Key` as sent (None when the single configured app was used implicitly).
+    pub fn api_key(&self) -> Option<&str> {
+        self.api_key.as_ref().map(text)
+    }
+
+    /// `X-Signature` as sent.
+    pub fn signature(&self) -> &str {
+        text(&self.signature)
+    }
+
+    /// The event's `type`, when it is a string.
+    pub fn event_type(&self) -> Option<&str> {
+        match self.event_type.as_ref()? {
+            Text::InBody(range) => std::str::from_utf8(self.body.get(range.clone())?).ok(),
+            Text::Unescaped(text) => Some(text),
+        }
+    }
+
     /// The event's `created_at`, when it is a timestamp this module understands
     /// ([`parse_created_at`]).
     pub fn created_at(&self) -> Option<SystemTime> {
@@ -124,7 +165,7 @@ pub fn verify(
     let body = decode(headers, body, max_body_bytes)?;
     let api_key = auth_header(headers, HEADER_API_KEY)
         .map_err(|why| Rejection::UnknownApp(format!("X-Api-Key {why}")))?;
-    let app = pick_app(apps, api_key)?;
+    let app = pick_app(apps, api_key.map(text))?;
     let signature = match auth_header(headers, HEADER_SIGNATURE) {
         Ok(Some(signature)) => signature,
         Ok(None) => return Err(Rejection::BadSignature("missing X-Signature header")),
@@ -134,14 +175,15 @@ pub fn verify(
             ))
         }
     };
-    check_signature(app.signing_key(), &body, signature)?;
+    check_signature(app.signing_key(), &body, text(signature))?;
     let (event_type, created_at) = parse_envelope(&body)?;
     Ok(VerifiedWebhook {
-        webhook_id: header_str(headers, HEADER_WEBHOOK_ID)
-            .filter(|id| !id.is_empty())
-            .map(str::to_string),
-        api_key: api_key.map(str::to_string),
-        signature: signature.to_string(),
+        webhook_id: headers
+            .get(HEADER_WEBHOOK_ID)
+            .filter(|id| id.to_str().is_ok_and(|id| !id.trim().is_empty()))
+            .cloned(),
+        api_key: api_key.cloned(),
+        signature: signature.clone(),
         event_type,
         created_at,
         body,
@@ -149,17 +191,13 @@ pub fn verify(
     })
 }
 
-fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-}
-
 /// An authentication header, which must be sent at most once and readable: a second value,
 /// or one that is not visible ASCII, is refused rather than guessed at (taking the first of
 /// two, or treating an unreadable key as absent, would let a request pick which one counts).
-fn auth_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, &'static str> {
+fn auth_header<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+) -> Result<Option<&'h HeaderValue>, &'static str> {
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -167,10 +205,10 @@ fn auth_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>
     if values.next().is_some() {
         return Err("is sent more than once");
     }
-    value
-        .to_str()
-        .map(|v| Some(v.trim()))
-        .map_err(|_| "is not visible ASCII")
+    match value.to_str() {
+        Ok(_) => Ok(Some(value)),
+        Err(_) => Err("is not visible ASCII"),
+    }
 }
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -276,9 +314,9 @@ pub fn parse_created_at(value: &serde_json::Value) -> Option<SystemTime> {
 /// Parses the whole body as a JSON object (so malformed JSON is refused) and returns its
 /// `type` when that is a string and its `created_at` when readable. Unknown fields and
 /// unknown types are fine.
-fn parse_envelope(body: &[u8]) -> Result<(Option<String>, Option<Range<usize>>), Rejection> {
-    // Both fields borrowed as they are in the body: only a string `type` is copied out,
-    // and `created_at` is read later, if at all.
+fn parse_envelope(body: &[u8]) -> Result<(Option<Text>, Option<Range<usize>>), Rejection> {
+    // Both fields borrowed as they are in the body: a `type` is copied out only when it
+    // holds escapes, and `created_at` is read later, if at all.
     #[derive(serde::Deserialize)]
     struct Envelope<'b> {
         #[serde(rename = "type", borrow)]
@@ -300,23 +338,30 @@ fn parse_envelope(body: &[u8]) -> Result<(Option<String>, Option<Range<usize>>),
         .map_err(|e| Rejection::BadJson(format!("the body is not UTF-8 ({e})")))?;
     let envelope: Envelope =
         serde_json::from_slice(body).map_err(|e| Rejection::BadJson(e.to_string()))?;
+    // A raw value is a slice of `body`: where it starts follows from the two addresses.
+    let at = |raw: &RawValue| raw.get().as_ptr() as usize - body.as_ptr() as usize;
     // Anything but a string (a number, an object, null) is no event type.
     let event_type = match envelope.event_type {
-        Some(raw) if raw.get().starts_with('"') => Some(
-            serde_json::from_str::<String>(raw.get())
+        Some(raw) if raw.get().starts_with('"') && !raw.get().contains('\\') => {
+            // The characters between the quotes are the type (serde_json checked the
+            // string when it read past it).
+            let start = at(raw) + 1;
+            Some(Text::InBody(start..start + raw.get().len() - 2))
+        }
+        Some(raw) if raw.get().starts_with('"') => Some(Text::Unescaped(
+            serde_json::from_str::<Box<str>>(raw.get())
                 .map_err(|e| Rejection::BadJson(format!("type: {e}")))?,
-        ),
+        )),
         Some(raw) => {
             readable(raw, "type")?;
             None
         }
         None => None,
     };
-    // The raw value is a slice of `body`: where it starts follows from the two addresses.
     let created_at = match envelope.created_at {
         Some(raw) => {
             readable(raw, "created_at")?;
-            let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+            let start = at(raw);
             Some(start..start + raw.get().len())
         }
         None => None,
@@ -395,8 +440,8 @@ mod tests {
                     body.as_slice(),
                     "{case}: body is the uncompressed bytes"
                 );
-                assert_eq!(v.event_type.as_deref(), Some(case.as_str()), "{case}: type");
-                assert_eq!(v.webhook_id.as_deref(), Some("id-1"));
+                assert_eq!(v.event_type(), Some(case.as_str()), "{case}: type");
+                assert_eq!(v.webhook_id(), Some("id-1"));
             }
         }
     }
@@ -459,7 +504,7 @@ mod tests {
             1 << 20,
         )
         .unwrap();
-        assert_eq!(v.event_type, None);
+        assert_eq!(v.event_type(), None);
         let case = "_invalid/unknown_type";
         let v = verify(
             &headers(&read(case, "signature.txt"), false),
@@ -468,7 +513,26 @@ mod tests {
             1 << 20,
         )
         .unwrap();
-        assert_eq!(v.event_type.as_deref(), Some("totally.made.up"));
+        assert_eq!(v.event_type(), Some("totally.made.up"));
+    }
+
+    #[test]
+    fn header_values_are_read_trimmed_and_an_empty_webhook_id_is_none() {
+        let body = br#"{"type":"message.new"}"#;
+        let sig = sign(SECRET.as_bytes(), body);
+        let with = |id: &'static str| {
+            let mut h = headers(format!("  {sig} ").as_bytes(), false);
+            h.insert(HEADER_WEBHOOK_ID, HeaderValue::from_static(id));
+            h.insert(HEADER_API_KEY, HeaderValue::from_static(" key "));
+            verify(&h, Bytes::from_static(body), &apps(), 1 << 20).unwrap()
+        };
+        let v = with(" id-7 ");
+        assert_eq!(v.webhook_id(), Some("id-7"));
+        assert_eq!(v.api_key(), Some("key"));
+        assert_eq!(v.signature(), sig);
+        assert_eq!(v.event_type(), Some("message.new"));
+        assert_eq!(with("").webhook_id(), None);
+        assert_eq!(with("   ").webhook_id(), None);
     }
 
     #[test]
@@ -501,7 +565,7 @@ mod tests {
         ];
         for (body, event_type, created_at) in cases {
             let v = verified(body);
-            assert_eq!(v.event_type.as_deref(), *event_type, "{body}");
+            assert_eq!(v.event_type(), *event_type, "{body}");
             assert_eq!(v.created_at(), *created_at, "{body}");
         }
         // What serde_json cannot read as a value is refused in these two fields (elsewhere
