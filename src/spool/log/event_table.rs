@@ -118,6 +118,14 @@ impl EventTable {
         })
     }
 
+    /// The highest seq held.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.pages.iter().rev().find_map(|(&index, page)| {
+            (page.present != 0)
+                .then(|| (index << PAGE_BITS) + u64::from(63 - page.present.leading_zeros()))
+        })
+    }
+
     /// Every event, by seq, to change in place.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut EventMeta)> {
         self.pages.iter_mut().flat_map(|(&page, p)| {

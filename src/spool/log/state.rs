@@ -557,7 +557,7 @@ impl State {
                 let fingerprint = e.webhook_id.map(|id| self.fingerprint(id));
                 let remembered = fingerprint.is_some();
                 if remembered {
-                    self.dedup.room_for_one(&self.events);
+                    self.dedup.room_for_one(lsn, &self.events);
                 }
                 if holders > 0 || remembered {
                     let mut meta = EventMeta {
@@ -1024,7 +1024,7 @@ impl Restore {
         let s = &mut self.state;
         // Marked as the window is read (in seq order, so the events are walked in order);
         // the index reads an entry's fingerprint from its mark.
-        s.dedup.room_for_one(&s.events);
+        s.dedup.room_for_one(seq, &s.events);
         match s.events.get_mut(seq) {
             Some(meta) if !meta.remembered() => {
                 meta.set_remembered(true);
