@@ -389,7 +389,11 @@ fn ack_buckets(h: &Proc) -> Option<Vec<(f64, f64)>> {
         .filter_map(|l| {
             let rest = l.strip_prefix("hookfan_ingest_ack_seconds_bucket{le=\"")?;
             let (le, count) = rest.split_once("\"} ")?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
             Some((le, count.trim().parse().ok()?))
         })
         .collect();

@@ -57,11 +57,12 @@ pub async fn run(
     metrics::counter!("hookfan_spool_commit_failures_total").increment(0);
     metrics::gauge!("hookfan_ingest_buffered_bytes").set(0.0);
     metrics::gauge!("hookfan_ingest_connections").set(0.0);
-    // Histogram samples pile up until upkeep drains them; do it whether or not anyone scrapes.
+    // Histogram samples pile up until upkeep drains them; do it whether or not anyone scrapes,
+    // every second: at 50k webhooks/s that is 400 KB of samples held at most (5 s held 2 MB).
     let upkeep = {
         let (handle, stop) = (metrics.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
