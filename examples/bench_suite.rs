@@ -2094,8 +2094,8 @@ fn backlog(s: &mut Suite, base: &Proc) -> Result<()> {
         "x{:.1}",
         first.as_secs_f64() / empty_restart_first.as_secs_f64().max(1e-6)
     );
-    r.target = "<= 2 s".into();
-    r.verdict = verdict(first <= Duration::from_secs(2) && status == 200);
+    r.target = "<= 1 s".into();
+    r.verdict = verdict(first <= Duration::from_secs(1) && status == 200);
     // Ingest on top of the backlog, side by side with the baseline.
     let (b, hf) = s.compare(base, &h, &[])?;
     let r = s.row(

@@ -559,8 +559,8 @@ fn refuse(
         if UNKNOWN_KEY_ERROR.due() {
             tracing::error!(%path, %webhook_id, "refused webhook with 503 so Stream retries: {rejection}");
         }
-        return unavailable("unknown X-Api-Key; retry\n");
+    } else {
+        tracing::warn!(%path, %webhook_id, reason = %rejection, "refused webhook");
     }
-    tracing::warn!(%path, %webhook_id, reason = %rejection, "refused webhook");
-    (rejection.status(), format!("{rejection}\n")).into_response()
+    rejection.into_response()
 }

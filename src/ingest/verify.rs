@@ -9,7 +9,8 @@
 use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
@@ -129,6 +130,22 @@ pub enum Rejection {
 
 /// Longest part of an unknown `X-Api-Key` that is kept for the log line.
 pub const MAX_LOGGED_KEY: usize = 64;
+
+/// The answer to the sender: the status, and why in one line (a 503 with `Retry-After`, and
+/// no more words, for a key to add: Stream retries it).
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        match self {
+            Rejection::UnknownApiKey { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                "unknown X-Api-Key; retry\n",
+            )
+                .into_response(),
+            other => (other.status(), format!("{other}\n")).into_response(),
+        }
+    }
+}
 
 impl Rejection {
     pub fn status(&self) -> StatusCode {
@@ -648,6 +665,41 @@ mod tests {
         h.insert(HEADER_API_KEY, HeaderValue::from_static("key"));
         let known = verify(&h, body, &apps(), 1024).unwrap_err();
         assert_eq!(known.status(), StatusCode::UNAUTHORIZED, "{known:?}");
+    }
+
+    #[test]
+    fn a_rejection_answers_with_its_status_and_its_reason_and_a_key_to_add_with_a_retry() {
+        let body = |response: Response| {
+            let bytes = body_bytes(response);
+            String::from_utf8(bytes).unwrap()
+        };
+        let too_old = Rejection::TooOld {
+            age: Duration::from_secs(7200),
+            max_age: Duration::from_secs(3600),
+        };
+        let answer = too_old.clone().into_response();
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+        assert!(answer.headers().get(header::RETRY_AFTER).is_none());
+        assert_eq!(body(answer), format!("{too_old}\n"));
+
+        let unknown = Rejection::UnknownApiKey {
+            key: "rotated-in-key".into(),
+        };
+        let answer = unknown.into_response();
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(body(answer), "unknown X-Api-Key; retry\n");
+    }
+
+    /// The whole body of a response built in memory.
+    fn body_bytes(response: Response) -> Vec<u8> {
+        use http_body_util::BodyExt;
+        let collected = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(response.into_body().collect())
+            .unwrap();
+        collected.to_bytes().to_vec()
     }
 
     #[test]
