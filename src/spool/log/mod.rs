@@ -346,8 +346,8 @@
 //!   back by its location; one that compaction moved and whose segment it deleted meanwhile
 //!   (`NotFound`) is read again where the state now says; one the state no longer holds (it
 //!   was completed meanwhile) is left out.
-//! - **In memory**: the [`State`] (see `state.rs`: ~53 bytes per event pending on 3 routes,
-//!   ~58 per id remembered after delivery, the retried, held and dead ones more),
+//! - **In memory**: the [`State`] (see `state.rs`: ~45 bytes per event pending on 3 routes,
+//!   ~50 per id remembered after delivery, the retried, held and dead ones more),
 //!   route names, and the ids being appended.
 //! - A failed write sets `commit_error` until a write succeeds; `close` stops maintenance,
 //!   then closes the writer (what was submitted is written), then releases the lock.

@@ -17,12 +17,12 @@
 //! last record applied ([`State::tail_segment`]), where a checkpoint's replay starts. A
 //! [`Record::Copy`] moves an event's location forward and changes nothing else.
 //!
-//! Memory, measured by `examples/spool_memory.rs`: about 53 bytes per event pending on 3
-//! routes, 499 once each of those routes has attempted it and failed (a destination
-//! refusing connections), and 58 per event delivered but remembered for its id; none of it
+//! Memory, measured by `examples/spool_memory.rs`: about 45 bytes per event pending on 3
+//! routes, 491 once each of those routes has attempted it and failed (a destination
+//! refusing connections), and 50 per event delivered but remembered for its id; none of it
 //! grows with body sizes. Per event: its metadata (32 bytes, in pages of 64 seqs:
-//! `event_table.rs`) and, while its id is remembered, a dedup index entry (its seq:
-//! `dedup_index.rs`). Per route, a pending event never attempted is a bit in a bitmap
+//! `event_table.rs`) and, while its id is remembered, a dedup index entry (its seq in 32
+//! bits: `dedup_index.rs`). Per route, a pending event never attempted is a bit in a bitmap
 //! ([`RouteQueue`]); one with a state of its own (retried, held, replayed, in a message
 //! group) costs about 150 bytes (its entry in two B-trees), and a dead letter too. Their
 //! error texts are shared: a route's entries that failed the same way in a row hold one
