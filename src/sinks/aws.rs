@@ -1,4 +1,6 @@
-//! The `sqs` and `sns` destinations: one publisher over a two-variant client.
+//! The `sqs` and `sns` destinations: one publisher ([`AwsSink`]) over a small client trait
+//! ([`BatchClient`]: send one batch, say which entries were refused), which the SQS and SNS
+//! clients implement; everything else is written once. Tests script the client.
 //!
 //! Building a message from an event is pure ([`build_message`]): the body (Stream's JSON as
 //! sent, or Stream's compressed format), the String message attributes consumers filter on,
@@ -30,13 +32,10 @@ pub const SNS_MAX_BYTES: usize = 256 * 1024;
 /// How long one AWS request may take before it counts as failed (and is retried).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-enum Client {
-    Sqs(aws_sdk_sqs::Client),
-    Sns(aws_sdk_sns::Client),
-}
-
-pub struct AwsSink {
-    client: Client,
+/// A route's SQS or SNS destination: [`BatchClient`] `C` does the sending (the service's
+/// client; a scripted one in tests).
+pub struct AwsSink<C = Client> {
+    client: C,
     /// Queue URL or topic ARN.
     target: String,
     body: BodyFormat,
@@ -166,8 +165,150 @@ pub fn batches(sizes: &[usize], max_bytes: usize) -> Vec<std::ops::Range<usize>>
     out
 }
 
+/// The two services a route can publish to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Sqs,
+    Sns,
+}
+
+/// An entry of a batch that AWS refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Its index in the batch.
+    pub index: usize,
+    /// AWS says the request was wrong (a permanent failure), not the service.
+    pub sender_fault: bool,
+    /// AWS's code and message.
+    pub error: String,
+}
+
+/// The one thing SQS and SNS do differently here: send one batch of messages. Everything
+/// around it (building messages, batching, FIFO holds, outcomes) is [`AwsSink`]'s, once.
+pub trait BatchClient: Send + Sync {
+    /// Sends `messages` to `target` (a queue URL or a topic ARN) as one batch request.
+    /// `Ok` lists the entries AWS refused; `Err` says why the whole request failed.
+    fn send_batch(
+        &self,
+        target: &str,
+        messages: &[&Message],
+    ) -> impl std::future::Future<Output = Result<Vec<Refused>, String>> + Send;
+}
+
+/// The SQS or SNS client a route was built with.
+pub enum Client {
+    Sqs(aws_sdk_sqs::Client),
+    Sns(aws_sdk_sns::Client),
+}
+
+impl BatchClient for Client {
+    async fn send_batch(
+        &self,
+        target: &str,
+        messages: &[&Message],
+    ) -> Result<Vec<Refused>, String> {
+        match self {
+            Client::Sqs(c) => c.send_batch(target, messages).await,
+            Client::Sns(c) => c.send_batch(target, messages).await,
+        }
+    }
+}
+
+impl BatchClient for aws_sdk_sqs::Client {
+    async fn send_batch(
+        &self,
+        target: &str,
+        messages: &[&Message],
+    ) -> Result<Vec<Refused>, String> {
+        use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+        let entries = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut e = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(&m.body)
+                    .set_message_group_id(m.group_id.clone())
+                    .set_message_deduplication_id(m.dedup_id.clone());
+                for (k, v) in &m.attributes {
+                    let value = MessageAttributeValue::builder()
+                        .data_type("String")
+                        .string_value(v)
+                        .build()
+                        .expect("data_type is set");
+                    e = e.message_attributes(*k, value);
+                }
+                e.build().expect("id and body are set")
+            })
+            .collect();
+        let out = self
+            .send_message_batch()
+            .queue_url(target)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        Ok(out
+            .failed()
+            .iter()
+            .filter_map(|f| refused(f.id(), f.sender_fault(), f.code(), f.message()))
+            .collect())
+    }
+}
+
+impl BatchClient for aws_sdk_sns::Client {
+    async fn send_batch(
+        &self,
+        target: &str,
+        messages: &[&Message],
+    ) -> Result<Vec<Refused>, String> {
+        use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
+        let entries = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut e = PublishBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message(&m.body)
+                    .set_message_group_id(m.group_id.clone())
+                    .set_message_deduplication_id(m.dedup_id.clone());
+                for (k, v) in &m.attributes {
+                    let value = MessageAttributeValue::builder()
+                        .data_type("String")
+                        .string_value(v)
+                        .build()
+                        .expect("data_type is set");
+                    e = e.message_attributes(*k, value);
+                }
+                e.build().expect("id and message are set")
+            })
+            .collect();
+        let out = self
+            .publish_batch()
+            .topic_arn(target)
+            .set_publish_batch_request_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        Ok(out
+            .failed()
+            .iter()
+            .filter_map(|f| refused(f.id(), f.sender_fault(), f.code(), f.message()))
+            .collect())
+    }
+}
+
+/// A failed entry as both services report it (ids are the entries' indexes, as sent).
+fn refused(id: &str, sender_fault: bool, code: &str, message: Option<&str>) -> Option<Refused> {
+    Some(Refused {
+        index: id.parse().ok()?,
+        sender_fault,
+        error: format!("{code}: {}", message.unwrap_or_default()),
+    })
+}
+
 impl AwsSink {
-    pub async fn new(kind: &str, d: &AwsDestination) -> Result<AwsSink, SinkError> {
+    pub async fn new(service: Service, d: &AwsDestination) -> Result<AwsSink, SinkError> {
         let config = crate::aws::sdk_config(crate::aws::Endpoint {
             region: d.region.as_deref(),
             endpoint_url: d.endpoint_url.as_deref(),
@@ -175,12 +316,12 @@ impl AwsSink {
             attempt_timeout: ATTEMPT_TIMEOUT,
         })
         .await;
-        let (client, max_bytes) = match kind {
-            "sqs" => (
+        let (client, max_bytes) = match service {
+            Service::Sqs => (
                 Client::Sqs(aws_sdk_sqs::Client::new(&config)),
                 SQS_MAX_BYTES,
             ),
-            _ => (
+            Service::Sns => (
                 Client::Sns(aws_sdk_sns::Client::new(&config)),
                 SNS_MAX_BYTES,
             ),
@@ -194,7 +335,9 @@ impl AwsSink {
             max_bytes,
         })
     }
+}
 
+impl<C: BatchClient> AwsSink<C> {
     /// Sends `events` (at most [`MAX_BATCH`]) and returns one outcome per event, in order.
     /// On a FIFO target, once one event must be retried, every event after it is retried too
     /// rather than sent ahead of it.
@@ -255,93 +398,7 @@ impl AwsSink {
     /// retryably; a failed entry is permanent only when AWS says the sender is at fault.
     async fn send<'m>(&self, messages: impl Iterator<Item = &'m Message>) -> Vec<Outcome> {
         let messages: Vec<&Message> = messages.collect();
-        let response = match &self.client {
-            Client::Sqs(c) => {
-                use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
-                let entries = messages
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| {
-                        let mut e = SendMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .message_body(&m.body)
-                            .set_message_group_id(m.group_id.clone())
-                            .set_message_deduplication_id(m.dedup_id.clone());
-                        for (k, v) in &m.attributes {
-                            let value = MessageAttributeValue::builder()
-                                .data_type("String")
-                                .string_value(v)
-                                .build()
-                                .expect("data_type is set");
-                            e = e.message_attributes(*k, value);
-                        }
-                        e.build().expect("id and body are set")
-                    })
-                    .collect();
-                c.send_message_batch()
-                    .queue_url(&self.target)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await
-                    .map(|out| {
-                        out.failed()
-                            .iter()
-                            .map(|f| {
-                                (
-                                    f.id().to_string(),
-                                    f.sender_fault(),
-                                    f.code().to_string(),
-                                    f.message().unwrap_or_default().to_string(),
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                    .map_err(|e| describe(&e))
-            }
-            Client::Sns(c) => {
-                use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
-                let entries = messages
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| {
-                        let mut e = PublishBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .message(&m.body)
-                            .set_message_group_id(m.group_id.clone())
-                            .set_message_deduplication_id(m.dedup_id.clone());
-                        for (k, v) in &m.attributes {
-                            let value = MessageAttributeValue::builder()
-                                .data_type("String")
-                                .string_value(v)
-                                .build()
-                                .expect("data_type is set");
-                            e = e.message_attributes(*k, value);
-                        }
-                        e.build().expect("id and message are set")
-                    })
-                    .collect();
-                c.publish_batch()
-                    .topic_arn(&self.target)
-                    .set_publish_batch_request_entries(Some(entries))
-                    .send()
-                    .await
-                    .map(|out| {
-                        out.failed()
-                            .iter()
-                            .map(|f| {
-                                (
-                                    f.id().to_string(),
-                                    f.sender_fault(),
-                                    f.code().to_string(),
-                                    f.message().unwrap_or_default().to_string(),
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                    .map_err(|e| describe(&e))
-            }
-        };
-        match response {
+        match self.client.send_batch(&self.target, &messages).await {
             Err(error) => messages
                 .iter()
                 .map(|_| Outcome::Retry {
@@ -349,17 +406,16 @@ impl AwsSink {
                     error: error.clone(),
                 })
                 .collect(),
-            Ok(failed) => (0..messages.len())
-                .map(|i| match failed.iter().find(|f| f.0 == i.to_string()) {
+            Ok(refused) => (0..messages.len())
+                .map(|i| match refused.iter().find(|r| r.index == i) {
                     None => Outcome::Delivered,
-                    Some((_, sender_fault, code, message)) => {
-                        let error = format!("{code}: {message}");
-                        if *sender_fault {
-                            Outcome::Permanent { error }
-                        } else {
-                            Outcome::Retry { after: None, error }
-                        }
-                    }
+                    Some(r) if r.sender_fault => Outcome::Permanent {
+                        error: r.error.clone(),
+                    },
+                    Some(r) => Outcome::Retry {
+                        after: None,
+                        error: r.error.clone(),
+                    },
                 })
                 .collect(),
         }
@@ -528,5 +584,129 @@ mod tests {
         assert_eq!(batches(&[400, 400, 400, 100], 1000), vec![0..2, 2..4]);
         assert_eq!(batches(&[], 1000), Vec::<std::ops::Range<usize>>::new());
         assert_eq!(batches(&[2000], 1000), vec![0..1]);
+    }
+
+    /// A client that answers each batch request from a script, and records what it was sent.
+    struct Scripted {
+        answers: std::sync::Mutex<std::collections::VecDeque<Result<Vec<Refused>, String>>>,
+        sent: std::sync::Mutex<Vec<Vec<String>>>,
+    }
+
+    impl BatchClient for Scripted {
+        async fn send_batch(&self, _: &str, messages: &[&Message]) -> Result<Vec<Refused>, String> {
+            let bodies = messages.iter().map(|m| m.body.clone()).collect();
+            self.sent.lock().unwrap().push(bodies);
+            self.answers
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Ok(vec![]))
+        }
+    }
+
+    /// A sink over `answers` whose batches hold two of [`events`]' messages each.
+    fn scripted(fifo: bool, answers: Vec<Result<Vec<Refused>, String>>) -> AwsSink<Scripted> {
+        let one = build_message(
+            &event(r#"{"n":0}"#),
+            BodyFormat::Raw,
+            None,
+            fifo,
+            SQS_MAX_BYTES,
+        )
+        .unwrap()
+        .size();
+        AwsSink {
+            client: Scripted {
+                answers: std::sync::Mutex::new(answers.into()),
+                sent: std::sync::Mutex::new(vec![]),
+            },
+            target: "queue".into(),
+            body: BodyFormat::Raw,
+            group: None,
+            fifo,
+            max_bytes: 2 * one,
+        }
+    }
+
+    fn events(n: usize) -> Vec<StoredEvent> {
+        (0..n).map(|i| event(&format!(r#"{{"n":{i}}}"#))).collect()
+    }
+
+    fn kinds(outcomes: &[Outcome]) -> Vec<&'static str> {
+        outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Delivered => "delivered",
+                Outcome::Retry { .. } => "retry",
+                Outcome::Permanent { .. } => "permanent",
+            })
+            .collect()
+    }
+
+    fn refused(index: usize, sender_fault: bool) -> Refused {
+        Refused {
+            index,
+            sender_fault,
+            error: "Code: message".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_entry_gets_its_own_outcome_and_a_failed_request_is_retried_whole() {
+        let sink = scripted(
+            false,
+            vec![
+                Ok(vec![refused(1, true)]),
+                Err("no answer within 10s".into()),
+                Ok(vec![refused(0, false)]),
+            ],
+        );
+        let events = events(6);
+        let refs: Vec<&StoredEvent> = events.iter().collect();
+        let outcomes = sink.deliver_batch(&refs).await;
+        assert_eq!(
+            kinds(&outcomes),
+            [
+                "delivered",
+                "permanent",
+                "retry",
+                "retry",
+                "retry",
+                "delivered"
+            ]
+        );
+        assert_eq!(
+            sink.client.sent.lock().unwrap().len(),
+            3,
+            "three batches of two"
+        );
+        match &outcomes[1] {
+            Outcome::Permanent { error } => assert_eq!(error, "Code: message"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn on_a_fifo_route_nothing_is_sent_ahead_of_an_event_to_retry() {
+        let sink = scripted(true, vec![Ok(vec![]), Ok(vec![refused(0, false)])]);
+        let events = events(6);
+        let refs: Vec<&StoredEvent> = events.iter().collect();
+        let outcomes = sink.deliver_batch(&refs).await;
+        // The second batch's first entry failed: its second is held back although AWS took
+        // it, and the third batch is never sent.
+        assert_eq!(
+            kinds(&outcomes),
+            ["delivered", "delivered", "retry", "retry", "retry", "retry"]
+        );
+        assert_eq!(sink.client.sent.lock().unwrap().len(), 2);
+        match &outcomes[5] {
+            Outcome::Retry { error, .. } => {
+                assert!(
+                    error.starts_with("held back behind an earlier event"),
+                    "{error}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

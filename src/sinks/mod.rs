@@ -52,8 +52,8 @@ impl Sink {
         Ok(match destination {
             Destination::Http(h) => Sink::Http(http::HttpSink::new(h)?),
             Destination::File(f) => Sink::File(file::FileSink::new(f)),
-            Destination::Sqs(a) => Sink::Aws(aws::AwsSink::new("sqs", a).await?),
-            Destination::Sns(a) => Sink::Aws(aws::AwsSink::new("sns", a).await?),
+            Destination::Sqs(a) => Sink::Aws(aws::AwsSink::new(aws::Service::Sqs, a).await?),
+            Destination::Sns(a) => Sink::Aws(aws::AwsSink::new(aws::Service::Sns, a).await?),
         })
     }
 
