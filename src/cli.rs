@@ -7,9 +7,11 @@ use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config, Placeholders};
-use crate::ingest::verify::{HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID};
-use crate::spool::{DeadLetter, DeadLetterAction, Spool, SpoolError};
+use hookfan::config::{self, Config, Placeholders};
+use hookfan::ingest::verify::{
+    HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID,
+};
+use hookfan::spool::{DeadLetter, DeadLetterAction, Spool, SpoolError};
 
 /// `hookfan serve`: runs until SIGTERM or SIGINT, then drains and returns.
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
@@ -33,9 +35,9 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     ignore_file_size_signal().context("cannot handle SIGXFSZ")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    let reload = crate::reload::Reload::new(config_path.to_path_buf(), text)
+    let reload = hookfan::reload::Reload::new(config_path.to_path_buf(), text)
         .context("cannot listen for SIGHUP")?;
-    crate::server::run(config, Some(reload), listener, admin, shutdown).await
+    Ok(hookfan::server::run(config, Some(reload), listener, admin, shutdown).await?)
 }
 
 /// SIGXFSZ: 25 on Linux (x86 and ARM), macOS and the BSDs.
@@ -317,7 +319,8 @@ enum Spooled {
 }
 
 async fn reach_spool(config: &Config) -> anyhow::Result<Spooled> {
-    let settings = crate::spool::log::LogSpoolConfig::with_segment_size(config.spool_segment_bytes);
+    let settings =
+        hookfan::spool::log::LogSpoolConfig::with_segment_size(config.spool_segment_bytes);
     match Spool::open_with(&config.data_dir, settings) {
         Ok(spool) => Ok(Spooled::Offline(spool)),
         Err(SpoolError::InUse(path)) => Admin::new(config)
@@ -330,7 +333,7 @@ async fn reach_spool(config: &Config) -> anyhow::Result<Spooled> {
 /// A client of the running daemon's admin API.
 struct Admin {
     base: String,
-    token: Option<crate::config::Secret>,
+    token: Option<hookfan::config::Secret>,
     client: reqwest::Client,
 }
 
@@ -388,7 +391,7 @@ fn admin_address(
     )?;
     if addr.port() == 0 {
         // Bound to a port chosen at start: the daemon recorded it.
-        let file = data_dir.join(crate::admin::ADDR_FILE);
+        let file = data_dir.join(hookfan::admin::ADDR_FILE);
         let recorded = std::fs::read_to_string(&file).with_context(|| {
             format!(
                 "admin_listen has port 0 and {} cannot be read (is hookfan running?)",
@@ -579,10 +582,10 @@ pub async fn drop_pending(config_path: &Path, route: &str) -> anyhow::Result<()>
 pub async fn status(config_path: &Path) -> anyhow::Result<()> {
     let config = load_for_operator(config_path, false)?;
     let admin = Admin::new(&config)?;
-    let routes: Vec<crate::admin::RouteStatus> = admin
+    let routes: Vec<hookfan::admin::RouteStatus> = admin
         .call(reqwest::Method::GET, "/api/routes", None)
         .await?;
-    let drain: Option<crate::admin::DrainStatus> = admin
+    let drain: Option<hookfan::admin::DrainStatus> = admin
         .call(reqwest::Method::GET, "/api/drain", None)
         .await
         .ok();
@@ -634,7 +637,7 @@ pub async fn status(config_path: &Path) -> anyhow::Result<()> {
         ],
         &rows,
     );
-    let sources: Vec<crate::admin::SourceStatus> = admin
+    let sources: Vec<hookfan::admin::SourceStatus> = admin
         .call(reqwest::Method::GET, "/api/sources", None)
         .await?;
     if !sources.is_empty() {
@@ -690,7 +693,7 @@ pub async fn drain(config_path: &Path, deadline: Duration) -> anyhow::Result<()>
     let config = load_for_operator(config_path, false)?;
     let admin = Admin::new(&config)?;
     let started = tokio::time::Instant::now();
-    let _: crate::admin::DrainStatus = admin
+    let _: hookfan::admin::DrainStatus = admin
         .call(reqwest::Method::POST, "/api/drain", None)
         .await
         .context("cannot start the drain")?;
@@ -704,9 +707,9 @@ pub async fn drain(config_path: &Path, deadline: Duration) -> anyhow::Result<()>
     let mut warned_stuck = std::collections::BTreeSet::new();
     loop {
         tick.tick().await;
-        let status: crate::admin::DrainStatus =
+        let status: hookfan::admin::DrainStatus =
             admin.call(reqwest::Method::GET, "/api/drain", None).await?;
-        let routes: Vec<crate::admin::RouteStatus> = admin
+        let routes: Vec<hookfan::admin::RouteStatus> = admin
             .call(reqwest::Method::GET, "/api/routes", None)
             .await?;
         let progress = DrainProgress::of(&routes);
@@ -769,8 +772,8 @@ struct DrainProgress {
 }
 
 impl DrainProgress {
-    fn of(routes: &[crate::admin::RouteStatus]) -> DrainProgress {
-        let by = |f: fn(&crate::admin::RouteStatus) -> u64| {
+    fn of(routes: &[hookfan::admin::RouteStatus]) -> DrainProgress {
+        let by = |f: fn(&hookfan::admin::RouteStatus) -> u64| {
             routes
                 .iter()
                 .filter(|r| f(r) > 0)
@@ -787,7 +790,7 @@ impl DrainProgress {
     }
 
     /// Routes holding pending events that no worker delivers.
-    fn stuck(&self, routes: &[crate::admin::RouteStatus]) -> Vec<(String, u64)> {
+    fn stuck(&self, routes: &[hookfan::admin::RouteStatus]) -> Vec<(String, u64)> {
         routes
             .iter()
             .filter(|r| r.pending > 0 && !r.enabled)
@@ -851,7 +854,7 @@ fn spool_data_dir(config_path: &Path, data_dir: Option<&Path>) -> anyhow::Result
 pub fn spool_verify(config_path: &Path, data_dir: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let data_dir = spool_data_dir(config_path, data_dir)?;
     let report =
-        crate::spool::log::verify::verify(&data_dir.join(crate::spool::log::spool::DIR_NAME));
+        hookfan::spool::log::verify::verify(&data_dir.join(hookfan::spool::log::spool::DIR_NAME));
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -867,10 +870,10 @@ pub fn spool_verify(config_path: &Path, data_dir: Option<&Path>, json: bool) -> 
 /// prints the report of what could not be kept and where it was written.
 pub fn spool_repair(config_path: &Path, data_dir: Option<&Path>) -> anyhow::Result<()> {
     let data_dir = spool_data_dir(config_path, data_dir)?;
-    let log = crate::spool::log::repair::writer_config_like(
-        &data_dir.join(crate::spool::log::spool::DIR_NAME),
+    let log = hookfan::spool::log::repair::writer_config_like(
+        &data_dir.join(hookfan::spool::log::spool::DIR_NAME),
     );
-    let repaired = crate::spool::log::repair::repair(&data_dir, log)?;
+    let repaired = hookfan::spool::log::repair::repair(&data_dir, log)?;
     print!("{}", repaired.report);
     println!();
     println!("report written to {}", repaired.report_file.display());

@@ -22,7 +22,6 @@
 //! - [`reload`]: hot reload (the file watched, SIGHUP), applied to the workers and sources.
 //! - [`server`]: wires the above together and shuts them down in order.
 //! - [`drain`]: retiring a replica: ingest and sources stop, deliveries go on.
-//! - [`cli`]: the subcommands other than `serve`.
 //! - [`telemetry`]: logging setup and the Prometheus recorder.
 //! - [`stream`]: Stream's wire format: header names, signing, hook kinds, event types.
 //! - [`aws`]: the AWS SDK configuration shared by the SQS/SNS destinations and the SQS source.
@@ -30,7 +29,6 @@
 
 pub mod admin;
 pub mod aws;
-pub mod cli;
 pub mod config;
 pub mod dedup;
 pub mod deliver;

@@ -1,5 +1,7 @@
 //! The `hookfan` binary: parses the command line and calls into the library.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -157,9 +159,9 @@ fn main() -> ExitCode {
         LogFormat::Json => hookfan::telemetry::LogFormat::Json,
     });
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Check { no_env } => hookfan::cli::check(&cli.config, no_env),
-        Command::Init => hookfan::cli::init(&cli.config),
-        Command::Schema => hookfan::cli::schema(),
+        Command::Check { no_env } => cli::check(&cli.config, no_env),
+        Command::Init => cli::init(&cli.config),
+        Command::Schema => cli::schema(),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -174,17 +176,17 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from),
         Command::Man { dir: Some(dir) } => clap_mangen::generate_to(Cli::command(), &dir)
             .map_err(|e| anyhow::anyhow!("cannot write man pages into {}: {e}", dir.display())),
-        Command::DeadLetters(DeadLetters::List { route, json }) => runtime().block_on(
-            hookfan::cli::dead_letters_list(&cli.config, route.as_deref(), json),
-        ),
-        Command::Healthcheck => runtime().block_on(hookfan::cli::healthcheck(&cli.config)),
-        Command::Status => runtime().block_on(hookfan::cli::status(&cli.config)),
-        Command::Drain { timeout } => runtime().block_on(hookfan::cli::drain(&cli.config, timeout)),
+        Command::DeadLetters(DeadLetters::List { route, json }) => {
+            runtime().block_on(cli::dead_letters_list(&cli.config, route.as_deref(), json))
+        }
+        Command::Healthcheck => runtime().block_on(cli::healthcheck(&cli.config)),
+        Command::Status => runtime().block_on(cli::status(&cli.config)),
+        Command::Drain { timeout } => runtime().block_on(cli::drain(&cli.config, timeout)),
         Command::DropPending { route } => {
-            runtime().block_on(hookfan::cli::drop_pending(&cli.config, &route))
+            runtime().block_on(cli::drop_pending(&cli.config, &route))
         }
         Command::DeadLetters(DeadLetters::Replay { route, ids }) => {
-            runtime().block_on(hookfan::cli::dead_letters_act(
+            runtime().block_on(cli::dead_letters_act(
                 &cli.config,
                 hookfan::spool::DeadLetterAction::Replay,
                 route.as_deref(),
@@ -192,7 +194,7 @@ fn main() -> ExitCode {
             ))
         }
         Command::DeadLetters(DeadLetters::Drop { route, ids }) => {
-            runtime().block_on(hookfan::cli::dead_letters_act(
+            runtime().block_on(cli::dead_letters_act(
                 &cli.config,
                 hookfan::spool::DeadLetterAction::Drop,
                 route.as_deref(),
@@ -200,14 +202,14 @@ fn main() -> ExitCode {
             ))
         }
         Command::Spool(SpoolCmd::Verify { data_dir, json }) => {
-            hookfan::cli::spool_verify(&cli.config, data_dir.as_deref(), json)
+            cli::spool_verify(&cli.config, data_dir.as_deref(), json)
         }
         Command::Spool(SpoolCmd::Repair { data_dir }) => {
-            hookfan::cli::spool_repair(&cli.config, data_dir.as_deref())
+            cli::spool_repair(&cli.config, data_dir.as_deref())
         }
-        Command::Serve => runtime().block_on(hookfan::cli::serve(&cli.config)),
+        Command::Serve => runtime().block_on(cli::serve(&cli.config)),
         Command::Send { event, to } => {
-            runtime().block_on(hookfan::cli::send(&cli.config, &event, to.as_deref()))
+            runtime().block_on(cli::send(&cli.config, &event, to.as_deref()))
         }
     };
     match result {

@@ -24,6 +24,28 @@ use crate::sources::Sources;
 use crate::spool::log::LogSpoolConfig;
 use crate::spool::Spool;
 
+/// Why the daemon could not start (or stopped with an error).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Tls(#[from] ingest::tls::TlsError),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+    #[error("cannot start the delivery threads: {0}")]
+    DeliveryThreads(std::io::Error),
+    #[error(transparent)]
+    Dedup(#[from] crate::dedup::DedupError),
+    #[error(transparent)]
+    Routes(#[from] crate::deliver::supervisor::ApplyError),
+    #[error("the config reload task failed: {0}")]
+    ReloadTask(tokio::task::JoinError),
+    #[error("cannot read the {listener} listener's address: {error}")]
+    Address {
+        listener: &'static str,
+        error: std::io::Error,
+    },
+}
+
 /// Runs the daemon on `listener` (webhooks; None: sources only) and `admin` (health,
 /// metrics, API) until `shutdown` is cancelled, then drains and returns. With `reload`, the
 /// config is reloaded when its file changes or on SIGHUP.
@@ -33,7 +55,7 @@ pub async fn run(
     listener: Option<TcpListener>,
     admin: Option<TcpListener>,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), ServeError> {
     let config = Arc::new(config);
     // rustls is built with two crypto providers in this tree (ring, and aws-lc-rs through the
     // AWS SDK); clients that ask for the process default (Redis over rediss://) need one named.
@@ -74,7 +96,8 @@ pub async fn run(
 
     // Deliveries run on their own threads, below ingest's priority: a draining backlog must
     // not slow acknowledgements down.
-    let delivery = DeliveryRuntime::start(config.delivery_nice)?;
+    let delivery =
+        DeliveryRuntime::start(config.delivery_nice).map_err(ServeError::DeliveryThreads)?;
     // Shared dedup connects in the background: ingest dedups locally until Redis answers.
     let dedup = match &config.dedup {
         Some(redis) => {
@@ -97,7 +120,10 @@ pub async fn run(
     metrics::gauge!("hookfan_draining").set(0.0);
     let admin_task = match admin {
         Some(admin) => {
-            let addr = admin.local_addr()?;
+            let addr = admin.local_addr().map_err(|error| ServeError::Address {
+                listener: "admin",
+                error,
+            })?;
             // Lets operator commands find a listener bound to port 0.
             let addr_file = config.data_dir.join(crate::admin::ADDR_FILE);
             if let Err(e) = std::fs::write(&addr_file, addr.to_string()) {
@@ -157,7 +183,10 @@ pub async fn run(
                     }
                 }
             });
-            let addr = listener.local_addr()?;
+            let addr = listener.local_addr().map_err(|error| ServeError::Address {
+                listener: "webhook",
+                error,
+            })?;
             let scheme = if tls.is_some() { "https" } else { "http" };
             tracing::info!(
                 routes = config.routes.len(),
@@ -193,7 +222,7 @@ pub async fn run(
 
     stop_reloads.cancel();
     let (mut routes, mut sources) = match reloader {
-        Some(task) => task.await?,
+        Some(task) => task.await.map_err(ServeError::ReloadTask)?,
         None => kept.expect("routes and sources are kept when not reloading"),
     };
     // Sources stop receiving and store what they hold before the workers stop.

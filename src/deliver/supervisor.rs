@@ -22,13 +22,22 @@ use crate::config::{Config, Route};
 use crate::dedup::SharedDedup;
 use crate::ingest::passthrough::Passthroughs;
 use crate::live::Live;
-use crate::sinks::Sink;
+use crate::sinks::{Sink, SinkError};
 use crate::spool::Spool;
 
 struct Running {
     route: Route,
     stop: CancellationToken,
     done: JoinHandle<()>,
+}
+
+/// Why [`Supervisor::apply`] could not run a config; it changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("passthrough: cannot build the HTTP client: {0}")]
+    Passthrough(reqwest::Error),
+    #[error("route {route}: {error}")]
+    Sink { route: String, error: SinkError },
 }
 
 /// The delivery workers, one per enabled route.
@@ -65,8 +74,8 @@ impl Supervisor {
 
     /// Starts, stops and restarts workers so that exactly `config`'s enabled routes run, and
     /// returns the snapshot to publish. Fails (having changed nothing) only if a new sink
-    /// cannot be built.
-    pub async fn apply(&mut self, config: Arc<Config>) -> anyhow::Result<Live> {
+    /// or passthrough client cannot be built.
+    pub async fn apply(&mut self, config: Arc<Config>) -> Result<Live, ApplyError> {
         let wanted: HashMap<&str, &Route> = config
             .routes
             .iter()
@@ -74,10 +83,10 @@ impl Supervisor {
             .map(|r| (r.name.as_str(), r))
             .collect();
         // Build every new sink and handler first, so a failure leaves what runs alone.
-        let passthrough = Arc::new(Passthroughs::build(
-            &config.passthrough,
-            Some(&self.passthrough),
-        )?);
+        let passthrough = Arc::new(
+            Passthroughs::build(&config.passthrough, Some(&self.passthrough))
+                .map_err(ApplyError::Passthrough)?,
+        );
         let mut sinks = HashMap::new();
         for (name, route) in &wanted {
             let unchanged = self
@@ -85,10 +94,14 @@ impl Supervisor {
                 .get(*name)
                 .is_some_and(|r| r.route.destination == route.destination);
             if !unchanged {
-                sinks.insert(
-                    name.to_string(),
-                    Arc::new(Sink::build(&route.destination).await?),
-                );
+                let sink =
+                    Sink::build(&route.destination)
+                        .await
+                        .map_err(|error| ApplyError::Sink {
+                            route: name.to_string(),
+                            error,
+                        })?;
+                sinks.insert(name.to_string(), Arc::new(sink));
             }
         }
         let stale: Vec<String> = self

@@ -106,13 +106,18 @@ async fn metrics_count_every_outcome_of_ingest_and_delivery() {
     assert_eq!(get(&client, daemon.url()).await.0, 405);
 
     // Outcomes are counted once the spool has recorded them, a moment after the receiver
-    // answered; nothing can be awaited from outside, so poll the scrape with a deadline.
+    // answered; nothing can be awaited from outside, so poll the scrape with a deadline. A
+    // scrape reads the backlog gauges before it renders the counters, so one scrape can
+    // show the dead letter counted and not yet in the gauge: wait for both.
     let url = format!("http://{}/metrics", daemon.admin);
     let metrics = eventually(Duration::from_secs(10), "a dead letter counted", || async {
         let (status, body) = get(&client, url.clone()).await;
         assert_eq!(status, 200);
         let dead = r#"route="to-receiver",outcome="dead_lettered""#;
-        (sample(&body, "hookfan_deliveries_total", dead) == Some(1.0)).then_some(body)
+        let gauge = r#"route="to-receiver""#;
+        (sample(&body, "hookfan_deliveries_total", dead) == Some(1.0)
+            && sample(&body, "hookfan_route_dead_letters", gauge) == Some(1.0))
+        .then_some(body)
     })
     .await;
     let expect = [
