@@ -27,19 +27,24 @@
 //! - [`aws`]: the AWS SDK configuration shared by the SQS/SNS destinations and the SQS source.
 //! - [`template`]: `{field}` templates over event JSON (SQS/SNS message group ids).
 
+// The library is the daemon's own code, public where a test, example, fuzz target or the
+// binary needs it and crate-private otherwise; its documentation covers both
+// (`cargo doc --document-private-items`), so links into private modules are meant.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod admin;
-pub mod aws;
+pub(crate) mod aws;
 pub mod config;
-pub mod dedup;
+pub(crate) mod dedup;
 pub mod deliver;
-pub mod drain;
+pub(crate) mod drain;
 pub mod ingest;
-pub mod live;
+pub(crate) mod live;
 pub mod reload;
 pub mod route;
 pub mod server;
-pub mod sinks;
-pub mod sources;
+pub(crate) mod sinks;
+pub(crate) mod sources;
 pub mod spool;
 pub mod stream;
 pub mod telemetry;
