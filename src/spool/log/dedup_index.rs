@@ -7,7 +7,8 @@
 //! control byte) where a map from fingerprint to seq costs 17. At a million ids the table
 //! has 2^21 slots: 10.5 MiB instead of 36, and half as much again while it grows, when the
 //! old table and the new one are both held. Should the ids ever span more than 32 bits of
-//! seqs, the table is rebuilt with whole seqs (9 bytes a slot) until they fit again.
+//! seqs, the table is rebuilt with whole seqs (9 bytes a slot), until a later rebuild (when
+//! it grows) finds that they fit again.
 //!
 //! The price: finding an entry reads the metadata of each candidate whose 7 control bits
 //! match (one, nearly always). Growing must not read each entry's metadata in slot order
