@@ -82,6 +82,8 @@ use crate::spool::{Exported, ExportedEvent, RedbSpool, SpoolError, FILE_NAME};
 pub const IMPORT_DIR: &str = "spool.import";
 /// The file, in the imported log's directory, that says the import is complete.
 pub const MARKER: &str = "IMPORTED";
+/// The marker while it is written, before it is renamed to [`MARKER`].
+const MARKER_TMP: &str = "IMPORTED.tmp";
 /// What `spool.redb` is renamed to once imported (a number is added when it is taken).
 pub const IMPORTED_NAME: &str = "spool.redb.imported";
 /// Most bytes of records in one submission.
@@ -369,10 +371,14 @@ fn write_import(
     export(&mut |item| import.add(item)).map_err(ImportError::Spool)?;
     import.finish().map_err(ImportError::Spool)?;
     let counts = import.counts;
+    // Written whole under another name, then renamed: another thread's directory sync can
+    // make a name durable before this file's own sync, so a marker created under its final
+    // name could be found after a power cut with its text cut short.
     let written = marker(&counts).and_then(|text| {
-        let file = storage.create(MARKER)?;
+        let file = storage.create(MARKER_TMP)?;
         file.write_at(text.as_bytes(), 0)?;
         file.sync_data()?;
+        storage.rename(MARKER_TMP, MARKER)?;
         storage.sync_dir()
     });
     writer.close();
