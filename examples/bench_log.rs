@@ -1,4 +1,4 @@
-//! Micro-benchmark of the log spool's group-commit writer alone (`spool::log`, issue 21), on
+//! Micro-benchmark of the log spool's group-commit writer alone (`spool`, issue 21), on
 //! the real disk under a temporary directory: no HTTP, no routing, no delivery.
 //!
 //! ```sh
@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hookfan::spool::log::record::RouteDue;
-use hookfan::spool::log::{recover, EventRecord, RealDisk, Record, Writer, WriterConfig};
+use hookfan::spool::record::RouteDue;
+use hookfan::spool::{recover, EventRecord, RealDisk, Record, Writer, WriterConfig};
 
 /// CPU time of this process's threads named `name*`, from `/proc/self/task/*/schedstat` (ns).
 fn thread_cpu_ns(name: &str) -> u64 {

@@ -17,8 +17,8 @@
 
 use std::time::{Duration, Instant};
 
-use hookfan::spool::log::record::RouteDue;
-use hookfan::spool::log::{EventRecord, Location, Record, State};
+use hookfan::spool::record::RouteDue;
+use hookfan::spool::{EventRecord, Location, Record, State};
 
 /// Resident memory of this process, in bytes (`/proc/self/statm`).
 fn rss_bytes() -> u64 {

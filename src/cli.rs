@@ -319,8 +319,7 @@ enum Spooled {
 }
 
 async fn reach_spool(config: &Config) -> anyhow::Result<Spooled> {
-    let settings =
-        hookfan::spool::log::LogSpoolConfig::with_segment_size(config.spool_segment_bytes);
+    let settings = hookfan::spool::LogSpoolConfig::with_segment_size(config.spool_segment_bytes);
     match Spool::open_with(&config.data_dir, settings) {
         Ok(spool) => Ok(Spooled::Offline(spool)),
         Err(SpoolError::InUse(path)) => Admin::new(config)
@@ -853,8 +852,7 @@ fn spool_data_dir(config_path: &Path, data_dir: Option<&Path>) -> anyhow::Result
 /// hookfan would refuse the log.
 pub fn spool_verify(config_path: &Path, data_dir: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let data_dir = spool_data_dir(config_path, data_dir)?;
-    let report =
-        hookfan::spool::log::verify::verify(&data_dir.join(hookfan::spool::log::spool::DIR_NAME));
+    let report = hookfan::spool::verify::verify(&data_dir.join(hookfan::spool::facade::DIR_NAME));
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -870,10 +868,10 @@ pub fn spool_verify(config_path: &Path, data_dir: Option<&Path>, json: bool) -> 
 /// prints the report of what could not be kept and where it was written.
 pub fn spool_repair(config_path: &Path, data_dir: Option<&Path>) -> anyhow::Result<()> {
     let data_dir = spool_data_dir(config_path, data_dir)?;
-    let log = hookfan::spool::log::repair::writer_config_like(
-        &data_dir.join(hookfan::spool::log::spool::DIR_NAME),
+    let log = hookfan::spool::repair::writer_config_like(
+        &data_dir.join(hookfan::spool::facade::DIR_NAME),
     );
-    let repaired = hookfan::spool::log::repair::repair(&data_dir, log)?;
+    let repaired = hookfan::spool::repair::repair(&data_dir, log)?;
     print!("{}", repaired.report);
     println!();
     println!("report written to {}", repaired.report_file.display());

@@ -21,7 +21,7 @@ use crate::deliver::supervisor::Supervisor;
 use crate::ingest::{self, IngestState};
 use crate::reload::Reload;
 use crate::sources::Sources;
-use crate::spool::log::LogSpoolConfig;
+use crate::spool::LogSpoolConfig;
 use crate::spool::Spool;
 
 /// Why the daemon could not start (or stopped with an error).

@@ -765,7 +765,7 @@ fn the_readme_shows_each_example_consumer_exactly_as_the_tested_file() {
 /// A log of ten events on route `r` in `<data_dir>/spool`, in 1 KiB segments (about four
 /// events each), written through the library's writer as the daemon writes it.
 fn small_log(data_dir: &Path) {
-    use hookfan::spool::log::{recover, EventRecord, RealDisk, Record, Writer, WriterConfig};
+    use hookfan::spool::{recover, EventRecord, RealDisk, Record, Writer, WriterConfig};
     let storage = std::sync::Arc::new(RealDisk::open(&data_dir.join("spool")).unwrap());
     let config = WriterConfig {
         segment_size: 1024,
@@ -786,7 +786,7 @@ fn small_log(data_dir: &Path) {
             event_type: None,
             path: None,
             body: &body,
-            routes: vec![hookfan::spool::log::record::RouteDue::new(0, 1)].into(),
+            routes: vec![hookfan::spool::record::RouteDue::new(0, 1)].into(),
         });
         w.wait(&w.submit(&[record]).unwrap()).unwrap();
     }

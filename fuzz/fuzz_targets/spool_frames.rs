@@ -1,4 +1,4 @@
-//! The log spool's decoders (`spool::log::segment` and `spool::log::record`) on arbitrary
+//! The log spool's decoders (`spool::segment` and `spool::record`) on arbitrary
 //! bytes and on real segments damaged at random: they must never panic, what they accept
 //! must hold together, and damage must never change what comes before it.
 //!
@@ -23,9 +23,9 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use hookfan::spool::log::checkpoint::{self, CheckpointAt};
-use hookfan::spool::log::record::{EventRecord, Record, RouteDue};
-use hookfan::spool::log::segment::{
+use hookfan::spool::checkpoint::{self, CheckpointAt};
+use hookfan::spool::record::{EventRecord, Record, RouteDue};
+use hookfan::spool::segment::{
     self, ScanEnd, SegmentHeader, SegmentScan, GROUP_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use libfuzzer_sys::fuzz_target;

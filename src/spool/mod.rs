@@ -1,1640 +1,514 @@
-//! The spool: hookfan's durable store, and the only code that writes to disk.
+//! The spool: hookfan's durable store, and the only code that writes the data_dir. A
+//! log-structured store: events and every change of a route's queue are records appended to
+//! segment files in groups, one write and one fdatasync per group; the state they mean is
+//! kept in memory, checkpointed, and rebuilt at open from the newest checkpoint and the log
+//! after it. This file is its design: the format, the rules of recovery and the invariants.
+//! Every part works over a storage trait that a simulated disk implements for crash tests.
+//! The daemon's spool is [`Spool`] ([`LogSpool`], the facade).
 //!
-//! # Design
-//! One [redb](https://docs.rs/redb) database file, `<data_dir>/spool.redb`. redb is an embedded,
-//! copy-on-write B-tree store with ACID transactions: a write transaction committed with
-//! `Durability::Immediate` is on disk (fsynced) when `commit()` returns, and a crash at any
-//! moment leaves the file at the last committed transaction.
+//! # Layout
+//! - [`storage`]: the file operations the log needs ([`Storage`]), on the real disk
+//!   ([`RealDisk`]) and on a simulated one that crashes ([`SimDisk`]).
+//! - [`segment`]: the frame format (segment header, group frames), pure.
+//! - [`record`]: the records inside groups, pure.
+//! - [`state`]: what the records mean (queues, dead letters, dedup index), pure; the events
+//!   it holds are kept by `event_table` (pages of 64 seqs), the dedup index by
+//!   `dedup_index` (each remembered event's seq alone, its fingerprint read from the table).
+//! - [`writer`]: the group-commit writer thread and the segment preparer.
+//! - [`checkpoint`]: the state written whole to one file (codec pure, writer thin).
+//! - [`compaction`]: checkpoints taken, segments no one needs deleted, the few records
+//!   still needed in old segments copied forward ([`compaction::Maintenance`], its thread).
+//! - [`recovery`]: opening a directory: the newest valid checkpoint, then every valid group
+//!   after it applied, a torn tail cut, corruption refused.
+//! - [`import`]: upgrading a data_dir that holds a redb spool (`spool.redb`): imported
+//!   once at open into a fresh log, crash-safe, then renamed aside; or refused, never ignored.
+//! - [`reader`]: a record read back by its location (the dedup check's confirmation), and a
+//!   segment's groups in order, a window at a time (recovery's check of old segments).
+//! - [`facade`]: [`LogSpool`], the spool's API over the log (see "The facade"); its
+//!   arguments, results and error are in [`api`].
+//! - [`verify`]: `hookfan spool verify`, every file looked at and recovery run over a
+//!   read-only view of the directory ([`verify::ReadOnlyDir`]): the verdict `serve` would
+//!   reach, nothing changed.
+//! - [`redb`]: the previous spool (one redb file), kept only for [`import`] and its tests.
+//! - [`seq_set`]: a set of seqs as bitmaps (a route's never-attempted events).
+//! - [`repair`]: `hookfan spool repair`, for a log recovery refuses: every intact group
+//!   kept (see "Repair"), a fresh log written through the [`writer`], swapped in, and a
+//!   report of what could not be kept.
 //!
-//! Tables:
+//! Still to come (issue 21): recycling segments (reuse as prepared ones instead of delete
+//! and create), batched readers of event bodies for delivery.
 //!
-//! | table          | key                       | value                      |
-//! |----------------|---------------------------|----------------------------|
-//! | `events`       | seq                       | [`StoredEvent`] (postcard) |
-//! | `refs`         | seq                       | routes still holding it    |
-//! | `pending`      | (route, due_ms, seq)      | [`PendingState`]           |
-//! | `dead`         | (route, seq)              | [`DeadState`]              |
-//! | `seen_by_time` | (received_ms, webhook id) | ()                         |
-//! | `meta`         | name                      | u64 (schema version)       |
+//! # On disk
+//! A directory (`<data_dir>/spool/`) of segment files, at most a few checkpoint files
+//! (`<lsn, 20 digits>.ckpt`, see "Checkpoints") and `LOCK` (see "The facade"). Beside it in
+//! the data dir, after a `hookfan spool repair` (see "Repair"): `spool.corrupt-<secs>/`, the
+//! old log as it was, and `spool-repair-<secs>.txt`, its report; `spool.repair/` only while
+//! a repair runs. Segment files are `<index, 20 digits>.seg`, each of one fixed size,
+//! created ahead of need as `<index>.seg.tmp`, zero-filled, synced, renamed and the
+//! directory synced ([`writer`]'s preparer thread), so neither a file creation, a size
+//! change nor a directory sync ever happens while a webhook waits. Integers are little
+//! endian.
 //!
-//! An event is stored once however many routes take it; each route holds it through one
-//! `pending` row (keyed by when it is next due, so a route's worker reads what is due in order
-//! and a failing event moves *behind* the events after it) or one `dead` row. `refs` counts
-//! those rows; when it reaches zero the event is deleted and its pages are reused.
+//! ```text
+//! segment file
+//! +----------------+---------+---------+-----+---------+------------------------------+
+//! | segment header | group 1 | group 2 | ... | group n | zeros (prepared, not yet used)|
+//! +----------------+---------+---------+-----+---------+------------------------------+
+//! 0                40                          every group starts at a multiple of 8
 //!
-//! # Dedup
-//! Webhook ids are random UUIDs. A table keyed by id would take each new id into a random leaf
-//! page, and a copy-on-write B-tree rewrites every leaf it touches: with a batch of ids that is
-//! one 4 KiB page per webhook, which cost the writer about half its throughput (measured with
-//! `examples/bench_spool.rs`). So the only durable record of an id is `seen_by_time`, whose
-//! key starts with the time and so grows at its right edge. The writer finds an id through
-//! [`SeenIndex`], an in-memory map from a 64-bit fingerprint of the id to the time of its row,
-//! rebuilt from `seen_by_time` at open; every hit is confirmed by reading that exact row, so
-//! no entry of the map can make a webhook a false duplicate.
-//! It costs 17 bytes per slot of a hash table kept at most 7/8 full, about 35 bytes per id
-//! remembered on average (`dedup_window` × the webhook rate); a failed transaction's changes
-//! to it are undone.
+//! segment header (40 bytes)
+//!  0  magic "HFSG"      4 | 4 version (1) 1 | 5 flags 1 | 6 zero 2
+//!  8  segment index     8
+//! 16  start lsn         8   lsn of the first record in this segment
+//! 24  void from         8   records of earlier segments at or after this lsn are void
+//! 32  crc32c(0..32)     4 | 36 zero 4
+//!     flags bit 0 TAIL_UNTRUSTED: earlier segments may end in bytes not to be read
+//!
+//! group frame (40-byte header, payload, zero padding to a multiple of 8)
+//!  0  magic "HFGR"      4 | 4 version (1) 1 | 5 zero 3
+//!  8  segment index     8   the segment it was written to (a generation: stale bytes of
+//!                           another use of the file never pass for this segment's)
+//! 16  first lsn         8   lsn of its first record; the others follow, one each
+//! 24  record count      4
+//! 28  payload length    4
+//! 32  crc32c            4   over bytes 0..32 and the payload
+//! 36  zero              4
+//! 40  payload: count × ( length u32 | record bytes, see record.rs )
+//! ```
+//!
+//! Every record has a log sequence number (lsn): the group's first lsn plus its index in the
+//! group. lsns grow by one from record to record, across groups and segments, except where
+//! a segment header declares a gap (below). An event's seq is the lsn of its record.
+//!
+//! # Records and state
+//! Records ([`record`]) are hand-framed: a kind byte, LEB128 integers, length-prefixed
+//! strings and bytes. An event carries its body once, however many routes take it, and
+//! each route's first due time; every change of a route's queue (delivered, retry, hold,
+//! dead, replay, drop, drop-pending) is a record of a few bytes, routes being interned ids
+//! ([`Record::Route`]). Two records change no queue: [`Record::ExpireIds`] moves the dedup
+//! window (so that a restart forgets exactly the ids that were forgotten), and
+//! [`Record::Copy`] is compaction's copy of an event (see "Compaction"). [`State`] is what
+//! they mean, rebuilt by applying them in lsn order; the writer applies each group once it
+//! is durable, recovery applies the log after the newest checkpoint.
 //!
 //! # Group commit
-//! All writes go through one writer thread that takes every command waiting in its queue,
-//! applies them in one write transaction, commits once (one fsync), then answers each. Under
-//! load, many webhooks share an fsync; with none waiting, a lone webhook is committed at once.
+//! Callers submit records to the writer ([`Writer::submit`]): each submission is encoded
+//! into the group being filled, given its lsns, and never split across groups (so a replay of
+//! many dead letters, or a batch of outcomes, is all or nothing). The writer thread takes the
+//! whole filled group, seals it (header, checksum), writes it with one positional write and
+//! makes it durable with one fdatasync; meanwhile the next group fills. Then it applies the
+//! group to the [`State`] and publishes one watermark, "resolved up to lsn N"; every waiter
+//! of the group wakes on it. Then it wakes, once, the delivery of each route the group gave
+//! an event or a replayed dead letter ([`LogSpool::route_waker`]): one wake-up per route
+//! and group, from the writer, not one per webhook from the ack path. A group waits for no
+//! timer: with nothing else waiting a lone record is written at once.
+//!
+//! There is only one unsynced group at a time: the writer writes group n+1 only after group
+//! n's fdatasync returned. Recovery's torn-tail rule below depends on it. (Overlapping the
+//! write of group n+1 with the sync of group n would need a second rule: a valid group
+//! after a bad one proves corruption only beyond the pipeline's depth. A prototype that
+//! synced on one or two threads beside the writer measured 0.85–0.9× the rate of this one
+//! on the 2-core benchmark machine, so it was not pursued.)
+//!
+//! A segment's first group is written together with the segment header, in the same write.
+//! When the group being sealed does not fit in the current segment's rest, the writer moves
+//! to the next prepared segment; its header's `void from` = its `start lsn` = the lsn after
+//! the last record of the previous one.
+//!
+//! # Failure (EIO, ENOSPC on write or fdatasync)
+//! The whole group fails. Pages whose fsync failed are never trusted again (Linux may have
+//! marked them clean without writing them): the writer abandons the segment and takes the
+//! next prepared one, whose header has `TAIL_UNTRUSTED` and `void from` = the end of the
+//! last durable group; it writes that header and an empty group at once and syncs them (the
+//! barrier), and only then answers the failed group's waiters with an error. The failed
+//! group's lsns are not reused: its records are void wherever their bytes landed. A barrier
+//! whose write fails costs another segment (three at most); while no segment can be
+//! prepared because the disk is full, the barrier waits for one (`barrier_timeout`). When it
+//! cannot be made durable, the waiters are told so ([`LogError::WriteFailed`] with
+//! `voided: false`): their records may come back after a crash (as a duplicate, which
+//! at-least-once allows), until the next segment header declares them void.
+//!
+//! When no prepared segment comes in time (`rotate_timeout`: the preparer cannot create or
+//! fill files, a full disk), the group fails before any byte of it is written (`voided:
+//! true`); its lsns are skipped the same way, so the next segment is `TAIL_UNTRUSTED` too.
+//! Writing resumes by itself once the preparer succeeds again.
+//!
+//! A reopen after a crash starts a new segment the same way (`TAIL_UNTRUSTED`, `void from` =
+//! the end of what was recovered), so the tail that was cut stays cut.
+//!
+//! # Checkpoints
+//! A checkpoint is the [`State`] after every record below some lsn L, written whole:
+//!
+//! ```text
+//! checkpoint file <L, 20 digits>.ckpt
+//!  0  magic "HFCK"      4 | 4 version (1) 1 | 5 zero 3
+//!  8  lsn L             8   the state holds every record below L, none at or after it
+//! 16  segment K         8   the segment of record L-1 (0: none): every record at or after
+//!                           L is in K or a later segment; every earlier segment holds
+//!                           only records below L
+//! 24  body length       8
+//! 32  crc32c(0..32)     4 | 36 zero 4
+//! 40  body, in blocks of 64 KiB (the last one shorter): crc32c(block) 4 | block
+//!
+//! body (LEB128 integers, length-prefixed strings)
+//!   fingerprint keys k0 k1      the dedup fingerprints' SipHash keys, random per log
+//!   names:   count × (route id, name)
+//!   events:  count × (seq − previous seq, segment, offset, length, received_at_ms)
+//!   routes:  count × (route id, pending: count × (due, seq, attempts, not_before_ms,
+//!            optional last error, group), dead: count × (seq, attempts, error,
+//!            dead_at_ms, group))
+//!   ids:     count × (received_at_ms, fingerprint, seq)   the dedup window, oldest first
+//! ```
+//!
+//! Derived when it is read, and checked: each event's holders (the routes that list it),
+//! whether it is remembered (the last window entry of each fingerprint), what of each
+//! segment is needed. A body whose parts disagree (a route holding an unlisted event, an
+//! event nobody needs) is refused like a checksum failure.
+//!
+//! Written by maintenance ([`compaction::Maintenance`]), never on the ack path, and never
+//! encoded under the writer's lock. Under it, for a moment, maintenance reads where the
+//! writer stands (L, K and where its data in K ends) and takes a [`state::Snapshot`] of
+//! the state: its event pages and the bitmaps of never-attempted events are shared, each
+//! copied only when the writer first changes it afterwards (copy on write); the entries of
+//! events retried, held or dead are copied; the dedup index is left out (the checkpoint
+//! lists the window from the events). The snapshot is encoded while the writer goes on.
+//! When a snapshot would copy many entries (more than `snapshot_at_most`, 32k by default:
+//! a failing route with a large backlog), the writer would wait for that copy, so the
+//! state at L is rebuilt by maintenance instead, by recovery's own rules, from the newest
+//! checkpoint it kept and the log after it up to L ([`recovery::replay_until`]; records at
+//! or after L, which the writer may be writing, are not looked at, and of K only the part
+//! the writer had applied is read): the writer never waits, at the price of a second copy
+//! of the state in memory meanwhile, and such a checkpoint also proves that the log since
+//! the last one replays. If it does not (damage), the error is logged and counted, and
+//! that checkpoint is taken from a snapshot after all, which puts the damage behind it.
+//! Either way it is encoded as `<L>.ckpt.tmp` is written, a
+//! MiB at a time, each synced (so a large checkpoint never queues tens of MiB at the disk
+//! ahead of the log's fdatasyncs, and its encoded body is never whole in memory), the
+//! header (which holds the body's length) last; then the file is renamed to `<L>.ckpt` and
+//! the directory synced. Two are kept: once a new one is durable, every
+//! other but the one before it is removed. A crash leaves at most a `.ckpt.tmp`, removed
+//! at open.
+//!
+//! **Recovery's rule**: the newest checkpoint that decodes, then the log after it. A
+//! damaged newer one is passed over (logged, and named in the report) only when the older
+//! checkpoint (or the whole log, when none is left) plus the segments still present give a
+//! state at least as new as the damaged one's lsn, with every needed record present;
+//! otherwise it is refused with [`LogError::Corrupt`] naming the damaged checkpoint and
+//! the offset of its header or damaged block. Compaction keeps that fallback always
+//! available (its floor, below): losing one checkpoint never loses a record; losing both
+//! is refused, never silent.
+//!
+//! # Compaction
+//! A segment can go when (1) no replay needs it and (2) no event still needed has its
+//! record there. (1): its index is below the **floor**, the segment K of the *older* of the
+//! two checkpoints kept (nothing goes while fewer than two exist). (2): the state counts,
+//! per segment, the events located there ([`State::segment_uses`]); once a segment holds
+//! none it never will again, since locations only move forward. Such segment files are
+//! removed and the directory synced, on the maintenance thread (not recycled yet).
+//!
+//! Long-lived events (dead letters, a slow route's backlog, ids the dedup window keeps)
+//! pin their segments. When what a segment below the floor still holds costs at most a
+//! quarter of a segment to copy (`copy_at_most`), its events are **copied forward**: for
+//! each, a [`Record::Copy`] `{seq, event record}` is submitted through the writer like
+//! any record, in batches, at most `copy_at_most` bytes per step. An event no route holds
+//! any more (kept only for its id) is copied without its body and routes. Applying a copy
+//! moves the event's location to the event record inside it and changes nothing else; a
+//! copy of an event the state no longer holds changes nothing. The older copy is never
+//! read again: recovery applies the original `Event` and then the `Copy` in lsn order (or
+//! starts from a checkpoint that already has the new location), and the segment holding
+//! the original is deleted once nothing else pins it. The segment is read whole and its
+//! checksums checked before anything is copied; a needed record found damaged stops
+//! compaction with [`LogError::Corrupt`].
+//!
+//! A maintenance round ([`compaction::Maintenance::step`]) takes a checkpoint when one
+//! would let the floor rise (fewer than two kept, the log moved to a later segment, or
+//! enough records since the last) and it is worth its cost: the newest one is small (up to
+//! 1 MiB), or the log written since is at least 4 times its size, so checkpoints never
+//! write more than a quarter of what the log writes, however large the backlog (a restart
+//! then replays at most that much log after the checkpoint). Then one compaction step. An idle log whose floor still
+//! lags writes one no-op record (`ExpireIds` of nothing) so a second checkpoint can be
+//! taken: after a backlog drains, the directory falls back to the segment being written,
+//! the prepared ones, those the two checkpoints still need, and whatever long-lived events
+//! fill.
+//!
+//! # Recovery: a torn tail, or corruption
+//! Recovery reads the newest valid checkpoint (see "Checkpoints"; a block at a time, each
+//! block's checksum checked before its bytes are decoded, so the file is never whole in
+//! memory), then replays the log from its segment K, applying the records at or after its
+//! lsn. The segments before K are not replayed (compaction deletes them); the ones that
+//! still hold needed events are read, a window at a time up to the last of them
+//! ([`reader::for_each_group`]), and each such event must be in a valid group there, as an event of its seq or a copy of it
+//! (else [`CorruptWhy::EventMissing`]). From K on, segments are read in index order; each one's valid groups must follow one another
+//! (chained lsns, this segment's index, checksums); the first bytes that are not the next
+//! valid group end the segment's data. Then:
+//!
+//! - **Zeros to the end of the file**: a clean end.
+//! - **The newest segment** (the last one with anything written) may end in a torn group:
+//!   the one group in flight at the crash, never acknowledged (zeros, a short frame, or a
+//!   checksum failure). It is cut off, counted, and logged in one line, *provided no valid
+//!   group of that segment follows it*: the writer writes a group only after the previous
+//!   one was synced, so a valid group further on proves the bad bytes were synced, i.e.
+//!   acknowledged: that is corruption.
+//! - **A sealed segment** (a later one has data) must end cleanly, unless the next segment
+//!   with a valid header says `TAIL_UNTRUSTED`: then its bytes after `void from` are a failed
+//!   write's, and records at or after `void from` are void (skipped, counted).
+//! - **Segments with no valid header** (a zeroed or bad header over some written bytes)
+//!   after the newest valid one are the torn tail too: a failed group's fresh segment and a
+//!   barrier cut by the crash, never acknowledged; unless one holds two valid groups or
+//!   more, which only acknowledged writes make (refused). Before a valid one, such a
+//!   segment is allowed only when the next valid header says `TAIL_UNTRUSTED`. A file of
+//!   zeros only is a prepared spare (removed at open; the preparer makes new ones).
+//! - **Every byte counts** in a sealed segment: reserved and padding bytes must be zero, and
+//!   the zeros after the last group must be zeros.
+//! - **Sequence checks across segments**: a normal segment starts at the lsn where the
+//!   previous one's records ended; a `TAIL_UNTRUSTED` one's `void from` equals it. A
+//!   mismatch means acknowledged records are missing. The first segment replayed must be
+//!   the checkpoint's K and start at or before its lsn (with no checkpoint: start the log,
+//!   at lsn 1), and the records must reach the checkpoint's lsn.
+//!
+//! Anything else is refused: [`LogError::Corrupt`] names the file, the offset and why. The
+//! limits of what can be told apart: a bit flipped in the newest segment's *last*
+//! acknowledged group, or in the header of a newest segment that holds a single group,
+//! reads as a torn tail (that group is cut and the cut logged, not refused); telling those
+//! apart needs a second copy of the headers (TigerBeetle's redundant headers), not done
+//! here.
+//!
+//! # Repair
+//! What recovery refuses, `hookfan spool verify` shows (file, offset, why, and the error
+//! `serve` gives) and `hookfan spool repair` gets past, with hookfan stopped (it takes the
+//! `LOCK`). Repair starts from the newest checkpoint that decodes (damaged ones are listed
+//! and ignored; none: from an empty state), reads every segment and keeps every group whose
+//! frame checks, resynchronising after damage at the next 8-byte boundary that holds a valid
+//! group of that segment, and applies the records after the checkpoint in lsn order
+//! (records a later segment declares void stay void; a record about an event that was lost
+//! changes nothing and is listed; an event whose record was lost but whose compaction copy
+//! was kept comes back from the copy). Every event the state then holds must have an intact
+//! record; those that do not are lost, and named (seq, routes, and the webhook id when the
+//! damaged bytes still show it). A route whose `Route` record was lost (no valid checkpoint
+//! names it) keeps its events under `unnamed-route-<id>`, a name no configured route has,
+//! so they are never delivered to the wrong route. The result is written as a fresh log
+//! (`Route`s, each `Event` with its routes' due times, then its `Retry`, `Hold` and `Dead`
+//! records, in segments of the old log's size) into `<data_dir>/spool.repair/`, read back
+//! and compared, then swapped in: a marker (`REPAIRED`) is written and synced into
+//! `spool.repair/`, `spool/` becomes `spool.corrupt-<unix secs>` (kept for the operator;
+//! `-2`, ... for another repair in the same second), `spool.repair/` becomes `spool/`, the
+//! data dir synced after each rename, and the marker removed. A crash between the two
+//! renames leaves no `spool/` and a marked `spool.repair/`: the next `serve` (before it
+//! creates anything) or `repair` finishes the swap ([`repair::finish_interrupted`]), so the
+//! repaired log is never passed over for an empty one. An unmarked `spool.repair/` is a
+//! repair stopped before its swap, with the old log still in place: the next repair
+//! removes it. The report (`<data_dir>/spool-repair-<unix secs>.txt`) lists every damaged region
+//! (file, offset, length), the lsn ranges lost, and the events lost; it is written and
+//! synced before the swap. Limits: damage that ends the log cannot be told from a torn
+//! tail (it is listed as either); a damaged `TAIL_UNTRUSTED` header no longer voids the
+//! failed records before it, so they may come back (as duplicates, which at-least-once
+//! allows).
+//!
+//! # The facade
+//! [`LogSpool`] has the redb spool's methods, arguments, results and guarantees; the spool's
+//! contract tests (`spool/contract_tests.rs`) run against both. It lives in
+//! `<data_dir>/spool/`, which it locks (`LOCK`, an exclusive `flock`: a second hookfan gets
+//! [`crate::spool::SpoolError::InUse`]). Each write is one submission to the writer
+//! (so one group: all or nothing), answered once the watermark covers it:
+//!
+//! | method | records, in one submission | read from |
+//! |---|---|---|
+//! | `append` | `Event` (+ `ExpireIds`, at most once a second) | dedup: the state, then the candidate's record |
+//! | `complete`, `complete_batch` | `Delivered` / `Retry` / `Hold` / `Dead`, one per outcome | |
+//! | `dead_letter_action` | `Replay` (due now) or `Drop`, one per selected letter | the state; ids from records |
+//! | `drop_pending` | `DropPending` | the state (the count) |
+//! | `due` | | the state (order, holds), then each event's record |
+//! | `route_summary`, `pending_count`, `routes_on_disk`, `stored_events` | | the state |
+//! | `dead_letters` | | the state, then each letter's record |
+//!
+//! - **Routes** are bound once (`Route` records, a durable submission of their own before
+//!   the first event naming them, serialized so a name never gets two ids); the facade keeps
+//!   name → id in memory, loaded from the state at open.
+//! - **Dedup**: an append first *claims* its webhook id (a map of ids in flight): a second
+//!   append of the same id waits until the first is answered, then checks, and finds it
+//!   stored (or, if the first failed, stores it). The check is the state's fingerprint hit
+//!   ([`State::dedup_candidate`]), within the window, confirmed by reading the id stored in
+//!   the candidate's record. A claim whose caller went away before its answer is released
+//!   only once its record is resolved. Expiry is an `ExpireIds` record riding along with
+//!   an append at most once a second (cutoff: now minus that append's window); the check
+//!   applies the window exactly, so expiry only frees memory and lets compaction free
+//!   segments.
+//! - **FIFO holds** (ordered routes: FIFO queues and topics): each event's entry on such
+//!   a route carries the fingerprint of its message group
+//!   ([`crate::spool::message_group_fingerprint`] of the rendered `message_group_id`, given
+//!   by ingest through `append_grouped` and written in the event record, kind 12), kept
+//!   through retries, holds, dead letters and replays. `due` walks the queue in order; an
+//!   event that waits (held until later, or in flight: its outcome may be a hold) blocks its
+//!   group, and every later event of a blocked group is skipped, so order within a group is
+//!   exactly queue order while other groups go on. Group 0 (no group: an event stored
+//!   without one) belongs to every group: it waits for any blocked group, and while it
+//!   waits nothing after it goes, which is the whole-route FIFO of the redb spool. Skipping
+//!   reads nothing from disk: the groups are in memory.
+//! - **Queue order of new events**: the due time is `max(received_at, the last one given)`,
+//!   set under a lock held across the submission, so queue order is lsn order even when
+//!   callers' clocks disagree (ordered routes rely on it).
+//! - **Bodies are never kept in memory**: `due` and `dead_letters` read each event's record
+//!   back by its location; one that compaction moved and whose segment it deleted meanwhile
+//!   (`NotFound`) is read again where the state now says; one the state no longer holds (it
+//!   was completed meanwhile) is left out.
+//! - **In memory**: the [`State`] (see `state.rs`: ~45 bytes per event pending on 3 routes,
+//!   ~50 per id remembered after delivery, the retried, held and dead ones more),
+//!   route names, and the ids being appended.
+//! - A failed write sets `commit_error` until a write succeeds; `close` stops maintenance,
+//!   then closes the writer (what was submitted is written), then releases the lock.
+//!
+//! Differences from the redb spool, none seen by its callers' tests: a completion names
+//! its event by seq and route alone (redb also matches the due time of the key); an
+//! event stored for no route is not counted by `stored_events`; the first webhook for a
+//! new route waits for one more sync; `complete_batch` retries a full group (`Busy`)
+//! without bound, as redb's waits for queue room.
 //!
 //! # Invariants
-//! - **An append answers `Stored` only after its transaction is committed durably.**
-//! - **A webhook id is marked seen in the same transaction that stores its event**, so a
-//!   crash never leaves one without the other.
-//! - **An event row lives exactly as long as some route's `pending` or `dead` row names it.**
-//! - Readers never block the writer (redb MVCC); only the writer thread opens write
-//!   transactions.
-
-mod codec;
-mod counts;
-pub mod log;
-mod seen;
-
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition,
-};
-use tokio::sync::{mpsc, oneshot};
-
-pub use codec::{DeadState, EventRef, PendingState, StoredEvent};
-use counts::{Change, Counts};
-/// The spool the daemon runs: the log ([`log::LogSpool`]).
-pub use log::LogSpool as Spool;
-use seen::SeenIndex;
-
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-const REFS: TableDefinition<u64, u32> = TableDefinition::new("refs");
-const PENDING: TableDefinition<(&str, u64, u64), &[u8]> = TableDefinition::new("pending");
-const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead");
-/// The id → time table of schema version 1, dropped when such a file is opened (see Dedup).
-const SEEN_V1: TableDefinition<&str, u64> = TableDefinition::new("seen");
-const SEEN_BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("seen_by_time");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-
-/// 2: webhook ids are kept only in `seen_by_time` (version 1 also had `seen`).
-const SCHEMA_VERSION: u64 = 2;
-pub const FILE_NAME: &str = "spool.redb";
-
-/// Most commands applied in one transaction; bounds the latency of a single commit.
-const MAX_BATCH: usize = 4096;
-/// redb's page cache (reads and the write buffer together). Small on purpose: the spool's hot
-/// pages are the two ends of each table (appends at the tail, deliveries at the head) and the
-/// B-tree's upper levels, and the kernel's page cache holds the rest. Measured (BENCHMARKS.md,
-/// 2026-12-03): 4 MiB instead of 16 MiB cut peak RSS in the SQS drain from 63 to 39 MiB and with
-/// 1M pending from 106 to 69 MiB; ingest, drain and restart times moved only within run-to-run noise.
-const CACHE_BYTES: usize = 4 * 1024 * 1024;
-/// Capacity of the writer's queue: when full, ingest waits, then answers 503.
-const QUEUE_CAPACITY: usize = 8192;
-/// How long ingest waits for room in a full writer queue before answering 503.
-const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
-/// After a failed commit, the writer reopens the database at most this often.
-const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
-/// How long a reopen waits for readers to let go of the old database.
-const REOPEN_WAIT: Duration = Duration::from_secs(2);
-/// Most expired webhook ids forgotten per transaction, so a sweep never stalls ingest.
-const SWEEP_LIMIT: usize = 10_000;
-
-/// What can go wrong with the spool.
-#[derive(Debug, thiserror::Error)]
-pub enum SpoolError {
-    /// The store failed (I/O error, disk full, ...). Ingest answers 503 so Stream retries.
-    #[error("spool storage error: {0}")]
-    Storage(#[from] redb::Error),
-    /// The spool file is held by another running hookfan.
-    #[error("the spool {0} is in use by another hookfan process (stop it, or give this one its own data_dir)")]
-    InUse(PathBuf),
-    /// The file exists but is not a hookfan spool this version understands.
-    #[error(
-        "{path}: {why}; move it aside to start with an empty spool, or point data_dir elsewhere"
-    )]
-    Incompatible { path: PathBuf, why: String },
-    /// The data directory cannot be created or opened.
-    #[error("cannot use data_dir {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The writer has stopped (shutting down).
-    #[error("the spool is shutting down")]
-    Closed,
-    /// The writer's queue stayed full: the disk cannot keep up. Ingest answers 503.
-    #[error("the spool is overloaded (writer queue full)")]
-    Busy,
-    /// Not durable by the caller's deadline: the disk is slower than arrivals. It may still
-    /// be stored after (a retry is then a duplicate). Ingest answers 503.
-    #[error("the spool did not store it in time (overloaded disk)")]
-    Late,
-    /// A commit failed (disk full, I/O error); nothing in it was stored.
-    #[error("the spool could not commit: {0}")]
-    CommitFailed(String),
-    /// The database is being reopened after a failed commit (disk full, I/O error).
-    #[error("the spool is recovering from a failed commit ({0}); retry")]
-    Recovering(String),
-    /// The walk that counts each route's backlog at open failed; backlog figures are unknown.
-    #[error("the spool could not count its backlog at open: {0}")]
-    CountFailed(String),
-    /// A redb spool (`spool.redb`) sits beside a log spool that already holds data and was
-    /// not imported from it: hookfan never merges the two (see `log/import.rs`).
-    #[error("{redb} is an old spool beside the spool {log}, which already holds events and was not imported from it; hookfan will not merge them. Drain it with the previous hookfan version (on a data_dir holding only that file, until `hookfan drain` exits 0), or move it aside if its events are not needed")]
-    RedbBesideLog { redb: PathBuf, log: PathBuf },
-    /// The log-structured spool ([`log::LogSpool`]) failed otherwise: a corrupt segment or
-    /// checkpoint at open, an I/O error outside the ack path, a submission too large.
-    #[error(transparent)]
-    Log(log::LogError),
-}
-
-/// The open database, shared by readers and the writer. After an I/O error redb refuses
-/// every later write until the database is reopened, so the writer replaces it; `None` while
-/// a reopen has not succeeded yet.
-type SharedDb = Arc<RwLock<Option<Arc<Database>>>>;
-
-fn storage(e: impl Into<redb::Error>) -> SpoolError {
-    SpoolError::Storage(e.into())
-}
-
-/// The fingerprint of a message group id that an ordered route's queue keeps for each event
-/// ([`Spool::append_grouped`]): SipHash-2-4 with fixed keys, so it means the same across
-/// restarts and releases; never 0 (which stands for "no group"). Two groups whose
-/// fingerprints collide only hold each other back, never reorder.
-#[allow(deprecated)] // std's SipHasher: its algorithm is fixed, unlike DefaultHasher's.
-pub fn message_group_fingerprint(group_id: &str) -> u64 {
-    use std::hash::Hasher;
-    let mut hasher = std::hash::SipHasher::new_with_keys(0x686f_6f6b_6661_6e00, 0x6d67_726f_7570);
-    hasher.write(group_id.as_bytes());
-    hasher.finish().max(1)
-}
-
-/// Milliseconds since the Unix epoch: the spool's clock for `received_at` and `due`.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Where a route holds an event in `pending`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PendingKey {
-    pub due_ms: u64,
-    pub seq: u64,
-}
-
-/// An event a route should deliver now.
-#[derive(Debug, Clone)]
-pub struct DueItem {
-    pub key: PendingKey,
-    pub state: PendingState,
-    pub event: Arc<StoredEvent>,
-}
-
-/// What a read of a route's due events found.
-#[derive(Debug, Default)]
-pub struct Due {
-    pub items: Vec<DueItem>,
-    /// When the next not-yet-due event of the route is due, if any.
-    pub next_due_ms: Option<u64>,
-}
-
-/// The result of handing a verified webhook to the spool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppendOutcome {
-    /// Durably stored for every route given, as event `seq`.
-    Stored { seq: u64 },
-    /// Its webhook id was seen within the dedup window: nothing was stored.
-    Duplicate,
-}
-
-/// How one delivery attempt of one event on one route ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Completion {
-    Delivered,
-    /// Try again at `due_ms`; `attempts` made so far.
-    Retry {
-        due_ms: u64,
-        attempts: u32,
-        error: String,
-    },
-    /// Ordered routes: keep the event's place in the queue and try it again at `not_before_ms`;
-    /// nothing behind it is delivered until then.
-    Hold {
-        not_before_ms: u64,
-        attempts: u32,
-        error: String,
-    },
-    /// Give up: move to the route's dead letters.
-    Dead {
-        attempts: u32,
-        error: String,
-    },
-}
-
-/// What a route holds in the spool.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct RouteSummary {
-    pub pending: u64,
-    /// Receipt time (ms since the epoch) of the oldest pending event (seqs follow receipt).
-    pub oldest_pending_received_ms: Option<u64>,
-    pub dead_letters: u64,
-}
-
-/// A dead letter, for listing.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct DeadLetter {
-    pub route: String,
-    pub seq: u64,
-    pub webhook_id: Option<String>,
-    pub event_type: Option<String>,
-    pub received_at_ms: u64,
-    pub dead_at_ms: u64,
-    pub attempts: u32,
-    pub error: String,
-}
-
-enum Command {
-    /// A new event, already encoded by the caller: the writer thread only inserts bytes.
-    Append {
-        encoded: Vec<u8>,
-        webhook_id: Option<String>,
-        received_at_ms: u64,
-        routes: Vec<String>,
-        dedup_window_ms: u64,
-        reply: oneshot::Sender<Result<AppendOutcome, SpoolError>>,
-    },
-    /// Outcomes of one delivered batch of a route: applied together, answered once.
-    Complete {
-        route: String,
-        outcomes: Vec<(PendingKey, Completion)>,
-        reply: oneshot::Sender<Result<(), SpoolError>>,
-    },
-    Close {
-        reply: oneshot::Sender<()>,
-    },
-    /// Forget every pending event of a route (one that no longer runs).
-    DropPending {
-        route: String,
-        reply: oneshot::Sender<Result<u64, SpoolError>>,
-    },
-    /// Replay or drop dead letters of one route (or all), optionally only some webhook ids.
-    DeadLetters {
-        action: DeadLetterAction,
-        route: Option<String>,
-        webhook_ids: Vec<String>,
-        reply: oneshot::Sender<Result<u64, SpoolError>>,
-    },
-}
-
-impl Command {
-    /// Answers the command with an error (a Close is simply acknowledged).
-    fn fail(self, error: &dyn Fn() -> SpoolError) {
-        match self {
-            Command::Append { reply, .. } => drop(reply.send(Err(error()))),
-            Command::Complete { reply, .. } => drop(reply.send(Err(error()))),
-            Command::DeadLetters { reply, .. } => drop(reply.send(Err(error()))),
-            Command::DropPending { reply, .. } => drop(reply.send(Err(error()))),
-            Command::Close { reply } => drop(reply.send(())),
-        }
-    }
-}
-
-/// What to do with selected dead letters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeadLetterAction {
-    /// Back into the route's queue, due now, with a fresh attempt count.
-    Replay,
-    /// Forget them (the event is deleted when no other route holds it).
-    Drop,
-}
-
-/// A handle on the spool; cheap to clone. Reads run on the caller's thread (use
-/// `spawn_blocking` from async code); writes are queued to the writer thread.
-#[derive(Clone)]
-pub struct RedbSpool {
-    db: SharedDb,
-    path: Arc<PathBuf>,
-    commands: mpsc::Sender<Command>,
-    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
-    /// The error of the writer's last commit, if it failed (`None` once a commit succeeds).
-    /// Readiness reports it. The writer reopens the database on its next batch (at most once
-    /// a second), so the spool recovers by itself once the cause (a full disk) is gone.
-    commit_error: Arc<Mutex<Option<String>>>,
-    /// Each route's backlog figures, counted at open (in the background) and kept by the
-    /// writer after each commit.
-    counts: Arc<SharedCounts>,
-    /// The thread counting the backlog at open; joined by `close`.
-    counter: Arc<Mutex<Option<JoinHandle<()>>>>,
-}
-
-/// Each route's backlog figures, shared by the writer (which keeps them) and readers.
-///
-/// The walk that builds them reads the snapshot taken at open, before the writer starts, on a
-/// thread of its own: ingest and deliveries start at once, whatever the backlog. Until the walk
-/// is done the writer queues its changes here (all of them come after the snapshot); the walk
-/// applies them when it ends. Readers wait for it.
-struct SharedCounts {
-    state: Mutex<CountState>,
-    ready: Condvar,
-}
-
-enum CountState {
-    /// The walk is running; the writer's changes since the snapshot wait, in commit order.
-    Walking(Vec<Change>),
-    Ready(Counts),
-    Failed(String),
-}
-
-impl SharedCounts {
-    fn walking() -> SharedCounts {
-        SharedCounts {
-            state: Mutex::new(CountState::Walking(Vec::new())),
-            ready: Condvar::new(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, CountState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The writer, after a commit.
-    fn apply(&self, changes: Vec<Change>) {
-        match &mut *self.lock() {
-            CountState::Walking(queued) => queued.extend(changes),
-            CountState::Ready(counts) => counts.apply(changes),
-            CountState::Failed(_) => {}
-        }
-    }
-
-    /// The walk, when it ends: its counts plus every change committed meanwhile.
-    fn finish(&self, walked: Result<Counts, SpoolError>) {
-        let mut state = self.lock();
-        let queued = match &mut *state {
-            CountState::Walking(queued) => std::mem::take(queued),
-            _ => Vec::new(),
-        };
-        *state = match walked {
-            Ok(mut counts) => {
-                counts.apply(queued);
-                CountState::Ready(counts)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "spool: counting the backlog at open failed; backlog figures are unknown until restart");
-                CountState::Failed(e.to_string())
-            }
-        };
-        drop(state);
-        self.ready.notify_all();
-    }
-
-    /// Reads the counts, waiting for the walk at open if it is still running. Blocking.
-    fn read<T>(&self, f: impl FnOnce(&Counts) -> T) -> Result<T, SpoolError> {
-        let mut state = self.lock();
-        while matches!(*state, CountState::Walking(_)) {
-            state = self
-                .ready
-                .wait(state)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        match &*state {
-            CountState::Ready(counts) => Ok(f(counts)),
-            CountState::Failed(why) => Err(SpoolError::CountFailed(why.clone())),
-            CountState::Walking(_) => unreachable!("waited above"),
-        }
-    }
-}
-
-impl RedbSpool {
-    /// Opens (or creates) the spool in `data_dir` and starts its writer thread.
-    pub fn open(data_dir: &Path) -> Result<RedbSpool, SpoolError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| SpoolError::DataDir {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
-        let path = data_dir.join(FILE_NAME);
-        let existed = path.exists();
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => SpoolError::InUse(path.clone()),
-                // An existing file too short for a header, or with a foreign header, is not a
-                // spool: say so (and what to do), and leave it alone.
-                redb::DatabaseError::Storage(redb::StorageError::Io(source))
-                    if existed
-                        && matches!(
-                            source.kind(),
-                            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-                        ) =>
-                {
-                    SpoolError::Incompatible {
-                        path: path.clone(),
-                        why: format!("cannot be opened as a spool ({source})"),
-                    }
-                }
-                redb::DatabaseError::Storage(redb::StorageError::Io(source)) => {
-                    SpoolError::DataDir {
-                        path: path.clone(),
-                        source,
-                    }
-                }
-                other => SpoolError::Incompatible {
-                    path: path.clone(),
-                    why: format!("cannot be opened as a spool ({other})"),
-                },
-            })?;
-        init_schema(&db, &path, existed)?;
-        let db = Arc::new(db);
-        let shared: SharedDb = Arc::new(RwLock::new(Some(db.clone())));
-        let next_seq = {
-            let txn = db.begin_read().map_err(storage)?;
-            let events = txn.open_table(EVENTS).map_err(storage)?;
-            let last = events.last().map_err(storage)?;
-            last.map_or(1, |(k, _)| k.value() + 1)
-        };
-        let seen = load_seen(&db)?;
-        // The snapshot the walk counts: taken before the writer starts, so every later change
-        // is one the writer hands to `counts`.
-        let snapshot = db.begin_read().map_err(storage)?;
-        let counts = Arc::new(SharedCounts::walking());
-        let counter = {
-            let counts = counts.clone();
-            std::thread::Builder::new()
-                .name("hookfan-spool-count".into())
-                .spawn(move || {
-                    let started = Instant::now();
-                    let walked = count_rows(&snapshot);
-                    drop(snapshot);
-                    tracing::debug!(took = ?started.elapsed(), "spool: backlog counted");
-                    counts.finish(walked);
-                })
-                .map_err(|source| SpoolError::DataDir {
-                    path: path.clone(),
-                    source,
-                })?
-        };
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let commit_error = Arc::new(Mutex::new(None));
-        let writer = Writer {
-            db: shared.clone(),
-            path: path.clone(),
-            broken_since: None,
-            commit_error: commit_error.clone(),
-            counts: counts.clone(),
-            next_seq,
-            last_sweep: Instant::now(),
-            dedup_window_ms: u64::MAX,
-            seen,
-            last_fresh_due_ms: 0,
-        };
-        let handle = std::thread::Builder::new()
-            .name("hookfan-spool-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|source| SpoolError::DataDir {
-                path: path.clone(),
-                source,
-            })?;
-        drop(db);
-        Ok(RedbSpool {
-            db: shared,
-            path: Arc::new(path),
-            commands: tx,
-            writer: Arc::new(Mutex::new(Some(handle))),
-            commit_error,
-            counts,
-            counter: Arc::new(Mutex::new(Some(counter))),
-        })
-    }
-
-    /// Why the last commit failed, while no later commit has succeeded.
-    pub fn commit_error(&self) -> Option<String> {
-        self.commit_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The current database, for one read.
-    fn db(&self) -> Result<Arc<Database>, SpoolError> {
-        let slot = self
-            .db
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        slot.clone()
-            .ok_or_else(|| SpoolError::Recovering(self.commit_error().unwrap_or_default()))
-    }
-
-    /// Whether the writer still takes commands (false once closed).
-    pub fn is_open(&self) -> bool {
-        !self.commands.is_closed()
-    }
-
-    /// Size of the spool file on disk.
-    pub fn file_bytes(&self) -> std::io::Result<u64> {
-        std::fs::metadata(self.path.as_ref()).map(|m| m.len())
-    }
-
-    async fn send(&self, cmd: Command) -> Result<(), SpoolError> {
-        match self.commands.send_timeout(cmd, ENQUEUE_TIMEOUT).await {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(SpoolError::Busy),
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(SpoolError::Closed),
-        }
-    }
-
-    /// Stores `event` for every route in `routes` and marks its webhook id seen, in one durable
-    /// commit, unless the id was seen within `dedup_window`. Returns once committed.
-    pub async fn append(
-        &self,
-        event: StoredEvent,
-        routes: Vec<String>,
-        dedup_window: Duration,
-    ) -> Result<AppendOutcome, SpoolError> {
-        let (reply, answer) = oneshot::channel();
-        // Encoded here, on the caller's thread, so the single writer thread does not have to.
-        let encoded = event.encode()?;
-        self.send(Command::Append {
-            encoded,
-            webhook_id: event.webhook_id,
-            received_at_ms: event.received_at_ms,
-            routes,
-            dedup_window_ms: dedup_window.as_millis() as u64,
-            reply,
-        })
-        .await?;
-        answer.await.map_err(|_| SpoolError::Closed)?
-    }
-
-    /// Records how a delivery attempt ended. Returns once committed.
-    pub async fn complete(
-        &self,
-        route: &str,
-        key: PendingKey,
-        completion: Completion,
-    ) -> Result<(), SpoolError> {
-        self.complete_batch(route, vec![(key, completion)]).await
-    }
-
-    /// Records how the attempts of one batch of `route` ended: one command for the writer and
-    /// one answer, in the same commit (itself shared with whatever else is queued). Returns
-    /// once committed.
-    pub async fn complete_batch(
-        &self,
-        route: &str,
-        outcomes: Vec<(PendingKey, Completion)>,
-    ) -> Result<(), SpoolError> {
-        if outcomes.is_empty() {
-            return Ok(());
-        }
-        let (reply, answer) = oneshot::channel();
-        // Completions wait for room rather than fail: they are never dropped.
-        self.commands
-            .send(Command::Complete {
-                route: route.to_string(),
-                outcomes,
-                reply,
-            })
-            .await
-            .map_err(|_| SpoolError::Closed)?;
-        answer.await.map_err(|_| SpoolError::Closed)?
-    }
-
-    /// Commits everything queued so far, then stops the writer. Later writes fail with
-    /// [`SpoolError::Closed`].
-    pub async fn close(&self) {
-        let (reply, answer) = oneshot::channel();
-        if self.commands.send(Command::Close { reply }).await.is_ok() {
-            let _ = answer.await;
-        }
-        let handle = self.writer.lock().expect("writer handle lock").take();
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
-        // The walk holds a read snapshot of the file: done before the file can be reopened.
-        let counter = self.counter.lock().expect("counter handle lock").take();
-        if let Some(counter) = counter {
-            let _ = tokio::task::spawn_blocking(move || counter.join()).await;
-        }
-    }
-
-    /// Up to `limit` events of `route` due at `now_ms`, oldest due first, skipping `in_flight`.
-    /// On an `ordered` route an event held back until later, or one still in flight, stops the
-    /// read there.
-    /// Blocking: reads the file.
-    pub fn due(
-        &self,
-        route: &str,
-        now_ms: u64,
-        in_flight: &HashSet<u64>,
-        limit: usize,
-        ordered: bool,
-    ) -> Result<Due, SpoolError> {
-        let txn = self.db()?.begin_read().map_err(storage)?;
-        let pending = txn.open_table(PENDING).map_err(storage)?;
-        let events = txn.open_table(EVENTS).map_err(storage)?;
-        let mut due = Due::default();
-        for row in pending
-            .range((route, 0u64, 0u64)..=(route, u64::MAX, u64::MAX))
-            .map_err(storage)?
-        {
-            let (k, v) = row.map_err(storage)?;
-            let (_, due_ms, seq) = k.value();
-            if in_flight.contains(&seq) {
-                // An ordered route delivers nothing behind an event whose outcome is not yet
-                // known: it may turn out to be a hold that keeps its place at the head.
-                if ordered {
-                    break;
-                }
-                continue;
-            }
-            if due_ms > now_ms {
-                due.next_due_ms = Some(due_ms);
-                break;
-            }
-            if due.items.len() == limit {
-                due.next_due_ms = Some(due_ms);
-                break;
-            }
-            let state = PendingState::decode(v.value())?;
-            if state.not_before_ms > now_ms {
-                if ordered {
-                    due.next_due_ms = Some(state.not_before_ms);
-                    break;
-                }
-                continue;
-            }
-            let Some(bytes) = events.get(seq).map_err(storage)? else {
-                return Err(SpoolError::Incompatible {
-                    path: self.path.to_path_buf(),
-                    why: format!("pending event {seq} of route {route} has no stored body"),
-                });
-            };
-            let event = StoredEvent::decode(bytes.value())?;
-            due.items.push(DueItem {
-                key: PendingKey { due_ms, seq },
-                state,
-                event: Arc::new(event),
-            });
-        }
-        Ok(due)
-    }
-
-    /// How many events `route` still has to deliver. Blocking; walks the route's queue.
-    pub fn pending_count(&self, route: &str) -> Result<u64, SpoolError> {
-        let txn = self.db()?.begin_read().map_err(storage)?;
-        let pending = txn.open_table(PENDING).map_err(storage)?;
-        let mut n = 0;
-        for row in pending
-            .range((route, 0u64, 0u64)..=(route, u64::MAX, u64::MAX))
-            .map_err(storage)?
-        {
-            row.map_err(storage)?;
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    /// What `route` holds: pending events, when the oldest of them was received, and dead
-    /// letters. From the maintained counts plus one event read: O(1) in the backlog. Blocking.
-    pub fn route_summary(&self, route: &str) -> Result<RouteSummary, SpoolError> {
-        // The oldest event may be delivered between reading the counts and reading it; then
-        // read the counts again.
-        for _ in 0..3 {
-            let (pending, oldest_seq, dead_letters) =
-                self.counts.read(|counts| match counts.get(route) {
-                    Some(r) => (r.pending.len(), r.pending.first(), r.dead),
-                    None => (0, None, 0),
-                })?;
-            let mut summary = RouteSummary {
-                pending,
-                oldest_pending_received_ms: None,
-                dead_letters,
-            };
-            let Some(seq) = oldest_seq else {
-                return Ok(summary);
-            };
-            let txn = self.db()?.begin_read().map_err(storage)?;
-            let events = txn.open_table(EVENTS).map_err(storage)?;
-            if let Some(bytes) = events.get(seq).map_err(storage)? {
-                summary.oldest_pending_received_ms =
-                    Some(StoredEvent::decode(bytes.value())?.received_at_ms);
-                return Ok(summary);
-            }
-        }
-        self.scan_summary(route)
-    }
-
-    /// [`RedbSpool::route_summary`] by walking the route's rows (keys only, plus one event).
-    fn scan_summary(&self, route: &str) -> Result<RouteSummary, SpoolError> {
-        let txn = self.db()?.begin_read().map_err(storage)?;
-        let pending = txn.open_table(PENDING).map_err(storage)?;
-        let dead = txn.open_table(DEAD).map_err(storage)?;
-        let events = txn.open_table(EVENTS).map_err(storage)?;
-        let mut summary = RouteSummary::default();
-        let mut oldest_seq = None::<u64>;
-        for row in pending
-            .range((route, 0u64, 0u64)..=(route, u64::MAX, u64::MAX))
-            .map_err(storage)?
-        {
-            let (k, _) = row.map_err(storage)?;
-            let seq = k.value().2;
-            summary.pending += 1;
-            oldest_seq = Some(oldest_seq.map_or(seq, |s| s.min(seq)));
-        }
-        if let Some(seq) = oldest_seq {
-            if let Some(bytes) = events.get(seq).map_err(storage)? {
-                summary.oldest_pending_received_ms =
-                    Some(StoredEvent::decode(bytes.value())?.received_at_ms);
-            }
-        }
-        for row in dead
-            .range((route, 0u64)..=(route, u64::MAX))
-            .map_err(storage)?
-        {
-            row.map_err(storage)?;
-            summary.dead_letters += 1;
-        }
-        Ok(summary)
-    }
-
-    /// Every route name that holds pending events or dead letters, including routes no longer
-    /// in the config. From the maintained counts.
-    pub fn routes_on_disk(&self) -> Result<Vec<String>, SpoolError> {
-        self.counts.read(Counts::route_names)
-    }
-
-    /// Number of stored event bodies (each counted once, whatever its routes).
-    pub fn stored_events(&self) -> Result<u64, SpoolError> {
-        let txn = self.db()?.begin_read().map_err(storage)?;
-        let events = txn.open_table(EVENTS).map_err(storage)?;
-        events.len().map_err(storage)
-    }
-
-    /// Replays (back into the queue, due now, attempts from 1) or drops the dead letters of
-    /// `route` (all routes if None), only those with the given webhook ids if any are given.
-    /// One transaction: a crash leaves all of them or none moved. Returns how many.
-    pub async fn dead_letter_action(
-        &self,
-        action: DeadLetterAction,
-        route: Option<&str>,
-        webhook_ids: Vec<String>,
-    ) -> Result<u64, SpoolError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::DeadLetters {
-            action,
-            route: route.map(str::to_string),
-            webhook_ids,
-            reply,
-        })
-        .await?;
-        answer.await.map_err(|_| SpoolError::Closed)?
-    }
-
-    /// Forgets every pending event of `route`, in one transaction. Only for a route that is not
-    /// running (removed from the config or disabled): the caller checks. Returns how many.
-    pub async fn drop_pending(&self, route: &str) -> Result<u64, SpoolError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::DropPending {
-            route: route.to_string(),
-            reply,
-        })
-        .await?;
-        answer.await.map_err(|_| SpoolError::Closed)?
-    }
-
-    /// Dead letters, of one route or all. Blocking.
-    pub fn dead_letters(&self, route: Option<&str>) -> Result<Vec<DeadLetter>, SpoolError> {
-        let txn = self.db()?.begin_read().map_err(storage)?;
-        let dead = txn.open_table(DEAD).map_err(storage)?;
-        let events = txn.open_table(EVENTS).map_err(storage)?;
-        let rows = match route {
-            Some(r) => dead.range((r, 0u64)..=(r, u64::MAX)),
-            None => dead.range::<(&str, u64)>(..),
-        }
-        .map_err(storage)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (k, v) = row.map_err(storage)?;
-            let (route, seq) = k.value();
-            let state = DeadState::decode(v.value())?;
-            let event = match events.get(seq).map_err(storage)? {
-                Some(bytes) => Some(StoredEvent::decode(bytes.value())?),
-                None => None,
-            };
-            out.push(DeadLetter {
-                route: route.to_string(),
-                seq,
-                webhook_id: event.as_ref().and_then(|e| e.webhook_id.clone()),
-                event_type: event.as_ref().and_then(|e| e.event_type.clone()),
-                received_at_ms: event.as_ref().map_or(0, |e| e.received_at_ms),
-                dead_at_ms: state.dead_at_ms,
-                attempts: state.attempts,
-                error: state.error,
-            });
-        }
-        Ok(out)
-    }
-}
-
-fn init_schema(db: &Database, path: &Path, existed: bool) -> Result<(), SpoolError> {
-    let txn = db.begin_write().map_err(storage)?;
-    {
-        let mut meta = txn.open_table(META).map_err(storage)?;
-        let version = meta
-            .get("schema_version")
-            .map_err(storage)?
-            .map(|v| v.value());
-        match version {
-            Some(SCHEMA_VERSION) => {}
-            Some(1) => {
-                // Version 1 kept each id twice; `seen_by_time` has them all.
-                txn.delete_table(SEEN_V1).map_err(storage)?;
-                meta.insert("schema_version", SCHEMA_VERSION)
-                    .map_err(storage)?;
-                tracing::info!(spool = %path.display(), "spool upgraded from schema version 1 to 2 (webhook ids kept once)");
-            }
-            Some(other) => {
-                return Err(SpoolError::Incompatible {
-                    path: path.to_path_buf(),
-                    why: format!(
-                        "spool schema version {other}, this hookfan reads version {SCHEMA_VERSION}"
-                    ),
-                })
-            }
-            None if existed && meta.len().map_err(storage)? == 0 && has_foreign_tables(&txn)? => {
-                return Err(SpoolError::Incompatible {
-                    path: path.to_path_buf(),
-                    why: "the file is a redb database but not a hookfan spool".into(),
-                })
-            }
-            None => {
-                meta.insert("schema_version", SCHEMA_VERSION)
-                    .map_err(storage)?;
-            }
-        }
-        // Create every table so readers never meet a missing one.
-        txn.open_table(EVENTS).map_err(storage)?;
-        txn.open_table(REFS).map_err(storage)?;
-        txn.open_table(PENDING).map_err(storage)?;
-        txn.open_table(DEAD).map_err(storage)?;
-        txn.open_table(SEEN_BY_TIME).map_err(storage)?;
-    }
-    txn.commit().map_err(storage)?;
-    Ok(())
-}
-
-/// Every remembered webhook id, from `seen_by_time`, for the writer's index.
-fn load_seen(db: &Database) -> Result<SeenIndex, SpoolError> {
-    let started = Instant::now();
-    let txn = db.begin_read().map_err(storage)?;
-    let rows = txn.open_table(SEEN_BY_TIME).map_err(storage)?;
-    let mut seen = SeenIndex::with_capacity(rows.len().map_err(storage)? as usize);
-    for row in rows.iter().map_err(storage)? {
-        let (k, _) = row.map_err(storage)?;
-        let (at, id) = k.value();
-        seen.load(id, at);
-    }
-    tracing::debug!(ids = seen.len(), took = ?started.elapsed(), "spool: webhook ids loaded");
-    Ok(seen)
-}
-
-/// Counts every route's `pending` and `dead` rows in `txn`: one walk of their keys, at open.
-fn count_rows(txn: &ReadTransaction) -> Result<Counts, SpoolError> {
-    let pending = txn.open_table(PENDING).map_err(storage)?;
-    let dead = txn.open_table(DEAD).map_err(storage)?;
-    let mut counts = Counts::default();
-    for row in pending.iter().map_err(storage)? {
-        let (k, _) = row.map_err(storage)?;
-        let (route, _, seq) = k.value();
-        counts.add_pending(route, seq);
-    }
-    for row in dead.iter().map_err(storage)? {
-        let (k, _) = row.map_err(storage)?;
-        counts.add_dead(k.value().0);
-    }
-    Ok(counts)
-}
-
-fn has_foreign_tables(txn: &redb::WriteTransaction) -> Result<bool, SpoolError> {
-    use redb::TableHandle;
-    let ours = [
-        "events",
-        "refs",
-        "pending",
-        "dead",
-        "seen", // schema version 1
-        "seen_by_time",
-        "meta",
-    ];
-    Ok(txn
-        .list_tables()
-        .map_err(storage)?
-        .any(|t| !ours.contains(&t.name())))
-}
-
-/// The writer thread's state.
-struct Writer {
-    db: SharedDb,
-    path: PathBuf,
-    /// Set by a failed commit: the next batch first reopens the database.
-    broken_since: Option<Instant>,
-    /// Shared with [`RedbSpool::commit_error`].
-    commit_error: Arc<Mutex<Option<String>>>,
-    /// Shared with readers; changed only here, after a commit.
-    counts: Arc<SharedCounts>,
-    next_seq: u64,
-    last_sweep: Instant,
-    /// The dedup window of the latest append: ids older than this are swept.
-    dedup_window_ms: u64,
-    /// Where each remembered webhook id's `seen_by_time` row is; loaded at open.
-    seen: SeenIndex,
-    /// The due time given to the latest new event. New events get
-    /// `max(received_at, this)`, so their queue order is their commit order even when
-    /// concurrent requests read the clock out of order (ordered routes rely on it).
-    last_fresh_due_ms: u64,
-}
-
-/// The answer to an applied command, sent once its transaction is committed (or failed).
-enum Reply {
-    Append(
-        oneshot::Sender<Result<AppendOutcome, SpoolError>>,
-        AppendOutcome,
-    ),
-    Complete(oneshot::Sender<Result<(), SpoolError>>),
-    Count(oneshot::Sender<Result<u64, SpoolError>>, u64),
-}
-
-impl Reply {
-    fn ok(self) {
-        match self {
-            Reply::Append(tx, outcome) => drop(tx.send(Ok(outcome))),
-            Reply::Complete(tx) => drop(tx.send(Ok(()))),
-            Reply::Count(tx, n) => drop(tx.send(Ok(n))),
-        }
-    }
-
-    fn fail(self, error: &dyn Fn() -> SpoolError) {
-        match self {
-            Reply::Append(tx, _) => drop(tx.send(Err(error()))),
-            Reply::Complete(tx) => drop(tx.send(Err(error()))),
-            Reply::Count(tx, _) => drop(tx.send(Err(error()))),
-        }
-    }
-}
-
-impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut closing = None;
-        while let Some(first) = rx.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(cmd) => batch.push(cmd),
-                    Err(_) => break,
-                }
-            }
-            // Commands after a Close are refused; the ones before it are committed.
-            if let Some(at) = batch
-                .iter()
-                .position(|c| matches!(c, Command::Close { .. }))
-            {
-                for cmd in batch.drain(at + 1..) {
-                    refuse(cmd);
-                }
-                if let Some(Command::Close { reply }) = batch.pop() {
-                    closing = Some(reply);
-                }
-            }
-            if !batch.is_empty() {
-                self.commit_batch(batch);
-            }
-            if let Some(reply) = closing.take() {
-                rx.close();
-                while let Ok(cmd) = rx.try_recv() {
-                    refuse(cmd);
-                }
-                let _ = reply.send(());
-                return;
-            }
-        }
-    }
-
-    fn commit_batch(&mut self, batch: Vec<Command>) {
-        if let Err(e) = self.recover() {
-            let msg = e.to_string();
-            let fail = || SpoolError::Recovering(msg.clone());
-            for cmd in batch {
-                cmd.fail(&fail);
-            }
-            return;
-        }
-        let started = Instant::now();
-        let first_seq = self.next_seq;
-        let n = batch.len();
-        let mut replies = Vec::with_capacity(n);
-        let result = self.apply(batch, &mut replies);
-        match result {
-            Ok(()) => {
-                metrics::counter!("hookfan_spool_commits_total").increment(1);
-                metrics::histogram!("hookfan_spool_commit_batch_size").record(n as f64);
-                metrics::histogram!("hookfan_spool_commit_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                metrics::gauge!("hookfan_spool_dedup_ids").set(self.seen.len() as f64);
-                self.set_commit_error(None);
-                for r in replies {
-                    r.ok();
-                }
-            }
-            Err((e, unapplied)) => {
-                self.next_seq = first_seq;
-                self.broken_since.get_or_insert_with(Instant::now);
-                metrics::counter!("hookfan_spool_commit_failures_total").increment(1);
-                tracing::error!(error = %e, commands = n, "spool commit failed; webhooks in it get 503 and Stream will retry them");
-                let msg = e.to_string();
-                self.set_commit_error(Some(msg.clone()));
-                let fail = || SpoolError::CommitFailed(msg.clone());
-                for r in replies {
-                    r.fail(&fail);
-                }
-                for cmd in unapplied {
-                    cmd.fail(&fail);
-                }
-            }
-        }
-    }
-
-    /// After a failed commit, reopens the database (at most once per [`REOPEN_INTERVAL`]):
-    /// redb refuses every write after an I/O error until then. The file holds exactly the
-    /// commits that succeeded, so nothing acknowledged is affected. `Err` while not reopened.
-    fn recover(&mut self) -> Result<(), SpoolError> {
-        let Some(since) = self.broken_since else {
-            return Ok(());
-        };
-        let last_error = || {
-            self.commit_error
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone()
-                .unwrap_or_default()
-        };
-        if since.elapsed() < REOPEN_INTERVAL {
-            return Err(SpoolError::Recovering(last_error()));
-        }
-        self.broken_since = Some(Instant::now());
-        let mut slot = self
-            .db
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // redb allows one `Database` per file: readers must let go of the old one first. No
-        // new reader can start while this lock is held.
-        if let Some(old) = slot.take() {
-            let deadline = Instant::now() + REOPEN_WAIT;
-            let mut old = old;
-            loop {
-                match Arc::try_unwrap(old) {
-                    Ok(db) => {
-                        drop(db);
-                        break;
-                    }
-                    Err(still_shared) if Instant::now() < deadline => {
-                        old = still_shared;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err(still_shared) => {
-                        *slot = Some(still_shared);
-                        return Err(SpoolError::Recovering(last_error()));
-                    }
-                }
-            }
-        }
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&self.path)
-            .map_err(|e| {
-                tracing::warn!(error = %e, "spool: reopening after a failed commit did not work yet; retrying with the next webhook");
-                storage(e)
-            })?;
-        // The sequence continues after the last event that was committed.
-        let next_seq = {
-            let txn = db.begin_read().map_err(storage)?;
-            let events = txn.open_table(EVENTS).map_err(storage)?;
-            let last = events.last().map_err(storage)?;
-            last.map_or(1, |(k, _)| k.value() + 1)
-        };
-        self.next_seq = self.next_seq.max(next_seq);
-        *slot = Some(Arc::new(db));
-        drop(slot);
-        self.broken_since = None;
-        tracing::info!(spool = %self.path.display(), "spool reopened after a failed commit; taking webhooks again");
-        Ok(())
-    }
-
-    fn set_commit_error(&self, error: Option<String>) {
-        *self
-            .commit_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
-    }
-
-    /// Applies `batch` in one transaction. On failure, returns the error and the commands
-    /// that were not yet turned into replies, so every caller still gets an answer.
-    fn apply(
-        &mut self,
-        batch: Vec<Command>,
-        replies: &mut Vec<Reply>,
-    ) -> Result<(), (SpoolError, Vec<Command>)> {
-        let db = self
-            .db
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let Some(db) = db else {
-            return Err((SpoolError::Recovering(String::new()), batch));
-        };
-        let txn = match db.begin_write() {
-            Ok(txn) => txn,
-            Err(e) => return Err((storage(e), batch)),
-        };
-        let now = now_ms();
-        let mut iter = batch.into_iter();
-        let applied = (|| -> Result<Vec<Change>, SpoolError> {
-            let mut t = Tables {
-                changes: Vec::new(),
-                events: txn.open_table(EVENTS).map_err(storage)?,
-                refs: txn.open_table(REFS).map_err(storage)?,
-                pending: txn.open_table(PENDING).map_err(storage)?,
-                dead: txn.open_table(DEAD).map_err(storage)?,
-                seen_by_time: txn.open_table(SEEN_BY_TIME).map_err(storage)?,
-            };
-            for cmd in iter.by_ref() {
-                match cmd {
-                    Command::Append {
-                        encoded,
-                        webhook_id,
-                        received_at_ms,
-                        routes,
-                        dedup_window_ms,
-                        reply,
-                    } => {
-                        let new = NewEvent {
-                            encoded: &encoded,
-                            webhook_id: webhook_id.as_deref(),
-                            received_at_ms,
-                        };
-                        // Each reply is kept even when its command fails: on failure every
-                        // reply gets the batch's error (a dropped one would read as Closed).
-                        let outcome = self.append(&mut t, new, &routes, dedup_window_ms, now);
-                        let placeholder = AppendOutcome::Duplicate;
-                        replies.push(Reply::Append(
-                            reply,
-                            *outcome.as_ref().unwrap_or(&placeholder),
-                        ));
-                        outcome?;
-                    }
-                    Command::Complete {
-                        route,
-                        outcomes,
-                        reply,
-                    } => {
-                        let done = outcomes.into_iter().try_for_each(|(key, completion)| {
-                            complete(&mut t, &route, key, completion, now)
-                        });
-                        replies.push(Reply::Complete(reply));
-                        done?;
-                    }
-                    Command::DeadLetters {
-                        action,
-                        route,
-                        webhook_ids,
-                        reply,
-                    } => {
-                        let n = dead_letters(&mut t, action, route.as_deref(), &webhook_ids, now);
-                        replies.push(Reply::Count(reply, *n.as_ref().unwrap_or(&0)));
-                        n?;
-                    }
-                    Command::DropPending { route, reply } => {
-                        let n = drop_pending(&mut t, &route);
-                        replies.push(Reply::Count(reply, *n.as_ref().unwrap_or(&0)));
-                        n?;
-                    }
-                    Command::Close { reply } => drop(reply.send(())),
-                }
-            }
-            if self.last_sweep.elapsed() >= Duration::from_secs(1) {
-                self.last_sweep = Instant::now();
-                sweep_seen(&mut t, &mut self.seen, now, self.dedup_window_ms)?;
-            }
-            Ok(t.changes)
-        })();
-        let rest: Vec<Command> = iter.collect();
-        let changes = match applied {
-            Ok(changes) => changes,
-            Err(e) => {
-                self.seen.rolled_back();
-                return Err((e, rest));
-            }
-        };
-        if let Err(e) = txn.commit() {
-            self.seen.rolled_back();
-            return Err((storage(e), rest));
-        }
-        self.seen.committed();
-        self.counts.apply(changes);
-        Ok(())
-    }
-
-    fn append(
-        &mut self,
-        t: &mut Tables<'_>,
-        event: NewEvent<'_>,
-        routes: &[String],
-        dedup_window_ms: u64,
-        now: u64,
-    ) -> Result<AppendOutcome, SpoolError> {
-        self.dedup_window_ms = dedup_window_ms;
-        if let Some(id) = event.webhook_id {
-            let fingerprint = self.seen.fingerprint(id);
-            // A hit counts only when the row is there: the map may name an id whose commit
-            // failed, or another id with the same fingerprint.
-            if let Some(at) = self.seen.get(fingerprint) {
-                if t.seen_by_time.get((at, id)).map_err(storage)?.is_some() {
-                    if at.saturating_add(dedup_window_ms) >= now {
-                        return Ok(AppendOutcome::Duplicate);
-                    }
-                    t.seen_by_time.remove((at, id)).map_err(storage)?;
-                }
-            }
-            t.seen_by_time
-                .insert((event.received_at_ms, id), ())
-                .map_err(storage)?;
-            self.seen.insert(fingerprint, event.received_at_ms);
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        t.events.insert(seq, event.encoded).map_err(storage)?;
-        t.refs.insert(seq, routes.len() as u32).map_err(storage)?;
-        let fresh = PendingState::default().encode()?;
-        let due = event.received_at_ms.max(self.last_fresh_due_ms);
-        self.last_fresh_due_ms = due;
-        for route in routes {
-            t.pending
-                .insert((route.as_str(), due, seq), fresh.as_slice())
-                .map_err(storage)?;
-            t.changes.push(Change::AddPending(route.clone(), seq));
-        }
-        Ok(AppendOutcome::Stored { seq })
-    }
-}
-
-/// What the writer needs of a new event: its encoding and the fields it indexes.
-struct NewEvent<'a> {
-    encoded: &'a [u8],
-    webhook_id: Option<&'a str>,
-    received_at_ms: u64,
-}
-
-struct Tables<'t> {
-    /// What the transaction changes in each route's counts, applied once it is committed.
-    changes: Vec<Change>,
-    events: redb::Table<'t, u64, &'static [u8]>,
-    refs: redb::Table<'t, u64, u32>,
-    pending: redb::Table<'t, (&'static str, u64, u64), &'static [u8]>,
-    dead: redb::Table<'t, (&'static str, u64), &'static [u8]>,
-    seen_by_time: redb::Table<'t, (u64, &'static str), ()>,
-}
-
-fn complete(
-    t: &mut Tables<'_>,
-    route: &str,
-    key: PendingKey,
-    completion: Completion,
-    now: u64,
-) -> Result<(), SpoolError> {
-    let removed = t
-        .pending
-        .remove((route, key.due_ms, key.seq))
-        .map_err(storage)?
-        .is_some();
-    if !removed {
-        // Already completed (e.g. twice after a restart race); nothing to do.
-        return Ok(());
-    }
-    match completion {
-        Completion::Delivered => {
-            t.changes
-                .push(Change::RemovePending(route.to_string(), key.seq));
-            release(t, key.seq)?;
-        }
-        Completion::Retry {
-            due_ms,
-            attempts,
-            error,
-        } => {
-            let state = PendingState {
-                attempts,
-                last_error: Some(error),
-                not_before_ms: 0,
-            };
-            t.pending
-                .insert((route, due_ms, key.seq), state.encode()?.as_slice())
-                .map_err(storage)?;
-        }
-        Completion::Hold {
-            not_before_ms,
-            attempts,
-            error,
-        } => {
-            let state = PendingState {
-                attempts,
-                last_error: Some(error),
-                not_before_ms,
-            };
-            t.pending
-                .insert((route, key.due_ms, key.seq), state.encode()?.as_slice())
-                .map_err(storage)?;
-        }
-        Completion::Dead { attempts, error } => {
-            let state = DeadState {
-                attempts,
-                error,
-                dead_at_ms: now,
-            };
-            t.dead
-                .insert((route, key.seq), state.encode()?.as_slice())
-                .map_err(storage)?;
-            t.changes
-                .push(Change::RemovePending(route.to_string(), key.seq));
-            t.changes.push(Change::AddDead(route.to_string()));
-        }
-    }
-    Ok(())
-}
-
-/// Replays or drops the dead letters of `route` (all routes if None) whose webhook id is in
-/// `webhook_ids` (all if empty). Returns how many.
-fn dead_letters(
-    t: &mut Tables<'_>,
-    action: DeadLetterAction,
-    route: Option<&str>,
-    webhook_ids: &[String],
-    now: u64,
-) -> Result<u64, SpoolError> {
-    let rows = match route {
-        Some(r) => t.dead.range((r, 0u64)..=(r, u64::MAX)),
-        None => t.dead.range::<(&str, u64)>(..),
-    }
-    .map_err(storage)?;
-    let mut selected: Vec<(String, u64)> = Vec::new();
-    for row in rows {
-        let (k, _) = row.map_err(storage)?;
-        let (route, seq) = k.value();
-        if !webhook_ids.is_empty() {
-            let id = match t.events.get(seq).map_err(storage)? {
-                Some(bytes) => StoredEvent::decode(bytes.value())?.webhook_id,
-                None => None,
-            };
-            if !id.is_some_and(|id| webhook_ids.contains(&id)) {
-                continue;
-            }
-        }
-        selected.push((route.to_string(), seq));
-    }
-    let fresh = PendingState::default().encode()?;
-    for (route, seq) in &selected {
-        t.dead.remove((route.as_str(), *seq)).map_err(storage)?;
-        t.changes.push(Change::RemoveDead(route.clone()));
-        match action {
-            DeadLetterAction::Replay => {
-                t.pending
-                    .insert((route.as_str(), now, *seq), fresh.as_slice())
-                    .map_err(storage)?;
-                t.changes.push(Change::AddPending(route.clone(), *seq));
-            }
-            DeadLetterAction::Drop => release(t, *seq)?,
-        }
-    }
-    Ok(selected.len() as u64)
-}
-
-/// Removes every pending row of `route`, releasing its events. Returns how many.
-fn drop_pending(t: &mut Tables<'_>, route: &str) -> Result<u64, SpoolError> {
-    let keys: Vec<(u64, u64)> = t
-        .pending
-        .range((route, 0u64, 0u64)..=(route, u64::MAX, u64::MAX))
-        .map_err(storage)?
-        .map(|row| row.map(|(k, _)| (k.value().1, k.value().2)))
-        .collect::<Result<_, _>>()
-        .map_err(storage)?;
-    for (due, seq) in &keys {
-        t.pending.remove((route, *due, *seq)).map_err(storage)?;
-        t.changes
-            .push(Change::RemovePending(route.to_string(), *seq));
-        release(t, *seq)?;
-    }
-    Ok(keys.len() as u64)
-}
-
-/// One route let go of event `seq`; delete it when no route holds it any more.
-fn release(t: &mut Tables<'_>, seq: u64) -> Result<(), SpoolError> {
-    let left = t
-        .refs
-        .get(seq)
-        .map_err(storage)?
-        .map_or(0, |v| v.value())
-        .saturating_sub(1);
-    if left == 0 {
-        t.refs.remove(seq).map_err(storage)?;
-        t.events.remove(seq).map_err(storage)?;
-    } else {
-        t.refs.insert(seq, left).map_err(storage)?;
-    }
-    Ok(())
-}
-
-/// Forgets webhook ids received more than `window_ms` ago. The check in `append` applies the
-/// window exactly; this only reclaims their space.
-fn sweep_seen(
-    t: &mut Tables<'_>,
-    seen: &mut SeenIndex,
-    now: u64,
-    window_ms: u64,
-) -> Result<(), SpoolError> {
-    let cutoff = now.saturating_sub(window_ms);
-    let expired: Vec<(u64, String)> = t
-        .seen_by_time
-        .range::<(u64, &str)>(..(cutoff, ""))
-        .map_err(storage)?
-        .take(SWEEP_LIMIT)
-        .map(|row| row.map(|(k, _)| (k.value().0, k.value().1.to_string())))
-        .collect::<Result<_, _>>()
-        .map_err(storage)?;
-    for (at, id) in expired {
-        t.seen_by_time.remove((at, id.as_str())).map_err(storage)?;
-        seen.forget(&id, at);
-    }
-    seen.shrink_if_sparse();
-    Ok(())
-}
-
-fn refuse(cmd: Command) {
-    cmd.fail(&|| SpoolError::Closed);
-}
-
-/// An event of a redb spool that some route still holds, as [`RedbSpool::export`] reads it.
-pub(crate) struct ExportedEvent {
-    pub event: StoredEvent,
-    /// The routes holding it in their queue: (route, due_ms, state).
-    pub pending: Vec<(String, u64, PendingState)>,
-    /// The routes holding it as a dead letter.
-    pub dead: Vec<(String, DeadState)>,
-}
-
-/// What [`RedbSpool::export`] hands over, in this order: every held event, then the ids.
-pub(crate) enum Exported {
-    /// An event some route holds; events come in seq order.
-    Event(ExportedEvent),
-    /// A remembered webhook id whose event no route holds any more; oldest first.
-    Id {
-        received_at_ms: u64,
-        webhook_id: String,
-    },
-}
-
-impl RedbSpool {
-    /// Reads what the redb spool file at `path` holds that a new spool must carry (the log's
-    /// import, `log/import.rs`), in one read transaction, handing each item to `visit`: the
-    /// events some route holds, with every route's queue entry or dead letter, then the
-    /// remembered ids of events no route holds. Schema versions 1 and 2 are read; redb's
-    /// lock is held meanwhile (a running hookfan on the file makes it
-    /// [`SpoolError::InUse`]). A file that is not a spool this version reads, or that fails
-    /// to read, is [`SpoolError::Incompatible`], naming it; `visit`'s errors pass through.
-    pub(crate) fn export(
-        path: &Path,
-        mut visit: impl FnMut(Exported) -> Result<(), SpoolError>,
-    ) -> Result<(), SpoolError> {
-        let unreadable = |e: &dyn std::fmt::Display| SpoolError::Incompatible {
-            path: path.to_path_buf(),
-            why: format!("cannot be read to import it ({e})"),
-        };
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .open(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => SpoolError::InUse(path.to_path_buf()),
-                redb::DatabaseError::Storage(redb::StorageError::Io(source))
-                    if !matches!(
-                        source.kind(),
-                        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-                    ) =>
-                {
-                    SpoolError::DataDir {
-                        path: path.to_path_buf(),
-                        source,
-                    }
-                }
-                other => unreadable(&other),
-            })?;
-        let txn = db.begin_read().map_err(|e| unreadable(&e))?;
-        let version = match txn.open_table(META) {
-            Ok(meta) => meta
-                .get("schema_version")
-                .map_err(|e| unreadable(&e))?
-                .map(|v| v.value()),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(unreadable(&e)),
-        };
-        match version {
-            Some(1 | SCHEMA_VERSION) => {}
-            Some(other) => {
-                return Err(SpoolError::Incompatible {
-                    path: path.to_path_buf(),
-                    why: format!("spool schema version {other}, this hookfan imports versions 1 and {SCHEMA_VERSION}"),
-                })
-            }
-            None => {
-                // No version: an empty file (a first start cut before its schema was
-                // written) has no tables at all; anything else is not a spool.
-                let tables = txn.list_tables().map_err(|e| unreadable(&e))?.count();
-                if tables > 0 {
-                    return Err(SpoolError::Incompatible {
-                        path: path.to_path_buf(),
-                        why: "the file is a redb database but not a hookfan spool".into(),
-                    });
-                }
-                return Ok(());
-            }
-        }
-        let events = txn.open_table(EVENTS).map_err(|e| unreadable(&e))?;
-        let pending = txn.open_table(PENDING).map_err(|e| unreadable(&e))?;
-        let dead = txn.open_table(DEAD).map_err(|e| unreadable(&e))?;
-        let seen = txn.open_table(SEEN_BY_TIME).map_err(|e| unreadable(&e))?;
-
-        // Who holds each event, by seq: its queue entries and its dead letters (keys and
-        // small states only; bodies are read one at a time below).
-        type Holders = (Vec<(String, u64, PendingState)>, Vec<(String, DeadState)>);
-        let mut held: std::collections::BTreeMap<u64, Holders> = Default::default();
-        for row in pending.iter().map_err(|e| unreadable(&e))? {
-            let (k, v) = row.map_err(|e| unreadable(&e))?;
-            let (route, due_ms, seq) = k.value();
-            let state = PendingState::decode(v.value()).map_err(|e| unreadable(&e))?;
-            held.entry(seq)
-                .or_default()
-                .0
-                .push((route.to_string(), due_ms, state));
-        }
-        for row in dead.iter().map_err(|e| unreadable(&e))? {
-            let (k, v) = row.map_err(|e| unreadable(&e))?;
-            let (route, seq) = k.value();
-            let state = DeadState::decode(v.value()).map_err(|e| unreadable(&e))?;
-            held.entry(seq)
-                .or_default()
-                .1
-                .push((route.to_string(), state));
-        }
-
-        let mut held_ids: HashSet<(u64, String)> = HashSet::new();
-        for (seq, (pending, dead)) in held {
-            let Some(bytes) = events.get(seq).map_err(|e| unreadable(&e))? else {
-                return Err(unreadable(&format_args!(
-                    "event {seq} is held by a route but has no stored body"
-                )));
-            };
-            let event = StoredEvent::decode(bytes.value()).map_err(|e| unreadable(&e))?;
-            if let Some(id) = &event.webhook_id {
-                held_ids.insert((event.received_at_ms, id.clone()));
-            }
-            visit(Exported::Event(ExportedEvent {
-                event,
-                pending,
-                dead,
-            }))?;
-        }
-        for row in seen.iter().map_err(|e| unreadable(&e))? {
-            let (k, _) = row.map_err(|e| unreadable(&e))?;
-            let (received_at_ms, id) = k.value();
-            if held_ids.contains(&(received_at_ms, id.to_string())) {
-                continue;
-            }
-            visit(Exported::Id {
-                received_at_ms,
-                webhook_id: id.to_string(),
-            })?;
-        }
-        Ok(())
-    }
-}
+//! - **A record is acknowledged only after the fdatasync that covers it returned.**
+//! - **Only the writer thread writes to segments; only the preparer creates them; only
+//!   maintenance (and recovery, for never-used spares) removes them.**
+//! - **A group is all or nothing**: recovery applies a group whole or not at all, and a
+//!   submission is never split across groups.
+//! - **Failed records stay void**: once a barrier is durable, no crash brings back a record
+//!   that was answered as failed.
+//! - **Applying the log is deterministic** ([`State::apply`] is total and pure), so the
+//!   state after recovery equals the state the writer had built from the same records, and
+//!   a checkpoint plus the log after it equals the whole log. Nothing changes the state
+//!   but a durable record (dedup expiry included).
+//! - **A checkpoint is durable (file synced, renamed, directory synced) before anything it
+//!   covers is deleted, and a segment is deleted only when two checkpoints cover it and
+//!   no event still needed is located in it.**
+//! - **Compaction and checkpoints never run on the ack path**: they run on the maintenance
+//!   thread, through the [`Storage`] trait (so the crash tests cover them), and reach the
+//!   log only by submitting records like any caller. A checkpoint is rebuilt from the log,
+//!   not read from the writer's state, and must equal it (the model test checks every one).
+//! - **The decoders never panic and never allocate** (record fields, bodies and an event's
+//!   routes are borrowed from the input; a scan keeps one small entry per valid group),
+//!   fuzzed by `fuzz/fuzz_targets/spool_frames.rs`. The checkpoint decoder works in the
+//!   file's own buffer (`decode` copies a borrowed input once) and allocates only what the
+//!   entries it read need (each took input bytes); fuzzed by the same target.
+//! - No `unsafe`; no file creation, directory sync or size change on the ack path.
+//! - **The facade appends an id only after every earlier append of it was answered**, and
+//!   answers `Stored` only once the writer's watermark covers the event's record.
+
+mod api;
+pub mod checkpoint;
+pub mod compaction;
+mod dedup_index;
+mod event_table;
+pub mod facade;
+pub mod import;
+pub mod reader;
+pub mod record;
+pub mod recovery;
+pub mod redb;
+pub mod repair;
+pub mod segment;
+mod seq_set;
+pub mod state;
+pub mod storage;
+pub mod verify;
+pub mod writer;
 
 #[cfg(test)]
+mod facade_model_tests;
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
+
+use std::io;
+use std::sync::Arc;
+
+pub use api::*;
+/// The spool the daemon runs.
+pub use facade::LogSpool as Spool;
+pub use facade::{LogSpool, LogSpoolConfig};
+pub use record::{EventRecord, Record, RecordError, RouteDues, RouteId};
+pub use recovery::{recover, Recovered, RecoveryReport};
+pub use redb::{RedbSpool, FILE_NAME};
+pub use segment::BadFrame;
+pub use state::{Location, State};
+pub use storage::{RealDisk, SimDisk, Storage};
+pub use writer::{Submitted, Ticket, Writer, WriterConfig, WriterStats};
+
+/// Why recovery refuses a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CorruptWhy {
+    /// The bytes are not a valid frame, where an acknowledged one must be.
+    #[error("{}", .0.describe())]
+    Frame(BadFrame),
+    /// A valid frame holds a record that does not decode.
+    #[error("a record does not decode: {0}")]
+    Record(RecordError),
+    /// The lsns do not continue from the previous segment: acknowledged records are missing.
+    #[error("records {expected}..{found} are missing")]
+    Missing { expected: u64, found: u64 },
+    /// A segment declares records void in the middle of a group.
+    #[error("a void boundary at lsn {0} falls inside a group")]
+    VoidInsideGroup(u64),
+    /// A checkpoint is damaged, and no older one plus the log still present covers it.
+    #[error("{0}")]
+    Checkpoint(checkpoint::BadCheckpoint),
+    /// An event still needed (pending, dead, or remembered for its id) is not where the
+    /// state says: its segment is gone, or holds no valid record of it there.
+    #[error("event {seq}'s record is missing")]
+    EventMissing { seq: u64 },
+    /// A segment file larger than any hookfan writes (4 GiB): not this log's.
+    #[error("a segment file of {0} bytes, larger than hookfan writes (4 GiB)")]
+    Oversized(u64),
+}
+
+/// What can go wrong with the log.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    /// An acknowledged record is damaged or missing. hookfan does not start on such a spool:
+    /// `hookfan spool verify` reports it, `hookfan spool repair` keeps every intact record.
+    #[error("spool file {file} is corrupt at byte {offset}: {why}; hookfan will not start on it (`hookfan spool verify` shows the damage; `hookfan spool repair`, with hookfan stopped, keeps every intact record and reports what it could not keep)")]
+    Corrupt {
+        file: String,
+        offset: u64,
+        why: CorruptWhy,
+    },
+    /// A file operation failed outside the ack path (listing, reading, preparing).
+    #[error("spool {op} {file}: {source}")]
+    Io {
+        op: &'static str,
+        file: String,
+        source: Arc<io::Error>,
+    },
+    /// The group holding the record could not be made durable (EIO, ENOSPC). Ingest answers
+    /// 503. `voided`: the record can never come back, even after a crash (the barrier in a
+    /// fresh segment is durable); otherwise it may (a duplicate, which at-least-once allows).
+    #[error("the spool could not store the record (voided: {voided}): {source}")]
+    WriteFailed {
+        voided: bool,
+        source: Arc<io::Error>,
+    },
+    /// One submission is larger than a segment can hold.
+    #[error("a submission of {bytes} bytes is larger than a segment's group limit of {max}")]
+    TooLarge { bytes: usize, max: usize },
+    /// The group being filled stayed full: the disk cannot keep up. Ingest answers 503.
+    #[error("the spool is overloaded (the group being filled is full)")]
+    Busy,
+    /// A [`WriterConfig`] the writer cannot work with (a bug in the caller, not a disk state).
+    #[error("invalid spool writer setting: {0}")]
+    BadConfig(&'static str),
+    /// The writer has stopped (closed, or no segment can be prepared).
+    #[error("the spool writer has stopped")]
+    Closed,
+    /// The records were not durable by the waiter's deadline (the disk is slower than
+    /// arrivals). They may still be made durable after: at least once, never lost.
+    #[error("the spool did not make the records durable in time")]
+    Late,
+}
+
+impl LogError {
+    fn io(op: &'static str, file: impl Into<String>, source: io::Error) -> LogError {
+        LogError::Io {
+            op,
+            file: file.into(),
+            source: Arc::new(source),
+        }
+    }
+}

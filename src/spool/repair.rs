@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::checkpoint;
+use super::facade::{DIR_NAME, LOCK_NAME};
 use super::reader::read_record;
 use super::record::{EventRecord, Record, RouteDue, RouteId};
 use super::recovery::recover;
@@ -35,7 +36,6 @@ use super::segment::{
     self, BadFrame, SegmentHeader, ALIGN, GROUP_HEADER_LEN, GROUP_MAGIC, RECORD_LEN_BYTES,
     SEGMENT_HEADER_LEN,
 };
-use super::spool::{DIR_NAME, LOCK_NAME};
 use super::state::{Location, State};
 use super::storage::{RealDisk, Storage};
 use super::verify::{read_file, ReadOnlyDir, Totals};
@@ -1114,7 +1114,7 @@ mod tests {
                     event_type: None,
                     path: None,
                     body: &body,
-                    routes: vec![crate::spool::log::record::RouteDue::new(0, 1)].into(),
+                    routes: vec![crate::spool::record::RouteDue::new(0, 1)].into(),
                 });
                 let t = w.submit(&[record]).ok()?;
                 w.wait(&t).unwrap();
@@ -1174,7 +1174,7 @@ mod tests {
                 event_type: Some("message.new"),
                 path: None,
                 body: &body,
-                routes: vec![crate::spool::log::record::RouteDue::new(0, 1)].into(),
+                routes: vec![crate::spool::record::RouteDue::new(0, 1)].into(),
             });
             let t = w.submit(&[record]).unwrap();
             w.wait(&t).unwrap();

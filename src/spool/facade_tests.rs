@@ -4,14 +4,14 @@
 /// Small segments, so tests cross segments and compaction has something to do; maintenance
 /// rounds every 10 ms, so it runs (copies forward, deletes) while tests read.
 fn small() -> LogSpoolConfig {
-    let writer = crate::spool::log::WriterConfig {
+    let writer = crate::spool::WriterConfig {
         segment_size: 256 << 10,
         prepared_ahead: 1,
         ..Default::default()
     };
-    let maintenance = crate::spool::log::compaction::MaintenanceConfig {
+    let maintenance = crate::spool::compaction::MaintenanceConfig {
         interval: Duration::from_millis(10),
-        ..crate::spool::log::compaction::MaintenanceConfig::for_segments(writer.segment_size)
+        ..crate::spool::compaction::MaintenanceConfig::for_segments(writer.segment_size)
     };
     LogSpoolConfig {
         writer,
@@ -29,7 +29,7 @@ async fn a_damaged_segment_is_refused_by_name_and_left_alone() {
     append_to_r(&spool, &["a", "b", "c"]).await;
     spool.close().await;
     drop(spool);
-    let log_dir = dir.path().join(crate::spool::log::spool::DIR_NAME);
+    let log_dir = dir.path().join(crate::spool::facade::DIR_NAME);
     let mut segments: Vec<_> = std::fs::read_dir(&log_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -51,13 +51,13 @@ async fn a_damaged_segment_is_refused_by_name_and_left_alone() {
 }
 
 /// Opens the log on a simulated disk.
-fn open_sim(disk: &crate::spool::log::SimDisk) -> Spool {
+fn open_sim(disk: &crate::spool::SimDisk) -> Spool {
     LogSpool::open_in(Arc::new(disk.clone()), "sim".into(), small(), None).unwrap()
 }
 
 #[tokio::test]
 async fn what_was_acknowledged_before_a_power_cut_is_pending_after_it_and_its_ids_remembered() {
-    let disk = crate::spool::log::SimDisk::new(7);
+    let disk = crate::spool::SimDisk::new(7);
     let spool = open_sim(&disk);
     append_to_r(&spool, &["a", "b", "c"]).await;
     let items = due(&spool, "r");
@@ -96,12 +96,12 @@ async fn what_was_acknowledged_before_a_power_cut_is_pending_after_it_and_its_id
 
 #[tokio::test]
 async fn on_a_disk_that_hangs_an_append_gives_up_at_its_deadline_and_its_event_is_stored_after() {
-    let disk = crate::spool::log::SimDisk::new(11);
+    let disk = crate::spool::SimDisk::new(11);
     let spool = open_sim(&disk);
     append_to_r(&spool, &["a"]).await;
     /// Lets the syncs go, also when an assertion fails (the spool's threads would wait on
     /// them at its drop, and the test hang instead of failing).
-    struct Release<'a>(&'a crate::spool::log::SimDisk);
+    struct Release<'a>(&'a crate::spool::SimDisk);
     impl Drop for Release<'_> {
         fn drop(&mut self) {
             self.0.hold_syncs(false);
@@ -131,8 +131,8 @@ async fn on_a_disk_that_hangs_an_append_gives_up_at_its_deadline_and_its_event_i
 
 #[tokio::test]
 async fn a_failed_write_is_an_error_for_its_append_and_readiness_until_a_write_succeeds() {
-    use crate::spool::log::storage::{Fault, FaultOp};
-    let disk = crate::spool::log::SimDisk::new(3);
+    use crate::spool::storage::{Fault, FaultOp};
+    let disk = crate::spool::SimDisk::new(3);
     let spool = open_sim(&disk);
     append_to_r(&spool, &["bound"]).await;
     disk.inject(FaultOp::Sync, Fault::Io);

@@ -1030,7 +1030,7 @@ mod tests {
             event_type: Some("message.new"),
             path: None,
             body: &[b'x'; 300],
-            routes: vec![crate::spool::log::record::RouteDue::new(0, 1)].into(),
+            routes: vec![crate::spool::record::RouteDue::new(0, 1)].into(),
         })
     }
 

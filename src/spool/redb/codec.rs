@@ -1,69 +1,18 @@
-//! The values stored in the spool's tables, encoded with postcard (a compact, stable serde
-//! format). Each value starts with a format byte so a later version can change the layout
-//! and still read old spools.
+//! The values stored in the redb spool's tables ([`StoredEvent`], [`PendingState`],
+//! [`DeadState`], defined with the spool's API), encoded with postcard (a compact, stable
+//! serde format). Each value starts with a format byte so a later version can change the
+//! layout and still read old spools.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::SpoolError;
+use crate::spool::{DeadState, PendingState, SpoolError, StoredEvent};
 
 const FORMAT_V1: u8 = 1;
 /// [`StoredEvent`] only: format 1's fields, then the request path. Format 1 events still read
 /// (as posted to `/`).
 const FORMAT_V2: u8 = 2;
 
-/// A verified webhook as stored: everything needed to deliver it again, byte for byte.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredEvent {
-    pub webhook_id: Option<String>,
-    pub received_at_ms: u64,
-    pub api_key: Option<String>,
-    /// Stream's `X-Signature`, forwarded unchanged.
-    pub signature: String,
-    pub event_type: Option<String>,
-    /// The uncompressed body exactly as signed. Encoded as one length-prefixed byte string
-    /// (postcard writes a `Vec<u8>` as a sequence of `u8`, which is the same bytes on disk
-    /// but one serializer call per byte).
-    #[serde(with = "byte_string")]
-    pub body: Vec<u8>,
-    /// The path and query the webhook was posted to, as received; None for `/`.
-    pub path: Option<String>,
-}
-
-/// A [`StoredEvent`] borrowed: what ingest hands the spool, straight from the verified
-/// request, so storing a webhook copies its body once, into the log's group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventRef<'a> {
-    pub webhook_id: Option<&'a str>,
-    pub received_at_ms: u64,
-    pub api_key: Option<&'a str>,
-    pub signature: &'a str,
-    pub event_type: Option<&'a str>,
-    pub body: &'a [u8],
-    pub path: Option<&'a str>,
-}
-
-impl<'a> EventRef<'a> {
-    /// The request path without its query (`/` when none was kept).
-    pub fn request_path(&self) -> &'a str {
-        let full = self.path.unwrap_or("/");
-        full.split_once('?').map_or(full, |(path, _)| path)
-    }
-}
-
 impl StoredEvent {
-    /// This event, borrowed.
-    pub fn borrowed(&self) -> EventRef<'_> {
-        EventRef {
-            webhook_id: self.webhook_id.as_deref(),
-            received_at_ms: self.received_at_ms,
-            api_key: self.api_key.as_deref(),
-            signature: &self.signature,
-            event_type: self.event_type.as_deref(),
-            body: &self.body,
-            path: self.path.as_deref(),
-        }
-    }
-
     pub fn encode(&self) -> Result<Vec<u8>, SpoolError> {
         let mut out = vec![FORMAT_V2];
         postcard::to_io(self, &mut out).map_err(|e| corrupt("StoredEvent", e))?;
@@ -80,16 +29,6 @@ impl StoredEvent {
                 .map_err(|e| corrupt("StoredEvent", e)),
             _ => Err(corrupt("StoredEvent", "unknown format byte")),
         }
-    }
-
-    /// The request path without its query (`/` when none was kept).
-    pub fn request_path(&self) -> &str {
-        self.borrowed().request_path()
-    }
-
-    /// The request's query, if it had one.
-    pub fn request_query(&self) -> Option<&str> {
-        self.path.as_deref()?.split_once('?').map(|(_, q)| q)
     }
 }
 
@@ -119,25 +58,6 @@ impl From<StoredEventV1> for StoredEvent {
     }
 }
 
-/// A route's delivery state of one pending event.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingState {
-    /// Attempts made so far; the next one is `attempts + 1`.
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    /// On ordered routes a failing event keeps its place and waits until this time (ms since
-    /// the epoch; 0: not waiting), holding back the events behind it.
-    pub not_before_ms: u64,
-}
-
-/// Why and when a route gave up on an event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadState {
-    pub attempts: u32,
-    pub error: String,
-    pub dead_at_ms: u64,
-}
-
 macro_rules! codec {
     ($t:ty) => {
         impl $t {
@@ -164,7 +84,7 @@ codec!(DeadState);
 
 /// `Vec<u8>` through serde's `bytes` data type instead of a sequence of `u8`. In postcard both
 /// are a varint length followed by the bytes, so spools written either way read the same.
-mod byte_string {
+pub(in crate::spool) mod byte_string {
     use serde::de::{Deserializer, SeqAccess, Visitor};
     use serde::Serializer;
 
@@ -230,7 +150,7 @@ mod tests {
     #[test]
     fn events_of_format_1_still_read_as_posted_to_the_root_path() {
         // The layout of format 1 before bodies were encoded as a byte string.
-        #[derive(Serialize)]
+        #[derive(serde::Serialize)]
         struct Before {
             webhook_id: Option<String>,
             received_at_ms: u64,

@@ -1019,7 +1019,7 @@ mod tests {
                     event_type: None,
                     path: None,
                     body: &body,
-                    routes: vec![crate::spool::log::record::RouteDue::new(0, 1)].into(),
+                    routes: vec![crate::spool::record::RouteDue::new(0, 1)].into(),
                 });
                 let t = w.submit(&[record]).unwrap();
                 w.wait(&t).unwrap();

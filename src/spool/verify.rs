@@ -592,12 +592,12 @@ mod tests {
 
     use super::super::checkpoint::{checkpoint_lsn, checkpoint_name};
     use super::super::compaction::{Maintenance, MaintenanceConfig};
+    use super::super::facade::{LogSpool, LogSpoolConfig, DIR_NAME};
     use super::super::record::{EventRecord, Record};
     use super::super::repair::{
         finish_interrupted, repair, RepairError, COMPLETE_MARKER, REPAIR_DIR_NAME,
     };
     use super::super::segment::{self, segment_name, SegmentScan, GROUP_HEADER_LEN};
-    use super::super::spool::{LogSpool, LogSpoolConfig, DIR_NAME};
     use super::super::storage::{RealDisk, Storage};
     use super::super::writer::{Writer, WriterConfig};
     use super::super::{recover, CorruptWhy, LogError};
@@ -960,7 +960,7 @@ mod tests {
                     event_type: None,
                     path: None,
                     body: &body,
-                    routes: vec![crate::spool::log::record::RouteDue::new(0, 1)].into(),
+                    routes: vec![crate::spool::record::RouteDue::new(0, 1)].into(),
                 });
                 let t = w.submit(&[record]).unwrap();
                 w.wait(&t).unwrap();

@@ -3,7 +3,7 @@
 //! on any input (the fuzz target `spool_frames` holds it to that).
 //!
 //! The layout, the rules that tell a torn tail from corruption, and why, are in the log's
-//! module documentation (`log/mod.rs`); this file is their code.
+//! module documentation (`mod.rs`); this file is their code.
 
 /// Segment files are named `<index, 20 digits>.seg`; a file being prepared is
 /// `<index>.seg.tmp` until it is zero-filled and synced.

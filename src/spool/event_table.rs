@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::state::EventMeta;
-use crate::spool::counts::Bits;
+use crate::spool::seq_set::Bits;
 
 const PAGE_BITS: u32 = 6;
 const PAGE_MASK: u64 = (1 << PAGE_BITS) - 1;

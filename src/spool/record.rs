@@ -83,7 +83,7 @@ pub enum Record<'a> {
     /// no route holds any more (kept only for its id) is copied without its body and routes.
     Copy { seq: u64, event: EventRecord<'a> },
     /// The dedup window moved: ids received before `before_ms` are forgotten, at most
-    /// `limit` of them ([`crate::spool::log::State::expire_ids`]). A record, so a restart
+    /// `limit` of them ([`crate::spool::State::expire_ids`]). A record, so a restart
     /// forgets exactly what was forgotten, and compaction may delete what only those ids
     /// kept.
     ExpireIds { before_ms: u64, limit: u32 },

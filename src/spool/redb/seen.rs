@@ -11,7 +11,9 @@
 //! 10,000 webhooks/s), about one in 3 × 10^12 new ids.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, RandomState};
+
+use crate::spool::dedup_index::Prehashed;
 
 pub(super) struct SeenIndex {
     /// Keys of the fingerprint hash, random per process (SipHash).
@@ -86,28 +88,6 @@ impl SeenIndex {
 
     pub(super) fn len(&self) -> usize {
         self.at.len()
-    }
-}
-
-/// The hasher of a map whose keys are already hashes: it passes them through. Also the
-/// log spool's dedup index (`log/state.rs`).
-#[derive(Default)]
-pub(crate) struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys reach this map; kept total for any other use.
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8)) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
     }
 }
 

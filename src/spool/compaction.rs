@@ -744,7 +744,7 @@ mod tests {
                     event_type: None,
                     path: None,
                     body: &body,
-                    routes: vec![crate::spool::log::record::RouteDue::new(0, 1_000 + i)].into(),
+                    routes: vec![crate::spool::record::RouteDue::new(0, 1_000 + i)].into(),
                 });
                 let t = w.submit(&[event]).unwrap();
                 w.wait(&t).unwrap();

@@ -322,7 +322,7 @@ fn read_from<E>(
 
 /// A checkpoint's body, decoded as its blocks are read: one block (its checksum checked) in
 /// memory at a time, and a string that spans two blocks gathered on the side. Reads what
-/// [`Out`] writes, as [`In`] does from a slice.
+/// `Out` writes, as `In` does from a slice.
 struct BodyReader<F> {
     source: F,
     body_len: usize,

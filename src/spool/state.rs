@@ -37,7 +37,7 @@ use super::dedup_index::DedupIndex;
 use super::event_table::EventTable;
 use super::record::{Record, RouteId};
 use super::segment::ALIGN;
-use crate::spool::counts::SeqSet;
+use crate::spool::seq_set::SeqSet;
 
 /// Where a record's bytes are: segment index and byte offset in that segment's file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -25,7 +25,7 @@ use super::state::{self, Location, State};
 use super::storage::{RealDisk, Storage};
 use super::writer::{Submitted, Ticket, Writer, WriterConfig};
 use super::LogError;
-use crate::spool::seen::Prehashed;
+use crate::spool::dedup_index::Prehashed;
 use crate::spool::{
     now_ms, AppendOutcome, Completion, DeadLetter, DeadLetterAction, DeadState, Due, DueItem,
     EventRef, PendingKey, PendingState, RouteSummary, SpoolError, StoredEvent,

@@ -58,7 +58,7 @@
 //!
 //! Owns: the upgrade's files (`spool.import/`, the marker, the renames). Never here: what a
 //! record means ([`super::State`]), how the redb spool's tables are read
-//! (`RedbSpool::export` in `spool/mod.rs`).
+//! (`RedbSpool::export` in `redb/mod.rs`).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -69,14 +69,15 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use super::checkpoint;
+use super::facade::{LogSpoolConfig, DIR_NAME, LOCK_NAME};
 use super::record::{EventRecord, Record, RouteDue, RouteId};
 use super::recovery::recover;
 use super::segment::{self, SEGMENT_HEADER_LEN};
-use super::spool::{LogSpoolConfig, DIR_NAME, LOCK_NAME};
 use super::storage::{RealDisk, Storage};
 use super::writer::{Ticket, Writer};
 use super::LogError;
-use crate::spool::{Exported, ExportedEvent, RedbSpool, SpoolError, FILE_NAME};
+use crate::spool::redb::{Exported, ExportedEvent, RedbSpool, FILE_NAME};
+use crate::spool::SpoolError;
 
 /// The directory the log is written into before it becomes `spool/`.
 pub const IMPORT_DIR: &str = "spool.import";
@@ -615,11 +616,11 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::spool::log::compaction::MaintenanceConfig;
-    use crate::spool::log::{LogSpool, SimDisk, WriterConfig};
+    use crate::spool::compaction::MaintenanceConfig;
     use crate::spool::{
         now_ms, AppendOutcome, Completion, DeadLetter, Due, PendingState, StoredEvent,
     };
+    use crate::spool::{LogSpool, SimDisk, WriterConfig};
 
     const WINDOW: Duration = Duration::from_secs(600);
     const LATER_MS: u64 = 3_600_000;
@@ -1060,7 +1061,7 @@ mod tests {
 
     /// Sets the redb spool's schema version in `dir` (version 1 also had the `seen` table).
     fn set_schema_version(dir: &Path, version: u64) {
-        use crate::spool::{META, SEEN_V1};
+        use crate::spool::redb::{META, SEEN_V1};
         let db = redb::Database::create(dir.join(FILE_NAME)).unwrap();
         let txn = db.begin_write().unwrap();
         {
