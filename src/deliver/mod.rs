@@ -36,6 +36,9 @@ pub mod decide;
 pub mod runtime;
 pub mod supervisor;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,9 +48,10 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::config::{RetryPolicy, Route};
 use crate::sinks::{Outcome, Sink};
-use crate::spool::{now_ms, Completion, DueItem, Spool, SpoolError};
+use crate::spool::{Completion, DueItem, Spool, SpoolError};
 
 /// How long the worker waits before reading again after the spool failed to read.
 const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
@@ -68,6 +72,11 @@ pub struct RouteWorker {
     pub grace: Duration,
     /// Counters the admin API shows for this route.
     pub stats: Arc<RouteStats>,
+    /// Where "now" comes from: the spool's clock ([`Spool::clock`]), so the due times this
+    /// worker records and its reads of them agree.
+    pub clock: Clock,
+    /// The backoff's random draw in `[0, 1)` ([`decide::Attempt::jitter`]).
+    pub jitter: fn() -> f64,
 }
 
 /// A route's delivery counters since the daemon started, for `/api/routes` and `status`.
@@ -82,9 +91,9 @@ pub struct RouteStats {
 }
 
 impl RouteStats {
-    fn failed(&self, error: &str) {
+    fn failed(&self, error: &str, at_ms: u64) {
         self.failed.fetch_add(1, Ordering::Relaxed);
-        *self.last_error.lock().expect("stats lock") = Some((error.to_string(), now_ms()));
+        *self.last_error.lock().expect("stats lock") = Some((error.to_string(), at_ms));
     }
 }
 
@@ -112,6 +121,8 @@ impl RouteWorker {
             warn: Mutex::new(WarnLimiter::default()),
             stats: self.stats.clone(),
             metrics: OutcomeMetrics::register(&name),
+            clock: self.clock,
+            jitter: self.jitter,
         });
         tracing::debug!(route = %name, concurrency, "delivery worker started");
 
@@ -128,7 +139,7 @@ impl RouteWorker {
             let mut next_due = None;
             if free > 0 {
                 let spool = self.spool.clone();
-                let (route, skip, now) = (name.clone(), in_flight.clone(), now_ms());
+                let (route, skip, now) = (name.clone(), in_flight.clone(), self.clock.now_ms());
                 let read = tokio::task::spawn_blocking(move || {
                     spool.due(&route, now, &skip, free * batch, ordered)
                 })
@@ -173,11 +184,12 @@ impl RouteWorker {
                     }
                     Err(e) => {
                         tracing::error!(route = %name, error = %e, "cannot read the route's queue from the spool; retrying");
-                        next_due = Some(now_ms() + READ_ERROR_PAUSE.as_millis() as u64);
+                        next_due = Some(self.clock.now_ms() + READ_ERROR_PAUSE.as_millis() as u64);
                     }
                 }
             }
-            let wait = next_due.map(|due| Duration::from_millis(due.saturating_sub(now_ms())));
+            let now = self.clock.now_ms();
+            let wait = next_due.map(|due| Duration::from_millis(due.saturating_sub(now)));
             tokio::select! {
                 _ = self.notify.notified() => {}
                 _ = freed.notified() => {}
@@ -226,6 +238,8 @@ struct Ctx {
     warn: Mutex<WarnLimiter>,
     stats: Arc<RouteStats>,
     metrics: OutcomeMetrics,
+    clock: Clock,
+    jitter: fn() -> f64,
 }
 
 /// A route's delivery outcome metrics (docs/metrics.md), registered once per worker.
@@ -266,7 +280,7 @@ impl Ctx {
     /// Records the outcomes of one batch in one spool command, then counts them (so a
     /// counted outcome is one the spool holds). Returns the batch's seqs.
     async fn record(&self, items: &[DueItem], completions: Vec<Completion>) -> Vec<u64> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut delivered_after_ms = Vec::new();
         let (mut retried, mut dead) = (0, 0);
         for (item, completion) in items.iter().zip(&completions) {
@@ -307,8 +321,9 @@ impl Ctx {
     /// Turns an attempt's outcome into what the spool should record ([`decide::decide`]),
     /// with the stats and logs it calls for.
     fn judge(&self, item: &DueItem, outcome: Outcome) -> Completion {
+        let now_ms = self.clock.now_ms();
         if let Outcome::Retry { error, .. } | Outcome::Permanent { error } = &outcome {
-            self.stats.failed(error);
+            self.stats.failed(error, now_ms);
         }
         let rules = decide::Rules {
             policy: &self.policy,
@@ -317,8 +332,8 @@ impl Ctx {
         let attempt = decide::Attempt {
             number: item.state.attempts + 1,
             received_at_ms: item.event.received_at_ms,
-            now_ms: now_ms(),
-            jitter: rand::random::<f64>(),
+            now_ms,
+            jitter: (self.jitter)(),
         };
         let decision = decide::decide(rules, attempt, outcome);
         match (&decision.completion, decision.wait) {

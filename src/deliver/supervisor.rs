@@ -169,6 +169,8 @@ impl Supervisor {
             shutdown: stop.clone(),
             grace: self.grace,
             stats,
+            clock: self.spool.clock(),
+            jitter: rand::random::<f64>,
         };
         let done = self.runtime.spawn(worker.run());
         // Pending events may be waiting already (restart, or a route that came back).

@@ -6,6 +6,8 @@
 //! event.
 
 pub mod aws;
+#[cfg(test)]
+pub mod channel;
 pub mod file;
 pub mod http;
 
@@ -43,6 +45,9 @@ pub enum Sink {
     File(file::FileSink),
     /// SQS and SNS.
     Aws(aws::AwsSink),
+    /// Tests of delivery: attempts answered by the test.
+    #[cfg(test)]
+    Channel(channel::ChannelSink),
 }
 
 impl Sink {
@@ -64,6 +69,8 @@ impl Sink {
             // One write and one fsync for many lines.
             Sink::File(_) => file::MAX_BATCH,
             Sink::Aws(_) => aws::MAX_BATCH,
+            #[cfg(test)]
+            Sink::Channel(_) => 1,
         }
     }
 
@@ -82,6 +89,14 @@ impl Sink {
             Sink::Aws(s) => {
                 let events: Vec<&StoredEvent> = events.iter().map(|(e, _)| *e).collect();
                 s.deliver_batch(&events).await
+            }
+            #[cfg(test)]
+            Sink::Channel(s) => {
+                let mut out = Vec::with_capacity(events.len());
+                for (event, attempt) in events {
+                    out.push(s.deliver(event, *attempt).await);
+                }
+                out
             }
         }
     }

@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -73,12 +72,9 @@ pub fn message_group_fingerprint(group_id: &str) -> u64 {
     hasher.finish().max(1)
 }
 
-/// Milliseconds since the Unix epoch: the spool's clock for `received_at` and `due`.
+/// Milliseconds since the Unix epoch, by the system clock: when ingest received a webhook.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::clock::Clock::system().now_ms()
 }
 
 /// Where a route holds an event in `pending`.

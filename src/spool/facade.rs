@@ -25,10 +25,11 @@ use super::state::{self, Location, State};
 use super::storage::{RealDisk, Storage};
 use super::writer::{Submitted, Ticket, Writer, WriterConfig};
 use super::LogError;
+use crate::clock::Clock;
 use crate::spool::dedup_index::Prehashed;
 use crate::spool::{
-    now_ms, AppendOutcome, Completion, DeadLetter, DeadLetterAction, DeadState, Due, DueItem,
-    EventRef, PendingKey, PendingState, RouteSummary, SpoolError, StoredEvent,
+    AppendOutcome, Completion, DeadLetter, DeadLetterAction, DeadState, Due, DueItem, EventRef,
+    PendingKey, PendingState, RouteSummary, SpoolError, StoredEvent,
 };
 
 /// The log's directory inside `data_dir` (the redb spool is the file `spool.redb` beside it).
@@ -49,6 +50,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct LogSpoolConfig {
     pub writer: WriterConfig,
     pub maintenance: MaintenanceConfig,
+    /// Where "now" comes from: dedup windows, the times stamped on outcomes and dead
+    /// letters. The system clock but in tests ([`Clock::tokio_from`]). Handed to the
+    /// delivery workers by [`LogSpool::clock`], so due times and their reads agree.
+    pub clock: Clock,
 }
 
 impl Default for LogSpoolConfig {
@@ -66,6 +71,7 @@ impl LogSpoolConfig {
         };
         let maintenance = MaintenanceConfig::for_segments(writer.segment_size);
         LogSpoolConfig {
+            clock: crate::clock::Clock::system(),
             writer,
             maintenance,
         }
@@ -102,6 +108,7 @@ struct Inner {
     /// `Notify`, made by the first to wait), then checks again (and finds it stored). Two
     /// ids of one fingerprint (never seen: 64 keyed bits) would only wait for each other.
     claims: Mutex<HashMap<u64, Option<Arc<Notify>>, BuildHasherDefault<Prehashed>>>,
+    clock: Clock,
     /// The due time given to the latest fresh event; held across the submission, so queue
     /// order is submission (lsn) order even when callers' clocks disagree.
     fresh_due: Mutex<u64>,
@@ -273,6 +280,7 @@ impl LogSpool {
                 binding: tokio::sync::Mutex::new(()),
                 wakers: Mutex::new(HashMap::new()),
                 claims: Mutex::new(HashMap::default()),
+                clock: config.clock,
                 fresh_due: Mutex::new(0),
                 last_expiry_ms: AtomicU64::new(0),
                 admin: tokio::sync::Mutex::new(()),
@@ -281,6 +289,12 @@ impl LogSpool {
                 dir_lock: Mutex::new(dir_lock),
             }),
         })
+    }
+
+    /// The clock this spool reads (its config's): the one its delivery workers must read
+    /// too, so the due times they record and the reads that find them agree.
+    pub fn clock(&self) -> Clock {
+        self.inner.clock
     }
 
     /// Why the last write failed, while no later one has succeeded.
@@ -584,7 +598,7 @@ impl LogSpool {
             Some(id) => {
                 let fingerprint = state::fingerprint(self.inner.keys, id);
                 let claim = self.claim(fingerprint).await;
-                if self.is_duplicate(id, fingerprint, window_ms, now_ms())? {
+                if self.is_duplicate(id, fingerprint, window_ms, self.inner.clock.now_ms())? {
                     return Ok(AppendOutcome::Duplicate);
                 }
                 Some(claim)
@@ -645,7 +659,7 @@ impl LogSpool {
     /// older than the window are forgotten (the check in `append` applies the window
     /// exactly; this only reclaims memory and lets compaction free their segments).
     fn expiry(&self, window_ms: u64) -> Option<Record<'static>> {
-        let now = now_ms();
+        let now = self.inner.clock.now_ms();
         let last = self.inner.last_expiry_ms.load(Ordering::Relaxed);
         if now < last.saturating_add(EXPIRE_EVERY_MS) {
             return None;
@@ -685,7 +699,7 @@ impl LogSpool {
             // No record ever named the route: it holds nothing to complete.
             return Ok(());
         };
-        let now = now_ms();
+        let now = self.inner.clock.now_ms();
         let records: Vec<Record<'_>> = outcomes
             .iter()
             .map(|(key, completion)| {
@@ -939,7 +953,7 @@ impl LogSpool {
         if selected.is_empty() {
             return Ok(0);
         }
-        let now = now_ms();
+        let now = self.inner.clock.now_ms();
         let records: Vec<Record<'_>> = selected
             .iter()
             .map(|&(route, seq)| match action {

@@ -174,6 +174,7 @@ fn config() -> LogSpoolConfig {
         ..MaintenanceConfig::for_segments(writer.segment_size)
     };
     LogSpoolConfig {
+        clock: crate::clock::Clock::system(),
         writer,
         maintenance,
     }

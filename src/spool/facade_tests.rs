@@ -14,6 +14,7 @@ fn small() -> LogSpoolConfig {
         ..crate::spool::compaction::MaintenanceConfig::for_segments(writer.segment_size)
     };
     LogSpoolConfig {
+        clock: crate::clock::Clock::system(),
         writer,
         maintenance,
     }

@@ -633,6 +633,7 @@ mod tests {
             ..Default::default()
         };
         LogSpoolConfig {
+            clock: crate::clock::Clock::system(),
             maintenance: MaintenanceConfig::for_segments(writer.segment_size),
             writer,
         }

@@ -617,6 +617,7 @@ mod tests {
     /// Small segments; maintenance never runs during a test (its first round is an hour away).
     fn quiet() -> LogSpoolConfig {
         LogSpoolConfig {
+            clock: crate::clock::Clock::system(),
             writer: writer_config(),
             maintenance: MaintenanceConfig {
                 interval: Duration::from_secs(3600),
