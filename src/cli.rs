@@ -116,7 +116,7 @@ pub fn check(config_path: &Path, no_env: bool) -> anyhow::Result<()> {
                 if r.enabled { "yes".into() } else { "no".into() },
                 r.filter.describe(),
                 r.paths.describe(),
-                r.destination.kind().into(),
+                r.destination.kind().key().into(),
                 r.destination.target(),
             ]
         })

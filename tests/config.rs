@@ -1372,7 +1372,7 @@ fn the_shipped_routes_yaml_validates_with_only_the_stream_credentials_set() {
     // The AWS routes are there to switch on, and off until then: the quickstart needs no AWS.
     for (route, kind) in config.routes[2..].iter().zip(["sqs", "sns"]) {
         assert!(!route.enabled, "{} is disabled by default", route.name);
-        assert_eq!(route.destination.kind(), kind);
+        assert_eq!(route.destination.kind().key(), kind);
         assert!(!route.destination.ordered());
     }
 }
@@ -1578,7 +1578,7 @@ fn a_config_using_every_key_parses_into_exactly_those_values() {
     assert_eq!(crm.filter.describe(), "message.new, moderation.*");
     assert!(crm.filter.matches(Some("moderation.flagged")));
     assert!(!crm.filter.matches(Some("message.updated")));
-    assert_eq!(crm.destination.kind(), "http");
+    assert_eq!(crm.destination.kind().key(), "http");
     assert_eq!(crm.destination.concurrency(), 16);
     let Destination::Http(http) = &crm.destination else {
         panic!("crm is not an http route: {crm:?}");
@@ -1625,7 +1625,7 @@ fn a_config_using_every_key_parses_into_exactly_those_values() {
     assert!(audit.paths.takes_every_path(), "no paths: every path");
     assert!(audit.filter.matches(Some("channel.deleted")));
     assert!(!audit.filter.matches(Some("channel.created")));
-    assert_eq!(audit.destination.kind(), "file");
+    assert_eq!(audit.destination.kind().key(), "file");
     assert_eq!(audit.destination.target(), "/var/log/hookfan/audit.jsonl");
     assert_eq!(audit.destination.concurrency(), 1);
     assert_eq!(

@@ -100,7 +100,7 @@ pub fn view(c: &Config) -> Value {
                 "event_types": r.filter.describe(),
                 "paths": r.paths.describe(),
                 "destination": r.destination.kind(),
-                r.destination.kind(): destination(&r.destination),
+                r.destination.kind().key(): destination(&r.destination),
             })
         })
         .collect();

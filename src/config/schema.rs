@@ -26,7 +26,7 @@ pub const DURATION: &str = r"^\s*([0-9]+(\.[0-9]+)?\s*(nanos|nsec|ns|usec|us|µs
 /// `# yaml-language-server: $schema=` line of the shipped routes.yaml names it.
 pub const FILE_NAME: &str = "hookfan.schema.json";
 
-const DESTINATIONS: [&str; 4] = ["http", "file", "sqs", "sns"];
+use super::raw::DESTINATIONS;
 
 /// The schema as JSON.
 pub fn json() -> Value {

@@ -1,0 +1,621 @@
+//! `routes:`: each route's name, filters and destination (`http`, `file`, `sqs`, `sns`), with
+//! its retry policy.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use super::raw::{RawAws, RawFile, RawHttp, RawRetry, RawRoute};
+use super::*;
+use crate::route::{EventFilter, PathFilter};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Unique; also the key of the route's queue in the spool, so renaming a route starts a
+    /// new queue.
+    pub name: String,
+    /// A disabled route matches nothing; events it already holds stay on disk.
+    pub enabled: bool,
+    pub filter: EventFilter,
+    /// The request paths it takes (`paths:`); every path when absent.
+    pub paths: PathFilter,
+    pub destination: Destination,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Destination {
+    Http(HttpDestination),
+    File(FileDestination),
+    Sqs(AwsDestination),
+    Sns(AwsDestination),
+}
+
+/// Which kind of destination a route has: its key in routes.yaml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DestinationKind {
+    Http,
+    File,
+    Sqs,
+    Sns,
+}
+
+impl DestinationKind {
+    /// Every kind, in the order routes.yaml's documentation lists them.
+    pub const ALL: [DestinationKind; 4] = [
+        DestinationKind::Http,
+        DestinationKind::File,
+        DestinationKind::Sqs,
+        DestinationKind::Sns,
+    ];
+
+    /// Its key in routes.yaml (`http`, `file`, `sqs`, `sns`), also its name in the admin
+    /// API, `status` and logs.
+    pub const fn key(self) -> &'static str {
+        match self {
+            DestinationKind::Http => "http",
+            DestinationKind::File => "file",
+            DestinationKind::Sqs => "sqs",
+            DestinationKind::Sns => "sns",
+        }
+    }
+}
+
+impl std::fmt::Display for DestinationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+impl serde::Serialize for DestinationKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.key())
+    }
+}
+
+impl Destination {
+    pub fn kind(&self) -> DestinationKind {
+        match self {
+            Destination::Http(_) => DestinationKind::Http,
+            Destination::File(_) => DestinationKind::File,
+            Destination::Sqs(_) => DestinationKind::Sqs,
+            Destination::Sns(_) => DestinationKind::Sns,
+        }
+    }
+
+    /// Where it delivers, for people (status, the admin API, `check`): a password in an HTTP
+    /// URL shows as `***`.
+    pub fn target(&self) -> String {
+        match self {
+            Destination::Http(h) => {
+                let mut url = h.url.clone();
+                if url.password().is_some() {
+                    // Cannot fail: the URL already has a password.
+                    let _ = url.set_password(Some("***"));
+                }
+                url.to_string()
+            }
+            Destination::File(f) => f.path.display().to_string(),
+            Destination::Sqs(a) | Destination::Sns(a) => a.target.clone(),
+        }
+    }
+
+    pub fn retry(&self) -> &RetryPolicy {
+        match self {
+            Destination::Http(h) => &h.retry,
+            Destination::File(f) => &f.retry,
+            Destination::Sqs(a) | Destination::Sns(a) => &a.retry,
+        }
+    }
+
+    /// How many deliveries of this route may be in flight at once.
+    pub fn concurrency(&self) -> usize {
+        match self {
+            Destination::Http(h) => h.concurrency,
+            // Appends to one file are serialised anyway; one writer keeps lines in order.
+            Destination::File(_) => 1,
+            Destination::Sqs(a) | Destination::Sns(a) => a.concurrency,
+        }
+    }
+
+    /// Whether the route must deliver in ingest order (FIFO queues and topics): one batch at
+    /// a time, and a failing event holds back the ones behind it instead of being overtaken.
+    pub fn ordered(&self) -> bool {
+        match self {
+            Destination::Sqs(a) | Destination::Sns(a) => a.fifo,
+            _ => false,
+        }
+    }
+
+    /// An ordered destination's message group id template (FIFO queues and topics).
+    pub fn message_group(&self) -> Option<&crate::template::Template> {
+        match self {
+            Destination::Sqs(a) | Destination::Sns(a) if a.fifo => a.message_group_id.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// An `sqs` or `sns` destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsDestination {
+    /// The queue URL (sqs) or topic ARN (sns).
+    pub target: String,
+    /// Overrides the region of the AWS environment.
+    pub region: Option<String>,
+    /// Overrides the endpoint (LocalStack, moto, ...).
+    pub endpoint_url: Option<String>,
+    /// Assume this role for the destination's requests.
+    pub role_arn: Option<String>,
+    /// `MessageGroupId` for each event; required for FIFO targets.
+    pub message_group_id: Option<crate::template::Template>,
+    pub body: BodyFormat,
+    /// A `.fifo` queue or topic: ordered delivery, deduplication ids.
+    pub fifo: bool,
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+}
+
+/// What an SQS message or SNS notification carries as its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// The event JSON exactly as Stream sent it.
+    Raw,
+    /// base64(gzip(json)), Stream's own compressed SQS/SNS format.
+    StreamCompressed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpDestination {
+    pub url: reqwest::Url,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+    /// When set, deliveries are re-signed with this secret instead of carrying Stream's.
+    pub api_secret: Option<Secret>,
+    /// Append the path and query the webhook was posted to onto `url`'s path.
+    pub forward_path: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileDestination {
+    pub path: PathBuf,
+    pub retry: RetryPolicy,
+}
+
+/// How a route retries. Built only through [`RetryPolicy::try_new`] (its fields are
+/// private), so every policy has `0 < initial_backoff <= max_backoff` and `max_age > 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    max_age: Duration,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+}
+
+/// Why [`RetryPolicy::try_new`] refused its durations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RetryPolicyError {
+    #[error("initial_backoff must be greater than 0")]
+    ZeroInitialBackoff,
+    #[error("initial_backoff ({}) is greater than max_backoff ({})", humantime::format_duration(*.initial), humantime::format_duration(*.max))]
+    InitialAboveMax { initial: Duration, max: Duration },
+    #[error("max_age must be greater than 0")]
+    ZeroMaxAge,
+}
+
+impl RetryPolicyError {
+    /// The key of routes.yaml's `retry:` block the error is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            RetryPolicyError::ZeroInitialBackoff | RetryPolicyError::InitialAboveMax { .. } => {
+                "initial_backoff"
+            }
+            RetryPolicyError::ZeroMaxAge => "max_age",
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub const DEFAULT: RetryPolicy = RetryPolicy {
+        max_age: Duration::from_secs(24 * 3600),
+        initial_backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(300),
+    };
+
+    pub fn try_new(
+        max_age: Duration,
+        initial_backoff: Duration,
+        max_backoff: Duration,
+    ) -> Result<Self, RetryPolicyError> {
+        if initial_backoff.is_zero() {
+            return Err(RetryPolicyError::ZeroInitialBackoff);
+        }
+        if initial_backoff > max_backoff {
+            return Err(RetryPolicyError::InitialAboveMax {
+                initial: initial_backoff,
+                max: max_backoff,
+            });
+        }
+        if max_age.is_zero() {
+            return Err(RetryPolicyError::ZeroMaxAge);
+        }
+        Ok(RetryPolicy {
+            max_age,
+            initial_backoff,
+            max_backoff,
+        })
+    }
+
+    /// An event still failing this long after it was received is dead-lettered.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// The backoff's ceiling after the first failed attempt; it doubles per attempt.
+    pub fn initial_backoff(&self) -> Duration {
+        self.initial_backoff
+    }
+
+    /// The most any retry waits (a destination's `Retry-After` included).
+    pub fn max_backoff(&self) -> Duration {
+        self.max_backoff
+    }
+}
+
+pub(super) fn validate(
+    raw: Vec<RawRoute>,
+    pos: &Positions,
+    errs: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Vec<Route> {
+    let mut routes = Vec::new();
+    let mut names = HashSet::new();
+    if raw.is_empty() {
+        errs.push(pos.diag(
+            "routes",
+            "no routes configured: add at least one route, or every event is acknowledged and dropped",
+        ));
+    }
+    for (i, r) in raw.into_iter().enumerate() {
+        let at = format!("routes[{i}]");
+        let label = format!("route \"{}\"", r.name);
+        check_name(&r.name, "route", &at, &mut names, pos, errs);
+        let filter = match EventFilter::new(&r.event_types) {
+            Ok(filter) => filter,
+            Err(bad) => {
+                for (index, why) in bad {
+                    errs.push(pos.diag(
+                        &format!("{at}.event_types[{index}]"),
+                        format!("{label}: {why}"),
+                    ));
+                }
+                EventFilter::all()
+            }
+        };
+        unknown_event_types(&r.event_types, &at, &label, pos, warnings);
+        let paths = match r.paths.as_deref().map(PathFilter::new) {
+            None => PathFilter::all(),
+            Some(Ok(paths)) => paths,
+            Some(Err(bad)) => {
+                for (index, why) in bad {
+                    errs.push(pos.diag(&format!("{at}.paths[{index}]"), format!("{label}: {why}")));
+                }
+                PathFilter::all()
+            }
+        };
+        let destination = if let Some(h) = r.http {
+            http(h, &at, &label, pos, errs)
+        } else if let Some(f) = r.file {
+            file(f, &at, &label, pos, errs)
+        } else if let Some(a) = r.sqs {
+            aws(
+                a,
+                DestinationKind::Sqs,
+                &format!("{at}.sqs"),
+                &label,
+                pos,
+                errs,
+            )
+            .map(Destination::Sqs)
+        } else if let Some(a) = r.sns {
+            aws(
+                a,
+                DestinationKind::Sns,
+                &format!("{at}.sns"),
+                &label,
+                pos,
+                errs,
+            )
+            .map(Destination::Sns)
+        } else {
+            None // the lint pass reported the missing destination
+        };
+        if let Some(destination) = destination {
+            routes.push(Route {
+                name: r.name,
+                enabled: r.enabled.unwrap_or(true),
+                filter,
+                paths,
+                destination,
+            });
+        }
+    }
+
+    routes
+}
+
+fn http(
+    h: RawHttp,
+    at: &str,
+    label: &str,
+    pos: &Positions,
+    errs: &mut Vec<Diagnostic>,
+) -> Option<Destination> {
+    let at = format!("{at}.http");
+    let url = match reqwest::Url::parse(&h.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
+        Ok(_) => {
+            errs.push(pos.diag(
+                &format!("{at}.url"),
+                format!(
+                    "{label}: http.url \"{}\" must be an http:// or https:// URL with a host",
+                    h.url
+                ),
+            ));
+            None
+        }
+        Err(e) => {
+            errs.push(pos.diag(
+                &format!("{at}.url"),
+                format!("{label}: http.url \"{}\" is not a URL: {e}", h.url),
+            ));
+            None
+        }
+    };
+    let timeout = duration(
+        &h.timeout,
+        &format!("{at}.timeout"),
+        DEFAULT_HTTP_TIMEOUT,
+        pos,
+        errs,
+    );
+    let concurrency = h.concurrency.unwrap_or(DEFAULT_HTTP_CONCURRENCY);
+    if !(1..=1024).contains(&concurrency) {
+        errs.push(pos.diag(
+            &format!("{at}.concurrency"),
+            format!("{label}: http.concurrency must be between 1 and 1024"),
+        ));
+    }
+    let retry = retry_policy(&h.retry, &format!("{at}.retry"), label, pos, errs);
+    let api_secret = match h.api_secret {
+        Some(s) if s.is_empty() => {
+            errs.push(pos.diag(&format!("{at}.api_secret"), format!("{label}: http.api_secret is empty; remove it to forward Stream's own signature")));
+            None
+        }
+        other => other.map(Secret::new),
+    };
+    url.map(|url| {
+        Destination::Http(HttpDestination {
+            url,
+            timeout,
+            concurrency,
+            retry,
+            api_secret,
+            forward_path: h.forward_path.unwrap_or(false),
+        })
+    })
+}
+
+fn file(
+    f: RawFile,
+    at: &str,
+    label: &str,
+    pos: &Positions,
+    errs: &mut Vec<Diagnostic>,
+) -> Option<Destination> {
+    let retry = retry_policy(&f.retry, &format!("{at}.file.retry"), label, pos, errs);
+    if f.path.is_empty() {
+        errs.push(pos.diag(
+            &format!("{at}.file.path"),
+            format!("{label}: file.path is empty"),
+        ));
+    }
+    Some(Destination::File(FileDestination {
+        path: PathBuf::from(f.path),
+        retry,
+    }))
+}
+
+/// A warning for each `event_types` entry without `*` that names no event type Stream
+/// documents, with the closest ones it does.
+fn unknown_event_types(
+    entries: &[String],
+    at: &str,
+    label: &str,
+    pos: &Positions,
+    warnings: &mut Vec<Diagnostic>,
+) {
+    use crate::stream::event_types;
+    for (index, entry) in entries.iter().enumerate() {
+        if entry.contains('*') || entry.trim().is_empty() || event_types::is_known(entry) {
+            continue;
+        }
+        let closest = event_types::closest(entry, 3);
+        let hint = if closest.is_empty() {
+            String::new()
+        } else {
+            format!("; did you mean {}?", closest.join(", "))
+        };
+        warnings.push(pos.diag(
+            &format!("{at}.event_types[{index}]"),
+            format!("{label}: \"{entry}\" is not an event type Stream documents (it matches only a type of exactly that name){hint}"),
+        ));
+    }
+}
+
+pub(super) fn retry_policy(
+    raw: &Option<RawRetry>,
+    path: &str,
+    label: &str,
+    pos: &Positions,
+    errs: &mut Vec<Diagnostic>,
+) -> RetryPolicy {
+    let Some(raw) = raw else {
+        return RetryPolicy::DEFAULT;
+    };
+    let d = RetryPolicy::DEFAULT;
+    let before = errs.len();
+    let max_age = duration(
+        &raw.max_age,
+        &format!("{path}.max_age"),
+        d.max_age,
+        pos,
+        errs,
+    );
+    let initial = duration(
+        &raw.initial_backoff,
+        &format!("{path}.initial_backoff"),
+        d.initial_backoff,
+        pos,
+        errs,
+    );
+    let max = duration(
+        &raw.max_backoff,
+        &format!("{path}.max_backoff"),
+        d.max_backoff,
+        pos,
+        errs,
+    );
+    if errs.len() > before {
+        return d;
+    }
+    RetryPolicy::try_new(max_age, initial, max).unwrap_or_else(|why| {
+        let at = format!("{path}.{}", why.field());
+        errs.push(pos.diag(&at, format!("{label}: retry: {why}")));
+        d
+    })
+}
+
+fn aws(
+    raw: RawAws,
+    kind: DestinationKind,
+    at: &str,
+    label: &str,
+    pos: &Positions,
+    errs: &mut Vec<Diagnostic>,
+) -> Option<AwsDestination> {
+    let before = errs.len();
+    let (target_key, target) = match kind {
+        DestinationKind::Sqs => ("queue_url", raw.queue_url),
+        _ => ("topic_arn", raw.topic_arn),
+    };
+    let Some(target) = target.filter(|t| !t.trim().is_empty()) else {
+        errs.push(pos.diag(
+            &format!("{at}#key"),
+            format!("{label}: {kind}.{target_key} is missing"),
+        ));
+        return None;
+    };
+    let target_at = format!("{at}.{target_key}");
+    let fifo = if kind == DestinationKind::Sqs {
+        match reqwest::Url::parse(&target) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                url.path().trim_end_matches('/').ends_with(".fifo")
+            }
+            _ => {
+                errs.push(pos.diag(&target_at, format!(
+                    "{label}: sqs.queue_url \"{target}\" is not a queue URL (like https://sqs.us-east-1.amazonaws.com/123456789012/stream-events)"
+                )));
+                false
+            }
+        }
+    } else {
+        let parts: Vec<&str> = target.split(':').collect();
+        if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sns" || parts[5].is_empty() {
+            errs.push(pos.diag(&target_at, format!(
+                "{label}: sns.topic_arn \"{target}\" is not a topic ARN (like arn:aws:sns:us-east-1:123456789012:moderation)"
+            )));
+        }
+        target.ends_with(".fifo")
+    };
+    if let Some(endpoint) = &raw.endpoint_url {
+        if !reqwest::Url::parse(endpoint).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+            errs.push(pos.diag(
+                &format!("{at}.endpoint_url"),
+                format!("{label}: {kind}.endpoint_url \"{endpoint}\" is not an http(s) URL"),
+            ));
+        }
+    }
+    let message_group_id = match &raw.message_group_id {
+        Some(source) => match crate::template::Template::parse(source) {
+            Ok(t) => Some(t),
+            Err(why) => {
+                errs.push(pos.diag(
+                    &format!("{at}.message_group_id"),
+                    format!("{label}: {kind}.message_group_id: {why}"),
+                ));
+                None
+            }
+        },
+        None if fifo => {
+            errs.push(pos.diag(&target_at, format!(
+                "{label}: {target} is a FIFO {}: set {kind}.message_group_id, for example \"{{cid}}\" to keep each channel in order",
+                if kind == DestinationKind::Sqs { "queue" } else { "topic" }
+            )));
+            None
+        }
+        None => None,
+    };
+    if kind == DestinationKind::Sns && !fifo && raw.message_group_id.is_some() {
+        errs.push(pos.diag(
+            &format!("{at}.message_group_id"),
+            format!("{label}: sns.message_group_id only applies to FIFO topics (.fifo); remove it"),
+        ));
+    }
+    let body = match raw.body.as_deref() {
+        None | Some("raw") => BodyFormat::Raw,
+        Some("stream_compressed") => BodyFormat::StreamCompressed,
+        Some(other) => {
+            errs.push(pos.diag(
+                &format!("{at}.body"),
+                format!("{label}: {kind}.body \"{other}\" is not one of raw, stream_compressed"),
+            ));
+            BodyFormat::Raw
+        }
+    };
+    let concurrency = raw
+        .concurrency
+        .unwrap_or(if fifo { 1 } else { DEFAULT_AWS_CONCURRENCY });
+    if !(1..=1024).contains(&concurrency) {
+        errs.push(pos.diag(
+            &format!("{at}.concurrency"),
+            format!("{label}: {kind}.concurrency must be between 1 and 1024"),
+        ));
+    } else if fifo && concurrency != 1 {
+        errs.push(pos.diag(
+            &format!("{at}.concurrency"),
+            format!("{label}: a FIFO {kind} route delivers one batch at a time to keep order; remove concurrency"),
+        ));
+    }
+    for (key, value) in [("region", &raw.region), ("role_arn", &raw.role_arn)] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            errs.push(pos.diag(
+                &format!("{at}.{key}"),
+                format!("{label}: {kind}.{key} is empty; remove it to use the AWS environment's"),
+            ));
+        }
+    }
+    let retry = retry_policy(&raw.retry, &format!("{at}.retry"), label, pos, errs);
+    if errs.len() > before {
+        return None;
+    }
+    Some(AwsDestination {
+        target,
+        region: raw.region,
+        endpoint_url: raw.endpoint_url,
+        role_arn: raw.role_arn,
+        message_group_id,
+        body,
+        fifo,
+        concurrency,
+        retry,
+    })
+}
