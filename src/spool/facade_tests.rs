@@ -369,3 +369,44 @@ async fn the_writer_wakes_a_route_once_a_group_gives_it_something_to_deliver() {
     wait_woken(&other, "other, after a restart").await;
     spool.close().await;
 }
+
+/// The dedup window's boundary, on the spool's clock (paused tokio time): an id received at
+/// `t` is a duplicate up to and including `t + dedup_window`, and stored again 1 ms later.
+#[tokio::test(start_paused = true)]
+async fn an_id_is_a_duplicate_through_the_last_millisecond_of_its_window_and_new_after() {
+    const T0: u64 = 1_800_000_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = LogSpool::open_with(
+        dir.path(),
+        LogSpoolConfig {
+            clock: crate::clock::Clock::tokio_from(T0),
+            ..small()
+        },
+    )
+    .unwrap();
+    let window = Duration::from_secs(600);
+    let at = |received_at_ms| StoredEvent {
+        received_at_ms,
+        ..event("the-id")
+    };
+    let first = spool.append(at(T0), routes(&["r"]), window).await.unwrap();
+    assert!(matches!(first, AppendOutcome::Stored { .. }), "{first:?}");
+    // Stream's retries come later; their own receipt times do not move the window.
+    tokio::time::advance(window).await;
+    let retry = spool
+        .append(at(T0 + 600_000), routes(&["r"]), window)
+        .await
+        .unwrap();
+    assert_eq!(retry, AppendOutcome::Duplicate, "at the window's last millisecond");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let later = spool
+        .append(at(T0 + 600_001), routes(&["r"]), window)
+        .await
+        .unwrap();
+    assert!(
+        matches!(later, AppendOutcome::Stored { .. }),
+        "1 ms after the window: {later:?}"
+    );
+    assert_eq!(spool.pending_count("r").unwrap(), 2);
+    spool.close().await;
+}
