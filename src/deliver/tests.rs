@@ -23,7 +23,8 @@ use super::{RouteStats, RouteWorker};
 use crate::clock::Clock;
 use crate::sinks::channel::{Attempt, ChannelSink};
 use crate::sinks::{Outcome, Sink};
-use crate::spool::{LogSpoolConfig, Spool, StoredEvent};
+use crate::spool::storage::{Fault, FaultOp};
+use crate::spool::{LogSpool, LogSpoolConfig, SimDisk, Spool, StoredEvent};
 
 /// When every test starts, in ms since the epoch.
 const T0: u64 = 1_800_000_000_000;
@@ -45,6 +46,11 @@ struct Rig {
 /// Starts route `r` with `destination` (a routes.yaml destination block) and `grace`,
 /// after storing one event per id in `ids` (received at [`T0`], in that order).
 async fn rig(destination: &str, grace: Duration, ids: &[&str]) -> Rig {
+    rig_on(None, destination, grace, ids).await
+}
+
+/// [`rig`], with the spool on `disk` (a simulated one, which can fail) when given.
+async fn rig_on(disk: Option<&SimDisk>, destination: &str, grace: Duration, ids: &[&str]) -> Rig {
     let yaml = format!(
         "apps: [{{ api_key: k, api_secret: s }}]\nroutes:\n  - name: r\n    event_types: []\n{destination}"
     );
@@ -52,7 +58,16 @@ async fn rig(destination: &str, grace: Duration, ids: &[&str]) -> Rig {
     let route = config.routes.into_iter().next().expect("one route");
     let dir = tempfile::tempdir().unwrap();
     let clock = Clock::tokio_from(T0);
-    let spool = open(dir.path(), clock);
+    let spool = match disk {
+        None => open(dir.path(), clock),
+        Some(disk) => LogSpool::open_in(
+            Arc::new(disk.clone()),
+            "sim".into(),
+            spool_config(clock),
+            None,
+        )
+        .unwrap(),
+    };
     for id in ids {
         let outcome = spool
             .append(event(id), vec!["r".into()], Duration::from_secs(600))
@@ -95,11 +110,14 @@ async fn rig(destination: &str, grace: Duration, ids: &[&str]) -> Rig {
 }
 
 fn open(dir: &Path, clock: Clock) -> Spool {
-    let config = LogSpoolConfig {
+    Spool::open_with(dir, spool_config(clock)).unwrap()
+}
+
+fn spool_config(clock: Clock) -> LogSpoolConfig {
+    LogSpoolConfig {
         clock,
         ..LogSpoolConfig::with_segment_size(1 << 20)
-    };
-    Spool::open_with(dir, config).unwrap()
+    }
 }
 
 fn event(id: &str) -> StoredEvent {
@@ -346,4 +364,29 @@ async fn at_shutdown_a_delivery_still_in_flight_after_the_grace_is_left_pending(
     // Both stay in the spool: a is delivered again after a restart (at least once), b was
     // never started.
     assert_eq!(rig.pending(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delivery_whose_outcome_cannot_be_recorded_is_delivered_again_after_a_pause() {
+    let disk = SimDisk::new(7);
+    let mut rig = rig_on(Some(&disk), HTTP, Duration::from_secs(5), &["a"]).await;
+    let (first, _, at) = rig.next().await;
+    assert_eq!(at, 0);
+    // The destination took it, but the spool cannot make that durable (EIO on fdatasync).
+    disk.inject(FaultOp::Sync, Fault::Io);
+    first.answer(Outcome::Delivered);
+    let (second, id, at) = rig.next().await;
+    assert_eq!(
+        (id.as_str(), second.number, at),
+        ("a", 1, 1000),
+        "the same event, its attempt never recorded, after the 1 s pause"
+    );
+    assert_eq!(disk.pending_faults(FaultOp::Sync), 0, "the fault was used");
+    second.answer(Outcome::Delivered);
+    let stats = rig.stats.clone();
+    settle("the second delivery recorded", move || {
+        stats.delivered.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(rig.pending(), 0);
 }
