@@ -533,6 +533,43 @@ async fn undelivered_events_survive_sigterm_and_are_delivered_after_restart() {
         .await;
 }
 
+/// SIGINT (Ctrl-C when run by hand) is a shutdown like SIGTERM: exit code 0, the listener
+/// closed, what was acknowledged kept and delivered after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_shuts_down_like_sigterm_and_keeps_what_was_acknowledged() {
+    const N: usize = 5;
+    let mut receiver = Receiver::start().await;
+    let mut daemon = daemon_with_receiver(HttpRoute::new("to-receiver", receiver.url())).await;
+    let client = client();
+    receiver.stop().await;
+    let mut ids = HashSet::new();
+    for _ in 0..N {
+        let id = new_id();
+        post_ok(&client, &daemon.url(), &id, &event_body("message.new", &id)).await;
+        ids.insert(id);
+    }
+    let url = daemon.url();
+    let status = daemon.sigint_and_wait().await;
+    assert!(status.success(), "exit code 0 after SIGINT, got {status}");
+    let logs = daemon.logs();
+    assert!(
+        logs.contains("SIGINT received: no longer accepting webhooks"),
+        "the shutdown says why:\n{logs}"
+    );
+    let id = new_id();
+    let after = client
+        .post(&url)
+        .body(event_body("message.new", &id))
+        .send()
+        .await;
+    assert!(after.is_err(), "the listener is closed: {after:?}");
+    receiver.restart().await;
+    daemon.restart().await;
+    receiver
+        .until_ids(&ids, DELIVERY_TIMEOUT, "events acknowledged before SIGINT")
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_matching_no_route_is_still_acknowledged_with_200() {
     let mut receiver = Receiver::start().await;

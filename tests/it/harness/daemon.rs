@@ -116,21 +116,31 @@ impl Daemon {
 
     /// Sends SIGTERM and waits (at most [`SHUTDOWN_TIMEOUT`]) for the exit.
     pub async fn sigterm_and_wait(&mut self) -> ExitStatus {
+        self.signal_and_wait("TERM").await
+    }
+
+    /// Sends SIGINT (Ctrl-C in a terminal) and waits (at most [`SHUTDOWN_TIMEOUT`]) for the
+    /// exit.
+    pub async fn sigint_and_wait(&mut self) -> ExitStatus {
+        self.signal_and_wait("INT").await
+    }
+
+    async fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
         let mut child = self.take_child();
         let pid = child.id().to_string();
-        eprintln!("[harness] kill -TERM hookfan (pid {pid})");
+        eprintln!("[harness] kill -{signal} hookfan (pid {pid})");
         let started = Instant::now();
         let kill = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{signal}"), &pid])
             .status()
-            .expect("run kill -TERM");
-        assert!(kill.success(), "kill -TERM {pid} failed: {kill}");
+            .expect("run kill");
+        assert!(kill.success(), "kill -{signal} {pid} failed: {kill}");
         let waiter = tokio::task::spawn_blocking(move || child.wait());
         match timeout(SHUTDOWN_TIMEOUT, waiter).await {
             Ok(joined) => {
                 let status = joined.expect("join waiter").expect("wait for hookfan");
                 eprintln!(
-                    "[harness] hookfan exited after SIGTERM in {:?}: {status}",
+                    "[harness] hookfan exited after SIG{signal} in {:?}: {status}",
                     started.elapsed()
                 );
                 status
@@ -139,7 +149,7 @@ impl Daemon {
                 // The waiter owns the child; it returns once the kill lands.
                 let _ = Command::new("kill").args(["-KILL", &pid]).status();
                 panic!(
-                    "hookfan did not exit within {SHUTDOWN_TIMEOUT:?} after SIGTERM \
+                    "hookfan did not exit within {SHUTDOWN_TIMEOUT:?} after SIG{signal} \
                      (shutdown_grace is 10s); it was SIGKILLed"
                 );
             }
