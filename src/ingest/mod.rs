@@ -13,6 +13,9 @@ pub mod passthrough;
 pub mod tls;
 pub mod verify;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

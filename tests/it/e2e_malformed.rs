@@ -1,7 +1,8 @@
-//! The table of malformed requests: each gets its documented status code (README, "Status
-//! codes"), the daemon survives all of them, and nothing refused is stored or delivered.
-//! Bodies that are valid JSON however odd (10k levels of nesting or `1e999` outside `type`)
-//! are accepted and delivered byte for byte.
+//! Malformed requests against the daemon: what needs a process. The whole table of malformed
+//! requests and their status codes runs in process against the ingest router
+//! (`src/ingest/tests.rs`); here a sample of each kind of refusal goes through a real socket,
+//! the daemon survives them, nothing refused is delivered, and bodies that are valid JSON
+//! however odd (10k levels of nesting or `1e999` outside `type`) are delivered byte for byte.
 
 use std::time::Duration;
 
@@ -73,6 +74,8 @@ fn bad_auth(name: &'static str, headers: Vec<(&'static str, Vec<u8>)>) -> Case {
     }
 }
 
+/// A sample of the table (the whole table runs in process, `src/ingest/tests.rs`): one of
+/// each kind of refusal, and the odd but valid bodies that must be delivered intact.
 fn cases() -> Vec<Case> {
     let event = event_body("message.new", "malformed");
     let good_sig = sign(SECRET, &event).into_bytes();
@@ -81,74 +84,12 @@ fn cases() -> Vec<Case> {
     nested.extend(std::iter::repeat_n(b'[', 10_000));
     nested.extend(std::iter::repeat_n(b']', 10_000));
     nested.push(b'}');
-    let mut nested_type = b"{\"type\":".to_vec();
-    nested_type.extend(std::iter::repeat_n(b'[', 10_000));
-    nested_type.extend(std::iter::repeat_n(b']', 10_000));
-    nested_type.push(b'}');
-    let mut truncated_gzip = gzip(&event);
-    truncated_gzip.truncate(truncated_gzip.len() / 2);
     let bomb = gzip(&event_of_len(MAX_BODY * 64));
-    let over = event_of_len(MAX_BODY + 1);
     vec![
-        // Signatures and keys.
-        bad_auth(
-            "signature is not hex",
-            vec![key(), ("x-signature", b"zz".repeat(32))],
-        ),
-        bad_auth(
-            "signature one character short",
-            vec![key(), ("x-signature", good_sig[..63].to_vec())],
-        ),
-        bad_auth(
-            "signature one character long",
-            vec![key(), ("x-signature", [&good_sig[..], b"0"].concat())],
-        ),
-        bad_auth("signature missing", vec![key()]),
-        bad_auth("signature empty", vec![key(), ("x-signature", Vec::new())]),
         bad_auth(
             "signature of another body",
             vec![key(), ("x-signature", sign(SECRET, b"{}").into_bytes())],
         ),
-        bad_auth(
-            "two X-Signature headers, the first one right",
-            vec![
-                key(),
-                ("x-signature", good_sig.clone()),
-                ("x-signature", b"00".repeat(32)),
-            ],
-        ),
-        bad_auth(
-            "two X-Signature headers, the second one right",
-            vec![
-                key(),
-                ("x-signature", b"00".repeat(32)),
-                ("x-signature", good_sig.clone()),
-            ],
-        ),
-        bad_auth(
-            "two X-Api-Key headers",
-            vec![
-                key(),
-                ("x-api-key", OTHER_KEY.as_bytes().to_vec()),
-                ("x-signature", good_sig.clone()),
-            ],
-        ),
-        bad_auth(
-            "non-UTF-8 X-Signature",
-            vec![
-                key(),
-                ("x-signature", [&good_sig[..63], &[0xff][..]].concat()),
-            ],
-        ),
-        bad_auth(
-            "non-UTF-8 X-Api-Key",
-            vec![
-                ("x-api-key", b"test_key\xff".to_vec()),
-                ("x-signature", good_sig.clone()),
-            ],
-        ),
-        // A key that names no app may be one just rotated in at Stream: 503, so Stream
-        // retries (tests/it/e2e_hooks.rs covers the rotation itself).
         Case {
             status: 503,
             ..bad_auth(
@@ -159,77 +100,23 @@ fn cases() -> Vec<Case> {
                 ],
             )
         },
-        bad_auth(
-            "no X-Api-Key with two apps",
-            vec![("x-signature", good_sig.clone())],
-        ),
-        bad_auth(
-            "signed with the other app's secret",
-            vec![
-                key(),
-                ("x-signature", sign(OTHER_SECRET, &event).into_bytes()),
-            ],
-        ),
-        // Bodies (signed correctly).
-        bad_body("empty body", Vec::new(), 400),
-        bad_body("whitespace only", b" \n\t ".to_vec(), 400),
-        bad_body("JSON array", b"[1,2,3]".to_vec(), 400),
-        bad_body("JSON string", b"\"message.new\"".to_vec(), 400),
         bad_body(
             "truncated object",
             b"{\"type\":\"message.new\"".to_vec(),
             400,
         ),
-        bad_body(
-            "trailing garbage",
-            b"{\"type\":\"message.new\"}x".to_vec(),
-            400,
-        ),
         // Valid JSON grammar outside `type`: forwarded byte for byte (the consumer's parser
-        // decides); hookfan must survive it and store it intact.
+        // decides); hookfan must survive it and deliver it intact.
         bad_body("10k levels of [ in a field (valid JSON)", nested, 200),
-        bad_body("10k levels of [ in type", nested_type, 400),
-        bad_body("NaN", b"{\"type\":\"message.new\",\"n\":NaN}".to_vec(), 400),
-        bad_body(
-            "-Infinity",
-            b"{\"type\":\"message.new\",\"n\":-Infinity}".to_vec(),
-            400,
-        ),
-        bad_body("1e999 as type", b"{\"type\":1e999}".to_vec(), 400),
         bad_body(
             "1e999 in a field (valid JSON)",
             b"{\"type\":\"message.new\",\"n\":1e999}".to_vec(),
             200,
         ),
         bad_body(
-            "invalid UTF-8 in a string",
-            b"{\"type\":\"message.new\",\"text\":\"\xff\xfe\"}".to_vec(),
-            400,
-        ),
-        bad_body("NUL byte", b"{\"type\":\"message.new\"}\0".to_vec(), 400),
-        // Sizes.
-        bad_body("one byte over max_body_bytes", over.clone(), 413),
-        signed(
-            "one byte over max_body_bytes, unsigned",
-            over,
-            b"",
-            Vec::new(),
+            "one byte over max_body_bytes",
+            event_of_len(MAX_BODY + 1),
             413,
-        ),
-        // gzip.
-        signed(
-            "Content-Encoding: gzip on a plain body",
-            event.clone(),
-            &event,
-            vec![("content-encoding", b"gzip".to_vec())],
-            400,
-        ),
-        signed(
-            "gzip cut in half",
-            truncated_gzip,
-            &event,
-            vec![("content-encoding", b"gzip".to_vec())],
-            400,
         ),
         signed(
             "gzip bomb (64 x max_body_bytes inflated)",
@@ -238,26 +125,11 @@ fn cases() -> Vec<Case> {
             vec![("content-encoding", b"gzip".to_vec())],
             413,
         ),
-        signed(
-            "gzip signed over the compressed bytes",
-            gzip(&event),
-            &gzip(&event),
-            vec![("content-encoding", b"gzip".to_vec())],
-            401,
-        ),
-        // Methods.
         Case {
             name: "GET",
             method: reqwest::Method::GET,
             body: Vec::new(),
             headers: Vec::new(),
-            status: 405,
-        },
-        Case {
-            name: "PUT of a valid event",
-            method: reqwest::Method::PUT,
-            body: event.clone(),
-            headers: vec![key(), ("x-signature", good_sig.clone())],
             status: 405,
         },
     ]

@@ -25,7 +25,8 @@
 //!   corrupted spool file, overload (figures in docs/reliability.md).
 //! - `e2e_hooks`: synchronous hooks proxied (passthrough), their bodies refused on push
 //!   paths, pending-message callbacks routed by path, API key rotation.
-//! - `e2e_malformed`: the table of malformed requests and their status codes.
+//! - `e2e_malformed`: malformed requests against the daemon (a sample; the whole table runs in
+//!   process, `src/ingest/tests.rs`): it survives them, and delivers only what it accepted.
 //! - `e2e_console`: the web console on the admin port: its assets, `GET /api/config`, and the
 //!   whole console in headless Chromium (`browser`: WebDriver over HTTP to Debian's
 //!   chromedriver), with a screenshot of each page in target/console-screenshots/.
