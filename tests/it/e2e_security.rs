@@ -542,12 +542,18 @@ async fn huge_headers_get_431_and_an_endless_body_413() {
         .unwrap();
     let chunk = format!("1000\r\n{}\r\n", "x".repeat(0x1000));
     let mut sent = 0usize;
-    while sent < 64 * 1024 * 1024 {
-        if endless.write_all(chunk.as_bytes()).await.is_err() {
-            break;
+    // Bounded in time too: a daemon that stopped reading without closing would otherwise
+    // leave this write waiting forever.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while sent < 64 * 1024 * 1024 {
+            if endless.write_all(chunk.as_bytes()).await.is_err() {
+                break;
+            }
+            sent += 0x1000;
         }
-        sent += 0x1000;
-    }
+    })
+    .await
+    .expect("hookfan neither read nor closed an endless body within 60 s");
     assert!(
         sent < 64 * 1024 * 1024,
         "hookfan kept reading an endless body"
