@@ -118,8 +118,10 @@ pub fn stream_headers<'a>(id: &'a str, signature: &'a str) -> [(&'static str, &'
     ]
 }
 
-/// Posts a fresh `message.new` marker event and waits until `receiver` gets
-/// it; returns what the receiver got before the marker.
+/// Posts a fresh `message.new` marker event, waits until `receiver` gets it, then until the
+/// daemon has settled (every enabled route with nothing pending and nothing in flight), and
+/// returns everything else the receiver got, before the marker or after it. A "nothing else
+/// arrived" check on it cannot pass only because a delivery was still on its way.
 pub async fn post_marker_and_await(
     client: &reqwest::Client,
     daemon: &Daemon,
@@ -133,7 +135,24 @@ pub async fn post_marker_and_await(
         &event_body("message.new", &marker),
     )
     .await;
-    receiver.until_marker(&marker).await
+    let mut other = receiver.until_marker(&marker).await;
+    let api = format!("http://{}/api/routes", daemon.admin);
+    eventually(
+        DELIVERY_TIMEOUT,
+        "every enabled route settled: nothing pending, nothing in flight",
+        || async {
+            let (status, body) = get(client, api.clone()).await;
+            let routes: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+            status == 200
+                && routes
+                    .iter()
+                    .filter(|r| r["enabled"] == true)
+                    .all(|r| r["pending"] == 0 && r["in_flight"] == 0)
+        },
+    )
+    .await;
+    other.extend(receiver.drain_now());
+    other
 }
 
 /// Count of requests per webhook id.
