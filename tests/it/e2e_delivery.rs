@@ -514,6 +514,19 @@ async fn event_types_select_routes_by_exact_name_and_glob() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undelivered_events_survive_sigterm_and_are_delivered_after_restart() {
+    undelivered_events_survive_a_shutdown_by("TERM").await;
+}
+
+/// SIGINT (Ctrl-C when run by hand) is a shutdown like SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_shuts_down_like_sigterm_and_keeps_what_was_acknowledged() {
+    undelivered_events_survive_a_shutdown_by("INT").await;
+}
+
+/// Stores events while the route's receiver is down, then stops the daemon with `signal`:
+/// exit code 0, the reason logged, the listener closed; after a restart, what was
+/// acknowledged is delivered.
+async fn undelivered_events_survive_a_shutdown_by(signal: &str) {
     const N: usize = 10;
     let mut receiver = Receiver::start().await;
     let mut daemon = daemon_with_receiver(HttpRoute::new("to-receiver", receiver.url())).await;
@@ -525,35 +538,17 @@ async fn undelivered_events_survive_sigterm_and_are_delivered_after_restart() {
         post_ok(&client, &daemon.url(), &id, &event_body("message.new", &id)).await;
         ids.insert(id);
     }
-    daemon.stop_gracefully().await;
-    receiver.restart().await;
-    daemon.restart().await;
-    receiver
-        .until_ids(&ids, DELIVERY_TIMEOUT, "events spooled before SIGTERM")
-        .await;
-}
-
-/// SIGINT (Ctrl-C when run by hand) is a shutdown like SIGTERM: exit code 0, the listener
-/// closed, what was acknowledged kept and delivered after a restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigint_shuts_down_like_sigterm_and_keeps_what_was_acknowledged() {
-    const N: usize = 5;
-    let mut receiver = Receiver::start().await;
-    let mut daemon = daemon_with_receiver(HttpRoute::new("to-receiver", receiver.url())).await;
-    let client = client();
-    receiver.stop().await;
-    let mut ids = HashSet::new();
-    for _ in 0..N {
-        let id = new_id();
-        post_ok(&client, &daemon.url(), &id, &event_body("message.new", &id)).await;
-        ids.insert(id);
-    }
     let url = daemon.url();
-    let status = daemon.sigint_and_wait().await;
-    assert!(status.success(), "exit code 0 after SIGINT, got {status}");
+    let status = daemon.signal_and_wait(signal).await;
+    assert!(
+        status.success(),
+        "exit code 0 after SIG{signal}, got {status}"
+    );
     let logs = daemon.logs();
     assert!(
-        logs.contains("SIGINT received: no longer accepting webhooks"),
+        logs.contains(&format!(
+            "SIG{signal} received: no longer accepting webhooks"
+        )),
         "the shutdown says why:\n{logs}"
     );
     let id = new_id();
@@ -566,7 +561,11 @@ async fn sigint_shuts_down_like_sigterm_and_keeps_what_was_acknowledged() {
     receiver.restart().await;
     daemon.restart().await;
     receiver
-        .until_ids(&ids, DELIVERY_TIMEOUT, "events acknowledged before SIGINT")
+        .until_ids(
+            &ids,
+            DELIVERY_TIMEOUT,
+            &format!("events acknowledged before SIG{signal}"),
+        )
         .await;
 }
 

@@ -119,13 +119,9 @@ impl Daemon {
         self.signal_and_wait("TERM").await
     }
 
-    /// Sends SIGINT (Ctrl-C in a terminal) and waits (at most [`SHUTDOWN_TIMEOUT`]) for the
+    /// Sends `SIG<signal>` (`TERM`, `INT`) and waits (at most [`SHUTDOWN_TIMEOUT`]) for the
     /// exit.
-    pub async fn sigint_and_wait(&mut self) -> ExitStatus {
-        self.signal_and_wait("INT").await
-    }
-
-    async fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+    pub async fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
         let mut child = self.take_child();
         let pid = child.id().to_string();
         eprintln!("[harness] kill -{signal} hookfan (pid {pid})");
