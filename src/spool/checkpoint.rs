@@ -236,7 +236,7 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, (u64, BadCheckpoint)> {
         buf.copy_from_slice(part);
         Ok::<(), BadCheckpoint>(())
     };
-    read_from(bytes.len() as u64, from_memory).map_err(|stop| match stop {
+    read_from(bytes.len() as u64, from_memory, &mut |_, _| ()).map_err(|stop| match stop {
         Stop::Bad(offset, why) => (offset, why),
         // Not reached: the length was checked against the header before any block was read.
         Stop::Source(why) => (0, why),
@@ -251,6 +251,17 @@ pub fn read(
     storage: &dyn Storage,
     name: &str,
 ) -> Result<Result<Checkpoint, (u64, BadCheckpoint)>, LogError> {
+    read_watching(storage, name, &mut |_, _| ())
+}
+
+/// [`read`], calling `after_events` once the body's events are in (and checked), before
+/// the queues and the dedup window: what knows where every event is can start on that
+/// (recovery's check of the old segments) while the rest decodes.
+pub fn read_watching(
+    storage: &dyn Storage,
+    name: &str,
+    after_events: &mut dyn FnMut(&State, CheckpointAt),
+) -> Result<Result<Checkpoint, (u64, BadCheckpoint)>, LogError> {
     let file = storage
         .open(name)
         .map_err(|e| LogError::io("open", name, e))?;
@@ -262,7 +273,7 @@ pub fn read(
             Err(io::Error::from(io::ErrorKind::UnexpectedEof))
         }
     };
-    match read_from(len, from_file) {
+    match read_from(len, from_file, after_events) {
         Ok(checkpoint) => Ok(Ok(checkpoint)),
         Err(Stop::Bad(offset, why)) => Ok(Err((offset, why))),
         Err(Stop::Source(e)) => Err(LogError::io("read", name, e)),
@@ -280,6 +291,7 @@ enum Stop<E> {
 fn read_from<E>(
     file_len: u64,
     mut source: impl FnMut(&mut [u8], u64) -> Result<(), E>,
+    after_events: &mut dyn FnMut(&State, CheckpointAt),
 ) -> Result<Checkpoint, Stop<E>> {
     let bad = |offset, why| Err(Stop::Bad(offset, why));
     if file_len < CHECKPOINT_HEADER_LEN as u64 {
@@ -313,7 +325,7 @@ fn read_from<E>(
         return bad(CHECKPOINT_HEADER_LEN as u64, BadCheckpoint::Length);
     };
     let mut body = BodyReader::new(source, body_len);
-    let state = decode_body(&mut body, at)?;
+    let state = decode_body(&mut body, at, after_events)?;
     if body.consumed() != body_len {
         return Err(body.bad(BadCheckpoint::Body(RecordError::Trailing)));
     }
@@ -456,6 +468,7 @@ impl<E, F: FnMut(&mut [u8], u64) -> Result<(), E>> BodyReader<F> {
 fn decode_body<E, F: FnMut(&mut [u8], u64) -> Result<(), E>>(
     i: &mut BodyReader<F>,
     at: CheckpointAt,
+    after_events: &mut dyn FnMut(&State, CheckpointAt),
 ) -> Result<State, Stop<E>> {
     let keys = [i.uint()?, i.uint()?];
     let mut restore = Restore::new(keys, at.lsn, at.segment);
@@ -479,6 +492,7 @@ fn decode_body<E, F: FnMut(&mut [u8], u64) -> Result<(), E>>(
             .event(seq, location, received_at_ms)
             .map_err(|e| i.bad(BadCheckpoint::Inconsistent(e)))?;
     }
+    after_events(restore.so_far(), at);
     for _ in 0..i.uint()? {
         let route = i.u32()?;
         for _ in 0..i.uint()? {

@@ -252,7 +252,17 @@ impl LogSpool {
         if let Some((file, offset, why)) = &report.torn {
             tracing::warn!(%file, offset, why = why.describe(), "spool: a torn last group (never acknowledged) was cut off at open");
         }
-        tracing::info!(spool = %path.display(), segments = report.segments, records = report.records, checkpoint = ?report.checkpoint, "spool log opened");
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        tracing::info!(
+            spool = %path.display(),
+            segments = report.segments,
+            records = report.records,
+            checkpoint = ?report.checkpoint,
+            checkpoint_ms = ms(report.took.checkpoint),
+            replay_ms = ms(report.took.replay),
+            check_ms = ms(report.took.check),
+            "spool log opened"
+        );
         let routes = recovered
             .state
             .route_names()

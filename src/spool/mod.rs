@@ -238,7 +238,11 @@
 //! lsn. The segments before K are not replayed (compaction deletes them); the ones that
 //! still hold needed events are read, a window at a time up to the last of them
 //! ([`reader::for_each_group`]), and each such event must be in a valid group there, as an event of its seq or a copy of it
-//! (else [`CorruptWhy::EventMissing`]). From K on, segments are read in index order; each one's valid groups must follow one another
+//! (else [`CorruptWhy::EventMissing`]). That reading starts as soon as the checkpoint's
+//! events are decoded, on the events it lists, on the cores the decoding and the replay
+//! leave free; after the replay, only the events it could not confirm are looked for again
+//! (the replay only takes events out of old segments: new events and copies are written
+//! after K), so what is refused is the same as if it had waited. From K on, segments are read in index order; each one's valid groups must follow one another
 //! (chained lsns, this segment's index, checksums); the first bytes that are not the next
 //! valid group end the segment's data. Then:
 //!
@@ -257,7 +261,9 @@
 //!   barrier cut by the crash, never acknowledged; unless one holds two valid groups or
 //!   more, which only acknowledged writes make (refused). Before a valid one, such a
 //!   segment is allowed only when the next valid header says `TAIL_UNTRUSTED`. A file of
-//!   zeros only is a prepared spare (removed at open; the preparer makes new ones).
+//!   zeros only is a prepared spare: the writer takes those that are its next segments and
+//!   of its size as prepared (a restart's first write waits for no zero-fill), and removes
+//!   the others.
 //! - **Every byte counts** in a sealed segment: reserved and padding bytes must be zero, and
 //!   the zeros after the last group must be zeros.
 //! - **Sequence checks across segments**: a normal segment starts at the lsn where the
@@ -366,7 +372,8 @@
 //! # Invariants
 //! - **A record is acknowledged only after the fdatasync that covers it returned.**
 //! - **Only the writer thread writes to segments; only the preparer creates them; only
-//!   maintenance (and recovery, for never-used spares) removes them.**
+//!   maintenance (and the writer at start, for never-used spares it does not take)
+//!   removes them.**
 //! - **A group is all or nothing**: recovery applies a group whole or not at all, and a
 //!   submission is never split across groups.
 //! - **Failed records stay void**: once a barrier is durable, no crash brings back a record

@@ -9,6 +9,7 @@
 //! Segments before the checkpoint's are left to compaction.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use super::checkpoint::{self, BadCheckpoint, CheckpointAt};
 use super::compaction::group_events;
@@ -23,7 +24,7 @@ use super::storage::Storage;
 use super::{CorruptWhy, LogError};
 
 /// What recovery found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct RecoveryReport {
     /// Segments read (with anything written).
     pub segments: usize,
@@ -34,13 +35,26 @@ pub struct RecoveryReport {
     /// Records skipped because a later segment declared them void (a failed group whose
     /// bytes landed anyway).
     pub void_records: u64,
-    /// Unused files removed (never-finished preparations, zero-filled spares).
+    /// Unused files removed (never-finished preparations). Zero-filled spares are left to
+    /// the writer ([`Recovered::spares`]).
     pub removed: usize,
     /// The checkpoint the state started from (its file name), if any.
     pub checkpoint: Option<String>,
     /// Newer checkpoints that were damaged and passed over (an older one plus the log still
     /// present covered them): (file, offset, why).
     pub damaged_checkpoints: Vec<(String, u64, BadCheckpoint)>,
+    /// How long each step of the open took, for the log line that reports it.
+    pub took: OpenSteps,
+}
+
+/// The time an open spent on each step: reading the checkpoint (decoding it and rebuilding
+/// the state), replaying the log after it, and checking the older segments that still hold
+/// needed events.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OpenSteps {
+    pub checkpoint: Duration,
+    pub replay: Duration,
+    pub check: Duration,
 }
 
 /// An opened log: its state and where the writer goes on.
@@ -54,6 +68,11 @@ pub struct Recovered {
     pub next_lsn: u64,
     /// Where the checkpoint the state started from stands, if any.
     pub checkpoint: Option<CheckpointAt>,
+    /// Segments the last run prepared and never wrote (all zeros, after every one used),
+    /// left in place: the writer takes those that are its next ones as prepared, and
+    /// removes the others, so a restart does not zero-fill them again before its first
+    /// write.
+    pub spares: Vec<u64>,
 }
 
 enum Head {
@@ -70,6 +89,40 @@ pub(super) fn read_all(
     let mut buf = Vec::new();
     read_into(storage, name, limit, &mut buf)?;
     Ok(buf)
+}
+
+/// Whether every byte of file `name` is zero: read a MiB at a time into one buffer (a
+/// prepared segment is tens of MiB, and every open reads the spares the preparer left).
+fn all_zeros(storage: &dyn Storage, name: &str) -> Result<bool, LogError> {
+    const WINDOW: usize = 1 << 20;
+    let file = storage
+        .open(name)
+        .map_err(|e| LogError::io("open", name, e))?;
+    let len = file.size().map_err(|e| LogError::io("stat", name, e))?;
+    let mut buf = vec![0u8; WINDOW];
+    let mut offset = 0u64;
+    while offset < len {
+        let want = usize::try_from(len - offset).map_or(WINDOW, |left| left.min(WINDOW));
+        let n = file
+            .read_at(&mut buf[..want], offset)
+            .map_err(|e| LogError::io("read", name, e))?;
+        if n == 0 {
+            // Shorter than its size said a moment ago: what was read was zeros.
+            break;
+        }
+        // A word at a time, without an early exit inside a window (so it vectorises).
+        let window = &buf[..n];
+        let words = window.chunks_exact(8);
+        let rest = words.remainder().iter().fold(0u8, |a, &b| a | b);
+        let ored = words.fold(0u64, |a, w| {
+            a | u64::from_le_bytes(w.try_into().expect("8 bytes"))
+        });
+        if ored != 0 || rest != 0 {
+            return Ok(false);
+        }
+        offset += n as u64;
+    }
+    Ok(true)
 }
 
 /// [`read_all`] into `buf` (its allocation reused: reading many segments in a row faults in
@@ -129,21 +182,41 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
     indexes.sort_unstable();
     checkpoints.sort_unstable_by(|a, b| b.cmp(a));
 
-    // The newest checkpoint that decodes; the damaged ones newer than it are remembered.
     let mut damaged = Vec::new();
-    let mut base = None;
-    for lsn in checkpoints {
-        let name = checkpoint::checkpoint_name(lsn);
-        match checkpoint::read(storage, &name)? {
-            Ok(c) if c.at.lsn == lsn => {
-                base = Some((name, c));
-                break;
+    let result = std::thread::scope(|scope| {
+        // The newest checkpoint that decodes; the damaged ones newer than it are remembered.
+        // The old segments' check starts as soon as the first one read has its events in,
+        // beside the rest of the decoding and the replay; its findings are used only if
+        // that checkpoint is the one the state starts from.
+        let mut base = None;
+        let mut early: Option<(u64, EarlyCheck)> = None;
+        let started = Instant::now();
+        for lsn in checkpoints {
+            let name = checkpoint::checkpoint_name(lsn);
+            let mut start_check = |state: &State, at: CheckpointAt| {
+                if early.is_none() {
+                    let check = EarlyCheck::start(scope, storage, state, at.segment, &indexes);
+                    early = Some((at.lsn, check));
+                }
+            };
+            match checkpoint::read_watching(storage, &name, &mut start_check)? {
+                Ok(c) if c.at.lsn == lsn => {
+                    base = Some((name, c));
+                    break;
+                }
+                Ok(_) => damaged.push((name, 0, BadCheckpoint::Name)),
+                Err((offset, why)) => damaged.push((name, offset, why)),
             }
-            Ok(_) => damaged.push((name, 0, BadCheckpoint::Name)),
-            Err((offset, why)) => damaged.push((name, offset, why)),
         }
-    }
-    let result = replay(storage, indexes, removed, base, State::new(), None);
+        let checkpoint_took = started.elapsed();
+        let base_lsn = base.as_ref().map(|(_, c)| c.at.lsn);
+        let early = early
+            .filter(|(lsn, _)| Some(*lsn) == base_lsn)
+            .map(|(_, check)| check);
+        let mut r = replay(storage, indexes, removed, base, State::new(), None, early)?;
+        r.report.took.checkpoint = checkpoint_took;
+        Ok(r)
+    });
     let Some((file, offset, why)) = damaged.first().cloned() else {
         return result;
     };
@@ -237,7 +310,7 @@ pub fn replay_until(
         .collect();
     indexes.sort_unstable();
     let base = base.map(|c| (checkpoint::checkpoint_name(c.at.lsn), c));
-    Ok(replay(storage, indexes, Vec::new(), base, empty, Some(until))?.state)
+    Ok(replay(storage, indexes, Vec::new(), base, empty, Some(until), None)?.state)
 }
 
 /// Applies the log after `base` (the checkpoint to start from, with its file name; none:
@@ -249,12 +322,14 @@ pub fn replay_until(
 fn replay(
     storage: &dyn Storage,
     all_indexes: Vec<u64>,
-    mut removed: Vec<String>,
+    removed: Vec<String>,
     base: Option<(String, checkpoint::Checkpoint)>,
     empty: State,
     until: Option<Until>,
+    early: Option<EarlyCheck<'_>>,
 ) -> Result<Recovered, LogError> {
     // The one segment read only in part, and how much of it.
+    let started = Instant::now();
     let read_limit = until.and_then(|u| Some((u.segment, usize::try_from(u.end?).ok()?)));
     let until = until.map(|u| u.lsn);
     let mut report = RecoveryReport::default();
@@ -283,8 +358,7 @@ fn replay(
             // Unused only if all of it is zeros: a zeroed header over written groups is
             // damage, not a spare to remove.
             Err(BadFrame::Zeros) => {
-                let all = read_all(storage, &name, None)?;
-                if all.iter().all(|&b| b == 0) {
+                if all_zeros(storage, &name)? {
                     Head::Unused
                 } else {
                     Head::Bad(BadFrame::Zeros)
@@ -297,9 +371,7 @@ fn replay(
         .iter()
         .rposition(|h| !matches!(h, Head::Unused))
         .map_or(0, |i| i + 1);
-    for &index in &indexes[used..] {
-        removed.push(segment::segment_name(index));
-    }
+    let spares = indexes[used..].to_vec();
 
     // The newest segment with a valid header. Segments after it have none (zeros, or a
     // header cut short): they are the torn tail, written by the last write (a failed group's
@@ -486,6 +558,7 @@ fn replay(
             next_segment: 0,
             next_lsn: until,
             checkpoint: at,
+            spares: Vec::new(),
         });
     }
     if let Some(at) = at.filter(|a| a.lsn > 1) {
@@ -517,7 +590,10 @@ fn replay(
         }
     }
     let replayed: Vec<u64> = indexes[..tail_from].to_vec();
-    check_events(storage, &state, &old, &replayed)?;
+    report.took.replay = started.elapsed();
+    let checked = Instant::now();
+    check_events(storage, &state, &old, &replayed, early)?;
+    report.took.check = checked.elapsed();
 
     if !removed.is_empty() {
         for name in &removed {
@@ -556,27 +632,30 @@ fn replay(
         next_segment,
         next_lsn,
         checkpoint: at,
+        spares,
     })
 }
 
 /// Every event still needed must have its record where the state says. In a replayed
 /// segment (read whole, every group checked) its segment must be one of them; in an older
 /// one (not replayed), the segment is read (a window at a time, up to its last needed
-/// record) and the record must be in a valid group, as an event of that seq (or its copy). Catches a segment deleted, or damaged where a needed
-/// record lives.
+/// record) and the record must be in a valid group, as an event of that seq (or its copy).
+/// Catches a segment deleted, or damaged where a needed record lives.
+///
+/// Most of that reading was done beside the replay ([`EarlyCheck`], for the events the
+/// checkpoint listed): an event it found needs nothing more. The others (none, unless the
+/// early check failed somewhere or the log moved an event into an old segment) are checked
+/// here, segment by segment; the error of the lowest segment is the one reported.
 fn check_events(
     storage: &dyn Storage,
     state: &State,
     old: &[u64],
     replayed: &[u64],
+    early: Option<EarlyCheck<'_>>,
 ) -> Result<(), LogError> {
+    let found = early.map(EarlyCheck::join).unwrap_or_default();
     let first_replayed = replayed.first().copied().unwrap_or(u64::MAX);
-    // Each old segment's list sized once from the state's count of its events.
-    let mut in_old: BTreeMap<u64, Vec<Needed>> = state
-        .segment_uses()
-        .filter(|(s, _)| *s < first_replayed && old.binary_search(s).is_ok())
-        .map(|(s, u)| (s, Vec::with_capacity(u.events as usize)))
-        .collect();
+    let mut unchecked: BTreeMap<u64, Vec<Needed>> = BTreeMap::new();
     for (seq, meta) in state.events() {
         let location = meta.location();
         let segment = location.segment;
@@ -584,15 +663,17 @@ fn check_events(
             replayed.binary_search(&segment).is_err()
         } else {
             // Not listed: the segment is gone. (The state's offsets fit 32 bits.)
-            let list = in_old.get_mut(&segment);
-            let offset = u32::try_from(location.offset);
-            match (list, offset) {
-                (Some(list), Ok(offset)) => {
-                    list.push(Needed {
+            let listed = old.binary_search(&segment).is_ok();
+            match u32::try_from(location.offset) {
+                Ok(offset) if listed => {
+                    let needed = Needed {
                         seq,
                         offset,
                         len: location.len,
-                    });
+                    };
+                    if !found.get(&segment).is_some_and(|f| f.holds(needed)) {
+                        unchecked.entry(segment).or_default().push(needed);
+                    }
                     false
                 }
                 _ => true,
@@ -607,75 +688,194 @@ fn check_events(
             ));
         }
     }
-    // Each old segment read up to its last needed record and its checksums checked: with a
-    // large backlog, most of the log. Split over the cores (nothing else runs yet); the error of the lowest
-    // segment is the one reported, whatever finishes first.
-    let mut in_old: Vec<(u64, Vec<Needed>)> = in_old.into_iter().collect();
-    let threads = std::thread::available_parallelism()
+    drop(found);
+    let mut unchecked: Vec<(u64, Vec<Needed>)> = unchecked.into_iter().collect();
+    let results = on_threads(
+        &mut unchecked,
+        threads(0),
+        |chunk: &mut [(u64, Vec<Needed>)]| -> Result<(), LogError> {
+            for (segment, events) in chunk {
+                check_segment(storage, *segment, events)?;
+            }
+            Ok(())
+        },
+    );
+    results.into_iter().collect()
+}
+
+/// The threads to split reading over: one per core (at most four), less `busy`, at least one.
+fn threads(busy: usize) -> usize {
+    std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, 4);
-    let per = in_old.len().div_ceil(threads).max(1);
-    let results: Vec<Result<(), LogError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = in_old
+        .clamp(1, 4)
+        .saturating_sub(busy)
+        .max(1)
+}
+
+/// Runs `work` over `items` split into `threads` chunks, each on a thread of its own;
+/// returns each chunk's result in order.
+fn on_threads<T: Send, R: Send>(
+    items: &mut [T],
+    threads: usize,
+    work: impl Fn(&mut [T]) -> R + Sync,
+) -> Vec<R> {
+    let per = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let work = &work;
+        let workers: Vec<_> = items
             .chunks_mut(per)
-            .map(|chunk| scope.spawn(move || check_old_segments(storage, chunk)))
+            .map(|chunk| scope.spawn(move || work(chunk)))
             .collect();
         workers
             .into_iter()
             .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
-    });
-    results.into_iter().collect()
+    })
 }
 
-/// Checks that each of `segments`' needed events is a record of a valid group there (its
-/// event record, or a copy of it), in order (each segment's list sorted by offset in place);
-/// stops at the first one missing.
-fn check_old_segments(
-    storage: &dyn Storage,
-    segments: &mut [(u64, Vec<Needed>)],
-) -> Result<(), LogError> {
-    for (segment, events) in segments {
-        // Both in offset order, walked together; the reading stops once every needed event
-        // was found, or one was passed over (missing).
-        if !events.is_sorted_by_key(|n| n.offset) {
-            events.sort_unstable_by_key(|n| n.offset);
-        }
-        let mut needed = events.iter().peekable();
-        let mut passed = None;
-        reader::for_each_group(storage, *segment, |offset, group| {
-            for (seq, location, _) in group_events(group, offset, *segment) {
-                let at = u64::from;
-                match needed.peek() {
-                    Some(n)
-                        if (at(n.offset), n.seq, n.len) == (location.offset, seq, location.len) =>
-                    {
-                        needed.next();
-                    }
-                    Some(n) if at(n.offset) <= location.offset => {
-                        passed = Some(**n);
-                        return Ok(false);
-                    }
-                    Some(_) => {}
-                    None => return Ok(false),
-                }
+/// The old segments' check, started as soon as the checkpoint is read, on the events it
+/// lists there, while the log after it is replayed: most of an open's reading with a large
+/// backlog, done on the cores the replay leaves free. The replay can only take events out
+/// of the old segments (a new event, or a copy of one, is written after the checkpoint), so
+/// what this finds is what [`check_events`] would look for, and it looks again only for
+/// what this could not confirm.
+pub(super) struct EarlyCheck<'scope> {
+    workers: Vec<std::thread::ScopedJoinHandle<'scope, Vec<(u64, Checked)>>>,
+}
+
+/// What the early check found in one old segment.
+struct Checked {
+    /// Every event listed was found (else nothing is taken as found there).
+    whole: bool,
+    /// The events listed, by offset.
+    events: Vec<Needed>,
+}
+
+impl Checked {
+    /// `needed` was found where it is said to be.
+    fn holds(&self, needed: Needed) -> bool {
+        self.whole
+            && self
+                .events
+                .binary_search_by_key(&needed.offset, |n| n.offset)
+                .is_ok_and(|i| self.events[i] == needed)
+    }
+}
+
+impl<'scope> EarlyCheck<'scope> {
+    /// Starts checking, on threads of `scope`, the events `state` (a checkpoint's, which
+    /// replays from segment `replay_from`) places in the segments of `indexes` before
+    /// `replay_from`.
+    fn start<'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        storage: &'env dyn Storage,
+        state: &State,
+        replay_from: u64,
+        indexes: &[u64],
+    ) -> EarlyCheck<'scope> {
+        // Events come in seq order, mostly segment after segment.
+        let mut lists: BTreeMap<u64, Vec<Needed>> = BTreeMap::new();
+        let mut current: Option<(u64, Vec<Needed>)> = None;
+        for (seq, meta) in state.events() {
+            let location = meta.location();
+            let segment = location.segment;
+            let Ok(offset) = u32::try_from(location.offset) else {
+                continue;
+            };
+            if segment >= replay_from || indexes.binary_search(&segment).is_err() {
+                continue;
             }
-            Ok(true)
-        })?;
-        if let Some(n) = passed.or_else(|| needed.next().copied()) {
-            return Err(corrupt(
-                &segment::segment_name(*segment),
-                u64::from(n.offset),
-                CorruptWhy::EventMissing { seq: n.seq },
-            ));
+            if current.as_ref().is_none_or(|(s, _)| *s != segment) {
+                if let Some((s, list)) = current.take() {
+                    lists.entry(s).or_default().extend(list);
+                }
+                current = Some((segment, lists.remove(&segment).unwrap_or_default()));
+            }
+            if let Some((_, list)) = &mut current {
+                list.push(Needed {
+                    seq,
+                    offset,
+                    len: location.len,
+                });
+            }
         }
+        if let Some((s, list)) = current {
+            lists.entry(s).or_default().extend(list);
+        }
+        let lists: Vec<(u64, Vec<Needed>)> = lists.into_iter().collect();
+        // The replay keeps one core busy.
+        let threads = threads(1);
+        let per = lists.len().div_ceil(threads).max(1);
+        let mut lists = lists.into_iter().peekable();
+        let mut workers = Vec::new();
+        while lists.peek().is_some() {
+            let chunk: Vec<_> = lists.by_ref().take(per).collect();
+            workers.push(scope.spawn(move || {
+                chunk
+                    .into_iter()
+                    .map(|(segment, mut events)| {
+                        let whole = check_segment(storage, segment, &mut events).is_ok();
+                        (segment, Checked { whole, events })
+                    })
+                    .collect()
+            }));
+        }
+        EarlyCheck { workers }
+    }
+
+    /// What the check found, by segment, once it is done.
+    fn join(self) -> BTreeMap<u64, Checked> {
+        self.workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    }
+}
+
+/// Checks that each of `events` (sorted by offset in place) is a record of a valid group in
+/// `segment` (its event record, or a copy of it), in order; stops at the first one missing.
+fn check_segment(
+    storage: &dyn Storage,
+    segment: u64,
+    events: &mut [Needed],
+) -> Result<(), LogError> {
+    // Both in offset order, walked together; the reading stops once every needed event
+    // was found, or one was passed over (missing).
+    if !events.is_sorted_by_key(|n| n.offset) {
+        events.sort_unstable_by_key(|n| n.offset);
+    }
+    let mut needed = events.iter().peekable();
+    let mut passed = None;
+    reader::for_each_group(storage, segment, |offset, group| {
+        for (seq, location, _) in group_events(group, offset, segment) {
+            let at = u64::from;
+            match needed.peek() {
+                Some(n) if (at(n.offset), n.seq, n.len) == (location.offset, seq, location.len) => {
+                    needed.next();
+                }
+                Some(n) if at(n.offset) <= location.offset => {
+                    passed = Some(**n);
+                    return Ok(false);
+                }
+                Some(_) => {}
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    })?;
+    if let Some(n) = passed.or_else(|| needed.next().copied()) {
+        return Err(corrupt(
+            &segment::segment_name(segment),
+            u64::from(n.offset),
+            CorruptWhy::EventMissing { seq: n.seq },
+        ));
     }
     Ok(())
 }
 
 /// A needed event's record in an old segment, as the state places it: 16 bytes, since a
 /// restart with a large backlog lists every pending event.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Needed {
     seq: u64,
     offset: u32,
@@ -691,7 +891,7 @@ mod tests {
     use super::super::compaction::{Maintenance, MaintenanceConfig};
     use super::super::record::EventRecord;
     use super::super::segment::{segment_name, GROUP_HEADER_LEN};
-    use super::super::storage::{SegmentFile, SimDisk};
+    use super::super::storage::{Fault, FaultOp, SegmentFile, SimDisk};
     use super::super::writer::{Writer, WriterConfig};
     use super::*;
 
@@ -939,6 +1139,8 @@ mod tests {
         let next = recover(&disk).unwrap().next_segment;
         for (index, bytes) in [(next, vec![0u8; 64]), (next + 1, b"HFSG\x01\x01".to_vec())] {
             let name = segment_name(index);
+            // In place of the spare the last run prepared, if any.
+            let _ = disk.remove(&name);
             let f = disk.create(&name).unwrap();
             f.zero_fill(SEGMENT).unwrap();
             f.write_at(&bytes, 0).unwrap();
@@ -992,6 +1194,70 @@ mod tests {
         let names = disk.list().unwrap();
         assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
         assert_eq!(pending(&r), 3);
+    }
+
+    /// A spare is told from a segment whose header is gone by a byte anywhere in it, read a
+    /// window at a time.
+    #[test]
+    fn a_file_is_all_zeros_only_if_no_byte_in_any_window_is_set() {
+        const MIB: u64 = 1 << 20;
+        let disk = SimDisk::new(5);
+        let f = disk.create("spare").unwrap();
+        f.zero_fill(3 * MIB + 100).unwrap();
+        assert!(all_zeros(&disk, "spare").unwrap());
+        for at in [0, MIB - 1, MIB, 2 * MIB + 7, 3 * MIB + 99] {
+            f.write_at(&[1], at).unwrap();
+            assert!(!all_zeros(&disk, "spare").unwrap(), "a byte set at {at}");
+            f.write_at(&[0], at).unwrap();
+        }
+        assert!(all_zeros(&disk, "spare").unwrap());
+        let empty = disk.create("empty").unwrap();
+        empty.zero_fill(0).unwrap();
+        assert!(all_zeros(&disk, "empty").unwrap());
+    }
+
+    /// A restart writes first into the segment the last run prepared and never used, rather
+    /// than preparing one again before its first write; spares it does not need (more than
+    /// it keeps prepared, or of another size) are removed.
+    #[test]
+    fn a_restart_writes_into_the_spare_the_last_run_prepared_and_removes_the_others() {
+        let disk = log_of(3);
+        let r = recover(&disk).unwrap();
+        let next = r.next_segment;
+        for s in &r.spares {
+            disk.remove(&segment_name(*s)).unwrap();
+        }
+        // Two in order (the writer keeps one prepared), then one of another size.
+        for (index, size) in [
+            (next, SEGMENT),
+            (next + 1, SEGMENT),
+            (next + 2, SEGMENT / 2),
+        ] {
+            let f = disk.create(&segment_name(index)).unwrap();
+            f.zero_fill(size).unwrap();
+            f.sync_data().unwrap();
+        }
+        disk.sync_dir().unwrap();
+        let r = recover(&disk).unwrap();
+        assert_eq!(r.spares, vec![next, next + 1, next + 2]);
+
+        // No segment can be prepared meanwhile: the first write goes to the spare, or fails.
+        disk.inject(FaultOp::Create, Fault::Io);
+        let config = WriterConfig {
+            rotate_timeout: Duration::from_millis(300),
+            prepare_retry: Duration::from_secs(10),
+            ..config()
+        };
+        let w = Writer::start(Arc::new(disk.clone()), r, config).unwrap();
+        let names = disk.list().unwrap();
+        assert!(names.contains(&segment_name(next)), "{names:?}");
+        assert!(!names.contains(&segment_name(next + 1)), "{names:?}");
+        assert!(!names.contains(&segment_name(next + 2)), "{names:?}");
+        let seqs = append(&w, 1);
+        w.close();
+        let r = recover(&disk).unwrap();
+        assert_eq!(r.state.event(seqs[0]).unwrap().location().segment, next);
+        assert_eq!(pending(&r), 4);
     }
 
     /// A writer with maintenance on `disk`, from what recovery finds.
@@ -1174,6 +1440,67 @@ mod tests {
         disk.remove(&name).unwrap();
         let (file, _, why) = corrupt_at(recover(&disk));
         assert_eq!(file, name);
+        assert_eq!(why, CorruptWhy::EventMissing { seq: seqs[0] });
+    }
+
+    /// The old segments are checked against the checkpoint's events while the log is
+    /// replayed; what the log delivered since is not needed, and damage there is no refusal.
+    #[test]
+    fn damage_in_an_old_segment_where_only_events_delivered_since_the_checkpoint_lived_is_no_refusal(
+    ) {
+        let disk = SimDisk::new(24);
+        let (w, mut m) = open(&disk);
+        let seqs = append(&w, 30);
+        for &seq in &seqs[2..] {
+            deliver(&w, seq);
+        }
+        for _ in 0..3 {
+            m.step(&w).unwrap();
+        }
+        // Pending at the checkpoint, delivered after it, and its id forgotten (with every
+        // other one): only the event still pending is needed.
+        deliver(&w, seqs[1]);
+        w.wait(
+            &w.submit(&[Record::ExpireIds {
+                before_ms: u64::MAX,
+                limit: 100,
+            }])
+            .unwrap(),
+        )
+        .unwrap();
+        w.close();
+        let r = recover(&disk).unwrap();
+        assert!(
+            r.checkpoint.unwrap().segment > 1,
+            "segment 1 is not replayed"
+        );
+        let location = |seq| r.state.event(seq).map(|m| m.location());
+        assert_eq!(location(seqs[0]).unwrap().segment, 1);
+        assert_eq!(
+            location(seqs[1]),
+            None,
+            "delivered and forgotten: not needed"
+        );
+        assert_eq!(pending_seqs(&r), vec![seqs[0]]);
+
+        // The record of the event delivered since, after the one still needed, damaged.
+        let name = segment_name(1);
+        let offset = disk
+            .bytes(&name)
+            .unwrap()
+            .windows(b"id-1".len() + 1)
+            .position(|w| w[..4] == *b"id-1" && !w[4].is_ascii_digit())
+            .expect("the record of id-1") as u64;
+        assert!(offset > location(seqs[0]).unwrap().offset);
+        disk.corrupt(&name, offset, b"XX");
+        let r = recover(&disk).unwrap();
+        assert_eq!(pending_seqs(&r), vec![seqs[0]]);
+
+        // Damage in the one still needed is refused as before.
+        let at = r.state.event(seqs[0]).unwrap().location().offset;
+        disk.corrupt(&name, at + 10, b"XX");
+        let (file, offset, why) = corrupt_at(recover(&disk));
+        assert_eq!((file.as_str(), offset), (name.as_str(), at));
         assert_eq!(why, CorruptWhy::EventMissing { seq: seqs[0] });
     }
 }

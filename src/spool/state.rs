@@ -925,19 +925,27 @@ impl Restore {
         }
     }
 
+    /// The state as restored so far (the parts taken in, nothing derived from them yet).
+    pub fn so_far(&self) -> &State {
+        &self.state
+    }
+
     pub fn name(&mut self, id: RouteId, name: &str) {
         self.state.names.insert(id, name.to_string());
     }
 
     /// The dedup window holds `count` ids: the index is sized for them once (at most one
     /// per event listed, so a count no input backs reserves nothing more), not grown by
-    /// doubling, which would hold the old table and the new one at once.
+    /// doubling, which would hold the old table and the new one at once. A quarter more
+    /// is room for the ids the log after the checkpoint adds (a checkpoint is taken once
+    /// the log since the last one reaches a fraction of its size), so the replay does not
+    /// rebuild the index either.
     pub fn ids_ahead(&mut self, count: u64) {
         let s = &mut self.state;
         let most = s.events.len();
         let count = usize::try_from(count).map_or(most, |n| n.min(most));
         debug_assert_eq!(s.dedup.len(), 0, "sized before the first id");
-        s.dedup = DedupIndex::with_room(count);
+        s.dedup = DedupIndex::with_room(count + count / 4);
     }
 
     /// An event still needed; its holders and whether it is remembered are derived.

@@ -152,9 +152,12 @@ struct Progress {
     stopped: bool,
 }
 
+/// Segments ready to be written, by index, in order.
+type Ready = VecDeque<(u64, Arc<dyn SegmentFile>)>;
+
 /// Segments prepared ahead, and the preparer's next index.
 struct Prepared {
-    ready: VecDeque<(u64, Arc<dyn SegmentFile>)>,
+    ready: Ready,
     next_index: u64,
     closed: bool,
     /// The last preparation error, while preparations fail.
@@ -222,6 +225,12 @@ impl Writer {
         config: WriterConfig,
     ) -> Result<Writer, LogError> {
         config.validate()?;
+        let (ready, next_index) = adopt_spares(
+            &*storage,
+            &recovered.spares,
+            recovered.next_segment,
+            &config,
+        )?;
         let next_lsn = recovered.next_lsn;
         let (resolved_tx, resolved_rx) = watch::channel(Watermark {
             resolved: next_lsn,
@@ -253,8 +262,8 @@ impl Writer {
             taken_tx,
             state: Mutex::new(recovered.state),
             prepared: Mutex::new(Prepared {
-                ready: VecDeque::new(),
-                next_index: recovered.next_segment,
+                ready,
+                next_index,
                 closed: false,
                 error: None,
             }),
@@ -977,6 +986,53 @@ fn prepare_loop(shared: &Shared) {
             }
         }
     }
+}
+
+/// The spares the last run prepared (see [`Recovered::spares`]) that are the writer's next
+/// segments, `next` on, of the configured size, as many as it keeps prepared: taken as they
+/// are (zero-filled, synced and renamed by the preparer that made them). The others are
+/// removed. Returns the segments taken and the index the preparer goes on from.
+fn adopt_spares(
+    storage: &dyn Storage,
+    spares: &[u64],
+    next: u64,
+    config: &WriterConfig,
+) -> Result<(Ready, u64), LogError> {
+    let mut ready = VecDeque::new();
+    let mut next_index = next;
+    let mut stale = Vec::new();
+    for &index in spares {
+        let name = segment::segment_name(index);
+        let taken = if index == next_index && ready.len() < config.prepared_ahead {
+            let file = storage
+                .open(&name)
+                .map_err(|e| LogError::io("open", name.as_str(), e))?;
+            let size = file
+                .size()
+                .map_err(|e| LogError::io("stat", name.as_str(), e))?;
+            (size == config.segment_size).then_some(file)
+        } else {
+            None
+        };
+        match taken {
+            Some(file) => {
+                ready.push_back((index, file));
+                next_index = index + 1;
+            }
+            None => stale.push(name),
+        }
+    }
+    if !stale.is_empty() {
+        for name in &stale {
+            storage
+                .remove(name)
+                .map_err(|e| LogError::io("remove", name.as_str(), e))?;
+        }
+        storage
+            .sync_dir()
+            .map_err(|e| LogError::io("sync", "the spool directory", e))?;
+    }
+    Ok((ready, next_index))
 }
 
 /// Creates segment `index`: `<index>.seg.tmp`, zero-filled to `size` and synced, renamed,
