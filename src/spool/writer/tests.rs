@@ -1,0 +1,226 @@
+use super::super::record::EventRecord;
+use super::super::recovery::recover;
+use super::super::storage::{Fault, FaultOp, SimDisk};
+use super::*;
+
+fn config() -> WriterConfig {
+    WriterConfig {
+        segment_size: 4096,
+        prepared_ahead: 2,
+        enqueue_timeout: Duration::from_secs(5),
+        rotate_timeout: Duration::from_secs(5),
+        barrier_timeout: Duration::from_secs(5),
+        prepare_retry: Duration::from_millis(10),
+    }
+}
+
+fn event(id: &str) -> Record<'_> {
+    Record::Event(EventRecord {
+        webhook_id: Some(id),
+        received_at_ms: 1,
+        api_key: None,
+        signature: "sig",
+        event_type: Some("message.new"),
+        path: None,
+        body: &[b'x'; 300],
+        routes: vec![crate::spool::record::RouteDue::new(0, 1)].into(),
+    })
+}
+
+fn start(disk: &SimDisk) -> Writer {
+    let recovered = recover(disk).unwrap();
+    Writer::start(Arc::new(disk.clone()), recovered, config()).unwrap()
+}
+
+#[test]
+fn acknowledged_records_are_in_the_state_and_survive_a_crash() {
+    let disk = SimDisk::new(1);
+    let w = start(&disk);
+    w.wait(&w.submit(&[Record::Route { id: 0, name: "r" }]).unwrap())
+        .unwrap();
+    let mut tickets = Vec::new();
+    for i in 0..40 {
+        let id = format!("id-{i}");
+        let t = w.submit(&[event(&id)]).unwrap();
+        w.wait(&t).unwrap();
+        tickets.push(t);
+    }
+    assert_eq!(w.with_state(|s| s.route(0).unwrap().pending_len()), 40);
+    let after = disk.crash();
+    drop(w);
+    let recovered = recover(&after).unwrap();
+    assert_eq!(recovered.state.route(0).unwrap().pending_len(), 40);
+    assert!(
+        recovered.report.segments > 2,
+        "40 × 300 bytes span segments of 4 KiB"
+    );
+    assert_eq!(recovered.next_lsn, tickets.last().unwrap().end_lsn);
+}
+
+#[test]
+fn concurrent_submissions_share_groups_and_all_resolve() {
+    let disk = SimDisk::new(2);
+    let w = Arc::new(start(&disk));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let id = format!("{t}-{i}");
+                    w.wait(&w.submit(&[event(&id)]).unwrap()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(w.resolved(), 201);
+    assert_eq!(w.with_state(|s| s.live_events()), 200);
+}
+
+#[test]
+fn a_failed_sync_fails_its_group_and_writing_goes_on_in_a_fresh_segment() {
+    for fault in [FaultOp::Sync, FaultOp::Write] {
+        let disk = SimDisk::new(3);
+        let w = start(&disk);
+        w.wait(&w.submit(&[event("a")]).unwrap()).unwrap();
+        disk.inject(fault, Fault::Io);
+        let failed = w.submit(&[event("b")]).unwrap();
+        match w.wait(&failed) {
+            Err(LogError::WriteFailed { voided: true, .. }) => {}
+            other => panic!("{fault:?}: {other:?}"),
+        }
+        w.wait(&w.submit(&[event("c")]).unwrap()).unwrap();
+        let after = disk.crash();
+        drop(w);
+        let r = recover(&after).unwrap();
+        let ids: Vec<u64> = r.state.route(0).unwrap().pending().map(|p| p.1).collect();
+        assert_eq!(ids, vec![1, 3], "{fault:?}: b is void, a and c are kept");
+        assert_eq!(r.next_lsn, 4);
+    }
+}
+
+#[test]
+fn while_no_segment_can_be_prepared_groups_fail_and_writing_resumes_once_space_is_back() {
+    let disk = SimDisk::new(7);
+    let recovered = recover(&disk).unwrap();
+    let config = WriterConfig {
+        prepared_ahead: 1,
+        rotate_timeout: Duration::from_millis(50),
+        ..config()
+    };
+    let w = Writer::start(Arc::new(disk.clone()), recovered, config).unwrap();
+    w.wait(&w.submit(&[Record::Route { id: 0, name: "r" }]).unwrap())
+        .unwrap();
+    // The disk is full: every preparation fails for a while.
+    for _ in 0..1000 {
+        disk.inject(FaultOp::Create, Fault::NoSpace);
+    }
+    let mut failed = 0;
+    let mut ok = 0;
+    for i in 0..40 {
+        let id = format!("id-{i}");
+        match w.wait(&w.submit(&[event(&id)]).unwrap()) {
+            Ok(()) => ok += 1,
+            Err(LogError::WriteFailed { voided: true, .. }) => failed += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(failed > 0, "segments ran out ({ok} stored first)");
+    // Space is back.
+    disk.clear_faults();
+    let mut stored = ok;
+    for i in 40..60 {
+        let id = format!("id-{i}");
+        w.wait(&w.submit(&[event(&id)]).unwrap()).unwrap();
+        stored += 1;
+    }
+    let after = disk.crash();
+    drop(w);
+    let r = recover(&after).unwrap();
+    assert_eq!(r.state.route(0).unwrap().pending_len(), stored);
+}
+
+#[test]
+fn settings_the_writer_cannot_work_with_are_refused_before_it_starts() {
+    for (segment_size, prepared_ahead) in [(100, 1), (u64::from(u32::MAX) + 1, 1), (4096, 0)] {
+        let disk = SimDisk::new(8);
+        let config = WriterConfig {
+            segment_size,
+            prepared_ahead,
+            ..config()
+        };
+        let started = Writer::start(Arc::new(disk.clone()), recover(&disk).unwrap(), config);
+        assert!(
+            matches!(started, Err(LogError::BadConfig(_))),
+            "{segment_size} {prepared_ahead}"
+        );
+    }
+}
+
+#[test]
+fn a_submission_larger_than_a_segment_is_refused() {
+    let disk = SimDisk::new(4);
+    let w = start(&disk);
+    let body = vec![0u8; 5000];
+    let big = Record::Event(EventRecord {
+        webhook_id: None,
+        received_at_ms: 1,
+        api_key: None,
+        signature: "",
+        event_type: None,
+        path: None,
+        body: &body,
+        routes: vec![].into(),
+    });
+    assert!(matches!(w.submit(&[big]), Err(LogError::TooLarge { .. })));
+}
+
+#[test]
+fn after_close_submissions_are_refused() {
+    let disk = SimDisk::new(5);
+    let w = start(&disk);
+    let t = w.submit(&[event("a")]).unwrap();
+    w.close();
+    w.wait(&t).unwrap();
+    assert!(matches!(w.submit(&[event("b")]), Err(LogError::Closed)));
+}
+
+#[tokio::test]
+async fn an_async_waiter_wakes_on_the_shared_watermark() {
+    let disk = SimDisk::new(6);
+    let w = start(&disk);
+    let t = w.submit(&[event("a"), event("b")]).unwrap();
+    assert_eq!(t.end_lsn - t.first_lsn, 2);
+    w.durable(&t).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_waiter_with_a_deadline_is_answered_late_once_the_clock_passes_it() {
+    let disk = SimDisk::new(7);
+    let w = start(&disk);
+    // Durable in time: answered as usual.
+    let far = Instant::now() + Duration::from_secs(60);
+    let t = w.submit(&[event("a")]).unwrap();
+    w.durable_by(&t, far).await.unwrap();
+    // Records that no group will resolve (lsns not given yet) while nothing is
+    // published: only the clock thread moves the watermark, and the waiter gives up at
+    // its deadline, not before.
+    let ahead = Ticket {
+        first_lsn: t.end_lsn + 10,
+        end_lsn: t.end_lsn + 11,
+    };
+    // (A waiter that never gives up fails the test, not hangs it.)
+    let bounded =
+        |deadline| tokio::time::timeout(Duration::from_secs(30), w.durable_by(&ahead, deadline));
+    let deadline = Instant::now() + 3 * CLOCK_TICK;
+    assert!(matches!(bounded(deadline).await, Ok(Err(LogError::Late))));
+    assert!(Instant::now() >= deadline);
+    // A deadline already past: answered by the next tick at the latest.
+    assert!(matches!(
+        bounded(Instant::now()).await,
+        Ok(Err(LogError::Late))
+    ));
+    w.close();
+}
