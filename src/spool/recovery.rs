@@ -116,6 +116,10 @@ fn all_zeros(storage: &dyn Storage, name: &str) -> Result<bool, LogError> {
         .open(name)
         .map_err(|e| LogError::io("open", name, e))?;
     let len = file.size().map_err(|e| LogError::io("stat", name, e))?;
+    // Refused as a whole read of it would be: no segment hookfan writes is this large.
+    if len > u64::from(u32::MAX) {
+        return Err(corrupt(name, 0, CorruptWhy::Oversized(len)));
+    }
     let mut buf = vec![0u8; WINDOW];
     let mut offset = 0u64;
     while offset < len {

@@ -165,7 +165,7 @@ impl<'scope> EarlyCheck<'scope> {
             }
             if current.as_ref().is_none_or(|(s, _)| *s != segment) {
                 if let Some((s, list)) = current.take() {
-                    lists.entry(s).or_default().extend(list);
+                    lists.insert(s, list);
                 }
                 current = Some((segment, lists.remove(&segment).unwrap_or_default()));
             }
@@ -178,7 +178,7 @@ impl<'scope> EarlyCheck<'scope> {
             }
         }
         if let Some((s, list)) = current {
-            lists.entry(s).or_default().extend(list);
+            lists.insert(s, list);
         }
         let lists: Vec<(u64, Vec<Needed>)> = lists.into_iter().collect();
         // The replay keeps one core busy.

@@ -374,6 +374,53 @@ fn a_restart_writes_into_the_spare_the_last_run_prepared_and_removes_the_others(
     assert_eq!(pending(&r), 4);
 }
 
+/// A spare whose rename the last run never made durable (it was killed between the rename
+/// and the directory sync) is still a file a new run can see: what the writer acknowledges
+/// in it must survive a power cut, so its name is made durable before the first write.
+#[test]
+fn a_spare_whose_name_was_not_yet_durable_keeps_what_is_acknowledged_in_it() {
+    let disk = log_of(3);
+    let r = recover(&disk).unwrap();
+    let next = r.next_segment;
+    for s in &r.spares {
+        disk.remove(&segment_name(*s)).unwrap();
+    }
+    disk.sync_dir().unwrap();
+    // Prepared as the preparer does, up to the rename: no directory sync after it.
+    let tmp = format!("{}.tmp", segment_name(next));
+    let f = disk.create(&tmp).unwrap();
+    f.zero_fill(SEGMENT).unwrap();
+    f.sync_data().unwrap();
+    disk.sync_dir().unwrap();
+    disk.rename(&tmp, &segment_name(next)).unwrap();
+
+    // The next run (the same disk: a kill keeps the page cache) takes it and writes to it;
+    // its preparer cannot make the next one (whose directory sync would hide the point).
+    let r = recover(&disk).unwrap();
+    assert_eq!(r.spares, vec![next]);
+    disk.inject(FaultOp::Create, Fault::Io);
+    let config = WriterConfig {
+        prepare_retry: Duration::from_secs(10),
+        ..config()
+    };
+    let w = Writer::start(Arc::new(disk.clone()), r, config).unwrap();
+    let seqs = append(&w, 1);
+    assert_eq!(
+        w.with_state(|s| s.event(seqs[0]).unwrap().location().segment),
+        next
+    );
+
+    // The power goes: the acknowledged event is there after it.
+    let after = disk.crash();
+    drop(w);
+    let r = recover(&after).unwrap();
+    assert_eq!(pending(&r), 4);
+    assert!(
+        r.state.event(seqs[0]).is_some(),
+        "the acknowledged event survives"
+    );
+}
+
 /// A writer with maintenance on `disk`, from what recovery finds.
 fn open(disk: &SimDisk) -> (Writer, Maintenance) {
     let r = recover(disk).unwrap();

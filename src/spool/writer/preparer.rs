@@ -69,8 +69,11 @@ pub(super) fn prepare_loop(shared: &Shared) {
 
 /// The spares the last run prepared (see [`Recovered::spares`]) that are the writer's next
 /// segments, `next` on, of the configured size, as many as it keeps prepared: taken as they
-/// are (zero-filled, synced and renamed by the preparer that made them). The others are
-/// removed. Returns the segments taken and the index the preparer goes on from.
+/// are (zero-filled and synced by the preparer that made them). The others are removed.
+/// The directory is synced before any is written to: the last run may have stopped (a kill)
+/// between a spare's rename and its directory sync, and a record acknowledged in a file
+/// whose name is not durable would vanish at a power cut. Returns the segments taken and
+/// the index the preparer goes on from.
 pub(super) fn adopt_spares(
     storage: &dyn Storage,
     spares: &[u64],
@@ -82,7 +85,9 @@ pub(super) fn adopt_spares(
     let mut stale = Vec::new();
     for &index in spares {
         let name = segment::segment_name(index);
-        let taken = if index == next_index && ready.len() < config.prepared_ahead {
+        // Past the last index the state can name: removed (the preparer refuses it too).
+        let nameable = index < u64::from(u32::MAX);
+        let taken = if index == next_index && ready.len() < config.prepared_ahead && nameable {
             let file = storage
                 .open(&name)
                 .map_err(|e| LogError::io("open", name.as_str(), e))?;
@@ -101,6 +106,12 @@ pub(super) fn adopt_spares(
             None => stale.push(name),
         }
     }
+    if stale.is_empty() && !ready.is_empty() {
+        storage
+            .sync_dir()
+            .map_err(|e| LogError::io("sync", "the spool directory", e))?;
+    }
+    // (Removing the others syncs the directory too.)
     remove_files(storage, &stale)?;
     Ok((ready, next_index))
 }
