@@ -8,6 +8,7 @@
 //! files and zero-filled segments after the last one written (the preparer makes new ones).
 //! Segments before the checkpoint's are left to compaction.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod old_segments;
@@ -21,7 +22,7 @@ use super::segment::{
     SEGMENT_HEADER_LEN,
 };
 use super::state::{Location, State};
-use super::storage::Storage;
+use super::storage::{SegmentFile, Storage};
 use super::{CorruptWhy, LogError};
 
 /// What recovery found.
@@ -112,14 +113,7 @@ pub(super) fn remove_files(storage: &dyn Storage, names: &[String]) -> Result<()
 /// prepared segment is tens of MiB, and every open reads the spares the preparer left).
 fn all_zeros(storage: &dyn Storage, name: &str) -> Result<bool, LogError> {
     const WINDOW: usize = 1 << 20;
-    let file = storage
-        .open(name)
-        .map_err(|e| LogError::io("open", name, e))?;
-    let len = file.size().map_err(|e| LogError::io("stat", name, e))?;
-    // Refused as a whole read of it would be: no segment hookfan writes is this large.
-    if len > u64::from(u32::MAX) {
-        return Err(corrupt(name, 0, CorruptWhy::Oversized(len)));
-    }
+    let (file, len) = open_segment(storage, name)?;
     let mut buf = vec![0u8; WINDOW];
     let mut offset = 0u64;
     while offset < len {
@@ -146,6 +140,22 @@ fn all_zeros(storage: &dyn Storage, name: &str) -> Result<bool, LogError> {
     Ok(true)
 }
 
+/// Opens segment file `name` and gives its size; one larger than any segment hookfan writes
+/// (4 GiB) is refused, not read.
+fn open_segment(
+    storage: &dyn Storage,
+    name: &str,
+) -> Result<(Arc<dyn SegmentFile>, u64), LogError> {
+    let file = storage
+        .open(name)
+        .map_err(|e| LogError::io("open", name, e))?;
+    let len = file.size().map_err(|e| LogError::io("stat", name, e))?;
+    if len > u64::from(u32::MAX) {
+        return Err(corrupt(name, 0, CorruptWhy::Oversized(len)));
+    }
+    Ok((file, len))
+}
+
 /// [`read_all`] into `buf` (its allocation reused: reading many segments in a row faults in
 /// one buffer's pages, not each one's).
 fn read_into(
@@ -154,13 +164,7 @@ fn read_into(
     limit: Option<usize>,
     buf: &mut Vec<u8>,
 ) -> Result<(), LogError> {
-    let file = storage
-        .open(name)
-        .map_err(|e| LogError::io("open", name, e))?;
-    let len = file.size().map_err(|e| LogError::io("stat", name, e))?;
-    if len > u64::from(u32::MAX) {
-        return Err(corrupt(name, 0, CorruptWhy::Oversized(len)));
-    }
+    let (file, len) = open_segment(storage, name)?;
     let len = len as usize;
     let want = limit.map_or(len, |l| l.min(len));
     if buf.len() < want {
