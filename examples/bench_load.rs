@@ -59,11 +59,18 @@ struct Args {
     /// Worker threads of the generator's runtime (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Also write every measured request to this file, a line each: when it was due (or
+    /// sent), in µs since the Unix epoch, and its latency in µs. To line latency spikes up
+    /// with the server's log.
+    #[arg(long)]
+    trace: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u32>,
+    /// With `--trace`: (due or sent, µs since the epoch; latency µs) of each measured request.
+    trace: Vec<(u64, u32)>,
     statuses: BTreeMap<u16, u64>,
     errors: u64,
     late: u64,
@@ -132,6 +139,7 @@ async fn run(args: Args, addr: SocketAddr, host: String, path: String) -> serde_
     for t in tasks {
         let t = t.await.expect("connection task");
         total.latencies_us.extend_from_slice(&t.latencies_us);
+        total.trace.extend_from_slice(&t.trace);
         for (s, n) in t.statuses {
             *total.statuses.entry(s).or_default() += n;
         }
@@ -141,6 +149,14 @@ async fn run(args: Args, addr: SocketAddr, host: String, path: String) -> serde_
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+    }
+    if let Some(path) = &args.trace {
+        total.trace.sort_unstable();
+        let mut out = String::with_capacity(total.trace.len() * 24);
+        for (at, us) in &total.trace {
+            out.push_str(&format!("{at} {us}\n"));
+        }
+        std::fs::write(path, out).expect("write the --trace file");
     }
     let end = total.last_done.unwrap_or(deadline).max(measure_from);
     let elapsed = end.duration_since(measure_from).as_secs_f64().max(1e-9);
@@ -212,6 +228,8 @@ async fn connection(
     tokio::time::sleep_until((start + offset).into()).await;
     let mut conn: Option<common::Conn> = None;
     let mut i: u32 = 0;
+    // The clocks' pairing, for `--trace`'s epoch times.
+    let (epoch_us, epoch_at) = (common::now_us(), Instant::now());
     loop {
         let intended = interval.map(|iv| start + offset + iv * i);
         i += 1;
@@ -263,6 +281,15 @@ async fn connection(
                         .as_micros()
                         .min(u128::from(u32::MAX));
                     tally.latencies_us.push(us as u32);
+                    if args.trace.is_some() {
+                        let at = epoch_us as i128
+                            + if from >= epoch_at {
+                                from.duration_since(epoch_at).as_micros() as i128
+                            } else {
+                                -(epoch_at.duration_since(from).as_micros() as i128)
+                            };
+                        tally.trace.push((at as u64, us as u32));
+                    }
                     *tally.statuses.entry(status).or_default() += 1;
                     tally.last_done = Some(done);
                 }

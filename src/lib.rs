@@ -41,6 +41,7 @@ pub mod deliver;
 pub(crate) mod drain;
 pub mod ingest;
 pub(crate) mod live;
+pub(crate) mod priority;
 pub mod reload;
 pub mod route;
 pub mod server;

@@ -22,6 +22,8 @@
 
 use tokio::runtime::{Handle, Runtime};
 
+use crate::priority::{current_nice, set_nice};
+
 /// Owns the delivery runtime; dropping it stops what still runs there without waiting (the
 /// workers have been stopped, with their grace period, before).
 pub struct DeliveryRuntime {
@@ -66,29 +68,6 @@ impl Drop for DeliveryRuntime {
         }
     }
 }
-
-/// The calling thread's nice value (Linux: per thread); `None` where it cannot be read.
-#[cfg(target_os = "linux")]
-fn current_nice() -> Option<i32> {
-    rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok()
-}
-
-/// Sets the calling thread's nice value. Raising it (lower priority) needs no privilege.
-#[cfg(target_os = "linux")]
-fn set_nice(nice: i32) {
-    let tid = Some(rustix::thread::gettid());
-    if let Err(e) = rustix::process::setpriority_process(tid, nice) {
-        tracing::debug!(error = %e, "cannot lower the delivery thread's priority; it keeps the normal one");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn current_nice() -> Option<i32> {
-    None
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_nice(_nice: i32) {}
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {

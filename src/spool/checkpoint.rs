@@ -535,8 +535,10 @@ fn decode_body<E, F: FnMut(&mut [u8], u64) -> Result<(), E>>(
 }
 
 /// Bytes of a checkpoint written between two fdatasyncs: a large checkpoint never queues
-/// tens of MiB at the disk ahead of the log's own fdatasyncs (which wait behind them).
-const WRITE_CHUNK: usize = 1 << 20;
+/// more than this at the disk ahead of the log's own fdatasyncs, which wait behind it (1 MiB
+/// chunks stretched the log's commits from ~0.3 ms to 3–10 ms while a checkpoint was
+/// written; BENCHMARKS.md, "Background work").
+const WRITE_CHUNK: usize = 256 << 10;
 
 /// Writes the checkpoint of the state `snapshot` was taken of, which stood at `at`: as
 /// [`write_state`].

@@ -46,8 +46,10 @@
 //! a repair runs. Segment files are `<index, 20 digits>.seg`, each of one fixed size,
 //! created ahead of need as `<index>.seg.tmp`, zero-filled, synced, renamed and the
 //! directory synced ([`writer`]'s preparer thread), so neither a file creation, a size
-//! change nor a directory sync ever happens while a webhook waits. Integers are little
-//! endian.
+//! change nor a directory sync ever happens while a webhook waits. (The zeros go with
+//! direct I/O where the file system takes it, see [`storage`]; each write of a group runs
+//! on with zeros to the end of its last page, over the zeros already there, so it never
+//! needs a page the page cache lacks read back first.) Integers are little endian.
 //!
 //! ```text
 //! segment file

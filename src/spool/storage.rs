@@ -52,8 +52,10 @@ pub trait SegmentFile: Send + Sync {
     fn zero_fill(&self, len: u64) -> io::Result<()>;
 }
 
-/// Zeros written per call when filling a file.
-const ZERO_CHUNK: usize = 1 << 20;
+/// Zeros written, and synced, per call when filling a file: a segment's worth never queues
+/// at the disk ahead of the log's own fdatasyncs (which would wait behind it); 1 MiB
+/// stretched them to 3–7 ms each while a segment was prepared.
+const ZERO_CHUNK: usize = 256 << 10;
 
 /// A directory on the real disk.
 pub struct RealDisk {
@@ -145,14 +147,14 @@ impl SegmentFile for RealFile {
     }
 
     fn zero_fill(&self, len: u64) -> io::Result<()> {
-        let zeros = vec![0u8; ZERO_CHUNK];
         let mut at = self.size()?;
+        at = zero_fill_direct(&self.0, at, len)?;
+        let zeros = vec![0u8; ZERO_CHUNK];
         while at < len {
             let n = (len - at).min(ZERO_CHUNK as u64) as usize;
             self.0.write_all_at(&zeros[..n], at)?;
             at += n as u64;
-            // A chunk at a time: a segment's worth of zeros never queues at the disk ahead of
-            // the log's own fdatasyncs (which would wait behind it).
+            // A chunk at a time (see ZERO_CHUNK).
             if at < len {
                 self.0.sync_data()?;
             }
@@ -160,6 +162,68 @@ impl SegmentFile for RealFile {
         // The size changed: sync_all, not sync_data. Off the ack path (see writer.rs).
         self.0.sync_all()
     }
+}
+
+/// Zero-fills `file` from `at` towards `len` with direct I/O, a chunk at a time, each synced;
+/// returns where it stopped, for the caller to fill the rest through the page cache.
+///
+/// Why: through the page cache, every zero is first copied into a page and later written
+/// back, about 50 ms of CPU per 32 MiB segment on a small VM, taken from the cores that
+/// answer webhooks (the half-rate p99 rose to tens of ms each time a segment was prepared).
+/// With `O_DIRECT` the disk reads the zeros from one aligned buffer: no copy, no dirty pages.
+///
+/// It stops early, with no error, where direct I/O is not taken (a file system without it,
+/// such as an older tmpfs; an unaligned start or end): the rest is filled as before. Any
+/// other failure is returned. The file's flags are restored before it returns.
+///
+/// The page cache then holds none of the file's pages: the writer writes whole pages (see
+/// the writer's `write_group`), so it never has to read one back first.
+#[cfg(target_os = "linux")]
+fn zero_fill_direct(file: &File, mut at: u64, len: u64) -> io::Result<u64> {
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    /// Alignment of direct I/O's offsets, lengths and buffer: a page, a multiple of any
+    /// common logical block size.
+    const ALIGN: u64 = 4096;
+    let end = len - len % ALIGN;
+    if !at.is_multiple_of(ALIGN) || at >= end {
+        return Ok(at);
+    }
+    let flags = fcntl_getfl(file)?;
+    if fcntl_setfl(file, flags | OFlags::DIRECT).is_err() {
+        return Ok(at);
+    }
+    let zeros = vec![0u8; ZERO_CHUNK + ALIGN as usize];
+    let skip = zeros.as_ptr().align_offset(ALIGN as usize);
+    let zeros = &zeros[skip..skip + ZERO_CHUNK];
+    let mut filled = Ok(());
+    while at < end {
+        let n = (end - at).min(ZERO_CHUNK as u64) as usize;
+        match file.write_all_at(&zeros[..n], at) {
+            Ok(()) => at += n as u64,
+            // Refused as direct I/O: the page cache takes the rest (from `at`: a part
+            // written here is written again, as zeros).
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => break,
+            Err(e) => {
+                filled = Err(e);
+                break;
+            }
+        }
+        // As through the page cache: a chunk at a time is made durable (see below).
+        if at < len {
+            if let Err(e) = file.sync_data() {
+                filled = Err(e);
+                break;
+            }
+        }
+    }
+    // The writer appends through the page cache (groups are not block-aligned).
+    fcntl_setfl(file, flags)?;
+    filled.map(|()| at)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn zero_fill_direct(_file: &File, at: u64, _len: u64) -> io::Result<u64> {
+    Ok(at)
 }
 
 /// Which operation a [`Fault`] hits.

@@ -125,3 +125,47 @@ fn real_files_are_written_and_read_at_offsets_and_zero_filled() {
     disk.remove("a").unwrap();
     assert!(disk.list().unwrap().is_empty());
 }
+
+#[test]
+fn a_zero_fill_is_zeros_to_the_byte_and_leaves_the_file_writable_at_any_offset() {
+    // Direct I/O where the file system takes it (whole pages), the page cache for the rest;
+    // either way the file must take unaligned writes after (its flags restored).
+    let dir = tempfile::tempdir().unwrap();
+    let disk = RealDisk::open(dir.path()).unwrap();
+    let len = (3 << 20) + 4096 + 3;
+    let f = disk.create("a.tmp").unwrap();
+    f.write_at(&[7; 5], 0).unwrap();
+    f.zero_fill(len).unwrap();
+    assert_eq!(f.size().unwrap(), len);
+    let mut all = vec![1u8; len as usize];
+    assert_eq!(f.read_at(&mut all, 0).unwrap(), len as usize);
+    assert_eq!(&all[..5], &[7; 5], "the fill starts at the file's end");
+    assert!(all[5..].iter().all(|&b| b == 0));
+    f.write_at(b"abc", 4097).unwrap();
+    f.sync_data().unwrap();
+    let mut buf = [0u8; 3];
+    f.read_at(&mut buf, 4097).unwrap();
+    assert_eq!(&buf, b"abc");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_direct_part_of_a_zero_fill_covers_whole_pages_and_restores_the_file_flags() {
+    use rustix::fs::{fcntl_getfl, OFlags};
+    let dir = tempfile::tempdir().unwrap();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dir.path().join("b"))
+        .unwrap();
+    let flags = fcntl_getfl(&file).unwrap();
+    let len = (1 << 20) + 100;
+    let reached = zero_fill_direct(&file, 0, len).unwrap();
+    // 0 where this file system refuses direct I/O; else every whole page.
+    assert!(reached == 0 || reached == 1 << 20, "{reached}");
+    assert_eq!(fcntl_getfl(&file).unwrap(), flags);
+    assert!(!fcntl_getfl(&file).unwrap().contains(OFlags::DIRECT));
+    // An unaligned start is left to the page cache.
+    assert_eq!(zero_fill_direct(&file, 100, len).unwrap(), 100);
+}

@@ -1,6 +1,6 @@
 use super::super::record::EventRecord;
 use super::super::recovery::recover;
-use super::super::storage::{Fault, FaultOp, SimDisk};
+use super::super::storage::{Fault, FaultOp, SegmentFile, SimDisk, Storage};
 use super::*;
 
 fn config() -> WriterConfig {
@@ -223,4 +223,105 @@ async fn a_waiter_with_a_deadline_is_answered_late_once_the_clock_passes_it() {
         Ok(Err(LogError::Late))
     ));
     w.close();
+}
+
+/// A [`SimDisk`] that notes every write made to a file through it: (offset, length).
+#[derive(Clone)]
+struct Noted {
+    disk: SimDisk,
+    writes: Arc<Mutex<Vec<(u64, usize)>>>,
+}
+
+struct NotedFile {
+    file: Arc<dyn SegmentFile>,
+    writes: Arc<Mutex<Vec<(u64, usize)>>>,
+}
+
+impl Noted {
+    fn file(&self, file: Arc<dyn SegmentFile>) -> Arc<dyn SegmentFile> {
+        Arc::new(NotedFile {
+            file,
+            writes: self.writes.clone(),
+        })
+    }
+}
+
+impl Storage for Noted {
+    fn create(&self, name: &str) -> std::io::Result<Arc<dyn SegmentFile>> {
+        self.disk.create(name).map(|f| self.file(f))
+    }
+    fn open(&self, name: &str) -> std::io::Result<Arc<dyn SegmentFile>> {
+        self.disk.open(name).map(|f| self.file(f))
+    }
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        self.disk.list()
+    }
+    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        self.disk.rename(from, to)
+    }
+    fn remove(&self, name: &str) -> std::io::Result<()> {
+        self.disk.remove(name)
+    }
+    fn sync_dir(&self) -> std::io::Result<()> {
+        self.disk.sync_dir()
+    }
+}
+
+impl SegmentFile for NotedFile {
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.writes.lock().unwrap().push((offset, buf.len()));
+        self.file.write_at(buf, offset)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        self.file.size()
+    }
+    fn zero_fill(&self, len: u64) -> std::io::Result<()> {
+        self.file.zero_fill(len)
+    }
+}
+
+#[test]
+fn every_group_is_written_to_the_end_of_its_last_page_or_of_its_segment() {
+    // A write ending inside a page the page cache does not hold would read that page from
+    // the disk first, on the ack path (see `write_group`).
+    let disk = SimDisk::new(12);
+    let noted = Noted {
+        disk: disk.clone(),
+        writes: Arc::default(),
+    };
+    // Not a whole number of pages: a segment's last write ends at the segment's end.
+    let segment_size = 3 * 4096 + 1000;
+    let config = WriterConfig {
+        segment_size,
+        ..config()
+    };
+    let w = Writer::start(Arc::new(noted.clone()), recover(&disk).unwrap(), config).unwrap();
+    w.wait(&w.submit(&[Record::Route { id: 0, name: "r" }]).unwrap())
+        .unwrap();
+    for i in 0..60 {
+        let id = format!("id-{i}");
+        w.wait(&w.submit(&[event(&id)]).unwrap()).unwrap();
+    }
+    let writes = noted.writes.lock().unwrap().clone();
+    assert!(writes.len() >= 61, "a write per group: {writes:?}");
+    let mut at_segment_end = 0;
+    for &(offset, len) in &writes {
+        let end = offset + len as u64;
+        assert!(
+            end.is_multiple_of(4096) || end == segment_size,
+            "a write of {len} bytes at {offset} ends inside a page"
+        );
+        at_segment_end += usize::from(end == segment_size);
+    }
+    assert!(at_segment_end > 0, "60 × 300 bytes fill segments of 13 KiB");
+    // The zeros written after each group are not records: all 60 are there, once.
+    let recovered = recover(&disk.crash()).unwrap();
+    drop(w);
+    assert_eq!(recovered.state.route(0).unwrap().pending_len(), 60);
 }

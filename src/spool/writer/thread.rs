@@ -16,6 +16,10 @@ use super::super::state::Location;
 use super::super::storage::SegmentFile;
 use super::{lock, Failure, Shared, Watermark, BARRIER_TRIES, FAILURES_KEPT, PREFIX};
 
+/// The page size writes are rounded up to (see `write_group`): 4 KiB, the page of every
+/// common platform, a multiple of the disk blocks the page cache reads.
+const PAGE: u64 = 4096;
+
 /// Why a group failed.
 enum GroupError {
     /// Before anything was written (no segment could be had).
@@ -180,10 +184,21 @@ impl WriterThread {
         } else {
             (SEGMENT_HEADER_LEN, current.offset)
         };
+        // Whole pages: the write runs on, with zeros, to the end of its last page (the file
+        // holds zeros there already). A write that ends inside a page the page cache does
+        // not hold (a segment zero-filled with direct I/O, or evicted since) would first read
+        // that page from the disk, on the ack path.
+        let len = buf.len();
+        let end = at + (len - start) as u64;
+        let padded_end = end
+            .next_multiple_of(PAGE)
+            .min(self.shared.config.segment_size);
+        buf.resize(len + (padded_end.max(end) - end) as usize, 0);
         let written = current
             .file
             .write_at(&buf[start..], at)
             .and_then(|()| current.file.sync_data());
+        buf.truncate(len);
         if let Err(e) = written {
             // Never write to this segment again: its pages are not to be trusted.
             self.current = None;
