@@ -32,6 +32,40 @@ pub(crate) fn current_nice() -> Option<i32> {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn set_nice(_nice: i32) {}
 
+/// Runs `f` on a thread of its own (named `name`), `steps` nice steps below the caller, and
+/// returns what it returns; on the caller's thread where no thread can be started.
+///
+/// For CPU-heavy work of a thread that also takes locks the ack path waits on: lowering that
+/// thread itself would let the kernel preempt it while it holds one, and the ack path would
+/// wait for a low-priority thread's next turn (a mutex lends no priority). So only the
+/// heavy part runs below.
+pub(crate) fn below<R: Send>(name: &str, steps: i32, f: impl FnOnce() -> R + Send) -> R {
+    let job = std::sync::Mutex::new(Some(f));
+    let run = || {
+        let f = job
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        f.map(|f| f())
+    };
+    let done = std::thread::scope(|s| {
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn_scoped(s, || {
+                lower_this_thread(steps);
+                run()
+            });
+        match thread {
+            Ok(t) => t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Err(_) => None,
+        }
+    });
+    match done {
+        Some(r) => r,
+        None => run().expect("the job runs once"),
+    }
+}
+
 /// Lowers the calling thread's priority by `steps` nice steps (0: unchanged).
 pub(crate) fn lower_this_thread(steps: i32) {
     if steps > 0 {
@@ -56,6 +90,22 @@ mod tests {
         .unwrap();
         assert_eq!(theirs, (ours + 3).min(19));
         assert_eq!(current_nice().unwrap(), ours);
+    }
+
+    #[test]
+    fn work_run_below_runs_on_a_lower_thread_and_hands_back_its_result() {
+        let ours = current_nice().unwrap();
+        let (nice, name) = below("hookfan-test", 4, || {
+            let name = std::thread::current().name().map(str::to_string);
+            (current_nice().unwrap(), name)
+        });
+        assert_eq!(nice, (ours + 4).min(19));
+        assert_eq!(name.as_deref(), Some("hookfan-test"));
+        assert_eq!(
+            current_nice().unwrap(),
+            ours,
+            "the caller keeps its priority"
+        );
     }
 
     #[test]

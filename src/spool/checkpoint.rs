@@ -5,8 +5,8 @@
 //!
 //! The codec ([`encode`], [`decode`]) is pure: it never panics, and reserves nothing the
 //! input does not hold (every entry it builds consumed at least one input byte).
-//! [`write_state`] and [`write_snapshot`] are the thin I/O shell: a temporary file written and synced (a MiB at
-//! a time as it is encoded), renamed, the directory synced; [`read`] reads a file back
+//! [`write_state`] and [`write_snapshot`] are the thin I/O shell: a temporary file written and synced (256 KiB
+//! at a time as it is encoded), renamed, the directory synced; [`read`] reads a file back
 //! through the same decoder, a block at a time. Never called on the ack path (see `compaction.rs`, which takes checkpoints).
 
 use std::io;
@@ -537,7 +537,7 @@ fn decode_body<E, F: FnMut(&mut [u8], u64) -> Result<(), E>>(
 /// Bytes of a checkpoint written between two fdatasyncs: a large checkpoint never queues
 /// more than this at the disk ahead of the log's own fdatasyncs, which wait behind it (1 MiB
 /// chunks stretched the log's commits from ~0.3 ms to 3–10 ms while a checkpoint was
-/// written; BENCHMARKS.md, "Background work").
+/// written; BENCHMARKS.md, "Ack p99 at half rate").
 const WRITE_CHUNK: usize = 256 << 10;
 
 /// Writes the checkpoint of the state `snapshot` was taken of, which stood at `at`: as

@@ -27,6 +27,7 @@ use super::state::{Location, SegmentUse, State};
 use super::storage::Storage;
 use super::writer::Writer;
 use super::{CorruptWhy, LogError};
+use crate::priority;
 
 /// The records of events in a segment's valid groups: (seq, where its event record is, its
 /// bytes). An event record's seq is its lsn; a [`Record::Copy`] names its seq and holds the
@@ -109,13 +110,17 @@ pub fn plan(files: &[u64], uses: &[(u64, SegmentUse)], floor: u64, copy_at_most:
     }
 }
 
-/// Nice steps the maintenance thread runs below the thread that opened the spool
-/// ([`crate::priority`]). A checkpoint encodes the whole state: with a large backlog that is
-/// a few hundred ms of CPU, which on a small machine was taken from the threads answering
-/// webhooks (the half-rate p99 rose to tens of ms at each checkpoint). At 10 steps it gets
-/// about a tenth of a contended core: under a saturating load a checkpoint takes longer, and
-/// the log it lets go of a little later.
-pub const MAINTENANCE_NICE: i32 = 10;
+/// Nice steps below the maintenance thread at which a checkpoint is encoded and written, on a
+/// thread of its own (`hookfan-ckpt`, see [`crate::priority::below`]). A checkpoint encodes
+/// the whole state: with a large backlog that is a few hundred ms of CPU, which on a small
+/// machine was taken from the threads answering webhooks (the half-rate p99 rose to tens of
+/// ms at each checkpoint). At 10 steps it gets about a tenth of a contended core: under a
+/// saturating load a checkpoint takes longer, and the log it lets go of a little later. The
+/// maintenance thread itself keeps its priority: it takes the writer's locks.
+pub const CHECKPOINT_NICE: i32 = 10;
+
+/// The name of the thread a checkpoint is encoded on.
+const ENCODER: &str = "hookfan-ckpt";
 
 /// How maintenance works.
 #[derive(Debug, Clone)]
@@ -253,14 +258,19 @@ impl Maintenance {
             Some(snapshot) => {
                 metrics::counter!("hookfan_spool_checkpoints_total", "taken_from" => "snapshot")
                     .increment(1);
-                checkpoint::write_snapshot(&*self.storage, at, &snapshot)
+                priority::below(ENCODER, CHECKPOINT_NICE, || {
+                    checkpoint::write_snapshot(&*self.storage, at, &snapshot)
+                })
             }
-            None => match self.replayed(until, keys) {
-                Ok(state) => {
+            // Rebuilt and encoded as it is written: the rebuilt state is the one copy held.
+            None => match priority::below(ENCODER, CHECKPOINT_NICE, || {
+                self.replayed(until, keys)
+                    .map(|state| checkpoint::write_state(&*self.storage, at, &state))
+            }) {
+                Ok(written) => {
                     metrics::counter!("hookfan_spool_checkpoints_total", "taken_from" => "log")
                         .increment(1);
-                    // Encoded as it is written: the rebuilt state is the one copy held.
-                    checkpoint::write_state(&*self.storage, at, &state)
+                    written
                 }
                 Err(e) => {
                     self.from_memory += 1;
@@ -563,9 +573,7 @@ impl Maintenance {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("hookfan-spool-maint".into())
-                .spawn(move || {
-                    crate::priority::lower_this_thread(MAINTENANCE_NICE);
-                    loop {
+                .spawn(move || loop {
                     {
                         let (stopped, wake) = &*stop;
                         let guard = stopped.lock().unwrap_or_else(PoisonError::into_inner);
@@ -579,7 +587,6 @@ impl Maintenance {
                     if let Err(e) = self.step(&writer) {
                         tracing::error!(error = %e, "spool: checkpoint or compaction failed; trying again later");
                     }
-                }
                 })
                 .map_err(|e| LogError::io("start", "the spool maintenance", e))?
         };

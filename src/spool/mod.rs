@@ -48,8 +48,8 @@
 //! directory synced ([`writer`]'s preparer thread), so neither a file creation, a size
 //! change nor a directory sync ever happens while a webhook waits. (The zeros go with
 //! direct I/O where the file system takes it, see [`storage`]; each write of a group runs
-//! on with zeros to the end of its last page, over the zeros already there, so it never
-//! needs a page the page cache lacks read back first.) Integers are little endian.
+//! on with zeros to the end of its last page, over the zeros already there, so no write
+//! ends in a page the page cache lacks, which would be read back first.) Integers are little endian.
 //!
 //! ```text
 //! segment file
@@ -183,9 +183,10 @@
 //! of the state in memory meanwhile, and such a checkpoint also proves that the log since
 //! the last one replays. If it does not (damage), the error is logged and counted, and
 //! that checkpoint is taken from a snapshot after all, which puts the damage behind it.
-//! Either way it is encoded as `<L>.ckpt.tmp` is written, a
-//! MiB at a time, each synced (so a large checkpoint never queues tens of MiB at the disk
-//! ahead of the log's fdatasyncs, and its encoded body is never whole in memory), the
+//! Either way it is encoded as `<L>.ckpt.tmp` is written, on a thread at a lower CPU
+//! priority (`hookfan-ckpt`), 256 KiB at a time, each synced (so a large checkpoint never
+//! queues more at the disk ahead of the log's fdatasyncs, and its encoded body is never
+//! whole in memory), the
 //! header (which holds the body's length) last; then the file is renamed to `<L>.ckpt` and
 //! the directory synced. Two are kept: once a new one is durable, every
 //! other but the one before it is removed. A crash leaves at most a `.ckpt.tmp`, removed

@@ -173,11 +173,13 @@ impl SegmentFile for RealFile {
 /// With `O_DIRECT` the disk reads the zeros from one aligned buffer: no copy, no dirty pages.
 ///
 /// It stops early, with no error, where direct I/O is not taken (a file system without it,
-/// such as an older tmpfs; an unaligned start or end): the rest is filled as before. Any
-/// other failure is returned. The file's flags are restored before it returns.
+/// such as an older tmpfs; an unaligned start or end; a direct write refused): the rest is
+/// filled as before. A failed sync is returned. The file's flags are restored before it
+/// returns, or the restore's failure is returned (the writer appends unaligned groups).
 ///
-/// The page cache then holds none of the file's pages: the writer writes whole pages (see
-/// the writer's `write_group`), so it never has to read one back first.
+/// The page cache then holds none of the file's pages: the writer runs each write on to its
+/// page's end (see the writer's `write_group`), so a write never ends in a page it would
+/// have to read back first.
 #[cfg(target_os = "linux")]
 fn zero_fill_direct(file: &File, mut at: u64, len: u64) -> io::Result<u64> {
     use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
@@ -188,7 +190,9 @@ fn zero_fill_direct(file: &File, mut at: u64, len: u64) -> io::Result<u64> {
     if !at.is_multiple_of(ALIGN) || at >= end {
         return Ok(at);
     }
-    let flags = fcntl_getfl(file)?;
+    let Ok(flags) = fcntl_getfl(file) else {
+        return Ok(at);
+    };
     if fcntl_setfl(file, flags | OFlags::DIRECT).is_err() {
         return Ok(at);
     }
@@ -198,17 +202,16 @@ fn zero_fill_direct(file: &File, mut at: u64, len: u64) -> io::Result<u64> {
     let mut filled = Ok(());
     while at < end {
         let n = (end - at).min(ZERO_CHUNK as u64) as usize;
-        match file.write_all_at(&zeros[..n], at) {
-            Ok(()) => at += n as u64,
-            // Refused as direct I/O: the page cache takes the rest (from `at`: a part
-            // written here is written again, as zeros).
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => break,
-            Err(e) => {
-                filled = Err(e);
-                break;
-            }
+        // A write refused (EINVAL where the file system takes the flag but not the I/O;
+        // another errno on some FUSE file systems): the page cache takes the rest, from
+        // `at` (a part written here is written again, as zeros). A failing disk fails there
+        // too, and that error is returned.
+        if file.write_all_at(&zeros[..n], at).is_err() {
+            break;
         }
-        // As through the page cache: a chunk at a time is made durable (see below).
+        at += n as u64;
+        // As through the page cache: a chunk at a time is made durable (see ZERO_CHUNK). A
+        // failed sync is returned, never passed over: its error would not be reported again.
         if at < len {
             if let Err(e) = file.sync_data() {
                 filled = Err(e);
@@ -449,7 +452,11 @@ impl Sim {
             if let Some((file, index)) = last {
                 if file == id {
                     let (offset, bytes) = &data.unsynced[index];
-                    let keep = rng.random_range(0..=bytes.len());
+                    // Torn anywhere up to its last nonzero byte: the zeros after it (the
+                    // writer runs a group's write on to its page's end) go over zeros, and a
+                    // tear among them would be no tear at all.
+                    let written = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                    let keep = rng.random_range(0..=written);
                     write_into(&mut image, *offset, &bytes[..keep]);
                 }
             }

@@ -187,7 +187,8 @@ pub struct WriterStats {
     /// Groups made durable: one write and one fdatasync each.
     pub groups: u64,
     pub records: u64,
-    /// Bytes written in those groups (headers and padding included).
+    /// Bytes of those groups (headers and the frames' padding included; not the zeros a
+    /// write runs on with to its page's end).
     pub bytes: u64,
 }
 

@@ -626,7 +626,7 @@ async fn disabled_route_receives_nothing() {
 }
 
 #[tokio::test]
-async fn deliveries_and_the_spools_maintenance_run_below_the_priority_of_ingest() {
+async fn deliveries_and_checkpoint_encoding_run_below_the_priority_of_ingest() {
     let mut receiver = Receiver::start().await;
     let daemon = Daemon::start(
         Config::default()
@@ -642,10 +642,10 @@ async fn deliveries_and_the_spools_maintenance_run_below_the_priority_of_ingest(
     let (deliver, rest): (Vec<_>, Vec<_>) = threads
         .iter()
         .partition(|(name, _)| name.starts_with("hookfan-deliver"));
-    // Thread names are cut at 15 bytes: "hookfan-spool-maint" reads "hookfan-spool-m".
-    let (maintenance, rest): (Vec<_>, Vec<_>) = rest
+    // A checkpoint's encoder thread lives only while one is written: seen or not.
+    let (encoder, rest): (Vec<_>, Vec<_>) = rest
         .into_iter()
-        .partition(|(name, _)| name.starts_with("hookfan-spool-m"));
+        .partition(|(name, _)| name.starts_with("hookfan-ckpt"));
     assert!(
         !deliver.is_empty(),
         "no hookfan-deliver thread in {threads:?}"
@@ -655,13 +655,13 @@ async fn deliveries_and_the_spools_maintenance_run_below_the_priority_of_ingest(
         deliver.iter().all(|(_, nice)| *nice == lowered),
         "every delivery thread runs at nice {lowered}: {threads:?}"
     );
-    let maintained = (base + hookfan::spool::compaction::MAINTENANCE_NICE).min(19);
+    let encoding = (base + hookfan::spool::compaction::CHECKPOINT_NICE).min(19);
     assert!(
-        maintenance.len() == 1 && maintenance[0].1 == maintained,
-        "the spool's maintenance thread runs at nice {maintained}: {threads:?}"
+        encoder.iter().all(|(_, nice)| *nice == encoding),
+        "a checkpoint is encoded at nice {encoding}: {threads:?}"
     );
     assert!(
         rest.iter().all(|(_, nice)| *nice == base),
-        "ingest, the spool writer and the rest keep nice {base}: {threads:?}"
+        "ingest, the spool writer, its maintenance and the rest keep nice {base}: {threads:?}"
     );
 }

@@ -34,6 +34,29 @@ fn a_crash_keeps_synced_writes_and_only_a_prefix_of_the_last_unsynced_one() {
 }
 
 #[test]
+fn a_crash_tears_a_write_within_its_bytes_not_within_the_zeros_it_runs_on_with() {
+    // The writer runs each group's write on with zeros to its page's end (over zeros): a
+    // tear among those would be no tear, so the tear falls among the group's own bytes.
+    let mut torn = 0;
+    for seed in 0..64 {
+        let disk = SimDisk::new(seed);
+        let f = disk.create("a").unwrap();
+        f.zero_fill(4096).unwrap();
+        disk.sync_dir().unwrap();
+        let mut write = vec![0u8; 4096];
+        write[..10].copy_from_slice(b"0123456789");
+        f.write_at(&write, 0).unwrap();
+        let bytes = read_all(&*disk.crash().open("a").unwrap());
+        let kept = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        assert!(b"0123456789".starts_with(&bytes[..kept]), "seed {seed}");
+        assert!(bytes[kept..].iter().all(|&b| b == 0), "seed {seed}");
+        torn += usize::from(kept < 10);
+    }
+    // Uniform over 0..=10: 10 in 11 crashes tear it (over the whole write: 10 in 4097).
+    assert!(torn >= 48, "{torn} of 64 crashes tore the group's bytes");
+}
+
+#[test]
 fn a_file_not_yet_named_durably_is_gone_after_a_crash() {
     let disk = SimDisk::new(1);
     let f = disk.create("new").unwrap();
@@ -128,24 +151,31 @@ fn real_files_are_written_and_read_at_offsets_and_zero_filled() {
 
 #[test]
 fn a_zero_fill_is_zeros_to_the_byte_and_leaves_the_file_writable_at_any_offset() {
-    // Direct I/O where the file system takes it (whole pages), the page cache for the rest;
-    // either way the file must take unaligned writes after (its flags restored).
+    // From an empty file: direct I/O where the file system takes it (whole pages), the page
+    // cache for the rest. From a file's unaligned end: the page cache. Either way the file
+    // takes unaligned writes after (its flags restored).
     let dir = tempfile::tempdir().unwrap();
     let disk = RealDisk::open(dir.path()).unwrap();
     let len = (3 << 20) + 4096 + 3;
-    let f = disk.create("a.tmp").unwrap();
-    f.write_at(&[7; 5], 0).unwrap();
-    f.zero_fill(len).unwrap();
-    assert_eq!(f.size().unwrap(), len);
-    let mut all = vec![1u8; len as usize];
-    assert_eq!(f.read_at(&mut all, 0).unwrap(), len as usize);
-    assert_eq!(&all[..5], &[7; 5], "the fill starts at the file's end");
-    assert!(all[5..].iter().all(|&b| b == 0));
-    f.write_at(b"abc", 4097).unwrap();
-    f.sync_data().unwrap();
-    let mut buf = [0u8; 3];
-    f.read_at(&mut buf, 4097).unwrap();
-    assert_eq!(&buf, b"abc");
+    for (name, start) in [("empty", &[][..]), ("started", &[7; 5][..])] {
+        let f = disk.create(name).unwrap();
+        f.write_at(start, 0).unwrap();
+        f.zero_fill(len).unwrap();
+        assert_eq!(f.size().unwrap(), len);
+        let mut all = vec![1u8; len as usize];
+        assert_eq!(f.read_at(&mut all, 0).unwrap(), len as usize);
+        assert_eq!(
+            &all[..start.len()],
+            start,
+            "the fill starts at the file's end"
+        );
+        assert!(all[start.len()..].iter().all(|&b| b == 0), "{name}");
+        f.write_at(b"abc", 4097).unwrap();
+        f.sync_data().unwrap();
+        let mut buf = [0u8; 3];
+        f.read_at(&mut buf, 4097).unwrap();
+        assert_eq!(&buf, b"abc", "{name}");
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -162,8 +192,11 @@ fn the_direct_part_of_a_zero_fill_covers_whole_pages_and_restores_the_file_flags
     let flags = fcntl_getfl(&file).unwrap();
     let len = (1 << 20) + 100;
     let reached = zero_fill_direct(&file, 0, len).unwrap();
-    // 0 where this file system refuses direct I/O; else every whole page.
+    // 0 where this file system refuses direct I/O; else every whole page, zeros.
     assert!(reached == 0 || reached == 1 << 20, "{reached}");
+    let written = std::fs::read(dir.path().join("b")).unwrap();
+    assert_eq!(written.len() as u64, reached);
+    assert!(written.iter().all(|&b| b == 0));
     assert_eq!(fcntl_getfl(&file).unwrap(), flags);
     assert!(!fcntl_getfl(&file).unwrap().contains(OFlags::DIRECT));
     // An unaligned start is left to the page cache.
