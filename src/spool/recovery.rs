@@ -109,6 +109,33 @@ pub(super) fn remove_files(storage: &dyn Storage, names: &[String]) -> Result<()
         .map_err(|e| LogError::io("sync", "the spool directory", e))
 }
 
+/// What recovery starts before the replay, beside the checkpoint's decoding.
+#[derive(Default)]
+struct Ahead<'a> {
+    /// The old segments' check ([`EarlyCheck`]), when it started from the checkpoint used.
+    check: Option<EarlyCheck<'a>>,
+    /// Segments found all zeros ([`trailing_zeros`]); the others with a zeroed header are
+    /// checked in the replay.
+    zeros: Vec<u64>,
+}
+
+/// The last segments of `indexes` whose header is zeros and which are all zeros, from the
+/// newest back to the first that is not (the spares the last run prepared are the newest).
+/// What cannot be read is left out: the replay reads it again and reports it.
+fn trailing_zeros(storage: &dyn Storage, indexes: &[u64]) -> Vec<u64> {
+    let mut zeros = Vec::new();
+    for &index in indexes.iter().rev() {
+        let name = segment::segment_name(index);
+        let zero_header = read_all(storage, &name, Some(SEGMENT_HEADER_LEN))
+            .is_ok_and(|h| segment::decode_segment_header(&h) == Err(BadFrame::Zeros));
+        if !(zero_header && all_zeros(storage, &name).unwrap_or(false)) {
+            break;
+        }
+        zeros.push(index);
+    }
+    zeros
+}
+
 /// Whether every byte of file `name` is zero: read a MiB at a time into one buffer (a
 /// prepared segment is tens of MiB, and every open reads the spares the preparer left).
 fn all_zeros(storage: &dyn Storage, name: &str) -> Result<bool, LogError> {
@@ -215,6 +242,12 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
         // that checkpoint is the one the state starts from.
         let mut base = None;
         let mut early: Option<(u64, EarlyCheck)> = None;
+        // The spares' zero check too: they are read from the disk (the preparer fills them
+        // with direct I/O), tens of MiB that need not wait for the decoding.
+        let spares = {
+            let indexes = indexes.clone();
+            scope.spawn(move || trailing_zeros(storage, &indexes))
+        };
         let started = Instant::now();
         for lsn in checkpoints {
             let name = checkpoint::checkpoint_name(lsn);
@@ -235,10 +268,13 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered, LogError> {
         }
         let checkpoint_took = started.elapsed();
         let base_lsn = base.as_ref().map(|(_, c)| c.at.lsn);
-        let early = early
-            .filter(|(lsn, _)| Some(*lsn) == base_lsn)
-            .map(|(_, check)| check);
-        let mut r = replay(storage, indexes, removed, base, State::new(), None, early)?;
+        let ahead = Ahead {
+            check: early
+                .filter(|(lsn, _)| Some(*lsn) == base_lsn)
+                .map(|(_, check)| check),
+            zeros: spares.join().unwrap_or_default(),
+        };
+        let mut r = replay(storage, indexes, removed, base, State::new(), None, ahead)?;
         r.report.took.checkpoint = checkpoint_took;
         Ok(r)
     });
@@ -335,7 +371,17 @@ pub fn replay_until(
         .collect();
     indexes.sort_unstable();
     let base = base.map(|c| (checkpoint::checkpoint_name(c.at.lsn), c));
-    Ok(replay(storage, indexes, Vec::new(), base, empty, Some(until), None)?.state)
+    let ahead = Ahead::default();
+    Ok(replay(
+        storage,
+        indexes,
+        Vec::new(),
+        base,
+        empty,
+        Some(until),
+        ahead,
+    )?
+    .state)
 }
 
 /// Applies the log after `base` (the checkpoint to start from, with its file name; none:
@@ -351,7 +397,7 @@ fn replay(
     base: Option<(String, checkpoint::Checkpoint)>,
     empty: State,
     until: Option<Until>,
-    early: Option<EarlyCheck<'_>>,
+    ahead: Ahead<'_>,
 ) -> Result<Recovered, LogError> {
     // The one segment read only in part, and how much of it.
     let started = Instant::now();
@@ -383,7 +429,7 @@ fn replay(
             // Unused only if all of it is zeros: a zeroed header over written groups is
             // damage, not a spare to remove.
             Err(BadFrame::Zeros) => {
-                if all_zeros(storage, &name)? {
+                if ahead.zeros.contains(&index) || all_zeros(storage, &name)? {
                     Head::Unused
                 } else {
                     Head::Bad(BadFrame::Zeros)
@@ -617,7 +663,7 @@ fn replay(
     let replayed: Vec<u64> = indexes[..tail_from].to_vec();
     report.took.replay = started.elapsed();
     let checked = Instant::now();
-    check_events(storage, &state, &old, &replayed, early)?;
+    check_events(storage, &state, &old, &replayed, ahead.check)?;
     report.took.check = checked.elapsed();
 
     remove_files(storage, &removed)?;

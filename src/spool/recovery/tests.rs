@@ -330,6 +330,37 @@ fn a_file_is_all_zeros_only_if_no_byte_in_any_window_is_set() {
     assert!(all_zeros(&disk, "empty").unwrap());
 }
 
+/// The spares are checked beside the checkpoint's decoding: the newest segments, back to
+/// the first that is not all zeros (a zeroed header over a byte written is not a spare).
+#[test]
+fn the_zero_check_ahead_takes_the_newest_all_zero_segments_and_stops_at_the_first_other() {
+    let disk = log_of(3);
+    let used = disk.list().unwrap().len() as u64;
+    for index in [50, 51, 52, 53] {
+        let f = disk.create(&segment::segment_name(index)).unwrap();
+        f.zero_fill(4096).unwrap();
+    }
+    // 51: its header never landed, but a later byte did.
+    disk.open(&segment::segment_name(51))
+        .unwrap()
+        .write_at(&[9], 100)
+        .unwrap();
+    let mut indexes: Vec<u64> = disk
+        .list()
+        .unwrap()
+        .iter()
+        .filter_map(|n| segment::segment_index(n))
+        .collect();
+    indexes.sort_unstable();
+    assert!(used >= 1 && indexes.len() as u64 == used + 4);
+    assert_eq!(trailing_zeros(&disk, &indexes), vec![53, 52]);
+    // Without 52 and 53, the newest is 51: nothing is taken, 50 behind it neither.
+    assert_eq!(
+        trailing_zeros(&disk, &indexes[..indexes.len() - 2]),
+        Vec::<u64>::new()
+    );
+}
+
 /// A restart writes first into the segment the last run prepared and never used, rather
 /// than preparing one again before its first write; spares it does not need (more than
 /// it keeps prepared, or of another size) are removed.
