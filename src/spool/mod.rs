@@ -266,7 +266,8 @@
 //!   segment is allowed only when the next valid header says `TAIL_UNTRUSTED`. A file of
 //!   zeros only is a prepared spare: the writer takes those that are its next segments and
 //!   of its size as prepared (a restart's first write waits for no zero-fill), and removes
-//!   the others.
+//!   the others. The newest segments' zero check runs beside the checkpoint's decoding (a
+//!   spare filled with direct I/O is read from the disk).
 //! - **Every byte counts** in a sealed segment: reserved and padding bytes must be zero, and
 //!   the zeros after the last group must be zeros.
 //! - **Sequence checks across segments**: a normal segment starts at the lsn where the
