@@ -13,12 +13,13 @@
 //! is not returned to the kernel, so a second case in the same process would read 0. Also
 //! prints how long a checkpoint's snapshot of that state takes under the writer's lock, and
 //! the longest apply of one event record (the dedup index growing), which the writer also
-//! does under that lock.
+//! does under that lock, and the state's checkpoint: its size and how long it takes to
+//! encode and to decode (maintenance encodes one off the ack path; a restart decodes one).
 
 use std::time::{Duration, Instant};
 
 use hookfan::spool::record::RouteDue;
-use hookfan::spool::{EventRecord, Location, Record, State};
+use hookfan::spool::{checkpoint, EventRecord, Location, Record, State};
 
 /// Resident memory of this process, in bytes (`/proc/self/statm`).
 fn rss_bytes() -> u64 {
@@ -39,6 +40,10 @@ struct Figures {
     snapshot: Duration,
     /// The longest apply of one event record.
     longest_apply: Duration,
+    /// A checkpoint of the state: its size, how long encoding and decoding it take.
+    checkpoint_bytes: usize,
+    encode: Duration,
+    decode: Duration,
 }
 
 /// What happens to each event on its 3 routes right after it is stored.
@@ -122,10 +127,20 @@ fn per_event(n: u64, then: Then) -> Figures {
     let snapshot = state.snapshot();
     let took = started.elapsed();
     std::hint::black_box((&state, &snapshot));
+    let started = Instant::now();
+    let file = checkpoint::encode(&state);
+    let encode = started.elapsed();
+    let started = Instant::now();
+    let back = checkpoint::decode(&file).expect("the checkpoint decodes");
+    let decode = started.elapsed();
+    assert_eq!(back.state.live_events(), state.live_events());
     Figures {
         bytes,
         snapshot: took,
         longest_apply,
+        checkpoint_bytes: file.len(),
+        encode,
+        decode,
     }
 }
 
@@ -150,5 +165,11 @@ fn main() {
     println!(
         "{n} {case}: {:.0} bytes of memory each; a checkpoint's snapshot taken in {:.2?}; longest apply of one event {:.2?}",
         f.bytes, f.snapshot, f.longest_apply
+    );
+    println!(
+        "its checkpoint: {:.1} MiB, encoded in {:.2?}, decoded in {:.2?}",
+        f.checkpoint_bytes as f64 / (1 << 20) as f64,
+        f.encode,
+        f.decode
     );
 }

@@ -91,6 +91,15 @@ printf '\x00\x02\x01\x02id\x07\x00\x03sig\x01\x0bmessage.new\x01\x09/webhooks\x0
 # remembered (received 7, fingerprint 42); no message group. Its first 8 bytes make the lsn.
 printf '\x00\x05\x06\x01\x00\x01a\x01\x01\x01\x28\x08\x07\x01\x00\x01\x07\x01\x00\x00\x00\x00\x00\x01\x07\x2a\x01' \
     >"$sf/seed-checkpoint-body"
+# The same state as a version 2 body: keys, name; 1 event, 1 id: seq 1, segment 1 (+1
+# zigzagged), offset 40, length 8, received at 7 (zigzagged), due 0 and remembered,
+# fingerprint 42 (8 bytes); route 0 with one bucket (seq 1's bit set), no others, no dead.
+{
+    printf '\x00\x05\x06\x01\x00\x01a\x01\x01\x01\x02\x28\x08\x0e\x01\x2a\x00\x00\x00\x00\x00\x00\x00'
+    printf '\x01\x00\x01\x00\x02'
+    head -c 127 /dev/zero
+    printf '\x00\x00'
+} >"$sf/seed-checkpoint-body-v2"
 # A segment header's first bytes, and a group's (checksums wrong: the rejection paths).
 { printf '\x00HFSG\x01'; head -c 60 /dev/zero; } >"$sf/seed-raw-segment-header"
 { printf '\x00'; head -c 8 /dev/zero; printf 'HFGR\x01'; head -c 60 /dev/zero; } >"$sf/seed-raw-group"

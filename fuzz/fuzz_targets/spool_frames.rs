@@ -14,9 +14,9 @@
 //!   valid group, so this mode is how the fuzzer reaches the code behind them.
 //!
 //! - Even inputs are also a checkpoint: raw, and as the body of a checkpoint sealed around
-//!   them (header and block checksums right), so the fuzzer reaches the body's decoder
-//!   (`checkpoint::decode`); a checkpoint that decodes must encode to one that decodes to
-//!   the same place in the log and the same events.
+//!   them (header and block checksums right) in each version read, so the fuzzer reaches
+//!   the bodies' decoders (`checkpoint::decode`); a checkpoint that decodes must encode to
+//!   one that decodes to the same place in the log and the same events.
 //!
 //! Allocation: the decoders reserve nothing the input does not hold (libFuzzer's
 //! `-malloc_limit_mb` catches a regression that would).
@@ -173,7 +173,9 @@ fn raw(bytes: &[u8]) {
         lsn: index,
         segment: index >> 32,
     };
-    check_checkpoint(&checkpoint::seal(at, bytes));
+    for version in [1, checkpoint::CHECKPOINT_VERSION] {
+        check_checkpoint(&checkpoint::seal(at, version, bytes));
+    }
 }
 
 /// A checkpoint that decodes re-encodes to one that decodes the same.

@@ -12,10 +12,11 @@
 use std::io;
 use std::sync::Arc;
 
-use super::record::{Out, RecordError, RouteId};
-use super::state::{DeadEntry, Entry, Inconsistent, Location, Restore, Snapshot, State};
+use super::record::{RecordError, RouteId};
+use super::state::{Inconsistent, Snapshot, State};
 use super::storage::{SegmentFile, Storage};
 use super::LogError;
+use body_reader::BodyReader;
 
 /// Checkpoint files are named `<lsn, 20 digits>.ckpt`; one being written is
 /// `<lsn>.ckpt.tmp` until it is synced and renamed.
@@ -23,7 +24,8 @@ pub const CHECKPOINT_SUFFIX: &str = ".ckpt";
 pub const WRITING_SUFFIX: &str = ".ckpt.tmp";
 
 pub const CHECKPOINT_MAGIC: [u8; 4] = *b"HFCK";
-pub const CHECKPOINT_VERSION: u8 = 1;
+/// The version written; version 1 is still read (see `checkpoint/v1.rs`).
+pub const CHECKPOINT_VERSION: u8 = 2;
 pub const CHECKPOINT_HEADER_LEN: usize = 40;
 /// The body is stored in blocks of at most this many bytes, each after its own checksum, so
 /// a damaged byte is named to within a block.
@@ -108,97 +110,29 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// The state's parts, in the order [`Restore`] takes them back.
+/// The state's parts, in the order [`Restore`](super::state::Restore) takes them back (see `checkpoint/body.rs`).
 pub fn encode_body(state: &State) -> Vec<u8> {
     let mut body = Vec::new();
-    encode_parts(state, &mut body, usize::MAX, &mut |_| Ok(())).expect("nothing to flush");
+    body::encode_parts(state, &mut body, usize::MAX, &mut |_| Ok(())).expect("nothing to flush");
     body
-}
-
-/// [`encode_body`] into `body`, handed to `flush` whenever it holds `flush_at` bytes or more
-/// (`flush` takes what it wants from the front), so the whole body need never be in memory.
-fn encode_parts(
-    state: &State,
-    body: &mut Vec<u8>,
-    flush_at: usize,
-    flush: &mut dyn FnMut(&mut Vec<u8>) -> io::Result<()>,
-) -> io::Result<()> {
-    let mut flushed = |body: &mut Vec<u8>| -> io::Result<()> {
-        if body.len() >= flush_at {
-            flush(body)?;
-        }
-        Ok(())
-    };
-    let mut o = Out(body);
-    let [k0, k1] = state.keys();
-    o.uint(k0);
-    o.uint(k1);
-    let names: Vec<(RouteId, &str)> = state.route_names().collect();
-    o.uint(names.len() as u64);
-    for (id, name) in names {
-        o.uint(u64::from(id));
-        o.str(name);
-    }
-    o.uint(state.live_events() as u64);
-    let mut previous = 0;
-    for (seq, meta) in state.events() {
-        // Seqs grow: each one as the distance from the previous.
-        o.uint(seq - previous);
-        previous = seq;
-        let location = meta.location();
-        o.uint(location.segment);
-        o.uint(location.offset);
-        o.uint(u64::from(location.len));
-        o.uint(meta.received_at_ms());
-        flushed(o.0)?;
-    }
-    let routes: Vec<_> = state.routes().collect();
-    o.uint(routes.len() as u64);
-    for (id, queue) in routes {
-        o.uint(u64::from(id));
-        o.uint(queue.pending_len() as u64);
-        for (due, seq, entry) in queue.pending() {
-            o.uint(due);
-            o.uint(seq);
-            o.uint(u64::from(entry.attempts));
-            o.uint(entry.not_before_ms);
-            o.opt_str(entry.last_error.as_deref());
-            o.uint(entry.group);
-            flushed(o.0)?;
-        }
-        o.uint(queue.dead_len() as u64);
-        for (seq, dead) in queue.dead() {
-            o.uint(seq);
-            o.uint(u64::from(dead.attempts));
-            o.str(&dead.error);
-            o.uint(dead.dead_at_ms);
-            o.uint(dead.group);
-            flushed(o.0)?;
-        }
-    }
-    let ids = state.id_order().count();
-    o.uint(ids as u64);
-    for (received_at_ms, fingerprint, seq) in state.id_order() {
-        o.uint(received_at_ms);
-        o.uint(fingerprint);
-        o.uint(seq);
-        flushed(o.0)?;
-    }
-    Ok(())
 }
 
 /// The checkpoint file of `state`: header, then the body in checksummed blocks.
 pub fn encode(state: &State) -> Vec<u8> {
-    seal(CheckpointAt::of(state), &encode_body(state))
+    seal(
+        CheckpointAt::of(state),
+        CHECKPOINT_VERSION,
+        &encode_body(state),
+    )
 }
 
-/// A checkpoint file around `body` (the state's parts, as [`encode`] writes them): the
-/// header and every block's checksum. Public so the fuzz target can reach the body's decoder
-/// past the checksums.
-pub fn seal(at: CheckpointAt, body: &[u8]) -> Vec<u8> {
+/// A checkpoint file of `version` around `body` (the state's parts, as [`encode`] writes
+/// them in the version it writes): the header and every block's checksum. Public so the
+/// fuzz target can reach the body's decoders past the checksums.
+pub fn seal(at: CheckpointAt, version: u8, body: &[u8]) -> Vec<u8> {
     let blocks = body.len().div_ceil(BLOCK);
     let mut out = Vec::with_capacity(CHECKPOINT_HEADER_LEN + body.len() + blocks * BLOCK_CRC);
-    out.extend_from_slice(&header(at, body.len()));
+    out.extend_from_slice(&header(at, version, body.len()));
     for block in body.chunks(BLOCK) {
         out.extend_from_slice(&crc32c::crc32c(block).to_le_bytes());
         out.extend_from_slice(block);
@@ -207,10 +141,10 @@ pub fn seal(at: CheckpointAt, body: &[u8]) -> Vec<u8> {
 }
 
 /// A checkpoint file's header, for a body of `body_len` bytes.
-fn header(at: CheckpointAt, body_len: usize) -> [u8; CHECKPOINT_HEADER_LEN] {
+fn header(at: CheckpointAt, version: u8, body_len: usize) -> [u8; CHECKPOINT_HEADER_LEN] {
     let mut h = [0; CHECKPOINT_HEADER_LEN];
     h[0..4].copy_from_slice(&CHECKPOINT_MAGIC);
-    h[4] = CHECKPOINT_VERSION;
+    h[4] = version;
     h[8..16].copy_from_slice(&at.lsn.to_le_bytes());
     h[16..24].copy_from_slice(&at.segment.to_le_bytes());
     h[24..32].copy_from_slice(&(body_len as u64).to_le_bytes());
@@ -255,7 +189,7 @@ pub fn read(
 }
 
 /// [`read`], calling `after_events` once the body's events are in (and checked), before
-/// the queues and the dedup window: what knows where every event is can start on that
+/// the queues (and, in version 1, the dedup window): what knows where every event is can start on that
 /// (recovery's check of the old segments) while the rest decodes.
 pub fn read_watching(
     storage: &dyn Storage,
@@ -305,7 +239,8 @@ fn read_from<E>(
     if crc32c::crc32c(&h[0..32]) != u32_at(&h, 32) {
         return bad(0, BadCheckpoint::HeaderChecksum);
     }
-    if h[4] != CHECKPOINT_VERSION {
+    let version = h[4];
+    if version != CHECKPOINT_VERSION && version != 1 {
         return bad(4, BadCheckpoint::Version);
     }
     if h[5..8] != [0; 3] || h[36..40] != [0; 4] {
@@ -325,213 +260,14 @@ fn read_from<E>(
         return bad(CHECKPOINT_HEADER_LEN as u64, BadCheckpoint::Length);
     };
     let mut body = BodyReader::new(source, body_len);
-    let state = decode_body(&mut body, at, after_events)?;
+    let state = match version {
+        1 => v1::decode_body(&mut body, at, after_events)?,
+        _ => body::decode_body(&mut body, at, after_events)?,
+    };
     if body.consumed() != body_len {
         return Err(body.bad(BadCheckpoint::Body(RecordError::Trailing)));
     }
     Ok(Checkpoint { at, state })
-}
-
-/// A checkpoint's body, decoded as its blocks are read: one block (its checksum checked) in
-/// memory at a time, and a string that spans two blocks gathered on the side. Reads what
-/// `Out` writes, as `In` does from a slice.
-struct BodyReader<F> {
-    source: F,
-    body_len: usize,
-    /// The block being decoded: its checksum, then its bytes.
-    block: Vec<u8>,
-    /// Where the decoder is in `block`.
-    pos: usize,
-    /// Body offsets of the block's first byte and of the one after its last.
-    start: usize,
-    end: usize,
-    /// A string's bytes that span blocks.
-    spanning: Vec<u8>,
-}
-
-impl<E, F: FnMut(&mut [u8], u64) -> Result<(), E>> BodyReader<F> {
-    fn new(source: F, body_len: usize) -> BodyReader<F> {
-        BodyReader {
-            source,
-            body_len,
-            block: Vec::new(),
-            pos: 0,
-            start: 0,
-            end: 0,
-            spanning: Vec::new(),
-        }
-    }
-
-    /// Body bytes decoded so far.
-    fn consumed(&self) -> usize {
-        if self.block.is_empty() {
-            0
-        } else {
-            self.start + (self.pos - BLOCK_CRC)
-        }
-    }
-
-    /// `why`, named at the decoder's offset in the file.
-    fn bad(&self, why: BadCheckpoint) -> Stop<E> {
-        Stop::Bad(file_offset(self.consumed()), why)
-    }
-
-    fn record_error(&self, why: RecordError) -> Stop<E> {
-        self.bad(BadCheckpoint::Body(why))
-    }
-
-    /// Reads the next block and checks its checksum.
-    fn next_block(&mut self) -> Result<(), Stop<E>> {
-        if self.end == self.body_len {
-            return Err(self.record_error(RecordError::Truncated));
-        }
-        let len = (self.body_len - self.end).min(BLOCK);
-        let at = (CHECKPOINT_HEADER_LEN + (self.end / BLOCK) * (BLOCK + BLOCK_CRC)) as u64;
-        self.block.resize(BLOCK_CRC + len, 0);
-        (self.source)(&mut self.block, at).map_err(Stop::Source)?;
-        if crc32c::crc32c(&self.block[BLOCK_CRC..]) != u32_at(&self.block, 0) {
-            return Err(Stop::Bad(at, BadCheckpoint::Checksum));
-        }
-        self.start = self.end;
-        self.end += len;
-        self.pos = BLOCK_CRC;
-        Ok(())
-    }
-
-    fn u8(&mut self) -> Result<u8, Stop<E>> {
-        if self.pos == self.block.len() {
-            self.next_block()?;
-        }
-        let b = self.block[self.pos];
-        self.pos += 1;
-        Ok(b)
-    }
-
-    fn uint(&mut self) -> Result<u64, Stop<E>> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            let part = u64::from(b & 0x7f);
-            if shift == 63 && part > 1 {
-                return Err(self.record_error(RecordError::Overflow));
-            }
-            v |= part << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(self.record_error(RecordError::Overflow))
-    }
-
-    fn u32(&mut self) -> Result<u32, Stop<E>> {
-        let v = self.uint()?;
-        u32::try_from(v).map_err(|_| self.record_error(RecordError::Overflow))
-    }
-
-    fn str(&mut self) -> Result<&str, Stop<E>> {
-        let len = self.uint()?;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&len| len <= self.body_len - self.consumed())
-            .ok_or_else(|| self.record_error(RecordError::Truncated))?;
-        let bytes = if len <= self.block.len() - self.pos {
-            self.pos += len;
-            &self.block[self.pos - len..self.pos]
-        } else {
-            self.spanning.clear();
-            while self.spanning.len() < len {
-                if self.pos == self.block.len() {
-                    self.next_block()?;
-                }
-                let take = (len - self.spanning.len()).min(self.block.len() - self.pos);
-                self.spanning
-                    .extend_from_slice(&self.block[self.pos..self.pos + take]);
-                self.pos += take;
-            }
-            &self.spanning
-        };
-        match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(s),
-            Err(_) => Err(self.record_error(RecordError::Utf8)),
-        }
-    }
-
-    fn opt_str(&mut self) -> Result<Option<&str>, Stop<E>> {
-        match self.u8()? {
-            0 => Ok(None),
-            1 => self.str().map(Some),
-            _ => Err(self.record_error(RecordError::OptionTag)),
-        }
-    }
-}
-
-fn decode_body<E, F: FnMut(&mut [u8], u64) -> Result<(), E>>(
-    i: &mut BodyReader<F>,
-    at: CheckpointAt,
-    after_events: &mut dyn FnMut(&State, CheckpointAt),
-) -> Result<State, Stop<E>> {
-    let keys = [i.uint()?, i.uint()?];
-    let mut restore = Restore::new(keys, at.lsn, at.segment);
-    for _ in 0..i.uint()? {
-        let id = i.u32()?;
-        restore.name(id, i.str()?);
-    }
-    let mut seq = 0u64;
-    for _ in 0..i.uint()? {
-        let delta = i.uint()?;
-        seq = seq
-            .checked_add(delta)
-            .ok_or_else(|| i.record_error(RecordError::Overflow))?;
-        let location = Location {
-            segment: i.uint()?,
-            offset: i.uint()?,
-            len: i.u32()?,
-        };
-        let received_at_ms = i.uint()?;
-        restore
-            .event(seq, location, received_at_ms)
-            .map_err(|e| i.bad(BadCheckpoint::Inconsistent(e)))?;
-    }
-    after_events(restore.so_far(), at);
-    for _ in 0..i.uint()? {
-        let route = i.u32()?;
-        for _ in 0..i.uint()? {
-            let due = i.uint()?;
-            let seq = i.uint()?;
-            let entry = Entry {
-                attempts: i.u32()?,
-                not_before_ms: i.uint()?,
-                last_error: i.opt_str()?.map(Into::into),
-                group: i.uint()?,
-            };
-            restore
-                .pending(route, due, seq, entry)
-                .map_err(|e| i.bad(BadCheckpoint::Inconsistent(e)))?;
-        }
-        for _ in 0..i.uint()? {
-            let seq = i.uint()?;
-            let dead = DeadEntry {
-                attempts: i.u32()?,
-                error: i.str()?.into(),
-                dead_at_ms: i.uint()?,
-                group: i.uint()?,
-            };
-            restore
-                .dead(route, seq, dead)
-                .map_err(|e| i.bad(BadCheckpoint::Inconsistent(e)))?;
-        }
-    }
-    let ids = i.uint()?;
-    restore.ids_ahead(ids);
-    for _ in 0..ids {
-        let received_at_ms = i.uint()?;
-        let fingerprint = i.uint()?;
-        let seq = i.uint()?;
-        restore.id(received_at_ms, fingerprint, seq);
-    }
-    restore
-        .finish()
-        .map_err(|e| i.bad(BadCheckpoint::Inconsistent(e)))
 }
 
 /// Bytes of a checkpoint written between two fdatasyncs: a large checkpoint never queues
@@ -562,7 +298,7 @@ pub fn write_snapshot(
 pub fn write_state(storage: &dyn Storage, at: CheckpointAt, state: &State) -> io::Result<u64> {
     write_with(storage, at, |w| {
         let mut body = Vec::with_capacity(WRITE_CHUNK + BLOCK);
-        encode_parts(state, &mut body, WRITE_CHUNK, &mut |b| {
+        body::encode_parts(state, &mut body, WRITE_CHUNK, &mut |b| {
             let whole = b.len() / BLOCK * BLOCK;
             w.blocks(&b[..whole], false)?;
             b.drain(..whole);
@@ -625,13 +361,18 @@ fn write_with(
     };
     fill(&mut w)?;
     w.file.write_at(&w.chunk, w.offset)?;
-    w.file.write_at(&header(at, w.body_len as usize), 0)?;
+    w.file
+        .write_at(&header(at, CHECKPOINT_VERSION, w.body_len as usize), 0)?;
     // fdatasync also makes the new size durable (needed to read the data back).
     w.file.sync_data()?;
     storage.rename(&tmp, &name)?;
     storage.sync_dir()?;
     Ok(w.body_len)
 }
+
+mod body;
+mod body_reader;
+mod v1;
 
 #[cfg(test)]
 mod tests;

@@ -394,11 +394,7 @@ impl Maintenance {
         done.copied = copied;
         // Deletions after the copies, so the segment copied from goes in the same step. A
         // segment that holds nothing needed never will again (locations only move forward).
-        let files: Vec<u64> = self
-            .list()?
-            .iter()
-            .filter_map(|n| segment::segment_index(n))
-            .collect();
+        let files = segment::indexes(&self.list()?);
         let uses: Vec<_> = writer.with_state(|s| {
             s.segment_uses()
                 .take_while(|(seg, _)| *seg < floor)

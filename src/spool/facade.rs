@@ -42,6 +42,9 @@ pub const LOCK_NAME: &str = "LOCK";
 const EXPIRE_LIMIT: u32 = 10_000;
 /// An [`Record::ExpireIds`] rides along with an append at most this often.
 const EXPIRE_EVERY_MS: u64 = 1_000;
+/// How long opening waits for a segment to write to, when the last run left none prepared:
+/// the daemon listens once webhooks can be stored, not 503 them while a segment is zeroed.
+const FIRST_SEGMENT_WAIT: Duration = Duration::from_secs(30);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -279,6 +282,18 @@ impl LogSpool {
             Writer::start(storage.clone(), recovered, config.writer.clone())
                 .map_err(spool_error)?,
         );
+        let waiting = Instant::now();
+        if writer.wait_prepared(FIRST_SEGMENT_WAIT) {
+            tracing::debug!(
+                took_ms = ms(waiting.elapsed()),
+                "spool: a segment is ready to write"
+            );
+        } else {
+            tracing::warn!(
+                waited_ms = ms(waiting.elapsed()),
+                "spool: no segment is prepared to write to yet; webhooks are answered 503 until one is"
+            );
+        }
         let maintenance = maintenance.spawn(writer.clone()).map_err(spool_error)?;
         let keys = writer.with_state(State::keys);
         Ok(LogSpool {

@@ -136,14 +136,17 @@
 //! Writing resumes by itself once the preparer succeeds again.
 //!
 //! A reopen after a crash starts a new segment the same way (`TAIL_UNTRUSTED`, `void from` =
-//! the end of what was recovered), so the tail that was cut stays cut.
+//! the end of what was recovered), so the tail that was cut stays cut. Opening returns once
+//! a segment is ready for that (a spare the last run prepared, or the preparer's first; at
+//! most 30 s, less if a preparation fails), so a daemon killed before it prepared any does
+//! not answer its first webhooks 503 while a segment is zeroed on a busy disk.
 //!
 //! # Checkpoints
 //! A checkpoint is the [`State`] after every record below some lsn L, written whole:
 //!
 //! ```text
 //! checkpoint file <L, 20 digits>.ckpt
-//!  0  magic "HFCK"      4 | 4 version (1) 1 | 5 zero 3
+//!  0  magic "HFCK"      4 | 4 version (2) 1 | 5 zero 3
 //!  8  lsn L             8   the state holds every record below L, none at or after it
 //! 16  segment K         8   the segment of record L-1 (0: none): every record at or after
 //!                           L is in K or a later segment; every earlier segment holds
@@ -152,20 +155,32 @@
 //! 32  crc32c(0..32)     4 | 36 zero 4
 //! 40  body, in blocks of 64 KiB (the last one shorter): crc32c(block) 4 | block
 //!
-//! body (LEB128 integers, length-prefixed strings)
+//! body (LEB128 integers, length-prefixed strings; Δ: the difference from the previous
+//! one (the first from 0), ±: the same, zigzagged, u64: 8 bytes little-endian)
 //!   fingerprint keys k0 k1      the dedup fingerprints' SipHash keys, random per log
 //!   names:   count × (route id, name)
-//!   events:  count × (seq − previous seq, segment, offset, length, received_at_ms)
-//!   routes:  count × (route id, pending: count × (due, seq, attempts, not_before_ms,
-//!            optional last error, group), dead: count × (seq, attempts, error,
-//!            dead_at_ms, group))
-//!   ids:     count × (received_at_ms, fingerprint, seq)   the dedup window, oldest first
+//!   events:  count, ids (how many are marked remembered), count × (Δseq, ±segment, offset,
+//!            length, ±received_at_ms, due_after_ms × 2 + remembered, [fingerprint u64
+//!            if remembered])                  in seq order, so the dedup window's too
+//!   routes:  count × (route id,
+//!            fresh:  count × (Δbucket, 16 × u64)   the never-attempted events' bitmaps
+//!            others: count × (Δdue, seq, attempts, not_before_ms, error, group)
+//!            dead:   count × (Δseq, attempts, error, dead_at_ms, group))
+//!   error:   0 none (never a dead letter's) | 1, text (the route's next) | 2 + n (the
+//!            route's n-th, from 0)
 //! ```
 //!
+//! A backlog costs its events (about 15 bytes each, 23 with a remembered id) and an eighth
+//! of a byte per event and route; a failing route's entries name its error texts by
+//! number. Version 1 (`checkpoint/v1.rs`: every pending entry as six integers, the error
+//! texts and the window listed in full) is still read, so a log written before keeps its
+//! checkpoints; the next one is written in version 2.
+//!
 //! Derived when it is read, and checked: each event's holders (the routes that list it),
-//! whether it is remembered (the last window entry of each fingerprint), what of each
-//! segment is needed. A body whose parts disagree (a route holding an unlisted event, an
-//! event nobody needs) is refused like a checksum failure.
+//! the dedup index, what of each segment is needed. A body whose parts disagree (a route
+//! holding an unlisted event or listed twice, never-attempted events out of their due
+//! order, two remembered ids of one fingerprint, an event nobody needs) is refused like a
+//! checksum failure. A route listed with nothing is not kept.
 //!
 //! Written by maintenance ([`compaction::Maintenance`]), never on the ack path, and never
 //! encoded under the writer's lock. Under it, for a moment, maintenance reads where the

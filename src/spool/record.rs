@@ -254,6 +254,12 @@ pub enum RecordError {
     Trailing,
     #[error("an option tag is neither 0 nor 1")]
     OptionTag,
+    /// A checkpoint names an error text by a number it has not given one.
+    #[error("an error text's number names none given before")]
+    TextNumber,
+    /// A checkpoint's dead letter names no error text (number 0).
+    #[error("a dead letter without its error text")]
+    NoText,
 }
 
 /// LEB128 integers, length-prefixed strings and bytes (also the checkpoint's encoding).

@@ -362,14 +362,11 @@ pub fn replay_until(
     until: Until,
 ) -> Result<State, LogError> {
     let from = base.as_ref().map_or(0, |c| c.at.segment);
-    let mut indexes: Vec<u64> = storage
+    let names = storage
         .list()
-        .map_err(|e| LogError::io("list", "the spool directory", e))?
-        .iter()
-        .filter_map(|n| segment::segment_index(n))
-        .filter(|i| (from..=until.segment).contains(i))
-        .collect();
-    indexes.sort_unstable();
+        .map_err(|e| LogError::io("list", "the spool directory", e))?;
+    let mut indexes = segment::indexes(&names);
+    indexes.retain(|i| (from..=until.segment).contains(i));
     let base = base.map(|c| (checkpoint::checkpoint_name(c.at.lsn), c));
     let ahead = Ahead::default();
     Ok(replay(

@@ -24,6 +24,13 @@ pub fn segment_index(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// The indexes of the segment files among `names` (a directory's listing), in order.
+pub fn indexes(names: &[String]) -> Vec<u64> {
+    let mut indexes: Vec<u64> = names.iter().filter_map(|n| segment_index(n)).collect();
+    indexes.sort_unstable();
+    indexes
+}
+
 pub const SEGMENT_MAGIC: [u8; 4] = *b"HFSG";
 pub const GROUP_MAGIC: [u8; 4] = *b"HFGR";
 pub const FORMAT_VERSION: u8 = 1;
@@ -617,6 +624,13 @@ mod tests {
         assert_eq!(segment_index("00000000000000000042.seg.tmp"), None);
         assert_eq!(segment_index("42.seg"), None);
         assert_eq!(segment_index("spool.redb"), None);
+        let names = [
+            segment_name(9),
+            "LOCK".into(),
+            segment_name(3),
+            "x.seg.tmp".into(),
+        ];
+        assert_eq!(indexes(&names), [3, 9]);
     }
 
     #[test]

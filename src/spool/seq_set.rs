@@ -5,8 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Seqs per bitmap bucket of a [`SeqSet`].
-const BUCKET_BITS: u32 = 10;
-const WORDS: usize = 1 << (BUCKET_BITS - 6);
+pub const BUCKET_BITS: u32 = 10;
+pub const WORDS: usize = 1 << (BUCKET_BITS - 6);
+
+/// One bucket's bitmap: bit `b` of word `w` is seq `(index << 10) + 64 w + b`.
+pub type Words = [u64; WORDS];
 
 /// A set of seqs stored as one bitmap per range of 1024 consecutive seqs: 128 bytes for each
 /// range that holds a member, so about one bit per event for a backlog (seqs are dense), and
@@ -14,7 +17,7 @@ const WORDS: usize = 1 << (BUCKET_BITS - 6);
 /// it costs one map entry per bucket, not the bitmaps.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SeqSet {
-    buckets: BTreeMap<u64, Arc<[u64; WORDS]>>,
+    buckets: BTreeMap<u64, Arc<Words>>,
     len: u64,
 }
 
@@ -72,16 +75,41 @@ impl SeqSet {
 
     /// The members, smallest first.
     pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        self.buckets.iter().flat_map(|(&bucket, words)| {
-            words.iter().enumerate().flat_map(move |(i, &w)| {
-                let base = (bucket << BUCKET_BITS) + (i as u64) * 64;
-                Bits(w).map(move |bit| base + u64::from(bit))
-            })
-        })
+        self.buckets
+            .iter()
+            .flat_map(|(&bucket, words)| SeqSet::members(bucket, words))
     }
 
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// The bitmaps, by bucket index (each holds a member): the set as a checkpoint keeps it.
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, &Words)> + '_ {
+        self.buckets.iter().map(|(&index, words)| (index, &**words))
+    }
+
+    /// Adds bucket `index`'s members, `words` (see [`Words`]), past every member so far;
+    /// false (and nothing added) if the bucket is empty or not past the last one.
+    pub fn push_bucket(&mut self, index: u64, words: Words) -> bool {
+        let past = self
+            .buckets
+            .last_key_value()
+            .is_none_or(|(&last, _)| index > last);
+        if !past || words.iter().all(|&w| w == 0) || index > u64::MAX >> BUCKET_BITS {
+            return false;
+        }
+        self.len += words.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
+        self.buckets.insert(index, Arc::new(words));
+        true
+    }
+
+    /// The members of bucket `index`'s bitmap `words`, smallest first.
+    pub fn members(index: u64, words: &Words) -> impl Iterator<Item = u64> + '_ {
+        words.iter().enumerate().flat_map(move |(i, &w)| {
+            let base = (index << BUCKET_BITS) + (i as u64) * 64;
+            Bits(w).map(move |bit| base + u64::from(bit))
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -127,6 +155,29 @@ mod tests {
             }
             prop_assert_eq!(set.iter().collect::<Vec<_>>(), model.iter().copied().collect::<Vec<_>>());
             prop_assert_eq!(set.buckets.len(), model.iter().map(|s| s >> BUCKET_BITS).collect::<std::collections::BTreeSet<_>>().len());
+            // Its buckets, pushed in order, build the same set back.
+            let mut again = SeqSet::default();
+            for (index, words) in set.buckets() {
+                prop_assert!(again.push_bucket(index, *words));
+            }
+            prop_assert_eq!(again, set);
         }
+    }
+
+    #[test]
+    fn a_bucket_is_pushed_only_past_the_last_one_and_never_empty() {
+        let mut set = SeqSet::default();
+        let mut words = [0; WORDS];
+        words[1] = 0b101;
+        assert!(!set.push_bucket(3, [0; WORDS]));
+        assert!(set.push_bucket(3, words));
+        assert!(!set.push_bucket(3, words));
+        assert!(!set.push_bucket(2, words));
+        assert!(!set.push_bucket(u64::MAX, words), "past the last seq");
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            [3 * 1024 + 64, 3 * 1024 + 66]
+        );
+        assert_eq!(set.len(), 2);
     }
 }

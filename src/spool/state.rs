@@ -194,6 +194,11 @@ impl EventMeta {
         (self.segment, self.offset, self.len) = packed(location);
     }
 
+    /// When its fresh routes are due, after its receipt (see [`EventMeta::due_ms`]).
+    pub fn due_after_ms(&self) -> u32 {
+        self.due_after_ms
+    }
+
     /// When its fresh routes are due.
     pub fn due_ms(&self) -> u64 {
         self.received_at_ms() + u64::from(self.due_after_ms)

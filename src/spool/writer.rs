@@ -294,6 +294,41 @@ impl Writer {
         })
     }
 
+    /// Waits, at most `timeout`, until a segment is prepared for the first group: a log
+    /// whose last run left no spare (a new one, or one killed while it prepared them)
+    /// has none until the preparer has zero-filled one, and the first groups would wait
+    /// for it, past [`WriterConfig::rotate_timeout`] on a busy disk. False if none came
+    /// (a preparation failed, or none came in time: groups then wait or fail as they would
+    /// anyway).
+    pub fn wait_prepared(&self, timeout: Duration) -> bool {
+        // A deadline past what an Instant holds is none.
+        let deadline = Instant::now().checked_add(timeout);
+        let mut prepared = lock(&self.shared.prepared);
+        let first = prepared.next_index;
+        loop {
+            // Ready, or already taken by the writer (the index moved on).
+            if !prepared.ready.is_empty() || prepared.next_index != first {
+                return true;
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) || prepared.closed || prepared.error.is_some() {
+                return false;
+            }
+            let changed = &self.shared.prepared_changed;
+            prepared = match left {
+                Some(left) => {
+                    changed
+                        .wait_timeout(prepared, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                None => changed
+                    .wait(prepared)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
+        }
+    }
+
     /// Calls `then` with `records` framed for a group's payload; refused when no group could
     /// hold them. They are framed in this thread's scratch buffer, outside the fill lock,
     /// and copied into the group by `then`: an append allocates nothing here (a body of a

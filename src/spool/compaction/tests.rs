@@ -198,14 +198,7 @@ fn assert_holds_the_writers_state(bytes: &[u8], w: &Writer) {
 }
 
 fn segment_files(storage: &dyn Storage) -> Vec<u64> {
-    let mut files: Vec<u64> = storage
-        .list()
-        .unwrap()
-        .iter()
-        .filter_map(|n| segment::segment_index(n))
-        .collect();
-    files.sort_unstable();
-    files
+    segment::indexes(&storage.list().unwrap())
 }
 
 #[test]

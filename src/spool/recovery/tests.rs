@@ -162,10 +162,8 @@ fn a_byte_flipped_in_a_sealed_segments_header_is_refused() {
 #[test]
 fn a_bad_group_in_the_newest_segment_with_a_valid_one_after_it_is_corruption_not_a_tear() {
     let disk = log_of(20);
-    let names = disk.list().unwrap();
-    let newest = names
-        .iter()
-        .filter_map(|n| segment::segment_index(n))
+    let newest = segment::indexes(&disk.list().unwrap())
+        .into_iter()
         .filter(|&i| {
             !disk
                 .bytes(&segment_name(i))
@@ -345,13 +343,7 @@ fn the_zero_check_ahead_takes_the_newest_all_zero_segments_and_stops_at_the_firs
         .unwrap()
         .write_at(&[9], 100)
         .unwrap();
-    let mut indexes: Vec<u64> = disk
-        .list()
-        .unwrap()
-        .iter()
-        .filter_map(|n| segment::segment_index(n))
-        .collect();
-    indexes.sort_unstable();
+    let indexes = segment::indexes(&disk.list().unwrap());
     assert!(used >= 1 && indexes.len() as u64 == used + 4);
     assert_eq!(trailing_zeros(&disk, &indexes), vec![53, 52]);
     // Without 52 and 53, the newest is 51: nothing is taken, 50 behind it neither.

@@ -251,11 +251,7 @@ pub fn salvage(storage: &dyn Storage) -> Result<Salvage, LogError> {
     let names = storage
         .list()
         .map_err(|e| LogError::io("list", "the spool directory", e))?;
-    let mut indexes: Vec<u64> = names
-        .iter()
-        .filter_map(|n| segment::segment_index(n))
-        .collect();
-    indexes.sort_unstable();
+    let indexes = segment::indexes(&names);
     let mut lsns: Vec<u64> = names
         .iter()
         .filter_map(|n| checkpoint::checkpoint_lsn(n))

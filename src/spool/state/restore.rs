@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::super::dedup_index::DedupIndex;
 use super::super::record::RouteId;
+use super::super::seq_set::Words;
 use super::*;
 
 /// Why a restored state does not hold together (a checkpoint's parts contradict each other).
@@ -18,11 +19,20 @@ pub enum Inconsistent {
     Unneeded(u64),
     #[error("the dedup window names event {0}, which is not listed or is named twice")]
     Id(u64),
+    #[error("route {0} is listed twice")]
+    Route(RouteId),
+    #[error("route {route} holds event {seq} as never attempted, out of their due order")]
+    Fresh { route: RouteId, seq: u64 },
+    #[error("route {route} lists bucket {index} empty, too large or not after the one before")]
+    Bucket { route: RouteId, index: u64 },
+    #[error("the checkpoint counts {counted} remembered ids but marks {marked}")]
+    IdCount { counted: u64, marked: u64 },
 }
 
 /// Builds a [`State`] back from a checkpoint's parts, in the order the checkpoint holds
-/// them (routes' names, events, queues, the dedup window), deriving the rest (holders,
-/// the dedup index, segment uses) and checking that the parts agree.
+/// them (routes' names, events with their ids, queues; version 1: the dedup window
+/// after the queues), deriving the rest (holders, the dedup index, segment uses) and
+/// checking that the parts agree.
 pub struct Restore {
     state: State,
     /// Entries of the dedup window naming an event not listed, by fingerprint: refused by
@@ -59,29 +69,35 @@ impl Restore {
     /// is room for the ids the log after the checkpoint adds (a checkpoint is taken once
     /// the log since the last one reaches a fraction of its size), so the replay does not
     /// rebuild the index either.
-    pub fn ids_ahead(&mut self, count: u64) {
+    ///
+    /// `most` bounds `count` by what the input holds: the events listed, or the bytes left
+    /// to read when the window is listed with the events.
+    pub fn ids_ahead(&mut self, count: u64, most: usize) {
         let s = &mut self.state;
-        let most = s.events.len();
         let count = usize::try_from(count).map_or(most, |n| n.min(most));
         debug_assert_eq!(s.dedup.len(), 0, "sized before the first id");
         s.dedup = DedupIndex::with_room(count + count / 4);
     }
 
     /// An event still needed; its holders and whether it is remembered are derived.
+    /// `due_after_ms` is when its fresh routes are due after its receipt
+    /// ([`EventMeta::due_after_ms`]); None (checkpoints of version 1): the due time of the
+    /// first route listing it fresh.
     pub fn event(
         &mut self,
         seq: u64,
         location: Location,
         received_at_ms: u64,
+        due_after_ms: Option<u32>,
     ) -> Result<(), Inconsistent> {
         if seq >= self.state.next_lsn || self.state.events.contains_key(seq) {
             return Err(Inconsistent::Event(seq));
         }
-        if u32::try_from(location.offset).is_err() {
+        if u32::try_from(location.offset).is_err() || due_after_ms == Some(DUE_UNSET) {
             return Err(Inconsistent::Event(seq));
         }
         let meta = EventMeta {
-            due_after_ms: DUE_UNSET,
+            due_after_ms: due_after_ms.unwrap_or(DUE_UNSET),
             ..EventMeta::new(location, received_at_ms)
         };
         self.state.events.insert(seq, meta);
@@ -92,16 +108,7 @@ impl Restore {
     /// never attempted gives it its due time (so that route, and every other one due then,
     /// holds it fresh); `due_ms` is that listing's due time.
     fn hold(&mut self, route: RouteId, seq: u64, due_ms: Option<u64>) -> Result<u64, Inconsistent> {
-        match self.state.events.get_mut(seq) {
-            Some(meta) if meta.holders() < u16::MAX => {
-                if let (DUE_UNSET, Some(due)) = (meta.due_after_ms, due_ms) {
-                    meta.due_after_ms = due_after(meta.received_at_ms(), due);
-                }
-                meta.set_holders(meta.holders() + 1);
-                Ok(meta.due_ms())
-            }
-            _ => Err(Inconsistent::Held { route, seq }),
-        }
+        hold(&mut self.state.events, route, seq, due_ms)
     }
 
     /// The queue of `route`, the one of the previous entry most of the time (a checkpoint
@@ -110,6 +117,94 @@ impl Restore {
         self.state.routes.entry(route).or_default()
     }
 
+    /// Starts the listing of `route`'s queue, where a checkpoint lists each route once
+    /// (version 2): refused if it was listed before.
+    pub fn route(&mut self, route: RouteId) -> Result<(), Inconsistent> {
+        match self.state.routes.entry(route) {
+            std::collections::hash_map::Entry::Occupied(_) => Err(Inconsistent::Route(route)),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(RouteQueue::default());
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the listing of `route`'s queue: a queue that holds nothing is not kept (the
+    /// state keeps none, see `State::release`).
+    pub fn route_end(&mut self, route: RouteId) {
+        if self
+            .state
+            .routes
+            .get(&route)
+            .is_some_and(RouteQueue::is_empty)
+        {
+            self.state.routes.remove(&route);
+        }
+    }
+
+    /// Event `seq`, just listed, is remembered for its id, whose fingerprint is
+    /// `fingerprint` (version 2 marks them on the events, in seq order): refused if an
+    /// earlier event holds that fingerprint, which no state does.
+    pub fn remembered(&mut self, fingerprint: u64, seq: u64) -> Result<(), Inconsistent> {
+        let s = &mut self.state;
+        s.dedup.room_for_one(seq, &s.events);
+        let Some(meta) = s.events.get_mut(seq) else {
+            return Err(Inconsistent::Id(seq));
+        };
+        meta.set_remembered(true);
+        meta.fingerprint = fingerprint;
+        match s.dedup.insert(fingerprint, seq, &s.events) {
+            Some(_) => Err(Inconsistent::Id(seq)),
+            None => Ok(()),
+        }
+    }
+
+    /// A bitmap of `route`'s never-attempted events (see [`SeqSet::buckets`]), the route's
+    /// first entries, each bucket past the one before; each due at its event's due time,
+    /// which must not fall as their seqs grow.
+    pub fn fresh(&mut self, route: RouteId, index: u64, words: Words) -> Result<(), Inconsistent> {
+        let State { events, routes, .. } = &mut self.state;
+        let q = routes.entry(route).or_default();
+        if !q.fresh.push_bucket(index, words) {
+            return Err(Inconsistent::Bucket { route, index });
+        }
+        let mut last = q.fresh_last;
+        for seq in SeqSet::members(index, &words) {
+            let due = hold(events, route, seq, None)?;
+            if last.is_some_and(|(_, d)| due < d) {
+                return Err(Inconsistent::Fresh { route, seq });
+            }
+            last = Some((seq, due));
+        }
+        q.fresh_last = last;
+        Ok(())
+    }
+
+    /// One of `route`'s pending events with a state of its own, kept as such (version 2:
+    /// after the route's fresh ones).
+    pub fn other(
+        &mut self,
+        route: RouteId,
+        due_ms: u64,
+        seq: u64,
+        entry: Entry,
+    ) -> Result<(), Inconsistent> {
+        self.hold(route, seq, None)?;
+        let q = self.queue(route);
+        if q.is_pending(seq) || q.dead.contains_key(&seq) {
+            return Err(Inconsistent::Held { route, seq });
+        }
+        let entry = Entry {
+            last_error: entry.last_error.map(|e| q.share_error(e)),
+            ..entry
+        };
+        q.due_of.insert(seq, due_ms);
+        q.other.insert((due_ms, seq), entry);
+        Ok(())
+    }
+
+    /// One of `route`'s pending events, given back to its queue as [`RouteQueue::put`]
+    /// places it (version 1 lists every pending event so).
     pub fn pending(
         &mut self,
         route: RouteId,
@@ -124,7 +219,7 @@ impl Restore {
             return Err(Inconsistent::Held { route, seq });
         }
         let entry = Entry {
-            last_error: entry.last_error.map(|e| q.error_text(&e)),
+            last_error: entry.last_error.map(|e| q.share_error(e)),
             ..entry
         };
         q.put(due_ms, seq, entry, Some(event_due));
@@ -135,7 +230,7 @@ impl Restore {
         self.hold(route, seq, None)?;
         let q = self.queue(route);
         let dead = DeadEntry {
-            error: q.error_text(&dead.error),
+            error: q.share_error(dead.error),
             ..dead
         };
         if q.is_pending(seq) || q.dead.insert(seq, dead).is_some() {
@@ -170,6 +265,7 @@ impl Restore {
         if let Some(old) = s.dedup.insert(fingerprint, seq, &s.events) {
             if let Some(meta) = s.events.get_mut(old) {
                 meta.set_remembered(false);
+                meta.fingerprint = 0;
             }
         }
     }
@@ -221,5 +317,25 @@ impl Restore {
         }
         flush(&mut s.segments, run);
         Ok(self.state)
+    }
+}
+
+/// Counts `route` among `seq`'s holders in `events` (see [`Restore::hold`]); returns the
+/// event's due time.
+fn hold(
+    events: &mut EventTable,
+    route: RouteId,
+    seq: u64,
+    due_ms: Option<u64>,
+) -> Result<u64, Inconsistent> {
+    match events.get_mut(seq) {
+        Some(meta) if meta.holders() < u16::MAX => {
+            if let (DUE_UNSET, Some(due)) = (meta.due_after_ms, due_ms) {
+                meta.due_after_ms = due_after(meta.received_at_ms(), due);
+            }
+            meta.set_holders(meta.holders() + 1);
+            Ok(meta.due_ms())
+        }
+        _ => Err(Inconsistent::Held { route, seq }),
     }
 }

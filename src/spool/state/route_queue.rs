@@ -43,6 +43,16 @@ impl RouteQueue {
         }
     }
 
+    /// `error`, or the text recorded last if it is the same (which `error` becomes
+    /// otherwise): as [`RouteQueue::error_text`], for a text already shared.
+    pub(super) fn share_error(&mut self, error: Arc<str>) -> Arc<str> {
+        match &self.recent_error {
+            // By address first: a checkpoint's entries name one text by number.
+            Some(recent) if Arc::ptr_eq(recent, &error) || **recent == *error => recent.clone(),
+            _ => self.recent_error.insert(error).clone(),
+        }
+    }
+
     /// Takes `seq` out of the pending events: its due time and state.
     pub(super) fn take(&mut self, seq: u64, events: &Events) -> Option<(u64, Entry)> {
         if self.fresh.remove(seq) {
@@ -111,17 +121,26 @@ impl<'a> RouteView<'a> {
                 (due, seq, &FRESH)
             })
             .peekable();
-        let mut other = self
-            .queue
-            .other
-            .iter()
-            .map(|(&(due, seq), e)| (due, seq, e))
-            .peekable();
+        let mut other = self.others().peekable();
         std::iter::from_fn(move || match (fresh.peek(), other.peek()) {
             (Some(f), Some(o)) if (f.0, f.1) > (o.0, o.1) => other.next(),
             (Some(_), _) => fresh.next(),
             (None, _) => other.next(),
         })
+    }
+
+    /// The pending events never attempted (see [`RouteQueue`]): each due at its event's due
+    /// time, which grows with their seqs.
+    pub fn fresh(self) -> &'a SeqSet {
+        &self.queue.fresh
+    }
+
+    /// The pending events with a state of their own, in delivery order: (due_ms, seq, state).
+    pub fn others(self) -> impl ExactSizeIterator<Item = (u64, u64, &'a Entry)> + 'a {
+        self.queue
+            .other
+            .iter()
+            .map(|(&(due, seq), e)| (due, seq, e))
     }
 
     pub fn pending_len(self) -> usize {

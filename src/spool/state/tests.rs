@@ -98,7 +98,7 @@ fn a_restored_dedup_window_names_listed_events_and_a_taken_over_entry_is_passed_
     // An entry whose fingerprint a later one took over (checkpoints written before the
     // window was kept with the events hold these), its event long gone: accepted.
     let mut r = Restore::new([1, 2], 10, 1);
-    r.event(5, at(5), 50).unwrap();
+    r.event(5, at(5), 50, None).unwrap();
     r.id(30, 7, 3);
     r.id(50, 7, 5);
     let s = r.finish().unwrap();
@@ -107,13 +107,13 @@ fn a_restored_dedup_window_names_listed_events_and_a_taken_over_entry_is_passed_
     assert_eq!(s.id_order().collect::<Vec<_>>(), [(50, 7, 5)]);
     // An id naming an event the checkpoint does not list: refused, naming it.
     let mut r = Restore::new([1, 2], 10, 1);
-    r.event(5, at(5), 50).unwrap();
+    r.event(5, at(5), 50, None).unwrap();
     r.id(50, 7, 5);
     r.id(60, 8, 6);
     assert_eq!(r.finish().unwrap_err(), Inconsistent::Id(6));
     // Two ids naming one event: refused too.
     let mut r = Restore::new([1, 2], 10, 1);
-    r.event(5, at(5), 50).unwrap();
+    r.event(5, at(5), 50, None).unwrap();
     r.id(50, 7, 5);
     r.id(50, 8, 5);
     assert_eq!(r.finish().unwrap_err(), Inconsistent::Id(5));

@@ -325,3 +325,31 @@ fn every_group_is_written_to_the_end_of_its_last_page_or_of_its_segment() {
     drop(w);
     assert_eq!(recovered.state.route(0).unwrap().pending_len(), 60);
 }
+
+#[test]
+fn a_log_left_without_spares_waits_for_its_first_segment_not_its_first_group() {
+    let disk = SimDisk::new(9);
+    let recovered = recover(&disk).unwrap();
+    // Groups never wait for a segment: one that finds none ready fails.
+    let config = WriterConfig {
+        rotate_timeout: Duration::ZERO,
+        ..config()
+    };
+    let w = Writer::start(Arc::new(disk.clone()), recovered, config).unwrap();
+    assert!(w.wait_prepared(Duration::from_secs(60)));
+    w.wait(&w.submit(&[Record::Route { id: 0, name: "r" }]).unwrap())
+        .unwrap();
+}
+
+#[test]
+fn waiting_for_the_first_segment_ends_when_its_preparation_fails() {
+    let disk = SimDisk::new(10);
+    for _ in 0..1000 {
+        disk.inject(FaultOp::Create, Fault::NoSpace);
+    }
+    let recovered = recover(&disk).unwrap();
+    let w = Writer::start(Arc::new(disk.clone()), recovered, config()).unwrap();
+    // Not the whole timeout: the disk is full, and the daemon goes on to answer 503 (and
+    // to recover by itself once space is back) rather than wait to listen.
+    assert!(!w.wait_prepared(Duration::from_secs(600)));
+}
