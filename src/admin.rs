@@ -10,6 +10,8 @@
 //! Behind `admin_token` (as `Authorization: Bearer …`) when one is configured:
 //! - `GET /api/routes`: each route, its destination (no secrets), pending, oldest pending age,
 //!   in flight, delivered/failed since start, dead letters, last error.
+//! - `GET /api/dead-letters/{route}/{seq}`: one dead letter with its event as stored (path,
+//!   API key, the body as text, or base64 when it is not UTF-8); 404 when there is none.
 //! - `GET /api/dead-letters[?route=R]`, `POST /api/dead-letters/replay` (JSON
 //!   `{"route"?, "ids"?}`; an empty body means all), `DELETE /api/dead-letters[?route=R][&id=A,B]`.
 //!   A selection with an unknown key, or a replay body that is not such JSON, is refused with 400.
@@ -27,8 +29,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, Request, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -40,7 +42,7 @@ use subtle::ConstantTimeEq;
 
 use crate::deliver::RouteStats;
 use crate::live::LiveView;
-use crate::spool::{now_ms, DeadLetterAction, Spool};
+use crate::spool::{now_ms, DeadLetterAction, DeadLetterShown, Spool};
 
 /// In `data_dir`: the address the admin listener is bound to, for operator commands (which
 /// cannot know the port when `admin_listen` asks for port 0).
@@ -63,6 +65,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/sources", get(sources))
         .route("/api/dead-letters", get(list_dead).delete(drop_dead))
         .route("/api/dead-letters/replay", post(replay_dead))
+        .route("/api/dead-letters/{route}/{seq}", get(get_dead))
         .route("/api/drain", get(drain_status).post(start_drain))
         .route("/api/config", get(config_view::get_config))
         .route(
@@ -322,6 +325,8 @@ async fn start_drain(State(state): State<AdminState>) -> Json<DrainStatus> {
 enum ApiError {
     /// 400: the request cannot be understood; nothing was changed.
     BadRequest(String),
+    /// 404: what the request names is not there.
+    NotFound(String),
     /// 409: the request is understood but would break a running route.
     Conflict(String),
     /// 500: the spool (or the task reading it) failed. Logged with its cause; the client is
@@ -335,6 +340,10 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(why) => {
                 tracing::warn!(why = %why, "admin API request refused");
                 (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response()
+            }
+            ApiError::NotFound(why) => {
+                tracing::info!(why = %why, "admin API request for nothing there");
+                (StatusCode::NOT_FOUND, format!("{why}\n")).into_response()
             }
             ApiError::Conflict(why) => (StatusCode::CONFLICT, format!("{why}\n")).into_response(),
             ApiError::Internal(error) => {
@@ -504,6 +513,26 @@ async fn list_dead(
     let letters =
         tokio::task::spawn_blocking(move || spool.dead_letters(sel.route.as_deref())).await??;
     Ok(Json(letters).into_response())
+}
+
+async fn get_dead(
+    State(state): State<AdminState>,
+    path: Result<Path<(String, u64)>, PathRejection>,
+) -> Result<Json<DeadLetterShown>, ApiError> {
+    let Path((route, seq)) = path.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "a dead letter is /api/dead-letters/<route>/<seq>: {e}"
+        ))
+    })?;
+    let spool = state.spool.clone();
+    let name = route.clone();
+    let found = tokio::task::spawn_blocking(move || spool.dead_letter(&name, seq)).await??;
+    match found {
+        Some(shown) => Ok(Json(shown)),
+        None => Err(ApiError::NotFound(format!(
+            "route {route:?} has no dead letter {seq}"
+        ))),
+    }
 }
 
 /// An empty body replays every dead letter; any other body must be a JSON selection, whatever

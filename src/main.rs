@@ -134,6 +134,17 @@ enum DeadLetters {
         #[arg(long)]
         json: bool,
     },
+    /// Show the dead letters of one webhook id with their bodies as received.
+    Show {
+        #[arg(long)]
+        route: Option<String>,
+        /// The dead letters with this X-Webhook-Id (one per route that gave up on it).
+        #[arg(long = "id")]
+        id: String,
+        /// One JSON object per line (the admin API's answer, the body as a string).
+        #[arg(long)]
+        json: bool,
+    },
     /// Put dead letters back into their route's queue with a fresh attempt count.
     Replay {
         #[arg(long)]
@@ -179,6 +190,9 @@ fn main() -> ExitCode {
         Command::DeadLetters(DeadLetters::List { route, json }) => {
             runtime().block_on(cli::dead_letters_list(&cli.config, route.as_deref(), json))
         }
+        Command::DeadLetters(DeadLetters::Show { route, id, json }) => runtime().block_on(
+            cli::dead_letters_show(&cli.config, route.as_deref(), &id, json),
+        ),
         Command::Healthcheck => runtime().block_on(cli::healthcheck(&cli.config)),
         Command::Status => runtime().block_on(cli::status(&cli.config)),
         Command::Drain { timeout } => runtime().block_on(cli::drain(&cli.config, timeout)),

@@ -50,6 +50,8 @@ export const Api = {
   sources: () => call("GET", "/api/sources"),
   config: () => call("GET", "/api/config"),
   deadLetters: (route) => call("GET", `/api/dead-letters${query(route)}`),
+  // One dead letter with its event as stored: path, API key, body (text or base64).
+  deadLetter: (route, seq) => call("GET", `/api/dead-letters/${encodeURIComponent(route)}/${seq}`),
   // `ids` empty means every dead letter of `route` (of every route without one): callers
   // that mean a selection always pass ids.
   replay: (route, ids) => {

@@ -242,12 +242,13 @@ export class DeadLetters {
     );
   }
 
-  // One letter's record and attempts, with its own replay and drop.
+  // One letter's record, attempts and body (read from the spool when opened), with its own
+  // replay and drop.
   view(letter) {
     const dialog = document.getElementById("letter");
     document.getElementById("letter-title").textContent = `Dead letter ${letter.webhook_id || keyOf(letter)}`;
     const fact = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
-    replace(
+    const facts = (full) => replace(
       document.getElementById("letter-facts"),
       fact("Route", letter.route),
       fact("Webhook id", letter.webhook_id || "–"),
@@ -255,9 +256,17 @@ export class DeadLetters {
       fact("Attempts", String(letter.attempts)),
       fact("Received", whenMs(letter.received_at_ms)),
       fact("Dead since", whenMs(letter.dead_at_ms)),
-      fact("Last error", letter.error),
+      fact("Last error", h("span", { class: "error-text" }, letter.error)),
+      full ? fact("Posted to", full.path || "/") : null,
+      full ? fact("API key", full.api_key || "–") : null,
     );
-    document.getElementById("letter-json").textContent = JSON.stringify(letter, null, 2);
+    const body = document.getElementById("letter-json");
+    const note = document.getElementById("letter-body-note");
+    facts(null);
+    body.textContent = "";
+    note.textContent = "Reading the body from the spool…";
+    this.viewing = letter;
+    this.showBody(letter, facts, body, note);
     const replay = document.getElementById("letter-replay");
     const drop = document.getElementById("letter-drop");
     const close = document.getElementById("letter-close");
@@ -271,5 +280,35 @@ export class DeadLetters {
     close.onclick = () => dialog.close();
     dialog.showModal();
     close.focus();
+  }
+
+  // Fills the open dialog with the letter's body: JSON indented, other text as it is,
+  // bytes that are not text as base64.
+  async showBody(letter, facts, body, note) {
+    let full;
+    try {
+      full = await Api.deadLetter(letter.route, letter.seq);
+    } catch (e) {
+      if (this.viewing === letter) note.textContent = `The body could not be read: ${e.message}`;
+      return;
+    }
+    // Another letter opened meanwhile: this answer is not for the dialog any more.
+    if (this.viewing !== letter) return;
+    facts(full);
+    if (full.body != null) {
+      let text = full.body;
+      try {
+        text = JSON.stringify(JSON.parse(full.body), null, 2);
+        note.textContent = `${full.body.length} bytes of JSON, as received (indented here).`;
+      } catch {
+        note.textContent = `${full.body.length} bytes of text, as received.`;
+      }
+      body.textContent = text;
+    } else if (full.body_base64 != null) {
+      note.textContent = "The body is not text; here in base64.";
+      body.textContent = full.body_base64;
+    } else {
+      note.textContent = "The event's record is gone from the spool.";
+    }
   }
 }

@@ -1,4 +1,4 @@
-//! `hookfan dead-letters list|replay|drop` and `drop-pending`: through the running daemon's admin API, or on the spool when it is stopped.
+//! `hookfan dead-letters list|show|replay|drop` and `drop-pending`: through the running daemon's admin API, or on the spool when it is stopped.
 
 use super::*;
 
@@ -54,6 +54,75 @@ pub async fn dead_letters_act(
         "{n} dead letter{} {verb}{later}",
         if n == 1 { "" } else { "s" }
     );
+    Ok(())
+}
+
+/// `hookfan dead-letters show --id X`: the dead letters of webhook id X (one per route that
+/// gave up on it) with their events as received, offline or through the running daemon.
+pub async fn dead_letters_show(
+    config_path: &Path,
+    route: Option<&str>,
+    id: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = load_for_operator(config_path, false)?;
+    let of_id = |l: &&DeadLetter| l.webhook_id.as_deref() == Some(id);
+    let shown: Vec<DeadLetterShown> = match reach_spool(&config).await? {
+        Spooled::Offline(spool) => {
+            let read = || -> Result<Vec<DeadLetterShown>, SpoolError> {
+                let letters = spool.dead_letters(route)?;
+                let mut shown = Vec::new();
+                for l in letters.iter().filter(of_id) {
+                    shown.extend(spool.dead_letter(&l.route, l.seq)?);
+                }
+                Ok(shown)
+            };
+            let shown = read();
+            spool.close().await;
+            shown?
+        }
+        Spooled::Live(admin) => {
+            let path = format!("/api/dead-letters{}", query(route, &[]));
+            let letters: Vec<DeadLetter> = admin.call(reqwest::Method::GET, &path, None).await?;
+            let mut shown = Vec::new();
+            for l in letters.iter().filter(of_id) {
+                let path = format!("/api/dead-letters/{}/{}", urlencode(&l.route), l.seq);
+                shown.push(admin.call(reqwest::Method::GET, &path, None).await?);
+            }
+            shown
+        }
+    };
+    if shown.is_empty() {
+        let on = route.map_or(String::new(), |r| format!(" on route {r}"));
+        bail!("no dead letter with webhook id {id}{on}");
+    }
+    for s in &shown {
+        if json {
+            println!("{}", serde_json::to_string(s)?);
+            continue;
+        }
+        let l = &s.letter;
+        let when = |ms: u64| {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+        };
+        println!("route:       {}", l.route);
+        println!("webhook id:  {id}");
+        println!("event type:  {}", l.event_type.as_deref().unwrap_or("-"));
+        println!("posted to:   {}", s.path.as_deref().unwrap_or("/"));
+        println!("received:    {}", when(l.received_at_ms));
+        println!(
+            "dead since:  {} after {} attempt(s)",
+            when(l.dead_at_ms),
+            l.attempts
+        );
+        println!("last error:  {}", l.error);
+        match (&s.body, &s.body_base64) {
+            (Some(body), _) => println!("body:\n{body}"),
+            (None, Some(b64)) => println!("body (not text; base64):\n{b64}"),
+            (None, None) => println!("body:        gone from the spool"),
+        }
+        println!();
+    }
     Ok(())
 }
 

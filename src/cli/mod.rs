@@ -13,7 +13,7 @@ use hookfan::config::{self, Config, Placeholders};
 use hookfan::ingest::verify::{
     HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID,
 };
-use hookfan::spool::{DeadLetter, DeadLetterAction, Spool, SpoolError};
+use hookfan::spool::{DeadLetter, DeadLetterAction, DeadLetterShown, Spool, SpoolError};
 
 mod dead_letters;
 mod send;
@@ -22,7 +22,7 @@ mod setup;
 mod spool;
 mod status;
 
-pub use dead_letters::{dead_letters_act, dead_letters_list, drop_pending};
+pub use dead_letters::{dead_letters_act, dead_letters_list, dead_letters_show, drop_pending};
 pub use send::send;
 pub use serve::serve;
 pub use setup::{check, init, schema};

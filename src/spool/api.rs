@@ -155,6 +155,47 @@ pub struct DeadLetter {
     pub error: String,
 }
 
+/// One dead letter with its event as stored: what `GET /api/dead-letters/<route>/<seq>`
+/// answers and `hookfan dead-letters show` prints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetterShown {
+    #[serde(flatten)]
+    pub letter: DeadLetter,
+    /// The path and query the webhook was posted to; None for `/`.
+    pub path: Option<String>,
+    /// The app it was signed for (`X-Api-Key`: not a secret).
+    pub api_key: Option<String>,
+    /// The body as received (uncompressed), when it is UTF-8, as Stream's JSON is...
+    pub body: Option<String>,
+    /// ... else base64. Neither when the event's record is gone.
+    pub body_base64: Option<String>,
+}
+
+impl DeadLetterShown {
+    pub fn new(letter: DeadLetter, event: Option<StoredEvent>) -> DeadLetterShown {
+        let (path, api_key, body) = match event {
+            Some(e) => (e.path, e.api_key, Some(e.body)),
+            None => (None, None, None),
+        };
+        let (body, body_base64) = match body.map(String::from_utf8) {
+            Some(Ok(text)) => (Some(text), None),
+            Some(Err(e)) => {
+                use base64::Engine;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(e.as_bytes());
+                (None, Some(encoded))
+            }
+            None => (None, None),
+        };
+        DeadLetterShown {
+            letter,
+            path,
+            api_key,
+            body,
+            body_base64,
+        }
+    }
+}
+
 /// What to do with selected dead letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadLetterAction {

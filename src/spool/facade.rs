@@ -28,8 +28,8 @@ use super::LogError;
 use crate::clock::Clock;
 use crate::spool::dedup_index::Prehashed;
 use crate::spool::{
-    AppendOutcome, Completion, DeadLetter, DeadLetterAction, DeadState, Due, DueItem, EventRef,
-    PendingKey, PendingState, RouteSummary, SpoolError, StoredEvent,
+    AppendOutcome, Completion, DeadLetter, DeadLetterAction, DeadLetterShown, DeadState, Due,
+    DueItem, EventRef, PendingKey, PendingState, RouteSummary, SpoolError, StoredEvent,
 };
 
 mod admin;

@@ -392,6 +392,69 @@ async fn a_dead_letter_replayed_while_the_daemon_runs_is_delivered_once() {
     assert!(before_marker.is_empty(), "delivered once");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_dead_letter_is_shown_with_its_body_as_received() {
+    let (_receiver, daemon, client, id) = one_dead_letter().await;
+    let letters = daemon.dead_letters(None).await;
+    let seq = letters[0]["seq"].as_u64().expect("a seq");
+    let api = format!("http://{}/api/dead-letters", daemon.admin);
+    let one = client
+        .get(format!("{api}/to-receiver/{seq}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.status().as_u16(), 200);
+    let letter: serde_json::Value = one.json().await.unwrap();
+    // The listing's fields, then the event as stored: the body byte for byte.
+    for field in [
+        "route",
+        "seq",
+        "webhook_id",
+        "event_type",
+        "attempts",
+        "error",
+    ] {
+        assert_eq!(letter[field], letters[0][field], "{field}: {letter}");
+    }
+    let body = event_body("message.new", &id);
+    assert_eq!(letter["body"], String::from_utf8(body).unwrap(), "{letter}");
+    assert_eq!(letter["body_base64"], serde_json::Value::Null);
+    assert_eq!(letter["api_key"], API_KEY);
+    assert!(
+        letter["error"].as_str().unwrap().contains("400"),
+        "{letter}"
+    );
+
+    // Nothing there: 404, naming what was asked for; a seq that is not a number: 400.
+    for (path, status, says) in [
+        (format!("to-receiver/{}", seq + 1), 404, "no dead letter"),
+        (format!("no-such-route/{seq}"), 404, "no dead letter"),
+        (
+            "to-receiver/first".to_string(),
+            400,
+            "/api/dead-letters/<route>/<seq>",
+        ),
+    ] {
+        let answer = client.get(format!("{api}/{path}")).send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), status, "{path}");
+        let why = answer.text().await.unwrap();
+        assert!(why.contains(says), "{path}: {why}");
+    }
+    // The CLI shows it through the same API, the body as received.
+    let out = daemon.cli(&["dead-letters", "show", "--id", &id]).await;
+    assert!(out.contains("route:       to-receiver"), "{out}");
+    assert!(out.contains(&format!("hello from {id}")), "{out}");
+    // Replayed, it is no dead letter any more.
+    let out = daemon.cli(&["dead-letters", "replay", "--id", &id]).await;
+    assert!(out.contains("1 dead letter replayed"), "{out}");
+    let gone = client
+        .get(format!("{api}/to-receiver/{seq}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status().as_u16(), 404);
+}
+
 /// A running daemon whose route `to-receiver` has dead-lettered one event (the receiver
 /// answered its attempt 400, and answers 200 from then on): the receiver, the daemon, a client
 /// and the event's webhook id.

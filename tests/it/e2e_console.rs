@@ -188,11 +188,25 @@ async fn in_a_browser_the_console_shows_a_backlog_and_replays_a_dead_letter_unti
         .await;
     browser.screenshot("dead-letters").await;
     browser.click(&format!("{row} button.view")).await;
-    let record = browser
-        .wait_text("#letter-json", "the letter's record", |t| t.contains(&dead))
+    // Its body as received, read from the spool, indented; its record beside it.
+    let hello = format!(r#""text": "hello from {dead}""#);
+    let body = browser
+        .wait_text("#letter-json", "the letter's body", |t| t.contains(&hello))
         .await;
-    assert!(record.contains(r#""attempts": 1"#), "{record}");
-    assert!(record.contains(r#""route": "orders""#), "{record}");
+    assert!(body.contains(r#""type": "message.new""#), "{body}");
+    browser
+        .wait_text("#letter-body-note", "what the body is", |t| {
+            t.ends_with("bytes of JSON, as received (indented here).")
+        })
+        .await;
+    let facts = browser
+        .wait_text("#letter-facts", "the letter's record", |t| {
+            t.contains("Posted to")
+        })
+        .await;
+    for fact in ["orders", dead.as_str(), "message.new", "400", API_KEY] {
+        assert!(facts.contains(fact), "{fact}: {facts}");
+    }
     browser.screenshot("dead-letter").await;
     browser.click("#letter-replay").await;
     browser

@@ -191,21 +191,60 @@ impl LogSpool {
         letters.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         let mut out = Vec::with_capacity(letters.len());
         for (route, seq, state, at) in letters {
-            let event = match at {
-                Some((location, _)) => self.load_event(seq, location)?,
-                None => None,
-            };
-            out.push(DeadLetter {
-                route,
-                seq,
-                webhook_id: event.as_ref().and_then(|e| e.webhook_id.clone()),
-                event_type: event.as_ref().and_then(|e| e.event_type.clone()),
-                received_at_ms: at.map_or(0, |(_, received)| received),
-                dead_at_ms: state.dead_at_ms,
-                attempts: state.attempts,
-                error: state.error,
-            });
+            out.push(self.letter(route, seq, state, at)?.0);
         }
         Ok(out)
+    }
+
+    /// Dead letter `seq` of `route`, with its event as stored (the body to look at); None
+    /// when the route has no such dead letter. Blocking: reads the event's record.
+    pub fn dead_letter(
+        &self,
+        route: &str,
+        seq: u64,
+    ) -> Result<Option<DeadLetterShown>, SpoolError> {
+        let Some(id) = self.route_id(route) else {
+            return Ok(None);
+        };
+        let found = self.with_state(|s| {
+            let dead = s.route(id)?.dead_letter(seq)?;
+            let state = DeadState {
+                attempts: dead.attempts,
+                error: dead.error.to_string(),
+                dead_at_ms: dead.dead_at_ms,
+            };
+            let at = s.event(seq).map(|m| (m.location(), m.received_at_ms()));
+            Some((state, at))
+        });
+        let Some((state, at)) = found else {
+            return Ok(None);
+        };
+        let (letter, event) = self.letter(route.to_string(), seq, state, at)?;
+        Ok(Some(DeadLetterShown::new(letter, event)))
+    }
+
+    /// A dead letter as listed, its event read back from `at` (its location and receipt).
+    fn letter(
+        &self,
+        route: String,
+        seq: u64,
+        state: DeadState,
+        at: Option<(Location, u64)>,
+    ) -> Result<(DeadLetter, Option<StoredEvent>), SpoolError> {
+        let event = match at {
+            Some((location, _)) => self.load_event(seq, location)?,
+            None => None,
+        };
+        let letter = DeadLetter {
+            route,
+            seq,
+            webhook_id: event.as_ref().and_then(|e| e.webhook_id.clone()),
+            event_type: event.as_ref().and_then(|e| e.event_type.clone()),
+            received_at_ms: at.map_or(0, |(_, received)| received),
+            dead_at_ms: state.dead_at_ms,
+            attempts: state.attempts,
+            error: state.error,
+        };
+        Ok((letter, event))
     }
 }

@@ -152,6 +152,11 @@ impl<'a> RouteView<'a> {
         self.queue.dead.iter().map(|(&seq, d)| (seq, d))
     }
 
+    /// Dead letter `seq`, if the route gave up on it.
+    pub fn dead_letter(self, seq: u64) -> Option<&'a DeadEntry> {
+        self.queue.dead.get(&seq)
+    }
+
     pub fn dead_len(self) -> usize {
         self.queue.dead.len()
     }
