@@ -10,6 +10,9 @@
 //! Behind `admin_token` (as `Authorization: Bearer …`) when one is configured:
 //! - `GET /api/routes`: each route, its destination (no secrets), pending, oldest pending age,
 //!   in flight, delivered/failed since start, dead letters, last error.
+//! - `GET /api/routes/{name}/failures`: a running route's last failed attempts (at most
+//!   [`crate::deliver::RECENT_FAILURES`], newest first): when, webhook id, type, attempt, the
+//!   destination's answer, and what became of the event; 404 for a route not running.
 //! - `GET /api/dead-letters/{route}/{seq}`: one dead letter with its event as stored (path,
 //!   API key, the body as text, or base64 when it is not UTF-8); 404 when there is none.
 //! - `GET /api/dead-letters[?route=R]`, `POST /api/dead-letters/replay` (JSON
@@ -40,7 +43,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::deliver::RouteStats;
+use crate::deliver::{RecentFailure, RouteStats};
 use crate::live::LiveView;
 use crate::spool::{now_ms, DeadLetterAction, DeadLetterShown, Spool};
 
@@ -72,6 +75,7 @@ pub fn router(state: AdminState) -> Router {
             "/api/routes/{name}/pending",
             axum::routing::delete(drop_pending),
         )
+        .route("/api/routes/{name}/failures", get(recent_failures))
         .route_layer(axum::middleware::from_fn_with_state(
             state.live.clone(),
             require_token,
@@ -423,7 +427,7 @@ async fn routes(State(state): State<AdminState>) -> Result<Json<Vec<RouteStatus>
             |((name, enabled, event_types, destination, target), summary)| {
                 let stats = live.stats.get(&name);
                 let load = |f: fn(&RouteStats) -> u64| stats.map_or(0, |s| f(s));
-                let last = stats.and_then(|s| s.last_error.lock().expect("stats lock").clone());
+                let last = stats.and_then(|s| s.last_error());
                 RouteStatus {
                     pending: summary.pending,
                     oldest_pending_age_seconds: summary
@@ -531,6 +535,21 @@ async fn get_dead(
         Some(shown) => Ok(Json(shown)),
         None => Err(ApiError::NotFound(format!(
             "route {route:?} has no dead letter {seq}"
+        ))),
+    }
+}
+
+/// A running route's most recent failed attempts, newest first (since the daemon started).
+async fn recent_failures(
+    State(state): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Vec<RecentFailure>>, ApiError> {
+    let Path(name) = path.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let live = state.live.borrow().clone();
+    match live.stats.get(&name) {
+        Some(stats) => Ok(Json(stats.recent_failures())),
+        None => Err(ApiError::NotFound(format!(
+            "no route named {name:?} is running"
         ))),
     }
 }

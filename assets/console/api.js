@@ -48,6 +48,8 @@ function query(route, ids) {
 export const Api = {
   routes: () => call("GET", "/api/routes"),
   sources: () => call("GET", "/api/sources"),
+  // A running route's last failed attempts, newest first.
+  failures: (route) => call("GET", `/api/routes/${encodeURIComponent(route)}/failures`),
   config: () => call("GET", "/api/config"),
   deadLetters: (route) => call("GET", `/api/dead-letters${query(route)}`),
   // One dead letter with its event as stored: path, API key, body (text or base64).

@@ -1,10 +1,10 @@
 // The console's pages. Each has mount(main) (built once per visit) and refresh(ctx) (every
 // poll, ctx.routes being the latest GET /api/routes), and updates only what changed.
 
-import { Api } from "./api.js";
+import { Api, Unauthorized } from "./api.js";
 import { latest, rates, sparkline } from "./charts.js";
 import { DeadLetters } from "./deadletters.js";
-import { age, h, rate, replace, when } from "./dom.js";
+import { age, h, rate, replace, when, whenMs } from "./dom.js";
 
 function state(r) {
   if (r.destination === "removed from the config") return ["removed", "Removed from the config"];
@@ -34,6 +34,41 @@ function chartCell(r, field, size) {
 function lastError(r) {
   if (!r.last_error) return h("span", { class: "muted" }, "none");
   return [h("div", { class: "error clamp", title: r.last_error }, r.last_error), h("span", { class: "muted" }, when(r.last_error_at))];
+}
+
+// What became of an event after a failed attempt.
+function then(t) {
+  if (t.kind === "dead_letter") return h("span", { class: "badge failing" }, "Dead letter");
+  const verb = t.kind === "hold" ? "Held, tried again" : "Tried again";
+  return `${verb} in ${age(t.in_ms / 1000)}`;
+}
+
+// A route's recent failed attempts, newest first: when, which webhook, the destination's
+// answer, and what came of it.
+function failuresTable(failures) {
+  if (!failures.length) return h("p", { class: "muted" }, "No failed attempt since start.");
+  return h(
+    "table",
+    { class: "failures" },
+    h("caption", { class: "visually-hidden" }, "Recent failed attempts"),
+    h("thead", {}, h("tr", {}, ["When", "Webhook id", "Type", "Attempt", "Destination's answer", "Then"].map((c) => h("th", { scope: "col" }, c)))),
+    h(
+      "tbody",
+      {},
+      failures.map((f) =>
+        h(
+          "tr",
+          { "data-webhook-id": f.webhook_id || "" },
+          h("td", {}, whenMs(f.at_ms)),
+          h("td", { class: "mono" }, f.webhook_id || "–"),
+          h("td", {}, f.event_type || "–"),
+          h("td", { class: "num" }, String(f.attempt)),
+          h("td", {}, h("div", { class: "error answer" }, f.error)),
+          h("td", { class: "then" }, then(f.then)),
+        ),
+      ),
+    ),
+  );
 }
 
 // Rows keyed by route name: a row is created once and its cells updated, so links and
@@ -114,14 +149,14 @@ export function routesPage() {
 export function routePage(name, ctx) {
   let facts;
   let charts;
-  let error;
+  let failures;
   const letters = new DeadLetters({ fixedRoute: name, onMessage: ctx.message });
   return {
     title: `Route ${name}`,
     mount(main) {
       facts = h("dl", { class: "facts" });
       charts = h("div", { class: "charts" });
-      error = h("div", { class: "last-error-box" });
+      failures = h("div", { class: "recent-failures" });
       const lettersSection = h("section", { "aria-labelledby": "route-letters" }, h("h2", { id: "route-letters" }, "Its dead letters"));
       main.append(
         h("p", {}, h("a", { href: "#/routes" }, "← All routes")),
@@ -129,8 +164,8 @@ export function routePage(name, ctx) {
         facts,
         h("h2", {}, "Last minutes"),
         charts,
-        h("h2", {}, "Last error"),
-        error,
+        h("h2", {}, "Recent failed attempts"),
+        failures,
         lettersSection,
       );
       letters.mount(lettersSection, [name]);
@@ -159,10 +194,16 @@ export function routePage(name, ctx) {
           h("figure", {}, chartCell(r, "delivered", big), h("figcaption", {}, "Delivered per second")),
           h("figure", {}, chartCell(r, "failed", big), h("figcaption", {}, "Failed attempts per second")),
         );
-        replace(
-          error,
-          r.last_error ? [h("pre", { class: "error-text" }, r.last_error), h("p", { class: "muted" }, when(r.last_error_at))] : h("p", { class: "muted" }, "No error since start."),
-        );
+        if (r.destination === "removed from the config") {
+          replace(failures, h("p", { class: "muted" }, "Not running: removed from the config."));
+        } else {
+          try {
+            replace(failures, failuresTable(await Api.failures(name)));
+          } catch (e) {
+            if (e instanceof Unauthorized) throw e;
+            replace(failures, h("p", { class: "error-text" }, `Could not read its failures: ${e.message}`));
+          }
+        }
       }
       await letters.refresh();
     },

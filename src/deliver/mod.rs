@@ -34,13 +34,14 @@
 pub mod backoff;
 pub mod decide;
 pub mod runtime;
+mod stats;
 pub mod supervisor;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,7 @@ use crate::clock::Clock;
 use crate::config::{RetryPolicy, Route};
 use crate::sinks::{Outcome, Sink};
 use crate::spool::{Completion, DueItem, Spool, SpoolError};
+pub use stats::{RecentFailure, RouteStats, Then, RECENT_FAILURES};
 
 /// How long the worker waits before reading again after the spool failed to read.
 const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
@@ -77,24 +79,6 @@ pub struct RouteWorker {
     pub clock: Clock,
     /// The backoff's random draw in `[0, 1)` ([`decide::Attempt::jitter`]).
     pub jitter: fn() -> f64,
-}
-
-/// A route's delivery counters since the daemon started, for `/api/routes` and `status`.
-#[derive(Debug, Default)]
-pub struct RouteStats {
-    pub in_flight: AtomicU64,
-    pub delivered: AtomicU64,
-    /// Attempts that failed (retried or dead-lettered).
-    pub failed: AtomicU64,
-    /// The last failure: its error and when (ms since the epoch).
-    pub last_error: Mutex<Option<(String, u64)>>,
-}
-
-impl RouteStats {
-    fn failed(&self, error: &str, at_ms: u64) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
-        *self.last_error.lock().expect("stats lock") = Some((error.to_string(), at_ms));
-    }
 }
 
 impl RouteWorker {
@@ -322,9 +306,6 @@ impl Ctx {
     /// with the stats and logs it calls for.
     fn judge(&self, item: &DueItem, outcome: Outcome) -> Completion {
         let now_ms = self.clock.now_ms();
-        if let Outcome::Retry { error, .. } | Outcome::Permanent { error } = &outcome {
-            self.stats.failed(error, now_ms);
-        }
         let rules = decide::Rules {
             policy: &self.policy,
             ordered: self.ordered,
@@ -336,6 +317,39 @@ impl Ctx {
             jitter: (self.jitter)(),
         };
         let decision = decide::decide(rules, attempt, outcome);
+        let in_ms = |wait: Option<Duration>| wait.map_or(0, |w| w.as_millis() as u64);
+        let failed = match &decision.completion {
+            Completion::Dead { attempts, error } => Some((*attempts, error, Then::DeadLetter)),
+            Completion::Retry {
+                attempts, error, ..
+            } => Some((
+                *attempts,
+                error,
+                Then::Retry {
+                    in_ms: in_ms(decision.wait),
+                },
+            )),
+            Completion::Hold {
+                attempts, error, ..
+            } => Some((
+                *attempts,
+                error,
+                Then::Hold {
+                    in_ms: in_ms(decision.wait),
+                },
+            )),
+            _ => None,
+        };
+        if let Some((attempt, error, then)) = failed {
+            self.stats.failed(RecentFailure {
+                at_ms: now_ms,
+                webhook_id: item.event.webhook_id.clone(),
+                event_type: item.event.event_type.clone(),
+                attempt,
+                error: error.to_string(),
+                then,
+            });
+        }
         match (&decision.completion, decision.wait) {
             (Completion::Dead { attempts, error }, _) => tracing::error!(
                 route = %self.route,

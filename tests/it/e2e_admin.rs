@@ -455,6 +455,58 @@ async fn one_dead_letter_is_shown_with_its_body_as_received() {
     assert_eq!(gone.status().as_u16(), 404);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_recent_failed_attempts_show_the_destinations_answers_newest_first() {
+    let mut receiver = Receiver::start().await;
+    receiver.push_replies([Reply::status(503), Reply::status(429), Reply::status(400)]);
+    let daemon =
+        Daemon::start(Config::default().route(HttpRoute::new("to-receiver", receiver.url()))).await;
+    let client = client();
+    let id = new_id();
+    post_ok(&client, &daemon.url(), &id, &event_body("message.new", &id)).await;
+    receiver.next_n(3, "three attempts").await;
+    daemon.until_dead_lettered(&id).await;
+
+    let api = format!("http://{}/api/routes", daemon.admin);
+    let answer = client
+        .get(format!("{api}/to-receiver/failures"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let failures: Vec<serde_json::Value> = answer.json().await.unwrap();
+    let seen: Vec<(u64, &str, bool)> = failures
+        .iter()
+        .map(|f| {
+            assert_eq!(f["webhook_id"], id.as_str(), "{f}");
+            assert_eq!(f["event_type"], "message.new", "{f}");
+            let error = f["error"].as_str().unwrap();
+            let status = ["400", "429", "503"][3 - f["attempt"].as_u64().unwrap() as usize];
+            (
+                f["attempt"].as_u64().unwrap(),
+                f["then"]["kind"].as_str().unwrap(),
+                error.contains(status) && error.contains("receiver says hi"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (3, "dead_letter", true),
+            (2, "retry", true),
+            (1, "retry", true)
+        ],
+        "{failures:?}"
+    );
+    let missing = client
+        .get(format!("{api}/no-such-route/failures"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    assert!(missing.text().await.unwrap().contains("no-such-route"));
+}
+
 /// A running daemon whose route `to-receiver` has dead-lettered one event (the receiver
 /// answered its attempt 400, and answers 200 from then on): the receiver, the daemon, a client
 /// and the event's webhook id.

@@ -174,6 +174,14 @@ async fn in_a_browser_the_console_shows_a_backlog_and_replays_a_dead_letter_unti
     browser
         .wait_for(&row, "the route page lists its dead letter")
         .await;
+    // Its recent failed attempt: the destination's answer, and that it was dead-lettered.
+    let failed = format!(r#".recent-failures tr[data-webhook-id="{dead}"]"#);
+    let attempt = browser
+        .wait_text(&failed, "the route page lists its failed attempt", |t| {
+            t.contains("Dead letter")
+        })
+        .await;
+    assert!(attempt.contains("HTTP 400"), "{attempt}");
     browser.screenshot("route").await;
 
     // The dead letters page: open the letter, replay it (orders now answers 200).
