@@ -246,6 +246,9 @@ pub enum Verdict {
         void_records: u64,
         /// Files recovery would remove (never used).
         would_remove: Vec<String>,
+        /// Zero-filled segments after the last one used, which recovery keeps: the writer
+        /// takes them as its next segments (those of the configured size; it removes others).
+        kept_spares: Vec<String>,
     },
     /// hookfan refuses it: the error it would give, and the file and offset named when it
     /// is corruption.
@@ -295,6 +298,7 @@ pub fn verify(dir: &Path) -> VerifyReport {
                 torn: None,
                 void_records: 0,
                 would_remove: Vec::new(),
+                kept_spares: Vec::new(),
             },
         };
     }
@@ -329,6 +333,7 @@ pub fn verify(dir: &Path) -> VerifyReport {
                 .map(|(f, o, why)| (f, o, why.describe().to_string())),
             void_records: r.report.void_records,
             would_remove: storage.would_remove(),
+            kept_spares: r.spares.iter().map(|&i| segment::segment_name(i)).collect(),
         },
         Err(e) => {
             let (file, offset) = match &e {
@@ -533,6 +538,7 @@ impl std::fmt::Display for VerifyReport {
                 torn,
                 void_records,
                 would_remove,
+                kept_spares,
             } => {
                 writeln!(
                     f,
@@ -556,6 +562,14 @@ impl std::fmt::Display for VerifyReport {
                         f,
                         "  would remove unused files: {}",
                         would_remove.join(", ")
+                    )?;
+                }
+                if !kept_spares.is_empty() {
+                    writeln!(
+                        f,
+                        "  keeps {} spare segment(s) for the writer's next: {}",
+                        kept_spares.len(),
+                        kept_spares.join(", ")
                     )?;
                 }
                 writeln!(

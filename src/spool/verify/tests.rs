@@ -172,11 +172,20 @@ async fn a_clean_log_verifies_as_opening_with_its_counts_and_verify_changes_no_f
         totals,
         torn,
         would_remove,
+        kept_spares,
         ..
     } = &report.verdict
     else {
         unreachable!()
     };
+    // The spares the daemon prepared are kept for the next writer, not removed; the
+    // segments' list names them spares too.
+    assert!(!kept_spares.is_empty(), "{report}");
+    for spare in kept_spares {
+        assert!(!would_remove.contains(spare), "{spare}");
+        let listed = report.segments.iter().find(|s| &s.file == spare).unwrap();
+        assert_eq!(listed.status, SegmentStatus::Spare, "{spare}");
+    }
     assert_eq!(
         totals.routes["r"],
         RouteTotals {
@@ -194,6 +203,10 @@ async fn a_clean_log_verifies_as_opening_with_its_counts_and_verify_changes_no_f
         .all(|s| !matches!(s.status, SegmentStatus::BadHeader { .. })));
     let text = report.to_string();
     assert!(text.contains("hookfan opens this log"), "{text}");
+    assert!(
+        text.contains("spare segment(s) for the writer's next"),
+        "{text}"
+    );
     assert!(
         text.contains("route r: 10 pending, 0 dead letters"),
         "{text}"
