@@ -136,7 +136,14 @@
 //! Writing resumes by itself once the preparer succeeds again.
 //!
 //! A reopen after a crash starts a new segment the same way (`TAIL_UNTRUSTED`, `void from` =
-//! the end of what was recovered), so the tail that was cut stays cut. Opening returns once
+//! the end of what was recovered), so the tail that was cut stays cut. Before it writes, the
+//! writer makes durable what recovery read: after a kill the page cache held the last run's
+//! writes, synced or not, and a power cut later must not take them from under the records
+//! that follow (a gap recovery would refuse). It syncs every segment replayed, and first
+//! writes the last group recovery applied again, as it is: pages a failed sync left marked
+//! clean but unwritten (the run killed before its barrier) are saved by no sync, only by a
+//! new write, and the writer never writes after a failed sync, so only that group can hold
+//! such pages (found by the model test, with a kill after a failed sync, then a power cut). Opening returns once
 //! a segment is ready for that (a spare the last run prepared, or the preparer's first; at
 //! most 30 s, less if a preparation fails), so a daemon killed before it prepared any does
 //! not answer its first webhooks 503 while a segment is zeroed on a busy disk.

@@ -12,7 +12,10 @@
 //! while they are in flight, and optionally while a checkpoint and a compaction step run, the
 //! power is cut at a random write or sync of the disk (the writer's, the segment
 //! preparer's, or the checkpoint's): unsynced writes are dropped and the last one may be
-//! torn. Recovery starts from the newest checkpoint the crash left. After recovery the state must be exactly the model, give or take what was
+//! torn. Three epochs in ten end with a kill instead (`kill -9` at that write or sync): the
+//! next epoch finds every write, synced or not, as the page cache keeps them, and the power
+//! cut that ends it may then take what was never synced, so what a restart built on must
+//! have been made durable by it (see "Failure" in the log's documentation). Recovery starts from the newest checkpoint the crash left. After recovery the state must be exactly the model, give or take what was
 //! in flight: an in-flight record answered as durable must be there, one answered as
 //! failed (void) must not, and any other is wholly there or wholly absent:
 //!
@@ -94,6 +97,9 @@ struct Epoch {
     in_flight_deliveries: Vec<(RouteId, usize)>,
     /// The power goes at this write or sync after the in-flight records are submitted.
     crash_at_op: u64,
+    /// The crash is a kill (`kill -9`): the page cache outlives the process, with what was
+    /// never synced, which the next epoch's power cut may then take.
+    kill: bool,
     /// A checkpoint and a compaction step run while the crash comes.
     maintain_at_crash: bool,
     /// After the crash, a byte of the newest checkpoint is flipped (at this pick): recovery
@@ -106,7 +112,7 @@ fn epoch() -> impl Strategy<Value = Epoch> {
         proptest::collection::vec(op(), 0..40),
         proptest::collection::vec((0..12u8, 1..8u8), 0..4),
         proptest::collection::vec((0..ROUTES, any::<usize>()), 0..3),
-        1..8u64,
+        (1..8u64, proptest::bool::weighted(0.3)),
         any::<bool>(),
         proptest::option::weighted(0.25, any::<usize>()),
     )
@@ -115,7 +121,7 @@ fn epoch() -> impl Strategy<Value = Epoch> {
                 ops,
                 in_flight_appends,
                 in_flight_deliveries,
-                crash_at_op,
+                (crash_at_op, kill),
                 maintain_at_crash,
                 damage_checkpoint,
             )| {
@@ -124,6 +130,7 @@ fn epoch() -> impl Strategy<Value = Epoch> {
                     in_flight_appends,
                     in_flight_deliveries,
                     crash_at_op,
+                    kill,
                     maintain_at_crash,
                     damage_checkpoint,
                 }
@@ -636,7 +643,11 @@ fn run_case(seed: u64, epochs: &[Epoch]) -> Result<(), TestCaseError> {
 
         // In flight: submitted, then the power goes at a random write or sync; each is
         // answered (durable, void, or unknown) before the disk is looked at again.
-        disk.crash_at_op(epoch.crash_at_op);
+        if epoch.kill {
+            disk.kill_at_op(epoch.crash_at_op);
+        } else {
+            disk.crash_at_op(epoch.crash_at_op);
+        }
         let mut appends = Vec::new();
         for &(id, mask) in &epoch.in_flight_appends {
             let id = format!("id-{id}");

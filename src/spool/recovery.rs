@@ -75,6 +75,16 @@ pub struct Recovered {
     /// removes the others, so a restart does not zero-fill them again before its first
     /// write.
     pub spares: Vec<u64>,
+    /// Segments whose records the state holds, read from the page cache as the last run
+    /// left it: after a kill, some of it may never have been synced. The writer syncs them
+    /// before it writes (see "Failure" in the log's documentation).
+    pub replayed: Vec<u64>,
+    /// The last write of the last run that recovery applied, in the newest of them:
+    /// (segment, from, to). After a kill that followed its failed sync, its pages may be
+    /// ones Linux marked clean without writing them (no sync saves those; the writer never
+    /// writes after a failed sync, so no other write can be), and the writer writes them
+    /// again before it syncs.
+    pub last_write: Option<(u64, u64, u64)>,
 }
 
 enum Head {
@@ -473,6 +483,9 @@ fn replay(
     let mut applied_end: Option<u64> = None;
     // Where the last applied data ended: named when records are found missing after it.
     let mut last_end = (String::new(), 0u64);
+    // The last group applied: its segment, and the bytes its write wrote (the header too,
+    // for a segment's first group, written with it).
+    let mut last_write: Option<(u64, u64, u64)> = None;
     // Bounded: whether `until` was reached.
     let mut reached = until.is_some_and(|u| u <= base_lsn);
     // One buffer for every segment read whole (each is faulted in once, not per segment).
@@ -586,7 +599,9 @@ fn replay(
             }
             report.groups += 1;
             *end_of_applied = g.end_lsn();
+            let first = last_end.1 == SEGMENT_HEADER_LEN as u64;
             last_end.1 = offset + g.frame_len() as u64;
+            last_write = Some((indexes[i], if first { 0 } else { offset }, last_end.1));
             if until.is_some_and(|u| g.end_lsn() >= u) {
                 // What follows may be a group the writer is writing now.
                 reached = true;
@@ -627,6 +642,8 @@ fn replay(
             next_lsn: until,
             checkpoint: at,
             spares: Vec::new(),
+            replayed: Vec::new(),
+            last_write: None,
         });
     }
     if let Some(at) = at.filter(|a| a.lsn > 1) {
@@ -658,6 +675,7 @@ fn replay(
         }
     }
     let replayed: Vec<u64> = indexes[..tail_from].to_vec();
+    let last_write = last_write.filter(|(segment, _, _)| replayed.last() == Some(segment));
     report.took.replay = started.elapsed();
     let checked = Instant::now();
     check_events(storage, &state, &old, &replayed, ahead.check)?;
@@ -692,6 +710,8 @@ fn replay(
         next_lsn,
         checkpoint: at,
         spares,
+        replayed,
+        last_write,
     })
 }
 

@@ -288,8 +288,10 @@ struct Sim {
     ops: u64,
     /// Bytes read so far (by every file).
     bytes_read: u64,
-    /// The power goes when `ops` reaches this.
+    /// The power goes (or, with `kill_at`, the process dies) when `ops` reaches this.
     crash_at: Option<u64>,
+    /// The crash at `crash_at` is a kill: the page cache stays (see [`SimDisk::kill`]).
+    kill_at: bool,
     /// What that power cut left, for [`SimDisk::crash`].
     frozen: Option<Box<Sim>>,
 }
@@ -328,6 +330,7 @@ impl SimDisk {
                 ops: 0,
                 bytes_read: 0,
                 crash_at: None,
+                kill_at: false,
                 frozen: None,
             })),
             syncs_held: Arc::default(),
@@ -394,6 +397,29 @@ impl SimDisk {
             inner: Arc::new(Mutex::new(after)),
             syncs_held: Arc::default(),
         }
+    }
+
+    /// Kills the process (`kill -9`): returns the disk as the next process finds it, with
+    /// every write there (the page cache outlives the process) and what was never synced
+    /// still not durable, so a [`SimDisk::crash`] of the returned disk later may still lose
+    /// it. This disk stops working as after a crash (the dead process's threads cannot reach
+    /// the returned disk, whose syncs are not held).
+    pub fn kill(&self) -> SimDisk {
+        let mut sim = self.lock();
+        let after = sim.killed();
+        sim.crashed = true;
+        SimDisk {
+            inner: Arc::new(Mutex::new(after)),
+            syncs_held: Arc::default(),
+        }
+    }
+
+    /// [`SimDisk::crash_at_op`], but the process is killed there rather than the power cut:
+    /// [`SimDisk::crash`] then returns what [`SimDisk::kill`] would have.
+    pub fn kill_at_op(&self, n: u64) {
+        let mut sim = self.lock();
+        sim.crash_at = Some(sim.ops + n.max(1));
+        sim.kill_at = true;
     }
 
     /// Cuts the power just before the `n`th write or sync from now (1: the next one), which
@@ -481,16 +507,42 @@ impl Sim {
             ops: 0,
             bytes_read: 0,
             crash_at: None,
+            kill_at: false,
             frozen: None,
         }
     }
 
-    /// Counts a write or sync; cuts the power first if this is the one `crash_at` names.
+    /// The disk as the next process finds it after a kill (see [`SimDisk::kill`]).
+    fn killed(&mut self) -> Sim {
+        let seed = self.rng.random();
+        Sim {
+            crashed: false,
+            rng: StdRng::seed_from_u64(seed),
+            files: self.files.clone(),
+            next_file: self.next_file,
+            names: self.names.clone(),
+            durable_names: self.durable_names.clone(),
+            faults: Vec::new(),
+            ops: 0,
+            bytes_read: 0,
+            crash_at: None,
+            kill_at: false,
+            frozen: None,
+        }
+    }
+
+    /// Counts a write or sync; cuts the power (or kills the process) first if this is the
+    /// one `crash_at` names.
     fn op(&mut self) -> io::Result<()> {
         self.check()?;
         self.ops += 1;
         if self.crash_at == Some(self.ops) {
-            self.frozen = Some(Box::new(self.power_cut()));
+            let after = if self.kill_at {
+                self.killed()
+            } else {
+                self.power_cut()
+            };
+            self.frozen = Some(Box::new(after));
             self.crashed = true;
             return Err(Fault::Io.error());
         }

@@ -353,3 +353,39 @@ fn waiting_for_the_first_segment_ends_when_its_preparation_fails() {
     // to recover by itself once space is back) rather than wait to listen.
     assert!(!w.wait_prepared(Duration::from_secs(600)));
 }
+
+#[test]
+fn what_a_restart_after_a_kill_recovered_from_the_page_cache_survives_a_power_cut_after() {
+    let disk = SimDisk::new(21);
+    let w = start(&disk);
+    w.wait(&w.submit(&[Record::Route { id: 0, name: "r" }]).unwrap())
+        .unwrap();
+    w.wait(&w.submit(&[event("a")]).unwrap()).unwrap();
+    // Event b is written, but its sync hangs: it is never acknowledged, and the process is
+    // killed with it in the page cache only.
+    disk.hold_syncs(true);
+    let _never = w.submit(&[event("b")]).unwrap();
+    let written = |d: &SimDisk| {
+        d.list().unwrap().iter().any(|n| {
+            d.bytes(n)
+                .is_some_and(|b| b.windows(2).any(|w| w == [0x01, b'b']))
+        })
+    };
+    while !written(&disk) {
+        std::thread::yield_now();
+    }
+    let after_kill = disk.kill();
+    // The dead process's sync fails now (its disk is gone), as its threads end.
+    disk.hold_syncs(false);
+    // The next run finds b (at least once allows it) and acknowledges c.
+    let w2 = start(&after_kill);
+    assert_eq!(w2.with_state(|s| s.route(0).unwrap().pending_len()), 2);
+    w2.wait(&w2.submit(&[event("c")]).unwrap()).unwrap();
+    // The power goes: b was never synced. What the second run acknowledged is all there,
+    // and the log opens.
+    let after_cut = after_kill.crash();
+    drop(w2);
+    let recovered = recover(&after_cut).unwrap();
+    let pending = recovered.state.route(0).unwrap().pending_len();
+    assert_eq!(pending, 3, "a and c, and b: the second run made it durable");
+}
