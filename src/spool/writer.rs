@@ -598,7 +598,6 @@ impl Shared {
     }
 }
 
-/// Starts one of the writer's threads, named `name`; `what` names it in an error.
 /// Writes bytes `from..to` of segment `name` again, as they are, a chunk at a time (synced
 /// by the caller).
 fn rewrite(storage: &dyn Storage, name: &str, from: u64, to: u64) -> io::Result<()> {
@@ -617,6 +616,7 @@ fn rewrite(storage: &dyn Storage, name: &str, from: u64, to: u64) -> io::Result<
     Ok(())
 }
 
+/// Starts one of the writer's threads, named `name`; `what` names it in an error.
 fn spawn(
     name: &str,
     what: &'static str,

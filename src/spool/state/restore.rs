@@ -190,6 +190,20 @@ impl Restore {
         entry: Entry,
     ) -> Result<(), Inconsistent> {
         self.hold(route, seq, None)?;
+        let (q, entry) = self.not_held_yet(route, seq, entry)?;
+        q.due_of.insert(seq, due_ms);
+        q.other.insert((due_ms, seq), entry);
+        Ok(())
+    }
+
+    /// `route`'s queue, where `seq` is not pending or dead yet (held twice by one route is
+    /// refused, as is a route listed twice), and `entry` with its error text shared.
+    fn not_held_yet(
+        &mut self,
+        route: RouteId,
+        seq: u64,
+        entry: Entry,
+    ) -> Result<(&mut RouteQueue, Entry), Inconsistent> {
         let q = self.queue(route);
         if q.is_pending(seq) || q.dead.contains_key(&seq) {
             return Err(Inconsistent::Held { route, seq });
@@ -198,9 +212,7 @@ impl Restore {
             last_error: entry.last_error.map(|e| q.share_error(e)),
             ..entry
         };
-        q.due_of.insert(seq, due_ms);
-        q.other.insert((due_ms, seq), entry);
-        Ok(())
+        Ok((q, entry))
     }
 
     /// One of `route`'s pending events, given back to its queue as [`RouteQueue::put`]
@@ -213,15 +225,7 @@ impl Restore {
         entry: Entry,
     ) -> Result<(), Inconsistent> {
         let event_due = self.hold(route, seq, entry.is_fresh().then_some(due_ms))?;
-        let q = self.queue(route);
-        // Held twice by one route: refused (as is a route listed twice).
-        if q.is_pending(seq) || q.dead.contains_key(&seq) {
-            return Err(Inconsistent::Held { route, seq });
-        }
-        let entry = Entry {
-            last_error: entry.last_error.map(|e| q.share_error(e)),
-            ..entry
-        };
+        let (q, entry) = self.not_held_yet(route, seq, entry)?;
         q.put(due_ms, seq, entry, Some(event_due));
         Ok(())
     }
