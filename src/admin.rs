@@ -547,8 +547,8 @@ async fn recent_failures(
     let Path(name) = path.map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let live = state.live.borrow().clone();
     match live.stats.get(&name) {
-        Some(stats) => Ok(Json(stats.recent_failures())),
-        None => Err(ApiError::NotFound(format!(
+        Some(stats) if live.running.contains(&name) => Ok(Json(stats.recent_failures())),
+        _ => Err(ApiError::NotFound(format!(
             "no route named {name:?} is running"
         ))),
     }

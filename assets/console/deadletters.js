@@ -3,8 +3,62 @@
 // the admin API's replay or drop with the letters' webhook ids, grouped by route, so exactly
 // the letters counted in the confirmation are acted on.
 
-import { Api } from "./api.js";
+import { Api, Unauthorized } from "./api.js";
 import { h, replace, whenMs } from "./dom.js";
+
+// JSON indented by its tokens, every number, string and escape left exactly as received
+// (a parse and stringify would round large integers and rewrite escapes); null when the
+// text is not a JSON object or array.
+export function indentJson(text) {
+  const t = text.trim();
+  if (!(t.startsWith("{") || t.startsWith("["))) return null;
+  try {
+    JSON.parse(t);
+  } catch {
+    return null;
+  }
+  let out = "";
+  let depth = 0;
+  let inString = false;
+  const newline = () => "\n" + "  ".repeat(depth);
+  for (let i = 0; i < t.length; i++) {
+    const c = t[i];
+    if (inString) {
+      out += c;
+      if (c === "\\") {
+        out += t[++i];
+      } else if (c === '"') {
+        inString = false;
+      }
+      continue;
+    }
+    if (c === '"') {
+      inString = true;
+      out += c;
+    } else if (c === "{" || c === "[") {
+      const close = c === "{" ? "}" : "]";
+      let j = i + 1;
+      while (j < t.length && /\s/.test(t[j])) j++;
+      if (t[j] === close) {
+        out += c + close;
+        i = j;
+      } else {
+        depth++;
+        out += c + newline();
+      }
+    } else if (c === "}" || c === "]") {
+      depth--;
+      out += newline() + c;
+    } else if (c === ",") {
+      out += "," + newline();
+    } else if (c === ":") {
+      out += ": ";
+    } else if (!/\s/.test(c)) {
+      out += c;
+    }
+  }
+  return out;
+}
 
 const SHOWN_AT_MOST = 500;
 
@@ -289,21 +343,26 @@ export class DeadLetters {
     try {
       full = await Api.deadLetter(letter.route, letter.seq);
     } catch (e) {
-      if (this.viewing === letter) note.textContent = `The body could not be read: ${e.message}`;
+      if (this.viewing !== letter) return;
+      if (e instanceof Unauthorized) {
+        // Signed out meanwhile: the next refresh shows the sign-in, which this dialog
+        // would cover.
+        document.getElementById("letter").close();
+        return;
+      }
+      note.textContent = `The body could not be read: ${e.message}`;
       return;
     }
     // Another letter opened meanwhile: this answer is not for the dialog any more.
     if (this.viewing !== letter) return;
     facts(full);
     if (full.body != null) {
-      let text = full.body;
-      try {
-        text = JSON.stringify(JSON.parse(full.body), null, 2);
-        note.textContent = `${full.body.length} bytes of JSON, as received (indented here).`;
-      } catch {
-        note.textContent = `${full.body.length} bytes of text, as received.`;
-      }
-      body.textContent = text;
+      const bytes = new TextEncoder().encode(full.body).length;
+      const indented = indentJson(full.body);
+      note.textContent = indented === null
+        ? `${bytes} bytes of text, as received.`
+        : `${bytes} bytes of JSON, as received (indented here; nothing else changed).`;
+      body.textContent = indented === null ? full.body : indented;
     } else if (full.body_base64 != null) {
       note.textContent = "The body is not text; here in base64.";
       body.textContent = full.body_base64;

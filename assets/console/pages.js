@@ -194,8 +194,9 @@ export function routePage(name, ctx) {
           h("figure", {}, chartCell(r, "delivered", big), h("figcaption", {}, "Delivered per second")),
           h("figure", {}, chartCell(r, "failed", big), h("figcaption", {}, "Failed attempts per second")),
         );
-        if (r.destination === "removed from the config") {
-          replace(failures, h("p", { class: "muted" }, "Not running: removed from the config."));
+        if (r.destination === "removed from the config" || !r.enabled) {
+          const why = r.enabled ? "removed from the config" : "disabled";
+          replace(failures, h("p", { class: "muted" }, `Not running: ${why}.`));
         } else {
           try {
             replace(failures, failuresTable(await Api.failures(name)));

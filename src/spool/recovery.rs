@@ -84,7 +84,9 @@ pub struct Recovered {
     /// ones Linux marked clean without writing them (no sync saves those; the writer never
     /// writes after a failed sync, so no other write can be), and the writer writes them
     /// again before it syncs.
-    pub last_write: Option<(u64, u64, u64)>,
+    /// (segment, offset, the bytes recovery validated there): the writer writes those, not
+    /// what a second read would find (such pages may be evicted meanwhile).
+    pub last_write: Option<(u64, u64, Vec<u8>)>,
 }
 
 enum Head {
@@ -675,7 +677,13 @@ fn replay(
         }
     }
     let replayed: Vec<u64> = indexes[..tail_from].to_vec();
-    let last_write = last_write.filter(|(segment, _, _)| replayed.last() == Some(segment));
+    // The newest segment replayed is the last one read: `buf` holds it still.
+    let last_write = last_write
+        .filter(|(segment, _, _)| replayed.last() == Some(segment))
+        .and_then(|(segment, from, to)| {
+            let bytes = buf.get(from as usize..to as usize)?;
+            Some((segment, from, bytes.to_vec()))
+        });
     report.took.replay = started.elapsed();
     let checked = Instant::now();
     check_events(storage, &state, &old, &replayed, ahead.check)?;

@@ -385,11 +385,14 @@ impl SimDisk {
     /// synced, and each write lost to a failed sync kept or not. This disk stops working:
     /// every later operation on it fails with EIO (so a writer thread still running cannot
     /// reach the returned disk). After [`SimDisk::crash_at_op`] fired, returns the disk as it
-    /// was found at that moment.
+    /// was found at that moment; after [`SimDisk::kill_at_op`], what the kill left (killed
+    /// now if its write or sync never came).
     pub fn crash(&self) -> SimDisk {
         let mut sim = self.lock();
         let after = match sim.frozen.take() {
             Some(frozen) => *frozen,
+            // The kill `kill_at_op` asked for did not come before: it comes now.
+            None if sim.kill_at => sim.killed(),
             None => sim.power_cut(),
         };
         sim.crashed = true;
@@ -427,6 +430,7 @@ impl SimDisk {
     pub fn crash_at_op(&self, n: u64) {
         let mut sim = self.lock();
         sim.crash_at = Some(sim.ops + n.max(1));
+        sim.kill_at = false;
     }
 
     /// Bytes read from every file so far.

@@ -217,9 +217,11 @@ impl Writer {
         // cannot take it from under the records that follow (a gap recovery would refuse).
         // The last write recovery applied is written again first: pages a failed sync left
         // clean but unwritten (the run was killed before its barrier) no sync would save.
-        if let Some((index, from, to)) = recovered.last_write {
-            let name = segment::segment_name(index);
-            rewrite(&*storage, &name, from, to)
+        if let Some((index, offset, bytes)) = &recovered.last_write {
+            let name = segment::segment_name(*index);
+            storage
+                .open(&name)
+                .and_then(|file| file.write_at(bytes, *offset))
                 .map_err(|e| LogError::io("rewrite", name.as_str(), e))?;
         }
         for &index in &recovered.replayed {
@@ -596,24 +598,6 @@ impl Shared {
     fn clock_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
-}
-
-/// Writes bytes `from..to` of segment `name` again, as they are, a chunk at a time (synced
-/// by the caller).
-fn rewrite(storage: &dyn Storage, name: &str, from: u64, to: u64) -> io::Result<()> {
-    const CHUNK: u64 = 1 << 20;
-    let file = storage.open(name)?;
-    let mut buf = vec![0u8; CHUNK.min(to.saturating_sub(from)) as usize];
-    let mut at = from;
-    while at < to {
-        let n = (to - at).min(CHUNK) as usize;
-        if file.read_at(&mut buf[..n], at)? != n {
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-        }
-        file.write_at(&buf[..n], at)?;
-        at += n as u64;
-    }
-    Ok(())
 }
 
 /// Starts one of the writer's threads, named `name`; `what` names it in an error.

@@ -204,7 +204,7 @@ async fn in_a_browser_the_console_shows_a_backlog_and_replays_a_dead_letter_unti
     assert!(body.contains(r#""type": "message.new""#), "{body}");
     browser
         .wait_text("#letter-body-note", "what the body is", |t| {
-            t.ends_with("bytes of JSON, as received (indented here).")
+            t.ends_with("bytes of JSON, as received (indented here; nothing else changed).")
         })
         .await;
     let facts = browser

@@ -362,7 +362,9 @@ fn what_a_restart_after_a_kill_recovered_from_the_page_cache_survives_a_power_cu
         .unwrap();
     w.wait(&w.submit(&[event("a")]).unwrap()).unwrap();
     // Event b is written, but its sync hangs: it is never acknowledged, and the process is
-    // killed with it in the page cache only.
+    // killed with it in the page cache only. (A segment for it is ready first: holding the
+    // syncs holds the preparer's too.)
+    assert!(w.wait_prepared(Duration::from_secs(60)));
     disk.hold_syncs(true);
     let _never = w.submit(&[event("b")]).unwrap();
     let written = |d: &SimDisk| {
@@ -371,7 +373,9 @@ fn what_a_restart_after_a_kill_recovered_from_the_page_cache_survives_a_power_cu
                 .is_some_and(|b| b.windows(2).any(|w| w == [0x01, b'b']))
         })
     };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !written(&disk) {
+        assert!(std::time::Instant::now() < deadline, "b was never written");
         std::thread::yield_now();
     }
     let after_kill = disk.kill();
