@@ -140,7 +140,8 @@
 //! writer makes durable what recovery read: after a kill the page cache held the last run's
 //! writes, synced or not, and a power cut later must not take them from under the records
 //! that follow (a gap recovery would refuse). It syncs every segment replayed, and first
-//! writes the last group recovery applied again, as it is: pages a failed sync left marked
+//! writes the last group recovery applied again, the bytes recovery validated (not a
+//! second read, which could find the disk's older bytes): pages a failed sync left marked
 //! clean but unwritten (the run killed before its barrier) are saved by no sync, only by a
 //! new write, and the writer never writes after a failed sync, so only that group can hold
 //! such pages (found by the model test, with a kill after a failed sync, then a power cut). Opening returns once
