@@ -80,12 +80,11 @@ pub struct Recovered {
     /// before it writes (see "Failure" in the log's documentation).
     pub replayed: Vec<u64>,
     /// The last write of the last run that recovery applied, in the newest of them:
-    /// (segment, from, to). After a kill that followed its failed sync, its pages may be
-    /// ones Linux marked clean without writing them (no sync saves those; the writer never
-    /// writes after a failed sync, so no other write can be), and the writer writes them
-    /// again before it syncs.
-    /// (segment, offset, the bytes recovery validated there): the writer writes those, not
-    /// what a second read would find (such pages may be evicted meanwhile).
+    /// (segment, offset, the bytes recovery validated there). After a kill that followed
+    /// its failed sync, its pages may be ones Linux marked clean without writing them (no
+    /// sync saves those; the writer never writes after a failed sync, so no other write can
+    /// be), and the writer writes them again before it syncs: these bytes, not what a
+    /// second read would find (such pages may be evicted meanwhile).
     pub last_write: Option<(u64, u64, Vec<u8>)>,
 }
 
