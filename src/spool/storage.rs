@@ -500,31 +500,31 @@ impl Sim {
                 },
             );
         }
+        let names = self.durable_names.clone();
+        self.next_run(rng, files, names)
+    }
+
+    /// The disk as the next process finds it after a kill (see [`SimDisk::kill`]).
+    fn killed(&mut self) -> Sim {
+        let rng = StdRng::seed_from_u64(self.rng.random());
+        let (files, names) = (self.files.clone(), self.names.clone());
+        self.next_run(rng, files, names)
+    }
+
+    /// The disk the next run finds, holding `files` under `names` (the durable directory
+    /// unchanged): no fault, crash or count carried over.
+    fn next_run(
+        &self,
+        rng: StdRng,
+        files: BTreeMap<u64, SimFileData>,
+        names: BTreeMap<String, u64>,
+    ) -> Sim {
         Sim {
             crashed: false,
             rng,
             files,
             next_file: self.next_file,
-            names: self.durable_names.clone(),
-            durable_names: self.durable_names.clone(),
-            faults: Vec::new(),
-            ops: 0,
-            bytes_read: 0,
-            crash_at: None,
-            kill_at: false,
-            frozen: None,
-        }
-    }
-
-    /// The disk as the next process finds it after a kill (see [`SimDisk::kill`]).
-    fn killed(&mut self) -> Sim {
-        let seed = self.rng.random();
-        Sim {
-            crashed: false,
-            rng: StdRng::seed_from_u64(seed),
-            files: self.files.clone(),
-            next_file: self.next_file,
-            names: self.names.clone(),
+            names,
             durable_names: self.durable_names.clone(),
             faults: Vec::new(),
             ops: 0,

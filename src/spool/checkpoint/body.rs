@@ -78,15 +78,7 @@ pub(super) fn encode_parts(
         Ok(())
     };
     let mut o = Out(body);
-    let [k0, k1] = state.keys();
-    o.uint(k0);
-    o.uint(k1);
-    let names: Vec<(RouteId, &str)> = state.route_names().collect();
-    o.uint(names.len() as u64);
-    for (id, name) in names {
-        o.uint(u64::from(id));
-        o.str(name);
-    }
+    encode_head(state, &mut o);
     o.uint(state.live_events() as u64);
     o.uint(state.id_order().count() as u64);
     let (mut seq0, mut segment0, mut received0) = (0, 0, 0);
@@ -152,6 +144,19 @@ pub(super) fn encode_parts(
     Ok(())
 }
 
+/// The body's head, the same in both versions: the fingerprint keys and the routes' names.
+pub(super) fn encode_head(state: &State, o: &mut Out<'_>) {
+    let [k0, k1] = state.keys();
+    o.uint(k0);
+    o.uint(k1);
+    let names: Vec<(RouteId, &str)> = state.route_names().collect();
+    o.uint(names.len() as u64);
+    for (id, name) in names {
+        o.uint(u64::from(id));
+        o.str(name);
+    }
+}
+
 /// Bytes an event with a remembered id takes at least: its fields, one byte each, and its
 /// fingerprint. Bounds the dedup window's size by the bytes left to read.
 const REMEMBERED_EVENT_LEN: usize = 6 + 8;
@@ -174,9 +179,7 @@ pub(super) fn decode_body<E, F: FnMut(&mut [u8], u64) -> Result<(), E>>(
     let (mut seq, mut segment, mut received_at_ms) = (0u64, 0, 0);
     let mut marked = 0u64;
     for _ in 0..events {
-        seq = seq
-            .checked_add(i.uint()?)
-            .ok_or_else(|| i.record_error(RecordError::Overflow))?;
+        seq = i.after(seq)?;
         segment = stepped(segment, i.uint()?);
         let location = Location {
             segment,
@@ -211,9 +214,7 @@ pub(super) fn decode_body<E, F: FnMut(&mut [u8], u64) -> Result<(), E>>(
         restore.route(route).map_err(|e| inconsistent(i, e))?;
         let mut index = 0u64;
         for _ in 0..i.uint()? {
-            index = index
-                .checked_add(i.uint()?)
-                .ok_or_else(|| i.record_error(RecordError::Overflow))?;
+            index = i.after(index)?;
             let mut words: Words = [0; WORDS];
             for word in &mut words {
                 *word = i.u64_le()?;
@@ -225,9 +226,7 @@ pub(super) fn decode_body<E, F: FnMut(&mut [u8], u64) -> Result<(), E>>(
         let mut texts: Vec<Arc<str>> = Vec::new();
         let mut due = 0u64;
         for _ in 0..i.uint()? {
-            due = due
-                .checked_add(i.uint()?)
-                .ok_or_else(|| i.record_error(RecordError::Overflow))?;
+            due = i.after(due)?;
             let seq = i.uint()?;
             let entry = Entry {
                 attempts: i.u32()?,
@@ -241,9 +240,7 @@ pub(super) fn decode_body<E, F: FnMut(&mut [u8], u64) -> Result<(), E>>(
         }
         let mut seq = 0u64;
         for _ in 0..i.uint()? {
-            seq = seq
-                .checked_add(i.uint()?)
-                .ok_or_else(|| i.record_error(RecordError::Overflow))?;
+            seq = i.after(seq)?;
             let attempts = i.u32()?;
             let error =
                 read_text(i, &mut texts)?.ok_or_else(|| i.record_error(RecordError::NoText))?;

@@ -99,6 +99,15 @@ impl<E, F: FnMut(&mut [u8], u64) -> Result<(), E>> BodyReader<F> {
         Err(self.record_error(RecordError::Overflow))
     }
 
+    /// The next value of a sequence written as differences (Δ): `previous` plus the next
+    /// integer, refused if it overflows.
+    pub(super) fn after(&mut self, previous: u64) -> Result<u64, Stop<E>> {
+        let delta = self.uint()?;
+        previous
+            .checked_add(delta)
+            .ok_or_else(|| self.record_error(RecordError::Overflow))
+    }
+
     /// Eight bytes, little-endian.
     pub(super) fn u64_le(&mut self) -> Result<u64, Stop<E>> {
         if let Some(b) = self.block.get(self.pos..self.pos + 8) {

@@ -30,10 +30,7 @@ pub(super) fn decode_body<E, F: FnMut(&mut [u8], u64) -> Result<(), E>>(
     }
     let mut seq = 0u64;
     for _ in 0..i.uint()? {
-        let delta = i.uint()?;
-        seq = seq
-            .checked_add(delta)
-            .ok_or_else(|| i.record_error(RecordError::Overflow))?;
+        seq = i.after(seq)?;
         let location = Location {
             segment: i.uint()?,
             offset: i.uint()?,
@@ -93,15 +90,7 @@ pub(super) fn decode_body<E, F: FnMut(&mut [u8], u64) -> Result<(), E>>(
 pub(super) fn encode_body(state: &State) -> Vec<u8> {
     let mut body = Vec::new();
     let mut o = crate::spool::record::Out(&mut body);
-    let [k0, k1] = state.keys();
-    o.uint(k0);
-    o.uint(k1);
-    let names: Vec<(RouteId, &str)> = state.route_names().collect();
-    o.uint(names.len() as u64);
-    for (id, name) in names {
-        o.uint(u64::from(id));
-        o.str(name);
-    }
+    super::body::encode_head(state, &mut o);
     o.uint(state.live_events() as u64);
     let mut previous = 0;
     for (seq, meta) in state.events() {
