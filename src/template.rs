@@ -2,8 +2,8 @@
 //! `{...}` placeholders filled from the event's JSON. Used for SQS/SNS `message_group_id`.
 //!
 //! Inside braces, alternatives are separated by `|` and tried in order; each is a dotted
-//! path into the event (`message.user.id`). A string or number field gives its text; a
-//! missing, null, object or array field gives nothing and the next alternative is tried.
+//! path into the event (`message.user.id`). A string, number or boolean field gives its JSON
+//! text; a missing, null, object or array field gives nothing and the next alternative is tried.
 //! When none gives a value, the last alternative is used as literal text if there are two or
 //! more (`{cid|unknown}` gives `unknown`), and a quoted last alternative (`'none'` or
 //! `"none"`) is always literal. A single alternative that is missing is an error: the event
@@ -12,6 +12,38 @@
 //! Pure: no I/O. Parsed (and so validated) once at config time.
 
 use serde_json::Value;
+
+/// Why a template's text is not a template. Each names the template, as config errors quote it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("'}}' without '{{' in template \"{template}\"")]
+    StrayClose { template: String },
+    #[error("unclosed '{{' in template \"{template}\"")]
+    Unclosed { template: String },
+    #[error("the template is empty")]
+    Empty,
+    #[error("in template \"{template}\": a quoted literal must come last, after a field name")]
+    MisplacedLiteral { template: String },
+    #[error("in template \"{template}\": \"{alternative}\" is not a field name (write {{cid}}, {{message.user.id}} or {{cid|'default'}})")]
+    NotAFieldName {
+        template: String,
+        alternative: String,
+    },
+}
+
+/// Why an event could not fill a template: none of one placeholder's fields holds a value
+/// and it has no literal to fall back on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the event has no field {} for template \"{template}\" (add a fallback like {{{}|'none'}})",
+    fields.join(" or "),
+    fields.join("|")
+)]
+pub struct MissingField {
+    pub template: String,
+    /// The placeholder's fields, dotted (`message.user.id`).
+    pub fields: Vec<String>,
+}
 
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,31 +64,34 @@ enum Part {
 }
 
 impl Template {
-    pub fn parse(source: &str) -> Result<Template, String> {
+    pub fn parse(source: &str) -> Result<Template, TemplateError> {
+        let stray = || TemplateError::StrayClose {
+            template: source.to_string(),
+        };
         let mut parts = Vec::new();
         let mut rest = source;
         while let Some(open) = rest.find('{') {
             if rest[..open].contains('}') {
-                return Err(format!("'}}' without '{{' in template \"{source}\""));
+                return Err(stray());
             }
             if open > 0 {
                 parts.push(Part::Literal(rest[..open].to_string()));
             }
             let after = &rest[open + 1..];
-            let close = after
-                .find('}')
-                .ok_or_else(|| format!("unclosed '{{' in template \"{source}\""))?;
+            let close = after.find('}').ok_or_else(|| TemplateError::Unclosed {
+                template: source.to_string(),
+            })?;
             parts.push(parse_field(&after[..close], source)?);
             rest = &after[close + 1..];
         }
         if rest.contains('}') {
-            return Err(format!("'}}' without '{{' in template \"{source}\""));
+            return Err(stray());
         }
         if !rest.is_empty() {
             parts.push(Part::Literal(rest.to_string()));
         }
         if parts.is_empty() {
-            return Err("the template is empty".into());
+            return Err(TemplateError::Empty);
         }
         Ok(Template {
             source: source.to_string(),
@@ -69,7 +104,7 @@ impl Template {
     }
 
     /// Fills the template from `event`; on error, which placeholder had no value.
-    pub fn render(&self, event: &Value) -> Result<String, String> {
+    pub fn render(&self, event: &Value) -> Result<String, MissingField> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
@@ -80,13 +115,10 @@ impl Template {
                         (Some(value), _) => out.push_str(&value),
                         (None, Some(literal)) => out.push_str(literal),
                         (None, None) => {
-                            let names: Vec<String> = paths.iter().map(|p| p.join(".")).collect();
-                            return Err(format!(
-                                "the event has no field {} for template \"{}\" (add a fallback like {{{}|'none'}})",
-                                names.join(" or "),
-                                self.source,
-                                names.join("|")
-                            ));
+                            return Err(MissingField {
+                                template: self.source.clone(),
+                                fields: paths.iter().map(|p| p.join(".")).collect(),
+                            });
                         }
                     }
                 }
@@ -96,7 +128,7 @@ impl Template {
     }
 }
 
-fn parse_field(inner: &str, source: &str) -> Result<Part, String> {
+fn parse_field(inner: &str, source: &str) -> Result<Part, TemplateError> {
     let alternatives: Vec<&str> = inner.split('|').map(str::trim).collect();
     let mut paths = Vec::new();
     let mut fallback = None;
@@ -108,9 +140,9 @@ fn parse_field(inner: &str, source: &str) -> Result<Part, String> {
         match quoted {
             Some(literal) if i == last && i > 0 => fallback = Some(literal.to_string()),
             Some(_) => {
-                return Err(format!(
-                    "in template \"{source}\": a quoted literal must come last, after a field name"
-                ))
+                return Err(TemplateError::MisplacedLiteral {
+                    template: source.to_string(),
+                })
             }
             None => {
                 let path: Vec<String> = alt.split('.').map(str::to_string).collect();
@@ -122,9 +154,10 @@ fn parse_field(inner: &str, source: &str) -> Result<Part, String> {
                                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
                     })
                 {
-                    return Err(format!(
-                        "in template \"{source}\": \"{alt}\" is not a field name (write {{cid}}, {{message.user.id}} or {{cid|'default'}})"
-                    ));
+                    return Err(TemplateError::NotAFieldName {
+                        template: source.to_string(),
+                        alternative: alt.to_string(),
+                    });
                 }
                 if i == last && i > 0 {
                     fallback = Some(alt.to_string());
@@ -186,7 +219,8 @@ mod tests {
             .unwrap()
             .render(&json!({"type": "x"}))
             .unwrap_err();
-        assert!(err.contains("no field cid"), "{err}");
+        assert_eq!(err.fields, ["cid"]);
+        assert!(err.to_string().contains("no field cid"), "{err}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::{Outcome, SinkError};
 use crate::config::{AwsDestination, BodyFormat};
 use crate::spool::StoredEvent;
-use crate::template::Template;
+use crate::template::{MissingField, Template};
 
 /// Most entries in one SendMessageBatch / PublishBatch.
 pub const MAX_BATCH: usize = 10;
@@ -67,24 +67,36 @@ impl Message {
     }
 }
 
-/// Turns a stored event into the message a route sends. Errors are permanent: the event
-/// cannot be sent the way the route is configured (too large, template field missing).
+/// Why an event cannot be sent the way its route is configured. Permanent: no retry changes
+/// the event, so it is dead-lettered with this text.
+#[derive(Debug, thiserror::Error)]
+pub enum Unsendable {
+    #[error("event body is not UTF-8: {0}")]
+    NotUtf8(#[from] std::string::FromUtf8Error),
+    #[error("cannot compress the event body: {0}")]
+    Compress(#[from] std::io::Error),
+    #[error("event body is not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error(transparent)]
+    NoGroupId(#[from] MissingField),
+    #[error("message is {size} bytes, over the destination's limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+}
+
+/// Turns a stored event into the message a route sends.
 pub fn build_message(
     event: &StoredEvent,
     format: BodyFormat,
     group: Option<&Template>,
     fifo: bool,
     max_bytes: usize,
-) -> Result<Message, String> {
+) -> Result<Message, Unsendable> {
     let body = match format {
-        BodyFormat::Raw => String::from_utf8(event.body.clone())
-            .map_err(|e| format!("event body is not UTF-8: {e}"))?,
+        BodyFormat::Raw => String::from_utf8(event.body.clone())?,
         BodyFormat::StreamCompressed => {
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            gz.write_all(&event.body)
-                .and_then(|()| gz.flush())
-                .map_err(|e| e.to_string())?;
-            let gz = gz.finish().map_err(|e| e.to_string())?;
+            gz.write_all(&event.body).and_then(|()| gz.flush())?;
+            let gz = gz.finish()?;
             base64::engine::general_purpose::STANDARD.encode(gz)
         }
     };
@@ -109,8 +121,7 @@ pub fn build_message(
     add("query", event.request_query());
     let group_id = match group {
         Some(t) => {
-            let json: serde_json::Value = serde_json::from_slice(&event.body)
-                .map_err(|e| format!("event body is not JSON: {e}"))?;
+            let json: serde_json::Value = serde_json::from_slice(&event.body)?;
             Some(aws_id(&t.render(&json)?))
         }
         None => None,
@@ -127,9 +138,10 @@ pub fn build_message(
     };
     let size = message.size();
     if size > max_bytes {
-        return Err(format!(
-            "message is {size} bytes, over the destination's limit of {max_bytes} bytes"
-        ));
+        return Err(Unsendable::TooLarge {
+            size,
+            limit: max_bytes,
+        });
     }
     Ok(message)
 }
@@ -353,7 +365,11 @@ impl<C: BatchClient> AwsSink<C> {
                 self.max_bytes,
             ) {
                 Ok(m) => ready.push((i, m)),
-                Err(error) => outcomes[i] = Some(Outcome::Permanent { error }),
+                Err(why) => {
+                    outcomes[i] = Some(Outcome::Permanent {
+                        error: why.to_string(),
+                    })
+                }
             }
         }
         let sizes: Vec<usize> = ready.iter().map(|(_, m)| m.size()).collect();
@@ -554,7 +570,8 @@ mod tests {
         assert_eq!(m.dedup_id.as_deref(), Some("wh-1"));
         let err = build_message(&event("{}"), BodyFormat::Raw, Some(&t), true, SQS_MAX_BYTES)
             .unwrap_err();
-        assert!(err.contains("no field cid"), "{err}");
+        assert!(matches!(&err, Unsendable::NoGroupId(m) if m.fields == ["cid"]));
+        assert!(err.to_string().contains("no field cid"), "{err}");
     }
 
     #[test]
@@ -573,7 +590,12 @@ mod tests {
         let err =
             build_message(&event(&big), BodyFormat::Raw, None, false, SNS_MAX_BYTES).unwrap_err();
         assert!(
-            err.contains("over the destination's limit of 262144 bytes"),
+            matches!(err, Unsendable::TooLarge { size, limit: 262_144 } if size > 262_144),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("over the destination's limit of 262144 bytes"),
             "{err}"
         );
     }
