@@ -90,7 +90,7 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn require_token(State(live): State<LiveView>, request: Request, next: Next) -> Response {
-    let token = live.borrow().config.admin_token.clone();
+    let token = live.borrow().config.admin_token().cloned();
     let Some(token) = token else {
         return next.run(request).await;
     };
@@ -121,7 +121,7 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
                 .to_string(),
         );
     }
-    let data_dir = state.live.borrow().config.data_dir.clone();
+    let data_dir = state.live.borrow().config.data_dir().to_path_buf();
     let spool = state.spool.clone();
     let result = tokio::task::spawn_blocking(move || ready(&spool, data_dir))
         .await
@@ -171,7 +171,12 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let gauges = tokio::task::spawn_blocking(move || -> Result<(), crate::spool::SpoolError> {
         metrics::gauge!("hookfan_spool_disk_bytes").set(spool.file_bytes().unwrap_or(0) as f64);
         let now = now_ms();
-        let mut names: Vec<String> = live.config.routes.iter().map(|r| r.name.clone()).collect();
+        let mut names: Vec<String> = live
+            .config
+            .routes()
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
         for name in spool.routes_on_disk()? {
             if !names.contains(&name) {
                 names.push(name);
@@ -248,14 +253,14 @@ async fn sources(State(state): State<AdminState>) -> Response {
     let live = state.live.borrow().clone();
     let configured = live
         .config
-        .sources
+        .sources()
         .iter()
         .map(|s| (s.name.clone(), s.sqs.queue_url.clone(), true));
     let removed: Vec<(String, String, bool)> = state
         .sources
         .names()
         .into_iter()
-        .filter(|n| !live.config.sources.iter().any(|s| &s.name == n))
+        .filter(|n| !live.config.sources().iter().any(|s| &s.name == n))
         .map(|n| (n, "-".to_string(), false))
         .collect();
     let rows: Vec<SourceStatus> = configured
@@ -377,7 +382,12 @@ impl From<tokio::task::JoinError> for ApiError {
 async fn routes(State(state): State<AdminState>) -> Result<Json<Vec<RouteStatus>>, ApiError> {
     let live = state.live.borrow().clone();
     let spool = state.spool.clone();
-    let configured: Vec<String> = live.config.routes.iter().map(|r| r.name.clone()).collect();
+    let configured: Vec<String> = live
+        .config
+        .routes()
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
     let read = tokio::task::spawn_blocking(move || {
         // Routes removed from the config still show while the spool holds events for them.
         let removed: Vec<String> = spool
@@ -398,7 +408,7 @@ async fn routes(State(state): State<AdminState>) -> Result<Json<Vec<RouteStatus>
     // Configured routes first, in file order, then removed routes that still hold events.
     let described: Vec<(String, bool, String, String, String)> = live
         .config
-        .routes
+        .routes()
         .iter()
         .map(|r| {
             let d = &r.destination;

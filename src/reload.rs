@@ -86,7 +86,7 @@ async fn reload(
     publish: &watch::Sender<Arc<Live>>,
 ) {
     let current = publish.borrow().config.clone();
-    let mut next = match config::load(path) {
+    let next = match config::load(path) {
         Ok(next) => {
             for warning in next.render_warnings(&path.display().to_string()) {
                 tracing::warn!("config reload ({trigger}): {warning}");
@@ -101,36 +101,26 @@ async fn reload(
             return;
         }
     };
-    for what in current.restart_only_changes(&next) {
-        tracing::warn!(
-            "config reload: {what} changed; restart hookfan to apply it (kept the running value)"
-        );
-    }
-    let refuse = |why: String| {
-        metrics::counter!("hookfan_config_reloads_total", "outcome" => "failure").increment(1);
-        tracing::error!(
-            "config reload ({trigger}) failed; the previous config keeps running: {why}, which only a restart changes"
-        );
+    let next = match current.reloaded(next) {
+        Ok(reloaded) => {
+            for what in reloaded.kept {
+                tracing::warn!(
+                    "config reload: {what} changed; restart hookfan to apply it (kept the running value)"
+                );
+            }
+            reloaded.config
+        }
+        Err(why) => {
+            metrics::counter!("hookfan_config_reloads_total", "outcome" => "failure").increment(1);
+            tracing::error!(
+                "config reload ({trigger}) failed; the previous config keeps running: {why}"
+            );
+            return;
+        }
     };
-    // The running buffer budget stays; a body limit it could never hold would answer every
-    // large or chunked webhook 503 until a restart.
-    if next.max_body_bytes > current.max_buffered_bytes {
-        return refuse(format!(
-            "max_body_bytes ({}) is more than the running max_buffered_bytes ({})",
-            next.max_body_bytes, current.max_buffered_bytes
-        ));
-    }
-    // Likewise the running spool's segments: a webhook must fit in half of one.
-    if 2 * next.max_body_bytes as u64 > current.spool_segment_bytes {
-        return refuse(format!(
-            "max_body_bytes ({}) is more than half the running spool_segment_bytes ({})",
-            next.max_body_bytes, current.spool_segment_bytes
-        ));
-    }
-    current.keep_restart_only(&mut next);
     match routes.apply(Arc::new(next)).await {
         Ok(live) => {
-            let n = live.config.routes.len();
+            let n = live.config.routes().len();
             let config = live.config.clone();
             publish.send_replace(Arc::new(live));
             sources.apply(&config).await;

@@ -61,15 +61,15 @@ pub async fn run(
     // AWS SDK); clients that ask for the process default (Redis over rediss://) need one named.
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     // Certificates first: a bad one should stop startup before anything is opened.
-    let certs = match &config.tls {
+    let certs = match &config.tls() {
         Some(files) => Some(ingest::tls::CertStore::open(files)?),
         None => None,
     };
     // The recorder first: the spool's writer registers its metrics when it starts.
     let metrics = crate::telemetry::metrics_handle();
     let spool = Spool::open_with(
-        &config.data_dir,
-        LogSpoolConfig::with_segment_size(config.spool_segment_bytes),
+        config.data_dir(),
+        LogSpoolConfig::with_segment_size(config.spool_segment_bytes()),
     )?;
     tracing::info!(spool = %spool.path().display(), "spool open");
     // Counters of rare events exist from the start, so rate() and increase() see the first one.
@@ -97,11 +97,11 @@ pub async fn run(
     // Deliveries run on their own threads, below ingest's priority: a draining backlog must
     // not slow acknowledgements down.
     let delivery =
-        DeliveryRuntime::start(config.delivery_nice).map_err(ServeError::DeliveryThreads)?;
+        DeliveryRuntime::start(config.delivery_nice()).map_err(ServeError::DeliveryThreads)?;
     // Shared dedup connects in the background: ingest dedups locally until Redis answers.
-    let dedup = match &config.dedup {
+    let dedup = match &config.dedup() {
         Some(redis) => {
-            let dedup = crate::dedup::SharedDedup::new(redis, config.dedup_window)?;
+            let dedup = crate::dedup::SharedDedup::new(redis, config.dedup_window())?;
             dedup.connect();
             Some(dedup)
         }
@@ -109,7 +109,7 @@ pub async fn run(
     };
     let mut routes = Supervisor::new(
         spool.clone(),
-        config.shutdown_grace,
+        config.shutdown_grace(),
         delivery.handle(),
         dedup,
     );
@@ -125,7 +125,7 @@ pub async fn run(
                 error,
             })?;
             // Lets operator commands find a listener bound to port 0.
-            let addr_file = config.data_dir.join(crate::admin::ADDR_FILE);
+            let addr_file = config.data_dir().join(crate::admin::ADDR_FILE);
             if let Err(e) = std::fs::write(&addr_file, addr.to_string()) {
                 tracing::warn!(file = %addr_file.display(), error = %e, "cannot record the admin address; `hookfan status` needs a fixed admin_listen port");
             }
@@ -171,7 +171,7 @@ pub async fn run(
     });
     match listener {
         Some(listener) => {
-            let state = IngestState::new(live.clone(), spool.clone(), config.max_buffered_bytes);
+            let state = IngestState::new(live.clone(), spool.clone(), config.max_buffered_bytes());
             // Ingest stops at shutdown or at a drain, whichever comes first.
             let stop = shutdown.child_token();
             tokio::spawn({
@@ -189,8 +189,8 @@ pub async fn run(
             })?;
             let scheme = if tls.is_some() { "https" } else { "http" };
             tracing::info!(
-                routes = config.routes.len(),
-                max_connections = config.max_connections,
+                routes = config.routes().len(),
+                max_connections = config.max_connections(),
                 "ingest listening on {scheme}://{addr}"
             );
             ingest::listener::serve(
@@ -198,7 +198,7 @@ pub async fn run(
                 tls,
                 ingest::router(state),
                 live,
-                config.max_connections,
+                config.max_connections(),
                 stop,
                 drain.clone(),
             )
@@ -211,8 +211,8 @@ pub async fn run(
         }
         None => {
             tracing::info!(
-                routes = config.routes.len(),
-                sources = config.sources.len(),
+                routes = config.routes().len(),
+                sources = config.sources().len(),
                 "no webhook listener (listen: off, or sources and no apps); receiving from sources only"
             );
             drain.ingest_closed();

@@ -1303,23 +1303,24 @@ fn the_shipped_routes_yaml_validates_with_only_the_stream_credentials_set() {
         .unwrap_or_else(|e| panic!("{e}"));
 
     assert_eq!(
-        config.listen,
+        config.listen(),
         Some("0.0.0.0:8080".parse::<SocketAddr>().unwrap())
     );
-    assert_eq!(config.data_dir, Path::new("./data"));
-    assert_eq!(config.max_body_bytes, 1_048_576);
-    assert_eq!(config.dedup_window, Duration::from_secs(10 * 60));
-    assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+    assert_eq!(config.data_dir(), Path::new("./data"));
+    assert_eq!(config.max_body_bytes(), 1_048_576);
+    assert_eq!(config.dedup_window(), Duration::from_secs(10 * 60));
+    assert_eq!(config.shutdown_grace(), Duration::from_secs(10));
     assert_eq!(
-        config.delivery_nice, 5,
+        config.delivery_nice(),
+        5,
         "deliveries run below ingest by default"
     );
 
-    assert_eq!(config.apps.len(), 1);
-    assert_eq!(config.apps[0].api_key(), "stream-key");
-    assert_eq!(config.apps[0].api_secret().expose(), b"stream-secret");
+    assert_eq!(config.apps().len(), 1);
+    assert_eq!(config.apps()[0].api_key(), "stream-key");
+    assert_eq!(config.apps()[0].api_secret().expose(), b"stream-secret");
 
-    let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = config.routes().iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         names,
         [
@@ -1330,7 +1331,7 @@ fn the_shipped_routes_yaml_validates_with_only_the_stream_credentials_set() {
         ]
     );
 
-    let everything = &config.routes[0];
+    let everything = &config.routes()[0];
     assert!(everything.enabled);
     assert!(everything.filter.takes_everything());
     let Destination::File(file) = &everything.destination else {
@@ -1340,7 +1341,7 @@ fn the_shipped_routes_yaml_validates_with_only_the_stream_credentials_set() {
     assert_eq!(file.retry, RetryPolicy::DEFAULT);
     assert_eq!(everything.destination.concurrency(), 1);
 
-    let moderation = &config.routes[1];
+    let moderation = &config.routes()[1];
     assert!(
         !moderation.enabled,
         "moderation-handler is disabled by default"
@@ -1358,19 +1359,23 @@ fn the_shipped_routes_yaml_validates_with_only_the_stream_credentials_set() {
     assert_eq!(http.retry, RetryPolicy::DEFAULT);
     assert!(http.api_secret.is_none());
 
-    assert_eq!(config.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    assert_eq!(
+        config.admin_listen(),
+        Some("127.0.0.1:9090".parse().unwrap())
+    );
     let off = shipped_routes_yaml().replace(
         "admin_listen: ${HOOKFAN_ADMIN_LISTEN:-127.0.0.1:9090}",
         "admin_listen: off",
     );
     let off = config::from_str("routes.yaml", &off, stream_credentials).unwrap();
     assert_eq!(
-        off.admin_listen, None,
+        off.admin_listen(),
+        None,
         "admin_listen: off turns the admin listener off"
     );
 
     // The AWS routes are there to switch on, and off until then: the quickstart needs no AWS.
-    for (route, kind) in config.routes[2..].iter().zip(["sqs", "sns"]) {
+    for (route, kind) in config.routes()[2..].iter().zip(["sqs", "sns"]) {
         assert!(!route.enabled, "{} is disabled by default", route.name);
         assert_eq!(route.destination.kind().key(), kind);
         assert!(!route.destination.ordered());
@@ -1411,13 +1416,13 @@ fn the_shipped_aws_routes_are_switched_on_by_their_variables() {
         vars[5],
     ];
     let config = config::from_str("routes.yaml", &text, lookup_in(&vars)).unwrap();
-    let sqs = &config.routes[2];
+    let sqs = &config.routes()[2];
     assert!(sqs.enabled);
     assert_eq!(
         sqs.destination.target(),
         "https://sqs.eu-west-1.amazonaws.com/1/events"
     );
-    let sns = &config.routes[3];
+    let sns = &config.routes()[3];
     assert!(sns.enabled);
     assert_eq!(
         sns.destination.target(),
@@ -1438,13 +1443,13 @@ fn the_shipped_routes_yaml_takes_its_overrides_from_the_environment() {
     let config = config::from_str("routes.yaml", &shipped_routes_yaml(), lookup_in(&vars))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        config.listen,
+        config.listen(),
         Some("127.0.0.1:9999".parse::<SocketAddr>().unwrap())
     );
-    assert_eq!(config.data_dir, Path::new("/srv/hookfan"));
-    assert!(config.routes[1].enabled);
+    assert_eq!(config.data_dir(), Path::new("/srv/hookfan"));
+    assert!(config.routes()[1].enabled);
     assert_eq!(
-        config.routes[1].destination.target(),
+        config.routes()[1].destination.target(),
         "https://mod.example.com/hook"
     );
 }
@@ -1533,15 +1538,14 @@ fn a_config_using_every_key_parses_into_exactly_those_values() {
     let config = every_key_config();
 
     assert_eq!(
-        config.listen,
+        config.listen(),
         Some("127.0.0.1:9000".parse::<SocketAddr>().unwrap())
     );
-    let tls = config.tls.as_ref().expect("tls is set");
+    let tls = config.tls().expect("tls is set");
     assert_eq!(tls.cert, Path::new("/etc/hookfan/tls/fullchain.pem"));
     assert_eq!(tls.key, Path::new("/etc/hookfan/tls/privkey.pem"));
     let allowed: Vec<String> = config
-        .allowed_ips
-        .as_ref()
+        .allowed_ips()
         .expect("allowed_ips is set")
         .iter()
         .map(|net| net.to_string())
@@ -1551,28 +1555,31 @@ fn a_config_using_every_key_parses_into_exactly_those_values() {
         ["203.0.113.7/32", "10.0.0.0/8", "2001:db8::/32"],
         "a bare address is a network of one; host bits of a CIDR are cleared"
     );
-    assert_eq!(config.max_event_age, Some(Duration::from_secs(600)));
-    assert_eq!(config.max_connections, 256);
-    assert_eq!(config.request_timeout, Duration::from_secs(5));
-    assert_eq!(config.max_buffered_bytes, 16 * 1024 * 1024);
-    assert_eq!(config.data_dir, Path::new("/var/lib/hookfan"));
-    assert_eq!(config.max_body_bytes, 2 * 1024 * 1024);
-    assert_eq!(config.dedup_window, Duration::from_secs(3600));
-    assert_eq!(config.shutdown_grace, Duration::from_secs(30));
-    assert_eq!(config.delivery_nice, 12);
+    assert_eq!(config.max_event_age(), Some(Duration::from_secs(600)));
+    assert_eq!(config.max_connections(), 256);
+    assert_eq!(config.request_timeout(), Duration::from_secs(5));
+    assert_eq!(config.max_buffered_bytes(), 16 * 1024 * 1024);
+    assert_eq!(config.data_dir(), Path::new("/var/lib/hookfan"));
+    assert_eq!(config.max_body_bytes(), 2 * 1024 * 1024);
+    assert_eq!(config.dedup_window(), Duration::from_secs(3600));
+    assert_eq!(config.shutdown_grace(), Duration::from_secs(30));
+    assert_eq!(config.delivery_nice(), 12);
 
-    assert_eq!(config.apps.len(), 2);
-    assert_eq!(config.apps[0].api_key(), "key-one");
-    assert_eq!(config.apps[0].api_secret().expose(), APP_SECRET.as_bytes());
-    assert_eq!(config.apps[1].api_key(), "key-two");
+    assert_eq!(config.apps().len(), 2);
+    assert_eq!(config.apps()[0].api_key(), "key-one");
     assert_eq!(
-        config.apps[1].api_secret().expose(),
+        config.apps()[0].api_secret().expose(),
+        APP_SECRET.as_bytes()
+    );
+    assert_eq!(config.apps()[1].api_key(), "key-two");
+    assert_eq!(
+        config.apps()[1].api_secret().expose(),
         b"literal ${NOT_A_VAR}",
         "$${{ writes a literal ${{"
     );
 
-    assert_eq!(config.routes.len(), 2);
-    let crm = &config.routes[0];
+    assert_eq!(config.routes().len(), 2);
+    let crm = &config.routes()[0];
     assert_eq!(crm.name, "crm");
     assert!(crm.enabled);
     assert_eq!(crm.filter.describe(), "message.new, moderation.*");
@@ -1605,21 +1612,21 @@ fn a_config_using_every_key_parses_into_exactly_those_values() {
     assert!(crm.paths.matches("/pending/PassOnPendingMessage"));
     assert!(!crm.paths.matches("/"));
 
-    assert_eq!(config.passthrough.len(), 2);
-    let bms = &config.passthrough[0];
+    assert_eq!(config.passthrough().len(), 2);
+    let bms = &config.passthrough()[0];
     assert_eq!(bms.path, "/stream/before-message-send");
     assert_eq!(bms.url.as_str(), "http://127.0.0.1:3000/bms?app=1");
     assert_eq!(bms.timeout, Some(Duration::from_millis(1200)));
     assert_eq!(bms.concurrency, 32);
-    let commands = &config.passthrough[1];
+    let commands = &config.passthrough()[1];
     assert_eq!(
         (commands.timeout, commands.concurrency),
         (None, config::DEFAULT_PASSTHROUGH_CONCURRENCY),
         "by default: Stream's deadline for the hook, 64 in flight"
     );
-    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
 
-    let audit = &config.routes[1];
+    let audit = &config.routes()[1];
     assert_eq!(audit.name, "audit.log_v2");
     assert!(!audit.enabled);
     assert!(audit.paths.takes_every_path(), "no paths: every path");
@@ -1653,13 +1660,13 @@ fn the_listener_defaults_are_plain_http_from_anywhere_with_no_age_limit() {
         "#,
     );
     let config = config::from_str("routes.yaml", &text, |_| None).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.tls, None);
-    assert_eq!(config.allowed_ips, None);
-    assert_eq!(config.max_event_age, None);
-    assert_eq!(config.max_connections, config::DEFAULT_MAX_CONNECTIONS);
-    assert_eq!(config.request_timeout, config::DEFAULT_REQUEST_TIMEOUT);
+    assert_eq!(config.tls(), None);
+    assert_eq!(config.allowed_ips(), None);
+    assert_eq!(config.max_event_age(), None);
+    assert_eq!(config.max_connections(), config::DEFAULT_MAX_CONNECTIONS);
+    assert_eq!(config.request_timeout(), config::DEFAULT_REQUEST_TIMEOUT);
     assert_eq!(
-        config.max_buffered_bytes as u64,
+        config.max_buffered_bytes() as u64,
         config::DEFAULT_MAX_BUFFERED_BYTES
     );
 }
@@ -1702,7 +1709,7 @@ fn an_event_type_stream_does_not_document_is_a_warning_with_the_closest_real_typ
         warnings[2]
     );
     // A warning never changes what the route takes: the entry still matches exactly.
-    assert!(config.routes[0].filter.matches(Some("my.custom.event")));
+    assert!(config.routes()[0].filter.matches(Some("my.custom.event")));
 }
 
 #[test]

@@ -33,9 +33,9 @@ fuzz_target!(|data: &[u8]| {
     };
     match config::from_str("routes.yaml", text, env) {
         Ok(config) => {
-            assert!(!config.apps.is_empty(), "accepted a config without apps");
+            assert!(!config.apps().is_empty(), "accepted a config without apps");
             let mut names = HashSet::new();
-            for route in &config.routes {
+            for route in config.routes() {
                 assert!(
                     names.insert(&route.name),
                     "two routes named {:?}",
@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(retry.initial_backoff() <= retry.max_backoff());
                 assert!(route.destination.concurrency() >= 1);
             }
-            assert!(config.max_body_bytes >= 1);
+            assert!(config.max_body_bytes() >= 1);
         }
         Err(err @ ConfigError::Invalid { .. }) => {
             let rendered = err.to_string();

@@ -91,7 +91,7 @@ fn destination(d: &Destination) -> Value {
 /// The running config, secrets masked.
 pub fn view(c: &Config) -> Value {
     let routes: Vec<Value> = c
-        .routes
+        .routes()
         .iter()
         .map(|r| {
             json!({
@@ -104,7 +104,7 @@ pub fn view(c: &Config) -> Value {
             })
         })
         .collect();
-    let dedup = c.dedup.as_ref().map(|d| {
+    let dedup = c.dedup().map(|d| {
         let topology = match &d.topology {
             RedisTopology::Single(url) => json!({ "url": secret_url(url) }),
             RedisTopology::Cluster(nodes) => {
@@ -132,35 +132,35 @@ pub fn view(c: &Config) -> Value {
         })
     });
     json!({
-        "listen": c.listen.map(|a| a.to_string()),
-        "tls": c.tls.as_ref().map(|t| json!({
+        "listen": c.listen().map(|a| a.to_string()),
+        "tls": c.tls().map(|t| json!({
             "cert": t.cert.display().to_string(),
             "key": t.key.display().to_string(),
         })),
-        "allowed_ips": c.allowed_ips.as_ref().map(|nets| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
-        "max_event_age": c.max_event_age.map(duration),
-        "max_connections": c.max_connections,
-        "request_timeout": duration(c.request_timeout),
-        "max_buffered_bytes": c.max_buffered_bytes,
-        "admin_listen": c.admin_listen.map_or_else(|| "off".to_string(), |a| a.to_string()),
-        "admin_token": c.admin_token.as_ref().map(secret),
-        "data_dir": c.data_dir.display().to_string(),
-        "max_body_bytes": c.max_body_bytes,
-        "dedup_window": duration(c.dedup_window),
-        "shutdown_grace": duration(c.shutdown_grace),
-        "delivery_nice": c.delivery_nice,
-        "apps": c.apps.iter().map(|a| json!({
+        "allowed_ips": c.allowed_ips().map(|nets| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
+        "max_event_age": c.max_event_age().map(duration),
+        "max_connections": c.max_connections(),
+        "request_timeout": duration(c.request_timeout()),
+        "max_buffered_bytes": c.max_buffered_bytes(),
+        "admin_listen": c.admin_listen().map_or_else(|| "off".to_string(), |a| a.to_string()),
+        "admin_token": c.admin_token().map(secret),
+        "data_dir": c.data_dir().display().to_string(),
+        "max_body_bytes": c.max_body_bytes(),
+        "dedup_window": duration(c.dedup_window()),
+        "shutdown_grace": duration(c.shutdown_grace()),
+        "delivery_nice": c.delivery_nice(),
+        "apps": c.apps().iter().map(|a| json!({
             "api_key": a.api_key(),
             "api_secret": secret(a.api_secret()),
         })).collect::<Vec<_>>(),
         "routes": routes,
-        "passthrough": c.passthrough.iter().map(|p| json!({
+        "passthrough": c.passthrough().iter().map(|p| json!({
             "path": p.path,
             "url": url_masked(p.url.as_str()),
             "timeout": p.timeout.map(duration),
             "concurrency": p.concurrency,
         })).collect::<Vec<_>>(),
-        "sources": c.sources.iter().map(|s| json!({
+        "sources": c.sources().iter().map(|s| json!({
             "name": s.name,
             "path": s.path(),
             "sqs": {
@@ -174,7 +174,7 @@ pub fn view(c: &Config) -> Value {
             },
         })).collect::<Vec<_>>(),
         "dedup": dedup,
-        "warnings": c.warnings.iter().map(|w| format!("{}:{}: {}", w.line, w.column, w.message)).collect::<Vec<_>>(),
+        "warnings": c.warnings().iter().map(|w| format!("{}:{}: {}", w.line, w.column, w.message)).collect::<Vec<_>>(),
     })
 }
 
@@ -192,7 +192,10 @@ mod tests {
     ];
 
     fn config_with_every_secret() -> Config {
-        let yaml = r#"
+        crate::config::from_str("routes.yaml", EVERY_SECRET, |_| None).expect("valid config")
+    }
+
+    const EVERY_SECRET: &str = r#"
 listen: "127.0.0.1:0"
 admin_listen: "127.0.0.1:0"
 admin_token: "admin-token-two"
@@ -219,8 +222,6 @@ dedup:
     nodes: ["redis://:redis-password-four@sentinel-1:26379"]
     password: "sentinel-password-five"
 "#;
-        crate::config::from_str("routes.yaml", yaml, |_| None).expect("valid config")
-    }
 
     #[test]
     fn the_config_view_masks_every_secret_and_keeps_the_rest() {
@@ -249,8 +250,9 @@ dedup:
 
     #[test]
     fn an_absent_secret_is_null_and_an_unparsable_url_is_masked_whole() {
-        let mut config = config_with_every_secret();
-        config.admin_token = None;
+        let yaml = EVERY_SECRET.replace("admin_token: \"admin-token-two\"\n", "");
+        let config = crate::config::from_str("routes.yaml", &yaml, |_| None).expect("valid config");
+        assert!(config.admin_token().is_none());
         assert_eq!(view(&config)["admin_token"], Value::Null);
         assert_eq!(url_masked("not a url with a secret"), MASK);
     }

@@ -188,7 +188,7 @@ pub async fn drop_pending(config_path: &Path, route: &str) -> anyhow::Result<()>
     let config = load_for_operator(config_path, true)?;
     let n = match reach_spool(&config).await? {
         Spooled::Offline(spool) => {
-            if config.routes.iter().any(|r| r.name == route && r.enabled) {
+            if config.routes().iter().any(|r| r.name == route && r.enabled) {
                 spool.close().await;
                 bail!(
                     "route {route:?} is enabled in {}: disable or remove it first",

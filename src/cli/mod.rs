@@ -81,8 +81,8 @@ enum Spooled {
 }
 
 async fn reach_spool(config: &Config) -> anyhow::Result<Spooled> {
-    let settings = hookfan::spool::LogSpoolConfig::with_segment_size(config.spool_segment_bytes);
-    match Spool::open_with(&config.data_dir, settings) {
+    let settings = hookfan::spool::LogSpoolConfig::with_segment_size(config.spool_segment_bytes());
+    match Spool::open_with(config.data_dir(), settings) {
         Ok(spool) => Ok(Spooled::Offline(spool)),
         Err(SpoolError::InUse(path)) => Admin::new(config)
             .map(Spooled::Live)
@@ -100,10 +100,10 @@ struct Admin {
 
 impl Admin {
     fn new(config: &Config) -> anyhow::Result<Admin> {
-        let addr = admin_address(config.admin_listen, &config.data_dir)?;
+        let addr = admin_address(config.admin_listen(), config.data_dir())?;
         Ok(Admin {
             base: format!("http://{addr}"),
-            token: config.admin_token.clone(),
+            token: config.admin_token().cloned(),
             client: reqwest::Client::new(),
         })
     }

@@ -12,7 +12,7 @@ pub async fn send(config_path: &Path, what: &str, to: Option<&str>) -> anyhow::R
         sample_event(what).into_bytes()
     };
     let app = config
-        .apps
+        .apps()
         .first()
         .context("no app configured to sign with")?;
     let url = match to {
@@ -42,7 +42,7 @@ pub async fn send(config_path: &Path, what: &str, to: Option<&str>) -> anyhow::R
 }
 
 fn default_url(config: &Config) -> anyhow::Result<String> {
-    let Some(mut addr) = config.listen else {
+    let Some(mut addr) = config.listen() else {
         bail!("the config has no webhook listener (listen: off, or sources and no apps): give --to URL");
     };
     if addr.ip().is_unspecified() {

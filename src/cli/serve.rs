@@ -9,13 +9,13 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     let listener =
-        match config.listen {
+        match config.listen() {
             Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
                 format!("cannot listen on {addr} (is another process using it?)")
             })?),
             None => None,
         };
-    let admin = match config.admin_listen {
+    let admin = match config.admin_listen() {
         Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on admin_listen {addr} (is another process using it? set admin_listen to another port, or off)")
         })?),

@@ -26,17 +26,17 @@ pub fn check(config_path: &Path, no_env: bool) -> anyhow::Result<()> {
     println!(
         "listen {}  data_dir {}  max_body_bytes {}  dedup_window {}",
         config
-            .listen
+            .listen()
             .map_or("off".to_string(), |addr| addr.to_string()),
-        config.data_dir.display(),
-        config.max_body_bytes,
-        humantime::format_duration(config.dedup_window)
+        config.data_dir().display(),
+        config.max_body_bytes(),
+        humantime::format_duration(config.dedup_window())
     );
-    let keys: Vec<&str> = config.apps.iter().map(|a| a.api_key()).collect();
+    let keys: Vec<&str> = config.apps().iter().map(|a| a.api_key()).collect();
     println!("apps (X-Api-Key): {}", keys.join(", "));
     println!();
     let rows: Vec<[String; 6]> = config
-        .routes
+        .routes()
         .iter()
         .map(|r| {
             [
@@ -60,10 +60,10 @@ pub fn check(config_path: &Path, no_env: bool) -> anyhow::Result<()> {
         ],
         &rows,
     );
-    if !config.passthrough.is_empty() {
+    if !config.passthrough().is_empty() {
         println!();
         let rows: Vec<[String; 4]> = config
-            .passthrough
+            .passthrough()
             .iter()
             .map(|p| {
                 [

@@ -234,7 +234,7 @@ const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(4);
 pub async fn healthcheck(config_path: &Path) -> anyhow::Result<()> {
     let config = load_for_operator(config_path, false)
         .map_err(|e| anyhow::anyhow!(e.to_string().replace('\n', "; ")))?;
-    let addr = admin_address(config.admin_listen, &config.data_dir)?;
+    let addr = admin_address(config.admin_listen(), config.data_dir())?;
     let url = format!("http://{addr}/readyz");
     let response = reqwest::Client::new()
         .get(&url)

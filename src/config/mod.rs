@@ -15,6 +15,7 @@ mod passthrough;
 pub mod placeholder;
 mod raw;
 mod restart;
+pub use restart::{ReloadRefused, Reloaded};
 mod routes;
 pub mod schema;
 mod sources;
@@ -106,55 +107,168 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A validated configuration. Only [`load`] and [`from_str`] make one.
+/// A validated configuration. Only [`load`] and [`from_str`] make one, and nothing outside
+/// this module changes one: its fields are read through the methods below (a reload builds
+/// a new one, [`Config::reloaded`]).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where Stream's webhooks are received; None when there is no webhook listener
     /// (`listen: off`, or sources and no `apps`).
-    pub listen: Option<SocketAddr>,
+    listen: Option<SocketAddr>,
     /// Serve ingest over TLS with these files (reloaded when they change); plain HTTP
     /// without.
-    pub tls: Option<TlsFiles>,
+    tls: Option<TlsFiles>,
     /// Only these networks may post webhooks (others get 403); None allows everyone.
-    pub allowed_ips: Option<Vec<ipnet::IpNet>>,
+    allowed_ips: Option<Vec<ipnet::IpNet>>,
     /// Refuse (401) signed events whose `created_at` is older than this; a replay defence.
-    pub max_event_age: Option<Duration>,
+    max_event_age: Option<Duration>,
     /// Open ingest connections at most; more wait in the kernel's accept queue.
-    pub max_connections: usize,
+    max_connections: usize,
     /// A request's headers and body must both arrive within this (slow clients are cut off).
-    pub request_timeout: Duration,
+    request_timeout: Duration,
     /// Request bodies held in memory at once, across requests; beyond it, 503 at once.
-    pub max_buffered_bytes: usize,
+    max_buffered_bytes: usize,
     /// Health, readiness and metrics; None when `admin_listen: off`.
-    pub admin_listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
     /// Required as a bearer token by the admin API (`/api/...`) when set.
-    pub admin_token: Option<Secret>,
+    admin_token: Option<Secret>,
     /// The spool (durable store) lives here.
-    pub data_dir: PathBuf,
+    data_dir: PathBuf,
     /// Size of each of the spool's segment files.
-    pub spool_segment_bytes: u64,
+    spool_segment_bytes: u64,
     /// Largest accepted body, checked before and after gzip decompression.
-    pub max_body_bytes: usize,
+    max_body_bytes: usize,
     /// How long an `X-Webhook-Id` is remembered to drop Stream's retries.
-    pub dedup_window: Duration,
+    dedup_window: Duration,
     /// How long in-flight deliveries may finish after SIGTERM before the daemon exits.
-    pub shutdown_grace: Duration,
+    shutdown_grace: Duration,
     /// How many nice steps below ingest the delivery threads run (0: the same priority).
-    pub delivery_nice: i32,
+    delivery_nice: i32,
     /// Stream apps whose webhooks are accepted; `X-Api-Key` picks one.
-    pub apps: Vec<App>,
-    pub routes: Vec<Route>,
+    apps: Vec<App>,
+    routes: Vec<Route>,
     /// Synchronous hooks (Before-Message-Send, Custom Commands): a request on one of these
     /// exact paths is verified, then proxied to its handler and answered with the handler's
     /// answer; it is never stored.
-    pub passthrough: Vec<Passthrough>,
+    passthrough: Vec<Passthrough>,
     /// Queues hookfan consumes events from, besides the webhook listener.
-    pub sources: Vec<Source>,
+    sources: Vec<Source>,
     /// Dedup shared with other replicas on Redis; None: the spool's own (one replica).
-    pub dedup: Option<RedisDedup>,
+    dedup: Option<RedisDedup>,
     /// What is valid but probably not meant (an event type Stream does not document):
     /// printed by `check`, logged at startup and reload. Never stops anything.
-    pub warnings: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+impl Config {
+    /// Where Stream's webhooks are received; None when there is no webhook listener
+    /// (`listen: off`, or sources and no `apps`).
+    pub fn listen(&self) -> Option<SocketAddr> {
+        self.listen
+    }
+
+    /// Serve ingest over TLS with these files (reloaded when they change); plain HTTP
+    /// without.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// Only these networks may post webhooks (others get 403); None allows everyone.
+    pub fn allowed_ips(&self) -> Option<&[ipnet::IpNet]> {
+        self.allowed_ips.as_deref()
+    }
+
+    /// Refuse (401) signed events whose `created_at` is older than this; a replay defence.
+    pub fn max_event_age(&self) -> Option<Duration> {
+        self.max_event_age
+    }
+
+    /// Open ingest connections at most; more wait in the kernel's accept queue.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// A request's headers and body must both arrive within this (slow clients are cut off).
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Request bodies held in memory at once, across requests; beyond it, 503 at once.
+    pub fn max_buffered_bytes(&self) -> usize {
+        self.max_buffered_bytes
+    }
+
+    /// Health, readiness and metrics; None when `admin_listen: off`.
+    pub fn admin_listen(&self) -> Option<SocketAddr> {
+        self.admin_listen
+    }
+
+    /// Required as a bearer token by the admin API (`/api/...`) when set.
+    pub fn admin_token(&self) -> Option<&Secret> {
+        self.admin_token.as_ref()
+    }
+
+    /// The spool (durable store) lives here.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Size of each of the spool's segment files.
+    pub fn spool_segment_bytes(&self) -> u64 {
+        self.spool_segment_bytes
+    }
+
+    /// Largest accepted body, checked before and after gzip decompression.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
+    /// How long an `X-Webhook-Id` is remembered to drop Stream's retries.
+    pub fn dedup_window(&self) -> Duration {
+        self.dedup_window
+    }
+
+    /// How long in-flight deliveries may finish after SIGTERM before the daemon exits.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace
+    }
+
+    /// How many nice steps below ingest the delivery threads run (0: the same priority).
+    pub fn delivery_nice(&self) -> i32 {
+        self.delivery_nice
+    }
+
+    /// Stream apps whose webhooks are accepted; `X-Api-Key` picks one.
+    pub fn apps(&self) -> &[App] {
+        &self.apps
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Synchronous hooks (Before-Message-Send, Custom Commands): a request on one of these
+    /// exact paths is verified, then proxied to its handler and answered with the handler's
+    /// answer; it is never stored.
+    pub fn passthrough(&self) -> &[Passthrough] {
+        &self.passthrough
+    }
+
+    /// Queues hookfan consumes events from, besides the webhook listener.
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
+    }
+
+    /// Dedup shared with other replicas on Redis; None: the spool's own (one replica).
+    pub fn dedup(&self) -> Option<&RedisDedup> {
+        self.dedup.as_ref()
+    }
+
+    /// What is valid but probably not meant (an event type Stream does not document):
+    /// printed by `check`, logged at startup and reload. Never stops anything.
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
+    }
 }
 
 /// A `passthrough:` block: where a synchronous hook's requests go.

@@ -6,6 +6,27 @@
 
 use super::Config;
 
+/// Why a reload is refused as a whole: a new value that cannot work with a setting only a
+/// restart changes. The previous config keeps running.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadRefused {
+    /// Every large or chunked webhook would be answered 503 until a restart.
+    #[error("max_body_bytes ({next}) is more than the running max_buffered_bytes ({running}), which only a restart changes")]
+    BodyOverBufferBudget { next: usize, running: usize },
+    /// A webhook must fit in half of one of the running spool's segments.
+    #[error("max_body_bytes ({next}) is more than half the running spool_segment_bytes ({running}), which only a restart changes")]
+    BodyOverHalfSegment { next: usize, running: u64 },
+}
+
+/// What a reload runs: the new config with the running values of the settings only a
+/// restart changes, and the names of those the file changed (to log that a restart is
+/// needed).
+#[derive(Debug)]
+pub struct Reloaded {
+    pub config: Config,
+    pub kept: Vec<&'static str>,
+}
+
 /// One setting only a restart changes.
 struct RestartOnly {
     /// How the README and the log name it.
@@ -55,20 +76,36 @@ const RESTART_ONLY: &[RestartOnly] = &[
 ];
 
 impl Config {
+    /// The config a reload from this running one to `next` (just loaded and validated)
+    /// runs: `next` with this config's restart-only settings, or why `next` cannot run
+    /// beside them. Pure.
+    pub fn reloaded(&self, mut next: Config) -> Result<Reloaded, ReloadRefused> {
+        if next.max_body_bytes > self.max_buffered_bytes {
+            return Err(ReloadRefused::BodyOverBufferBudget {
+                next: next.max_body_bytes,
+                running: self.max_buffered_bytes,
+            });
+        }
+        if 2 * next.max_body_bytes as u64 > self.spool_segment_bytes {
+            return Err(ReloadRefused::BodyOverHalfSegment {
+                next: next.max_body_bytes,
+                running: self.spool_segment_bytes,
+            });
+        }
+        let kept = self.restart_only_changes(&next);
+        for setting in RESTART_ONLY {
+            (setting.keep)(self, &mut next);
+        }
+        Ok(Reloaded { config: next, kept })
+    }
+
     /// The restart-only settings `next` changes from this running config, by name.
-    pub fn restart_only_changes(&self, next: &Config) -> Vec<&'static str> {
+    fn restart_only_changes(&self, next: &Config) -> Vec<&'static str> {
         RESTART_ONLY
             .iter()
             .filter(|s| (s.changed)(self, next))
             .map(|s| s.name)
             .collect()
-    }
-
-    /// `next` with this running config's restart-only settings.
-    pub fn keep_restart_only(&self, next: &mut Config) {
-        for setting in RESTART_ONLY {
-            (setting.keep)(self, next);
-        }
     }
 }
 
@@ -85,12 +122,9 @@ mod tests {
     #[test]
     fn a_reload_names_each_restart_only_change_and_keeps_the_running_value() {
         let running = config("listen: 127.0.0.1:1\nmax_connections: 10\nshutdown_grace: 1s\n");
-        let mut next = config("listen: 127.0.0.1:2\nmax_connections: 20\nshutdown_grace: 2s\n");
-        assert_eq!(
-            running.restart_only_changes(&next),
-            ["listen", "max_connections"]
-        );
-        running.keep_restart_only(&mut next);
+        let next = config("listen: 127.0.0.1:2\nmax_connections: 20\nshutdown_grace: 2s\n");
+        let Reloaded { config: next, kept } = running.reloaded(next).expect("a valid reload");
+        assert_eq!(kept, ["listen", "max_connections"]);
         assert_eq!(running.restart_only_changes(&next), Vec::<&str>::new());
         assert_eq!(next.max_connections, 10, "the running value kept");
         assert_eq!(
@@ -98,6 +132,36 @@ mod tests {
             std::time::Duration::from_secs(2),
             "a reloadable setting is not touched"
         );
+    }
+
+    #[test]
+    fn a_reload_whose_body_limit_the_running_budgets_cannot_hold_is_refused() {
+        const MIB: usize = 1 << 20;
+        let running = config("max_buffered_bytes: 67108864\nspool_segment_bytes: 16777216\n");
+        let over_budget = config(
+            "max_body_bytes: 68157440\nmax_buffered_bytes: 268435456\nspool_segment_bytes: 1073741824\n",
+        );
+        assert_eq!(
+            running.reloaded(over_budget).unwrap_err(),
+            ReloadRefused::BodyOverBufferBudget {
+                next: 65 * MIB,
+                running: 64 * MIB
+            }
+        );
+        let over_segment = config("max_body_bytes: 8388609\nspool_segment_bytes: 1073741824\n");
+        let refused = running.reloaded(over_segment).unwrap_err();
+        assert_eq!(
+            refused,
+            ReloadRefused::BodyOverHalfSegment {
+                next: 8 * MIB + 1,
+                running: 16 * MIB as u64
+            }
+        );
+        assert!(refused.to_string().contains("which only a restart changes"));
+        let fits = config("max_body_bytes: 8388608\nspool_segment_bytes: 1073741824\n");
+        let reloaded = running.reloaded(fits).expect("exactly half a segment fits");
+        assert_eq!(reloaded.kept, ["spool_segment_bytes"]);
+        assert_eq!(reloaded.config.spool_segment_bytes, 16 * MIB as u64);
     }
 
     #[test]

@@ -77,14 +77,14 @@ impl Supervisor {
     /// or passthrough client cannot be built.
     pub async fn apply(&mut self, config: Arc<Config>) -> Result<Live, ApplyError> {
         let wanted: HashMap<&str, &Route> = config
-            .routes
+            .routes()
             .iter()
             .filter(|r| r.enabled)
             .map(|r| (r.name.as_str(), r))
             .collect();
         // Build every new sink and handler first, so a failure leaves what runs alone.
         let passthrough = Arc::new(
-            Passthroughs::build(&config.passthrough, Some(&self.passthrough))
+            Passthroughs::build(config.passthrough(), Some(&self.passthrough))
                 .map_err(ApplyError::Passthrough)?,
         );
         let mut sinks = HashMap::new();
@@ -129,7 +129,7 @@ impl Supervisor {
             // Kept workers: remember the new route (its filter may have changed).
             running.route = wanted[name.as_str()].clone();
         }
-        for route in config.routes.iter().filter(|r| !r.enabled) {
+        for route in config.routes().iter().filter(|r| !r.enabled) {
             tracing::info!(route = %route.name, "route disabled: it takes no events; what it already holds stays on disk");
         }
         Ok(Live {

@@ -55,7 +55,7 @@ async fn rig_on(disk: Option<&SimDisk>, destination: &str, grace: Duration, ids:
         "apps: [{{ api_key: k, api_secret: s }}]\nroutes:\n  - name: r\n    event_types: []\n{destination}"
     );
     let config = crate::config::from_str("routes.yaml", &yaml, |_| None).expect("valid config");
-    let route = config.routes.into_iter().next().expect("one route");
+    let route = config.routes()[0].clone();
     let dir = tempfile::tempdir().unwrap();
     let clock = Clock::tokio_from(T0);
     let spool = match disk {

@@ -78,7 +78,7 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let timeout = live.borrow().config.request_timeout;
+        let timeout = live.borrow().config.request_timeout();
         let watcher = graceful.watcher();
         let (app, tls, stop) = (app.clone(), tls.clone(), shutdown.clone());
         tokio::spawn(async move {

@@ -128,7 +128,7 @@ async fn receive(
     let path = parts.uri.path();
     let webhook_id = logged_id(&parts.headers);
     let peer = listener::peer_ip(&parts.extensions);
-    if !listener::ip_allowed(live.config.allowed_ips.as_deref(), peer) {
+    if !listener::ip_allowed(live.config.allowed_ips(), peer) {
         state.count(Outcome::IpNotAllowed);
         tracing::warn!(peer = ?peer, %path, %webhook_id, "refused webhook: the sender's IP is not in allowed_ips");
         return Err(answer(
@@ -146,7 +146,7 @@ async fn receive(
         )
             .into_response());
     }
-    let limit = live.config.max_body_bytes;
+    let limit = live.config.max_body_bytes();
     // Room for the body before reading it (its Content-Length, else the limit), held until
     // the answer: under overload, push back at once rather than buffer without bound.
     let expected = parts
@@ -178,11 +178,11 @@ async fn receive(
             ));
         }
     };
-    let webhook = match verify::verify(&parts.headers, raw.clone(), &live.config.apps, limit) {
+    let webhook = match verify::verify(&parts.headers, raw.clone(), live.config.apps(), limit) {
         Ok(w) => w,
         Err(rejection) => return Err(refuse(state, Some(rejection), path, webhook_id)),
     };
-    if let Some(max_age) = live.config.max_event_age {
+    if let Some(max_age) = live.config.max_event_age() {
         if let Err(rejection) =
             verify::check_age(webhook.created_at(), max_age, std::time::SystemTime::now())
         {
@@ -218,7 +218,7 @@ async fn synchronous(
     // A body slower than Stream's own deadline is useless, and must not hold a slot longer.
     let body_timeout = live
         .config
-        .request_timeout
+        .request_timeout()
         .min(hooks::SyncHook::BeforeMessageSend.stream_deadline());
     let received = match receive(state, live, request, body_timeout).await {
         Ok(received) => received,
@@ -251,7 +251,7 @@ async fn synchronous(
     let deadline = (started, hook.timeout_for(&webhook.body));
     drop(webhook);
     let answer = hook
-        .forward(&parts, raw, deadline, peer, live.config.max_body_bytes)
+        .forward(&parts, raw, deadline, peer, live.config.max_body_bytes())
         .await;
     drop(slot);
     match answer {
@@ -268,7 +268,7 @@ async fn synchronous(
 
 /// A push webhook: routed, stored for every route that takes it, then acknowledged.
 async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
-    let received = match receive(state, live, request, live.config.request_timeout).await {
+    let received = match receive(state, live, request, live.config.request_timeout()).await {
         Ok(received) => received,
         Err(refused) => return refused,
     };
@@ -360,7 +360,7 @@ pub enum NotStored {
 /// webhook id in the same commit; the spool's writer then wakes their workers). Returns only
 /// once the event is on disk, or with why it is not.
 pub async fn store(live: &Live, spool: &Spool, event: EventRef<'_>) -> Result<Stored, NotStored> {
-    let routes = route::select(&live.config.routes, event.event_type, event.request_path());
+    let routes = route::select(live.config.routes(), event.event_type, event.request_path());
     if routes.is_empty() {
         live.unrouted.increment(1);
         return Ok(Stored::Unrouted);
@@ -379,7 +379,7 @@ pub async fn store(live: &Live, spool: &Spool, event: EventRef<'_>) -> Result<St
     // The deadline is enforced by the spool, against its writer's clock: no timer here.
     let deadline = Instant::now() + ACK_DEADLINE;
     let stored = spool
-        .append_grouped(event, &targets, live.config.dedup_window, Some(deadline))
+        .append_grouped(event, &targets, live.config.dedup_window(), Some(deadline))
         .await
         .map_err(|e| match e {
             SpoolError::Late => NotStored::Overloaded,
@@ -424,7 +424,7 @@ fn with_message_groups<'a>(
         .iter()
         .map(|name| {
             let template = config
-                .routes
+                .routes()
                 .iter()
                 .find(|r| r.name == *name)
                 .and_then(|r| r.destination.message_group());

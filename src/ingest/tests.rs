@@ -304,7 +304,7 @@ fn ingest(dir: &std::path::Path) -> (axum::Router, LogSpool) {
     let config = crate::config::from_str("routes.yaml", &yaml, |_| None).expect("valid config");
     let spool = LogSpool::open_with(dir, LogSpoolConfig::with_segment_size(4 << 20)).unwrap();
     let live = Live {
-        running: config.routes.iter().map(|r| r.name.clone()).collect(),
+        running: config.routes().iter().map(|r| r.name.clone()).collect(),
         routed: HashMap::new(),
         unrouted: metrics::Counter::noop(),
         stats: HashMap::new(),
@@ -312,7 +312,7 @@ fn ingest(dir: &std::path::Path) -> (axum::Router, LogSpool) {
         dedup: None,
         config: Arc::new(config),
     };
-    let max_buffered = live.config.max_buffered_bytes;
+    let max_buffered = live.config.max_buffered_bytes();
     // A receiver keeps the last value after its sender is gone: no reload here.
     let (_, view) = tokio::sync::watch::channel(Arc::new(live));
     let state = IngestState::new(view, spool.clone(), max_buffered);

@@ -114,7 +114,7 @@ pub async fn watch(store: Arc<CertStore>, live: LiveView, shutdown: Cancellation
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Some(files) = live.borrow().config.tls.clone() else {
+        let Some(files) = live.borrow().config.tls().cloned() else {
             continue; // switching TLS off needs a restart (the reload says so)
         };
         match store.refresh(&files) {

@@ -98,7 +98,7 @@ impl Sources {
     /// Starts, stops and restarts sources so that exactly `config`'s run.
     pub async fn apply(&mut self, config: &Config) {
         let wanted: HashMap<&str, &Source> = config
-            .sources
+            .sources()
             .iter()
             .map(|s| (s.name.as_str(), s))
             .collect();

@@ -287,7 +287,7 @@ impl SqsSource {
 
     /// The stored form of a message: its event, its id for dedup, the signature to forward.
     fn event(&self, live: &Live, message: &Message) -> Result<StoredEvent, Undecodable> {
-        let decoded = decode::decode(message.body().unwrap_or(""), live.config.max_body_bytes)?;
+        let decoded = decode::decode(message.body().unwrap_or(""), live.config.max_body_bytes())?;
         let attribute = |names: &[&str]| {
             let attributes = message.message_attributes()?;
             names
@@ -299,7 +299,7 @@ impl SqsSource {
         let signature = match attribute(&["signature", "X-Signature", "x-signature"]) {
             Some(signature) => {
                 verify_signature(
-                    &live.config.apps,
+                    live.config.apps(),
                     api_key.as_deref(),
                     &decoded.body,
                     &signature,
