@@ -87,7 +87,8 @@ pub async fn dead_letters_show(
             let mut shown = Vec::new();
             for l in letters.iter().filter(of_id) {
                 let path = format!("/api/dead-letters/{}/{}", urlencode(&l.route), l.seq);
-                shown.push(admin.call(reqwest::Method::GET, &path, None).await?);
+                // Replayed or dropped since the listing: not a dead letter any more.
+                shown.extend(admin.call_if_found(reqwest::Method::GET, &path).await?);
             }
             shown
         }

@@ -114,6 +114,30 @@ impl Admin {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<T> {
+        let (url, response) = self.send(method, path, body).await?;
+        Self::answer(url, response).await
+    }
+
+    /// [`Admin::call`] for what may be gone by the time it is asked for (a dead letter
+    /// replayed or dropped since it was listed): `None` when the API answers 404.
+    async fn call_if_found<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<Option<T>> {
+        let (url, response) = self.send(method, path, None).await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Self::answer(url, response).await.map(Some)
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(String, reqwest::Response)> {
         let url = format!("{}{path}", self.base);
         let mut request = self
             .client
@@ -128,6 +152,13 @@ impl Admin {
         let response = request.send().await.with_context(|| {
             format!("cannot reach the admin API at {url} (is hookfan running?)")
         })?;
+        Ok((url, response))
+    }
+
+    async fn answer<T: serde::de::DeserializeOwned>(
+        url: String,
+        response: reqwest::Response,
+    ) -> anyhow::Result<T> {
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
@@ -195,4 +226,60 @@ fn urlencode(s: &str) -> String {
                 .to_string()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+
+    /// An admin API on loopback with one answer per path.
+    async fn admin() -> Admin {
+        let app = axum::Router::new()
+            .route(
+                "/here",
+                get(|| async { axum::Json(serde_json::json!({"seq": 7})) }),
+            )
+            .route("/gone", get(|| async { StatusCode::NOT_FOUND }))
+            .route(
+                "/broken",
+                get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Admin {
+            base: format!("http://{addr}"),
+            token: None,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn what_is_gone_is_none_and_any_other_failure_is_an_error_naming_the_answer() {
+        let admin = admin().await;
+        let get = reqwest::Method::GET;
+        let here: Option<serde_json::Value> =
+            admin.call_if_found(get.clone(), "/here").await.unwrap();
+        assert_eq!(here, Some(serde_json::json!({"seq": 7})));
+        let gone: Option<serde_json::Value> =
+            admin.call_if_found(get.clone(), "/gone").await.unwrap();
+        assert_eq!(gone, None);
+        let broken = admin
+            .call_if_found::<serde_json::Value>(get.clone(), "/broken")
+            .await
+            .unwrap_err();
+        assert!(
+            broken
+                .to_string()
+                .contains("500 Internal Server Error: boom"),
+            "{broken}"
+        );
+        let strict = admin
+            .call::<serde_json::Value>(get, "/gone", None)
+            .await
+            .unwrap_err();
+        assert!(strict.to_string().contains("404"), "{strict}");
+    }
 }
