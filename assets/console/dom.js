@@ -56,6 +56,14 @@ export function when(rfc3339) {
   return h("time", { datetime: rfc3339, title: new Date(t).toLocaleString() }, `${age(ago)} ago`);
 }
 
+// Brings the "… ago" of every `when` inside `el` up to now, in place.
+export function retime(el) {
+  for (const t of el.querySelectorAll("time[datetime]")) {
+    const text = `${age(Math.max(0, (Date.now() - Date.parse(t.dateTime)) / 1000))} ago`;
+    if (t.textContent !== text) t.textContent = text;
+  }
+}
+
 export function whenMs(ms) {
   return when(new Date(ms).toISOString());
 }

@@ -4,7 +4,7 @@
 import { Api, Unauthorized } from "./api.js";
 import { latest, rates, sparkline } from "./charts.js";
 import { DeadLetters } from "./deadletters.js";
-import { age, h, rate, replace, when, whenMs } from "./dom.js";
+import { age, h, rate, replace, retime, when, whenMs } from "./dom.js";
 
 function state(r) {
   if (r.destination === "removed from the config") return ["removed", "Removed from the config"];
@@ -150,6 +150,15 @@ export function routePage(name, ctx) {
   let facts;
   let charts;
   let failures;
+  // What the failures box shows now: it is rebuilt only when that changes (otherwise only
+  // its "… ago" times move on), so a reader's text selection in it (an error to copy)
+  // survives the polls.
+  let failuresShown;
+  const showFailures = (what, build) => {
+    if (what === failuresShown) return retime(failures);
+    failuresShown = what;
+    replace(failures, build());
+  };
   const letters = new DeadLetters({ fixedRoute: name, onMessage: ctx.message });
   return {
     title: `Route ${name}`,
@@ -157,6 +166,7 @@ export function routePage(name, ctx) {
       facts = h("dl", { class: "facts" });
       charts = h("div", { class: "charts" });
       failures = h("div", { class: "recent-failures" });
+      failuresShown = undefined;
       const lettersSection = h("section", { "aria-labelledby": "route-letters" }, h("h2", { id: "route-letters" }, "Its dead letters"));
       main.append(
         h("p", {}, h("a", { href: "#/routes" }, "← All routes")),
@@ -196,13 +206,14 @@ export function routePage(name, ctx) {
         );
         if (r.destination === "removed from the config" || !r.enabled) {
           const why = r.enabled ? "removed from the config" : "disabled";
-          replace(failures, h("p", { class: "muted" }, `Not running: ${why}.`));
+          showFailures(`not running: ${why}`, () => h("p", { class: "muted" }, `Not running: ${why}.`));
         } else {
           try {
-            replace(failures, failuresTable(await Api.failures(name)));
+            const list = await Api.failures(name);
+            showFailures(JSON.stringify(list), () => failuresTable(list));
           } catch (e) {
             if (e instanceof Unauthorized) throw e;
-            replace(failures, h("p", { class: "error-text" }, `Could not read its failures: ${e.message}`));
+            showFailures(`error: ${e.message}`, () => h("p", { class: "error-text" }, `Could not read its failures: ${e.message}`));
           }
         }
       }
