@@ -26,7 +26,7 @@
 //! (`console`); they hold no data, and the console reads everything through `/api`.
 
 mod config_view;
-pub mod console;
+pub(crate) mod console;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

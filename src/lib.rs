@@ -34,7 +34,7 @@
 
 pub mod admin;
 pub(crate) mod aws;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 pub(crate) mod dedup;
 pub mod deliver;

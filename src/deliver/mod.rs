@@ -32,10 +32,10 @@
 //! delays another.
 
 pub mod backoff;
-pub mod decide;
-pub mod runtime;
+pub(crate) mod decide;
+pub(crate) mod runtime;
 mod stats;
-pub mod supervisor;
+pub(crate) mod supervisor;
 
 #[cfg(test)]
 mod tests;

@@ -7,10 +7,10 @@
 //! and a status code Stream understands: 4xx for what a retry cannot fix, 503 with
 //! `Retry-After` for what it can.
 
-pub mod listener;
-pub mod outcome;
+pub(crate) mod listener;
+pub(crate) mod outcome;
 pub mod passthrough;
-pub mod tls;
+pub(crate) mod tls;
 pub mod verify;
 
 #[cfg(test)]

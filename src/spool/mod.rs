@@ -431,18 +431,18 @@ pub mod compaction;
 mod dedup_index;
 mod event_table;
 pub mod facade;
-pub mod import;
-pub mod reader;
+pub(crate) mod import;
+pub(crate) mod reader;
 pub mod record;
-pub mod recovery;
-pub mod redb;
+pub(crate) mod recovery;
+pub(crate) mod redb;
 pub mod repair;
 pub mod segment;
 mod seq_set;
-pub mod state;
-pub mod storage;
+pub(crate) mod state;
+pub(crate) mod storage;
 pub mod verify;
-pub mod writer;
+pub(crate) mod writer;
 
 #[cfg(test)]
 mod facade_model_tests;

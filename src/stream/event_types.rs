@@ -23,11 +23,6 @@ static KNOWN: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     types
 });
 
-/// Every known event type, sorted.
-pub fn known() -> &'static [&'static str] {
-    &KNOWN
-}
-
 /// Whether Stream documents this exact type.
 pub fn is_known(event_type: &str) -> bool {
     KNOWN.binary_search(&event_type).is_ok()

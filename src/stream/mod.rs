@@ -4,7 +4,7 @@
 //!
 //! Pure: no I/O, no clock. Ingest, the sinks and the CLI import it; nothing here imports them.
 
-pub mod event_types;
+pub(crate) mod event_types;
 pub mod hooks;
 
 use hmac::{Hmac, Mac};
