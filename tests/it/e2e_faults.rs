@@ -341,15 +341,16 @@ fn delivered_ids(records: &[Recorded], pad: usize) -> Vec<String> {
         .collect()
 }
 
-/// Ingest must not wait for destinations: p99 under 1 s, and no ack over 2 s (slack for a
-/// loaded 2-core CI machine).
+/// Ingest must not wait for destinations: ack p99 under 1 s (slack for a loaded 2-core CI
+/// machine). A percentile over every request, not the slowest one, which a single fsync stall
+/// can set; a destination that ingest waited on would hold up far more than 1% of them.
 fn assert_acks_fast(scenario: &str, tally: &Tally) {
     assert_every_request_acknowledged(scenario, tally);
     let mut lat = tally.latencies();
     let (p99, max) = (percentile(&mut lat, 99.0), percentile(&mut lat, 100.0));
     assert!(
-        p99 < Duration::from_secs(1) && max < Duration::from_secs(2),
-        "{scenario}: ingest waited for the destination: ack p99 {p99:?}, max {max:?}"
+        p99 < Duration::from_secs(1),
+        "{scenario}: ingest waited for the destination: ack p99 {p99:?} (max {max:?})"
     );
 }
 

@@ -439,23 +439,24 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Result<S
     }
 }
 
-/// A legitimate, signed webhook gets 200 right now.
+/// Legitimate, signed webhooks get 200, promptly: of several in a row, every one is stored
+/// and the median waits under a second (a commit takes milliseconds; the median, not the
+/// slowest, so that one fsync stall on a loaded CI machine is not taken for the attack).
 async fn legitimate_sender_is_served(daemon: &Daemon) {
-    let id = new_id();
-    let started = Instant::now();
-    let answer = post_signed(
-        &client(),
-        &daemon.url(),
-        &id,
-        &event_body("message.new", &id),
-    )
-    .await;
-    assert_eq!(answer.status, 200, "{answer:?}");
-    // Generous for a loaded CI machine (one commit takes milliseconds).
+    let client = client();
+    let mut waited = Vec::new();
+    for _ in 0..9 {
+        let id = new_id();
+        let started = Instant::now();
+        let answer =
+            post_signed(&client, &daemon.url(), &id, &event_body("message.new", &id)).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        waited.push(started.elapsed());
+    }
+    waited.sort();
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the legitimate sender waited {:?}",
-        started.elapsed()
+        waited[waited.len() / 2] < Duration::from_secs(1),
+        "the legitimate sender waited {waited:?}"
     );
 }
 
