@@ -521,3 +521,18 @@ async fn a_spool_redb_that_is_not_a_redb_file_is_refused_by_name_and_left_alone(
         "nothing created beside it"
     );
 }
+
+/// A first start of an earlier hookfan cut before redb wrote anything leaves `spool.redb`
+/// empty: it held nothing, so the log starts as if it were absent, and the file is set
+/// aside like any imported one (not deleted: the operator may want to look).
+#[tokio::test]
+async fn an_empty_spool_redb_holds_nothing_and_is_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(FILE_NAME), b"").unwrap();
+
+    let spool = open(dir.path()).unwrap();
+    assert_eq!(spool.pending_count("plain").unwrap(), 0);
+    assert!(spool.dead_letters(None).unwrap().is_empty());
+    spool.close().await;
+    assert_eq!(names(dir.path()), ["spool", "spool.redb.imported"]);
+}

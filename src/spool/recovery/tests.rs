@@ -275,6 +275,38 @@ fn segments_whose_header_never_landed_after_the_newest_valid_one_are_a_torn_tail
 }
 
 #[test]
+fn an_empty_segment_file_after_the_newest_valid_one_is_a_torn_tail_and_the_log_goes_on() {
+    // A file of 0 bytes in the place of the next segment (its zeros and header never
+    // reached the disk): nothing acknowledged can be in it.
+    let disk = log_of(6);
+    let next = recover(&disk).unwrap().next_segment;
+    let name = segment_name(next);
+    let _ = disk.remove(&name);
+    disk.create(&name).unwrap().sync_data().unwrap();
+    disk.sync_dir().unwrap();
+    let r = recover(&disk).unwrap();
+    assert_eq!(pending(&r), 6);
+    let w = Writer::start(Arc::new(disk.clone()), r, config()).unwrap();
+    w.wait(&w.submit(&[Record::Delivered { route: 0, seq: 1 }]).unwrap())
+        .unwrap();
+    w.close();
+    assert_eq!(pending(&recover(&disk).unwrap()), 5);
+}
+
+#[test]
+fn a_sealed_segment_emptied_to_0_bytes_is_refused_naming_it() {
+    let disk = log_of(20);
+    let name = segment_name(2);
+    disk.remove(&name).unwrap();
+    disk.create(&name).unwrap().sync_data().unwrap();
+    disk.sync_dir().unwrap();
+    assert_eq!(
+        corrupt_at(recover(&disk)),
+        (name, 0, CorruptWhy::Frame(BadFrame::Zeros))
+    );
+}
+
+#[test]
 fn a_newest_segment_whose_header_is_gone_but_holds_acknowledged_groups_is_refused() {
     let disk = log_of(20);
     let newest = recover(&disk).unwrap().next_segment - 1;

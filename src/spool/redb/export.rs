@@ -38,6 +38,13 @@ impl RedbSpool {
             path: path.to_path_buf(),
             why: format!("cannot be read to import it ({e})"),
         };
+        // An earlier hookfan's first start cut between creating the file and writing redb's
+        // header leaves it empty: it never held an event. (redb refuses to open an empty file
+        // unless asked to create a database in it, which an import must not do.)
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() == 0 => return Ok(()),
+            _ => {}
+        }
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .open(path)
