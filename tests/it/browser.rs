@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
+
+use crate::harness::eventually;
 use tokio::time::Instant;
 
 /// How long a wait for the page polls before failing.
@@ -77,24 +79,15 @@ impl Browser {
             http,
             _profile: profile,
         };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let ready = browser
+        eventually(WAIT, &format!("chromedriver answers on {addr}"), || async {
+            browser
                 .http
                 .get(format!("http://{addr}/status"))
                 .send()
                 .await
-                .ok()
-                .and_then(|r| r.status().is_success().then_some(()));
-            if ready.is_some() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not answer on {addr}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
         let profile_arg = format!("--user-data-dir={}", browser._profile.path().display());
         let args = [
             "--headless",
@@ -212,20 +205,16 @@ impl Browser {
 
     /// Waits until `script` (a function body) returns true.
     pub async fn wait_until(&self, script: &str, what: &str) {
-        let deadline = Instant::now() + WAIT;
-        while self.script(script, json!([])).await != Value::Bool(true) {
-            assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
-            tokio::time::sleep(POLL).await;
-        }
+        eventually(WAIT, what, || async {
+            self.script(script, json!([])).await == Value::Bool(true)
+        })
+        .await;
     }
 
     /// Waits until nothing matches `css`.
     pub async fn wait_gone(&self, css: &str, what: &str) {
-        let deadline = Instant::now() + WAIT;
-        while self.text(css).await.is_some() {
-            assert!(Instant::now() < deadline, "{what}: {css} still shown");
-            tokio::time::sleep(POLL).await;
-        }
+        let what = format!("{what}: {css} gone");
+        eventually(WAIT, &what, || async { self.text(css).await.is_none() }).await;
     }
 
     async fn element(&self, css: &str) -> Result<String, String> {

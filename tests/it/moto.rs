@@ -25,6 +25,8 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 
+use crate::harness::eventually;
+
 /// What the tests install, and the venv's name.
 pub const MOTO_SPEC: &str = "moto[server]==5.2.5";
 const MOTO_VERSION: &str = "5.2.5";
@@ -569,18 +571,12 @@ impl Aws {
     /// Polls [`Aws::visible_count`] until it is at least `n` (or `within`
     /// passes, which panics); returns the last count.
     pub async fn until_visible(&self, queue_url: &str, n: usize, within: Duration) -> usize {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
+        let what = format!("{queue_url} holds {n} messages");
+        eventually(within, &what, || async {
             let count = self.visible_count(queue_url).await;
-            if count >= n {
-                return count;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{queue_url} holds {count} messages, not {n}, after {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (count >= n).then_some(count)
+        })
+        .await
     }
 
     /// Creates a standard topic; returns its ARN.

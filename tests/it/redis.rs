@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::harness::{eventually, poll_until};
 
 pub struct RedisServer {
     port: u16,
@@ -107,14 +107,12 @@ impl RedisServer {
             });
         *self.child.lock().unwrap() = Some(child);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on {addr}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            Duration::from_secs(10),
+            &format!("redis-server listens on {addr}"),
+            || async { tokio::net::TcpStream::connect(addr).await.is_ok() },
+        )
+        .await;
         eprintln!("[redis] listening on {addr}");
     }
 
@@ -168,7 +166,7 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Polls `redis-cli` on `port` every 50 ms until its output satisfies `ok`.
+/// Polls `redis-cli` on `port` until its output satisfies `ok`.
 async fn until_cli(
     port: u16,
     args: &[&str],
@@ -176,18 +174,8 @@ async fn until_cli(
     what: &str,
     ok: impl Fn(&str) -> bool,
 ) {
-    let deadline = Instant::now() + within;
-    loop {
-        let out = redis_cli(port, args);
-        if ok(&out) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: still {out:?} after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{what} (redis-cli -p {port} {args:?})");
+    poll_until(within, &what, || ok(&redis_cli(port, args)).then_some(())).await;
 }
 
 /// A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, all signed by

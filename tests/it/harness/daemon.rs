@@ -212,15 +212,16 @@ impl Daemon {
     /// Waits until the running daemon lists `id` as a dead letter (it is recorded just after the
     /// destination's answer, so there is nothing to await but the listing).
     pub async fn until_dead_lettered(&self, id: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let listed = self.cli(&["dead-letters", "list", "--json"]).await;
-            if listed.contains(id) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "not dead-lettered: {listed}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            Duration::from_secs(10),
+            &format!("{id} dead-lettered"),
+            || async {
+                self.cli(&["dead-letters", "list", "--json"])
+                    .await
+                    .contains(id)
+            },
+        )
+        .await;
     }
 
     /// [`Daemon::cli`] whatever its exit status: the command's whole output.
