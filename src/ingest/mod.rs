@@ -10,6 +10,7 @@
 pub(crate) mod listener;
 pub(crate) mod outcome;
 pub mod passthrough;
+mod refusal;
 pub(crate) mod tls;
 pub mod verify;
 
@@ -34,6 +35,7 @@ use crate::route;
 use crate::spool::{now_ms, AppendOutcome, EventRef, Spool, SpoolError};
 use crate::stream::hooks;
 use outcome::{IngestMetrics, Outcome};
+use refusal::Refusal;
 use verify::{Rejection, VerifiedWebhook, HEADER_WEBHOOK_ID};
 
 /// How long a webhook may wait for its commit before it is answered 503 instead. Stream gives
@@ -116,7 +118,8 @@ fn logged_id(headers: &axum::http::HeaderMap) -> &str {
 
 /// The checks every request gets, push or passthrough: `allowed_ips`, POST, room in
 /// `max_buffered_bytes`, the body within `request_timeout` and `max_body_bytes`, the
-/// signature, `max_event_age`. A refusal is answered, logged and counted here.
+/// signature, `max_event_age`. A refusal is answered, logged and counted here
+/// ([`Refusal::answer`]).
 async fn receive(
     state: &IngestState,
     live: &Live,
@@ -127,24 +130,15 @@ async fn receive(
     // For log lines: borrowed, since most requests are never logged.
     let path = parts.uri.path();
     let webhook_id = logged_id(&parts.headers);
+    let refuse = |refusal: Refusal| refusal.answer(state, path, webhook_id);
     let peer = listener::peer_ip(&parts.extensions);
     if !listener::ip_allowed(live.config.allowed_ips(), peer) {
-        state.count(Outcome::IpNotAllowed);
-        tracing::warn!(peer = ?peer, %path, %webhook_id, "refused webhook: the sender's IP is not in allowed_ips");
-        return Err(answer(
-            StatusCode::FORBIDDEN,
-            "this address may not post webhooks here\n",
-        ));
+        return Err(refuse(Refusal::IpNotAllowed { peer }));
     }
     if parts.method != Method::POST {
-        state.count(Outcome::MethodNotAllowed);
-        tracing::warn!(method = %parts.method, %path, "refused webhook: only POST is accepted");
-        return Err((
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "POST")],
-            "only POST is accepted\n",
-        )
-            .into_response());
+        return Err(refuse(Refusal::MethodNotAllowed {
+            method: parts.method.clone(),
+        }));
     }
     let limit = live.config.max_body_bytes();
     // Room for the body before reading it (its Content-Length, else the limit), held until
@@ -156,37 +150,29 @@ async fn receive(
         .map_or(limit, |n| n.min(limit));
     let kib = u32::try_from(expected.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
     let Ok(permit) = state.buffered.clone().try_acquire_many_owned(kib) else {
-        state.count(Outcome::Overloaded);
-        if OVERLOAD_WARNING.due() {
-            tracing::warn!(%path, %webhook_id, "refused webhook: max_buffered_bytes of request bodies are in memory already (overloaded: the disk commits slower than webhooks arrive); answered 503 so Stream retries");
-        }
-        return Err(unavailable(
-            "overloaded: too many webhooks in progress; retry\n",
-        ));
+        return Err(refuse(Refusal::Overloaded));
     };
     let buffered = Buffered::hold(permit, &state.metrics.buffered_bytes);
     // The head arrived within request_timeout (hyper's deadline); so must the body.
     let raw = match tokio::time::timeout(body_timeout, read_body(body, limit)).await {
         Ok(Ok(raw)) => raw,
-        Ok(Err(rejection)) => return Err(refuse(state, rejection, path, webhook_id)),
+        Ok(Err(None)) => return Err(refuse(Refusal::Unreadable)),
+        Ok(Err(Some(rejection))) => return Err(refuse(Refusal::Rejected(rejection))),
         Err(_) => {
-            state.count(Outcome::Timeout);
-            tracing::warn!(%path, %webhook_id, timeout = ?body_timeout, "refused webhook: the body did not arrive in time (request_timeout, or a synchronous hook's deadline)");
-            return Err(answer(
-                StatusCode::REQUEST_TIMEOUT,
-                "the request body did not arrive within request_timeout\n",
-            ));
+            return Err(refuse(Refusal::BodyTimeout {
+                after: body_timeout,
+            }))
         }
     };
     let webhook = match verify::verify(&parts.headers, raw.clone(), live.config.apps(), limit) {
         Ok(w) => w,
-        Err(rejection) => return Err(refuse(state, Some(rejection), path, webhook_id)),
+        Err(rejection) => return Err(refuse(Refusal::Rejected(rejection))),
     };
     if let Some(max_age) = live.config.max_event_age() {
         if let Err(rejection) =
             verify::check_age(webhook.created_at(), max_age, std::time::SystemTime::now())
         {
-            return Err(refuse(state, Some(rejection), path, webhook_id));
+            return Err(refuse(Refusal::Rejected(rejection)));
         }
     }
     Ok(Received {
@@ -236,15 +222,8 @@ async fn synchronous(
     // A push event (a string `type`) on a passthrough path would be answered by the handler
     // and never stored: refuse it, as push paths refuse synchronous hooks.
     if let Some(event_type) = webhook.event_type() {
-        state.count(Outcome::PushOnPassthrough);
-        if SYNC_HOOK_WARNING.due() {
-            tracing::warn!(%path, %webhook_id, %event_type, "refused: a push event arrived on a passthrough path, where it would not be stored; point Stream's webhook_url at a path without a passthrough block");
-        }
-        return (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "this is a push event, and this path only proxies synchronous hooks: point Stream's webhook URL at another path\n",
-        )
-            .into_response();
+        let event_type = event_type.to_string();
+        return Refusal::PushOnPassthrough { event_type }.answer(state, path, webhook_id);
     }
     let peer = listener::peer_ip(&parts.extensions);
     // The handler gets what is left of the deadline once the body is in.
@@ -280,8 +259,12 @@ async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
     } = received;
     let (path, webhook_id) = (parts.uri.path(), logged_id(&parts.headers));
     if webhook.event_type().is_none() {
-        if let Some(kind) = hooks::sync_hook_shape(&webhook.body) {
-            return refuse_sync_hook(state, kind, path, webhook_id);
+        if let Some(hook) = hooks::sync_hook_shape(&webhook.body) {
+            let refusal = Refusal::SyncHookOnPush {
+                hook,
+                path: path.to_string(),
+            };
+            return refusal.answer(state, path, webhook_id);
         }
     }
     let event_type = webhook.event_type().unwrap_or("-");
@@ -310,22 +293,9 @@ async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
             tracing::info!(%webhook_id, %event_type, "duplicate X-Webhook-Id within dedup_window; acknowledged, not stored again");
             answer(StatusCode::OK, "duplicate: already stored\n")
         }
-        Err(NotStored::Overloaded) => {
-            state.count(Outcome::Overloaded);
-            if OVERLOAD_WARNING.due() {
-                tracing::warn!(%webhook_id, %event_type, "webhook not committed within {ACK_DEADLINE:?} (overloaded disk); answered 503 so Stream retries, and the retry is deduplicated if the commit lands");
-            }
-            unavailable("not stored in time (overloaded); retry\n")
-        }
-        Err(NotStored::ClaimedElsewhere) => {
-            state.count(Outcome::InProgress);
-            tracing::info!(%webhook_id, %event_type, "another replica is storing this webhook right now; answered 503 so Stream retries (the retry is a duplicate once it is stored)");
-            unavailable("being stored by another replica; retry\n")
-        }
-        Err(NotStored::Spool(e)) => {
-            state.count(Outcome::Unavailable);
-            tracing::error!(%webhook_id, %event_type, error = %e, "cannot store webhook; answered 503 so Stream retries");
-            unavailable("cannot store the event right now; retry\n")
+        Err(why) => {
+            let event_type = event_type.to_string();
+            Refusal::NotStored { why, event_type }.answer(state, path, webhook_id)
         }
     }
 }
@@ -447,46 +417,6 @@ fn stored_path(uri: &axum::http::Uri) -> Option<&str> {
     }
 }
 
-/// A signed body shaped like a synchronous hook arrived on a push path: Stream would take a
-/// generic 200 as the hook's answer (an unmoderated message, a command with no reply), so it
-/// is refused, with the routes.yaml block that would handle it.
-fn refuse_sync_hook(
-    state: &IngestState,
-    kind: hooks::SyncHook,
-    path: &str,
-    webhook_id: &str,
-) -> Response {
-    state.count(Outcome::SyncHook);
-    metrics::counter!("hookfan_sync_hooks_refused_total", "hook" => kind.label()).increment(1);
-    if SYNC_HOOK_WARNING.due() {
-        tracing::warn!(
-            %path,
-            %webhook_id,
-            hook = kind.name(),
-            "refused: this signed request has no `type` and the shape of a {} hook ({}), which Stream answers from the response; {path} is a push path. To proxy it to your handler, add to routes.yaml: `passthrough: [{{ path: {path}, url: http://127.0.0.1:3000{path} }}]` (your handler's URL)",
-            kind.name(),
-            kind.setting(),
-        );
-    }
-    (
-        StatusCode::UNPROCESSABLE_ENTITY,
-        format!(
-            "this looks like a {} hook, which this path does not answer: configure a passthrough for {path}\n",
-            kind.name()
-        ),
-    )
-        .into_response()
-}
-
-fn unavailable(text: &'static str) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, "1")],
-        text,
-    )
-        .into_response()
-}
-
 /// A share of `max_buffered_bytes`, shown in `hookfan_ingest_buffered_bytes` while held.
 struct Buffered {
     _permit: tokio::sync::OwnedSemaphorePermit,
@@ -526,9 +456,6 @@ impl OncePerSecond {
     }
 }
 
-static OVERLOAD_WARNING: OncePerSecond = OncePerSecond::new();
-static SYNC_HOOK_WARNING: OncePerSecond = OncePerSecond::new();
-static UNKNOWN_KEY_ERROR: OncePerSecond = OncePerSecond::new();
 static BUSY_WARNING: OncePerSecond = OncePerSecond::new();
 
 /// Reads at most `limit` bytes; `Err(None)` when the client went away mid-body.
@@ -543,27 +470,4 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Option<Reje
         }
         Err(_) => Err(None),
     }
-}
-
-fn refuse(
-    state: &IngestState,
-    rejection: Option<Rejection>,
-    path: &str,
-    webhook_id: &str,
-) -> Response {
-    let Some(rejection) = rejection else {
-        state.count(Outcome::BadRequest);
-        tracing::warn!(%path, %webhook_id, "refused webhook: the request body could not be read (client disconnected?)");
-        return answer(StatusCode::BAD_REQUEST, "cannot read the request body\n");
-    };
-    state.count(rejection.outcome());
-    if let Rejection::UnknownApiKey { .. } = rejection {
-        // An operator must act (add the app) or webhooks are lost once Stream stops retrying.
-        if UNKNOWN_KEY_ERROR.due() {
-            tracing::error!(%path, %webhook_id, "refused webhook with 503 so Stream retries: {rejection}");
-        }
-    } else {
-        tracing::warn!(%path, %webhook_id, reason = %rejection, "refused webhook");
-    }
-    rejection.into_response()
 }
