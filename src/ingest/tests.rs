@@ -1,7 +1,8 @@
 //! The table of malformed requests, in process: each one sent to the ingest router
 //! (`tower::ServiceExt::oneshot`, no socket, no daemon) gets its documented status code
 //! (README, "Status codes"), and nothing refused is stored. `tests/it/e2e_malformed.rs`
-//! keeps what needs the daemon: the odd but valid bodies delivered byte for byte.
+//! keeps what needs the daemon: the odd but valid bodies delivered byte for byte. Also in
+//! process, on a simulated disk that hangs: the commit deadline's 503 and the duplicate after.
 //!
 //! Signatures here are computed with `hmac` directly, not with the crate's own signing.
 
@@ -298,11 +299,16 @@ fn cases() -> Vec<Case> {
 
 /// The ingest router over a spool in `dir`, two apps, one route.
 fn ingest(dir: &std::path::Path) -> (axum::Router, LogSpool) {
+    let spool = LogSpool::open_with(dir, LogSpoolConfig::with_segment_size(4 << 20)).unwrap();
+    (ingest_into(spool.clone()), spool)
+}
+
+/// The ingest router of the test's config, storing into `spool`.
+fn ingest_into(spool: LogSpool) -> axum::Router {
     let yaml = format!(
         "apps:\n  - {{ api_key: {KEY}, api_secret: {SECRET} }}\n  - {{ api_key: {OTHER_KEY}, api_secret: {OTHER_SECRET} }}\nmax_body_bytes: {MAX_BODY}\nroutes:\n  - name: r\n    event_types: []\n    http: {{ url: http://127.0.0.1:9/ }}\n"
     );
     let config = crate::config::from_str("routes.yaml", &yaml, |_| None).expect("valid config");
-    let spool = LogSpool::open_with(dir, LogSpoolConfig::with_segment_size(4 << 20)).unwrap();
     let live = Live {
         running: config.routes().iter().map(|r| r.name.clone()).collect(),
         routed: HashMap::new(),
@@ -315,8 +321,79 @@ fn ingest(dir: &std::path::Path) -> (axum::Router, LogSpool) {
     let max_buffered = live.config.max_buffered_bytes();
     // A receiver keeps the last value after its sender is gone: no reload here.
     let (_, view) = tokio::sync::watch::channel(Arc::new(live));
-    let state = IngestState::new(view, spool.clone(), max_buffered);
-    (router(state), spool)
+    let state = IngestState::new(view, spool, max_buffered);
+    router(state)
+}
+
+/// A signed `message.new` with webhook id `id`, posted to `/`.
+fn signed_post(id: &str) -> Request<Body> {
+    let body = event_body("message.new", id);
+    Request::builder()
+        .method(Method::POST)
+        .uri("/")
+        .header("x-webhook-id", id)
+        .header("x-api-key", KEY)
+        .header("x-signature", sign(SECRET, &body))
+        .body(Body::from(body))
+        .unwrap()
+}
+
+/// The 5 s commit deadline: on a disk that hangs, a webhook is answered 503 with
+/// `Retry-After` before Stream's 6 s give-up, never 200; its commit lands once the disk is
+/// back, and Stream's retry is then a duplicate, stored once.
+#[tokio::test]
+async fn a_commit_slower_than_the_ack_deadline_is_a_503_and_the_retry_after_it_lands_a_duplicate() {
+    use crate::spool::SimDisk;
+    let disk = SimDisk::new(5);
+    let spool = LogSpool::open_in(
+        Arc::new(disk.clone()),
+        "sim".into(),
+        LogSpoolConfig::with_segment_size(4 << 20),
+        None,
+    )
+    .unwrap();
+    let app = ingest_into(spool.clone());
+    // The route's name is bound (a record of its own) by a first webhook.
+    let first = app.clone().oneshot(signed_post("first")).await.unwrap();
+    assert_eq!(first.status(), 200);
+    /// Lets the syncs go, also when an assertion fails (or the spool's threads would wait on
+    /// them at its drop, and the test hang instead of failing).
+    struct Release(SimDisk);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.hold_syncs(false);
+        }
+    }
+    disk.hold_syncs(true);
+    let release = Release(disk.clone());
+    let sent = std::time::Instant::now();
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        app.clone().oneshot(signed_post("late")),
+    )
+    .await
+    .expect("the webhook was answered")
+    .unwrap();
+    let waited = sent.elapsed();
+    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.headers()["retry-after"], "1");
+    assert!(
+        waited >= super::ACK_DEADLINE && waited < std::time::Duration::from_secs(6),
+        "answered after {waited:?}: the deadline is {:?}, Stream gives up at 6 s",
+        super::ACK_DEADLINE
+    );
+    let text = axum::body::to_bytes(answer.into_body(), 1024)
+        .await
+        .unwrap();
+    assert_eq!(&text[..], b"not stored in time (overloaded); retry\n");
+
+    drop(release);
+    let retry = app.oneshot(signed_post("late")).await.unwrap();
+    assert_eq!(retry.status(), 200);
+    let text = axum::body::to_bytes(retry.into_body(), 1024).await.unwrap();
+    assert_eq!(&text[..], b"duplicate: already stored\n");
+    assert_eq!(spool.stored_events().unwrap(), 2);
+    spool.close().await;
 }
 
 #[tokio::test]
