@@ -7,9 +7,115 @@ use super::*;
 pub(super) fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Diagnostic>> {
     let mut errs = Vec::new();
     let mut warnings = Vec::new();
+    let e = &mut errs;
 
+    let (listen, admin_listen) = addresses(&raw, pos, e);
+    let listen = receivers(listen, &raw, pos, e);
+    let max_event_age = raw.max_event_age.as_ref().map(|_| {
+        let age = duration(&raw.max_event_age, "max_event_age", MIN_EVENT_AGE, pos, e);
+        if age < MIN_EVENT_AGE {
+            e.push(pos.diag(
+                "max_event_age",
+                format!("max_event_age must be at least {} (Stream retries an event for up to 15 s, and clocks drift)", humantime::format_duration(MIN_EVENT_AGE)),
+            ));
+        }
+        age
+    });
+    let sizes = sizes(&raw, pos, e);
+    let delivery_nice = raw
+        .delivery_nice
+        .map_or(Ok(DEFAULT_DELIVERY_NICE), i32::try_from)
+        .ok()
+        .filter(|n| (0..=19).contains(n))
+        .unwrap_or_else(|| {
+            e.push(pos.diag(
+                "delivery_nice",
+                "delivery_nice must be between 0 (the same priority as ingest) and 19",
+            ));
+            DEFAULT_DELIVERY_NICE
+        });
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if !(1..=1_000_000).contains(&max_connections) {
+        e.push(pos.diag(
+            "max_connections",
+            "max_connections must be between 1 and 1000000",
+        ));
+    }
+    let request_timeout = duration(
+        &raw.request_timeout,
+        "request_timeout",
+        DEFAULT_REQUEST_TIMEOUT,
+        pos,
+        e,
+    );
+    if request_timeout.is_zero() {
+        e.push(pos.diag("request_timeout", "request_timeout must be greater than 0"));
+    }
+    let data_dir = PathBuf::from(raw.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
+    if data_dir.as_os_str().is_empty() {
+        e.push(pos.diag("data_dir", "data_dir: must not be empty"));
+    }
+
+    let dedup_window = duration(
+        &raw.dedup_window,
+        "dedup_window",
+        DEFAULT_DEDUP_WINDOW,
+        pos,
+        e,
+    );
+    let shutdown_grace = duration(
+        &raw.shutdown_grace,
+        "shutdown_grace",
+        DEFAULT_SHUTDOWN_GRACE,
+        pos,
+        e,
+    );
+
+    let access = access(raw.admin_token, raw.tls, raw.allowed_ips, pos, e);
+    let apps = apps(raw.apps, pos, e);
+    let routes = routes::validate(raw.routes, pos, e, &mut warnings);
+    let passthrough = passthrough::validate(raw.passthrough, pos, e);
+    let sources = sources::validate(raw.sources, pos, e);
+    let dedup = dedup::validate(raw.dedup, pos, e);
+
+    if !errs.is_empty() {
+        errs.sort_by_key(|d| (d.line, d.column));
+        return Err(errs);
+    }
+    warnings.sort_by_key(|d| (d.line, d.column));
+    Ok(Config {
+        listen,
+        tls: access.tls,
+        allowed_ips: access.allowed_ips,
+        max_event_age,
+        max_connections,
+        request_timeout,
+        max_buffered_bytes: sizes.max_buffered_bytes as usize,
+        admin_listen,
+        admin_token: access.admin_token,
+        data_dir,
+        spool_segment_bytes: sizes.spool_segment_bytes,
+        max_body_bytes: sizes.max_body_bytes as usize,
+        dedup_window,
+        shutdown_grace,
+        delivery_nice,
+        apps,
+        routes,
+        passthrough,
+        sources,
+        dedup,
+        warnings,
+    })
+}
+
+/// `listen` and `admin_listen`: an IP:PORT each, or `off`.
+fn addresses(
+    raw: &RawConfig,
+    pos: &Positions,
+    errs: &mut Vec<Diagnostic>,
+) -> (Option<SocketAddr>, Option<SocketAddr>) {
     let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN).trim();
-    let mut listen = if listen_text == "off" {
+    let listen = if listen_text == "off" {
         None
     } else {
         Some(listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
@@ -40,7 +146,60 @@ pub(super) fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Di
             }
         }
     };
-    let admin_token = match raw.admin_token {
+    (listen, admin_listen)
+}
+
+/// Where events come from: a webhook listener needs apps to verify what it receives, and
+/// without one there must be sources; passthrough paths live on the webhook listener. Returns
+/// `listen` as it runs (none on sources only, unless it was written).
+fn receivers(
+    mut listen: Option<SocketAddr>,
+    raw: &RawConfig,
+    pos: &Positions,
+    errs: &mut Vec<Diagnostic>,
+) -> Option<SocketAddr> {
+    let listen_written = raw.listen.as_deref().is_some_and(|l| l.trim() != "off");
+    match (raw.apps.is_empty(), raw.sources.is_empty(), listen.is_some()) {
+        // Sources only: nothing could be verified on a webhook port, so there is none.
+        (true, false, _) if listen_written => errs.push(pos.diag(
+            "listen",
+            "listen: a webhook listener needs apps: to verify what it receives; add apps:, or write listen: off to run on sources only",
+        )),
+        (true, false, _) => listen = None,
+        (true, true, _) => errs.push(pos.diag(
+            "apps",
+            "no apps configured: add `apps: [{ api_key: ..., api_secret: ... }]` with your Stream app's key and secret, or every webhook is refused",
+        )),
+        (false, true, false) => errs.push(pos.diag(
+            "listen",
+            "listen is off and there are no sources: hookfan would receive nothing (add a source under sources:, or give listen an address)",
+        )),
+        _ => {}
+    }
+    if listen.is_none() && !raw.passthrough.is_empty() {
+        errs.push(pos.diag(
+            "passthrough",
+            "passthrough: synchronous hooks arrive on the webhook listener, and there is none (listen: off, or no apps): Stream would send its messages unmoderated",
+        ));
+    }
+    listen
+}
+
+/// Who may reach hookfan: `admin_token`, `tls`, `allowed_ips`.
+struct Access {
+    admin_token: Option<Secret>,
+    tls: Option<TlsFiles>,
+    allowed_ips: Option<Vec<ipnet::IpNet>>,
+}
+
+fn access(
+    admin_token: Option<String>,
+    tls: Option<RawTls>,
+    allowed_ips: Option<Vec<String>>,
+    pos: &Positions,
+    errs: &mut Vec<Diagnostic>,
+) -> Access {
+    let admin_token = match admin_token {
         Some(t) if t.trim().is_empty() => {
             errs.push(pos.diag(
                 "admin_token",
@@ -50,7 +209,7 @@ pub(super) fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Di
         }
         other => other.map(Secret::new),
     };
-    let tls = raw.tls.map(|t| {
+    let tls = tls.map(|t| {
         for (key, value) in [("cert", &t.cert), ("key", &t.key)] {
             if value.trim().is_empty() {
                 errs.push(pos.diag(
@@ -64,7 +223,7 @@ pub(super) fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Di
             key: PathBuf::from(t.key),
         }
     });
-    let allowed_ips = raw.allowed_ips.map(|list| {
+    let allowed_ips = allowed_ips.map(|list| {
         if list.is_empty() {
             errs.push(pos.diag(
                 "allowed_ips",
@@ -85,50 +244,22 @@ pub(super) fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Di
             })
             .collect()
     });
-    let max_event_age = raw.max_event_age.as_ref().map(|_| {
-        let age = duration(&raw.max_event_age, "max_event_age", MIN_EVENT_AGE, pos, &mut errs);
-        if age < MIN_EVENT_AGE {
-            errs.push(pos.diag(
-                "max_event_age",
-                format!("max_event_age must be at least {} (Stream retries an event for up to 15 s, and clocks drift)", humantime::format_duration(MIN_EVENT_AGE)),
-            ));
-        }
-        age
-    });
-    let delivery_nice = raw
-        .delivery_nice
-        .map_or(Ok(DEFAULT_DELIVERY_NICE), i32::try_from)
-        .ok()
-        .filter(|n| (0..=19).contains(n))
-        .unwrap_or_else(|| {
-            errs.push(pos.diag(
-                "delivery_nice",
-                "delivery_nice must be between 0 (the same priority as ingest) and 19",
-            ));
-            DEFAULT_DELIVERY_NICE
-        });
-    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
-    if !(1..=1_000_000).contains(&max_connections) {
-        errs.push(pos.diag(
-            "max_connections",
-            "max_connections must be between 1 and 1000000",
-        ));
+    Access {
+        admin_token,
+        tls,
+        allowed_ips,
     }
-    let request_timeout = duration(
-        &raw.request_timeout,
-        "request_timeout",
-        DEFAULT_REQUEST_TIMEOUT,
-        pos,
-        &mut errs,
-    );
-    if request_timeout.is_zero() {
-        errs.push(pos.diag("request_timeout", "request_timeout must be greater than 0"));
-    }
-    let data_dir = PathBuf::from(raw.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
-    if data_dir.as_os_str().is_empty() {
-        errs.push(pos.diag("data_dir", "data_dir: must not be empty"));
-    }
+}
 
+/// The byte limits, which bound each other: a body fits in half a spool segment and in the
+/// buffer budget.
+struct Sizes {
+    max_body_bytes: u64,
+    spool_segment_bytes: u64,
+    max_buffered_bytes: u64,
+}
+
+fn sizes(raw: &RawConfig, pos: &Positions, errs: &mut Vec<Diagnostic>) -> Sizes {
     let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 || max_body_bytes > MAX_BODY_LIMIT {
         errs.push(pos.diag(
@@ -166,81 +297,11 @@ pub(super) fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Di
             format!("max_buffered_bytes ({max_buffered_bytes}) is less than max_body_bytes ({max_body_bytes}): a webhook of the largest size could never be taken"),
         ));
     }
-    let dedup_window = duration(
-        &raw.dedup_window,
-        "dedup_window",
-        DEFAULT_DEDUP_WINDOW,
-        pos,
-        &mut errs,
-    );
-    let shutdown_grace = duration(
-        &raw.shutdown_grace,
-        "shutdown_grace",
-        DEFAULT_SHUTDOWN_GRACE,
-        pos,
-        &mut errs,
-    );
-
-    let listen_written = raw.listen.as_deref().is_some_and(|l| l.trim() != "off");
-    match (raw.apps.is_empty(), raw.sources.is_empty(), listen.is_some()) {
-        // Sources only: nothing could be verified on a webhook port, so there is none.
-        (true, false, _) if listen_written => errs.push(pos.diag(
-            "listen",
-            "listen: a webhook listener needs apps: to verify what it receives; add apps:, or write listen: off to run on sources only",
-        )),
-        (true, false, _) => listen = None,
-        (true, true, _) => errs.push(pos.diag(
-            "apps",
-            "no apps configured: add `apps: [{ api_key: ..., api_secret: ... }]` with your Stream app's key and secret, or every webhook is refused",
-        )),
-        (false, true, false) => errs.push(pos.diag(
-            "listen",
-            "listen is off and there are no sources: hookfan would receive nothing (add a source under sources:, or give listen an address)",
-        )),
-        _ => {}
-    }
-    if listen.is_none() && !raw.passthrough.is_empty() {
-        errs.push(pos.diag(
-            "passthrough",
-            "passthrough: synchronous hooks arrive on the webhook listener, and there is none (listen: off, or no apps): Stream would send its messages unmoderated",
-        ));
-    }
-    let apps = apps(raw.apps, pos, &mut errs);
-
-    let routes = routes::validate(raw.routes, pos, &mut errs, &mut warnings);
-
-    let passthrough = passthrough::validate(raw.passthrough, pos, &mut errs);
-    let sources = sources::validate(raw.sources, pos, &mut errs);
-    let dedup = dedup::validate(raw.dedup, pos, &mut errs);
-
-    if !errs.is_empty() {
-        errs.sort_by_key(|d| (d.line, d.column));
-        return Err(errs);
-    }
-    warnings.sort_by_key(|d| (d.line, d.column));
-    Ok(Config {
-        listen,
-        tls,
-        allowed_ips,
-        max_event_age,
-        max_connections,
-        request_timeout,
-        max_buffered_bytes: max_buffered_bytes as usize,
-        admin_listen,
-        admin_token,
-        data_dir,
+    Sizes {
+        max_body_bytes,
         spool_segment_bytes,
-        max_body_bytes: max_body_bytes as usize,
-        dedup_window,
-        shutdown_grace,
-        delivery_nice,
-        apps,
-        routes,
-        passthrough,
-        sources,
-        dedup,
-        warnings,
-    })
+        max_buffered_bytes,
+    }
 }
 
 /// `apps:`: each Stream app's key and secret; a key is listed once.
