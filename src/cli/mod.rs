@@ -10,10 +10,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use hookfan::config::{self, Config, Placeholders};
-use hookfan::ingest::verify::{
-    HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID,
-};
 use hookfan::spool::{DeadLetter, DeadLetterAction, DeadLetterShown, Spool, SpoolError};
+use hookfan::stream::{HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID};
 
 mod dead_letters;
 mod send;
