@@ -70,6 +70,10 @@ for t in "${templates[@]}"; do
     { printf '%s\0' "$t"; printf '%s' "$rich_body"; } >"$corpus/template/seed-$(printf %02d $i).txt"
 done
 { printf '{type|cid}\0'; cat "$fixtures/message.new/body.json"; } >"$corpus/template/seed-fixture.txt"
+# Booleans and numbers, which render as their JSON text, and an object, which renders nothing.
+printf '{flag}\0{"flag":true}' >"$corpus/template/seed-bool.txt"
+printf '{n.x|flag|'"'"'none'"'"'}-{o|n.y}\0{"n":{"x":1.5e3,"y":-7},"flag":false,"o":{}}' \
+    >"$corpus/template/seed-numbers.txt"
 
 # spool_frames: mode byte, then the input. Odd mode: bytes that `arbitrary` turns into
 # records, written as a valid segment, then damaged; any bytes do, so a few patterns. Even
