@@ -1,10 +1,15 @@
 //! The `file` destination: JSON Lines appended to a local file, the quickstart's
 //! zero-dependency destination. Each line is `{"webhook_id", "received_at", "type", "event"}`
-//! and is fsynced before the event counts as delivered.
+//! and is fsynced before the event counts as delivered; a file it creates has its directory
+//! entry synced too, so a power cut cannot take a new file with the lines in it.
+//!
+//! The file is reached through [`Appender`]: the real one is opened `O_APPEND` (two routes may
+//! share a file, and each write lands whole at its end); tests use a file on the spool's
+//! simulated disk, whose power cut keeps only what was synced.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -13,15 +18,122 @@ use serde_json::value::RawValue;
 
 use super::{error_chain, Outcome};
 use crate::config::FileDestination;
+#[cfg(test)]
+use crate::spool::storage::{SegmentFile, Storage};
 use crate::spool::StoredEvent;
 
 /// Most lines appended (and fsynced) together.
 pub const MAX_BATCH: usize = 256;
 
 pub struct FileSink {
+    /// As the config names it (for error messages).
     path: PathBuf,
+    at: Arc<Place>,
     /// Opened on first use and kept open; reopened after an error.
-    file: Arc<Mutex<Option<File>>>,
+    file: Arc<Mutex<Option<Box<dyn Appender>>>>,
+}
+
+/// Where the lines go.
+enum Place {
+    /// A file of the real disk.
+    Real(PathBuf),
+    /// A file of a [`Storage`]: the simulated disk, in tests.
+    #[cfg(test)]
+    In(Arc<dyn Storage>, String),
+}
+
+/// The operations appending a batch of lines needs.
+trait Appender: Send {
+    /// Its length now.
+    fn len(&self) -> io::Result<u64>;
+    /// Writes `bytes` at its end.
+    fn append(&self, bytes: &[u8]) -> io::Result<()>;
+    /// Makes what was appended durable (fdatasync).
+    fn sync(&self) -> io::Result<()>;
+    /// Cuts it back to `len`: a batch half written is taken back.
+    fn cut(&self, len: u64) -> io::Result<()>;
+}
+
+impl Appender for File {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
+    fn append(&self, bytes: &[u8]) -> io::Result<()> {
+        (&mut &*self).write_all(bytes)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.sync_data()
+    }
+
+    fn cut(&self, len: u64) -> io::Result<()> {
+        self.set_len(len)
+    }
+}
+
+#[cfg(test)]
+impl Appender for Arc<dyn SegmentFile> {
+    fn len(&self) -> io::Result<u64> {
+        self.size()
+    }
+
+    fn append(&self, bytes: &[u8]) -> io::Result<()> {
+        self.write_at(bytes, self.size()?)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.sync_data()
+    }
+
+    fn cut(&self, len: u64) -> io::Result<()> {
+        self.truncate(len)
+    }
+}
+
+impl Place {
+    /// Opens the file, creating it (and its directory) if needed; a file it creates is
+    /// durable in its directory before the first line is written to it.
+    fn open(&self) -> io::Result<Box<dyn Appender>> {
+        match self {
+            Place::Real(path) => {
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                if let Some(dir) = dir {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let open = |create_new| {
+                    OpenOptions::new()
+                        .append(true)
+                        .create_new(create_new)
+                        .open(path)
+                };
+                match open(false) {
+                    Ok(file) => Ok(Box::new(file)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        let file = match open(true) {
+                            Ok(file) => file,
+                            // Another route on the same file created it meanwhile.
+                            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open(false)?,
+                            Err(e) => return Err(e),
+                        };
+                        File::open(dir.unwrap_or(Path::new(".")))?.sync_all()?;
+                        Ok(Box::new(file))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            #[cfg(test)]
+            Place::In(storage, name) => match storage.open(name) {
+                Ok(file) => Ok(Box::new(file)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let file = storage.create(name)?;
+                    storage.sync_dir()?;
+                    Ok(Box::new(file))
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -40,6 +152,17 @@ impl FileSink {
     pub fn new(d: &FileDestination) -> Self {
         FileSink {
             path: d.path.clone(),
+            at: Arc::new(Place::Real(d.path.clone())),
+            file: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// A sink appending to the file `name` of `storage` (the simulated disk, in tests).
+    #[cfg(test)]
+    fn in_storage(storage: Arc<dyn Storage>, name: &str) -> Self {
+        FileSink {
+            path: PathBuf::from(name),
+            at: Arc::new(Place::In(storage, name.to_string())),
             file: Arc::new(Mutex::new(None)),
         }
     }
@@ -64,22 +187,19 @@ impl FileSink {
         if text.is_empty() {
             return outcomes;
         }
-        let path = self.path.clone();
+        let at = self.at.clone();
         let file = self.file.clone();
         let written = tokio::task::spawn_blocking(move || {
             let mut guard = file.lock().expect("file sink lock");
             if guard.is_none() {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
-                }
-                *guard = Some(OpenOptions::new().create(true).append(true).open(&path)?);
+                *guard = Some(at.open()?);
             }
-            let f = guard.as_mut().expect("opened above");
-            let before = f.metadata()?.len();
-            let result = f.write_all(text.as_bytes()).and_then(|()| f.sync_data());
+            let f = guard.as_ref().expect("opened above");
+            let before = f.len()?;
+            let result = f.append(text.as_bytes()).and_then(|()| f.sync());
             if result.is_err() {
                 // Cut a half-written batch off, so the retry does not follow a broken line.
-                let _ = f.set_len(before);
+                let _ = f.cut(before);
                 *guard = None;
             }
             result
@@ -127,6 +247,81 @@ fn render(event: &StoredEvent) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::storage::{Fault, FaultOp};
+    use crate::spool::SimDisk;
+
+    fn event(id: &str) -> StoredEvent {
+        StoredEvent {
+            webhook_id: Some(id.into()),
+            received_at_ms: 1_778_198_400_000,
+            api_key: None,
+            signature: String::new(),
+            event_type: Some("message.new".into()),
+            body: format!("{{\"type\":\"message.new\",\"id\":\"{id}\"}}").into_bytes(),
+            path: None,
+        }
+    }
+
+    /// The webhook ids of the lines in `name` on `disk`, which must all be whole.
+    fn ids_in(disk: &SimDisk, name: &str) -> Vec<String> {
+        let file = disk.open(name).expect("the file is there");
+        let mut bytes = vec![0; file.size().unwrap() as usize];
+        file.read_at(&mut bytes, 0).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "a broken last line: {text:?}"
+        );
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("a whole line");
+                v["webhook_id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    async fn deliver(sink: &FileSink, ids: &[&str]) -> Vec<Outcome> {
+        let events: Vec<StoredEvent> = ids.iter().map(|id| event(id)).collect();
+        sink.deliver_batch(events.iter()).await
+    }
+
+    /// What counts as delivered is on disk: a power cut after the batches were answered
+    /// keeps every line of them, in a file it created (its name synced too).
+    #[tokio::test]
+    async fn lines_counted_delivered_survive_a_power_cut() {
+        let disk = SimDisk::new(1);
+        let sink = FileSink::in_storage(Arc::new(disk.clone()), "events.jsonl");
+        assert_eq!(
+            deliver(&sink, &["a", "b"]).await,
+            [Outcome::Delivered, Outcome::Delivered]
+        );
+        assert_eq!(deliver(&sink, &["c"]).await, [Outcome::Delivered]);
+        let after = disk.crash();
+        assert_eq!(ids_in(&after, "events.jsonl"), ["a", "b", "c"]);
+    }
+
+    /// A batch whose write or sync fails is retried whole, and the file is cut back to
+    /// before it: the retry's lines follow whole lines, each event once.
+    #[tokio::test]
+    async fn a_batch_that_failed_is_taken_back_and_retried_whole() {
+        let disk = SimDisk::new(2);
+        let sink = FileSink::in_storage(Arc::new(disk.clone()), "events.jsonl");
+        assert_eq!(deliver(&sink, &["a"]).await, [Outcome::Delivered]);
+        for op in [FaultOp::Write, FaultOp::Sync] {
+            disk.inject(op, Fault::Io);
+            let failed = deliver(&sink, &["b", "c"]).await;
+            assert!(
+                failed.iter().all(|o| matches!(o, Outcome::Retry { .. })),
+                "{op:?}: {failed:?}"
+            );
+            assert_eq!(ids_in(&disk, "events.jsonl"), ["a"], "{op:?}");
+        }
+        assert_eq!(
+            deliver(&sink, &["b", "c"]).await,
+            [Outcome::Delivered, Outcome::Delivered]
+        );
+        assert_eq!(ids_in(&disk.crash(), "events.jsonl"), ["a", "b", "c"]);
+    }
 
     #[test]
     fn a_line_embeds_the_event_and_stays_on_one_line() {

@@ -1,5 +1,6 @@
-//! The file operations the log needs, and nothing more: a [`Storage`] is one directory of
-//! segment files, a [`SegmentFile`] one file read and written at explicit offsets.
+//! The file operations the log needs, and nothing more (the file destination uses them too,
+//! for its crash test): a [`Storage`] is one directory of segment files, a [`SegmentFile`]
+//! one file read and written at explicit offsets.
 //!
 //! Two implementations: [`RealDisk`] over `std::fs` (positional I/O with
 //! `std::os::unix::fs::FileExt`), and [`SimDisk`], in-memory files that know which bytes are
@@ -50,6 +51,9 @@ pub trait SegmentFile: Send + Sync {
     /// writes inside `len` never change the file's size (an fdatasync then has no metadata
     /// to commit).
     fn zero_fill(&self, len: u64) -> io::Result<()>;
+    /// Cuts the file to `len` bytes, at most its size (a half-written append taken back);
+    /// durable with the next [`SegmentFile::sync_data`].
+    fn truncate(&self, len: u64) -> io::Result<()>;
 }
 
 /// Zeros written, and synced, per call when filling a file: a segment's worth never queues
@@ -144,6 +148,10 @@ impl SegmentFile for RealFile {
 
     fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
+    }
+
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
     }
 
     fn zero_fill(&self, len: u64) -> io::Result<()> {
@@ -305,6 +313,9 @@ struct SimFileData {
     /// Writes whose sync failed: never made durable by a later sync; each survives a crash
     /// or not, at random.
     limbo: Vec<(u64, Vec<u8>)>,
+    /// The shortest length the file was cut to since the last sync, which cuts the durable
+    /// image at the next one (before its writes: those before the cut were cut with it).
+    cut: Option<u64>,
 }
 
 fn write_into(image: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
@@ -497,6 +508,7 @@ impl Sim {
                     durable: image,
                     unsynced: Vec::new(),
                     limbo: Vec::new(),
+                    cut: None,
                 },
             );
         }
@@ -685,18 +697,42 @@ impl SegmentFile for SimFile {
         let fault = sim.take_fault(FaultOp::Sync, Some(self.id));
         let data = sim.files.get_mut(&self.id).expect("open file exists");
         let writes = std::mem::take(&mut data.unsynced);
+        let cut = data.cut.take();
         match fault {
+            // (A cut whose sync failed is lost: the durable image keeps its old length.)
             Some(fault) => {
                 data.limbo.extend(writes);
                 Err(fault.error())
             }
             None => {
+                if let Some(len) = cut {
+                    data.durable.truncate(len as usize);
+                }
                 for (offset, bytes) in writes {
                     write_into(&mut data.durable, offset, &bytes);
                 }
                 Ok(())
             }
         }
+    }
+
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        let mut sim = self.disk.lock();
+        sim.op()?;
+        let data = sim.files.get_mut(&self.id).expect("open file exists");
+        assert!(
+            len <= data.current.len() as u64,
+            "truncate only cuts a file ({len} > {})",
+            data.current.len()
+        );
+        data.current.truncate(len as usize);
+        // The unsynced writes keep only what is left of them.
+        for (offset, bytes) in &mut data.unsynced {
+            bytes.truncate(len.saturating_sub(*offset) as usize);
+        }
+        data.unsynced.retain(|(_, bytes)| !bytes.is_empty());
+        data.cut = Some(data.cut.map_or(len, |c| c.min(len)));
+        Ok(())
     }
 
     fn size(&self) -> io::Result<u64> {

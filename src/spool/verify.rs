@@ -113,6 +113,10 @@ impl SegmentFile for ReadOnlyFile {
     fn zero_fill(&self, _len: u64) -> io::Result<()> {
         Err(read_only())
     }
+
+    fn truncate(&self, _len: u64) -> io::Result<()> {
+        Err(read_only())
+    }
 }
 
 /// Reads all of `name` in `storage`.

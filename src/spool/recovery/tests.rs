@@ -108,6 +108,10 @@ impl SegmentFile for Claims5GiB {
     fn zero_fill(&self, len: u64) -> io::Result<()> {
         self.0.zero_fill(len)
     }
+
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.0.truncate(len)
+    }
 }
 
 impl Storage for Oversized {

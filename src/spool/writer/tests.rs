@@ -284,6 +284,10 @@ impl SegmentFile for NotedFile {
     fn zero_fill(&self, len: u64) -> std::io::Result<()> {
         self.file.zero_fill(len)
     }
+
+    fn truncate(&self, len: u64) -> std::io::Result<()> {
+        self.file.truncate(len)
+    }
 }
 
 #[test]
