@@ -110,13 +110,41 @@ impl fmt::Debug for Secret {
 }
 
 /// A validated configuration. Only [`load`] and [`from_str`] make one, and nothing outside
-/// this module changes one: its fields are read through the methods below (a reload builds
-/// a new one, [`Config::reloaded`]).
+/// this module changes one: its fields are read through the methods below. A reload builds
+/// a new one ([`Config::reloaded`]) from the running one's [`Fixed`] part and the new
+/// file's [`Reloadable`] part.
 #[derive(Debug, Clone)]
 pub struct Config {
+    fixed: Fixed,
+    live: Reloadable,
+}
+
+/// The settings only a restart changes (`restart.rs` lists them with why, for the reload's
+/// warning and the README): a reload keeps them whole, as they run.
+#[derive(Debug, Clone)]
+struct Fixed {
     /// Where Stream's webhooks are received; None when there is no webhook listener
     /// (`listen: off`, or sources and no `apps`).
     listen: Option<SocketAddr>,
+    /// Open ingest connections at most; more wait in the kernel's accept queue.
+    max_connections: usize,
+    /// Request bodies held in memory at once, across requests; beyond it, 503 at once.
+    max_buffered_bytes: usize,
+    /// Health, readiness and metrics; None when `admin_listen: off`.
+    admin_listen: Option<SocketAddr>,
+    /// The spool (durable store) lives here.
+    data_dir: PathBuf,
+    /// Size of each of the spool's segment files.
+    spool_segment_bytes: u64,
+    /// How many nice steps below ingest the delivery threads run (0: the same priority).
+    delivery_nice: i32,
+    /// Dedup shared with other replicas on Redis; None: the spool's own (one replica).
+    dedup: Option<RedisDedup>,
+}
+
+/// The settings a reload applies. (`tls` too, except turning it on or off.)
+#[derive(Debug, Clone)]
+struct Reloadable {
     /// Serve ingest over TLS with these files (reloaded when they change); plain HTTP
     /// without.
     tls: Option<TlsFiles>,
@@ -124,28 +152,16 @@ pub struct Config {
     allowed_ips: Option<Vec<ipnet::IpNet>>,
     /// Refuse (401) signed events whose `created_at` is older than this; a replay defence.
     max_event_age: Option<Duration>,
-    /// Open ingest connections at most; more wait in the kernel's accept queue.
-    max_connections: usize,
     /// A request's headers and body must both arrive within this (slow clients are cut off).
     request_timeout: Duration,
-    /// Request bodies held in memory at once, across requests; beyond it, 503 at once.
-    max_buffered_bytes: usize,
-    /// Health, readiness and metrics; None when `admin_listen: off`.
-    admin_listen: Option<SocketAddr>,
     /// Required as a bearer token by the admin API (`/api/...`) when set.
     admin_token: Option<Secret>,
-    /// The spool (durable store) lives here.
-    data_dir: PathBuf,
-    /// Size of each of the spool's segment files.
-    spool_segment_bytes: u64,
     /// Largest accepted body, checked before and after gzip decompression.
     max_body_bytes: usize,
     /// How long an `X-Webhook-Id` is remembered to drop Stream's retries.
     dedup_window: Duration,
     /// How long in-flight deliveries may finish after SIGTERM before the daemon exits.
     shutdown_grace: Duration,
-    /// How many nice steps below ingest the delivery threads run (0: the same priority).
-    delivery_nice: i32,
     /// Stream apps whose webhooks are accepted; `X-Api-Key` picks one.
     apps: Vec<App>,
     routes: Vec<Route>,
@@ -155,8 +171,6 @@ pub struct Config {
     passthrough: Vec<Passthrough>,
     /// Queues hookfan consumes events from, besides the webhook listener.
     sources: Vec<Source>,
-    /// Dedup shared with other replicas on Redis; None: the spool's own (one replica).
-    dedup: Option<RedisDedup>,
     /// What is valid but probably not meant (an event type Stream does not document):
     /// printed by `check`, logged at startup and reload. Never stops anything.
     warnings: Vec<Diagnostic>,
@@ -166,110 +180,110 @@ impl Config {
     /// Where Stream's webhooks are received; None when there is no webhook listener
     /// (`listen: off`, or sources and no `apps`).
     pub fn listen(&self) -> Option<SocketAddr> {
-        self.listen
+        self.fixed.listen
     }
 
     /// Serve ingest over TLS with these files (reloaded when they change); plain HTTP
     /// without.
     pub fn tls(&self) -> Option<&TlsFiles> {
-        self.tls.as_ref()
+        self.live.tls.as_ref()
     }
 
     /// Only these networks may post webhooks (others get 403); None allows everyone.
     pub fn allowed_ips(&self) -> Option<&[ipnet::IpNet]> {
-        self.allowed_ips.as_deref()
+        self.live.allowed_ips.as_deref()
     }
 
     /// Refuse (401) signed events whose `created_at` is older than this; a replay defence.
     pub fn max_event_age(&self) -> Option<Duration> {
-        self.max_event_age
+        self.live.max_event_age
     }
 
     /// Open ingest connections at most; more wait in the kernel's accept queue.
     pub fn max_connections(&self) -> usize {
-        self.max_connections
+        self.fixed.max_connections
     }
 
     /// A request's headers and body must both arrive within this (slow clients are cut off).
     pub fn request_timeout(&self) -> Duration {
-        self.request_timeout
+        self.live.request_timeout
     }
 
     /// Request bodies held in memory at once, across requests; beyond it, 503 at once.
     pub fn max_buffered_bytes(&self) -> usize {
-        self.max_buffered_bytes
+        self.fixed.max_buffered_bytes
     }
 
     /// Health, readiness and metrics; None when `admin_listen: off`.
     pub fn admin_listen(&self) -> Option<SocketAddr> {
-        self.admin_listen
+        self.fixed.admin_listen
     }
 
     /// Required as a bearer token by the admin API (`/api/...`) when set.
     pub fn admin_token(&self) -> Option<&Secret> {
-        self.admin_token.as_ref()
+        self.live.admin_token.as_ref()
     }
 
     /// The spool (durable store) lives here.
     pub fn data_dir(&self) -> &Path {
-        &self.data_dir
+        &self.fixed.data_dir
     }
 
     /// Size of each of the spool's segment files.
     pub fn spool_segment_bytes(&self) -> u64 {
-        self.spool_segment_bytes
+        self.fixed.spool_segment_bytes
     }
 
     /// Largest accepted body, checked before and after gzip decompression.
     pub fn max_body_bytes(&self) -> usize {
-        self.max_body_bytes
+        self.live.max_body_bytes
     }
 
     /// How long an `X-Webhook-Id` is remembered to drop Stream's retries.
     pub fn dedup_window(&self) -> Duration {
-        self.dedup_window
+        self.live.dedup_window
     }
 
     /// How long in-flight deliveries may finish after SIGTERM before the daemon exits.
     pub fn shutdown_grace(&self) -> Duration {
-        self.shutdown_grace
+        self.live.shutdown_grace
     }
 
     /// How many nice steps below ingest the delivery threads run (0: the same priority).
     pub fn delivery_nice(&self) -> i32 {
-        self.delivery_nice
+        self.fixed.delivery_nice
     }
 
     /// Stream apps whose webhooks are accepted; `X-Api-Key` picks one.
     pub fn apps(&self) -> &[App] {
-        &self.apps
+        &self.live.apps
     }
 
     pub fn routes(&self) -> &[Route] {
-        &self.routes
+        &self.live.routes
     }
 
     /// Synchronous hooks (Before-Message-Send, Custom Commands): a request on one of these
     /// exact paths is verified, then proxied to its handler and answered with the handler's
     /// answer; it is never stored.
     pub fn passthrough(&self) -> &[Passthrough] {
-        &self.passthrough
+        &self.live.passthrough
     }
 
     /// Queues hookfan consumes events from, besides the webhook listener.
     pub fn sources(&self) -> &[Source] {
-        &self.sources
+        &self.live.sources
     }
 
     /// Dedup shared with other replicas on Redis; None: the spool's own (one replica).
     pub fn dedup(&self) -> Option<&RedisDedup> {
-        self.dedup.as_ref()
+        self.fixed.dedup.as_ref()
     }
 
     /// What is valid but probably not meant (an event type Stream does not document):
     /// printed by `check`, logged at startup and reload. Never stops anything.
     pub fn warnings(&self) -> &[Diagnostic] {
-        &self.warnings
+        &self.live.warnings
     }
 }
 
@@ -543,7 +557,7 @@ pub fn from_str(
     };
     let mut config = validate(raw, &positions)
         .map_err(|d| invalid(diagnostics.into_iter().chain(d).collect()))?;
-    for w in &mut config.warnings {
+    for w in &mut config.live.warnings {
         w.column = columns.original(w.line, w.column);
     }
     Ok(config)
@@ -552,7 +566,8 @@ pub fn from_str(
 impl Config {
     /// The warnings as `file:line:column: warning: ...` lines.
     pub fn render_warnings(&self, file: &str) -> Vec<String> {
-        self.warnings
+        self.live
+            .warnings
             .iter()
             .map(|d| format!("{file}:{}:{}: warning: {}", d.line, d.column, d.message))
             .collect()

@@ -254,7 +254,7 @@ routes:
         assert_eq!(held[1].var, "MAX");
         // "1" in a host is the IPv4 address 0.0.0.1.
         assert_eq!(
-            config.routes[1].destination.target(),
+            config.routes()[1].destination.target(),
             "http://0.0.0.1:3000/x"
         );
     }
@@ -263,9 +263,9 @@ routes:
     fn for_unset_keeps_set_variables_and_defaults() {
         let env = |name: &str| (name == "KEY").then(|| "real-key".to_string());
         let (config, held) = from_str("r.yaml", TEXT, env, Placeholders::ForUnset).unwrap();
-        assert_eq!(config.apps[0].api_key(), "real-key");
+        assert_eq!(config.apps()[0].api_key(), "real-key");
         assert_eq!(
-            config.listen.map(|a| a.to_string()).unwrap_or_default(),
+            config.listen().map(|a| a.to_string()).unwrap_or_default(),
             "0.0.0.0:8080",
             "the default applies"
         );
@@ -292,7 +292,7 @@ routes:
             let text = format!("dedup:\n  backend: redis\n  {dedup}\napps:\n  - api_key: k\n    api_secret: s\nroutes:\n  - name: a\n    event_types: []\n    file: {{ path: x }}\n");
             let (config, _) = from_str("r.yaml", &text, nothing, Placeholders::All)
                 .unwrap_or_else(|e| panic!("{dedup}: {e}"));
-            assert!(config.dedup.is_some(), "{dedup}");
+            assert!(config.dedup().is_some(), "{dedup}");
         }
     }
 }

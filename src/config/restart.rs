@@ -27,23 +27,22 @@ pub struct Reloaded {
     pub kept: Vec<&'static str>,
 }
 
-/// One setting only a restart changes.
+/// One setting only a restart changes: the running value stays (the fields of
+/// [`Fixed`](super::Fixed)
+/// are kept whole by [`Config::reloaded`]; `tls` on or off by its rule there).
 struct RestartOnly {
     /// How the README and the log name it.
     name: &'static str,
     /// `next` changes it from `running`.
     changed: fn(running: &Config, next: &Config) -> bool,
-    /// Puts `running`'s value back into `next`.
-    keep: fn(running: &Config, next: &mut Config),
 }
 
-/// A setting that is one field of [`Config`], compared and kept whole.
+/// A setting that is one field of [`Fixed`](super::Fixed).
 macro_rules! field {
     ($name:ident) => {
         RestartOnly {
             name: stringify!($name),
-            changed: |r, n| r.$name != n.$name,
-            keep: |r, n| n.$name.clone_from(&r.$name),
+            changed: |r, n| r.fixed.$name != n.fixed.$name,
         }
     };
 }
@@ -59,12 +58,7 @@ const RESTART_ONLY: &[RestartOnly] = &[
     // The listener is plain or TLS from the start (new certificate files are picked up).
     RestartOnly {
         name: "tls (turning it on or off)",
-        changed: |r, n| r.tls.is_some() != n.tls.is_some(),
-        keep: |r, n| {
-            if n.tls.is_some() != r.tls.is_some() {
-                n.tls.clone_from(&r.tls);
-            }
-        },
+        changed: |r, n| r.live.tls.is_some() != n.live.tls.is_some(),
     },
     // Semaphores and budgets sized once.
     field!(max_connections),
@@ -80,21 +74,23 @@ impl Config {
     /// runs: `next` with this config's restart-only settings, or why `next` cannot run
     /// beside them. Pure.
     pub fn reloaded(&self, mut next: Config) -> Result<Reloaded, ReloadRefused> {
-        if next.max_body_bytes > self.max_buffered_bytes {
+        if next.max_body_bytes() > self.max_buffered_bytes() {
             return Err(ReloadRefused::BodyOverBufferBudget {
-                next: next.max_body_bytes,
-                running: self.max_buffered_bytes,
+                next: next.max_body_bytes(),
+                running: self.max_buffered_bytes(),
             });
         }
-        if 2 * next.max_body_bytes as u64 > self.spool_segment_bytes {
+        if 2 * next.max_body_bytes() as u64 > self.spool_segment_bytes() {
             return Err(ReloadRefused::BodyOverHalfSegment {
-                next: next.max_body_bytes,
-                running: self.spool_segment_bytes,
+                next: next.max_body_bytes(),
+                running: self.spool_segment_bytes(),
             });
         }
         let kept = self.restart_only_changes(&next);
-        for setting in RESTART_ONLY {
-            (setting.keep)(self, &mut next);
+        next.fixed = self.fixed.clone();
+        // New certificate files apply; serving TLS or not is decided at start.
+        if next.live.tls.is_some() != self.live.tls.is_some() {
+            next.live.tls.clone_from(&self.live.tls);
         }
         Ok(Reloaded { config: next, kept })
     }
@@ -126,12 +122,30 @@ mod tests {
         let Reloaded { config: next, kept } = running.reloaded(next).expect("a valid reload");
         assert_eq!(kept, ["listen", "max_connections"]);
         assert_eq!(running.restart_only_changes(&next), Vec::<&str>::new());
-        assert_eq!(next.max_connections, 10, "the running value kept");
+        assert_eq!(next.max_connections(), 10, "the running value kept");
         assert_eq!(
-            next.shutdown_grace,
+            next.shutdown_grace(),
             std::time::Duration::from_secs(2),
             "a reloadable setting is not touched"
         );
+    }
+
+    /// Every setting of the restart-only list is kept at its running value and named, and
+    /// nothing else is: the list and the kept part ([`super::super::Fixed`]) agree.
+    #[test]
+    fn a_reload_changing_every_restart_only_setting_keeps_and_names_each() {
+        let running = config("tls: { cert: /c.pem, key: /k.pem }\n");
+        let next = config(
+            "listen: 127.0.0.1:7001\nadmin_listen: 127.0.0.1:7002\ndata_dir: /elsewhere\nspool_segment_bytes: 67108864\nmax_connections: 7\nmax_buffered_bytes: 134217728\ndelivery_nice: 9\ndedup: { backend: redis, url: \"redis://127.0.0.1:6379/0\" }\n",
+        );
+        let Reloaded {
+            config: kept,
+            kept: names,
+        } = running.reloaded(next).unwrap();
+        let all: Vec<&str> = RESTART_ONLY.iter().map(|s| s.name).collect();
+        assert_eq!(names, all);
+        assert_eq!(format!("{:?}", kept.fixed), format!("{:?}", running.fixed));
+        assert_eq!(kept.tls(), running.tls(), "TLS stays on");
     }
 
     #[test]
@@ -161,7 +175,7 @@ mod tests {
         let fits = config("max_body_bytes: 8388608\nspool_segment_bytes: 1073741824\n");
         let reloaded = running.reloaded(fits).expect("exactly half a segment fits");
         assert_eq!(reloaded.kept, ["spool_segment_bytes"]);
-        assert_eq!(reloaded.config.spool_segment_bytes, 16 * MIB as u64);
+        assert_eq!(reloaded.config.spool_segment_bytes(), 16 * MIB as u64);
     }
 
     #[test]
