@@ -61,7 +61,7 @@ pub async fn run(
     // AWS SDK); clients that ask for the process default (Redis over rediss://) need one named.
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     // Certificates first: a bad one should stop startup before anything is opened.
-    let certs = match &config.tls() {
+    let certs = match config.tls() {
         Some(files) => Some(ingest::tls::CertStore::open(files)?),
         None => None,
     };
@@ -99,7 +99,7 @@ pub async fn run(
     let delivery =
         DeliveryRuntime::start(config.delivery_nice()).map_err(ServeError::DeliveryThreads)?;
     // Shared dedup connects in the background: ingest dedups locally until Redis answers.
-    let dedup = match &config.dedup() {
+    let dedup = match config.dedup() {
         Some(redis) => {
             let dedup = crate::dedup::SharedDedup::new(redis, config.dedup_window())?;
             dedup.connect();

@@ -2,8 +2,8 @@
 //! `{...}` placeholders filled from the event's JSON. Used for SQS/SNS `message_group_id`.
 //!
 //! Inside braces, alternatives are separated by `|` and tried in order; each is a dotted
-//! path into the event (`message.user.id`). A string, number or boolean field gives its JSON
-//! text; a missing, null, object or array field gives nothing and the next alternative is tried.
+//! path into the event (`message.user.id`). A string field gives its value, a number or a
+//! boolean its JSON text (`7`, `true`); a missing, null, object or array field gives nothing and the next alternative is tried.
 //! When none gives a value, the last alternative is used as literal text if there are two or
 //! more (`{cid|unknown}` gives `unknown`), and a quoted last alternative (`'none'` or
 //! `"none"`) is always literal. A single alternative that is missing is an error: the event

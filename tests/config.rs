@@ -876,6 +876,21 @@ broken_configs! {
         expect: [(6, 11, r#"route "crm": the name is used by another route; names must be unique"#)],
     }
 
+    two_file_routes_writing_one_file_are_reported_at_the_second_path {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: messages
+            |    event_types: [message.new]
+            |    file: { path: ./events.jsonl }
+            |  - name: reactions
+            |    event_types: [reaction.new]
+            |    file: { path: ./events.jsonl }
+        "#,
+        expect: [(8, 19, r#"route "reactions": file.path "./events.jsonl" is written by route "messages" too; give each route its own file, or one route the event types of both"#)],
+    }
+
     route_names_with_characters_other_than_letters_digits_dash_underscore_dot_are_rejected {
         env: [],
         yaml: r#"

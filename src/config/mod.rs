@@ -116,63 +116,40 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct Config {
     fixed: Fixed,
-    live: Reloadable,
+    reloadable: Reloadable,
 }
 
 /// The settings only a restart changes (`restart.rs` lists them with why, for the reload's
-/// warning and the README): a reload keeps them whole, as they run.
+/// warning and the README): a reload keeps them whole, as they run. Each field is described
+/// on its accessor.
 #[derive(Debug, Clone)]
 struct Fixed {
-    /// Where Stream's webhooks are received; None when there is no webhook listener
-    /// (`listen: off`, or sources and no `apps`).
     listen: Option<SocketAddr>,
-    /// Open ingest connections at most; more wait in the kernel's accept queue.
     max_connections: usize,
-    /// Request bodies held in memory at once, across requests; beyond it, 503 at once.
     max_buffered_bytes: usize,
-    /// Health, readiness and metrics; None when `admin_listen: off`.
     admin_listen: Option<SocketAddr>,
-    /// The spool (durable store) lives here.
     data_dir: PathBuf,
-    /// Size of each of the spool's segment files.
     spool_segment_bytes: u64,
-    /// How many nice steps below ingest the delivery threads run (0: the same priority).
     delivery_nice: i32,
-    /// Dedup shared with other replicas on Redis; None: the spool's own (one replica).
     dedup: Option<RedisDedup>,
 }
 
-/// The settings a reload applies. (`tls` too, except turning it on or off.)
+/// The settings a reload applies (`tls` too, except turning it on or off). Each field is
+/// described on its accessor.
 #[derive(Debug, Clone)]
 struct Reloadable {
-    /// Serve ingest over TLS with these files (reloaded when they change); plain HTTP
-    /// without.
     tls: Option<TlsFiles>,
-    /// Only these networks may post webhooks (others get 403); None allows everyone.
     allowed_ips: Option<Vec<ipnet::IpNet>>,
-    /// Refuse (401) signed events whose `created_at` is older than this; a replay defence.
     max_event_age: Option<Duration>,
-    /// A request's headers and body must both arrive within this (slow clients are cut off).
     request_timeout: Duration,
-    /// Required as a bearer token by the admin API (`/api/...`) when set.
     admin_token: Option<Secret>,
-    /// Largest accepted body, checked before and after gzip decompression.
     max_body_bytes: usize,
-    /// How long an `X-Webhook-Id` is remembered to drop Stream's retries.
     dedup_window: Duration,
-    /// How long in-flight deliveries may finish after SIGTERM before the daemon exits.
     shutdown_grace: Duration,
-    /// Stream apps whose webhooks are accepted; `X-Api-Key` picks one.
     apps: Vec<App>,
     routes: Vec<Route>,
-    /// Synchronous hooks (Before-Message-Send, Custom Commands): a request on one of these
-    /// exact paths is verified, then proxied to its handler and answered with the handler's
-    /// answer; it is never stored.
     passthrough: Vec<Passthrough>,
-    /// Queues hookfan consumes events from, besides the webhook listener.
     sources: Vec<Source>,
-    /// What is valid but probably not meant (an event type Stream does not document):
-    /// printed by `check`, logged at startup and reload. Never stops anything.
     warnings: Vec<Diagnostic>,
 }
 
@@ -186,17 +163,17 @@ impl Config {
     /// Serve ingest over TLS with these files (reloaded when they change); plain HTTP
     /// without.
     pub fn tls(&self) -> Option<&TlsFiles> {
-        self.live.tls.as_ref()
+        self.reloadable.tls.as_ref()
     }
 
     /// Only these networks may post webhooks (others get 403); None allows everyone.
     pub fn allowed_ips(&self) -> Option<&[ipnet::IpNet]> {
-        self.live.allowed_ips.as_deref()
+        self.reloadable.allowed_ips.as_deref()
     }
 
     /// Refuse (401) signed events whose `created_at` is older than this; a replay defence.
     pub fn max_event_age(&self) -> Option<Duration> {
-        self.live.max_event_age
+        self.reloadable.max_event_age
     }
 
     /// Open ingest connections at most; more wait in the kernel's accept queue.
@@ -206,7 +183,7 @@ impl Config {
 
     /// A request's headers and body must both arrive within this (slow clients are cut off).
     pub fn request_timeout(&self) -> Duration {
-        self.live.request_timeout
+        self.reloadable.request_timeout
     }
 
     /// Request bodies held in memory at once, across requests; beyond it, 503 at once.
@@ -221,7 +198,7 @@ impl Config {
 
     /// Required as a bearer token by the admin API (`/api/...`) when set.
     pub fn admin_token(&self) -> Option<&Secret> {
-        self.live.admin_token.as_ref()
+        self.reloadable.admin_token.as_ref()
     }
 
     /// The spool (durable store) lives here.
@@ -236,17 +213,17 @@ impl Config {
 
     /// Largest accepted body, checked before and after gzip decompression.
     pub fn max_body_bytes(&self) -> usize {
-        self.live.max_body_bytes
+        self.reloadable.max_body_bytes
     }
 
     /// How long an `X-Webhook-Id` is remembered to drop Stream's retries.
     pub fn dedup_window(&self) -> Duration {
-        self.live.dedup_window
+        self.reloadable.dedup_window
     }
 
     /// How long in-flight deliveries may finish after SIGTERM before the daemon exits.
     pub fn shutdown_grace(&self) -> Duration {
-        self.live.shutdown_grace
+        self.reloadable.shutdown_grace
     }
 
     /// How many nice steps below ingest the delivery threads run (0: the same priority).
@@ -256,23 +233,24 @@ impl Config {
 
     /// Stream apps whose webhooks are accepted; `X-Api-Key` picks one.
     pub fn apps(&self) -> &[App] {
-        &self.live.apps
+        &self.reloadable.apps
     }
 
+    /// The routes, in the file's order.
     pub fn routes(&self) -> &[Route] {
-        &self.live.routes
+        &self.reloadable.routes
     }
 
     /// Synchronous hooks (Before-Message-Send, Custom Commands): a request on one of these
     /// exact paths is verified, then proxied to its handler and answered with the handler's
     /// answer; it is never stored.
     pub fn passthrough(&self) -> &[Passthrough] {
-        &self.live.passthrough
+        &self.reloadable.passthrough
     }
 
     /// Queues hookfan consumes events from, besides the webhook listener.
     pub fn sources(&self) -> &[Source] {
-        &self.live.sources
+        &self.reloadable.sources
     }
 
     /// Dedup shared with other replicas on Redis; None: the spool's own (one replica).
@@ -283,7 +261,7 @@ impl Config {
     /// What is valid but probably not meant (an event type Stream does not document):
     /// printed by `check`, logged at startup and reload. Never stops anything.
     pub fn warnings(&self) -> &[Diagnostic] {
-        &self.live.warnings
+        &self.reloadable.warnings
     }
 }
 
@@ -557,7 +535,7 @@ pub fn from_str(
     };
     let mut config = validate(raw, &positions)
         .map_err(|d| invalid(diagnostics.into_iter().chain(d).collect()))?;
-    for w in &mut config.live.warnings {
+    for w in &mut config.reloadable.warnings {
         w.column = columns.original(w.line, w.column);
     }
     Ok(config)
@@ -566,7 +544,7 @@ pub fn from_str(
 impl Config {
     /// The warnings as `file:line:column: warning: ...` lines.
     pub fn render_warnings(&self, file: &str) -> Vec<String> {
-        self.live
+        self.reloadable
             .warnings
             .iter()
             .map(|d| format!("{file}:{}:{}: warning: {}", d.line, d.column, d.message))

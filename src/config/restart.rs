@@ -58,7 +58,7 @@ const RESTART_ONLY: &[RestartOnly] = &[
     // The listener is plain or TLS from the start (new certificate files are picked up).
     RestartOnly {
         name: "tls (turning it on or off)",
-        changed: |r, n| r.live.tls.is_some() != n.live.tls.is_some(),
+        changed: |r, n| r.reloadable.tls.is_some() != n.reloadable.tls.is_some(),
     },
     // Semaphores and budgets sized once.
     field!(max_connections),
@@ -89,8 +89,8 @@ impl Config {
         let kept = self.restart_only_changes(&next);
         next.fixed = self.fixed.clone();
         // New certificate files apply; serving TLS or not is decided at start.
-        if next.live.tls.is_some() != self.live.tls.is_some() {
-            next.live.tls.clone_from(&self.live.tls);
+        if next.reloadable.tls.is_some() != self.reloadable.tls.is_some() {
+            next.reloadable.tls.clone_from(&self.reloadable.tls);
         }
         Ok(Reloaded { config: next, kept })
     }

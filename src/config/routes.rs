@@ -1,7 +1,7 @@
 //! `routes:`: each route's name, filters and destination (`http`, `file`, `sqs`, `sns`), with
 //! its retry policy.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use super::raw::{RawAws, RawFile, RawHttp, RawRetry, RawRoute};
@@ -268,6 +268,9 @@ pub(super) fn validate(
 ) -> Vec<Route> {
     let mut routes = Vec::new();
     let mut names = HashSet::new();
+    // Each file route's file, and the route that writes it: a file has one writer, so that
+    // a batch that failed is cut back off without touching another route's lines.
+    let mut files: HashMap<PathBuf, String> = HashMap::new();
     if raw.is_empty() {
         errs.push(pos.diag(
             "routes",
@@ -304,7 +307,16 @@ pub(super) fn validate(
         let destination = if let Some(h) = r.http {
             http(h, &at, &label, pos, errs)
         } else if let Some(f) = r.file {
-            file(f, &at, &label, pos, errs)
+            let written = file(f, &at, &label, pos, errs);
+            if let Some(Destination::File(d)) = &written {
+                if let Some(other) = files.insert(d.path.clone(), r.name.clone()) {
+                    errs.push(pos.diag(
+                        &format!("{at}.file.path"),
+                        format!("{label}: file.path \"{}\" is written by route \"{other}\" too; give each route its own file, or one route the event types of both", d.path.display()),
+                    ));
+                }
+            }
+            written
         } else if let Some(a) = r.sqs {
             aws(
                 a,

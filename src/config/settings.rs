@@ -94,7 +94,7 @@ pub(super) fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Di
             delivery_nice,
             dedup,
         },
-        live: Reloadable {
+        reloadable: Reloadable {
             tls: access.tls,
             allowed_ips: access.allowed_ips,
             max_event_age,

@@ -42,6 +42,10 @@ use verify::{Rejection, VerifiedWebhook, HEADER_WEBHOOK_ID};
 /// up on an attempt after 6 s; a 503 before that tells it to retry, and the retry is
 /// deduplicated if the commit lands after all.
 pub const ACK_DEADLINE: Duration = Duration::from_secs(5);
+const _: () = assert!(
+    ACK_DEADLINE.as_secs() < 6,
+    "Stream gives up on an attempt at 6 s"
+);
 
 /// What the ingest handler needs; cheap to clone.
 #[derive(Clone)]

@@ -1,7 +1,8 @@
-//! Every answer ingest gives other than 200, as one type: why a request was refused, which
-//! knows its status and words to the sender ([`IntoResponse`]), its `outcome` label and its
-//! log line. The handler only says which refusal it is, with the facts the log line needs;
-//! [`Refusal::answer`] logs, counts and answers it, the same way for every one.
+//! Every refusal of a request, as one type: why it was refused, which knows its status and
+//! words to the sender ([`IntoResponse`]), its `outcome` label and its log line. The handler
+//! only says which refusal it is, with the facts the log line needs; [`Refusal::answer`]
+//! logs, counts and answers it, the same way for every one. (A passthrough's own answers, a
+//! busy hook or a handler's failure, are not refusals of the request: `passthrough.rs`.)
 //!
 //! The words to the sender are one line; the log line says why in more, and what to do when
 //! an operator can fix it. Neither ever holds a secret or the body.
@@ -71,6 +72,10 @@ impl Refusal {
     /// answers it. `path` and `webhook_id` are the request's, for the log line.
     pub(crate) fn answer(self, state: &IngestState, path: &str, webhook_id: &str) -> Response {
         state.count(self.outcome());
+        if let Refusal::SyncHookOnPush { hook, .. } = &self {
+            metrics::counter!("hookfan_sync_hooks_refused_total", "hook" => hook.label())
+                .increment(1);
+        }
         self.log(path, webhook_id);
         self.into_response()
     }
@@ -105,8 +110,6 @@ impl Refusal {
                 tracing::warn!(%path, %webhook_id, reason = %rejection, "refused webhook");
             }
             Refusal::SyncHookOnPush { hook, .. } => {
-                metrics::counter!("hookfan_sync_hooks_refused_total", "hook" => hook.label())
-                    .increment(1);
                 if SYNC_HOOK_WARNING.due() {
                     tracing::warn!(
                         %path,
@@ -203,35 +206,54 @@ mod tests {
 
     /// Each refusal's status, `Retry-After` and outcome label: what Stream and the metrics
     /// see. 503 (with `Retry-After`) exactly for what a retry can fix.
-    #[test]
-    fn every_refusal_answers_its_status_and_counts_its_outcome() {
-        let table: Vec<(Refusal, u16, &str)> = vec![
-            (Refusal::IpNotAllowed { peer: None }, 403, "ip_not_allowed"),
+    #[tokio::test]
+    async fn every_refusal_answers_its_status_words_and_outcome() {
+        let table: Vec<(Refusal, u16, &str, &str)> = vec![
+            (
+                Refusal::IpNotAllowed { peer: None },
+                403,
+                "ip_not_allowed",
+                "this address may not post webhooks here\n",
+            ),
             (
                 Refusal::MethodNotAllowed {
                     method: Method::GET,
                 },
                 405,
                 "method_not_allowed",
+                "only POST is accepted\n",
             ),
-            (Refusal::Overloaded, 503, "overloaded"),
+            (
+                Refusal::Overloaded,
+                503,
+                "overloaded",
+                "overloaded: too many webhooks in progress; retry\n",
+            ),
             (
                 Refusal::BodyTimeout {
                     after: Duration::from_secs(1),
                 },
                 408,
                 "timeout",
+                "the request body did not arrive within request_timeout\n",
             ),
-            (Refusal::Unreadable, 400, "bad_request"),
+            (
+                Refusal::Unreadable,
+                400,
+                "bad_request",
+                "cannot read the request body\n",
+            ),
             (
                 Refusal::Rejected(Rejection::BadSignature("wrong")),
                 401,
                 "unauthorized",
+                "wrong\n",
             ),
             (
                 Refusal::Rejected(Rejection::UnknownApiKey { key: "k".into() }),
                 503,
                 "unknown_api_key",
+                "",
             ),
             (
                 Refusal::SyncHookOnPush {
@@ -240,6 +262,7 @@ mod tests {
                 },
                 422,
                 "sync_hook",
+                "this looks like a Before-Message-Send hook, which this path does not answer: configure a passthrough for /\n",
             ),
             (
                 Refusal::PushOnPassthrough {
@@ -247,6 +270,7 @@ mod tests {
                 },
                 422,
                 "push_on_passthrough",
+                "this is a push event, and this path only proxies synchronous hooks: point Stream's webhook URL at another path\n",
             ),
             (
                 Refusal::NotStored {
@@ -255,6 +279,7 @@ mod tests {
                 },
                 503,
                 "overloaded",
+                "not stored in time (overloaded); retry\n",
             ),
             (
                 Refusal::NotStored {
@@ -263,6 +288,7 @@ mod tests {
                 },
                 503,
                 "in_progress",
+                "being stored by another replica; retry\n",
             ),
             (
                 Refusal::NotStored {
@@ -271,9 +297,10 @@ mod tests {
                 },
                 503,
                 "unavailable",
+                "cannot store the event right now; retry\n",
             ),
         ];
-        for (refusal, status, outcome) in table {
+        for (refusal, status, outcome, words) in table {
             let what = format!("{refusal:?}");
             assert_eq!(refusal.outcome().label(), outcome, "{what}");
             let response = refusal.into_response();
@@ -286,6 +313,14 @@ mod tests {
             if status == 405 {
                 assert_eq!(response.headers()[header::ALLOW], "POST");
             }
+            let body = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .unwrap();
+            let body = String::from_utf8(body.to_vec()).unwrap();
+            if words.is_empty() {
+                continue; // (verify's own answer, tested there)
+            }
+            assert_eq!(body, words, "{what}");
         }
     }
 }

@@ -377,9 +377,12 @@ async fn a_commit_slower_than_the_ack_deadline_is_a_503_and_the_retry_after_it_l
     let waited = sent.elapsed();
     assert_eq!(answer.status(), 503);
     assert_eq!(answer.headers()["retry-after"], "1");
+    // (The deadline itself is under Stream's 6 s: a const assertion beside it. The slack
+    // here is for a loaded machine's scheduling, not a promise.)
     assert!(
-        waited >= super::ACK_DEADLINE && waited < std::time::Duration::from_secs(6),
-        "answered after {waited:?}: the deadline is {:?}, Stream gives up at 6 s",
+        waited >= super::ACK_DEADLINE
+            && waited < super::ACK_DEADLINE + std::time::Duration::from_secs(2),
+        "answered after {waited:?}: the deadline is {:?}",
         super::ACK_DEADLINE
     );
     let text = axum::body::to_bytes(answer.into_body(), 1024)

@@ -1,11 +1,13 @@
 //! The `file` destination: JSON Lines appended to a local file, the quickstart's
 //! zero-dependency destination. Each line is `{"webhook_id", "received_at", "type", "event"}`
-//! and is fsynced before the event counts as delivered; a file it creates has its directory
-//! entry synced too, so a power cut cannot take a new file with the lines in it.
+//! and is fsynced before the event counts as delivered. Each time the file is opened (first
+//! use, and after an error) its directory is synced too, and the parents of any directory
+//! made for it, so a power cut cannot take a new file, or a new directory, with the lines in
+//! it. A file has one route writing it (the config refuses two), so a batch that failed can
+//! be cut back off.
 //!
-//! The file is reached through [`Appender`]: the real one is opened `O_APPEND` (two routes may
-//! share a file, and each write lands whole at its end); tests use a file on the spool's
-//! simulated disk, whose power cut keeps only what was synced.
+//! The file is reached through [`Appender`]: the real one is opened `O_APPEND`; tests use a
+//! file on the spool's simulated disk, whose power cut keeps only what was synced.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -92,47 +94,62 @@ impl Appender for Arc<dyn SegmentFile> {
 }
 
 impl Place {
-    /// Opens the file, creating it (and its directory) if needed; a file it creates is
-    /// durable in its directory before the first line is written to it.
+    /// Opens the file, creating it (and its directories) if needed, then makes its entry
+    /// durable: its directory is synced, and the parent of each directory made for it. On
+    /// every open, not only when it creates the file: an open after an error may follow one
+    /// whose directory sync failed.
     fn open(&self) -> io::Result<Box<dyn Appender>> {
         match self {
             Place::Real(path) => {
-                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-                if let Some(dir) = dir {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let open = |create_new| {
-                    OpenOptions::new()
-                        .append(true)
-                        .create_new(create_new)
-                        .open(path)
+                let dir = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
                 };
-                match open(false) {
-                    Ok(file) => Ok(Box::new(file)),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        let file = match open(true) {
-                            Ok(file) => file,
-                            // Another route on the same file created it meanwhile.
-                            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open(false)?,
-                            Err(e) => return Err(e),
-                        };
-                        File::open(dir.unwrap_or(Path::new(".")))?.sync_all()?;
-                        Ok(Box::new(file))
-                    }
-                    Err(e) => Err(e),
+                let made = create_dirs(dir)?;
+                let file = OpenOptions::new().append(true).create(true).open(path)?;
+                sync_dir(dir)?;
+                for made in &made {
+                    sync_dir(made.parent().unwrap_or(Path::new(".")))?;
                 }
+                Ok(Box::new(file))
             }
             #[cfg(test)]
-            Place::In(storage, name) => match storage.open(name) {
-                Ok(file) => Ok(Box::new(file)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let file = storage.create(name)?;
-                    storage.sync_dir()?;
-                    Ok(Box::new(file))
-                }
-                Err(e) => Err(e),
-            },
+            Place::In(storage, name) => {
+                let file = match storage.open(name) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => storage.create(name)?,
+                    Err(e) => return Err(e),
+                };
+                storage.sync_dir()?;
+                Ok(Box::new(file))
+            }
         }
+    }
+}
+
+/// Creates `dir` and whatever parents of it are missing; returns the directories it made.
+fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d.to_path_buf());
+        at = d.parent();
+    }
+    std::fs::create_dir_all(dir)?;
+    Ok(missing)
+}
+
+/// fsyncs a directory, making the entries in it durable. A directory that cannot be opened
+/// for reading (write and search only) cannot be synced: that is logged, not refused, as
+/// before this sync existed.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    match File::open(dir) {
+        Ok(d) => d.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            tracing::warn!(dir = %dir.display(), "file destination: cannot open the directory to sync it (no read permission); a power cut may lose a file just created in it");
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -298,6 +315,29 @@ mod tests {
         assert_eq!(deliver(&sink, &["c"]).await, [Outcome::Delivered]);
         let after = disk.crash();
         assert_eq!(ids_in(&after, "events.jsonl"), ["a", "b", "c"]);
+    }
+
+    /// On the real disk: the directories a file needs are made, and lines appended to it
+    /// across batches and reopenings.
+    #[tokio::test]
+    async fn on_the_real_disk_directories_are_made_and_lines_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/events.jsonl");
+        let sink = FileSink::new(&FileDestination {
+            path: path.clone(),
+            retry: crate::config::RetryPolicy::DEFAULT,
+        });
+        assert_eq!(deliver(&sink, &["a"]).await, [Outcome::Delivered]);
+        *sink.file.lock().unwrap() = None;
+        assert_eq!(deliver(&sink, &["b"]).await, [Outcome::Delivered]);
+        let ids: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["webhook_id"].to_string()
+            })
+            .collect();
+        assert_eq!(ids, ["\"a\"", "\"b\""]);
     }
 
     /// A batch whose write or sync fails is retried whole, and the file is cut back to

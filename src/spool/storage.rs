@@ -697,16 +697,21 @@ impl SegmentFile for SimFile {
         let fault = sim.take_fault(FaultOp::Sync, Some(self.id));
         let data = sim.files.get_mut(&self.id).expect("open file exists");
         let writes = std::mem::take(&mut data.unsynced);
-        let cut = data.cut.take();
         match fault {
-            // (A cut whose sync failed is lost: the durable image keeps its old length.)
+            // (A cut waits for a sync that succeeds: the file's size is its metadata, which
+            // the next fdatasync commits.)
             Some(fault) => {
                 data.limbo.extend(writes);
                 Err(fault.error())
             }
             None => {
-                if let Some(len) = cut {
+                if let Some(len) = data.cut.take() {
                     data.durable.truncate(len as usize);
+                    // What a failed sync left in limbo past the cut is gone with it.
+                    for (offset, bytes) in &mut data.limbo {
+                        bytes.truncate(len.saturating_sub(*offset) as usize);
+                    }
+                    data.limbo.retain(|(_, bytes)| !bytes.is_empty());
                 }
                 for (offset, bytes) in writes {
                     write_into(&mut data.durable, offset, &bytes);
@@ -716,9 +721,11 @@ impl SegmentFile for SimFile {
         }
     }
 
+    /// (Not an op that `crash_at_op` counts or a fault can hit: only the file destination's
+    /// tests cut files.)
     fn truncate(&self, len: u64) -> io::Result<()> {
         let mut sim = self.disk.lock();
-        sim.op()?;
+        sim.check()?;
         let data = sim.files.get_mut(&self.id).expect("open file exists");
         assert!(
             len <= data.current.len() as u64,

@@ -39,30 +39,33 @@ impl RedbSpool {
             why: format!("cannot be read to import it ({e})"),
         };
         // An earlier hookfan's first start cut between creating the file and writing redb's
-        // header leaves it empty: it never held an event. (redb refuses to open an empty file
-        // unless asked to create a database in it, which an import must not do.)
-        match std::fs::metadata(path) {
-            Ok(m) if m.len() == 0 => return Ok(()),
-            _ => {}
-        }
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .open(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => SpoolError::InUse(path.to_path_buf()),
-                redb::DatabaseError::Storage(redb::StorageError::Io(source))
-                    if !matches!(
-                        source.kind(),
-                        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-                    ) =>
-                {
-                    SpoolError::DataDir {
-                        path: path.to_path_buf(),
-                        source,
-                    }
+        // header leaves it empty: it never held an event. redb opens an empty file only to
+        // create a database in it, which it does under its lock: so one still being created
+        // by a running hookfan is `InUse` like any other, and an abandoned one becomes an
+        // empty database (no tables), which holds nothing to import.
+        let empty = std::fs::metadata(path).is_ok_and(|m| m.len() == 0);
+        let mut builder = Database::builder();
+        builder.set_cache_size(CACHE_BYTES);
+        let opened = if empty {
+            builder.create(path)
+        } else {
+            builder.open(path)
+        };
+        let db = opened.map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => SpoolError::InUse(path.to_path_buf()),
+            redb::DatabaseError::Storage(redb::StorageError::Io(source))
+                if !matches!(
+                    source.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                SpoolError::DataDir {
+                    path: path.to_path_buf(),
+                    source,
                 }
-                other => unreadable(&other),
-            })?;
+            }
+            other => unreadable(&other),
+        })?;
         let txn = db.begin_read().map_err(|e| unreadable(&e))?;
         let version = match txn.open_table(META) {
             Ok(meta) => meta
