@@ -356,16 +356,7 @@ async fn a_commit_slower_than_the_ack_deadline_is_a_503_and_the_retry_after_it_l
     // The route's name is bound (a record of its own) by a first webhook.
     let first = app.clone().oneshot(signed_post("first")).await.unwrap();
     assert_eq!(first.status(), 200);
-    /// Lets the syncs go, also when an assertion fails (or the spool's threads would wait on
-    /// them at its drop, and the test hang instead of failing).
-    struct Release(SimDisk);
-    impl Drop for Release {
-        fn drop(&mut self) {
-            self.0.hold_syncs(false);
-        }
-    }
-    disk.hold_syncs(true);
-    let release = Release(disk.clone());
+    let release = disk.syncs_held();
     let sent = std::time::Instant::now();
     let answer = tokio::time::timeout(
         std::time::Duration::from_secs(30),

@@ -100,16 +100,7 @@ async fn on_a_disk_that_hangs_an_append_gives_up_at_its_deadline_and_its_event_i
     let disk = crate::spool::SimDisk::new(11);
     let spool = open_sim(&disk);
     append_to_r(&spool, &["a"]).await;
-    /// Lets the syncs go, also when an assertion fails (the spool's threads would wait on
-    /// them at its drop, and the test hang instead of failing).
-    struct Release<'a>(&'a crate::spool::SimDisk);
-    impl Drop for Release<'_> {
-        fn drop(&mut self) {
-            self.0.hold_syncs(false);
-        }
-    }
-    disk.hold_syncs(true);
-    let release = Release(&disk);
+    let release = disk.syncs_held();
     let deadline = std::time::Instant::now() + Duration::from_millis(300);
     let b = event("b");
     // (An append that never gives up fails the test, not hangs it.)

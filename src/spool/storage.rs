@@ -264,6 +264,15 @@ impl Fault {
     }
 }
 
+/// Syncs held on a [`SimDisk`] while this lives: [`SimDisk::syncs_held`].
+pub struct SyncsHeld(SimDisk);
+
+impl Drop for SyncsHeld {
+    fn drop(&mut self) {
+        self.0.hold_syncs(false);
+    }
+}
+
 /// An in-memory disk for crash tests. Cheap to clone (clones share the disk).
 ///
 /// Each file keeps two images: what a reader sees now, and what is durable. A write changes
@@ -318,6 +327,14 @@ struct SimFileData {
     cut: Option<u64>,
 }
 
+/// Keeps of each write only what lies before `len` (a file cut to `len`).
+fn cut_writes(writes: &mut Vec<(u64, Vec<u8>)>, len: u64) {
+    for (offset, bytes) in writes.iter_mut() {
+        bytes.truncate(len.saturating_sub(*offset) as usize);
+    }
+    writes.retain(|(_, bytes)| !bytes.is_empty());
+}
+
 fn write_into(image: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
     let end = offset as usize + bytes.len();
     if image.len() < end {
@@ -354,6 +371,14 @@ impl SimDisk {
         let (lock, changed) = &*self.syncs_held;
         *lock.lock().unwrap_or_else(PoisonError::into_inner) = held;
         changed.notify_all();
+    }
+
+    /// [`SimDisk::hold_syncs`] until the returned guard is dropped: also when a test's
+    /// assertion fails, or the threads of what uses the disk would wait on the syncs at its
+    /// drop, and the test hang instead of failing.
+    pub fn syncs_held(&self) -> SyncsHeld {
+        self.hold_syncs(true);
+        SyncsHeld(self.clone())
     }
 
     fn wait_while_syncs_held(&self) {
@@ -708,10 +733,7 @@ impl SegmentFile for SimFile {
                 if let Some(len) = data.cut.take() {
                     data.durable.truncate(len as usize);
                     // What a failed sync left in limbo past the cut is gone with it.
-                    for (offset, bytes) in &mut data.limbo {
-                        bytes.truncate(len.saturating_sub(*offset) as usize);
-                    }
-                    data.limbo.retain(|(_, bytes)| !bytes.is_empty());
+                    cut_writes(&mut data.limbo, len);
                 }
                 for (offset, bytes) in writes {
                     write_into(&mut data.durable, offset, &bytes);
@@ -734,10 +756,7 @@ impl SegmentFile for SimFile {
         );
         data.current.truncate(len as usize);
         // The unsynced writes keep only what is left of them.
-        for (offset, bytes) in &mut data.unsynced {
-            bytes.truncate(len.saturating_sub(*offset) as usize);
-        }
-        data.unsynced.retain(|(_, bytes)| !bytes.is_empty());
+        cut_writes(&mut data.unsynced, len);
         data.cut = Some(data.cut.map_or(len, |c| c.min(len)));
         Ok(())
     }
