@@ -378,7 +378,9 @@ impl SqsSource {
 
     /// Reads the queue's depth every [`LAG_INTERVAL`] into `hookfan_source_queue_messages`.
     async fn poll_lag(self: Arc<Self>, stop: CancellationToken) {
-        let gauge = metrics::gauge!("hookfan_source_queue_messages", "source" => self.name.clone());
+        // Registered at the first depth read: until then the series is absent, not a 0 that
+        // no read gave.
+        let mut gauge = None;
         let mut tick = tokio::time::interval(LAG_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -400,10 +402,16 @@ impl SqsSource {
                     .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
                     .and_then(|v| v.parse::<f64>().ok());
                 if let Some(depth) = depth {
-                    gauge.set(depth);
+                    // The API's figure first: whoever has seen the metric then finds it in
+                    // /api/sources too.
                     self.stats
                         .queue_messages
                         .store(depth as i64, Ordering::Relaxed);
+                    gauge
+                        .get_or_insert_with(|| {
+                            metrics::gauge!("hookfan_source_queue_messages", "source" => self.name.clone())
+                        })
+                        .set(depth);
                 }
             }
         }
