@@ -50,6 +50,10 @@ enum Command {
         /// without its secrets, e.g. in CI.
         #[arg(long)]
         no_env: bool,
+        /// Print the verdict as JSON on stdout (every error and warning with its line,
+        /// column, key path and a stable code), for editors and CI annotations.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a commented starter routes.yaml to --config (never over an existing file).
     Init,
@@ -170,7 +174,7 @@ fn main() -> ExitCode {
         LogFormat::Json => hookfan::telemetry::LogFormat::Json,
     });
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Check { no_env } => cli::check(&cli.config, no_env),
+        Command::Check { no_env, json } => cli::check(&cli.config, no_env, json),
         Command::Init => cli::init(&cli.config),
         Command::Schema => cli::schema(),
         Command::Completions { shell } => {

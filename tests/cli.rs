@@ -650,6 +650,96 @@ fn check_no_env_still_reports_real_mistakes_at_their_line_and_column() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// check --json
+
+#[test]
+fn check_json_prints_every_error_with_its_position_path_and_code_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.yaml");
+    std::fs::write(
+        &path,
+        "apps: [{ api_key: k, api_secret: ${SECRET} }]\nroutes:\n  - name: crm\n    event_types: []\n    htp: { url: http://crm/ }\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let out = hookfan(&["check", "--json", "--config", p], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let verdict: Value = serde_json::from_str(&stdout(&out)).expect("stdout is one JSON document");
+    let message = |i: usize| {
+        verdict["errors"][i]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(message(0).contains("SECRET is not set"), "{verdict:#}");
+    assert!(
+        message(1).contains("unknown destination key \"htp\""),
+        "{verdict:#}"
+    );
+    assert_eq!(
+        verdict,
+        json!({
+            "file": p,
+            "valid": false,
+            "errors": [
+                { "line": 1, "column": 34, "path": null, "code": "environment", "message": message(0) },
+                { "line": 5, "column": 5, "path": "routes[0].htp", "code": "unknown-key", "message": message(1) },
+            ],
+            "warnings": [],
+        })
+    );
+    assert!(stderr(&out).contains("2 errors found"), "{}", stderr(&out));
+
+    // --no-env takes the variable as set, and leaves the real mistake.
+    let out = hookfan(&["check", "--json", "--no-env", "--config", p], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let verdict: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        verdict["errors"].as_array().map(Vec::len),
+        Some(1),
+        "{verdict:#}"
+    );
+    assert_eq!(verdict["errors"][0]["code"], "unknown-key");
+}
+
+#[test]
+fn check_json_passes_a_valid_config_with_its_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.yaml");
+    std::fs::write(
+        &path,
+        "apps: [{ api_key: k, api_secret: s }]\nroutes:\n  - name: a\n    event_types: [message.nwe]\n    file: { path: ./a.jsonl }\n",
+    )
+    .unwrap();
+    let out = hookfan(
+        &["check", "--json", "--config", path.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let verdict: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(verdict["valid"], true);
+    assert_eq!(verdict["errors"], json!([]));
+    let warnings = verdict["warnings"].as_array().expect("a list");
+    assert_eq!(warnings.len(), 1, "{verdict:#}");
+    assert_eq!(warnings[0]["code"], "unknown-event-type");
+    assert_eq!(warnings[0]["path"], "routes[0].event_types[0]");
+    assert_eq!(warnings[0]["line"], 4);
+}
+
+#[test]
+fn check_json_on_a_file_that_cannot_be_read_says_why_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.yaml");
+    let out = hookfan(
+        &["check", "--json", "--config", missing.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
+    assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Completions and man page
 
 const SUBCOMMANDS: [&str; 12] = [

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use hookfan::config::{self, Config, ConfigError, Destination, RetryPolicy};
+use hookfan::config::{self, Config, ConfigError, Destination, Problem, RetryPolicy};
 
 /// Strips the `|` margin: every non-blank line must start (after indentation) with `|`.
 fn margin(text: &str) -> String {
@@ -1295,6 +1295,113 @@ fn diagnostics_from_every_stage_are_listed_in_file_order() {
     let mut sorted = lines.clone();
     sorted.sort_unstable();
     assert_eq!(lines, sorted, "not in file order:\n{rendered}");
+}
+
+// ---- What kind of problem each is ----------------------------------------------------------
+
+/// A diagnostic's line, kind and key path.
+type Kind = (usize, Problem, Option<String>);
+
+/// Every diagnostic of `text` as a [`Kind`], in file order.
+fn kinds_of(vars: &[(&str, &str)], yaml: &str) -> Vec<Kind> {
+    let (_, diagnostics) = diagnostics_of(vars, &margin(yaml));
+    diagnostics
+        .into_iter()
+        .map(|d| (d.line, d.problem, d.path))
+        .collect()
+}
+
+fn at(path: &str) -> Option<String> {
+    Some(path.to_string())
+}
+
+#[test]
+fn each_diagnostic_names_its_kind_and_the_key_path_it_is_about() {
+    use Problem::*;
+    let apps = "|apps: [{ api_key: k, api_secret: s }]";
+    let cases: Vec<(&str, String, Vec<Kind>)> = vec![
+        (
+            "not YAML: no path, the text itself is wrong",
+            format!("{apps}\n|routes: [\n"),
+            vec![(3, Syntax, None)],
+        ),
+        (
+            "the wrong shape: serde's error, with the path of the value it stands at",
+            format!("{apps}\n|max_connections: many\n|routes: [{{ name: a, event_types: [], file: {{ path: ./a }} }}]\n"),
+            vec![(2, Syntax, at("max_connections"))],
+        ),
+        (
+            "an unset variable",
+            format!("{apps}\n|listen: ${{NOPE}}\n|routes: [{{ name: a, event_types: [], file: {{ path: ./a }} }}]\n"),
+            vec![(2, Environment, None)],
+        ),
+        (
+            "an unknown key, a key written twice, a missing key, two destinations",
+            format!(
+                "{apps}\n|routes:\n|  - name: a\n|    event_types: []\n|    file: {{ path: ./a, colour: red }}\n\
+                 |  - name: b\n|    name: c\n|    event_types: []\n|    http: {{ url: http://x/ }}\n\
+                 |  - name: d\n|    file: {{ path: ./d }}\n|    sqs: {{ queue_url: http://q/1/q }}\n"
+            ),
+            vec![
+                (5, UnknownKey, at("routes[0].file.colour")),
+                (7, DuplicateKey, at("routes[1].name")),
+                (10, MissingKey, at("routes[2]")),
+                (10, Conflict, at("routes[2]")),
+            ],
+        ),
+        (
+            "values out of range, a name used twice, sizes that cannot hold together",
+            format!(
+                "{apps}\n|max_body_bytes: 1000\n|max_buffered_bytes: 10\n\
+                 |routes:\n|  - name: a\n|    event_types: []\n|    http: {{ url: ftp://x/ }}\n\
+                 |  - name: a\n|    event_types: []\n|    file: {{ path: ./a }}\n"
+            ),
+            vec![
+                (3, Conflict, at("max_buffered_bytes")),
+                (7, InvalidValue, at("routes[0].http.url")),
+                (8, NotUnique, at("routes[1].name")),
+            ],
+        ),
+    ];
+    for (what, yaml, expect) in cases {
+        assert_eq!(kinds_of(&[], &yaml), expect, "{what}");
+    }
+}
+
+#[test]
+fn an_event_type_stream_does_not_document_is_a_warning_of_its_own_kind() {
+    let text = margin(
+        r#"
+        |apps: [{ api_key: k, api_secret: s }]
+        |routes:
+        |  - name: a
+        |    event_types: [message.nwe]
+        |    file: { path: ./a.jsonl }
+    "#,
+    );
+    let config = config::from_str("routes.yaml", &text, lookup_in(&[])).expect("valid");
+    let warnings: Vec<_> = config
+        .warnings()
+        .iter()
+        .map(|w| (w.line, w.problem, w.path.clone()))
+        .collect();
+    assert_eq!(
+        warnings,
+        [(4, Problem::UnknownEventType, at("routes[0].event_types[0]"))]
+    );
+}
+
+#[test]
+fn the_readme_lists_every_problem_code() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    for problem in Problem::ALL {
+        assert!(
+            readme.contains(&format!("| `{}` |", problem.code())),
+            "README.md's table of `check --json` codes lacks {problem:?} (`{}`)",
+            problem.code()
+        );
+    }
 }
 
 // ---- Configs that validate --------------------------------------------------------------

@@ -4,8 +4,11 @@ use super::*;
 
 /// `hookfan check`: validates the config and prints the route table. With `no_env`, every
 /// `${VAR}` stands for a placeholder that passes validation, so a config can be linted
-/// without its secrets (CI).
-pub fn check(config_path: &Path, no_env: bool) -> anyhow::Result<()> {
+/// without its secrets (CI). With `json`, prints the verdict as one JSON document instead.
+pub fn check(config_path: &Path, no_env: bool, json: bool) -> anyhow::Result<()> {
+    if json {
+        return check_json(config_path, no_env);
+    }
     let config = if no_env {
         let (config, held) = config::load_with_placeholders(config_path, Placeholders::All)?;
         println!(
@@ -79,6 +82,51 @@ pub fn check(config_path: &Path, no_env: bool) -> anyhow::Result<()> {
         print_table(&["PASSTHROUGH", "HANDLER", "TIMEOUT", "CONCURRENCY"], &rows);
     }
     Ok(())
+}
+
+/// `hookfan check --json`: `{"file", "valid", "errors": [...], "warnings": [...]}` on
+/// stdout whenever the file could be read, each problem as [`diagnostic_json`]; exits 1 when
+/// `valid` is false. A file that cannot be read is an error on stderr, as without `--json`.
+fn check_json(config_path: &Path, no_env: bool) -> anyhow::Result<()> {
+    let loaded = if no_env {
+        config::load_with_placeholders(config_path, Placeholders::All).map(|(config, _)| config)
+    } else {
+        config::load(config_path)
+    };
+    let (errors, warnings) = match loaded {
+        Ok(config) => (Vec::new(), config.warnings().to_vec()),
+        Err(config::ConfigError::Invalid { diagnostics, .. }) => (diagnostics, Vec::new()),
+        Err(e @ config::ConfigError::Read { .. }) => return Err(e.into()),
+    };
+    let verdict = serde_json::json!({
+        "file": config_path.display().to_string(),
+        "valid": errors.is_empty(),
+        "errors": errors.iter().map(diagnostic_json).collect::<Vec<_>>(),
+        "warnings": warnings.iter().map(diagnostic_json).collect::<Vec<_>>(),
+    });
+    println!("{}", serde_json::to_string_pretty(&verdict)?);
+    if !errors.is_empty() {
+        bail!(
+            "{}: {} error{} found",
+            config_path.display(),
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
+}
+
+/// One diagnostic as `check --json` prints it: `line` and `column` (1-based, in the file as
+/// written), `path` (the key path, or null for a problem in the text itself), `code` (the
+/// stable kind: [`config::Problem::code`]) and `message`.
+fn diagnostic_json(d: &config::Diagnostic) -> serde_json::Value {
+    serde_json::json!({
+        "line": d.line,
+        "column": d.column,
+        "path": d.path,
+        "code": d.problem.code(),
+        "message": d.message,
+    })
 }
 
 /// The starter routes.yaml that `hookfan init` writes: the repository's own, so the file a

@@ -35,7 +35,7 @@ pub(super) fn validate(
                 ("tls", raw.tls.is_some()),
             ] {
                 if given {
-                    errs.push(pos.diag(
+                    errs.push(pos.conflict(
                         &format!("dedup.{key}"),
                         format!(
                             "dedup: {key} is for backend: redis (the spool backend needs none)"
@@ -47,7 +47,7 @@ pub(super) fn validate(
         }
         "redis" => {}
         other => {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 "dedup.backend",
                 format!("dedup: backend \"{other}\" is not one of spool, redis"),
             ));
@@ -61,7 +61,7 @@ pub(super) fn validate(
     ];
     let topology = match kinds.iter().filter(|k| **k).count() {
         0 => {
-            errs.push(pos.diag(
+            errs.push(pos.missing(
                 "dedup",
                 "dedup: backend redis needs url: (like redis://redis:6379/0), cluster: { nodes: [...] } or sentinel: { master: ..., nodes: [...] }",
             ));
@@ -69,7 +69,7 @@ pub(super) fn validate(
         }
         1 => topology(raw.url, raw.cluster, raw.sentinel, pos, errs),
         _ => {
-            errs.push(pos.diag(
+            errs.push(pos.conflict(
                 "dedup",
                 "dedup: give one of url, cluster and sentinel, not several",
             ));
@@ -79,7 +79,7 @@ pub(super) fn validate(
     let tls = raw.tls.and_then(|t| tls(t, pos, errs));
     if let (Some(topology), Some(_)) = (&topology, &tls) {
         if !topology_urls(topology).all(|url| url.expose_str().starts_with("rediss://")) {
-            errs.push(pos.diag(
+            errs.push(pos.conflict(
                 "dedup.tls",
                 "dedup: tls is for rediss:// URLs; write rediss:// (or remove tls: for plain TCP)",
             ));
@@ -87,7 +87,7 @@ pub(super) fn validate(
     }
     let timeout = duration(&raw.timeout, "dedup.timeout", DEFAULT_TIMEOUT, pos, errs);
     if timeout.is_zero() || timeout > Duration::from_secs(2) {
-        errs.push(pos.diag(
+        errs.push(pos.invalid(
             "dedup.timeout",
             "dedup: timeout must be greater than 0 and at most 2s (Stream waits 6 s for the whole webhook)",
         ));
@@ -100,7 +100,7 @@ pub(super) fn validate(
         errs,
     );
     if pending_ttl < MIN_PENDING_TTL || pending_ttl > Duration::from_secs(60) {
-        errs.push(pos.diag(
+        errs.push(pos.invalid(
             "dedup.pending_ttl",
             "dedup: pending_ttl must be between 6s (longer than an acknowledgement may take) and 60s (Stream stops retrying after about 15 s)",
         ));
@@ -140,7 +140,7 @@ fn topology(
         // every node, and refuses seeds that disagree: say so before it does at startup.
         let urls: Vec<&str> = nodes.iter().map(Secret::expose_str).collect();
         if redis::cluster::ClusterClient::new(urls).is_err() {
-            errs.push(pos.diag(
+            errs.push(pos.conflict(
                 "dedup.cluster.nodes",
                 "dedup: cluster: the nodes must share one user, password, database and scheme (redis:// or rediss://)",
             ));
@@ -150,14 +150,14 @@ fn topology(
     }
     let s = sentinel?;
     if s.master.trim().is_empty() {
-        errs.push(pos.diag(
+        errs.push(pos.invalid(
             "dedup.sentinel.master",
             "dedup: sentinel: master is empty: give the name the sentinels monitor (sentinel monitor <name> ...)",
         ));
     }
     let db = s.db.unwrap_or(0);
     if db < 0 {
-        errs.push(pos.diag("dedup.sentinel.db", "dedup: sentinel: db must be 0 or more"));
+        errs.push(pos.invalid("dedup.sentinel.db", "dedup: sentinel: db must be 0 or more"));
     }
     let nodes = nodes(s.nodes, "dedup.sentinel.nodes", pos, errs)?;
     // One connection setting for every sentinel (the client's): say so rather than use the
@@ -172,7 +172,7 @@ fn topology(
             || i.redis_settings().password() != first.redis_settings().password()
             || is_tls(i) != is_tls(first)
     }) {
-        errs.push(pos.diag(
+        errs.push(pos.conflict(
             "dedup.sentinel.nodes",
             "dedup: sentinel: the nodes must share one user, password and scheme (redis:// or rediss://)",
         ));
@@ -198,7 +198,7 @@ fn nodes(
     errs: &mut Vec<Diagnostic>,
 ) -> Option<Vec<Secret>> {
     if list.is_empty() {
-        errs.push(pos.diag(
+        errs.push(pos.invalid(
             key,
             format!(
                 "dedup: {} is empty: give at least one node (like redis://10.0.0.1:6379)",
@@ -229,7 +229,7 @@ fn redis_url(
         return Some(Secret::new(url));
     }
     // Never echo the URL: it may carry a password.
-    errs.push(pos.diag(
+    errs.push(pos.invalid(
         key,
         format!(
             "dedup: {} is not a Redis URL (redis://[user:password@]host[:port][/db] or rediss:// for TLS)",
@@ -244,7 +244,7 @@ fn tls(raw: RawRedisTls, pos: &Positions, errs: &mut Vec<Diagnostic>) -> Option<
     let mut path = |key: &str, value: Option<String>| {
         let value = value?;
         if value.trim().is_empty() {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 &format!("dedup.tls.{key}"),
                 format!("dedup: tls.{key} is empty: give the path of a PEM file, or remove it"),
             ));
@@ -259,7 +259,7 @@ fn tls(raw: RawRedisTls, pos: &Positions, errs: &mut Vec<Diagnostic>) -> Option<
         (Some(cert), Some(key)) => Some((cert, key)),
         (None, None) => None,
         (Some(_), None) | (None, Some(_)) => {
-            errs.push(pos.diag(
+            errs.push(pos.conflict(
                 "dedup.tls",
                 "dedup: tls: cert_file and key_file go together (a client certificate and its key, for mutual TLS)",
             ));
@@ -267,7 +267,7 @@ fn tls(raw: RawRedisTls, pos: &Positions, errs: &mut Vec<Diagnostic>) -> Option<
         }
     };
     if ca_file.is_none() && client.is_none() && errs.len() == before {
-        errs.push(pos.diag(
+        errs.push(pos.missing(
             "dedup.tls",
             "dedup: tls names no file: give ca_file (a private CA) and/or cert_file with key_file, or remove tls: to trust the system's roots",
         ));

@@ -7,7 +7,7 @@
 //!
 //! Pure: the environment is passed in as a lookup function.
 
-use super::Diagnostic;
+use super::{Diagnostic, Problem};
 
 /// Replaces every `${NAME}` / `${NAME:-default}` in `text` using `lookup`.
 ///
@@ -45,8 +45,9 @@ pub fn substitute(
             }
             let Some(close) = after.find('}') else {
                 errors.push(Diagnostic::new(
-                    line_no,
-                    col,
+                    Problem::Environment,
+                    (line_no, col),
+                    None,
                     "unclosed \"${\": write ${NAME} or ${NAME:-default} (or $${ for a literal ${)",
                 ));
                 out.push_str(after);
@@ -61,8 +62,9 @@ pub fn substitute(
             };
             if !is_var_name(name) {
                 errors.push(Diagnostic::new(
-                    line_no,
-                    col,
+                    Problem::Environment,
+                    (line_no, col),
+                    None,
                     format!("\"${{{inner}}}\" is not a valid variable reference: names are letters, digits and _, not starting with a digit"),
                 ));
             } else {
@@ -72,8 +74,9 @@ pub fn substitute(
                     (Some(value), Some(_)) if !value.is_empty() => out.push_str(&value),
                     (_, Some(default)) => out.push_str(default),
                     (None, None) => errors.push(Diagnostic::new(
-                        line_no,
-                        col,
+                        Problem::Environment,
+                        (line_no, col),
+                        None,
                         format!("environment variable {name} is not set (set it, or give a default with ${{{name}:-default}})"),
                     )),
                 }

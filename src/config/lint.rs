@@ -2,65 +2,76 @@
 //! position, found on the YAML tree before serde sees it (serde would stop at the first).
 
 use super::raw::*;
-use super::{tree, Diagnostic};
+use super::{tree, Diagnostic, Problem};
 
 pub(super) fn lint(root: &tree::Node) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     if !root.is_map() {
         out.push(Diagnostic::new(
-            root.line,
-            root.column,
+            Problem::Syntax,
+            (root.line, root.column),
+            None,
             "the top level must be a mapping with `apps:` and `routes:`",
         ));
         return out;
     }
-    duplicate_keys(root, &mut out);
-    unknown_keys(root, TOP_KEYS, "", &mut out);
+    duplicate_keys(root, "", &mut out);
+    unknown_keys(root, "", TOP_KEYS, "", &mut out);
     if let Some(tls) = root.get("tls") {
-        unknown_keys(tls, TLS_KEYS, "tls: ", &mut out);
-        missing_keys(tls, TLS_KEYS, "tls", &mut out);
+        unknown_keys(tls, "tls", TLS_KEYS, "tls: ", &mut out);
+        missing_keys(tls, "tls", TLS_KEYS, "tls", &mut out);
     }
-    for app in root.get("apps").map(|n| n.items()).unwrap_or_default() {
-        unknown_keys(app, APP_KEYS, "app: ", &mut out);
-        missing_keys(app, APP_KEYS, "app", &mut out);
+    let items = |key: &str| root.get(key).map(|n| n.items()).unwrap_or_default();
+    for (i, app) in items("apps").iter().enumerate() {
+        let at = format!("apps[{i}]");
+        unknown_keys(app, &at, APP_KEYS, "app: ", &mut out);
+        missing_keys(app, &at, APP_KEYS, "app", &mut out);
     }
-    for hook in root
-        .get("passthrough")
-        .map(|n| n.items())
-        .unwrap_or_default()
-    {
-        unknown_keys(hook, PASSTHROUGH_KEYS, "passthrough: ", &mut out);
-        missing_keys(hook, &["path", "url"], "passthrough", &mut out);
+    for (i, hook) in items("passthrough").iter().enumerate() {
+        let at = format!("passthrough[{i}]");
+        unknown_keys(hook, &at, PASSTHROUGH_KEYS, "passthrough: ", &mut out);
+        missing_keys(hook, &at, &["path", "url"], "passthrough", &mut out);
     }
     if let Some(dedup) = root.get("dedup") {
-        unknown_keys(dedup, DEDUP_KEYS, "dedup: ", &mut out);
+        unknown_keys(dedup, "dedup", DEDUP_KEYS, "dedup: ", &mut out);
         if let Some(cluster) = dedup.get("cluster") {
-            unknown_keys(cluster, DEDUP_CLUSTER_KEYS, "dedup: cluster: ", &mut out);
-            missing_keys(cluster, &["nodes"], "dedup: cluster", &mut out);
+            let at = "dedup.cluster";
+            unknown_keys(
+                cluster,
+                at,
+                DEDUP_CLUSTER_KEYS,
+                "dedup: cluster: ",
+                &mut out,
+            );
+            missing_keys(cluster, at, &["nodes"], "dedup: cluster", &mut out);
         }
         if let Some(sentinel) = dedup.get("sentinel") {
-            unknown_keys(sentinel, DEDUP_SENTINEL_KEYS, "dedup: sentinel: ", &mut out);
-            missing_keys(sentinel, &["master", "nodes"], "dedup: sentinel", &mut out);
+            let (at, prefix) = ("dedup.sentinel", "dedup: sentinel: ");
+            unknown_keys(sentinel, at, DEDUP_SENTINEL_KEYS, prefix, &mut out);
+            missing_keys(
+                sentinel,
+                at,
+                &["master", "nodes"],
+                "dedup: sentinel",
+                &mut out,
+            );
         }
         if let Some(tls) = dedup.get("tls") {
-            unknown_keys(tls, DEDUP_TLS_KEYS, "dedup: tls: ", &mut out);
+            unknown_keys(tls, "dedup.tls", DEDUP_TLS_KEYS, "dedup: tls: ", &mut out);
         }
     }
-    for source in root.get("sources").map(|n| n.items()).unwrap_or_default() {
-        unknown_keys(source, SOURCE_KEYS, "source: ", &mut out);
-        missing_keys(source, SOURCE_KEYS, "source", &mut out);
+    for (i, source) in items("sources").iter().enumerate() {
+        let at = format!("sources[{i}]");
+        unknown_keys(source, &at, SOURCE_KEYS, "source: ", &mut out);
+        missing_keys(source, &at, SOURCE_KEYS, "source", &mut out);
         if let Some(sqs) = source.get("sqs") {
-            unknown_keys(sqs, SQS_SOURCE_KEYS, "source: sqs: ", &mut out);
-            missing_keys(sqs, &["queue_url"], "source: sqs", &mut out);
+            let at = format!("{at}.sqs");
+            unknown_keys(sqs, &at, SQS_SOURCE_KEYS, "source: sqs: ", &mut out);
+            missing_keys(sqs, &at, &["queue_url"], "source: sqs", &mut out);
         }
     }
-    for (i, route) in root
-        .get("routes")
-        .map(|n| n.items())
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
+    for (i, route) in items("routes").iter().enumerate() {
+        let at = format!("routes[{i}]");
         if !route.is_map() {
             continue; // serde reports the wrong type
         }
@@ -76,8 +87,9 @@ pub(super) fn lint(root: &tree::Node) -> Vec<Diagnostic> {
                 if !value.is_map() {
                     // `http:` with nothing under it would otherwise drop the route silently.
                     out.push(Diagnostic::new(
-                        value.line,
-                        value.column,
+                        Problem::Syntax,
+                        (value.line, value.column),
+                        Some(format!("{at}.{k}")),
                         format!("{label}: {k}: needs its settings as a mapping (see the README's Destinations)"),
                     ));
                 }
@@ -87,10 +99,11 @@ pub(super) fn lint(root: &tree::Node) -> Vec<Diagnostic> {
                     "sqs" => (SQS_KEYS, ()),
                     _ => (SNS_KEYS, ()),
                 };
-                let prefix = format!("{label}: {k}: ");
-                unknown_keys(value, keys, &prefix, &mut out);
+                let (at, prefix) = (format!("{at}.{k}"), format!("{label}: {k}: "));
+                unknown_keys(value, &at, keys, &prefix, &mut out);
                 if let Some(retry) = value.get("retry") {
-                    unknown_keys(retry, RETRY_KEYS, &format!("{prefix}retry: "), &mut out);
+                    let (at, prefix) = (format!("{at}.retry"), format!("{prefix}retry: "));
+                    unknown_keys(retry, &at, RETRY_KEYS, &prefix, &mut out);
                 }
             } else if !ROUTE_KEYS.contains(&k) {
                 let msg = if value.is_map() {
@@ -105,7 +118,12 @@ pub(super) fn lint(root: &tree::Node) -> Vec<Diagnostic> {
                         DESTINATIONS.join(", ")
                     )
                 };
-                out.push(Diagnostic::new(key.line, key.column, msg));
+                out.push(Diagnostic::new(
+                    Problem::UnknownKey,
+                    (key.line, key.column),
+                    Some(format!("{at}.{k}")),
+                    msg,
+                ));
             }
         }
         for key in ["name", "event_types"] {
@@ -116,8 +134,9 @@ pub(super) fn lint(root: &tree::Node) -> Vec<Diagnostic> {
                     ""
                 };
                 out.push(Diagnostic::new(
-                    route.line,
-                    route.column,
+                    Problem::MissingKey,
+                    (route.line, route.column),
+                    Some(at.clone()),
                     format!("{label}: missing \"{key}\"{hint}"),
                 ));
             }
@@ -128,16 +147,18 @@ pub(super) fn lint(root: &tree::Node) -> Vec<Diagnostic> {
                 v.is_map() && !k.as_str().is_some_and(|k| ROUTE_KEYS.contains(&k))
             }) => {} // already reported as an unknown destination key
             0 => out.push(Diagnostic::new(
-                route.line,
-                route.column,
+                Problem::MissingKey,
+                (route.line, route.column),
+                Some(at),
                 format!(
                     "{label}: no destination (add exactly one of {})",
                     DESTINATIONS.join(", ")
                 ),
             )),
             _ => out.push(Diagnostic::new(
-                route.line,
-                route.column,
+                Problem::Conflict,
+                (route.line, route.column),
+                Some(at),
                 format!(
                     "{label}: has {} destinations ({}); a route has exactly one: split it into one route per destination",
                     destinations.len(),
@@ -151,33 +172,53 @@ pub(super) fn lint(root: &tree::Node) -> Vec<Diagnostic> {
 
 /// A key written twice in one mapping, anywhere in the file (YAML would keep one silently
 /// or refuse the file at a confusing place).
-fn duplicate_keys(node: &tree::Node, out: &mut Vec<Diagnostic>) {
+fn duplicate_keys(node: &tree::Node, at: &str, out: &mut Vec<Diagnostic>) {
     let mut seen: Vec<(&str, usize)> = Vec::new();
     for (key, value) in node.entries() {
-        if let Some(k) = key.as_str() {
-            match seen.iter().find(|(name, _)| *name == k) {
-                Some((_, first_line)) => out.push(Diagnostic::new(
-                    key.line,
-                    key.column,
-                    format!("key \"{k}\" is written twice in this mapping (first on line {first_line}); keep one"),
-                )),
-                None => seen.push((k, key.line)),
-            }
+        let Some(k) = key.as_str() else {
+            duplicate_keys(value, at, out);
+            continue;
+        };
+        let child = child(at, k);
+        match seen.iter().find(|(name, _)| *name == k) {
+            Some((_, first_line)) => out.push(Diagnostic::new(
+                Problem::DuplicateKey,
+                (key.line, key.column),
+                Some(child.clone()),
+                format!("key \"{k}\" is written twice in this mapping (first on line {first_line}); keep one"),
+            )),
+            None => seen.push((k, key.line)),
         }
-        duplicate_keys(value, out);
+        duplicate_keys(value, &child, out);
     }
-    for item in node.items() {
-        duplicate_keys(item, out);
+    for (i, item) in node.items().iter().enumerate() {
+        duplicate_keys(item, &format!("{at}[{i}]"), out);
     }
 }
 
-fn unknown_keys(node: &tree::Node, allowed: &[&str], prefix: &str, out: &mut Vec<Diagnostic>) {
+/// The path of key `k` under `at` (`at` empty: the top level).
+fn child(at: &str, k: &str) -> String {
+    if at.is_empty() {
+        k.to_string()
+    } else {
+        format!("{at}.{k}")
+    }
+}
+
+fn unknown_keys(
+    node: &tree::Node,
+    at: &str,
+    allowed: &[&str],
+    prefix: &str,
+    out: &mut Vec<Diagnostic>,
+) {
     for (key, _) in node.entries() {
         let Some(k) = key.as_str() else { continue };
         if !allowed.contains(&k) {
             out.push(Diagnostic::new(
-                key.line,
-                key.column,
+                Problem::UnknownKey,
+                (key.line, key.column),
+                Some(child(at, k)),
                 format!(
                     "{prefix}unknown key \"{k}\" (expected one of {})",
                     allowed.join(", ")
@@ -187,15 +228,24 @@ fn unknown_keys(node: &tree::Node, allowed: &[&str], prefix: &str, out: &mut Vec
     }
 }
 
-fn missing_keys(node: &tree::Node, required: &[&str], what: &str, out: &mut Vec<Diagnostic>) {
+/// Each of `required` that `node` lacks, reported where the mapping stands, with the
+/// mapping's path.
+fn missing_keys(
+    node: &tree::Node,
+    at: &str,
+    required: &[&str],
+    what: &str,
+    out: &mut Vec<Diagnostic>,
+) {
     if !node.is_map() {
         return;
     }
     for key in required {
         if node.get(key).is_none() {
             out.push(Diagnostic::new(
-                node.line,
-                node.column,
+                Problem::MissingKey,
+                (node.line, node.column),
+                Some(at.to_string()),
                 format!("{what}: missing \"{key}\""),
             ));
         }

@@ -9,6 +9,7 @@
 //! config itself, so `hookfan check` is safe to run anywhere.
 
 mod dedup;
+mod diagnostic;
 mod env;
 mod lint;
 mod passthrough;
@@ -30,6 +31,8 @@ use std::time::Duration;
 
 use crate::stream::SigningKey;
 
+use diagnostic::render;
+pub use diagnostic::{Diagnostic, Problem};
 pub use placeholder::{Placeheld, Placeholders};
 use raw::*;
 pub use routes::{
@@ -38,24 +41,6 @@ pub use routes::{
 };
 use settings::{check_name, duration, validate};
 pub use tree::Positions;
-
-/// One problem found in routes.yaml.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-impl Diagnostic {
-    pub fn new(line: usize, column: usize, message: impl Into<String>) -> Self {
-        Diagnostic {
-            line,
-            column,
-            message: message.into(),
-        }
-    }
-}
 
 /// Why a config could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -72,19 +57,6 @@ pub enum ConfigError {
         file: String,
         diagnostics: Vec<Diagnostic>,
     },
-}
-
-fn render(file: &str, diagnostics: &[Diagnostic]) -> String {
-    let mut lines: Vec<String> = diagnostics
-        .iter()
-        .map(|d| format!("{file}:{}:{}: {}", d.line, d.column, d.message))
-        .collect();
-    let n = diagnostics.len();
-    lines.push(format!(
-        "{file}: {n} error{} found",
-        if n == 1 { "" } else { "s" }
-    ));
-    lines.join("\n")
 }
 
 /// A secret that never shows itself in `Debug` or `Display` output.
@@ -515,8 +487,9 @@ pub fn from_str(
             return Err(ConfigError::Invalid {
                 file: file.to_string(),
                 diagnostics: vec![Diagnostic::new(
-                    1,
-                    1,
+                    Problem::MissingKey,
+                    (1, 1),
+                    None,
                     "the file is empty: it needs at least `apps:` and `routes:` (see the README)",
                 )],
             })
@@ -529,7 +502,13 @@ pub fn from_str(
                 .strip_suffix(&suffix)
                 .unwrap_or(&message)
                 .to_string();
-            diagnostics.push(Diagnostic::new(line, column, message));
+            let path = positions.path_at(line, column);
+            diagnostics.push(Diagnostic::new(
+                Problem::Syntax,
+                (line, column),
+                path,
+                message,
+            ));
             return Err(invalid(diagnostics));
         }
     };

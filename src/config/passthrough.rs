@@ -23,13 +23,13 @@ pub(super) fn validate(
             || p.path
                 .contains(|c: char| c.is_whitespace() || matches!(c, '?' | '#' | '*'))
         {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 &format!("{at}.path"),
                 format!("{label}: path must be one exact request path starting with / (like /stream/before-message-send), without a query, # or *"),
             ));
             ok = false;
         } else if !paths.insert(p.path.clone()) {
-            errs.push(pos.diag(
+            errs.push(pos.not_unique(
                 &format!("{at}.path"),
                 format!("{label}: the path is used by another passthrough block; each path has one handler"),
             ));
@@ -40,7 +40,7 @@ pub(super) fn validate(
                 Some(url)
             }
             Ok(_) => {
-                errs.push(pos.diag(
+                errs.push(pos.invalid(
                     &format!("{at}.url"),
                     format!(
                         "{label}: url \"{}\" must be an http:// or https:// URL with a host",
@@ -50,7 +50,7 @@ pub(super) fn validate(
                 None
             }
             Err(e) => {
-                errs.push(pos.diag(
+                errs.push(pos.invalid(
                     &format!("{at}.url"),
                     format!("{label}: url \"{}\" is not a URL: {e}", p.url),
                 ));
@@ -67,14 +67,14 @@ pub(super) fn validate(
             )
         });
         if timeout.is_some_and(|t| t.is_zero()) {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 &format!("{at}.timeout"),
                 format!("{label}: timeout must be greater than 0"),
             ));
         }
         let concurrency = p.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         if !(1..=4096).contains(&concurrency) {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 &format!("{at}.concurrency"),
                 format!("{label}: concurrency must be between 1 and 4096"),
             ));

@@ -272,7 +272,7 @@ pub(super) fn validate(
     // a batch that failed is cut back off without touching another route's lines.
     let mut files: HashMap<PathBuf, String> = HashMap::new();
     if raw.is_empty() {
-        errs.push(pos.diag(
+        errs.push(pos.missing(
             "routes",
             "no routes configured: add at least one route, or every event is acknowledged and dropped",
         ));
@@ -285,7 +285,7 @@ pub(super) fn validate(
             Ok(filter) => filter,
             Err(bad) => {
                 for (index, why) in bad {
-                    errs.push(pos.diag(
+                    errs.push(pos.invalid(
                         &format!("{at}.event_types[{index}]"),
                         format!("{label}: {why}"),
                     ));
@@ -299,7 +299,9 @@ pub(super) fn validate(
             Some(Ok(paths)) => paths,
             Some(Err(bad)) => {
                 for (index, why) in bad {
-                    errs.push(pos.diag(&format!("{at}.paths[{index}]"), format!("{label}: {why}")));
+                    errs.push(
+                        pos.invalid(&format!("{at}.paths[{index}]"), format!("{label}: {why}")),
+                    );
                 }
                 PathFilter::all()
             }
@@ -310,7 +312,7 @@ pub(super) fn validate(
             let written = file(f, &at, &label, pos, errs);
             if let Some(Destination::File(d)) = &written {
                 if let Some(other) = files.insert(d.path.clone(), r.name.clone()) {
-                    errs.push(pos.diag(
+                    errs.push(pos.not_unique(
                         &format!("{at}.file.path"),
                         format!("{label}: file.path \"{}\" is written by route \"{other}\" too; give each route its own file, or one route the event types of both", d.path.display()),
                     ));
@@ -365,7 +367,7 @@ fn http(
     let url = match reqwest::Url::parse(&h.url) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
         Ok(_) => {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 &format!("{at}.url"),
                 format!(
                     "{label}: http.url \"{}\" must be an http:// or https:// URL with a host",
@@ -375,7 +377,7 @@ fn http(
             None
         }
         Err(e) => {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 &format!("{at}.url"),
                 format!("{label}: http.url \"{}\" is not a URL: {e}", h.url),
             ));
@@ -391,7 +393,7 @@ fn http(
     );
     let concurrency = h.concurrency.unwrap_or(DEFAULT_HTTP_CONCURRENCY);
     if !(1..=1024).contains(&concurrency) {
-        errs.push(pos.diag(
+        errs.push(pos.invalid(
             &format!("{at}.concurrency"),
             format!("{label}: http.concurrency must be between 1 and 1024"),
         ));
@@ -399,7 +401,7 @@ fn http(
     let retry = retry_policy(&h.retry, &format!("{at}.retry"), label, pos, errs);
     let api_secret = match h.api_secret {
         Some(s) if s.is_empty() => {
-            errs.push(pos.diag(&format!("{at}.api_secret"), format!("{label}: http.api_secret is empty; remove it to forward Stream's own signature")));
+            errs.push(pos.invalid(&format!("{at}.api_secret"), format!("{label}: http.api_secret is empty; remove it to forward Stream's own signature")));
             None
         }
         other => other.map(Secret::new),
@@ -425,7 +427,7 @@ fn file(
 ) -> Option<Destination> {
     let retry = retry_policy(&f.retry, &format!("{at}.file.retry"), label, pos, errs);
     if f.path.is_empty() {
-        errs.push(pos.diag(
+        errs.push(pos.invalid(
             &format!("{at}.file.path"),
             format!("{label}: file.path is empty"),
         ));
@@ -456,7 +458,8 @@ fn unknown_event_types(
         } else {
             format!("; did you mean {}?", closest.join(", "))
         };
-        warnings.push(pos.diag(
+        warnings.push(pos.problem(
+            Problem::UnknownEventType,
             &format!("{at}.event_types[{index}]"),
             format!("{label}: \"{entry}\" is not an event type Stream documents (it matches only a type of exactly that name){hint}"),
         ));
@@ -501,7 +504,7 @@ pub(super) fn retry_policy(
     }
     RetryPolicy::try_new(max_age, initial, max).unwrap_or_else(|why| {
         let at = format!("{path}.{}", why.field());
-        errs.push(pos.diag(&at, format!("{label}: retry: {why}")));
+        errs.push(pos.invalid(&at, format!("{label}: retry: {why}")));
         d
     })
 }
@@ -520,7 +523,7 @@ fn aws(
         _ => ("topic_arn", raw.topic_arn),
     };
     let Some(target) = target.filter(|t| !t.trim().is_empty()) else {
-        errs.push(pos.diag(
+        errs.push(pos.missing(
             &format!("{at}#key"),
             format!("{label}: {kind}.{target_key} is missing"),
         ));
@@ -533,7 +536,7 @@ fn aws(
                 url.path().trim_end_matches('/').ends_with(".fifo")
             }
             _ => {
-                errs.push(pos.diag(&target_at, format!(
+                errs.push(pos.invalid(&target_at, format!(
                     "{label}: sqs.queue_url \"{target}\" is not a queue URL (like https://sqs.us-east-1.amazonaws.com/123456789012/stream-events)"
                 )));
                 false
@@ -542,7 +545,7 @@ fn aws(
     } else {
         let parts: Vec<&str> = target.split(':').collect();
         if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sns" || parts[5].is_empty() {
-            errs.push(pos.diag(&target_at, format!(
+            errs.push(pos.invalid(&target_at, format!(
                 "{label}: sns.topic_arn \"{target}\" is not a topic ARN (like arn:aws:sns:us-east-1:123456789012:moderation)"
             )));
         }
@@ -550,7 +553,7 @@ fn aws(
     };
     if let Some(endpoint) = &raw.endpoint_url {
         if !reqwest::Url::parse(endpoint).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 &format!("{at}.endpoint_url"),
                 format!("{label}: {kind}.endpoint_url \"{endpoint}\" is not an http(s) URL"),
             ));
@@ -560,7 +563,7 @@ fn aws(
         Some(source) => match crate::template::Template::parse(source) {
             Ok(t) => Some(t),
             Err(why) => {
-                errs.push(pos.diag(
+                errs.push(pos.invalid(
                     &format!("{at}.message_group_id"),
                     format!("{label}: {kind}.message_group_id: {why}"),
                 ));
@@ -568,7 +571,7 @@ fn aws(
             }
         },
         None if fifo => {
-            errs.push(pos.diag(&target_at, format!(
+            errs.push(pos.missing(&target_at, format!(
                 "{label}: {target} is a FIFO {}: set {kind}.message_group_id, for example \"{{cid}}\" to keep each channel in order",
                 if kind == DestinationKind::Sqs { "queue" } else { "topic" }
             )));
@@ -577,7 +580,7 @@ fn aws(
         None => None,
     };
     if kind == DestinationKind::Sns && !fifo && raw.message_group_id.is_some() {
-        errs.push(pos.diag(
+        errs.push(pos.conflict(
             &format!("{at}.message_group_id"),
             format!("{label}: sns.message_group_id only applies to FIFO topics (.fifo); remove it"),
         ));
@@ -586,7 +589,7 @@ fn aws(
         None | Some("raw") => BodyFormat::Raw,
         Some("stream_compressed") => BodyFormat::StreamCompressed,
         Some(other) => {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 &format!("{at}.body"),
                 format!("{label}: {kind}.body \"{other}\" is not one of raw, stream_compressed"),
             ));
@@ -597,19 +600,19 @@ fn aws(
         .concurrency
         .unwrap_or(if fifo { 1 } else { DEFAULT_AWS_CONCURRENCY });
     if !(1..=1024).contains(&concurrency) {
-        errs.push(pos.diag(
+        errs.push(pos.invalid(
             &format!("{at}.concurrency"),
             format!("{label}: {kind}.concurrency must be between 1 and 1024"),
         ));
     } else if fifo && concurrency != 1 {
-        errs.push(pos.diag(
+        errs.push(pos.conflict(
             &format!("{at}.concurrency"),
             format!("{label}: a FIFO {kind} route delivers one batch at a time to keep order; remove concurrency"),
         ));
     }
     for (key, value) in [("region", &raw.region), ("role_arn", &raw.role_arn)] {
         if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 &format!("{at}.{key}"),
                 format!("{label}: {kind}.{key} is empty; remove it to use the AWS environment's"),
             ));

@@ -14,7 +14,7 @@ pub(super) fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Di
     let max_event_age = raw.max_event_age.as_ref().map(|_| {
         let age = duration(&raw.max_event_age, "max_event_age", MIN_EVENT_AGE, pos, e);
         if age < MIN_EVENT_AGE {
-            e.push(pos.diag(
+            e.push(pos.invalid(
                 "max_event_age",
                 format!("max_event_age must be at least {} (Stream retries an event for up to 15 s, and clocks drift)", humantime::format_duration(MIN_EVENT_AGE)),
             ));
@@ -28,7 +28,7 @@ pub(super) fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Di
         .ok()
         .filter(|n| (0..=19).contains(n))
         .unwrap_or_else(|| {
-            e.push(pos.diag(
+            e.push(pos.invalid(
                 "delivery_nice",
                 "delivery_nice must be between 0 (the same priority as ingest) and 19",
             ));
@@ -36,7 +36,7 @@ pub(super) fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Di
         });
     let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
     if !(1..=1_000_000).contains(&max_connections) {
-        e.push(pos.diag(
+        e.push(pos.invalid(
             "max_connections",
             "max_connections must be between 1 and 1000000",
         ));
@@ -49,11 +49,11 @@ pub(super) fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Di
         e,
     );
     if request_timeout.is_zero() {
-        e.push(pos.diag("request_timeout", "request_timeout must be greater than 0"));
+        e.push(pos.invalid("request_timeout", "request_timeout must be greater than 0"));
     }
     let data_dir = PathBuf::from(raw.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
     if data_dir.as_os_str().is_empty() {
-        e.push(pos.diag("data_dir", "data_dir: must not be empty"));
+        e.push(pos.invalid("data_dir", "data_dir: must not be empty"));
     }
 
     let dedup_window = duration(
@@ -123,7 +123,7 @@ fn addresses(
         None
     } else {
         Some(listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 "listen",
                 format!("listen: \"{listen_text}\" is not an IP:PORT address (for example 0.0.0.0:8080 or 127.0.0.1:8080), or off"),
             ));
@@ -142,7 +142,7 @@ fn addresses(
         match admin_text.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
             Err(_) => {
-                errs.push(pos.diag(
+                errs.push(pos.invalid(
                     "admin_listen",
                     format!("admin_listen: \"{admin_text}\" is not an IP:PORT address (for example 127.0.0.1:9090), or off"),
                 ));
@@ -165,23 +165,23 @@ fn receivers(
     let listen_written = raw.listen.as_deref().is_some_and(|l| l.trim() != "off");
     match (raw.apps.is_empty(), raw.sources.is_empty(), listen.is_some()) {
         // Sources only: nothing could be verified on a webhook port, so there is none.
-        (true, false, _) if listen_written => errs.push(pos.diag(
+        (true, false, _) if listen_written => errs.push(pos.conflict(
             "listen",
             "listen: a webhook listener needs apps: to verify what it receives; add apps:, or write listen: off to run on sources only",
         )),
         (true, false, _) => listen = None,
-        (true, true, _) => errs.push(pos.diag(
+        (true, true, _) => errs.push(pos.missing(
             "apps",
             "no apps configured: add `apps: [{ api_key: ..., api_secret: ... }]` with your Stream app's key and secret, or every webhook is refused",
         )),
-        (false, true, false) => errs.push(pos.diag(
+        (false, true, false) => errs.push(pos.conflict(
             "listen",
             "listen is off and there are no sources: hookfan would receive nothing (add a source under sources:, or give listen an address)",
         )),
         _ => {}
     }
     if listen.is_none() && !raw.passthrough.is_empty() {
-        errs.push(pos.diag(
+        errs.push(pos.conflict(
             "passthrough",
             "passthrough: synchronous hooks arrive on the webhook listener, and there is none (listen: off, or no apps): Stream would send its messages unmoderated",
         ));
@@ -205,7 +205,7 @@ fn access(
 ) -> Access {
     let admin_token = match admin_token {
         Some(t) if t.trim().is_empty() => {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 "admin_token",
                 "admin_token is empty (is its environment variable set?); remove it to leave the admin API open on its loopback address",
             ));
@@ -216,7 +216,7 @@ fn access(
     let tls = tls.map(|t| {
         for (key, value) in [("cert", &t.cert), ("key", &t.key)] {
             if value.trim().is_empty() {
-                errs.push(pos.diag(
+                errs.push(pos.invalid(
                     &format!("tls.{key}"),
                     format!("tls.{key} is empty: give the path of a PEM file, or remove tls: to serve plain HTTP"),
                 ));
@@ -229,7 +229,7 @@ fn access(
     });
     let allowed_ips = allowed_ips.map(|list| {
         if list.is_empty() {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 "allowed_ips",
                 "allowed_ips is empty, which would refuse every sender; remove it to accept webhooks from anywhere",
             ));
@@ -239,7 +239,7 @@ fn access(
             .filter_map(|(i, text)| match parse_network(text) {
                 Some(net) => Some(net),
                 None => {
-                    errs.push(pos.diag(
+                    errs.push(pos.invalid(
                         &format!("allowed_ips[{i}]"),
                         format!("allowed_ips: \"{text}\" is not an IP address or CIDR network (like 203.0.113.7, 10.0.0.0/8 or 2001:db8::/32)"),
                     ));
@@ -266,7 +266,7 @@ struct Sizes {
 fn sizes(raw: &RawConfig, pos: &Positions, errs: &mut Vec<Diagnostic>) -> Sizes {
     let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 || max_body_bytes > MAX_BODY_LIMIT {
-        errs.push(pos.diag(
+        errs.push(pos.invalid(
             "max_body_bytes",
             format!("max_body_bytes: must be between 1 and {MAX_BODY_LIMIT}"),
         ));
@@ -276,7 +276,7 @@ fn sizes(raw: &RawConfig, pos: &Positions, errs: &mut Vec<Diagnostic>) -> Sizes 
         .spool_segment_bytes
         .unwrap_or(DEFAULT_SPOOL_SEGMENT_BYTES);
     if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&spool_segment_bytes) {
-        errs.push(pos.diag(
+        errs.push(pos.invalid(
             "spool_segment_bytes",
             format!("spool_segment_bytes: must be between {MIN_SEGMENT_BYTES} (1 MiB) and {MAX_SEGMENT_BYTES} (1 GiB)"),
         ));
@@ -286,7 +286,7 @@ fn sizes(raw: &RawConfig, pos: &Positions, errs: &mut Vec<Diagnostic>) -> Sizes 
         } else {
             "max_body_bytes"
         };
-        errs.push(pos.diag(
+        errs.push(pos.conflict(
             key,
             format!("spool_segment_bytes ({spool_segment_bytes}) is less than twice max_body_bytes ({max_body_bytes}): a webhook of the largest size must fit in half a spool segment; raise spool_segment_bytes"),
         ));
@@ -296,7 +296,7 @@ fn sizes(raw: &RawConfig, pos: &Positions, errs: &mut Vec<Diagnostic>) -> Sizes 
         .max_buffered_bytes
         .unwrap_or(DEFAULT_MAX_BUFFERED_BYTES.max(2 * max_body_bytes));
     if max_buffered_bytes < max_body_bytes {
-        errs.push(pos.diag(
+        errs.push(pos.conflict(
             "max_buffered_bytes",
             format!("max_buffered_bytes ({max_buffered_bytes}) is less than max_body_bytes ({max_body_bytes}): a webhook of the largest size could never be taken"),
         ));
@@ -315,15 +315,15 @@ fn apps(raw: Vec<RawApp>, pos: &Positions, errs: &mut Vec<Diagnostic>) -> Vec<Ap
     for (i, app) in raw.into_iter().enumerate() {
         let at = format!("apps[{i}]");
         if app.api_key.trim().is_empty() {
-            errs.push(pos.diag(&format!("{at}.api_key"), "app: api_key is empty"));
+            errs.push(pos.invalid(&format!("{at}.api_key"), "app: api_key is empty"));
         } else if !keys.insert(app.api_key.clone()) {
-            errs.push(pos.diag(
+            errs.push(pos.not_unique(
                 &format!("{at}.api_key"),
                 format!("app: api_key \"{}\" is listed twice", app.api_key),
             ));
         }
         if app.api_secret.is_empty() {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 &format!("{at}.api_secret"),
                 "app: api_secret is empty (is its environment variable set to an empty value?)",
             ));
@@ -349,12 +349,12 @@ pub(super) fn check_name(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        errs.push(pos.diag(
+        errs.push(pos.invalid(
             &format!("{at}.name"),
             format!("{label}: a name is letters, digits, '-', '_' and '.' only"),
         ));
     } else if !names.insert(name.to_string()) {
-        errs.push(pos.diag(
+        errs.push(pos.not_unique(
             &format!("{at}.name"),
             format!("{label}: the name is used by another {kind}; names must be unique"),
         ));
@@ -381,7 +381,7 @@ pub(super) fn duration(
     match humantime::parse_duration(text.trim()) {
         Ok(d) if d > MAX_DURATION => {
             let key = path.rsplit('.').next().unwrap_or(path);
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 path,
                 format!("{key}: \"{text}\" is longer than hookfan supports (at most 3650d)"),
             ));
@@ -390,7 +390,7 @@ pub(super) fn duration(
         Ok(d) => d,
         Err(e) => {
             let key = path.rsplit('.').next().unwrap_or(path);
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 path,
                 format!("{key}: \"{text}\" is not a duration ({e}); write it like 500ms, 6s, 10m or 24h"),
             ));

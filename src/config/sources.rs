@@ -31,7 +31,7 @@ pub(super) fn validate(
         if !reqwest::Url::parse(&q.queue_url)
             .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
         {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 &format!("{sqs_at}.queue_url"),
                 format!("{label}: sqs.queue_url \"{}\" is not a queue URL (like https://sqs.us-east-1.amazonaws.com/123456789012/stream-native)", q.queue_url),
             ));
@@ -39,7 +39,7 @@ pub(super) fn validate(
         if let Some(endpoint) = &q.endpoint_url {
             if !reqwest::Url::parse(endpoint).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
             {
-                errs.push(pos.diag(
+                errs.push(pos.invalid(
                     &format!("{sqs_at}.endpoint_url"),
                     format!("{label}: sqs.endpoint_url \"{endpoint}\" is not an http(s) URL"),
                 ));
@@ -47,7 +47,7 @@ pub(super) fn validate(
         }
         let concurrency = q.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         if !(1..=64).contains(&concurrency) {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 &format!("{sqs_at}.concurrency"),
                 format!("{label}: sqs.concurrency (receive loops) must be between 1 and 64"),
             ));
@@ -63,7 +63,7 @@ pub(super) fn validate(
             || wait_time > MAX_WAIT_TIME
             || wait_time.subsec_nanos() != 0
         {
-            errs.push(pos.diag(
+            errs.push(pos.invalid(
                 &format!("{sqs_at}.wait_time"),
                 format!("{label}: sqs.wait_time must be whole seconds from 1s to 20s (SQS long polling; 0s would poll an idle queue without pause)"),
             ));
@@ -77,7 +77,7 @@ pub(super) fn validate(
                 errs,
             );
             if t.is_zero() || t > MAX_VISIBILITY_TIMEOUT || t.subsec_nanos() != 0 {
-                errs.push(pos.diag(
+                errs.push(pos.invalid(
                     &format!("{sqs_at}.visibility_timeout"),
                     format!("{label}: sqs.visibility_timeout must be whole seconds from 1s to 12h"),
                 ));

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-use super::Diagnostic;
+use super::{Diagnostic, Problem};
 
 /// A node of the YAML document with the position where it starts (1-based line and column).
 #[derive(Debug)]
@@ -71,7 +71,12 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut builder, false).map_err(|e| {
         let m = e.marker();
-        Diagnostic::new(m.line(), m.col() + 1, format!("invalid YAML: {}", e.info()))
+        Diagnostic::new(
+            Problem::Syntax,
+            (m.line(), m.col() + 1),
+            None,
+            format!("invalid YAML: {}", e.info()),
+        )
     })?;
     Ok(builder.root.unwrap_or(Node {
         kind: NodeKind::Map(Vec::new()),
@@ -206,9 +211,47 @@ impl Positions {
         }
     }
 
-    pub fn diag(&self, path: &str, message: impl Into<String>) -> Diagnostic {
-        let (line, column) = self.at(path);
-        Diagnostic::new(line, column, message)
+    /// The value path standing exactly at (`line`, `column`), the deepest if several do
+    /// (serde's errors give only a position).
+    pub fn path_at(&self, line: usize, column: usize) -> Option<String> {
+        self.0
+            .iter()
+            .filter(|(path, pos)| **pos == (line, column) && !path.ends_with("#key"))
+            .map(|(path, _)| path)
+            .max_by_key(|path| path.len())
+            .filter(|path| !path.is_empty())
+            .cloned()
+    }
+
+    /// A [`Problem`] about `path`, reported at its position (a missing key's at its parent).
+    pub fn problem(&self, problem: Problem, path: &str, message: impl Into<String>) -> Diagnostic {
+        let clean = path.strip_suffix("#key").unwrap_or(path);
+        Diagnostic::new(
+            problem,
+            self.at(path),
+            (!clean.is_empty()).then(|| clean.to_string()),
+            message,
+        )
+    }
+
+    /// A value out of its range or not of its form ([`Problem::InvalidValue`]).
+    pub fn invalid(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        self.problem(Problem::InvalidValue, path, message)
+    }
+
+    /// Settings that cannot hold together ([`Problem::Conflict`]).
+    pub fn conflict(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        self.problem(Problem::Conflict, path, message)
+    }
+
+    /// A name, key or path used twice ([`Problem::NotUnique`]).
+    pub fn not_unique(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        self.problem(Problem::NotUnique, path, message)
+    }
+
+    /// Something required that is not there ([`Problem::MissingKey`]).
+    pub fn missing(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        self.problem(Problem::MissingKey, path, message)
     }
 }
 
