@@ -94,6 +94,7 @@ fn main() {
                             "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
                         event_type: Some("message.new"),
                         path: Some("/webhooks"),
+                        trace: None,
                         body: &body,
                         routes: vec![
                             RouteDue::new(0, now),

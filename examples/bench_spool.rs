@@ -88,6 +88,7 @@ async fn main() {
                     event_type: Some("message.new".into()),
                     body: body.into_bytes(),
                     path: None,
+                    trace: None,
                 };
                 spool
                     .append(event, routes.clone(), Duration::from_secs(600))

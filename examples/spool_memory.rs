@@ -90,6 +90,7 @@ fn per_event(n: u64, then: Then) -> Figures {
             signature: "s",
             event_type: None,
             path: None,
+            trace: None,
             body: b"{}",
             routes: (0..3)
                 .map(|r| RouteDue::new(r, 1_800_000_000_000 + i))

@@ -90,6 +90,9 @@ printf '\x00\x09\x02' >"$sf/seed-record-drop-pending"
 printf '\x00\x01\x03\x03sqs' >"$sf/seed-record-route"
 printf '\x00\x02\x01\x02id\x07\x00\x03sig\x01\x0bmessage.new\x01\x09/webhooks\x02\x00\x07\x01\x08\x02{}' \
     >"$sf/seed-record-event"
+# The same event traced (kind 13, flags 2): trace id, span id, flags 1, tracestate "ro=1".
+printf '\x00\x0d\x02\x01\x02id\x07\x00\x03sig\x01\x0bmessage.new\x01\x09/webhooks0af7651916cd43ddb7ad6b71\x01\x04ro=1\x02\x00\x07\x01\x08\x02{}' \
+    >"$sf/seed-record-event-traced"
 # A checkpoint body (the target seals it): keys 5 and 6, route 0 named "a", event 1 (in
 # segment 1 at 40, 8 bytes, received at 7), pending on route 0 (due 7, no attempts), its id
 # remembered (received 7, fingerprint 42); no message group. Its first 8 bytes make the lsn.

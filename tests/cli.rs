@@ -875,6 +875,7 @@ fn small_log(data_dir: &Path) {
             signature: "sig",
             event_type: None,
             path: None,
+            trace: None,
             body: &body,
             routes: vec![hookfan::spool::record::RouteDue::new(0, 1)].into(),
         });

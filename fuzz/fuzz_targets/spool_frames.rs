@@ -25,6 +25,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use hookfan::spool::checkpoint::{self, CheckpointAt};
 use hookfan::spool::record::{EventRecord, Record, RouteDue};
+use hookfan::spool::TraceRef;
 use hookfan::spool::segment::{
     self, ScanEnd, SegmentHeader, SegmentScan, GROUP_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
@@ -40,6 +41,8 @@ enum Rec {
         signature: String,
         event_type: Option<String>,
         path: Option<String>,
+        /// Trace id, span id, flags, tracestate (record kind 13).
+        trace: Option<([u8; 16], [u8; 8], u8, String)>,
         body: Vec<u8>,
         routes: Vec<(u32, u64, u64)>,
     },
@@ -64,6 +67,7 @@ impl Rec {
                 signature,
                 event_type,
                 path,
+                trace,
                 body,
                 routes,
             } => Record::Event(EventRecord {
@@ -73,6 +77,12 @@ impl Rec {
                 signature,
                 event_type: event_type.as_deref(),
                 path: path.as_deref(),
+                trace: trace.as_ref().map(|(trace_id, span_id, flags, state)| TraceRef {
+                    trace_id: *trace_id,
+                    span_id: *span_id,
+                    flags: *flags,
+                    state,
+                }),
                 body,
                 routes: routes
                     .iter()

@@ -129,6 +129,7 @@ fn event(id: &str) -> StoredEvent {
         event_type: Some("message.new".into()),
         body: format!(r#"{{"type":"message.new","id":"{id}"}}"#).into_bytes(),
         path: None,
+        trace: None,
     }
 }
 

@@ -280,6 +280,7 @@ async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
         event_type: webhook.event_type(),
         body: &webhook.body,
         path: stored_path(&parts.uri),
+        trace: None,
     };
     match store(live, &state.spool, event).await {
         Ok(Stored::Unrouted) => {

@@ -476,6 +476,7 @@ mod tests {
             event_type: Some("message.new".into()),
             body: body.as_bytes().to_vec(),
             path: None,
+            trace: None,
         }
     }
 

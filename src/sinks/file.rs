@@ -276,6 +276,7 @@ mod tests {
             event_type: Some("message.new".into()),
             body: format!("{{\"type\":\"message.new\",\"id\":\"{id}\"}}").into_bytes(),
             path: None,
+            trace: None,
         }
     }
 
@@ -374,6 +375,7 @@ mod tests {
             body: b"{\"type\":\"message.new\",\n \"text\":\"a\\nb\",\"n\":1778198400000000000}"
                 .to_vec(),
             path: None,
+            trace: None,
         };
         let line = render(&event).unwrap();
         assert_eq!(line.matches('\n').count(), 1);

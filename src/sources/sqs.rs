@@ -326,6 +326,7 @@ impl SqsSource {
             event_type: decoded.event_type,
             body: decoded.body,
             path: Some(self.path.clone()),
+            trace: None,
         })
     }
 

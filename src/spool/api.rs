@@ -221,6 +221,60 @@ pub struct StoredEvent {
     pub body: Vec<u8>,
     /// The path and query the webhook was posted to, as received; None for `/`.
     pub path: Option<String>,
+    /// The trace the webhook's deliveries join; None when tracing was off at ingest. Not
+    /// in the redb spool's format (an import has none).
+    #[serde(skip)]
+    pub trace: Option<Trace>,
+}
+
+/// A W3C trace context (`traceparent`'s ids and flags, and `tracestate`) stored with an
+/// event, so that each delivery attempt joins the webhook's trace, after a restart too. The
+/// spool only keeps it; what it means is the telemetry's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// W3C trace flags (bit 0: sampled).
+    pub flags: u8,
+    /// `tracestate` as received; whoever makes a `Trace` keeps it to [`Trace::MAX_STATE`]
+    /// bytes.
+    pub state: String,
+}
+
+/// A [`Trace`] borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceRef<'a> {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub flags: u8,
+    pub state: &'a str,
+}
+
+impl Trace {
+    /// The longest `tracestate` kept: W3C's 32 members of at most 256 + 1 + 256 bytes
+    /// are far more than any real one; a longer one is dropped (W3C lets a vendor drop
+    /// what it cannot keep), not the event.
+    pub const MAX_STATE: usize = 512;
+
+    pub fn borrowed(&self) -> TraceRef<'_> {
+        TraceRef {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            flags: self.flags,
+            state: &self.state,
+        }
+    }
+}
+
+impl TraceRef<'_> {
+    pub fn into_owned(self) -> Trace {
+        Trace {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            flags: self.flags,
+            state: self.state.to_string(),
+        }
+    }
 }
 
 /// A [`StoredEvent`] borrowed: what ingest hands the spool, straight from the verified
@@ -234,6 +288,7 @@ pub struct EventRef<'a> {
     pub event_type: Option<&'a str>,
     pub body: &'a [u8],
     pub path: Option<&'a str>,
+    pub trace: Option<TraceRef<'a>>,
 }
 
 impl<'a> EventRef<'a> {
@@ -255,6 +310,7 @@ impl StoredEvent {
             event_type: self.event_type.as_deref(),
             body: &self.body,
             path: self.path.as_deref(),
+            trace: self.trace.as_ref().map(Trace::borrowed),
         }
     }
 

@@ -606,6 +606,7 @@ fn copy_of(seq: u64, event: EventRecord<'_>, held: bool) -> Record<'_> {
             signature: "",
             event_type: None,
             path: None,
+            trace: None,
             body: &[],
             routes: RouteDues::List(Default::default()),
         }

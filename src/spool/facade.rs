@@ -190,6 +190,7 @@ fn stored_event(record: &EventRecord<'_>) -> StoredEvent {
         event_type: record.event_type.map(str::to_string),
         body: record.body.to_vec(),
         path: record.path.map(str::to_string),
+        trace: record.trace.map(super::TraceRef::into_owned),
     }
 }
 
@@ -635,6 +636,7 @@ impl LogSpool {
                     signature: event.signature,
                     event_type: event.event_type,
                     path: event.path,
+                    trace: event.trace,
                     body: event.body,
                     routes: dues.into(),
                 })];

@@ -194,6 +194,7 @@ fn event(id: &str) -> StoredEvent {
         event_type: Some("message.new".into()),
         body: format!("{{\"type\":\"message.new\",\"id\":\"{id}\"}}").into_bytes(),
         path: None,
+        trace: None,
     }
 }
 

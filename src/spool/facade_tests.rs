@@ -401,3 +401,34 @@ async fn an_id_is_a_duplicate_through_the_last_millisecond_of_its_window_and_new
     assert_eq!(spool.pending_count("r").unwrap(), 2);
     spool.close().await;
 }
+
+/// A traced webhook's trace context is delivered with it, after a restart too: its
+/// deliveries join the webhook's trace whenever they happen.
+#[tokio::test]
+async fn an_events_trace_is_delivered_with_it_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = crate::spool::Trace {
+        trace_id: [7; 16],
+        span_id: [9; 8],
+        flags: 1,
+        state: "congo=t61rcWkgMzE".into(),
+    };
+    {
+        let spool = open(dir.path()).unwrap();
+        let mut traced = event("traced");
+        traced.trace = Some(trace.clone());
+        for e in [traced, event("plain")] {
+            spool.append(e, routes(&["r"]), WINDOW).await.unwrap();
+        }
+        spool.close().await;
+    }
+    let spool = open(dir.path()).unwrap();
+    let traces: Vec<_> = due(&spool, "r")
+        .into_iter()
+        .map(|item| (item.event.webhook_id.clone().unwrap(), item.event.trace.clone()))
+        .collect();
+    assert_eq!(
+        traces,
+        [("traced".to_string(), Some(trace)), ("plain".to_string(), None)]
+    );
+}

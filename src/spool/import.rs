@@ -396,7 +396,7 @@ enum Unit {
     Event {
         /// The lsn its [`Record::Event`] gets, which the records after it name.
         seq: u64,
-        exported: ExportedEvent,
+        exported: Box<ExportedEvent>,
         /// Route ids of `exported.pending`, then of `exported.dead`.
         ids: Vec<RouteId>,
     },
@@ -434,6 +434,7 @@ impl Unit {
                     signature: &e.signature,
                     event_type: e.event_type.as_deref(),
                     path: e.path.as_deref(),
+                    trace: None,
                     body: &e.body,
                     routes: dues.into(),
                 })];
@@ -478,6 +479,7 @@ impl Unit {
                 signature: "",
                 event_type: None,
                 path: None,
+                trace: None,
                 body: &[],
                 routes: Vec::new().into(),
             })],

@@ -89,7 +89,11 @@
 //! dead, replay, drop, drop-pending) is a record of a few bytes, routes being interned ids
 //! ([`Record::Route`]). Two records change no queue: [`Record::ExpireIds`] moves the dedup
 //! window (so that a restart forgets exactly the ids that were forgotten), and
-//! [`Record::Copy`] is compaction's copy of an event (see "Compaction"). [`State`] is what
+//! [`Record::Copy`] is compaction's copy of an event (see "Compaction"). An event may carry
+//! a W3C trace context ([`Trace`]: trace and span ids, flags, `tracestate`), kept for its
+//! deliveries' spans; only a traced event is written as kind 13 (a flags byte after the
+//! kind), so an untraced one keeps the bytes of kinds 2 and 12 that hookfan wrote before
+//! tracing, and a spool written with tracing off opens in those versions. [`State`] is what
 //! they mean, rebuilt by applying them in lsn order; the writer applies each group once it
 //! is durable, recovery applies the log after the newest checkpoint.
 //!

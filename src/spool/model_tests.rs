@@ -44,7 +44,7 @@ use super::recovery::{recover, RecoveryReport};
 use super::state::State;
 use super::storage::{Fault, FaultOp, SimDisk, Storage};
 use super::writer::{Ticket, Writer, WriterConfig};
-use super::LogError;
+use super::{LogError, Trace};
 
 const ROUTES: RouteId = 3;
 const WINDOW_MS: u64 = 200;
@@ -242,6 +242,22 @@ fn body(id: &str) -> Vec<u8> {
     format!("{{\"type\":\"message.new\",\"id\":\"{id}\"}}").into_bytes()
 }
 
+/// Every other event carries a trace (record kind 13), made from its id: it must come back
+/// with the event, through recovery and compaction's copies.
+fn trace_of(id: &str) -> Option<Trace> {
+    let sum: u32 = id.bytes().map(u32::from).sum();
+    sum.is_multiple_of(2).then(|| Trace {
+        trace_id: [id.len() as u8; 16],
+        span_id: sum.to_le_bytes().repeat(2).try_into().unwrap(),
+        flags: sum.is_multiple_of(4).into(),
+        state: if sum.is_multiple_of(3) {
+            String::new()
+        } else {
+            format!("m={id}")
+        },
+    })
+}
+
 fn routes_of(mask: u8) -> Vec<RouteId> {
     (0..ROUTES).filter(|r| mask & (1 << r) != 0).collect()
 }
@@ -263,6 +279,7 @@ fn is_duplicate(disk: &SimDisk, writer: &Writer, id: &str, now: u64) -> Result<b
 /// Submits one webhook; returns its ticket (its seq is the ticket's lsn).
 fn submit_append(writer: &Writer, id: &str, mask: u8, now: u64) -> Ticket {
     let body = body(id);
+    let trace = trace_of(id);
     let record = Record::Event(EventRecord {
         webhook_id: Some(id),
         received_at_ms: now,
@@ -270,6 +287,7 @@ fn submit_append(writer: &Writer, id: &str, mask: u8, now: u64) -> Ticket {
         signature: "sig",
         event_type: Some("message.new"),
         path: Some("/webhooks"),
+        trace: trace.as_ref().map(Trace::borrowed),
         body: &body,
         routes: routes_of(mask)
             .into_iter()
@@ -565,19 +583,19 @@ fn check(
         .collect();
     for seq in held {
         let id = &model.events[&seq];
-        let (stored_id, stored_body) = read_event(disk, state, seq)?;
+        let (stored_id, stored_body, stored_trace) = read_event(disk, state, seq)?;
         prop_assert_eq!(stored_id.as_deref(), Some(id.as_str()), "id of {}", seq);
         prop_assert_eq!(stored_body, body(id), "body of {}", seq);
+        prop_assert_eq!(stored_trace, trace_of(id), "trace of {}", seq);
     }
     Ok(model)
 }
 
-/// The id and body of event `seq`, read from where the state says its record is.
-fn read_event(
-    disk: &SimDisk,
-    state: &State,
-    seq: u64,
-) -> Result<(Option<String>, Vec<u8>), TestCaseError> {
+/// An event's id, body and trace, as read back.
+type ReadBack = (Option<String>, Vec<u8>, Option<Trace>);
+
+/// The id, body and trace of event `seq`, read from where the state says its record is.
+fn read_event(disk: &SimDisk, state: &State, seq: u64) -> Result<ReadBack, TestCaseError> {
     let Some(meta) = state.event(seq) else {
         return Err(TestCaseError::fail(format!(
             "event {seq} is not in the state"
@@ -586,7 +604,11 @@ fn read_event(
     let bytes = read_record(disk, &meta.location())
         .map_err(|e| TestCaseError::fail(format!("event {seq}: {e}")))?;
     match Record::decode(&bytes) {
-        Ok(Record::Event(e)) => Ok((e.webhook_id.map(str::to_string), e.body.to_vec())),
+        Ok(Record::Event(e)) => Ok((
+            e.webhook_id.map(str::to_string),
+            e.body.to_vec(),
+            e.trace.map(|t| t.into_owned()),
+        )),
         other => Err(TestCaseError::fail(format!(
             "event {seq} at {:?} reads as {other:?}",
             meta.location()

@@ -16,6 +16,8 @@
 
 use std::borrow::Cow;
 
+use super::api::TraceRef;
+
 /// A route, interned: [`Record::Route`] binds the id to the route's name once; every later
 /// record names the route by id (1–5 bytes instead of the name).
 pub type RouteId = u32;
@@ -33,6 +35,14 @@ const KIND_COPY: u8 = 10;
 const KIND_EXPIRE_IDS: u8 = 11;
 /// An event whose routes also carry message groups (FIFO routes): `(route, due, group)`.
 const KIND_EVENT_GROUPED: u8 = 12;
+/// An event with a flags byte after its kind ([`EXT_GROUPED`], [`EXT_TRACED`]): written only
+/// for an event that carries a trace, so an untraced event's bytes stay those of kinds 2 and
+/// 12 (and a hookfan without tracing writes nothing an older one cannot read).
+const KIND_EVENT_EXT: u8 = 13;
+/// Its routes carry message groups, as in [`KIND_EVENT_GROUPED`].
+const EXT_GROUPED: u8 = 1;
+/// A trace follows the path: trace id (16 bytes), span id (8), flags (1), `tracestate`.
+const EXT_TRACED: u8 = 2;
 
 /// One record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +110,8 @@ pub struct EventRecord<'a> {
     pub event_type: Option<&'a str>,
     /// The request's path and query, as received.
     pub path: Option<&'a str>,
+    /// The trace its deliveries join (tracing on at ingest).
+    pub trace: Option<TraceRef<'a>>,
     /// The uncompressed body exactly as signed.
     pub body: &'a [u8],
     /// The routes that take the event, each with the time it is first due.
@@ -254,6 +266,10 @@ pub enum RecordError {
     Trailing,
     #[error("an option tag is neither 0 nor 1")]
     OptionTag,
+    /// An event's flags byte sets a bit no version of hookfan gives a meaning, or lacks
+    /// the one its kind is written for.
+    #[error("an event's flags byte {0:#04x} is not one hookfan writes")]
+    Flags(u8),
     /// A checkpoint names an error text by a number it has not given one.
     #[error("an error text's number names none given before")]
     TextNumber,
@@ -306,6 +322,13 @@ impl<'a> In<'a> {
         let (&b, rest) = self.0.split_first().ok_or(RecordError::Truncated)?;
         self.0 = rest;
         Ok(b)
+    }
+
+    /// `N` raw bytes.
+    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N], RecordError> {
+        let (head, rest) = self.0.split_first_chunk().ok_or(RecordError::Truncated)?;
+        self.0 = rest;
+        Ok(*head)
     }
 
     pub(super) fn uint(&mut self) -> Result<u64, RecordError> {
@@ -363,17 +386,26 @@ impl<'a> Record<'a> {
             }
             Record::Event(e) => {
                 let grouped = e.routes.grouped();
-                o.u8(if grouped {
-                    KIND_EVENT_GROUPED
-                } else {
-                    KIND_EVENT
-                });
+                match (e.trace, grouped) {
+                    (None, false) => o.u8(KIND_EVENT),
+                    (None, true) => o.u8(KIND_EVENT_GROUPED),
+                    (Some(_), grouped) => {
+                        o.u8(KIND_EVENT_EXT);
+                        o.u8(EXT_TRACED | if grouped { EXT_GROUPED } else { 0 });
+                    }
+                }
                 o.opt_str(e.webhook_id);
                 o.uint(e.received_at_ms);
                 o.opt_str(e.api_key);
                 o.str(e.signature);
                 o.opt_str(e.event_type);
                 o.opt_str(e.path);
+                if let Some(t) = &e.trace {
+                    o.0.extend_from_slice(&t.trace_id);
+                    o.0.extend_from_slice(&t.span_id);
+                    o.u8(t.flags);
+                    o.str(t.state);
+                }
                 o.uint(e.routes.len() as u64);
                 for r in e.routes.iter() {
                     o.uint(u64::from(r.route));
@@ -486,8 +518,9 @@ impl<'a> Record<'a> {
                 id: i.u32()?,
                 name: i.str()?,
             },
-            KIND_EVENT => Record::Event(decode_event(&mut i, false)?),
-            KIND_EVENT_GROUPED => Record::Event(decode_event(&mut i, true)?),
+            kind @ (KIND_EVENT | KIND_EVENT_GROUPED | KIND_EVENT_EXT) => {
+                Record::Event(decode_event(&mut i, kind)?)
+            }
             KIND_DELIVERED => Record::Delivered {
                 route: i.u32()?,
                 seq: i.uint()?,
@@ -530,9 +563,9 @@ impl<'a> Record<'a> {
             KIND_COPY => {
                 let seq = i.uint()?;
                 match i.u8()? {
-                    kind @ (KIND_EVENT | KIND_EVENT_GROUPED) => Record::Copy {
+                    kind @ (KIND_EVENT | KIND_EVENT_GROUPED | KIND_EVENT_EXT) => Record::Copy {
                         seq,
-                        event: decode_event(&mut i, kind == KIND_EVENT_GROUPED)?,
+                        event: decode_event(&mut i, kind)?,
                     },
                     kind => return Err(RecordError::UnknownKind(kind)),
                 }
@@ -546,14 +579,34 @@ impl<'a> Record<'a> {
     }
 }
 
-/// The fields of an event record, after its kind byte (`grouped`: [`KIND_EVENT_GROUPED`]).
-fn decode_event<'a>(i: &mut In<'a>, grouped: bool) -> Result<EventRecord<'a>, RecordError> {
+/// The fields of an event record of `kind`, after its kind byte.
+fn decode_event<'a>(i: &mut In<'a>, kind: u8) -> Result<EventRecord<'a>, RecordError> {
+    let flags = match kind {
+        KIND_EVENT => 0,
+        KIND_EVENT_GROUPED => EXT_GROUPED,
+        // Kind 13 is written only for a traced event: one record, one encoding.
+        _ => match i.u8()? {
+            flags if flags & !EXT_GROUPED == EXT_TRACED => flags,
+            flags => return Err(RecordError::Flags(flags)),
+        },
+    };
+    let grouped = flags & EXT_GROUPED != 0;
     let webhook_id = i.opt_str()?;
     let received_at_ms = i.uint()?;
     let api_key = i.opt_str()?;
     let signature = i.str()?;
     let event_type = i.opt_str()?;
     let path = i.opt_str()?;
+    let trace = if flags & EXT_TRACED != 0 {
+        Some(TraceRef {
+            trace_id: i.array()?,
+            span_id: i.array()?,
+            flags: i.u8()?,
+            state: i.str()?,
+        })
+    } else {
+        None
+    };
     let count = i.u32()?;
     // Checked now, read again when iterated: nothing is allocated.
     let start = i.0;
@@ -576,6 +629,7 @@ fn decode_event<'a>(i: &mut In<'a>, grouped: bool) -> Result<EventRecord<'a>, Re
         signature,
         event_type,
         path,
+        trace,
         routes,
         body: i.bytes()?,
     })
@@ -591,6 +645,7 @@ pub(crate) fn test_event<'a>(id: Option<&'a str>, received: u64, routes: &[Route
         signature: "s",
         event_type: None,
         path: None,
+        trace: None,
         body: b"{}",
         routes: routes
             .iter()

@@ -19,6 +19,7 @@ fn stored(id: &str) -> StoredEvent {
         event_type: Some("message.new".into()),
         body: event_body("message.new", id),
         path: None,
+        trace: None,
     }
 }
 

@@ -18,6 +18,7 @@ fn rich_state() -> State {
             signature: "s",
             event_type: None,
             path: None,
+            trace: None,
             body: b"{}",
             routes: vec![RouteDue {
                 route: 7,

@@ -121,6 +121,7 @@ fn append(w: &Writer, n: u64) -> Vec<u64> {
                 signature: "sig",
                 event_type: None,
                 path: None,
+                trace: None,
                 body: &body,
                 routes: vec![crate::spool::record::RouteDue::new(0, 1_000 + i)].into(),
             });

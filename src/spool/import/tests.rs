@@ -36,6 +36,7 @@ fn event(id: &str) -> StoredEvent {
         event_type: Some("message.new".into()),
         body: format!("{{\"type\":\"message.new\",\"id\":\"{id}\"}}").into_bytes(),
         path: Some("/hooks?app=1".into()),
+        trace: None,
     }
 }
 

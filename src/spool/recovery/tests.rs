@@ -504,6 +504,7 @@ fn append(w: &Writer, n: usize) -> Vec<u64> {
                 signature: "sig",
                 event_type: None,
                 path: None,
+                trace: None,
                 body: &body,
                 routes: vec![crate::spool::record::RouteDue::new(0, 1)].into(),
             });

@@ -54,6 +54,7 @@ impl From<StoredEventV1> for StoredEvent {
             event_type: v1.event_type,
             body: v1.body,
             path: None,
+            trace: None,
         }
     }
 }
@@ -141,6 +142,7 @@ mod tests {
             event_type: Some("message.new".into()),
             body: b"{\"type\":\"message.new\"}\xff".to_vec(),
             path: Some("/pending/commit?x=1".into()),
+            trace: None,
         };
         assert_eq!(StoredEvent::decode(&e.encode().unwrap()).unwrap(), e);
         assert_eq!(e.request_path(), "/pending/commit");
@@ -178,6 +180,7 @@ mod tests {
             event_type: None,
             body,
             path: None,
+            trace: None,
         };
         assert_eq!(StoredEvent::decode(&old).unwrap(), now);
         assert_eq!(now.request_path(), "/");

@@ -14,7 +14,7 @@ pub(crate) struct ExportedEvent {
 /// What [`RedbSpool::export`] hands over, in this order: every held event, then the ids.
 pub(crate) enum Exported {
     /// An event some route holds; events come in seq order.
-    Event(ExportedEvent),
+    Event(Box<ExportedEvent>),
     /// A remembered webhook id whose event no route holds any more; oldest first.
     Id {
         received_at_ms: u64,
@@ -135,11 +135,11 @@ impl RedbSpool {
             if let Some(id) = &event.webhook_id {
                 held_ids.insert((event.received_at_ms, id.clone()));
             }
-            visit(Exported::Event(ExportedEvent {
+            visit(Exported::Event(Box::new(ExportedEvent {
                 event,
                 pending,
                 dead,
-            }))?;
+            })))?;
         }
         for row in seen.iter().map_err(|e| unreadable(&e))? {
             let (k, _) = row.map_err(|e| unreadable(&e))?;

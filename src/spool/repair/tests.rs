@@ -90,6 +90,7 @@ fn an_event_that_filled_its_group_is_written_again_with_its_dead_letter_record_a
                 signature: "sig",
                 event_type: None,
                 path: None,
+                trace: None,
                 body: &body,
                 routes: vec![crate::spool::record::RouteDue::new(0, 1)].into(),
             });
@@ -150,6 +151,7 @@ fn an_event_the_checkpoint_holds_whose_record_is_damaged_is_named_lost_and_the_r
             signature: "sig",
             event_type: Some("message.new"),
             path: None,
+            trace: None,
             body: &body,
             routes: vec![crate::spool::record::RouteDue::new(0, 1)].into(),
         });

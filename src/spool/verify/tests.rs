@@ -52,6 +52,7 @@ fn event(id: &str) -> StoredEvent {
         )
         .into_bytes(),
         path: None,
+        trace: None,
     }
 }
 
@@ -386,6 +387,7 @@ fn append(w: &Writer, n: usize) -> Vec<u64> {
                 signature: "sig",
                 event_type: None,
                 path: None,
+                trace: None,
                 body: &body,
                 routes: vec![crate::spool::record::RouteDue::new(0, 1)].into(),
             });

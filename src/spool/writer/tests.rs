@@ -22,6 +22,7 @@ fn event(id: &str) -> Record<'_> {
         signature: "sig",
         event_type: Some("message.new"),
         path: None,
+        trace: None,
         body: &[b'x'; 300],
         routes: vec![crate::spool::record::RouteDue::new(0, 1)].into(),
     })
@@ -171,6 +172,7 @@ fn a_submission_larger_than_a_segment_is_refused() {
         signature: "",
         event_type: None,
         path: None,
+        trace: None,
         body: &body,
         routes: vec![].into(),
     });
