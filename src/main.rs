@@ -4,8 +4,10 @@ mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use hookfan::telemetry::otel;
 
 /// `hookfan --version`: the package version and the commit it was built from (build.rs).
 const VERSION: &str = concat!(
@@ -169,10 +171,32 @@ enum DeadLetters {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    hookfan::telemetry::init_logging(match cli.log_format {
-        LogFormat::Text => hookfan::telemetry::LogFormat::Text,
-        LogFormat::Json => hookfan::telemetry::LogFormat::Json,
-    });
+    // Traces are the daemon's alone; the exporter starts before the log layer that feeds it.
+    let serving = matches!(cli.command, None | Some(Command::Serve));
+    let traces = if serving {
+        match otel::wanted(|name| std::env::var(name).ok()).and_then(|w| otel::Tracing::start(&w)) {
+            Ok(traces) => traces,
+            Err(e) => {
+                eprintln!("hookfan: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let (tracing, tracer) = traces.unzip();
+    if tracing.is_some() {
+        // The recorder first: a counter taken before it exists counts nowhere.
+        hookfan::telemetry::metrics_handle();
+        otel::register_metrics();
+    }
+    hookfan::telemetry::init_logging(
+        match cli.log_format {
+            LogFormat::Text => hookfan::telemetry::LogFormat::Text,
+            LogFormat::Json => hookfan::telemetry::LogFormat::Json,
+        },
+        tracer,
+    );
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Check { no_env, json } => cli::check(&cli.config, no_env, json),
         Command::Init => cli::init(&cli.config),
@@ -230,6 +254,9 @@ fn main() -> ExitCode {
             runtime().block_on(cli::send(&cli.config, &event, to.as_deref()))
         }
     };
+    if let Some(tracing) = tracing {
+        tracing.shutdown(Duration::from_secs(1));
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

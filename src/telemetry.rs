@@ -10,11 +10,16 @@
 //! each one; a test below fails when the code names a metric it does not list, or the
 //! reverse.
 
+pub mod otel;
+
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,20 +31,32 @@ pub enum LogFormat {
     Json,
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
-pub fn init_logging(format: LogFormat) {
+/// Logs to stderr; `RUST_LOG` filters (default `info`). With a `tracer`, the spans of
+/// [`otel::TARGET`] (and only those) go to OpenTelemetry; they never reach the log lines,
+/// and `RUST_LOG` does not filter them.
+pub fn init_logging(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // A closed stderr (a pipe whose reader exited) must not panic the task that logged.
         .log_internal_errors(false);
-    let _ = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let fmt = match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => fmt.json().boxed(),
     };
+    let logs = filter.and(filter_fn(|meta| meta.target() != otel::TARGET));
+    let traces = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_filter(Targets::new().with_target(otel::TARGET, tracing::Level::TRACE))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(logs))
+        .with(traces)
+        .try_init();
 }
 
 /// Seconds: from a fraction of a millisecond (an acknowledgement) to minutes (a delivery that

@@ -28,12 +28,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::dedup::Claim;
 use crate::live::{Live, LiveView};
 use crate::route;
 use crate::spool::{now_ms, AppendOutcome, EventRef, Spool, SpoolError};
 use crate::stream::hooks;
+use crate::telemetry::otel;
 use outcome::{IngestMetrics, Outcome};
 use refusal::Refusal;
 use verify::{Rejection, VerifiedWebhook, HEADER_WEBHOOK_ID};
@@ -72,8 +74,10 @@ impl IngestState {
         }
     }
 
+    /// Counts the webhook's outcome, and names it on its trace span (when traced).
     fn count(&self, outcome: Outcome) {
         self.metrics.count(outcome);
+        tracing::Span::current().record("hookfan.outcome", outcome.label());
     }
 }
 
@@ -93,11 +97,19 @@ async fn ingest(State(state): State<IngestState>, request: Request) -> Response 
         return synchronous(&state, &live, &hook, request).await;
     }
     let started = Instant::now();
-    let response = push(&state, &live, request).await;
+    let span = otel::ingest_span(request.headers(), request.uri().path());
+    let response = push(&state, &live, request).instrument(span.clone()).await;
     state
         .metrics
         .ack_seconds
         .record(started.elapsed().as_secs_f64());
+    if !span.is_disabled() {
+        let status = response.status();
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "error");
+        }
+    }
     response
 }
 
@@ -168,7 +180,10 @@ async fn receive(
             }))
         }
     };
-    let webhook = match verify::verify(&parts.headers, raw.clone(), live.config.apps(), limit) {
+    let verifying = tracing::info_span!(target: otel::TARGET, "hookfan.verify").entered();
+    let verified = verify::verify(&parts.headers, raw.clone(), live.config.apps(), limit);
+    drop(verifying);
+    let webhook = match verified {
         Ok(w) => w,
         Err(rejection) => return Err(refuse(Refusal::Rejected(rejection))),
     };
@@ -272,6 +287,11 @@ async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
         }
     }
     let event_type = webhook.event_type().unwrap_or("-");
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("hookfan.event_type", event_type);
+        span.record("hookfan.webhook_id", webhook_id);
+    }
     let event = EventRef {
         webhook_id: webhook.webhook_id(),
         received_at_ms: now_ms(),
@@ -282,7 +302,8 @@ async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
         path: stored_path(&parts.uri),
         trace: None,
     };
-    match store(live, &state.spool, event).await {
+    let storing = tracing::info_span!(target: otel::TARGET, "hookfan.store", hookfan.routes = tracing::field::Empty);
+    match store(live, &state.spool, event).instrument(storing).await {
         Ok(Stored::Unrouted) => {
             state.count(Outcome::Accepted);
             tracing::debug!(%webhook_id, %event_type, %path, "accepted; no route takes this event type and path");
@@ -336,6 +357,10 @@ pub enum NotStored {
 /// once the event is on disk, or with why it is not.
 pub async fn store(live: &Live, spool: &Spool, event: EventRef<'_>) -> Result<Stored, NotStored> {
     let routes = route::select(live.config.routes(), event.event_type, event.request_path());
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("hookfan.routes", routes.join(","));
+    }
     if routes.is_empty() {
         live.unrouted.increment(1);
         return Ok(Stored::Unrouted);

@@ -31,6 +31,7 @@
 //!   whole console in headless Chromium (`browser`: WebDriver over HTTP to Debian's
 //!   chromedriver), with a screenshot of each page in target/console-screenshots/.
 //! - `e2e_deploy`: what the container image relies on: `healthcheck`, `--version`.
+//! - `e2e_tracing`: OpenTelemetry traces at a real OTLP/HTTP collector on loopback.
 //! - `e2e_upgrade`: a data_dir of an earlier hookfan (`spool.redb`) imported at start.
 
 mod browser;
@@ -51,6 +52,7 @@ mod e2e_reload;
 mod e2e_replicas;
 mod e2e_security;
 mod e2e_sources;
+mod e2e_tracing;
 mod e2e_upgrade;
 mod harness;
 mod moto;

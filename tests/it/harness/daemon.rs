@@ -232,7 +232,7 @@ impl Daemon {
         for var in PROXY_VARS {
             cmd.env_remove(var);
         }
-        remove_aws_env(&mut cmd);
+        remove_inherited_env(&mut cmd);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let described = format!("{cmd:?}");
         let out = timeout(
@@ -284,7 +284,7 @@ pub(crate) fn serve_command(config_path: &Path, env: &[(String, String)]) -> Com
     for var in PROXY_VARS {
         cmd.env_remove(var);
     }
-    remove_aws_env(&mut cmd);
+    remove_inherited_env(&mut cmd);
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd
 }
@@ -377,11 +377,12 @@ pub(crate) async fn spawn_serve(
     }
 }
 
-/// Removes the inherited `AWS_*` variables: the daemon's AWS environment is
-/// exactly what the test gives it ([`Config::env`]).
-pub(crate) fn remove_aws_env(cmd: &mut Command) {
+/// Removes the inherited `AWS_*` and `OTEL_*` variables: the daemon's AWS and trace
+/// settings are exactly what the test gives it ([`Config::env`]).
+pub(crate) fn remove_inherited_env(cmd: &mut Command) {
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("AWS_") {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("AWS_") || key_text.starts_with("OTEL_") {
             cmd.env_remove(key);
         }
     }

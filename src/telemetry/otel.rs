@@ -1,0 +1,425 @@
+//! OpenTelemetry traces: off unless the standard `OTEL_*` environment asks for them, then
+//! exported over OTLP/HTTP (protobuf) by the official SDK's batch processor, on its own
+//! thread.
+//!
+//! Spans are `tracing` spans of target [`TARGET`]: the OpenTelemetry layer takes only those,
+//! and the log layer never sees them, so with tracing off every such span is disabled at its
+//! callsite (an atomic load). Exporting never slows an acknowledgement: a finished span is
+//! handed to a bounded queue, and when the queue is full it is dropped and counted
+//! (`hookfan_trace_spans_dropped_total`); an export that fails is counted too
+//! (`hookfan_trace_export_failed_spans_total`) and logged at most once a minute.
+//!
+//! Pure core: [`wanted`] decides from the environment, as a lookup function.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use bytes::Bytes;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::Context;
+use opentelemetry_http::{HeaderExtractor, HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
+    SpanProcessor,
+};
+use opentelemetry_sdk::Resource;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The `tracing` target of every span exported as OpenTelemetry, and only of those.
+pub const TARGET: &str = "hookfan::otel";
+
+/// Spans dropped because the export queue was full.
+pub const SPANS_DROPPED: &str = "hookfan_trace_spans_dropped_total";
+/// Spans in exports that failed (collector down, refused, timed out).
+pub const EXPORT_FAILED: &str = "hookfan_trace_export_failed_spans_total";
+
+/// The OpenTelemetry default queue size (`OTEL_BSP_MAX_QUEUE_SIZE`).
+const DEFAULT_QUEUE: usize = 2048;
+/// The OpenTelemetry default export timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of a collector's answer read (its body is a small protobuf).
+const MAX_ANSWER_BYTES: usize = 4 << 20;
+
+/// What the environment asks of tracing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted {
+    Off,
+    /// Export over OTLP/HTTP; the exporter reads its endpoint, headers and timeout from the
+    /// same environment.
+    Otlp {
+        /// `OTEL_BSP_MAX_QUEUE_SIZE`, or the default.
+        queue: usize,
+    },
+}
+
+/// An `OTEL_*` setting hookfan cannot honour: the daemon does not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OtelError {
+    #[error("{var}={value}: hookfan exports traces over OTLP/HTTP with protobuf only; set it to http/protobuf, or unset it")]
+    Protocol { var: &'static str, value: String },
+    #[error("OTEL_TRACES_EXPORTER={0}: hookfan exports traces with otlp, or none")]
+    Exporter(String),
+    #[error("OTEL_BSP_MAX_QUEUE_SIZE={0}: not a number of spans from 1 up")]
+    Queue(String),
+    #[error("cannot start the OTLP trace exporter: {0}")]
+    Start(String),
+}
+
+/// Whether to trace, from the environment (`env` looks a variable up): on when
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` is set, or
+/// `OTEL_TRACES_EXPORTER=otlp`; off with `OTEL_SDK_DISABLED=true` or
+/// `OTEL_TRACES_EXPORTER=none`, whatever else is set.
+pub fn wanted(env: impl Fn(&str) -> Option<String>) -> Result<Wanted, OtelError> {
+    let set = |name: &str| {
+        env(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Ok(Wanted::Off);
+    }
+    let exporter = set("OTEL_TRACES_EXPORTER");
+    match exporter.as_deref() {
+        Some("none") => return Ok(Wanted::Off),
+        Some("otlp") | None => {}
+        Some(other) => return Err(OtelError::Exporter(other.to_string())),
+    }
+    let endpoint =
+        set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    if exporter.is_none() && endpoint.is_none() {
+        return Ok(Wanted::Off);
+    }
+    // The traces' own setting wins over the general one.
+    let protocol = [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ]
+    .into_iter()
+    .find_map(|var| set(var).map(|value| (var, value)));
+    if let Some((var, value)) = protocol {
+        if value != "http/protobuf" {
+            return Err(OtelError::Protocol { var, value });
+        }
+    }
+    let queue = match set("OTEL_BSP_MAX_QUEUE_SIZE") {
+        None => DEFAULT_QUEUE,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(OtelError::Queue(text)),
+        },
+    };
+    Ok(Wanted::Otlp { queue })
+}
+
+/// The running exporter: shut it down (bounded) as the process ends.
+pub struct Tracing {
+    provider: SdkTracerProvider,
+}
+
+impl Tracing {
+    /// Starts the exporter `wanted` asks for, and returns the tracer for the log layer;
+    /// None when tracing is off.
+    pub fn start(wanted: &Wanted) -> Result<Option<(Tracing, SdkTracer)>, OtelError> {
+        let Wanted::Otlp { queue } = *wanted else {
+            return Ok(None);
+        };
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_http_client(OtlpHttp::new()?)
+            .build()
+            .map_err(|e| OtelError::Start(e.to_string()))?;
+        let queued = Arc::new(AtomicUsize::new(0));
+        let exporter = Counted {
+            inner: exporter,
+            queued: queued.clone(),
+            warned: Mutex::new(None),
+        };
+        // The SDK reads the rest of OTEL_BSP_* (delay, batch size, export timeout).
+        let batch = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(
+                BatchConfigBuilder::default()
+                    .with_max_queue_size(queue)
+                    .build(),
+            )
+            .build();
+        let mut resource = Resource::builder();
+        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+            resource = resource.with_service_name("hookfan");
+        }
+        // The sampler is the SDK's from OTEL_TRACES_SAMPLER (default: parent-based, always
+        // on).
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(Bounded {
+                inner: batch,
+                queued,
+                cap: queue,
+            })
+            .with_resource(resource.build())
+            .build();
+        let tracer = provider.tracer("hookfan");
+        Ok(Some((Tracing { provider }, tracer)))
+    }
+
+    /// Exports what is queued, waiting at most `timeout` (a collector that hangs must not
+    /// hold the shutdown).
+    pub fn shutdown(self, timeout: Duration) {
+        if let Err(e) = self.provider.shutdown_with_timeout(timeout) {
+            tracing::warn!("traces: the exporter did not finish within {timeout:?} ({e}); spans still queued are lost");
+        }
+    }
+}
+
+/// Registers the trace metrics at 0, so they show before anything is dropped (tracing on
+/// only). After the metrics recorder is installed ([`super::metrics_handle`]).
+pub fn register_metrics() {
+    metrics::counter!(SPANS_DROPPED).absolute(0);
+    metrics::counter!(EXPORT_FAILED).absolute(0);
+}
+
+/// The span of one push webhook's ingest: a child of the sender's `traceparent` when it
+/// sent one. Disabled, and free, when tracing is off. Its fields are recorded as the
+/// request goes; never a secret, a signature, the body or the query.
+pub fn ingest_span(headers: &HeaderMap, path: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: TARGET,
+        "hookfan.ingest",
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = "POST",
+        url.path = path,
+        http.response.status_code = Empty,
+        hookfan.outcome = Empty,
+        hookfan.event_type = Empty,
+        hookfan.webhook_id = Empty,
+    );
+    if !span.is_disabled() && headers.contains_key("traceparent") {
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+        // Fails only for a disabled span.
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// Counts the spans between [`Bounded`] and the start of their export, so a full queue
+/// drops (and counts) a span before the SDK's channel would drop it silently.
+#[derive(Debug)]
+struct Bounded {
+    inner: BatchSpanProcessor,
+    queued: Arc<AtomicUsize>,
+    cap: usize,
+}
+
+impl SpanProcessor for Bounded {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.cap {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!(SPANS_DROPPED).increment(1);
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The OTLP exporter, counting what leaves the queue and what fails.
+#[derive(Debug)]
+struct Counted<E> {
+    inner: E,
+    queued: Arc<AtomicUsize>,
+    warned: Mutex<Option<Instant>>,
+}
+
+impl<E: SpanExporter> SpanExporter for Counted<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        self.queued.fetch_sub(spans, Ordering::AcqRel);
+        let result = self.inner.export(batch).await;
+        if let Err(e) = &result {
+            metrics::counter!(EXPORT_FAILED).increment(spans as u64);
+            let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+            if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                *warned = Some(Instant::now());
+                tracing::warn!("traces: an export of {spans} span(s) failed ({e}); they are lost (logged at most once a minute, counted in {EXPORT_FAILED})");
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The exporter's HTTP client: this crate's reqwest, on a runtime of its own. The SDK
+/// exports on a thread of its own with no runtime, so the request runs to its end there.
+#[derive(Debug)]
+struct OtlpHttp {
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl OtlpHttp {
+    fn new() -> Result<Self, OtelError> {
+        let start = |e: &dyn std::fmt::Display| OtelError::Start(e.to_string());
+        let timeout = [
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ]
+        .into_iter()
+        .find_map(|var| std::env::var(var).ok()?.trim().parse::<u64>().ok())
+        .map_or(EXPORT_TIMEOUT, Duration::from_millis);
+        Ok(OtlpHttp {
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .map_err(|e| start(&e))?,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| start(&e))?,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpClient for OtlpHttp {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let request = reqwest::Request::try_from(request)?;
+        self.runtime.block_on(async {
+            let mut answer = self.client.execute(request).await?;
+            let (status, headers) = (answer.status(), answer.headers().clone());
+            let mut body = Vec::new();
+            while let Some(chunk) = answer.chunk().await? {
+                if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                    return Err("the collector's answer is over 4 MiB".into());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let mut response = Response::builder().status(status).body(Bytes::from(body))?;
+            *response.headers_mut() = headers;
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Variables set, and what `wanted` must make of them.
+    type Case<'a> = (&'a [(&'a str, &'a str)], Result<Wanted, OtelError>);
+
+    fn wanted_with(vars: &[(&str, &str)]) -> Result<Wanted, OtelError> {
+        wanted(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    const ON: Result<Wanted, OtelError> = Ok(Wanted::Otlp {
+        queue: DEFAULT_QUEUE,
+    });
+
+    #[test]
+    fn tracing_is_off_unless_an_endpoint_or_the_otlp_exporter_is_named() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+        let cases: &[Case] = &[
+            (&[], Ok(Wanted::Off)),
+            (&[("OTEL_SERVICE_NAME", "x")], Ok(Wanted::Off)),
+            (&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")], Ok(Wanted::Off)),
+            (&[endpoint], ON),
+            (
+                &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c/v1/traces")],
+                ON,
+            ),
+            (&[("OTEL_TRACES_EXPORTER", "otlp")], ON),
+            (
+                &[endpoint, ("OTEL_TRACES_EXPORTER", "none")],
+                Ok(Wanted::Off),
+            ),
+            (&[endpoint, ("OTEL_SDK_DISABLED", "TRUE")], Ok(Wanted::Off)),
+            (&[endpoint, ("OTEL_SDK_DISABLED", "false")], ON),
+            (
+                &[endpoint, ("OTEL_BSP_MAX_QUEUE_SIZE", "16")],
+                Ok(Wanted::Otlp { queue: 16 }),
+            ),
+        ];
+        for (vars, expect) in cases {
+            assert_eq!(&wanted_with(vars), expect, "{vars:?}");
+        }
+    }
+
+    #[test]
+    fn what_hookfan_cannot_honour_stops_it_with_the_variable_named() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+        assert_eq!(
+            wanted_with(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
+            Err(OtelError::Protocol {
+                var: "OTEL_EXPORTER_OTLP_PROTOCOL",
+                value: "grpc".into()
+            })
+        );
+        // The traces' own protocol wins over the general one, both ways.
+        assert_eq!(
+            wanted_with(&[
+                endpoint,
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
+            ]),
+            ON
+        );
+        assert!(matches!(
+            wanted_with(&[
+                endpoint,
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")
+            ]),
+            Err(OtelError::Protocol {
+                var: "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                ..
+            })
+        ));
+        assert_eq!(
+            wanted_with(&[("OTEL_TRACES_EXPORTER", "zipkin")]),
+            Err(OtelError::Exporter("zipkin".into()))
+        );
+        for bad in ["0", "lots"] {
+            assert_eq!(
+                wanted_with(&[endpoint, ("OTEL_BSP_MAX_QUEUE_SIZE", bad)]),
+                Err(OtelError::Queue(bad.into()))
+            );
+        }
+    }
+}
