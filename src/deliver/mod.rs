@@ -51,8 +51,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::{RetryPolicy, Route};
-use crate::sinks::{Outcome, Sink};
+use crate::sinks::{Delivery, Outcome, Sink};
 use crate::spool::{Completion, DueItem, Spool, SpoolError};
+use crate::telemetry::otel;
 pub use stats::{RecentFailure, RouteStats, Then, RECENT_FAILURES};
 
 /// How long the worker waits before reading again after the spool failed to read.
@@ -98,6 +99,7 @@ impl RouteWorker {
         let mut in_flight: HashSet<u64> = HashSet::new();
         let ctx = Arc::new(Ctx {
             route: name.clone(),
+            destination: self.route.destination.kind().key(),
             policy: *self.route.destination.retry(),
             ordered,
             sink: self.sink.clone(),
@@ -214,6 +216,8 @@ async fn sleep_or_forever(wait: Option<Duration>) {
 /// What a route's delivery tasks share.
 struct Ctx {
     route: String,
+    /// The destination's kind (`http`, `file`, `sqs`, `sns`), for the attempts' trace spans.
+    destination: &'static str,
     policy: RetryPolicy,
     /// FIFO: a failing event holds its place instead of moving behind the others.
     ordered: bool,
@@ -248,16 +252,43 @@ impl OutcomeMetrics {
 
 impl Ctx {
     /// Attempts `items` once; returns what the spool should record for each.
+    /// Each attempt has its trace span, a child of its webhook's ingest span.
     async fn attempt(&self, items: &[DueItem]) -> Vec<Completion> {
-        let attempts: Vec<(&crate::spool::StoredEvent, u32)> = items
+        let deliveries: Vec<Delivery> = items
             .iter()
-            .map(|i| (i.event.as_ref(), i.state.attempts + 1))
+            .map(|i| {
+                let number = i.state.attempts + 1;
+                let span = otel::delivery_span(
+                    &self.route,
+                    self.destination,
+                    number,
+                    i.event.trace.as_ref(),
+                );
+                Delivery {
+                    event: i.event.as_ref(),
+                    number,
+                    span,
+                }
+            })
             .collect();
-        let outcomes = self.sink.deliver_batch(&attempts).await;
+        let outcomes = self.sink.deliver_batch(&deliveries).await;
         items
             .iter()
+            .zip(deliveries)
             .zip(outcomes)
-            .map(|(item, outcome)| self.judge(item, outcome))
+            .map(|((item, delivery), outcome)| {
+                let completion = self.judge(item, outcome);
+                let (outcome, then, error) = match &completion {
+                    Completion::Delivered => ("delivered", None, None),
+                    Completion::Retry { error, .. } => ("retried", Some("retry"), Some(error)),
+                    Completion::Hold { error, .. } => ("retried", Some("hold"), Some(error)),
+                    Completion::Dead { error, .. } => {
+                        ("dead_lettered", Some("dead_letter"), Some(error))
+                    }
+                };
+                otel::record_delivery(&delivery.span, outcome, then, error.map(String::as_str));
+                completion
+            })
             .collect()
     }
 

@@ -33,7 +33,7 @@ use tracing::Instrument;
 use crate::dedup::Claim;
 use crate::live::{Live, LiveView};
 use crate::route;
-use crate::spool::{now_ms, AppendOutcome, EventRef, Spool, SpoolError};
+use crate::spool::{now_ms, AppendOutcome, EventRef, Spool, SpoolError, Trace};
 use crate::stream::hooks;
 use crate::telemetry::otel;
 use outcome::{IngestMetrics, Outcome};
@@ -292,6 +292,8 @@ async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
         span.record("hookfan.event_type", event_type);
         span.record("hookfan.webhook_id", webhook_id);
     }
+    // Stored with the event: its deliveries' spans are children of this one.
+    let trace = otel::stored_trace(&span);
     let event = EventRef {
         webhook_id: webhook.webhook_id(),
         received_at_ms: now_ms(),
@@ -300,7 +302,7 @@ async fn push(state: &IngestState, live: &Live, request: Request) -> Response {
         event_type: webhook.event_type(),
         body: &webhook.body,
         path: stored_path(&parts.uri),
-        trace: None,
+        trace: trace.as_ref().map(Trace::borrowed),
     };
     let storing = tracing::info_span!(target: otel::TARGET, "hookfan.store", hookfan.routes = tracing::field::Empty);
     match store(live, &state.spool, event).instrument(storing).await {

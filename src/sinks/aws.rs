@@ -21,7 +21,11 @@ use sha2::{Digest, Sha256};
 use super::{Outcome, SinkError};
 use crate::config::{AwsDestination, BodyFormat};
 use crate::spool::StoredEvent;
+use crate::telemetry::otel::Propagation;
 use crate::template::{MissingField, Template};
+
+/// The most message attributes SQS takes on one message (SNS takes more).
+pub const MAX_ATTRIBUTES: usize = 10;
 
 /// Most entries in one SendMessageBatch / PublishBatch.
 pub const MAX_BATCH: usize = 10;
@@ -64,6 +68,22 @@ impl Message {
                 .iter()
                 .map(|(k, v)| k.len() + "String".len() + v.len())
                 .sum::<usize>()
+    }
+
+    /// Adds the `traceparent` and `tracestate` attributes, for a consumer to continue the
+    /// trace, if they fit: within [`MAX_ATTRIBUTES`] and `max_bytes`. A message never fails
+    /// for its trace context; one that would not fit goes without it.
+    pub fn with_trace(mut self, trace: &Propagation, max_bytes: usize) -> Message {
+        let mut added = vec![("traceparent", trace.traceparent.clone())];
+        if let Some(state) = &trace.tracestate {
+            added.push(("tracestate", state.clone()));
+        }
+        let before = (self.attributes.len(), self.size());
+        self.attributes.extend(added);
+        if self.attributes.len() > MAX_ATTRIBUTES || self.size() > max_bytes {
+            self.attributes.truncate(before.0);
+        }
+        self
     }
 }
 
@@ -350,13 +370,16 @@ impl AwsSink {
 }
 
 impl<C: BatchClient> AwsSink<C> {
-    /// Sends `events` (at most [`MAX_BATCH`]) and returns one outcome per event, in order.
-    /// On a FIFO target, once one event must be retried, every event after it is retried too
-    /// rather than sent ahead of it.
-    pub async fn deliver_batch(&self, events: &[&StoredEvent]) -> Vec<Outcome> {
+    /// Sends `events` (at most [`MAX_BATCH`]), each with the trace context to send on, and
+    /// returns one outcome per event, in order. On a FIFO target, once one event must be
+    /// retried, every event after it is retried too rather than sent ahead of it.
+    pub async fn deliver_batch(
+        &self,
+        events: &[(&StoredEvent, Option<Propagation>)],
+    ) -> Vec<Outcome> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
         let mut ready = Vec::new();
-        for (i, event) in events.iter().enumerate() {
+        for (i, (event, trace)) in events.iter().enumerate() {
             match build_message(
                 event,
                 self.body,
@@ -364,7 +387,13 @@ impl<C: BatchClient> AwsSink<C> {
                 self.fifo,
                 self.max_bytes,
             ) {
-                Ok(m) => ready.push((i, m)),
+                Ok(m) => ready.push((
+                    i,
+                    match trace {
+                        Some(trace) => m.with_trace(trace, self.max_bytes),
+                        None => m,
+                    },
+                )),
                 Err(why) => {
                     outcomes[i] = Some(Outcome::Permanent {
                         error: why.to_string(),
@@ -478,6 +507,40 @@ mod tests {
             path: None,
             trace: None,
         }
+    }
+
+    #[test]
+    fn the_trace_context_goes_as_two_attributes_only_where_it_fits() {
+        let trace = Propagation {
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            tracestate: Some("congo=t61rcWkgMzE".into()),
+        };
+        let body = r#"{"type":"message.new"}"#;
+        let plain =
+            build_message(&event(body), BodyFormat::Raw, None, false, SQS_MAX_BYTES).unwrap();
+        let traced = plain.clone().with_trace(&trace, SQS_MAX_BYTES);
+        assert_eq!(
+            &traced.attributes[plain.attributes.len()..],
+            [
+                ("traceparent", trace.traceparent.clone()),
+                ("tracestate", "congo=t61rcWkgMzE".to_string())
+            ]
+        );
+        // A message at its size limit is sent without them, never refused for them.
+        let exact = plain.size();
+        assert_eq!(plain.clone().with_trace(&trace, exact), plain);
+        // Nor beyond SQS's ten attributes.
+        let mut full = plain.clone();
+        while full.attributes.len() < MAX_ATTRIBUTES - 1 {
+            full.attributes.push(("x", "y".into()));
+        }
+        assert_eq!(full.clone().with_trace(&trace, SQS_MAX_BYTES), full);
+        let no_state = Propagation {
+            tracestate: None,
+            ..trace
+        };
+        let with_one = full.clone().with_trace(&no_state, SQS_MAX_BYTES);
+        assert_eq!(with_one.attributes.len(), MAX_ATTRIBUTES);
     }
 
     #[test]
@@ -685,7 +748,7 @@ mod tests {
             ],
         );
         let events = events(6);
-        let refs: Vec<&StoredEvent> = events.iter().collect();
+        let refs: Vec<_> = events.iter().map(|e| (e, None)).collect();
         let outcomes = sink.deliver_batch(&refs).await;
         assert_eq!(
             kinds(&outcomes),
@@ -713,7 +776,7 @@ mod tests {
     async fn on_a_fifo_route_nothing_is_sent_ahead_of_an_event_to_retry() {
         let sink = scripted(true, vec![Ok(vec![]), Ok(vec![refused(0, false)])]);
         let events = events(6);
-        let refs: Vec<&StoredEvent> = events.iter().collect();
+        let refs: Vec<_> = events.iter().map(|e| (e, None)).collect();
         let outcomes = sink.deliver_batch(&refs).await;
         // The second batch's first entry failed: its second is held back although AWS took
         // it, and the third batch is never sent.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 
-use super::{error_chain, Outcome};
+use super::{error_chain, Delivery, Outcome};
 use crate::config::{HttpDestination, Secret};
 use crate::spool::StoredEvent;
 use crate::stream::{sign, HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID};
@@ -42,7 +42,8 @@ impl HttpSink {
         })
     }
 
-    pub async fn deliver(&self, event: &StoredEvent, attempt: u32) -> Outcome {
+    pub async fn deliver(&self, delivery: &Delivery<'_>) -> Outcome {
+        let (event, attempt) = (delivery.event, delivery.number);
         let signature = match &self.resign {
             Some(secret) => sign(secret.expose(), &event.body),
             None => event.signature.clone(),
@@ -61,9 +62,20 @@ impl HttpSink {
         if let Some(key) = &event.api_key {
             request = request.header(HEADER_API_KEY, key);
         }
+        if let Some(trace) = delivery.propagation() {
+            request = request.header("traceparent", trace.traceparent);
+            if let Some(state) = trace.tracestate {
+                request = request.header("tracestate", state);
+            }
+        }
         match request.send().await {
             Ok(response) => {
                 let status = response.status();
+                if !delivery.span.is_disabled() {
+                    delivery
+                        .span
+                        .record("http.response.status_code", status.as_u16());
+                }
                 let retry_after = retry_after(response.headers());
                 // Read the body so the connection goes back to the pool, and to quote it.
                 let body = response.bytes().await.unwrap_or_default();

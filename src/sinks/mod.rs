@@ -15,6 +15,24 @@ use std::time::Duration;
 
 use crate::config::Destination;
 use crate::spool::StoredEvent;
+use crate::telemetry::otel;
+
+/// One attempt to hand one event to the destination.
+pub struct Delivery<'a> {
+    pub event: &'a StoredEvent,
+    /// The attempt's number, from 1.
+    pub number: u32,
+    /// The attempt's trace span (disabled when tracing is off): every destination that can
+    /// sends its `traceparent` on, and the HTTP destination records the answer's status.
+    pub span: tracing::Span,
+}
+
+impl Delivery<'_> {
+    /// What to send on for the receiver to continue the trace.
+    pub fn propagation(&self) -> Option<otel::Propagation> {
+        otel::propagation(&self.span)
+    }
+}
 
 /// How one attempt to hand one event to a destination ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,27 +92,29 @@ impl Sink {
         }
     }
 
-    /// Delivers `events` (at most `max_batch`), `attempts[i]` being the attempt number of
-    /// `events[i]` (from 1). Returns one outcome per event, in order.
-    pub async fn deliver_batch(&self, events: &[(&StoredEvent, u32)]) -> Vec<Outcome> {
+    /// Makes `deliveries` (at most `max_batch`). Returns one outcome per delivery, in order.
+    pub async fn deliver_batch(&self, deliveries: &[Delivery<'_>]) -> Vec<Outcome> {
         match self {
             Sink::Http(s) => {
-                let mut out = Vec::with_capacity(events.len());
-                for (event, attempt) in events {
-                    out.push(s.deliver(event, *attempt).await);
+                let mut out = Vec::with_capacity(deliveries.len());
+                for delivery in deliveries {
+                    out.push(s.deliver(delivery).await);
                 }
                 out
             }
-            Sink::File(s) => s.deliver_batch(events.iter().map(|(e, _)| *e)).await,
+            Sink::File(s) => s.deliver_batch(deliveries.iter().map(|d| d.event)).await,
             Sink::Aws(s) => {
-                let events: Vec<&StoredEvent> = events.iter().map(|(e, _)| *e).collect();
-                s.deliver_batch(&events).await
+                let messages: Vec<_> = deliveries
+                    .iter()
+                    .map(|d| (d.event, d.propagation()))
+                    .collect();
+                s.deliver_batch(&messages).await
             }
             #[cfg(test)]
             Sink::Channel(s) => {
-                let mut out = Vec::with_capacity(events.len());
-                for (event, attempt) in events {
-                    out.push(s.deliver(event, *attempt).await);
+                let mut out = Vec::with_capacity(deliveries.len());
+                for delivery in deliveries {
+                    out.push(s.deliver(delivery.event, delivery.number).await);
                 }
                 out
             }

@@ -11,6 +11,7 @@
 //!
 //! Pure core: [`wanted`] decides from the environment, as a lookup function.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +19,9 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use bytes::Bytes;
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
+};
 use opentelemetry::Context;
 use opentelemetry_http::{HeaderExtractor, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
@@ -31,6 +34,8 @@ use opentelemetry_sdk::trace::{
 use opentelemetry_sdk::Resource;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::spool::Trace;
 
 /// The `tracing` target of every span exported as OpenTelemetry, and only of those.
 pub const TARGET: &str = "hookfan::otel";
@@ -206,6 +211,118 @@ pub fn ingest_span(headers: &HeaderMap, path: &str) -> tracing::Span {
         let _ = span.set_parent(parent);
     }
     span
+}
+
+/// The trace context to store with an event: `span`'s (the ingest span), so that each of
+/// its delivery attempts, after a restart too, is a child of it. None when tracing is off.
+/// A `tracestate` over [`Trace::MAX_STATE`] bytes is not kept (W3C lets a vendor drop it).
+pub fn stored_trace(span: &tracing::Span) -> Option<Trace> {
+    if span.is_disabled() {
+        return None;
+    }
+    let context = span.context();
+    let held = context.span();
+    let sc = held.span_context();
+    if !sc.is_valid() {
+        return None;
+    }
+    let state = sc.trace_state().header();
+    Some(Trace {
+        trace_id: sc.trace_id().to_bytes(),
+        span_id: sc.span_id().to_bytes(),
+        flags: sc.trace_flags().to_u8(),
+        state: if state.len() <= Trace::MAX_STATE {
+            state
+        } else {
+            String::new()
+        },
+    })
+}
+
+/// The span of one delivery attempt of one event: a child of the span its webhook was
+/// stored under (`trace`), or a root for an event stored with tracing off. Its kind follows
+/// the destination (`http` a client, `sqs` and `sns` a producer). The outcome is recorded on
+/// it ([`record_delivery`]); the HTTP destination records the answer's status.
+pub fn delivery_span(
+    route: &str,
+    destination: &'static str,
+    attempt: u32,
+    trace: Option<&Trace>,
+) -> tracing::Span {
+    let kind = match destination {
+        "http" => "client",
+        "sqs" | "sns" => "producer",
+        _ => "internal",
+    };
+    let span = tracing::info_span!(
+        target: TARGET,
+        "hookfan.deliver",
+        otel.kind = kind,
+        otel.status_code = Empty,
+        hookfan.route = route,
+        hookfan.destination = destination,
+        hookfan.attempt = attempt,
+        hookfan.outcome = Empty,
+        hookfan.then = Empty,
+        hookfan.error = Empty,
+        http.response.status_code = Empty,
+    );
+    if let (false, Some(t)) = (span.is_disabled(), trace) {
+        let parent = SpanContext::new(
+            TraceId::from_bytes(t.trace_id),
+            SpanId::from_bytes(t.span_id),
+            TraceFlags::new(t.flags),
+            true,
+            t.state.parse::<TraceState>().unwrap_or_default(),
+        );
+        // Fails only for a disabled span.
+        let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+    }
+    span
+}
+
+/// How a delivery attempt ended, on its span: `outcome` is `delivered`, `retried` or
+/// `dead_lettered` (as in `hookfan_deliveries_total`), `then` what follows (`retry`, `hold`,
+/// `dead_letter`), `error` the destination's answer or the failure.
+pub fn record_delivery(
+    span: &tracing::Span,
+    outcome: &str,
+    then: Option<&str>,
+    error: Option<&str>,
+) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("hookfan.outcome", outcome);
+    if let Some(then) = then {
+        span.record("hookfan.then", then);
+    }
+    if let Some(error) = error {
+        span.record("hookfan.error", error);
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// What a delivery sends on, for the receiver to continue the trace: W3C `traceparent`
+/// and `tracestate` (None when empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Propagation {
+    pub traceparent: String,
+    pub tracestate: Option<String>,
+}
+
+/// `span`'s [`Propagation`], so the receiver's span is a child of the delivery attempt.
+/// None when tracing is off.
+pub fn propagation(span: &tracing::Span) -> Option<Propagation> {
+    if span.is_disabled() {
+        return None;
+    }
+    let mut fields = HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut fields);
+    Some(Propagation {
+        traceparent: fields.remove("traceparent")?,
+        tracestate: fields.remove("tracestate").filter(|s| !s.is_empty()),
+    })
 }
 
 /// Counts the spans between [`Bounded`] and the start of their export, so a full queue

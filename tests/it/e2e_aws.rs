@@ -419,6 +419,56 @@ async fn the_path_a_webhook_was_posted_to_is_a_path_attribute_unless_it_is_the_r
     }
 }
 
+/// With tracing on, a consumer can continue the webhook's trace: the message carries the
+/// delivery attempt's `traceparent` (and the sender's `tracestate`) as attributes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traced_webhooks_message_carries_its_traceparent_and_tracestate_attributes() {
+    let moto = Moto::shared().await;
+    let aws = moto.client().await;
+    let queue = aws.create_queue(&unique_name("traced")).await;
+    let collector = Collector::start().await;
+    let config = aws_config()
+        .route(sqs_route("all-events", &queue, &moto.endpoint()))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let daemon = Daemon::start(config).await;
+    let id = new_id();
+    let body = event_body("message.new", &id);
+    let signature = sign(SECRET, &body);
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let sender = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let mut headers = stream_headers(&id, &signature).to_vec();
+    headers.extend([
+        ("traceparent", sender.as_str()),
+        ("tracestate", "rojo=00f067aa0ba902b7"),
+    ]);
+    let answer = post_webhook(&client(), &daemon.url(), body, &headers).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+
+    let ids = HashSet::from([id.clone()]);
+    let got = receive_ids(&aws, &queue, &ids, AWS_DELIVERY_TIMEOUT, "the traced event").await;
+    let message = got.iter().find(|m| m.webhook_id() == id).expect("received");
+    assert_eq!(
+        message.attr("tracestate"),
+        Some("rojo=00f067aa0ba902b7"),
+        "{message:?}"
+    );
+    let traceparent = message
+        .attr("traceparent")
+        .expect("a traceparent attribute");
+    let span = collector
+        .await_spans("hookfan.deliver", "hookfan.destination", "sqs", 1)
+        .await
+        .remove(0);
+    let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(span.kind, 4, "SPAN_KIND_PRODUCER");
+    assert_eq!(
+        traceparent,
+        format!("00-{trace_id}-{}-01", hex(&span.span_id)),
+        "the attempt's own span is the consumer's parent"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_compressed_body_is_base64_of_gzip_of_the_original_json() {
     let moto = Moto::shared().await;
