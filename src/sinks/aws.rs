@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::{Outcome, SinkError};
 use crate::config::{AwsDestination, BodyFormat};
 use crate::spool::StoredEvent;
-use crate::telemetry::otel::Propagation;
+use crate::telemetry::otel::{self, Propagation};
 use crate::template::{MissingField, Template};
 
 /// The most message attributes SQS takes on one message (SNS takes more).
@@ -211,7 +211,19 @@ pub struct Refused {
     pub index: usize,
     /// AWS says the request was wrong (a permanent failure), not the service.
     pub sender_fault: bool,
+    /// AWS's error code (`InvalidParameterValue`, ...).
+    pub code: String,
     /// AWS's code and message.
+    pub error: String,
+}
+
+/// Why a whole batch request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// AWS's error code, when the service answered with one (not for a timeout or a
+    /// connection that failed).
+    pub code: Option<String>,
+    /// The code and message, or the transport failure.
     pub error: String,
 }
 
@@ -224,7 +236,7 @@ pub trait BatchClient: Send + Sync {
         &self,
         target: &str,
         messages: &[&Message],
-    ) -> impl std::future::Future<Output = Result<Vec<Refused>, String>> + Send;
+    ) -> impl std::future::Future<Output = Result<Vec<Refused>, Failure>> + Send;
 }
 
 /// The SQS or SNS client a route was built with.
@@ -238,7 +250,7 @@ impl BatchClient for Client {
         &self,
         target: &str,
         messages: &[&Message],
-    ) -> Result<Vec<Refused>, String> {
+    ) -> Result<Vec<Refused>, Failure> {
         match self {
             Client::Sqs(c) => c.send_batch(target, messages).await,
             Client::Sns(c) => c.send_batch(target, messages).await,
@@ -251,7 +263,7 @@ impl BatchClient for aws_sdk_sqs::Client {
         &self,
         target: &str,
         messages: &[&Message],
-    ) -> Result<Vec<Refused>, String> {
+    ) -> Result<Vec<Refused>, Failure> {
         use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
         let entries = messages
             .iter()
@@ -293,7 +305,7 @@ impl BatchClient for aws_sdk_sns::Client {
         &self,
         target: &str,
         messages: &[&Message],
-    ) -> Result<Vec<Refused>, String> {
+    ) -> Result<Vec<Refused>, Failure> {
         use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
         let entries = messages
             .iter()
@@ -335,6 +347,7 @@ fn refused(id: &str, sender_fault: bool, code: &str, message: Option<&str>) -> O
     Some(Refused {
         index: id.parse().ok()?,
         sender_fault,
+        code: code.to_string(),
         error: format!("{code}: {}", message.unwrap_or_default()),
     })
 }
@@ -370,16 +383,15 @@ impl AwsSink {
 }
 
 impl<C: BatchClient> AwsSink<C> {
-    /// Sends `events` (at most [`MAX_BATCH`]), each with the trace context to send on, and
+    /// Sends `events` (at most [`MAX_BATCH`]), each with its attempt's trace span (its
+    /// `traceparent` is sent on; AWS's error code is recorded on it as `error.type`), and
     /// returns one outcome per event, in order. On a FIFO target, once one event must be
     /// retried, every event after it is retried too rather than sent ahead of it.
-    pub async fn deliver_batch(
-        &self,
-        events: &[(&StoredEvent, Option<Propagation>)],
-    ) -> Vec<Outcome> {
+    pub async fn deliver_batch(&self, events: &[(&StoredEvent, &tracing::Span)]) -> Vec<Outcome> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
         let mut ready = Vec::new();
-        for (i, (event, trace)) in events.iter().enumerate() {
+        for (i, (event, span)) in events.iter().enumerate() {
+            let trace = otel::propagation(span);
             match build_message(
                 event,
                 self.body,
@@ -389,7 +401,7 @@ impl<C: BatchClient> AwsSink<C> {
             ) {
                 Ok(m) => ready.push((
                     i,
-                    match trace {
+                    match &trace {
                         Some(trace) => m.with_trace(trace, self.max_bytes),
                         None => m,
                     },
@@ -415,7 +427,10 @@ impl<C: BatchClient> AwsSink<C> {
                 continue;
             }
             let results = self.send(batch.iter().map(|(_, m)| m)).await;
-            for ((i, _), result) in batch.iter().zip(results) {
+            for ((i, _), (result, code)) in batch.iter().zip(results) {
+                if let Some(code) = code {
+                    otel::record_error_type(events[*i].1, &code);
+                }
                 let result = match (&held, result) {
                     (Some(why), Outcome::Delivered) if self.fifo => Outcome::Retry {
                         after: None,
@@ -439,37 +454,45 @@ impl<C: BatchClient> AwsSink<C> {
             .collect()
     }
 
-    /// One batch request; one outcome per message. A failed request fails every entry
-    /// retryably; a failed entry is permanent only when AWS says the sender is at fault.
-    async fn send<'m>(&self, messages: impl Iterator<Item = &'m Message>) -> Vec<Outcome> {
+    /// One batch request; one outcome per message, with AWS's error code when it gave one.
+    /// A failed request fails every entry retryably; a failed entry is permanent only when
+    /// AWS says the sender is at fault.
+    async fn send<'m>(
+        &self,
+        messages: impl Iterator<Item = &'m Message>,
+    ) -> Vec<(Outcome, Option<String>)> {
         let messages: Vec<&Message> = messages.collect();
         match self.client.send_batch(&self.target, &messages).await {
-            Err(error) => messages
+            Err(failure) => messages
                 .iter()
-                .map(|_| Outcome::Retry {
-                    after: None,
-                    error: error.clone(),
+                .map(|_| {
+                    let outcome = Outcome::Retry {
+                        after: None,
+                        error: failure.error.clone(),
+                    };
+                    (outcome, failure.code.clone())
                 })
                 .collect(),
             Ok(refused) => (0..messages.len())
                 .map(|i| match refused.iter().find(|r| r.index == i) {
-                    None => Outcome::Delivered,
-                    Some(r) if r.sender_fault => Outcome::Permanent {
-                        error: r.error.clone(),
-                    },
-                    Some(r) => Outcome::Retry {
-                        after: None,
-                        error: r.error.clone(),
-                    },
+                    None => (Outcome::Delivered, None),
+                    Some(r) if r.sender_fault => {
+                        let error = r.error.clone();
+                        (Outcome::Permanent { error }, Some(r.code.clone()))
+                    }
+                    Some(r) => {
+                        let error = r.error.clone();
+                        (Outcome::Retry { after: None, error }, Some(r.code.clone()))
+                    }
                 })
                 .collect(),
         }
     }
 }
 
-/// One line for a failed AWS request: the service's error code and message, or the
+/// A failed AWS request: the service's error code and message in one line, or the
 /// transport failure and its causes (never the raw response).
-fn describe<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> String
+fn describe<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> Failure
 where
     E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -478,17 +501,23 @@ where
     match e {
         SdkError::ServiceError(s) => {
             let err = s.err();
-            format!(
-                "{}: {}",
-                err.code().unwrap_or("ServiceError"),
-                err.message().unwrap_or("no message")
-            )
+            let code = err.code().unwrap_or("ServiceError");
+            Failure {
+                code: Some(code.to_string()),
+                error: format!("{code}: {}", err.message().unwrap_or("no message")),
+            }
         }
-        SdkError::TimeoutError(_) => format!(
-            "no answer within {}",
-            humantime::format_duration(ATTEMPT_TIMEOUT)
-        ),
-        other => super::error_chain(other),
+        SdkError::TimeoutError(_) => Failure {
+            code: None,
+            error: format!(
+                "no answer within {}",
+                humantime::format_duration(ATTEMPT_TIMEOUT)
+            ),
+        },
+        other => Failure {
+            code: None,
+            error: super::error_chain(other),
+        },
     }
 }
 
@@ -674,12 +703,16 @@ mod tests {
 
     /// A client that answers each batch request from a script, and records what it was sent.
     struct Scripted {
-        answers: std::sync::Mutex<std::collections::VecDeque<Result<Vec<Refused>, String>>>,
+        answers: std::sync::Mutex<std::collections::VecDeque<Result<Vec<Refused>, Failure>>>,
         sent: std::sync::Mutex<Vec<Vec<String>>>,
     }
 
     impl BatchClient for Scripted {
-        async fn send_batch(&self, _: &str, messages: &[&Message]) -> Result<Vec<Refused>, String> {
+        async fn send_batch(
+            &self,
+            _: &str,
+            messages: &[&Message],
+        ) -> Result<Vec<Refused>, Failure> {
             let bodies = messages.iter().map(|m| m.body.clone()).collect();
             self.sent.lock().unwrap().push(bodies);
             self.answers
@@ -691,7 +724,7 @@ mod tests {
     }
 
     /// A sink over `answers` whose batches hold two of [`events`]' messages each.
-    fn scripted(fifo: bool, answers: Vec<Result<Vec<Refused>, String>>) -> AwsSink<Scripted> {
+    fn scripted(fifo: bool, answers: Vec<Result<Vec<Refused>, Failure>>) -> AwsSink<Scripted> {
         let one = build_message(
             &event(r#"{"n":0}"#),
             BodyFormat::Raw,
@@ -733,6 +766,7 @@ mod tests {
         Refused {
             index,
             sender_fault,
+            code: "Code".into(),
             error: "Code: message".into(),
         }
     }
@@ -743,12 +777,16 @@ mod tests {
             false,
             vec![
                 Ok(vec![refused(1, true)]),
-                Err("no answer within 10s".into()),
+                Err(Failure {
+                    code: None,
+                    error: "no answer within 10s".into(),
+                }),
                 Ok(vec![refused(0, false)]),
             ],
         );
         let events = events(6);
-        let refs: Vec<_> = events.iter().map(|e| (e, None)).collect();
+        let none = tracing::Span::none();
+        let refs: Vec<_> = events.iter().map(|e| (e, &none)).collect();
         let outcomes = sink.deliver_batch(&refs).await;
         assert_eq!(
             kinds(&outcomes),
@@ -776,7 +814,8 @@ mod tests {
     async fn on_a_fifo_route_nothing_is_sent_ahead_of_an_event_to_retry() {
         let sink = scripted(true, vec![Ok(vec![]), Ok(vec![refused(0, false)])]);
         let events = events(6);
-        let refs: Vec<_> = events.iter().map(|e| (e, None)).collect();
+        let none = tracing::Span::none();
+        let refs: Vec<_> = events.iter().map(|e| (e, &none)).collect();
         let outcomes = sink.deliver_batch(&refs).await;
         // The second batch's first entry failed: its second is held back although AWS took
         // it, and the third batch is never sent.

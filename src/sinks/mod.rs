@@ -104,10 +104,7 @@ impl Sink {
             }
             Sink::File(s) => s.deliver_batch(deliveries.iter().map(|d| d.event)).await,
             Sink::Aws(s) => {
-                let messages: Vec<_> = deliveries
-                    .iter()
-                    .map(|d| (d.event, d.propagation()))
-                    .collect();
+                let messages: Vec<_> = deliveries.iter().map(|d| (d.event, &d.span)).collect();
                 s.deliver_batch(&messages).await
             }
             #[cfg(test)]

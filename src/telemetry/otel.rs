@@ -265,6 +265,7 @@ pub fn delivery_span(
         hookfan.outcome = Empty,
         hookfan.then = Empty,
         hookfan.error = Empty,
+        error.type = Empty,
         http.response.status_code = Empty,
     );
     if let (false, Some(t)) = (span.is_disabled(), trace) {
@@ -300,6 +301,14 @@ pub fn record_delivery(
     if let Some(error) = error {
         span.record("hookfan.error", error);
         span.record("otel.status_code", "error");
+    }
+}
+
+/// The destination's own name for how an attempt failed (AWS's error code), on the
+/// attempt's span as `error.type`.
+pub fn record_error_type(span: &tracing::Span, error_type: &str) {
+    if !span.is_disabled() {
+        span.record("error.type", error_type);
     }
 }
 

@@ -420,15 +420,18 @@ async fn the_path_a_webhook_was_posted_to_is_a_path_attribute_unless_it_is_the_r
 }
 
 /// With tracing on, a consumer can continue the webhook's trace: the message carries the
-/// delivery attempt's `traceparent` (and the sender's `tracestate`) as attributes.
+/// delivery attempt's `traceparent` (and the sender's `tracestate`) as attributes. An
+/// attempt AWS refuses has AWS's error code on its span.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_traced_webhooks_message_carries_its_traceparent_and_tracestate_attributes() {
     let moto = Moto::shared().await;
     let aws = moto.client().await;
     let queue = aws.create_queue(&unique_name("traced")).await;
+    let missing = queue.replace("traced", "never-created");
     let collector = Collector::start().await;
     let config = aws_config()
         .route(sqs_route("all-events", &queue, &moto.endpoint()))
+        .route(sqs_route("nowhere", &missing, &moto.endpoint()))
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint())
         .env("OTEL_BSP_SCHEDULE_DELAY", "100");
     let daemon = Daemon::start(config).await;
@@ -466,6 +469,17 @@ async fn a_traced_webhooks_message_carries_its_traceparent_and_tracestate_attrib
         traceparent,
         format!("00-{trace_id}-{}-01", hex(&span.span_id)),
         "the attempt's own span is the consumer's parent"
+    );
+    let refused = collector
+        .await_spans("hookfan.deliver", "hookfan.route", "nowhere", 1)
+        .await
+        .remove(0);
+    let code = attribute(&refused, "error.type").expect("AWS's error code");
+    let error = attribute(&refused, "hookfan.error").unwrap_or_default();
+    assert!(error.starts_with(&format!("{code}: ")), "{code} / {error}");
+    assert_eq!(
+        attribute(&refused, "hookfan.outcome").as_deref(),
+        Some("retried")
     );
 }
 
