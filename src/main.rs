@@ -174,7 +174,13 @@ fn main() -> ExitCode {
     // Traces are the daemon's alone; the exporter starts before the log layer that feeds it.
     let serving = matches!(cli.command, None | Some(Command::Serve));
     let traces = if serving {
-        match otel::wanted(|name| std::env::var(name).ok()).and_then(|w| otel::Tracing::start(&w)) {
+        // The config's `tracing:` block; a config that does not load is serve's to report.
+        let block = hookfan::config::load(&cli.config)
+            .ok()
+            .and_then(|c| c.tracing().cloned());
+        match otel::wanted(|name| std::env::var(name).ok(), block.as_ref())
+            .and_then(|w| otel::Tracing::start(&w))
+        {
             Ok(traces) => traces,
             Err(e) => {
                 eprintln!("hookfan: {e}");

@@ -606,7 +606,7 @@ broken_configs! {
             |    event_types: []
             |    file: { path: ./a.jsonl }
         "#,
-        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, tls, allowed_ips, max_event_age, max_connections, request_timeout, max_buffered_bytes, admin_listen, admin_token, data_dir, spool_segment_bytes, max_body_bytes, dedup_window, shutdown_grace, delivery_nice, apps, routes, passthrough, sources, dedup)"#)],
+        expect: [(1, 1, r#"unknown key "lisen" (expected one of listen, tls, allowed_ips, max_event_age, max_connections, request_timeout, max_buffered_bytes, admin_listen, admin_token, data_dir, spool_segment_bytes, max_body_bytes, dedup_window, shutdown_grace, delivery_nice, apps, routes, passthrough, sources, dedup, tracing)"#)],
     }
 
     unknown_keys_in_different_routes_and_blocks_are_all_reported_at_once {
@@ -1229,6 +1229,35 @@ broken_configs! {
         expect: [(1, 1, "the file is empty: it needs at least `apps:` and `routes:`")],
     }
 
+    a_tracing_block_with_values_out_of_range_names_each {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes: [{ name: a, event_types: [], file: { path: ./a.jsonl } }]
+            |tracing:
+            |  endpoint: grpc://collector:4317
+            |  sample_ratio: 1.5
+            |  queue_size: 0
+        "#,
+        expect: [
+            (4, 13, "tracing: endpoint \"grpc://collector:4317\" is not an http(s) base URL"),
+            (5, 17, "tracing: sample_ratio is the share of traces sampled, from 0 to 1"),
+            (6, 15, "tracing: queue_size must be between 1 and 1000000"),
+        ],
+    }
+
+    a_tracing_header_is_the_environments_business {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes: [{ name: a, event_types: [], file: { path: ./a.jsonl } }]
+            |tracing: { headers: { x: y } }
+        "#,
+        expect: [
+            (3, 12, "tracing: unknown key \"headers\" (expected one of endpoint, sample_ratio, queue_size)"),
+        ],
+    }
+
     a_file_of_only_comments_counts_as_empty {
         env: [],
         yaml: r#"
@@ -1608,6 +1637,10 @@ const EVERY_KEY: &str = r#"
     |dedup_window: 1h
     |shutdown_grace: 30s
     |delivery_nice: 12
+    |tracing:
+    |  endpoint: http://otel-collector:4318
+    |  sample_ratio: 0.25
+    |  queue_size: 512
     |apps:
     |  - api_key: key-one
     |    api_secret: ${STREAM_API_SECRET}
@@ -1686,6 +1719,13 @@ fn a_config_using_every_key_parses_into_exactly_those_values() {
     assert_eq!(config.dedup_window(), Duration::from_secs(3600));
     assert_eq!(config.shutdown_grace(), Duration::from_secs(30));
     assert_eq!(config.delivery_nice(), 12);
+    let tracing = config.tracing().expect("tracing is set");
+    assert_eq!(
+        tracing.endpoint.as_ref().map(|u| u.as_str()),
+        Some("http://otel-collector:4318/")
+    );
+    assert_eq!(tracing.sample_ratio, Some(0.25));
+    assert_eq!(tracing.queue_size, Some(512));
 
     assert_eq!(config.apps().len(), 2);
     assert_eq!(config.apps()[0].api_key(), "key-one");

@@ -174,6 +174,11 @@ pub fn view(c: &Config) -> Value {
             },
         })).collect::<Vec<_>>(),
         "dedup": dedup,
+        "tracing": c.tracing().map(|t| json!({
+            "endpoint": t.endpoint.as_ref().map(|u| url_masked(u.as_str())),
+            "sample_ratio": t.sample_ratio,
+            "queue_size": t.queue_size,
+        })),
         "warnings": c.warnings().iter().map(|w| format!("{}:{}: {}", w.line, w.column, w.message)).collect::<Vec<_>>(),
     })
 }
@@ -189,6 +194,7 @@ mod tests {
         "redis-password-four",
         "sentinel-password-five",
         "url-password-six",
+        "collector-password-seven",
     ];
 
     fn config_with_every_secret() -> Config {
@@ -221,6 +227,9 @@ dedup:
     master: mymaster
     nodes: ["redis://:redis-password-four@sentinel-1:26379"]
     password: "sentinel-password-five"
+tracing:
+  endpoint: "https://otel:collector-password-seven@collector.example:4318"
+  sample_ratio: 0.1
 "#;
 
     #[test]
@@ -246,6 +255,11 @@ dedup:
             view["passthrough"][0]["path"],
             "/stream/before-message-send"
         );
+        assert_eq!(
+            view["tracing"]["endpoint"],
+            "https://otel:***@collector.example:4318/"
+        );
+        assert_eq!(view["tracing"]["sample_ratio"], 0.1);
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub(super) fn lint(root: &tree::Node) -> Vec<Diagnostic> {
             unknown_keys(tls, "dedup.tls", DEDUP_TLS_KEYS, "dedup: tls: ", &mut out);
         }
     }
+    if let Some(tracing) = root.get("tracing") {
+        unknown_keys(tracing, "tracing", TRACING_KEYS, "tracing: ", &mut out);
+    }
     for (i, source) in items("sources").iter().enumerate() {
         let at = format!("sources[{i}]");
         unknown_keys(source, &at, SOURCE_KEYS, "source: ", &mut out);

@@ -21,6 +21,7 @@ pub use restart::{ReloadRefused, Reloaded};
 mod routes;
 pub mod schema;
 mod sources;
+mod traces;
 mod tree;
 
 use std::collections::HashSet;
@@ -40,6 +41,7 @@ pub use routes::{
     RetryPolicy, RetryPolicyError, Route,
 };
 use settings::{check_name, duration, validate};
+pub use traces::TracingSettings;
 pub use tree::Positions;
 
 /// Why a config could not be loaded.
@@ -104,6 +106,7 @@ struct Fixed {
     spool_segment_bytes: u64,
     delivery_nice: i32,
     dedup: Option<RedisDedup>,
+    tracing: Option<TracingSettings>,
 }
 
 /// The settings a reload applies (`tls` too, except turning it on or off). Each field is
@@ -228,6 +231,11 @@ impl Config {
     /// Dedup shared with other replicas on Redis; None: the spool's own (one replica).
     pub fn dedup(&self) -> Option<&RedisDedup> {
         self.fixed.dedup.as_ref()
+    }
+
+    /// The `tracing:` block; None: traces only if the `OTEL_*` environment asks.
+    pub fn tracing(&self) -> Option<&TracingSettings> {
+        self.fixed.tracing.as_ref()
     }
 
     /// What is valid but probably not meant (an event type Stream does not document):

@@ -80,6 +80,29 @@ pub(super) struct RawConfig {
     /// Where webhook ids are remembered: the spool (one replica) or Redis (shared by
     /// replicas behind a load balancer).
     pub(super) dedup: Option<RawDedup>,
+    /// OpenTelemetry traces over OTLP/HTTP: on with this block (or the standard OTEL_*
+    /// environment); OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none still turn them off.
+    pub(super) tracing: Option<RawTracing>,
+}
+
+/// OpenTelemetry traces.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Tracing")]
+pub(super) struct RawTracing {
+    /// The collector's OTLP/HTTP base URL (`/v1/traces` is appended), like
+    /// OTEL_EXPORTER_OTLP_ENDPOINT, which it overrides. Default: the OTEL_* environment's,
+    /// else http://localhost:4318.
+    pub(super) endpoint: Option<String>,
+    /// The share of new traces sampled, from 0 to 1; a webhook whose traceparent says
+    /// sampled (or not) is followed as its sender decided. Default: OTEL_TRACES_SAMPLER's,
+    /// else 1 (every trace).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub(super) sample_ratio: Option<f64>,
+    /// Finished spans waiting for export at most; more are dropped and counted. Default:
+    /// OTEL_BSP_MAX_QUEUE_SIZE, else 2048.
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub(super) queue_size: Option<u64>,
 }
 
 /// Dedup backend.
@@ -365,7 +388,9 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "passthrough",
     "sources",
     "dedup",
+    "tracing",
 ];
+pub(super) const TRACING_KEYS: &[&str] = &["endpoint", "sample_ratio", "queue_size"];
 pub(super) const DEDUP_KEYS: &[&str] = &[
     "backend",
     "url",

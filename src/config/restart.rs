@@ -67,6 +67,8 @@ const RESTART_ONLY: &[RestartOnly] = &[
     field!(delivery_nice),
     // The connection to Redis is made once.
     field!(dedup),
+    // The trace exporter starts with the process.
+    field!(tracing),
 ];
 
 impl Config {
@@ -136,7 +138,7 @@ mod tests {
     fn a_reload_changing_every_restart_only_setting_keeps_and_names_each() {
         let running = config("tls: { cert: /c.pem, key: /k.pem }\n");
         let next = config(
-            "listen: 127.0.0.1:7001\nadmin_listen: 127.0.0.1:7002\ndata_dir: /elsewhere\nspool_segment_bytes: 67108864\nmax_connections: 7\nmax_buffered_bytes: 134217728\ndelivery_nice: 9\ndedup: { backend: redis, url: \"redis://127.0.0.1:6379/0\" }\n",
+            "listen: 127.0.0.1:7001\nadmin_listen: 127.0.0.1:7002\ndata_dir: /elsewhere\nspool_segment_bytes: 67108864\nmax_connections: 7\nmax_buffered_bytes: 134217728\ndelivery_nice: 9\ndedup: { backend: redis, url: \"redis://127.0.0.1:6379/0\" }\ntracing: { sample_ratio: 0.5 }\n",
         );
         let Reloaded {
             config: kept,

@@ -77,6 +77,7 @@ pub(super) fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Di
     let passthrough = passthrough::validate(raw.passthrough, pos, e);
     let sources = sources::validate(raw.sources, pos, e);
     let dedup = dedup::validate(raw.dedup, pos, e);
+    let tracing = traces::validate(raw.tracing, pos, e);
 
     if !errs.is_empty() {
         errs.sort_by_key(|d| (d.line, d.column));
@@ -93,6 +94,7 @@ pub(super) fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Di
             max_buffered_bytes: sizes.max_buffered_bytes as usize,
             delivery_nice,
             dedup,
+            tracing,
         },
         reloadable: Reloadable {
             tls: access.tls,

@@ -9,7 +9,8 @@
 //! (`hookfan_trace_spans_dropped_total`); an export that fails is counted too
 //! (`hookfan_trace_export_failed_spans_total`) and logged at most once a minute.
 //!
-//! Pure core: [`wanted`] decides from the environment, as a lookup function.
+//! Pure core: [`wanted`] decides from the environment (a lookup function) and routes.yaml's
+//! `tracing:` block.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,13 +29,14 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
-    SpanProcessor,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData,
+    SpanExporter, SpanProcessor,
 };
 use opentelemetry_sdk::Resource;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::config::TracingSettings;
 use crate::spool::Trace;
 
 /// The `tracing` target of every span exported as OpenTelemetry, and only of those.
@@ -52,15 +54,19 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most of a collector's answer read (its body is a small protobuf).
 const MAX_ANSWER_BYTES: usize = 4 << 20;
 
-/// What the environment asks of tracing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the environment and the config ask of tracing.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Wanted {
     Off,
-    /// Export over OTLP/HTTP; the exporter reads its endpoint, headers and timeout from the
-    /// same environment.
+    /// Export over OTLP/HTTP; the exporter reads what is not given here (the endpoint,
+    /// headers, timeout, the sampler) from the same environment.
     Otlp {
-        /// `OTEL_BSP_MAX_QUEUE_SIZE`, or the default.
+        /// `tracing.queue_size`, else `OTEL_BSP_MAX_QUEUE_SIZE`, else the default.
         queue: usize,
+        /// The traces URL from `tracing.endpoint` (its `/v1/traces`).
+        endpoint: Option<String>,
+        /// `tracing.sample_ratio`: parent-based, this share of new traces.
+        sample_ratio: Option<f64>,
     },
 }
 
@@ -77,11 +83,16 @@ pub enum OtelError {
     Start(String),
 }
 
-/// Whether to trace, from the environment (`env` looks a variable up): on when
-/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` is set, or
-/// `OTEL_TRACES_EXPORTER=otlp`; off with `OTEL_SDK_DISABLED=true` or
-/// `OTEL_TRACES_EXPORTER=none`, whatever else is set.
-pub fn wanted(env: impl Fn(&str) -> Option<String>) -> Result<Wanted, OtelError> {
+/// Whether to trace, from the environment (`env` looks a variable up) and the config's
+/// `tracing:` block: on with the block, or when `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, or `OTEL_TRACES_EXPORTER=otlp`; off with
+/// `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`, whatever else is set (the
+/// operator's switch, without editing the file). The block's settings win over the
+/// environment's.
+pub fn wanted(
+    env: impl Fn(&str) -> Option<String>,
+    block: Option<&TracingSettings>,
+) -> Result<Wanted, OtelError> {
     let set = |name: &str| {
         env(name)
             .map(|v| v.trim().to_string())
@@ -98,7 +109,7 @@ pub fn wanted(env: impl Fn(&str) -> Option<String>) -> Result<Wanted, OtelError>
     }
     let endpoint =
         set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"));
-    if exporter.is_none() && endpoint.is_none() {
+    if block.is_none() && exporter.is_none() && endpoint.is_none() {
         return Ok(Wanted::Off);
     }
     // The traces' own setting wins over the general one.
@@ -113,14 +124,24 @@ pub fn wanted(env: impl Fn(&str) -> Option<String>) -> Result<Wanted, OtelError>
             return Err(OtelError::Protocol { var, value });
         }
     }
-    let queue = match set("OTEL_BSP_MAX_QUEUE_SIZE") {
-        None => DEFAULT_QUEUE,
-        Some(text) => match text.parse::<usize>() {
+    let queue = match (
+        block.and_then(|b| b.queue_size),
+        set("OTEL_BSP_MAX_QUEUE_SIZE"),
+    ) {
+        (Some(n), _) => n,
+        (None, None) => DEFAULT_QUEUE,
+        (None, Some(text)) => match text.parse::<usize>() {
             Ok(n) if n > 0 => n,
             _ => return Err(OtelError::Queue(text)),
         },
     };
-    Ok(Wanted::Otlp { queue })
+    Ok(Wanted::Otlp {
+        queue,
+        endpoint: block
+            .and_then(|b| b.endpoint.as_ref())
+            .map(|base| format!("{}/v1/traces", base.as_str().trim_end_matches('/'))),
+        sample_ratio: block.and_then(|b| b.sample_ratio),
+    })
 }
 
 /// The running exporter: shut it down (bounded) as the process ends.
@@ -132,13 +153,23 @@ impl Tracing {
     /// Starts the exporter `wanted` asks for, and returns the tracer for the log layer;
     /// None when tracing is off.
     pub fn start(wanted: &Wanted) -> Result<Option<(Tracing, SdkTracer)>, OtelError> {
-        let Wanted::Otlp { queue } = *wanted else {
+        let Wanted::Otlp {
+            queue,
+            endpoint,
+            sample_ratio,
+        } = wanted
+        else {
             return Ok(None);
         };
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
+        let queue = *queue;
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
-            .with_http_client(OtlpHttp::new()?)
+            .with_http_client(OtlpHttp::new()?);
+        if let Some(endpoint) = endpoint {
+            exporter = exporter.with_endpoint(endpoint);
+        }
+        let exporter = exporter
             .build()
             .map_err(|e| OtelError::Start(e.to_string()))?;
         let queued = Arc::new(AtomicUsize::new(0));
@@ -159,16 +190,20 @@ impl Tracing {
         if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
             resource = resource.with_service_name("hookfan");
         }
-        // The sampler is the SDK's from OTEL_TRACES_SAMPLER (default: parent-based, always
-        // on).
-        let provider = SdkTracerProvider::builder()
+        let mut provider = SdkTracerProvider::builder()
             .with_span_processor(Bounded {
                 inner: batch,
                 queued,
                 cap: queue,
             })
-            .with_resource(resource.build())
-            .build();
+            .with_resource(resource.build());
+        // Else the SDK's from OTEL_TRACES_SAMPLER (default: parent-based, always on).
+        if let Some(ratio) = sample_ratio {
+            provider = provider.with_sampler(Sampler::ParentBased(Box::new(
+                Sampler::TraceIdRatioBased(*ratio),
+            )));
+        }
+        let provider = provider.build();
         let tracer = provider.tracer("hookfan");
         Ok(Some((Tracing { provider }, tracer)))
     }
@@ -467,15 +502,25 @@ mod tests {
     type Case<'a> = (&'a [(&'a str, &'a str)], Result<Wanted, OtelError>);
 
     fn wanted_with(vars: &[(&str, &str)]) -> Result<Wanted, OtelError> {
-        wanted(|name| {
+        wanted_from(vars, None)
+    }
+
+    fn wanted_from(
+        vars: &[(&str, &str)],
+        block: Option<&TracingSettings>,
+    ) -> Result<Wanted, OtelError> {
+        let env = |name: &str| {
             vars.iter()
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
-        })
+        };
+        wanted(env, block)
     }
 
     const ON: Result<Wanted, OtelError> = Ok(Wanted::Otlp {
         queue: DEFAULT_QUEUE,
+        endpoint: None,
+        sample_ratio: None,
     });
 
     #[test]
@@ -499,12 +544,49 @@ mod tests {
             (&[endpoint, ("OTEL_SDK_DISABLED", "false")], ON),
             (
                 &[endpoint, ("OTEL_BSP_MAX_QUEUE_SIZE", "16")],
-                Ok(Wanted::Otlp { queue: 16 }),
+                Ok(Wanted::Otlp {
+                    queue: 16,
+                    endpoint: None,
+                    sample_ratio: None,
+                }),
             ),
         ];
         for (vars, expect) in cases {
             assert_eq!(&wanted_with(vars), expect, "{vars:?}");
         }
+    }
+
+    #[test]
+    fn the_config_block_turns_tracing_on_and_wins_over_the_environment_but_not_its_off_switch() {
+        let block = TracingSettings {
+            endpoint: Some("http://collector:4318/otel/".parse().unwrap()),
+            sample_ratio: Some(0.01),
+            queue_size: Some(64),
+        };
+        let from_block = Ok(Wanted::Otlp {
+            queue: 64,
+            endpoint: Some("http://collector:4318/otel/v1/traces".into()),
+            sample_ratio: Some(0.01),
+        });
+        assert_eq!(wanted_from(&[], Some(&block)), from_block);
+        let env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://elsewhere:4318"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "8"),
+        ];
+        assert_eq!(wanted_from(&env, Some(&block)), from_block);
+        for off in [
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ] {
+            assert_eq!(wanted_from(&[off], Some(&block)), Ok(Wanted::Off));
+        }
+        // An empty block: on, everything else from the environment or the defaults.
+        let empty = TracingSettings {
+            endpoint: None,
+            sample_ratio: None,
+            queue_size: None,
+        };
+        assert_eq!(wanted_from(&[], Some(&empty)), ON);
     }
 
     #[test]

@@ -342,3 +342,46 @@ async fn an_otlp_protocol_hookfan_cannot_speak_stops_it_at_start_naming_the_vari
         "{stderr}"
     );
 }
+
+/// The `tracing:` block alone turns traces on (no `OTEL_*` endpoint), and its ratio applies
+/// to new traces only: at 0, a webhook without `traceparent` is not traced, one whose sender
+/// sampled it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracing_block_turns_traces_on_and_its_ratio_samples_new_traces_only() {
+    let collector = Collector::start().await;
+    let config = Config::default()
+        .file_route("everything", "events.jsonl")
+        .top_level(format!(
+            "tracing: {{ endpoint: \"{}\", sample_ratio: 0 }}",
+            collector.endpoint()
+        ))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let daemon = Daemon::start(config).await;
+    let client = client();
+    let unsampled = new_id();
+    post_ok(
+        &client,
+        &daemon.url(),
+        &unsampled,
+        &event_body("message.new", &unsampled),
+    )
+    .await;
+    let sampled = new_id();
+    post_traced(&client, &daemon, &sampled).await;
+
+    // Spans leave in the order they end: once the second webhook's are in, the first's
+    // would be too.
+    let ingest = collector
+        .await_spans("hookfan.ingest", "hookfan.webhook_id", &sampled, 1)
+        .await
+        .remove(0);
+    assert_eq!(hex(&ingest.trace_id), TRACE_ID);
+    let first = collector
+        .spans()
+        .into_iter()
+        .find(|s| attribute(s, "hookfan.webhook_id").as_deref() == Some(unsampled.as_str()));
+    assert!(
+        first.is_none(),
+        "a new trace at ratio 0 was exported: {first:?}"
+    );
+}
