@@ -4,7 +4,8 @@
 //! until `POST /_bench/release`: a destination that is down without refusing connections.
 //!
 //! Control (used by `bench_suite`): `GET /_bench/stats`, `POST /_bench/reset`,
-//! `POST /_bench/hold?p=/x`, `POST /_bench/release[?p=/x]`.
+//! `POST /_bench/hold?p=/x`, `POST /_bench/release[?p=/x]`. `POST /v1/traces` is an OTLP/HTTP
+//! trace sink that keeps nothing (the `tracing` scenario).
 //!
 //! ```sh
 //! cargo run --release --example bench_receiver -- --listen 127.0.0.1:3000 --hold /
@@ -40,6 +41,11 @@ struct Args {
 async fn handle(State(dest): State<Arc<common::hold::Destination>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
+    if path == "/v1/traces" {
+        // An OTLP/HTTP collector that keeps nothing: an empty ExportTraceServiceResponse.
+        let _ = body.collect().await;
+        return ([("content-type", "application/x-protobuf")], "").into_response();
+    }
     if path.starts_with("/_bench/") {
         return match dest.control(&path, parts.uri.query()) {
             Some(json) => json.into_response(),

@@ -17,6 +17,7 @@ mod load;
 mod processes;
 mod suite;
 mod table;
+mod tracing;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -71,7 +72,8 @@ struct Args {
     /// `BENCH_HOOKFAN_CONFIG='delivery_nice: 0'` (several lines separated by `;`).
     #[arg(long, env = "BENCH_HOOKFAN_CONFIG", default_value = "")]
     hookfan_config: String,
-    /// Comma-separated subset: probe,ingest,unrouted,refused,deliver,drain-http,drain-sqs,backlog.
+    /// Comma-separated subset: probe,ingest,unrouted,refused,tracing,deliver,drain-http,drain-sqs,
+    /// backlog.
     #[arg(long, env = "BENCH_SCENARIOS", default_value = "all")]
     scenarios: String,
     /// A previous hookfan binary to measure beside this one in `ingest` (bench/run.sh builds
@@ -272,6 +274,7 @@ fn main() -> Result<()> {
     step("ingest", &mut s, &|s| ingest(s, &base, disk_rate));
     step("unrouted", &mut s, &|s| unrouted(s, &base));
     step("refused", &mut s, &|s| refused(s, &base));
+    step("tracing", &mut s, &|s| tracing::tracing(s, &base));
     step("deliver", &mut s, &|s| deliver(s, &base, disk_rate));
     step("drain-http", &mut s, &drain_http);
     step("drain-sqs", &mut s, &drain_sqs);

@@ -162,7 +162,18 @@ impl Suite {
 
     /// Writes a routes.yaml for `routes` (YAML snippets, one per route) and starts hookfan.
     pub(crate) fn hookfan(&self, name: &str, data: &Path, routes: &[String]) -> Result<Proc> {
-        let config = self.hookfan_config(name, data, routes, self.admin_supported, &[])?;
+        self.hookfan_with(name, data, routes, &[])
+    }
+
+    /// [`Suite::hookfan`] with `extra` top-level lines in its config.
+    pub(crate) fn hookfan_with(
+        &self,
+        name: &str,
+        data: &Path,
+        routes: &[String],
+        extra: &[String],
+    ) -> Result<Proc> {
+        let config = self.hookfan_config(name, data, routes, self.admin_supported, &[], extra)?;
         self.hookfan_from(&self.bins.hookfan, name, &config)
     }
 
@@ -179,7 +190,8 @@ impl Suite {
             return Ok(None);
         };
         const NEW_KEYS: &[&str] = &["spool_segment_bytes"];
-        let config = self.hookfan_config(name, data, routes, self.old_admin_supported, NEW_KEYS)?;
+        let config =
+            self.hookfan_config(name, data, routes, self.old_admin_supported, NEW_KEYS, &[])?;
         if self
             .args
             .hookfan_config
@@ -207,7 +219,8 @@ impl Suite {
     }
 
     /// hookfan's config: the suite's settings, BENCH_HOOKFAN_CONFIG's lines except those
-    /// setting one of `skip` (keys a previous hookfan refuses), the bench app and `routes`.
+    /// setting one of `skip` (keys a previous hookfan refuses), `extra` lines, the bench app
+    /// and `routes`.
     pub(crate) fn hookfan_config(
         &self,
         name: &str,
@@ -215,6 +228,7 @@ impl Suite {
         routes: &[String],
         admin: bool,
         skip: &[&str],
+        extra: &[String],
     ) -> Result<PathBuf> {
         let mut y = String::new();
         writeln!(y, "# written by bench_suite")?;
@@ -229,6 +243,9 @@ impl Suite {
             if !line.is_empty() && !skip.iter().any(|k| line.starts_with(k)) {
                 writeln!(y, "{line}")?;
             }
+        }
+        for line in extra {
+            writeln!(y, "{line}")?;
         }
         writeln!(y, "apps:")?;
         writeln!(y, "  - api_key: {}", common::API_KEY)?;
