@@ -1246,6 +1246,16 @@ broken_configs! {
         ],
     }
 
+    a_tracing_endpoint_with_credentials_points_to_the_headers_variable {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes: [{ name: a, event_types: [], file: { path: ./a.jsonl } }]
+            |tracing: { endpoint: "https://otel:pw@collector:4318" }
+        "#,
+        expect: [(3, 22, "tracing: endpoint must not hold a user or password (the exporter sends none); give the collector's credentials as OTEL_EXPORTER_OTLP_HEADERS")],
+    }
+
     a_tracing_header_is_the_environments_business {
         env: [],
         yaml: r#"

@@ -194,7 +194,6 @@ mod tests {
         "redis-password-four",
         "sentinel-password-five",
         "url-password-six",
-        "collector-password-seven",
     ];
 
     fn config_with_every_secret() -> Config {
@@ -228,7 +227,7 @@ dedup:
     nodes: ["redis://:redis-password-four@sentinel-1:26379"]
     password: "sentinel-password-five"
 tracing:
-  endpoint: "https://otel:collector-password-seven@collector.example:4318"
+  endpoint: "https://collector.example:4318"
   sample_ratio: 0.1
 "#;
 
@@ -257,7 +256,7 @@ tracing:
         );
         assert_eq!(
             view["tracing"]["endpoint"],
-            "https://otel:***@collector.example:4318/"
+            "https://collector.example:4318/"
         );
         assert_eq!(view["tracing"]["sample_ratio"], 0.1);
     }

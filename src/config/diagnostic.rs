@@ -1,7 +1,7 @@
 //! What reading routes.yaml reports: a [`Diagnostic`] is where (line, column, key path),
 //! what kind of problem ([`Problem`]), and what to do about it (the message).
 //!
-//! The kind is the typed part, for code: `hookfan check --format json` prints it as a stable
+//! The kind is the typed part, for code: `hookfan check --json` prints it as a stable
 //! `code`, and a test can ask for a kind rather than match words. The message is for people
 //! and may be reworded; the codes may not (the README lists them, and a test holds it to
 //! [`Problem::ALL`]).
@@ -80,7 +80,7 @@ impl Problem {
         Problem::UnknownEventType,
     ];
 
-    /// The stable name of the kind, as `hookfan check --format json` prints it.
+    /// The stable name of the kind, as `hookfan check --json` prints it.
     pub fn code(self) -> &'static str {
         match self {
             Problem::Syntax => "syntax",

@@ -24,6 +24,13 @@ pub(super) fn validate(
 ) -> Option<TracingSettings> {
     let raw = raw?;
     let endpoint = raw.endpoint.and_then(|text| match reqwest::Url::parse(&text) {
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+            errs.push(pos.invalid(
+                "tracing.endpoint",
+                "tracing: endpoint must not hold a user or password (the exporter sends none); give the collector's credentials as OTEL_EXPORTER_OTLP_HEADERS=authorization=...",
+            ));
+            None
+        }
         Ok(url)
             if matches!(url.scheme(), "http" | "https")
                 && url.host().is_some()

@@ -97,7 +97,11 @@ async fn ingest(State(state): State<IngestState>, request: Request) -> Response 
         return synchronous(&state, &live, &hook, request).await;
     }
     let started = Instant::now();
-    let span = otel::ingest_span(request.headers(), request.uri().path());
+    let span = otel::ingest_span(
+        request.method().as_str(),
+        request.headers(),
+        request.uri().path(),
+    );
     let response = push(&state, &live, request).instrument(span.clone()).await;
     state
         .metrics

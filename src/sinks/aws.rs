@@ -78,10 +78,10 @@ impl Message {
         if let Some(state) = &trace.tracestate {
             added.push(("tracestate", state.clone()));
         }
-        let before = (self.attributes.len(), self.size());
+        let before = self.attributes.len();
         self.attributes.extend(added);
         if self.attributes.len() > MAX_ATTRIBUTES || self.size() > max_bytes {
-            self.attributes.truncate(before.0);
+            self.attributes.truncate(before);
         }
         self
     }

@@ -10,6 +10,7 @@ use super::{error_chain, Delivery, Outcome};
 use crate::config::{HttpDestination, Secret};
 use crate::spool::StoredEvent;
 use crate::stream::{sign, HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID};
+use crate::telemetry::otel;
 
 /// How much of a failing response's body is quoted in the error.
 const ERROR_BODY_QUOTE: usize = 200;
@@ -62,7 +63,7 @@ impl HttpSink {
         if let Some(key) = &event.api_key {
             request = request.header(HEADER_API_KEY, key);
         }
-        if let Some(trace) = delivery.propagation() {
+        if let Some(trace) = otel::propagation(&delivery.span) {
             request = request.header("traceparent", trace.traceparent);
             if let Some(state) = trace.tracestate {
                 request = request.header("tracestate", state);
@@ -88,9 +89,11 @@ impl HttpSink {
                     humantime::format_duration(self.timeout)
                 ),
             },
+            // Without the URL: the route names it, and its query (the sender's too, with
+            // forward_path) must not reach logs and exported trace spans.
             Err(e) => Outcome::Retry {
                 after: None,
-                error: error_chain(&e),
+                error: error_chain(&e.without_url()),
             },
         }
     }

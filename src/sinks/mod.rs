@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use crate::config::Destination;
 use crate::spool::StoredEvent;
-use crate::telemetry::otel;
 
 /// One attempt to hand one event to the destination.
 pub struct Delivery<'a> {
@@ -25,13 +24,6 @@ pub struct Delivery<'a> {
     /// The attempt's trace span (disabled when tracing is off): every destination that can
     /// sends its `traceparent` on, and the HTTP destination records the answer's status.
     pub span: tracing::Span,
-}
-
-impl Delivery<'_> {
-    /// What to send on for the receiver to continue the trace.
-    pub fn propagation(&self) -> Option<otel::Propagation> {
-        otel::propagation(&self.span)
-    }
 }
 
 /// How one attempt to hand one event to a destination ended.

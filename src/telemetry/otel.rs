@@ -178,7 +178,7 @@ impl Tracing {
             queued: queued.clone(),
             warned: Mutex::new(None),
         };
-        // The SDK reads the rest of OTEL_BSP_* (delay, batch size, export timeout).
+        // The SDK reads the rest of OTEL_BSP_* (the delay and the batch size).
         let batch = BatchSpanProcessor::builder(exporter)
             .with_batch_config(
                 BatchConfigBuilder::default()
@@ -186,8 +186,15 @@ impl Tracing {
                     .build(),
             )
             .build();
+        // The SDK reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; "hookfan" only when
+        // neither names the service (the SDK's own default is "unknown_service").
         let mut resource = Resource::builder();
-        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        let named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
+            || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| {
+                a.split(',')
+                    .any(|kv| kv.trim().starts_with("service.name="))
+            });
+        if !named {
             resource = resource.with_service_name("hookfan");
         }
         let mut provider = SdkTracerProvider::builder()
@@ -227,13 +234,13 @@ pub fn register_metrics() {
 /// The span of one push webhook's ingest: a child of the sender's `traceparent` when it
 /// sent one. Disabled, and free, when tracing is off. Its fields are recorded as the
 /// request goes; never a secret, a signature, the body or the query.
-pub fn ingest_span(headers: &HeaderMap, path: &str) -> tracing::Span {
+pub fn ingest_span(method: &str, headers: &HeaderMap, path: &str) -> tracing::Span {
     let span = tracing::info_span!(
         target: TARGET,
         "hookfan.ingest",
         otel.kind = "server",
         otel.status_code = Empty,
-        http.request.method = "POST",
+        http.request.method = method,
         url.path = path,
         http.response.status_code = Empty,
         hookfan.outcome = Empty,

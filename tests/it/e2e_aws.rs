@@ -460,10 +460,9 @@ async fn a_traced_webhooks_message_carries_its_traceparent_and_tracestate_attrib
         .attr("traceparent")
         .expect("a traceparent attribute");
     let span = collector
-        .await_spans("hookfan.deliver", "hookfan.destination", "sqs", 1)
+        .await_spans("hookfan.deliver", "hookfan.route", "all-events", 1)
         .await
         .remove(0);
-    let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
     assert_eq!(span.kind, 4, "SPAN_KIND_PRODUCER");
     assert_eq!(
         traceparent,

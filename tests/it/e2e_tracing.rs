@@ -30,10 +30,6 @@ async fn traced_daemon(endpoint: &str, extra: &[(&str, &str)]) -> Daemon {
     Daemon::start(config).await
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Posts one webhook under the test's trace (`traceparent` with [`TRACE_ID`]).
 async fn post_traced(client: &reqwest::Client, daemon: &Daemon, id: &str) {
     let body = event_body("message.new", id);
@@ -255,6 +251,30 @@ async fn a_webhook_is_one_ingest_span_under_the_senders_traceparent_with_verify_
         Some(id.as_str())
     );
 
+    // A refused request has its span too, with what was asked and answered.
+    let answer = send(
+        &client,
+        reqwest::Method::GET,
+        &daemon.url(),
+        Vec::new(),
+        &[],
+    )
+    .await
+    .expect("GET");
+    assert_eq!(answer.status, 405);
+    let refused = collector
+        .await_spans("hookfan.ingest", "hookfan.outcome", "method_not_allowed", 1)
+        .await
+        .remove(0);
+    assert_eq!(
+        attribute(&refused, "http.request.method").as_deref(),
+        Some("GET")
+    );
+    assert_eq!(
+        attribute(&refused, "http.response.status_code").as_deref(),
+        Some("405")
+    );
+
     // Nothing secret and nothing of the body left the process.
     let exported = String::from_utf8_lossy(&collector.bodies()).into_owned();
     for secret in [
@@ -292,19 +312,29 @@ async fn a_collector_that_never_answers_holds_up_no_acknowledgement_and_the_drop
         "registered at start"
     );
     let client = client();
-    // Four spans a webhook (ingest, verify, store, the file route's delivery), a queue of 4 and an export that hangs (10 s): most are dropped,
-    // and every webhook is still acknowledged.
+    // Four spans a webhook (ingest, verify, store, the file route's delivery), a queue of 4
+    // and an export that hangs (10 s): most are dropped, and every webhook is still
+    // acknowledged at once. (The median of 30, not any one: a loaded machine may stall one.)
+    let mut took = Vec::new();
     for _ in 0..30 {
         let id = new_id();
+        let started = std::time::Instant::now();
         post_ok(&client, &daemon.url(), &id, &event_body("message.new", &id)).await;
+        took.push(started.elapsed());
     }
+    took.sort_unstable();
+    assert!(
+        took[took.len() / 2] < Duration::from_secs(1),
+        "acknowledgements waited for the exporter: {took:?}"
+    );
     let dropped = eventually(Duration::from_secs(10), "dropped spans counted", || async {
         metric(&daemon, "hookfan_trace_spans_dropped_total", "")
             .await
             .filter(|&n| n >= 60.0)
     })
     .await;
-    assert!(dropped <= 120.0, "{dropped}");
+    // The first spans found room in the queue.
+    assert!(dropped < 120.0, "{dropped}");
     let status = daemon.cli(&["status"]).await;
     assert!(status.contains("everything"), "{status}");
 }
@@ -376,12 +406,14 @@ async fn the_tracing_block_turns_traces_on_and_its_ratio_samples_new_traces_only
         .await
         .remove(0);
     assert_eq!(hex(&ingest.trace_id), TRACE_ID);
-    let first = collector
+    // Nothing of the first webhook's trace (its ingest, verify, store, delivery): every
+    // span exported is of the sender's trace.
+    let other = collector
         .spans()
         .into_iter()
-        .find(|s| attribute(s, "hookfan.webhook_id").as_deref() == Some(unsampled.as_str()));
+        .find(|s| hex(&s.trace_id) != TRACE_ID);
     assert!(
-        first.is_none(),
-        "a new trace at ratio 0 was exported: {first:?}"
+        other.is_none(),
+        "a new trace at ratio 0 was exported: {other:?}"
     );
 }

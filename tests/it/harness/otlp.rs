@@ -110,6 +110,11 @@ async fn collect(State(received): State<Arc<Mutex<Received>>>, body: Bytes) -> R
         .into_response()
 }
 
+/// Lower-case hex of trace and span ids.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A span's attribute, as text (strings as they are, numbers in decimal).
 pub fn attribute(span: &OtlpSpan, key: &str) -> Option<String> {
     let value = span
