@@ -16,7 +16,7 @@ use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -44,14 +44,22 @@ pub fn init_logging(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::
         LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
         LogFormat::Json => fmt.json().boxed(),
     };
-    let logs = filter.and(filter_fn(|meta| meta.target() != otel::TARGET));
+    // One EnvFilter with the trace spans' target off (the most specific directive wins over
+    // any RUST_LOG), not EnvFilter.and(filter_fn): a filter_fn has no level hint, so the
+    // pair had none, and the global max level fell to TRACE, sending every debug and trace
+    // callsite of every crate through its interest check.
+    let logs = filter.add_directive(
+        format!("{}=off", otel::TARGET)
+            .parse()
+            .expect("a valid directive"),
+    );
     let traces = tracer.map(|tracer| {
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_location(false)
             .with_threads(false)
             .with_target(false)
-            .with_filter(Targets::new().with_target(otel::TARGET, tracing::Level::TRACE))
+            .with_filter(Targets::new().with_target(otel::TARGET, tracing::Level::INFO))
     });
     let _ = tracing_subscriber::registry()
         .with(fmt.with_filter(logs))
