@@ -102,34 +102,36 @@ pub(crate) fn device_written(stat: &Path) -> u64 {
         .map_or(0, |sectors| sectors * 512)
 }
 
+/// hookfan's /metrics now; None without an admin listener.
+pub(crate) fn metrics_text(h: &Proc) -> Option<String> {
+    let (status, body) = common::control(h.admin?, "GET", "/metrics").ok()?;
+    (status == 200).then_some(body)
+}
+
+/// The value of the unlabelled sample `name` in a /metrics text.
+pub(crate) fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse::<f64>()
+            .ok()
+    })
+}
+
 /// hookfan's spool commits so far: (count, seconds spent in them), from its /metrics.
 pub(crate) fn commit_totals(h: &Proc) -> Option<(f64, f64)> {
-    let (status, body) = common::control(h.admin?, "GET", "/metrics").ok()?;
-    if status != 200 {
-        return None;
-    }
-    let value = |name: &str| {
-        body.lines().find_map(|l| {
-            l.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-    };
+    let body = metrics_text(h)?;
     Some((
-        value("hookfan_spool_commit_seconds_count")?,
-        value("hookfan_spool_commit_seconds_sum")?,
+        sample(&body, "hookfan_spool_commit_seconds_count")?,
+        sample(&body, "hookfan_spool_commit_seconds_sum")?,
     ))
 }
 
 /// hookfan's own acknowledgement histogram so far (`hookfan_ingest_ack_seconds`, from the
 /// handler's start to its answer): (upper bound in seconds, cumulative count) per bucket.
 pub(crate) fn ack_buckets(h: &Proc) -> Option<Vec<(f64, f64)>> {
-    let (status, body) = common::control(h.admin?, "GET", "/metrics").ok()?;
-    if status != 200 {
-        return None;
-    }
+    let body = metrics_text(h)?;
     let buckets: Vec<(f64, f64)> = body
         .lines()
         .filter_map(|l| {

@@ -58,8 +58,9 @@ pub(crate) fn tracing(s: &mut Suite, base: &Proc) -> Result<()> {
             }
         );
         if *traced {
-            let dropped = metric_value(h, "hookfan_trace_spans_dropped_total");
-            let failed = metric_value(h, "hookfan_trace_export_failed_spans_total");
+            let body = metrics_text(h).unwrap_or_default();
+            let dropped = sample(&body, "hookfan_trace_spans_dropped_total");
+            let failed = sample(&body, "hookfan_trace_export_failed_spans_total");
             let r = s.row(
                 sec,
                 &format!("traces {label}: / traces off"),
@@ -77,19 +78,4 @@ pub(crate) fn tracing(s: &mut Suite, base: &Proc) -> Result<()> {
         s.cleanup(&data);
     }
     Ok(())
-}
-
-/// One unlabelled sample of hookfan's /metrics; None without an admin listener.
-fn metric_value(h: &Proc, name: &str) -> Option<f64> {
-    let (status, body) = common::control(h.admin?, "GET", "/metrics").ok()?;
-    if status != 200 {
-        return None;
-    }
-    body.lines().find_map(|l| {
-        l.strip_prefix(name)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse::<f64>()
-            .ok()
-    })
 }
