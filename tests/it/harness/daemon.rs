@@ -48,6 +48,41 @@ impl Daemon {
         }
     }
 
+    /// Whether the running child holds a listening TCP socket on `port` (from /proc: its
+    /// socket inodes against the kernel's tables). Unlike a connection attempt, another
+    /// process that happens to bind the same port meanwhile cannot make it true.
+    pub fn listens_on(&self, port: u16) -> bool {
+        let pid = self.child.as_ref().expect("daemon running").id();
+        let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("list the daemon's file descriptors")
+            .filter_map(|fd| {
+                let target = std::fs::read_link(fd.ok()?.path()).ok()?;
+                let target = target.to_str()?;
+                Some(
+                    target
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .to_string(),
+                )
+            })
+            .collect();
+        ["tcp", "tcp6"].iter().any(|table| {
+            let text =
+                std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+            text.lines().skip(1).any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // local_address (hex IP:hex port), st (0A: LISTEN), inode (field 9).
+                fields.len() > 9
+                    && fields[3] == "0A"
+                    && fields[1]
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                        == Some(port)
+                    && inodes.contains(fields[9])
+            })
+        })
+    }
+
     /// Everything the daemon's children have written to stdout and stderr so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
