@@ -21,6 +21,10 @@
 //! - `POST /api/drain`: starts a drain (`crate::drain`; idempotent); `GET /api/drain`: whether
 //!   events may still come in. Both answer [`DrainStatus`].
 //! - `GET /api/config`: the running config as JSON, every secret masked (`config_view`).
+//! - `POST /api/explain[?path=/p]`: the body is an event (gzip accepted); answers which routes
+//!   of the running config take it and, for the others, the first reason why not
+//!   ([`crate::route::explain`], as `hookfan explain --json`). Verifies and stores nothing;
+//!   400 for a body that is not a JSON object, 413 over `max_body_bytes`.
 //!
 //! Open, like the probes: the web console's static assets at `/` and `/console/...`
 //! (`console`); they hold no data, and the console reads everything through `/api`.
@@ -71,6 +75,14 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/dead-letters/{route}/{seq}", get(get_dead))
         .route("/api/drain", get(drain_status).post(start_drain))
         .route("/api/config", get(config_view::get_config))
+        .route(
+            "/api/explain",
+            // Up to the largest max_body_bytes a config may set; the handler applies the
+            // running one (413 with its words).
+            post(explain).layer(axum::extract::DefaultBodyLimit::max(
+                crate::config::MAX_BODY_LIMIT as usize,
+            )),
+        )
         .route(
             "/api/routes/{name}/pending",
             axum::routing::delete(drop_pending),
@@ -226,6 +238,12 @@ pub struct RouteStatus {
     pub last_error: Option<String>,
     /// RFC 3339.
     pub last_error_at: Option<String>,
+    /// Its destination's `rate_limit` (`50/s, burst 50`), when paced.
+    #[serde(default)]
+    pub rate_limit: Option<String>,
+    /// Events handed to the destination in the last whole second (retries included).
+    #[serde(default)]
+    pub sent_per_second: u64,
 }
 
 /// One source in `GET /api/sources`.
@@ -379,6 +397,55 @@ impl From<tokio::task::JoinError> for ApiError {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainQuery {
+    path: Option<String>,
+}
+
+async fn explain(
+    State(state): State<AdminState>,
+    query: Result<Query<ExplainQuery>, QueryRejection>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::BadRequest(format!("bad query (only ?path=/p): {e}")))?;
+    let path = query.path.unwrap_or_else(|| "/".to_string());
+    if !path.starts_with('/') {
+        return Err(ApiError::BadRequest(format!(
+            "path {path:?} must start with / (the request path, without its query)"
+        )));
+    }
+    let config = state.live.borrow().config.clone();
+    let limit = config.max_body_bytes();
+    let body = match crate::ingest::verify::decode(&headers, body, limit) {
+        Ok(body) if body.len() <= limit => body,
+        Ok(_) | Err(crate::ingest::verify::Rejection::TooLarge { .. }) => {
+            return Ok((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the event is over max_body_bytes ({limit})\n"),
+            )
+                .into_response())
+        }
+        Err(e) => return Err(ApiError::BadRequest(format!("not an event: {e}"))),
+    };
+    let event = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(event @ serde_json::Value::Object(_)) => event,
+        Ok(_) => {
+            return Err(ApiError::BadRequest(
+                "not an event: the body is JSON but not an object".into(),
+            ))
+        }
+        Err(e) => {
+            return Err(ApiError::BadRequest(format!(
+                "not an event: the body is not JSON ({e})"
+            )))
+        }
+    };
+    Ok(Json(crate::route::explain(config.routes(), Some(&event), &path)).into_response())
+}
+
 async fn routes(State(state): State<AdminState>) -> Result<Json<Vec<RouteStatus>>, ApiError> {
     let live = state.live.borrow().clone();
     let spool = state.spool.clone();
@@ -406,7 +473,7 @@ async fn routes(State(state): State<AdminState>) -> Result<Json<Vec<RouteStatus>
     let (removed, summaries) = read??;
     let now = now_ms();
     // Configured routes first, in file order, then removed routes that still hold events.
-    let described: Vec<(String, bool, String, String, String)> = live
+    let described: Vec<(String, bool, String, String, String, Option<String>)> = live
         .config
         .routes()
         .iter()
@@ -418,6 +485,7 @@ async fn routes(State(state): State<AdminState>) -> Result<Json<Vec<RouteStatus>
                 r.filter.describe(),
                 d.kind().to_string(),
                 d.target(),
+                d.rate_limit().map(|l| l.describe()),
             )
         })
         .chain(removed.into_iter().map(|name| {
@@ -427,6 +495,7 @@ async fn routes(State(state): State<AdminState>) -> Result<Json<Vec<RouteStatus>
                 "-".into(),
                 "removed from the config".into(),
                 "-".into(),
+                None,
             )
         }))
         .collect();
@@ -434,7 +503,7 @@ async fn routes(State(state): State<AdminState>) -> Result<Json<Vec<RouteStatus>
         .into_iter()
         .zip(summaries)
         .map(
-            |((name, enabled, event_types, destination, target), summary)| {
+            |((name, enabled, event_types, destination, target, rate_limit), summary)| {
                 let stats = live.stats.get(&name);
                 let load = |f: fn(&RouteStats) -> u64| stats.map_or(0, |s| f(s));
                 let last = stats.and_then(|s| s.last_error());
@@ -449,6 +518,8 @@ async fn routes(State(state): State<AdminState>) -> Result<Json<Vec<RouteStatus>
                     dead_letters: summary.dead_letters,
                     last_error_at: last.as_ref().map(|(_, at)| rfc3339(*at)),
                     last_error: last.map(|(e, _)| e),
+                    rate_limit,
+                    sent_per_second: stats.map_or(0, |s| s.sent_last_second(now)),
                     name,
                     enabled,
                     event_types,

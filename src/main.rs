@@ -57,6 +57,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show which routes take an event and, for each that does not, the first reason why.
+    /// Verifies nothing and stores nothing; exits 2 when the event or the config cannot be
+    /// read.
+    Explain {
+        /// The event's JSON body (gzip accepted), or - for standard input.
+        file: PathBuf,
+        /// The request path the event is taken as posted to (for routes with `paths`).
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// The verdicts as JSON (as the admin API's POST /api/explain answers).
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a commented starter routes.yaml to --config (never over an existing file).
     Init,
     /// Print the JSON Schema (draft 2020-12) of routes.yaml, for editors and linters.
@@ -206,6 +219,13 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Check { no_env, json } => cli::check(&cli.config, no_env, json),
         Command::Init => cli::init(&cli.config),
+        Command::Explain { file, path, json } => {
+            if let Err(e) = cli::explain(&cli.config, &file, &path, json) {
+                eprintln!("hookfan: {e:#}");
+                return ExitCode::from(2);
+            }
+            Ok(())
+        }
         Command::Schema => cli::schema(),
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -403,6 +403,34 @@ const CASES: &[Case] = &[
         check_accepts: false,
     },
     Case {
+        name: "match and not: values, lists, exists and comparisons",
+        yaml: "apps: [{ api_key: k, api_secret: s }]\nroutes:\n  - name: a\n    event_types: []\n    match: { channel_type: [livestream, gaming], n: { gte: 1, lt: 5 }, a: { exists: true }, f: false, z: null }\n    not: { message.user.id: \"bot-*\" }\n    file: { path: a.jsonl }\n",
+        vars: &[],
+        schema_accepts: true,
+        check_accepts: true,
+    },
+    Case {
+        name: "match: an unknown operator",
+        yaml: "apps: [{ api_key: k, api_secret: s }]\nroutes: [{ name: a, event_types: [], match: { n: { between: 1 } }, file: { path: a.jsonl } }]\n",
+        vars: &[],
+        schema_accepts: false,
+        check_accepts: false,
+    },
+    Case {
+        name: "match: a comparison with a string",
+        yaml: "apps: [{ api_key: k, api_secret: s }]\nroutes: [{ name: a, event_types: [], match: { n: { gte: big } }, file: { path: a.jsonl } }]\n",
+        vars: &[],
+        schema_accepts: false,
+        check_accepts: false,
+    },
+    Case {
+        name: "beyond the schema: a field path with an empty key",
+        yaml: "apps: [{ api_key: k, api_secret: s }]\nroutes: [{ name: a, event_types: [], match: { a..b: 1 }, file: { path: a.jsonl } }]\n",
+        vars: &[],
+        schema_accepts: true,
+        check_accepts: false,
+    },
+    Case {
         name: "beyond the schema: a URL of another scheme",
         yaml: "apps: [{ api_key: k, api_secret: s }]\nroutes: [{ name: a, event_types: [], http: { url: \"ftp://h/\" } }]\n",
         vars: &[],
@@ -989,4 +1017,200 @@ fn spool_repair_keeps_the_intact_records_of_a_damaged_log_and_says_what_it_lost(
         "{}",
         stdout(&out)
     );
+}
+
+/// A config for `explain`: routes by type, path, content, and one disabled.
+const EXPLAIN_CONFIG: &str = r#"apps: [{ api_key: k, api_secret: "${STREAM_API_SECRET}" }]
+routes:
+  - name: livestream-moderation
+    event_types: ["message.*"]
+    match: { channel_type: [livestream, gaming] }
+    not: { message.user.id: "bot-*" }
+    file: { path: ./a.jsonl }
+  - name: reactions
+    event_types: ["reaction.*"]
+    file: { path: ./b.jsonl }
+  - name: pending
+    event_types: []
+    paths: ["/pending/*"]
+    file: { path: ./c.jsonl }
+  - name: archive
+    event_types: []
+    enabled: false
+    file: { path: ./d.jsonl }
+"#;
+
+fn explain_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("routes.yaml"), EXPLAIN_CONFIG).unwrap();
+    dir
+}
+
+#[test]
+fn explain_says_which_routes_take_an_event_and_why_the_others_do_not() {
+    let dir = explain_dir();
+    let event = dir.path().join("event.json");
+    std::fs::write(
+        &event,
+        r#"{"type":"message.new","channel_type":"livestream","message":{"user":{"id":"u1"}},"future_field":{"x":1}}"#,
+    )
+    .unwrap();
+    let config = dir.path().join("routes.yaml");
+    // The secret is not needed: explain verifies nothing.
+    let out = hookfan(
+        &[
+            "explain",
+            "--config",
+            config.to_str().unwrap(),
+            event.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let verdicts: Vec<(String, String)> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("ROUTE"))
+        .skip(1)
+        .map(|l| {
+            let (route, verdict) = l.split_once(char::is_whitespace).unwrap();
+            (route.to_string(), verdict.trim().to_string())
+        })
+        .collect();
+    assert!(
+        text.starts_with("event type message.new, posted to /\n"),
+        "{text}"
+    );
+    assert_eq!(
+        verdicts,
+        [
+            ("livestream-moderation", "takes"),
+            (
+                "reactions",
+                "skips: event type \"message.new\" not in [reaction.*]"
+            ),
+            ("pending", "skips: path \"/\" not in [/pending/*]"),
+            ("archive", "skips: disabled"),
+        ]
+        .map(|(r, v)| (r.to_string(), v.to_string()))
+    );
+
+    // From stdin, gzipped, as posted to another path, as JSON.
+    let body =
+        br#"{"type":"message.new","channel_type":"messaging","message":{"user":{"id":"bot-9"}}}"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, body).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookfan"))
+        .args([
+            "explain",
+            "--config",
+            config.to_str().unwrap(),
+            "--path",
+            "/pending/x",
+            "--json",
+            "-",
+        ])
+        .env_remove("STREAM_API_SECRET")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &gz.finish().unwrap()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json,
+        json!({
+            "event_type": "message.new",
+            "path": "/pending/x",
+            "routes": [
+                {"route": "livestream-moderation", "takes": false,
+                 "skip": "channel_type is \"messaging\", wanted one of livestream, gaming"},
+                {"route": "reactions", "takes": false,
+                 "skip": "event type \"message.new\" not in [reaction.*]"},
+                {"route": "pending", "takes": true, "skip": null},
+                {"route": "archive", "takes": false, "skip": "disabled"},
+            ]
+        })
+    );
+
+    // A bot on a livestream channel: excluded by not.
+    std::fs::write(
+        &event,
+        r#"{"type":"message.new","channel_type":"livestream","message":{"user":{"id":"bot-9"}}}"#,
+    )
+    .unwrap();
+    let out = hookfan(
+        &[
+            "explain",
+            "--config",
+            config.to_str().unwrap(),
+            event.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        stdout(&out).contains(
+            "livestream-moderation  skips: message.user.id is \"bot-9\", excluded by not: bot-*"
+        ),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn explain_exits_2_on_an_event_or_config_it_cannot_read() {
+    let dir = explain_dir();
+    let config = dir.path().join("routes.yaml");
+    let config = config.to_str().unwrap();
+    let not_json = dir.path().join("bad.json");
+    std::fs::write(&not_json, "type=message.new").unwrap();
+    let array = dir.path().join("array.json");
+    std::fs::write(&array, "[1]").unwrap();
+    let event = dir.path().join("event.json");
+    std::fs::write(&event, "{}").unwrap();
+    let broken_config = dir.path().join("broken.yaml");
+    std::fs::write(&broken_config, "routes: [").unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["explain", "--config", config, "/nonexistent/event.json"],
+            "cannot read /nonexistent/event.json",
+        ),
+        (
+            &["explain", "--config", config, not_json.to_str().unwrap()],
+            "the body is not JSON",
+        ),
+        (
+            &["explain", "--config", config, array.to_str().unwrap()],
+            "JSON but not an object",
+        ),
+        (
+            &[
+                "explain",
+                "--config",
+                config,
+                "--path",
+                "pending",
+                event.to_str().unwrap(),
+            ],
+            "must start with /",
+        ),
+        (
+            &[
+                "explain",
+                "--config",
+                broken_config.to_str().unwrap(),
+                array.to_str().unwrap(),
+            ],
+            "broken.yaml:2:1: invalid YAML",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = hookfan(args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
 }

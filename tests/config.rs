@@ -636,10 +636,10 @@ broken_configs! {
         "#,
         expect: [
             (7, 5, r#"route "crm": unknown destination key "htp" (expected one of http, file, sqs, sns)"#),
-            (13, 7, r#"route "billing": http: unknown key "timout" (expected one of url, timeout, concurrency, retry, api_secret, forward_path)"#),
+            (13, 7, r#"route "billing": http: unknown key "timout" (expected one of url, timeout, concurrency, retry, api_secret, forward_path, rate_limit, burst)"#),
             (15, 9, r#"route "billing": http: retry: unknown key "initial_backof" (expected one of max_age, initial_backoff, max_backoff)"#),
-            (17, 5, r#"route "audit": unknown key "enable" (expected one of name, event_types, paths, enabled, http, file, sqs, sns)"#),
-            (21, 7, r#"route "audit": file: unknown key "mode" (expected one of path, retry)"#),
+            (17, 5, r#"route "audit": unknown key "enable" (expected one of name, event_types, paths, enabled, match, not, http, file, sqs, sns)"#),
+            (21, 7, r#"route "audit": file: unknown key "mode" (expected one of path, retry, rate_limit, burst)"#),
         ],
     }
 
@@ -1308,7 +1308,7 @@ fn the_error_renders_one_file_line_column_message_per_diagnostic_then_a_count() 
     assert_eq!(
         rendered,
         "routes.yaml:5:5: route \"crm\": unknown destination key \"htp\" (expected one of http, file, sqs, sns)\n\
-         routes.yaml:6:5: route \"crm\": unknown key \"timeout\" (expected one of name, event_types, paths, enabled, http, file, sqs, sns)\n\
+         routes.yaml:6:5: route \"crm\": unknown key \"timeout\" (expected one of name, event_types, paths, enabled, match, not, http, file, sqs, sns)\n\
          routes.yaml: 2 errors found"
     );
 }
@@ -1892,4 +1892,211 @@ fn debug_output_of_a_config_shows_neither_app_secrets_nor_route_secrets() {
         assert!(!shown.contains(CRM_SECRET), "route secret leaked: {shown}");
         assert!(shown.contains("Secret(***)"), "{shown}");
     }
+}
+
+// ---- Routes by content: `match:` and `not:` ---------------------------------------------------
+
+broken_configs! {
+    conditions_on_the_body_are_checked_each_where_it_stands {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: a
+            |    event_types: ["message.*"]
+            |    match:
+            |      channel..type: livestream
+            |      channel.member_count: { gte: many }
+            |      message.user.role: { like: admin }
+            |      channel_type: []
+            |      members: [alice, [bob]]
+            |    not:
+            |      user.banned: { exists: false, gt: 1 }
+            |    file: { path: ./a.jsonl }
+            |  - name: b
+            |    event_types: []
+            |    not: {}
+            |    file: { path: ./b.jsonl }
+        "#,
+        expect: [
+            (6, 7, r#"route "a": match: "channel..type" is not a field path: an empty key"#),
+            (7, 36, r#"route "a": match: channel.member_count: gte compares numbers, and "many" is a string"#),
+            (8, 28, r#"route "a": match: message.user.role: unknown operator "like" (expected one of exists, eq, gte, gt, lte, lt)"#),
+            (9, 21, r#"route "a": match: channel_type: an empty list matches nothing"#),
+            (10, 24, r#"route "a": match: members: a list holds values to match (strings, numbers, booleans, null), not a list"#),
+            (12, 20, r#"route "a": not: user.banned: exists: false cannot hold with a comparison"#),
+            (16, 10, r#"route "b": not is empty"#),
+        ],
+    }
+
+    a_match_with_nothing_under_it_is_empty_not_absent {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    match:
+            |      # channel_type: livestream
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [
+            (5, 5, r#"route "a": match is empty"#),
+        ],
+    }
+
+    rate_limits_are_events_per_second_minute_or_hour {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    http: { url: "http://h/", rate_limit: 50 }
+            |  - name: b
+            |    event_types: []
+            |    file: { path: ./b.jsonl, rate_limit: 0/s }
+            |  - name: c
+            |    event_types: []
+            |    sqs: { queue_url: "https://sqs.us-east-1.amazonaws.com/1/q", rate_limit: 10/d }
+            |  - name: d
+            |    event_types: []
+            |    sns: { topic_arn: "arn:aws:sns:us-east-1:1:t", rate_limit: 5/m, burst: 0 }
+            |  - name: e
+            |    event_types: []
+            |    http: { url: "http://h/", burst: 10 }
+        "#,
+        expect: [
+            (5, 43, r#"route "a": rate_limit "50" is not a rate: write events per second, minute or hour, like 50/s, 300/m or 1000/h"#),
+            (8, 42, r#"route "b": rate_limit "0/s" must allow 1 to 1000000 events per s"#),
+            (11, 78, r#"route "c": rate_limit "10/d" is not a rate"#),
+            (14, 76, r#"route "d": burst 0 must be 1 to 1000000 events"#),
+            (17, 38, r#"route "e": burst without rate_limit paces nothing"#),
+        ],
+    }
+
+    conditions_are_a_mapping {
+        env: [],
+        yaml: r#"
+            |apps: [{ api_key: k, api_secret: s }]
+            |routes:
+            |  - name: a
+            |    event_types: []
+            |    match: [channel_type]
+            |    file: { path: ./a.jsonl }
+        "#,
+        expect: [
+            (5, 12, "a mapping of field paths to the values they must hold"),
+        ],
+    }
+}
+
+#[test]
+fn malformed_conditions_have_their_kinds() {
+    use Problem::*;
+    let yaml =
+        "|apps: [{ api_key: k, api_secret: s }]\n|routes:\n|  - name: a\n|    event_types: []\n\
+                |    match: { a..b: 1, n: { between: 1 }, m: { gte: x } }\n\
+                |    not: { u: { exists: false, lt: 2 } }\n|    file: { path: ./a }\n";
+    assert_eq!(
+        kinds_of(&[], yaml),
+        [
+            (5, InvalidValue, at("routes[0].match.a..b")),
+            (5, UnknownKey, at("routes[0].match.n.between")),
+            (5, InvalidValue, at("routes[0].match.m.gte")),
+            (6, Conflict, at("routes[0].not.u")),
+        ]
+    );
+}
+
+#[test]
+fn rate_limits_are_read_with_their_bursts() {
+    let text = margin(
+        r#"
+        |apps: [{ api_key: k, api_secret: s }]
+        |routes:
+        |  - { name: a, event_types: [], http: { url: "http://h/", rate_limit: 50/s } }
+        |  - { name: b, event_types: [], file: { path: ./b, rate_limit: 90/m } }
+        |  - { name: c, event_types: [], sqs: { queue_url: "https://sqs.us-east-1.amazonaws.com/1/q", rate_limit: 7200/h, burst: 10 } }
+        |  - { name: d, event_types: [], sns: { topic_arn: "arn:aws:sns:us-east-1:1:t" } }
+        "#,
+    );
+    let config = config::from_str("routes.yaml", &text, lookup_in(&[])).unwrap();
+    let limits: Vec<Option<(f64, u32, String)>> = config
+        .routes()
+        .iter()
+        .map(|r| {
+            r.destination
+                .rate_limit()
+                .map(|l| (l.per_second, l.burst, l.describe()))
+        })
+        .collect();
+    assert_eq!(
+        limits,
+        [
+            Some((50.0, 50, "50/s, burst 50".to_string())),
+            Some((1.5, 2, "90/m, burst 2".to_string())),
+            Some((2.0, 10, "7200/h, burst 10".to_string())),
+            None,
+        ]
+    );
+}
+
+#[test]
+fn conditions_are_read_in_the_order_written_and_select_by_the_body() {
+    let text = margin(
+        r#"
+        |apps: [{ api_key: k, api_secret: s }]
+        |routes:
+        |  - name: livestream-moderation
+        |    event_types: ["message.*"]
+        |    match:
+        |      channel_type: [livestream, gaming]
+        |    not:
+        |      message.user.id: "bot-*"
+        |      user.role: admin
+        |    file: { path: ./a.jsonl }
+        |  - name: big-channels
+        |    event_types: []
+        |    match:
+        |      channel.member_count: { gte: 1000 }
+        |      message.attachments: { exists: true }
+        |      'custom["team.name"]': core
+        |    file: { path: ./b.jsonl }
+        "#,
+    );
+    let config = config::from_str("routes.yaml", &text, lookup_in(&[])).unwrap();
+    let conditions: Vec<String> = config.routes()[1]
+        .content
+        .conditions()
+        .map(|(_, c)| format!("{}: {}", c.path, c.test))
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            "channel.member_count: gte 1000",
+            "message.attachments: to exist",
+            "custom[\"team.name\"]: core"
+        ]
+    );
+    let select = |body: &str| {
+        let event_type = serde_json::from_str::<serde_json::Value>(body).unwrap()["type"]
+            .as_str()
+            .map(str::to_string);
+        let candidate = hookfan::route::Candidate {
+            event_type: event_type.as_deref(),
+            path: "/",
+            body: body.as_bytes(),
+        };
+        hookfan::route::select(config.routes(), config.needed(), &candidate)
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let live = r#"{"type":"message.new","channel_type":"livestream","message":{"user":{"id":"u1"},"attachments":[]},"user":{"role":"user"}}"#;
+    assert_eq!(select(live), ["livestream-moderation"]);
+    let bot = r#"{"type":"message.new","channel_type":"gaming","message":{"user":{"id":"bot-1"}}}"#;
+    assert!(select(bot).is_empty());
+    let big = r#"{"type":"message.new","channel_type":"messaging","channel":{"member_count":5000},"message":{"attachments":[{"type":"image"}]},"custom":{"team.name":"core"}}"#;
+    assert_eq!(select(big), ["big-channels"]);
 }

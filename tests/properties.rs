@@ -6,6 +6,9 @@
 //!
 //! - routing (`route::EventFilter`): empty filters, exact names, `*` globs against a
 //!   reference matcher, entry validation;
+//! - routing by content (`route::Condition`, `route::select`): no conditions is routing by
+//!   type alone, an absent field never matches, `not` is `match`'s complement, the pruned
+//!   body decides as the whole one, array paths, globs and numbers;
 //! - templates (`template::Template`): no panics, literal text, field values, alternatives,
 //!   malformed templates refused;
 //! - backoff (`deliver::backoff::delay`): every delay within its documented bounds, for any
@@ -84,7 +87,7 @@ fn literal_text() -> impl Strategy<Value = String> {
 
 /// The reference model of one `event_types` entry: `*` matches any run of characters
 /// (including none), every other character matches itself. Written as the textbook dynamic
-/// programme over characters, independently of `route.rs`'s split-and-search.
+/// programme over characters, independently of `route/filters.rs`'s split-and-search.
 fn reference_glob(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
@@ -196,6 +199,244 @@ proptest! {
                 prop_assert_eq!(got, bad);
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing by content (`match:`, `not:`).
+
+/// A field path's source text for these keys: bare when a key allows it, else quoted.
+fn path_source(keys: &[String]) -> String {
+    let mut out = String::new();
+    for (i, key) in keys.iter().enumerate() {
+        let bare = !key.is_empty()
+            && !key.contains(|c: char| matches!(c, '.' | '[' | ']' | '"') || c.is_whitespace());
+        if bare {
+            if i > 0 {
+                out.push('.');
+            }
+            out.push_str(key);
+        } else {
+            out.push_str("[\"");
+            out.push_str(&key.replace('\\', "\\\\").replace('"', "\\\""));
+            out.push_str("\"]");
+        }
+    }
+    out
+}
+
+/// A condition's path: one to three keys, mostly the names `json_value` uses.
+fn condition_keys() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec(key(), 1..4)
+}
+
+/// A condition's value as routes.yaml's JSON: a value, a list, `exists` or comparisons.
+fn condition_value() -> impl Strategy<Value = Value> {
+    let scalar = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        (-3i64..3).prop_map(Value::from),
+        "[ab*]{0,3}".prop_map(Value::String),
+        ".{0,4}".prop_map(Value::String),
+    ];
+    let op = prop::sample::select(vec!["eq", "gte", "gt", "lte", "lt"]);
+    prop_oneof![
+        scalar.clone(),
+        prop::collection::vec(scalar, 1..4).prop_map(Value::Array),
+        any::<bool>().prop_map(|b| json!({ "exists": b })),
+        prop::collection::btree_map(op, -3.0f64..3.0, 1..3).prop_map(|m| Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect()
+        )),
+    ]
+}
+
+fn condition() -> impl Strategy<Value = hookfan::route::Condition> {
+    (condition_keys(), condition_value()).prop_map(|(keys, value)| {
+        hookfan::route::Condition::parse(&path_source(&keys), &value)
+            .unwrap_or_else(|e| panic!("{keys:?} {value}: {e:?}"))
+    })
+}
+
+/// An event body: an object, often holding the keys conditions name.
+fn event_body() -> impl Strategy<Value = Value> {
+    prop::collection::btree_map(key(), json_value(), 0..6)
+        .prop_map(|m| Value::Object(m.into_iter().collect()))
+}
+
+/// A value a path of `keys` reaches into: objects holding the next key beside other fields,
+/// or arrays of them, down to a leaf of the kind conditions compare (or anything).
+fn holding(keys: Vec<String>) -> BoxedStrategy<Value> {
+    let Some((key, rest)) = keys.split_first() else {
+        return prop_oneof![
+            (-3i64..3).prop_map(Value::from),
+            "[ab]{0,3}".prop_map(Value::String),
+            json_value(),
+        ]
+        .boxed();
+    };
+    let key = key.clone();
+    let object = (holding(rest.to_vec()), event_body())
+        .prop_map(move |(child, mut object)| {
+            object[key.as_str()] = child;
+            object
+        })
+        .boxed();
+    prop_oneof![
+        object.clone(),
+        prop::collection::vec(prop_oneof![object, json_value()], 1..4).prop_map(Value::Array),
+    ]
+    .boxed()
+}
+
+/// Conditions, and a body their paths often reach into.
+fn conditions_and_body() -> impl Strategy<Value = (Vec<hookfan::route::Condition>, Value)> {
+    prop::collection::vec(condition(), 1..4).prop_flat_map(|conditions| {
+        let keys = conditions[0].path.keys().to_vec();
+        (Just(conditions), holding(keys)).prop_map(|(conditions, reached)| {
+            // The top level is an object whatever `holding` made.
+            let body = match reached {
+                Value::Object(_) => reached,
+                other => json!({ "x": other }),
+            };
+            (conditions, body)
+        })
+    })
+}
+
+fn content_route(
+    name: &str,
+    types: &[String],
+    all: Vec<hookfan::route::Condition>,
+    none: Vec<hookfan::route::Condition>,
+) -> hookfan::config::Route {
+    hookfan::config::Route {
+        name: name.into(),
+        enabled: true,
+        filter: EventFilter::new(types).unwrap(),
+        paths: hookfan::route::PathFilter::all(),
+        content: hookfan::route::ContentFilter::new(all, none),
+        destination: hookfan::config::Destination::File(hookfan::config::FileDestination {
+            path: "x".into(),
+            retry: RetryPolicy::DEFAULT,
+            rate_limit: None,
+        }),
+    }
+}
+
+fn selected(routes: &[hookfan::config::Route], body: &Value) -> Vec<String> {
+    let text = body.to_string();
+    let event_type = body.get("type").and_then(Value::as_str);
+    let candidate = hookfan::route::Candidate {
+        event_type,
+        path: "/",
+        body: text.as_bytes(),
+    };
+    hookfan::route::select(routes, &hookfan::route::needs(routes), &candidate)
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    /// Routes without `match`/`not` select exactly what their `event_types` select, whatever
+    /// the body holds.
+    #[test]
+    fn without_conditions_routing_is_by_type_alone(
+        types in prop::collection::vec(prop::collection::vec(small_pattern(), 0..3), 1..5),
+        event_type in small_text(),
+        mut body in event_body(),
+    ) {
+        body["type"] = json!(event_type);
+        let routes: Vec<_> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| content_route(&format!("r{i}"), t, vec![], vec![]))
+            .collect();
+        let by_type: Vec<String> = routes
+            .iter()
+            .filter(|r| r.filter.matches(Some(&event_type)))
+            .map(|r| r.name.clone())
+            .collect();
+        prop_assert_eq!(selected(&routes, &body), by_type);
+    }
+
+    /// A `match` condition on a field the body does not have never selects, unless it asks
+    /// for `{exists: false}`.
+    #[test]
+    fn a_match_on_an_absent_field_never_selects(
+        c in condition(),
+        mut body in event_body(),
+    ) {
+        body.as_object_mut().unwrap().remove(&c.path.keys()[0]);
+        let absent_wanted = c.test == hookfan::route::Test::Exists(false);
+        let routes = [content_route("r", &[], vec![c], vec![])];
+        prop_assert_eq!(selected(&routes, &body).len() == 1, absent_wanted);
+    }
+
+    /// `not` is the complement of `match`: of two routes with the same condition, one in each
+    /// block, exactly one takes any event.
+    #[test]
+    fn not_is_the_complement_of_match((c, body) in conditions_and_body()) {
+        let c = c[0].clone();
+        let routes = [
+            content_route("match", &[], vec![c.clone()], vec![]),
+            content_route("not", &[], vec![], vec![c]),
+        ];
+        prop_assert_eq!(selected(&routes, &body).len(), 1);
+    }
+
+    /// Selection reads only the parts of the body conditions name, and decides exactly as
+    /// over the whole body.
+    #[test]
+    fn the_pruned_body_decides_as_the_whole_body((conditions, body) in conditions_and_body()) {
+        let mut needed = hookfan::route::Needed::default();
+        hookfan::route::ContentFilter::new(conditions.clone(), vec![]).needs(&mut needed);
+        let pruned = needed.parse(body.to_string().as_bytes()).expect("JSON parses");
+        for c in &conditions {
+            prop_assert_eq!(c.holds(&pruned), c.holds(&body), "{:?} over {}", c, pruned);
+        }
+    }
+
+    /// Through an array, a path matches when any element matches; a string value is a glob
+    /// as in `event_types`.
+    #[test]
+    fn array_paths_match_when_any_element_matches_by_glob(
+        pattern in "[ab*]{1,4}",
+        texts in prop::collection::vec(small_text(), 0..5),
+    ) {
+        let c = hookfan::route::Condition::parse("members.user_id", &json!(pattern)).unwrap();
+        let members: Vec<Value> = texts.iter().map(|t| json!({ "user_id": t })).collect();
+        let want = texts.iter().any(|t| reference_glob(&pattern, t));
+        prop_assert_eq!(c.holds(&json!({ "members": members })), want);
+        // Also when the array is the value itself.
+        let c = hookfan::route::Condition::parse("tags", &json!(pattern)).unwrap();
+        prop_assert_eq!(c.holds(&json!({ "tags": texts })), want);
+    }
+
+    /// Numbers compare as numbers, integers and floats alike; a string of digits is no number.
+    #[test]
+    fn comparisons_follow_the_numbers(
+        op in prop::sample::select(vec!["eq", "gte", "gt", "lte", "lt"]),
+        bound in -5i64..5,
+        value in -5i64..5,
+        as_float in any::<bool>(),
+    ) {
+        let c = hookfan::route::Condition::parse("n", &json!({ op: bound })).unwrap();
+        let want = match op {
+            "eq" => value == bound,
+            "gte" => value >= bound,
+            "gt" => value > bound,
+            "lte" => value <= bound,
+            _ => value < bound,
+        };
+        let n = if as_float { json!(value as f64) } else { json!(value) };
+        prop_assert_eq!(c.holds(&json!({ "n": n })), want);
+        let digits = json!({ "n": value.to_string() });
+        prop_assert_eq!(c.holds(&digits), false);
     }
 }
 

@@ -11,6 +11,7 @@
 mod common;
 
 mod backlog;
+mod content;
 mod delivery;
 mod ingest;
 mod load;
@@ -72,7 +73,7 @@ struct Args {
     /// `BENCH_HOOKFAN_CONFIG='delivery_nice: 0'` (several lines separated by `;`).
     #[arg(long, env = "BENCH_HOOKFAN_CONFIG", default_value = "")]
     hookfan_config: String,
-    /// Comma-separated subset: probe,ingest,unrouted,refused,tracing,deliver,drain-http,drain-sqs,
+    /// Comma-separated subset: probe,ingest,unrouted,refused,tracing,content,deliver,drain-http,drain-sqs,
     /// backlog.
     #[arg(long, env = "BENCH_SCENARIOS", default_value = "all")]
     scenarios: String,
@@ -275,6 +276,7 @@ fn main() -> Result<()> {
     step("unrouted", &mut s, &|s| unrouted(s, &base));
     step("refused", &mut s, &|s| refused(s, &base));
     step("tracing", &mut s, &|s| tracing::tracing(s, &base));
+    step("content", &mut s, &|s| content::content(s, &base));
     step("deliver", &mut s, &|s| deliver(s, &base, disk_rate));
     step("drain-http", &mut s, &drain_http);
     step("drain-sqs", &mut s, &drain_sqs);

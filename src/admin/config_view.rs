@@ -58,7 +58,7 @@ fn retry(r: &RetryPolicy) -> Value {
 }
 
 fn destination(d: &Destination) -> Value {
-    match d {
+    let mut block = match d {
         Destination::Http(h) => json!({
             "url": url_masked(h.url.as_str()),
             "timeout": duration(h.timeout),
@@ -85,7 +85,9 @@ fn destination(d: &Destination) -> Value {
             "concurrency": a.concurrency,
             "retry": retry(&a.retry),
         }),
-    }
+    };
+    block["rate_limit"] = json!(d.rate_limit().map(|l| l.describe()));
+    block
 }
 
 /// The running config, secrets masked.
@@ -99,6 +101,7 @@ pub fn view(c: &Config) -> Value {
                 "enabled": r.enabled,
                 "event_types": r.filter.describe(),
                 "paths": r.paths.describe(),
+                "conditions": r.content.describe(),
                 "destination": r.destination.kind(),
                 r.destination.kind().key(): destination(&r.destination),
             })

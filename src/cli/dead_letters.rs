@@ -10,7 +10,7 @@ pub async fn dead_letters_act(
     route: Option<&str>,
     webhook_ids: Vec<String>,
 ) -> anyhow::Result<()> {
-    let config = load_for_operator(config_path, false)?;
+    let config = load_for_operator(config_path, &[])?;
     let (n, later) = match reach_spool(&config).await? {
         Spooled::Offline(spool) => {
             let n = spool.dead_letter_action(action, route, webhook_ids).await;
@@ -65,7 +65,7 @@ pub async fn dead_letters_show(
     id: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    let config = load_for_operator(config_path, false)?;
+    let config = load_for_operator(config_path, &[])?;
     let of_id = |l: &&DeadLetter| l.webhook_id.as_deref() == Some(id);
     let shown: Vec<DeadLetterShown> = match reach_spool(&config).await? {
         Spooled::Offline(spool) => {
@@ -133,7 +133,7 @@ pub async fn dead_letters_list(
     route: Option<&str>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let config = load_for_operator(config_path, false)?;
+    let config = load_for_operator(config_path, &[])?;
     let letters: Vec<DeadLetter> = match reach_spool(&config).await? {
         Spooled::Offline(spool) => {
             let letters = spool.dead_letters(route);
@@ -186,7 +186,7 @@ pub async fn dead_letters_list(
 /// `hookfan drop-pending --route NAME`: forgets the pending events of a route that does not
 /// run, offline or through the running daemon.
 pub async fn drop_pending(config_path: &Path, route: &str) -> anyhow::Result<()> {
-    let config = load_for_operator(config_path, true)?;
+    let config = load_for_operator(config_path, &["name", "enabled"])?;
     let n = match reach_spool(&config).await? {
         Spooled::Offline(spool) => {
             if config.routes().iter().any(|r| r.name == route && r.enabled) {

@@ -14,6 +14,7 @@ use hookfan::spool::{DeadLetter, DeadLetterAction, DeadLetterShown, Spool, Spool
 use hookfan::stream::{HEADER_API_KEY, HEADER_ATTEMPT, HEADER_SIGNATURE, HEADER_WEBHOOK_ID};
 
 mod dead_letters;
+mod explain;
 mod send;
 mod serve;
 mod setup;
@@ -21,23 +22,31 @@ mod spool;
 mod status;
 
 pub use dead_letters::{dead_letters_act, dead_letters_list, dead_letters_show, drop_pending};
+pub use explain::explain;
 pub use send::send;
 pub use serve::serve;
 pub use setup::{check, init, schema};
 pub use spool::{spool_repair, spool_verify};
 pub use status::{drain, healthcheck, status};
 
-/// The config as an operator command (`status`, `dead-letters`, `drop-pending`) reads it:
-/// in the operator's shell, which lacks the daemon's secrets. Unset `${VAR}`s become
-/// placeholders, except in the keys the command uses: the admin address and token, the
-/// data dir, and for `drop-pending` route names and `enabled`.
-fn load_for_operator(config_path: &Path, uses_routes: bool) -> anyhow::Result<Config> {
+/// The config as an operator command (`status`, `dead-letters`, `drop-pending`, `explain`)
+/// reads it: in the operator's shell, which lacks the daemon's secrets. Unset `${VAR}`s
+/// become placeholders, except in the keys the command uses: the admin address and token,
+/// the data dir, and these keys of each route (`name` and `enabled` for `drop-pending`; every
+/// key that selects events for `explain`).
+fn load_for_operator(config_path: &Path, route_keys: &[&str]) -> anyhow::Result<Config> {
     let (config, held) = config::load_with_placeholders(config_path, Placeholders::ForUnset)?;
     let used = |path: &str| {
         matches!(path, "admin_listen" | "admin_token" | "data_dir")
-            || (uses_routes
-                && path.starts_with("routes[")
-                && (path.ends_with(".name") || path.ends_with(".enabled")))
+            || path
+                .strip_prefix("routes[")
+                .and_then(|rest| rest.split_once("]."))
+                .is_some_and(|(_, key)| {
+                    route_keys.iter().any(|k| {
+                        key.strip_prefix(k)
+                            .is_some_and(|after| after.is_empty() || after.starts_with(['.', '[']))
+                    })
+                })
     };
     if let Some(p) = held.iter().find(|p| used(&p.path)) {
         bail!(

@@ -63,6 +63,15 @@ pub fn check(config_path: &Path, no_env: bool, json: bool) -> anyhow::Result<()>
         ],
         &rows,
     );
+    let conditions: Vec<[String; 2]> = config
+        .routes()
+        .iter()
+        .filter_map(|r| Some([r.name.clone(), r.content.describe()?]))
+        .collect();
+    if !conditions.is_empty() {
+        println!();
+        print_table(&["ROUTE", "CONDITIONS ON THE BODY"], &conditions);
+    }
     if !config.passthrough().is_empty() {
         println!();
         let rows: Vec<[String; 4]> = config

@@ -6,7 +6,7 @@ use super::*;
 fn spool_data_dir(config_path: &Path, data_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     match data_dir {
         Some(dir) => Ok(dir.to_path_buf()),
-        None => Ok(load_for_operator(config_path, false)?
+        None => Ok(load_for_operator(config_path, &[])?
             .data_dir()
             .to_path_buf()),
     }

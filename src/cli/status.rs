@@ -4,7 +4,7 @@ use super::*;
 
 /// `hookfan status`: the route table of the running daemon, from its admin API.
 pub async fn status(config_path: &Path) -> anyhow::Result<()> {
-    let config = load_for_operator(config_path, false)?;
+    let config = load_for_operator(config_path, &[])?;
     let admin = Admin::new(&config)?;
     let routes: Vec<hookfan::admin::RouteStatus> = admin
         .call(reqwest::Method::GET, "/api/routes", None)
@@ -23,7 +23,7 @@ pub async fn status(config_path: &Path) -> anyhow::Result<()> {
             }
         );
     }
-    let rows: Vec<[String; 8]> = routes
+    let rows: Vec<[String; 9]> = routes
         .iter()
         .map(|r| {
             let age = r.oldest_pending_age_seconds.map_or("-".to_string(), |s| {
@@ -41,6 +41,10 @@ pub async fn status(config_path: &Path) -> anyhow::Result<()> {
                 r.delivered.to_string(),
                 r.failed.to_string(),
                 r.dead_letters.to_string(),
+                match &r.rate_limit {
+                    Some(limit) => format!("{}/s (limit {limit})", r.sent_per_second),
+                    None => format!("{}/s", r.sent_per_second),
+                },
                 match (&r.last_error, &r.last_error_at) {
                     (Some(e), Some(at)) => format!("{at} {e}"),
                     _ => "-".into(),
@@ -57,6 +61,7 @@ pub async fn status(config_path: &Path) -> anyhow::Result<()> {
             "DELIVERED",
             "FAILED",
             "DEAD",
+            "RATE",
             "LAST ERROR",
         ],
         &rows,
@@ -114,7 +119,7 @@ const DRAIN_QUIET: Duration = Duration::from_secs(10);
 /// stop, `/readyz` turns 503), then waits until every event is delivered. Ok only when nothing
 /// can come in any more and nothing is pending or dead: the spool may then be retired.
 pub async fn drain(config_path: &Path, deadline: Duration) -> anyhow::Result<()> {
-    let config = load_for_operator(config_path, false)?;
+    let config = load_for_operator(config_path, &[])?;
     let admin = Admin::new(&config)?;
     let started = tokio::time::Instant::now();
     let _: hookfan::admin::DrainStatus = admin
@@ -232,7 +237,7 @@ const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(4);
 /// images have no curl). Reads the config as the other operator commands do, so the app
 /// secrets need not be in the environment.
 pub async fn healthcheck(config_path: &Path) -> anyhow::Result<()> {
-    let config = load_for_operator(config_path, false)
+    let config = load_for_operator(config_path, &[])
         .map_err(|e| anyhow::anyhow!(e.to_string().replace('\n', "; ")))?;
     let addr = admin_address(config.admin_listen(), config.data_dir())?;
     let url = format!("http://{addr}/readyz");

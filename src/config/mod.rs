@@ -38,7 +38,7 @@ pub use placeholder::{Placeheld, Placeholders};
 use raw::*;
 pub use routes::{
     AwsDestination, BodyFormat, Destination, DestinationKind, FileDestination, HttpDestination,
-    RetryPolicy, RetryPolicyError, Route,
+    RateLimit, RetryPolicy, RetryPolicyError, Route,
 };
 use settings::{check_name, duration, validate};
 pub use traces::TracingSettings;
@@ -123,6 +123,8 @@ struct Reloadable {
     shutdown_grace: Duration,
     apps: Vec<App>,
     routes: Vec<Route>,
+    /// What the routes' `match:`/`not:` read of a body (nothing when no route has them).
+    needed: crate::route::Needed,
     passthrough: Vec<Passthrough>,
     sources: Vec<Source>,
     warnings: Vec<Diagnostic>,
@@ -214,6 +216,11 @@ impl Config {
     /// The routes, in the file's order.
     pub fn routes(&self) -> &[Route] {
         &self.reloadable.routes
+    }
+
+    /// What the routes' conditions read of an event's body ([`crate::route::select`]).
+    pub fn needed(&self) -> &crate::route::Needed {
+        &self.reloadable.needed
     }
 
     /// Synchronous hooks (Before-Message-Send, Custom Commands): a request on one of these
@@ -400,7 +407,8 @@ pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 64 * 1024 * 1024;
 /// Stream retries a webhook for up to 15 s after the event; a shorter `max_event_age` would
 /// refuse its own retries.
 const MIN_EVENT_AGE: Duration = Duration::from_secs(60);
-const MAX_BODY_LIMIT: u64 = 256 * 1024 * 1024;
+/// The largest `max_body_bytes` routes.yaml may set.
+pub const MAX_BODY_LIMIT: u64 = 256 * 1024 * 1024;
 /// Longest duration any key takes (ten years): beyond it, time arithmetic would overflow.
 const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 3600);
 

@@ -274,6 +274,15 @@ pub(super) struct RawRoute {
     /// `false` keeps the route (and the events it holds) but delivers nothing.
     #[schemars(extend("default" = true))]
     pub(super) enabled: Option<bool>,
+    /// Conditions on the event's JSON body, every one of which must hold: a dotted field path
+    /// (`channel_type`, `message.user.id`; `custom["a.b"]` for a key holding a dot) and the
+    /// value wanted (a string, with `*` globs; a number, boolean or null), a list of them
+    /// (any of), `{exists: true|false}`, or numeric comparisons (`{gte: 1000}`).
+    #[serde(rename = "match", default, deserialize_with = "present")]
+    pub(super) match_: Option<Option<RawConditions>>,
+    /// Conditions as in `match`; an event for which any of them holds is not taken.
+    #[serde(default, deserialize_with = "present")]
+    pub(super) not: Option<Option<RawConditions>>,
     /// POST each event to an HTTP handler, with Stream's headers and signature.
     pub(super) http: Option<RawHttp>,
     /// Append each event as one JSON line to a file.
@@ -282,6 +291,74 @@ pub(super) struct RawRoute {
     pub(super) sqs: Option<RawAws>,
     /// Publish each event to an SNS topic.
     pub(super) sns: Option<RawAws>,
+}
+
+/// A key that is present, even with an empty (null) value: `Some(None)` then, where a plain
+/// `Option` would read it as absent.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A `match:` or `not:` block: field paths and what they must hold, in the file's order.
+#[derive(Debug, Default)]
+pub(super) struct RawConditions(pub(super) Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for RawConditions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = RawConditions;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mapping of field paths to the values they must hold")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawConditions, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(RawConditions(entries))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+impl schemars::JsonSchema for RawConditions {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Conditions".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let scalar = serde_json::json!({ "type": ["string", "number", "boolean", "null"] });
+        let number = serde_json::json!({ "type": "number" });
+        schemars::json_schema!({
+            "description": "Field path (dotted; [\"a.b\"] for a key holding a dot) to the value it must hold.",
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {
+                "anyOf": [
+                    scalar,
+                    { "type": "array", "items": scalar, "minItems": 1 },
+                    {
+                        "type": "object",
+                        "minProperties": 1,
+                        "additionalProperties": false,
+                        "properties": {
+                            "exists": { "type": "boolean" },
+                            "eq": number, "gte": number, "gt": number, "lte": number, "lt": number
+                        }
+                    }
+                ]
+            }
+        })
+    }
 }
 
 /// `sqs:` and `sns:` share one shape; `queue_url` belongs to sqs and `topic_arn` to sns (the
@@ -314,6 +391,14 @@ pub(super) struct RawAws {
     pub(super) concurrency: Option<usize>,
     /// How long and how often failed deliveries are retried.
     pub(super) retry: Option<RawRetry>,
+    /// Paces deliveries: at most this many events a second, minute or hour on average, like
+    /// 50/s, 300/m or 1000/h (a retry counts again). Absent: as fast as the destination takes.
+    #[schemars(extend("pattern" = "^\\s*[0-9]+\\s*/\\s*[smh]\\s*$"))]
+    pub(super) rate_limit: Option<String>,
+    /// With rate_limit: how many events may go at once after a quiet spell. Default: one
+    /// second's worth of rate_limit (at least 1).
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub(super) burst: Option<u64>,
 }
 
 /// An HTTP handler.
@@ -336,6 +421,14 @@ pub(super) struct RawHttp {
     /// Append the path and query each webhook was posted to onto url's path.
     #[schemars(extend("default" = false))]
     pub(super) forward_path: Option<bool>,
+    /// Paces deliveries: at most this many events a second, minute or hour on average, like
+    /// 50/s, 300/m or 1000/h (a retry counts again). Absent: as fast as the destination takes.
+    #[schemars(extend("pattern" = "^\\s*[0-9]+\\s*/\\s*[smh]\\s*$"))]
+    pub(super) rate_limit: Option<String>,
+    /// With rate_limit: how many events may go at once after a quiet spell. Default: one
+    /// second's worth of rate_limit (at least 1).
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub(super) burst: Option<u64>,
 }
 
 /// A JSON-lines file.
@@ -347,6 +440,14 @@ pub(super) struct RawFile {
     pub(super) path: String,
     /// How long and how often failed deliveries are retried.
     pub(super) retry: Option<RawRetry>,
+    /// Paces deliveries: at most this many events a second, minute or hour on average, like
+    /// 50/s, 300/m or 1000/h (a retry counts again). Absent: as fast as the destination takes.
+    #[schemars(extend("pattern" = "^\\s*[0-9]+\\s*/\\s*[smh]\\s*$"))]
+    pub(super) rate_limit: Option<String>,
+    /// With rate_limit: how many events may go at once after a quiet spell. Default: one
+    /// second's worth of rate_limit (at least 1).
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub(super) burst: Option<u64>,
 }
 
 /// Exponential backoff with full jitter; initial_backoff must not exceed max_backoff.
@@ -417,7 +518,7 @@ pub(super) const SQS_SOURCE_KEYS: &[&str] = &[
 pub(super) const PASSTHROUGH_KEYS: &[&str] = &["path", "url", "timeout", "concurrency"];
 pub(super) const APP_KEYS: &[&str] = &["api_key", "api_secret"];
 pub(super) const TLS_KEYS: &[&str] = &["cert", "key"];
-pub(super) const ROUTE_KEYS: &[&str] = &["name", "event_types", "paths", "enabled"];
+pub(super) const ROUTE_KEYS: &[&str] = &["name", "event_types", "paths", "enabled", "match", "not"];
 /// The destination keys of a route, one of which it must have.
 pub(super) const DESTINATIONS: [&str; 4] = [
     DestinationKind::ALL[0].key(),
@@ -432,8 +533,10 @@ pub(super) const HTTP_KEYS: &[&str] = &[
     "retry",
     "api_secret",
     "forward_path",
+    "rate_limit",
+    "burst",
 ];
-pub(super) const FILE_KEYS: &[&str] = &["path", "retry"];
+pub(super) const FILE_KEYS: &[&str] = &["path", "retry", "rate_limit", "burst"];
 pub(super) const RETRY_KEYS: &[&str] = &["max_age", "initial_backoff", "max_backoff"];
 pub(super) const SQS_KEYS: &[&str] = &[
     "queue_url",
@@ -444,6 +547,8 @@ pub(super) const SQS_KEYS: &[&str] = &[
     "body",
     "concurrency",
     "retry",
+    "rate_limit",
+    "burst",
 ];
 pub(super) const SNS_KEYS: &[&str] = &[
     "topic_arn",
@@ -454,4 +559,6 @@ pub(super) const SNS_KEYS: &[&str] = &[
     "body",
     "concurrency",
     "retry",
+    "rate_limit",
+    "burst",
 ];

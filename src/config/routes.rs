@@ -4,9 +4,11 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
-use super::raw::{RawAws, RawFile, RawHttp, RawRetry, RawRoute};
+use super::raw::{RawAws, RawConditions, RawFile, RawHttp, RawRetry, RawRoute};
 use super::*;
-use crate::route::{EventFilter, PathFilter};
+use crate::route::{
+    Block, Condition, ConditionErrorAt, ConditionErrorKind, ContentFilter, EventFilter, PathFilter,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
@@ -18,6 +20,8 @@ pub struct Route {
     pub filter: EventFilter,
     /// The request paths it takes (`paths:`); every path when absent.
     pub paths: PathFilter,
+    /// What it asks of the body (`match:`, `not:`); nothing when absent.
+    pub content: ContentFilter,
     pub destination: Destination,
 }
 
@@ -98,6 +102,15 @@ impl Destination {
         }
     }
 
+    /// Its `rate_limit:` (with `burst:`), when deliveries are paced.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        match self {
+            Destination::Http(h) => h.rate_limit,
+            Destination::File(f) => f.rate_limit,
+            Destination::Sqs(a) | Destination::Sns(a) => a.rate_limit,
+        }
+    }
+
     pub fn retry(&self) -> &RetryPolicy {
         match self {
             Destination::Http(h) => &h.retry,
@@ -152,6 +165,7 @@ pub struct AwsDestination {
     pub fifo: bool,
     pub concurrency: usize,
     pub retry: RetryPolicy,
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// What an SQS message or SNS notification carries as its body.
@@ -173,12 +187,70 @@ pub struct HttpDestination {
     pub api_secret: Option<Secret>,
     /// Append the path and query the webhook was posted to onto `url`'s path.
     pub forward_path: bool,
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileDestination {
     pub path: PathBuf,
     pub retry: RetryPolicy,
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A destination's `rate_limit:` (with its `burst:`): deliveries are paced to `per_second`
+/// events a second on average, at most `burst` at once after a quiet spell
+/// ([`crate::deliver::pace`]). Built only by [`RateLimit::parse`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+    /// As written: `amount` per `unit` (`s`, `m`, `h`).
+    amount: u32,
+    unit: char,
+}
+
+impl RateLimit {
+    /// The most events a rate may allow per unit, and a burst may hold.
+    pub const MAX: u32 = 1_000_000;
+
+    /// Reads `50/s`, `300/m` or `1000/h`, and `burst` (default: one second's worth, at least
+    /// one event).
+    pub fn parse(text: &str, burst: Option<u64>) -> Result<RateLimit, String> {
+        let form = || {
+            format!("rate_limit \"{text}\" is not a rate: write events per second, minute or hour, like 50/s, 300/m or 1000/h")
+        };
+        let (amount, unit) = text.trim().split_once('/').ok_or_else(form)?;
+        let amount: u32 = amount.trim().parse().map_err(|_| form())?;
+        let (unit, seconds) = match unit.trim() {
+            "s" => ('s', 1.0),
+            "m" => ('m', 60.0),
+            "h" => ('h', 3600.0),
+            _ => return Err(form()),
+        };
+        if amount == 0 || amount > Self::MAX {
+            return Err(format!(
+                "rate_limit \"{text}\" must allow 1 to {} events per {unit}",
+                Self::MAX
+            ));
+        }
+        let per_second = f64::from(amount) / seconds;
+        let burst = match burst {
+            None => (per_second.ceil() as u32).max(1),
+            Some(b) if (1..=u64::from(Self::MAX)).contains(&b) => b as u32,
+            Some(b) => return Err(format!("burst {b} must be 1 to {} events", Self::MAX)),
+        };
+        Ok(RateLimit {
+            per_second,
+            burst,
+            amount,
+            unit,
+        })
+    }
+
+    /// As `status` and the admin API show it: `50/s, burst 50`.
+    pub fn describe(&self) -> String {
+        format!("{}/{}, burst {}", self.amount, self.unit, self.burst)
+    }
 }
 
 /// How a route retries. Built only through [`RetryPolicy::try_new`] (its fields are
@@ -306,6 +378,10 @@ pub(super) fn validate(
                 PathFilter::all()
             }
         };
+        let content = ContentFilter::new(
+            conditions(r.match_, Block::Match, &at, &label, pos, errs),
+            conditions(r.not, Block::Not, &at, &label, pos, errs),
+        );
         let destination = if let Some(h) = r.http {
             http(h, &at, &label, pos, errs)
         } else if let Some(f) = r.file {
@@ -348,12 +424,72 @@ pub(super) fn validate(
                 enabled: r.enabled.unwrap_or(true),
                 filter,
                 paths,
+                content,
                 destination,
             });
         }
     }
 
     routes
+}
+
+/// A route's `match:` or `not:` block, each malformed entry reported where it stands.
+fn conditions(
+    raw: Option<Option<RawConditions>>,
+    block: Block,
+    at: &str,
+    label: &str,
+    pos: &Positions,
+    errs: &mut Vec<Diagnostic>,
+) -> Vec<Condition> {
+    let Some(raw) = raw else {
+        return Vec::new();
+    };
+    let at = format!("{at}.{}", block.key());
+    // `match:` with nothing under it (or only comments) is null: as empty as `{}`.
+    let RawConditions(entries) = raw.unwrap_or_default();
+    if entries.is_empty() {
+        errs.push(pos.invalid(
+            &at,
+            format!(
+                "{label}: {} is empty (remove it, or give it field: value entries)",
+                block.key()
+            ),
+        ));
+    }
+    let mut conditions = Vec::new();
+    for (key, value) in entries {
+        match Condition::parse(&key, &value) {
+            Ok(c) => conditions.push(c),
+            Err(problems) => {
+                for p in problems {
+                    let path = match &p.at {
+                        ConditionErrorAt::Key => format!("{at}.{key}#key"),
+                        ConditionErrorAt::Value => format!("{at}.{key}"),
+                        ConditionErrorAt::Item(i) => format!("{at}.{key}[{i}]"),
+                        // An unknown operator is its key's fault; a bad bound, its value's.
+                        ConditionErrorAt::Operator(op)
+                            if p.kind == ConditionErrorKind::UnknownOperator =>
+                        {
+                            format!("{at}.{key}.{op}#key")
+                        }
+                        ConditionErrorAt::Operator(op) => format!("{at}.{key}.{op}"),
+                    };
+                    let problem = match p.kind {
+                        ConditionErrorKind::Invalid => Problem::InvalidValue,
+                        ConditionErrorKind::UnknownOperator => Problem::UnknownKey,
+                        ConditionErrorKind::Conflict => Problem::Conflict,
+                    };
+                    errs.push(pos.problem(
+                        problem,
+                        &path,
+                        format!("{label}: {}: {}", block.key(), p.message),
+                    ));
+                }
+            }
+        }
+    }
+    conditions
 }
 
 fn http(
@@ -406,6 +542,7 @@ fn http(
         }
         other => other.map(Secret::new),
     };
+    let rate_limit = pace(&h.rate_limit, h.burst, &at, label, pos, errs);
     url.map(|url| {
         Destination::Http(HttpDestination {
             url,
@@ -414,6 +551,7 @@ fn http(
             retry,
             api_secret,
             forward_path: h.forward_path.unwrap_or(false),
+            rate_limit,
         })
     })
 }
@@ -432,9 +570,18 @@ fn file(
             format!("{label}: file.path is empty"),
         ));
     }
+    let rate_limit = pace(
+        &f.rate_limit,
+        f.burst,
+        &format!("{at}.file"),
+        label,
+        pos,
+        errs,
+    );
     Some(Destination::File(FileDestination {
         path: PathBuf::from(f.path),
         retry,
+        rate_limit,
     }))
 }
 
@@ -619,6 +766,7 @@ fn aws(
         }
     }
     let retry = retry_policy(&raw.retry, &format!("{at}.retry"), label, pos, errs);
+    let rate_limit = pace(&raw.rate_limit, raw.burst, at, label, pos, errs);
     if errs.len() > before {
         return None;
     }
@@ -632,5 +780,38 @@ fn aws(
         fifo,
         concurrency,
         retry,
+        rate_limit,
     })
+}
+
+/// A destination block's `rate_limit:` and `burst:` (`at`: the block's path).
+fn pace(
+    rate_limit: &Option<String>,
+    burst: Option<u64>,
+    at: &str,
+    label: &str,
+    pos: &Positions,
+    errs: &mut Vec<Diagnostic>,
+) -> Option<RateLimit> {
+    let Some(text) = rate_limit else {
+        if burst.is_some() {
+            errs.push(pos.conflict(
+                &format!("{at}.burst"),
+                format!("{label}: burst without rate_limit paces nothing; add rate_limit (like 50/s) or remove burst"),
+            ));
+        }
+        return None;
+    };
+    match RateLimit::parse(text, burst) {
+        Ok(limit) => Some(limit),
+        Err(why) => {
+            let key = if why.starts_with("burst") {
+                "burst"
+            } else {
+                "rate_limit"
+            };
+            errs.push(pos.invalid(&format!("{at}.{key}"), format!("{label}: {why}")));
+            None
+        }
+    }
 }

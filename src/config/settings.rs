@@ -106,6 +106,7 @@ pub(super) fn validate(raw: RawConfig, pos: &Positions) -> Result<Config, Vec<Di
             dedup_window,
             shutdown_grace,
             apps,
+            needed: crate::route::needs(&routes),
             routes,
             passthrough,
             sources,

@@ -33,6 +33,7 @@
 
 pub mod backoff;
 pub(crate) mod decide;
+pub(crate) mod pace;
 pub(crate) mod runtime;
 mod stats;
 pub(crate) mod supervisor;
@@ -97,6 +98,17 @@ impl RouteWorker {
         let tasks = TaskTracker::new();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<u64>>();
         let mut in_flight: HashSet<u64> = HashSet::new();
+        // `rate_limit`: no more events are read than there are tokens for, so what waits for
+        // one waits in the spool. `throttled_since`: when the worker last found more due
+        // events than tokens, while it still does.
+        let mut bucket = self
+            .route
+            .destination
+            .rate_limit()
+            .map(|limit| pace::Bucket::new(limit, self.clock.now_ms()));
+        let mut throttled_since: Option<u64> = None;
+        let throttled_seconds =
+            metrics::gauge!("hookfan_delivery_throttled_seconds_total", "route" => name.clone());
         let ctx = Arc::new(Ctx {
             route: name.clone(),
             destination: self.route.destination.kind().key(),
@@ -123,17 +135,42 @@ impl RouteWorker {
             }
             let free = permits.available_permits();
             let mut next_due = None;
-            if free > 0 {
+            let now = self.clock.now_ms();
+            let mut want = free * batch;
+            let tokens = bucket.as_mut().map(|b| b.available(now));
+            let capped = tokens.is_some_and(|t| t < want);
+            if let Some(t) = tokens {
+                want = want.min(t);
+            }
+            let mut throttled = false;
+            if free > 0 && want == 0 {
+                // Due events or not, none may go before the next token.
+                throttled = throttled_since.is_some();
+                next_due = bucket
+                    .as_mut()
+                    .map(|b| now + b.ready_in(now).as_millis() as u64);
+            } else if free > 0 {
                 let spool = self.spool.clone();
-                let (route, skip, now) = (name.clone(), in_flight.clone(), self.clock.now_ms());
+                let (route, skip) = (name.clone(), in_flight.clone());
                 let read = tokio::task::spawn_blocking(move || {
-                    spool.due(&route, now, &skip, free * batch, ordered)
+                    spool.due(&route, now, &skip, want, ordered)
                 })
                 .await
                 .unwrap_or(Err(SpoolError::Closed));
                 match read {
                     Ok(due) => {
                         next_due = due.next_due_ms;
+                        let sent = due.items.len();
+                        if let Some(b) = bucket.as_mut() {
+                            b.take(now, sent);
+                            // As many as there were tokens for: more may be waiting.
+                            throttled = capped && sent == want;
+                            if throttled {
+                                let at = now + b.ready_in(now).as_millis() as u64;
+                                next_due = Some(next_due.map_or(at, |due| due.min(at)));
+                            }
+                        }
+                        ctx.stats.sent(now, sent as u64);
                         let mut items = due.items.into_iter().peekable();
                         while items.peek().is_some() {
                             let chunk: Vec<DueItem> = items.by_ref().take(batch).collect();
@@ -173,6 +210,12 @@ impl RouteWorker {
                         next_due = Some(self.clock.now_ms() + READ_ERROR_PAUSE.as_millis() as u64);
                     }
                 }
+            }
+            if let Some(since) = throttled_since.take() {
+                throttled_seconds.increment(now.saturating_sub(since) as f64 / 1000.0);
+            }
+            if throttled {
+                throttled_since = Some(now);
             }
             let now = self.clock.now_ms();
             let wait = next_due.map(|due| Duration::from_millis(due.saturating_sub(now)));

@@ -22,6 +22,37 @@ pub struct RouteStats {
     pub failed: AtomicU64,
     /// The last [`RECENT_FAILURES`] failed attempts, oldest first.
     recent: Mutex<VecDeque<RecentFailure>>,
+    /// Events sent to the destination, by the second (the current rate).
+    sent: Mutex<PerSecond>,
+}
+
+/// Counts by the second: the current second's, and the last whole second's.
+#[derive(Debug, Default)]
+struct PerSecond {
+    second: u64,
+    count: u64,
+    previous: u64,
+}
+
+impl PerSecond {
+    fn add(&mut self, now_ms: u64, n: u64) {
+        self.roll(now_ms);
+        self.count += n;
+    }
+
+    /// Moves to the second of `now_ms`.
+    fn roll(&mut self, now_ms: u64) {
+        let second = now_ms / 1000;
+        if second != self.second {
+            self.previous = if second == self.second + 1 {
+                self.count
+            } else {
+                0
+            };
+            self.second = second;
+            self.count = 0;
+        }
+    }
 }
 
 /// One failed attempt, and what became of its event.
@@ -67,6 +98,18 @@ impl RouteStats {
         recent.back().map(|f| (f.error.clone(), f.at_ms))
     }
 
+    /// Counts `n` events handed to the destination at `now_ms` (attempts, retries included).
+    pub fn sent(&self, now_ms: u64, n: u64) {
+        self.sent.lock().expect("stats lock").add(now_ms, n);
+    }
+
+    /// Events handed to the destination in the last whole second before `now_ms`.
+    pub fn sent_last_second(&self, now_ms: u64) -> u64 {
+        let mut sent = self.sent.lock().expect("stats lock");
+        sent.roll(now_ms);
+        sent.previous
+    }
+
     /// The recent failed attempts, newest first.
     pub fn recent_failures(&self) -> Vec<RecentFailure> {
         let recent = self.recent.lock().expect("stats lock");
@@ -77,6 +120,25 @@ impl RouteStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rate_is_the_last_whole_seconds_count() {
+        let stats = RouteStats::default();
+        stats.sent(10_000, 3);
+        stats.sent(10_999, 2);
+        assert_eq!(stats.sent_last_second(10_999), 0, "the second is not over");
+        assert_eq!(stats.sent_last_second(11_000), 5);
+        stats.sent(11_500, 7);
+        assert_eq!(stats.sent_last_second(12_100), 7);
+        assert_eq!(
+            stats.sent_last_second(13_000),
+            0,
+            "nothing sent in second 12"
+        );
+        stats.sent(20_000, 1);
+        assert_eq!(stats.sent_last_second(21_000), 1);
+        assert_eq!(stats.sent_last_second(25_000), 0, "a quiet spell");
+    }
 
     fn failure(at_ms: u64) -> RecentFailure {
         RecentFailure {

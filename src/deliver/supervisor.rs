@@ -7,7 +7,8 @@
 //!   pending are delivered to the new destination;
 //! - a removed or disabled route's worker is stopped. Its pending events stay on disk (the
 //!   queue is keyed by route name) and resume if a route of that name comes back;
-//! - a route whose `event_types` changed keeps its worker: only ingest reads filters.
+//! - a route whose `event_types`, `paths`, `match` or `not` changed keeps its worker: only
+//!   ingest reads filters.
 
 use std::collections::HashMap;
 use std::sync::Arc;

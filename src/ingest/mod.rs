@@ -339,7 +339,7 @@ pub enum Stored {
     Stored { routes: usize },
     /// Its webhook id was seen within `dedup_window`: nothing stored again.
     Duplicate,
-    /// No route takes it (its type and path): acknowledged, not stored.
+    /// No route takes it (its type, path and body): acknowledged, not stored.
     Unrouted,
 }
 
@@ -358,11 +358,16 @@ pub enum NotStored {
 }
 
 /// The back half every received event goes through, from the webhook listener or a source:
-/// the routes that take its type and path, one durable commit for all of them (dedup by
+/// the routes that take it (its type, path and body), one durable commit for all of them (dedup by
 /// webhook id in the same commit; the spool's writer then wakes their workers). Returns only
 /// once the event is on disk, or with why it is not.
 pub async fn store(live: &Live, spool: &Spool, event: EventRef<'_>) -> Result<Stored, NotStored> {
-    let routes = route::select(live.config.routes(), event.event_type, event.request_path());
+    let candidate = route::Candidate {
+        event_type: event.event_type,
+        path: event.request_path(),
+        body: event.body,
+    };
+    let routes = route::select(live.config.routes(), live.config.needed(), &candidate);
     let span = tracing::Span::current();
     if !span.is_disabled() {
         span.record("hookfan.routes", routes.join(","));

@@ -327,6 +327,7 @@ mod tests {
         let sink = FileSink::new(&FileDestination {
             path: path.clone(),
             retry: crate::config::RetryPolicy::DEFAULT,
+            rate_limit: None,
         });
         assert_eq!(deliver(&sink, &["a"]).await, [Outcome::Delivered]);
         *sink.file.lock().unwrap() = None;

@@ -195,6 +195,13 @@ fn stored_event(record: &EventRecord<'_>) -> StoredEvent {
 }
 
 impl LogSpool {
+    /// Waits (blocking, at most `timeout`) until the writer holds a segment prepared ahead
+    /// of need: for tests that look at spares, which the preparer makes in the background.
+    #[cfg(test)]
+    pub(crate) fn wait_prepared(&self, timeout: std::time::Duration) -> bool {
+        self.inner.writer.wait_prepared(timeout)
+    }
+
     /// Opens (or creates) the log in `<data_dir>/spool/` with the default settings, and
     /// starts its writer and maintenance threads.
     pub fn open(data_dir: &Path) -> Result<LogSpool, SpoolError> {

@@ -13,7 +13,11 @@
 //! - `e2e_aws`: what SQS queues and SNS topics receive, outages, `kill -9`.
 //! - `e2e_admin`: health, readiness, metrics, dead-letter replay and drop, `hookfan status`.
 //! - `e2e_consumers`: the example consumers (Python, Node, Lambda) on what hookfan sends.
+//! - `e2e_pacing`: `rate_limit` against a real handler: the drain's rate and burst, a reload
+//!   to another rate, `kill -9` mid-drain.
 //! - `e2e_reload`: hot reload by file edit and SIGHUP.
+//! - `e2e_routing`: routing by content (`match:`, `not:`) to HTTP handlers and SQS, and
+//!   `POST /api/explain`.
 //! - `e2e_security`: allowed_ips, max_event_age, TLS, slow and abusive clients, secrets.
 //! - `e2e_sources`: Stream's native SQS delivery as a source (moto): every native form,
 //!   undecodable messages left queued, `kill -9` mid-consumption, sources-only configs.
@@ -47,9 +51,11 @@ mod e2e_faults;
 mod e2e_hooks;
 mod e2e_ingest;
 mod e2e_malformed;
+mod e2e_pacing;
 mod e2e_redis_topologies;
 mod e2e_reload;
 mod e2e_replicas;
+mod e2e_routing;
 mod e2e_security;
 mod e2e_sources;
 mod e2e_tracing;

@@ -161,6 +161,8 @@ async fn a_clean_log_verifies_as_opening_with_its_counts_and_verify_changes_no_f
             .await
             .unwrap();
     }
+    // The preparer zero-fills the next segment in the background: a spare to keep.
+    assert!(spool.wait_prepared(Duration::from_secs(60)));
     spool.close().await;
     // A half-prepared segment, which recovery at open would remove.
     let dir = data.path().join(DIR_NAME);

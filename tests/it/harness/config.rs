@@ -19,6 +19,27 @@ pub struct HttpRoute {
     /// `paths:` (None: the key is left out, every path).
     pub paths: Option<Vec<String>>,
     pub forward_path: bool,
+    /// `match:` and `not:` as JSON objects (written as YAML flow mappings).
+    pub conditions: Conditions,
+    /// `rate_limit:` and `burst:`.
+    pub rate_limit: Option<(String, Option<u64>)>,
+}
+
+/// A route's `match:` and `not:` blocks, when it has them.
+#[derive(Clone, Debug, Default)]
+pub struct Conditions {
+    pub all: Option<serde_json::Value>,
+    pub none: Option<serde_json::Value>,
+}
+
+impl Conditions {
+    fn render(&self, y: &mut String) {
+        for (key, block) in [("match", &self.all), ("not", &self.none)] {
+            if let Some(block) = block {
+                writeln!(y, "    {key}: {block}").unwrap();
+            }
+        }
+    }
 }
 
 impl HttpRoute {
@@ -36,7 +57,33 @@ impl HttpRoute {
             max_backoff: "100ms".to_owned(),
             paths: None,
             forward_path: false,
+            conditions: Conditions::default(),
+            rate_limit: None,
         }
+    }
+
+    /// `rate_limit: rate` (like `100/s`), with `burst` when given.
+    pub fn rate_limit(mut self, rate: &str, burst: Option<u64>) -> Self {
+        self.rate_limit = Some((rate.to_owned(), burst));
+        self
+    }
+
+    /// `concurrency:` (default 4).
+    pub fn concurrency(mut self, n: u32) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// `match:` (a JSON object of field paths to what they must hold).
+    pub fn matching(mut self, block: serde_json::Value) -> Self {
+        self.conditions.all = Some(block);
+        self
+    }
+
+    /// `not:` (a JSON object, as `matching`).
+    pub fn excluding(mut self, block: serde_json::Value) -> Self {
+        self.conditions.none = Some(block);
+        self
     }
 
     pub fn paths(mut self, paths: &[&str]) -> Self {
@@ -95,6 +142,7 @@ pub struct AwsRoute {
     pub max_age: String,
     pub initial_backoff: String,
     pub max_backoff: String,
+    pub conditions: Conditions,
 }
 
 impl AwsRoute {
@@ -112,7 +160,20 @@ impl AwsRoute {
             max_age: "1h".to_owned(),
             initial_backoff: "20ms".to_owned(),
             max_backoff: "200ms".to_owned(),
+            conditions: Conditions::default(),
         }
+    }
+
+    /// `match:` (a JSON object of field paths to what they must hold).
+    pub fn matching(mut self, block: serde_json::Value) -> Self {
+        self.conditions.all = Some(block);
+        self
+    }
+
+    /// `not:` (a JSON object, as `matching`).
+    pub fn excluding(mut self, block: serde_json::Value) -> Self {
+        self.conditions.none = Some(block);
+        self
     }
 
     /// An `sqs` route to `queue_url`.
@@ -306,6 +367,7 @@ impl Config {
                     if let Some(paths) = &r.paths {
                         writeln!(y, "    paths: {}", list(paths)).unwrap();
                     }
+                    r.conditions.render(&mut y);
                     writeln!(y, "    http:").unwrap();
                     if r.forward_path {
                         writeln!(y, "      forward_path: true").unwrap();
@@ -315,6 +377,12 @@ impl Config {
                     writeln!(y, "      concurrency: {}", r.concurrency).unwrap();
                     if let Some(secret) = &r.api_secret {
                         writeln!(y, "      api_secret: {}", q(secret)).unwrap();
+                    }
+                    if let Some((rate, burst)) = &r.rate_limit {
+                        writeln!(y, "      rate_limit: {}", q(rate)).unwrap();
+                        if let Some(burst) = burst {
+                            writeln!(y, "      burst: {burst}").unwrap();
+                        }
                     }
                     writeln!(
                         y,
@@ -332,6 +400,7 @@ impl Config {
                     };
                     writeln!(y, "  - name: {}", q(&r.name)).unwrap();
                     writeln!(y, "    event_types: {}", list(&r.event_types)).unwrap();
+                    r.conditions.render(&mut y);
                     writeln!(y, "    {kind}:").unwrap();
                     writeln!(y, "      {target_key}: {}", q(&r.target)).unwrap();
                     let optional = [

@@ -12,6 +12,8 @@ pub struct Recorded {
     pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When the receiver had read the whole request.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -312,6 +314,7 @@ pub(crate) async fn receive(
         query: uri.query().map(str::to_owned),
         headers,
         body,
+        at: std::time::Instant::now(),
     });
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;

@@ -1,24 +1,9 @@
-//! Route matching: which routes want an event, decided from its `type` and the path it was
-//! posted to.
-//!
-//! Pure and allocation-free on the hot path: no I/O, no clock, no config lookups. Semantics
-//! follow Stream's own `event_types`: an empty list takes every event, including types Stream
-//! adds later and bodies without a `type`; a list takes only what it names. An entry may be a
-//! glob where `*` matches any run of characters (`message.*`, `*.deleted`); an entry without
-//! `*` is matched exactly. `paths` work the same way on the request path (without its query):
+//! `event_types` and `paths`: which types and request paths a route takes. Semantics follow
+//! Stream's own `event_types`: an empty list takes every event, including types Stream adds
+//! later and bodies without a `type`; a list takes only what it names. An entry may be a glob
+//! where `*` matches any run of characters (`message.*`, `*.deleted`); an entry without `*`
+//! is matched exactly. `paths` work the same way on the request path (without its query):
 //! absent or empty takes every path.
-
-use crate::config::Route;
-
-/// The names of the enabled routes that take an event of this type posted to this path, in
-/// config order.
-pub fn select<'r>(routes: &'r [Route], event_type: Option<&str>, path: &str) -> Vec<&'r str> {
-    routes
-        .iter()
-        .filter(|r| r.enabled && r.filter.matches(event_type) && r.paths.matches(path))
-        .map(|r| r.name.as_str())
-        .collect()
-}
 
 /// Which event types a route takes.
 ///
@@ -135,11 +120,46 @@ impl PathFilter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Patterns(Vec<Pattern>);
 
+/// One name or glob: the unit of `event_types`, `paths` and string values of `match:`.
+///
+/// ```
+/// use hookfan::route::Pattern;
+///
+/// assert!(Pattern::new("bot-*").matches("bot-7"));
+/// assert!(!Pattern::new("bot-*").matches("robot-7"));
+/// assert!(Pattern::new("admin").matches("admin"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Pattern {
+pub enum Pattern {
     Exact(String),
     /// The literal pieces between `*`s, e.g. `*.deleted` is `["", ".deleted"]`.
     Glob(Vec<String>),
+}
+
+impl Pattern {
+    /// `*` matches any run of characters; without one, the text must be equal.
+    pub fn new(entry: &str) -> Self {
+        if entry.contains('*') {
+            Pattern::Glob(entry.split('*').map(str::to_string).collect())
+        } else {
+            Pattern::Exact(entry.to_string())
+        }
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        match self {
+            Pattern::Exact(name) => name == text,
+            Pattern::Glob(parts) => glob_match(parts, text),
+        }
+    }
+
+    /// As written.
+    pub fn source(&self) -> String {
+        match self {
+            Pattern::Exact(n) => n.clone(),
+            Pattern::Glob(parts) => parts.join("*"),
+        }
+    }
 }
 
 impl Patterns {
@@ -156,11 +176,7 @@ impl Patterns {
                 errors.push((i, why));
                 continue;
             }
-            patterns.push(if entry.contains('*') {
-                Pattern::Glob(entry.split('*').map(str::to_string).collect())
-            } else {
-                Pattern::Exact(entry.to_string())
-            });
+            patterns.push(Pattern::new(entry));
         }
         if errors.is_empty() {
             Ok(Patterns(patterns))
@@ -170,10 +186,7 @@ impl Patterns {
     }
 
     fn matches(&self, text: &str) -> bool {
-        self.0.iter().any(|p| match p {
-            Pattern::Exact(name) => name == text,
-            Pattern::Glob(parts) => glob_match(parts, text),
-        })
+        self.0.iter().any(|p| p.matches(text))
     }
 
     fn describe(&self, empty: &str) -> String {
@@ -182,10 +195,7 @@ impl Patterns {
         }
         self.0
             .iter()
-            .map(|p| match p {
-                Pattern::Exact(n) => n.clone(),
-                Pattern::Glob(parts) => parts.join("*"),
-            })
+            .map(Pattern::source)
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -289,36 +299,6 @@ mod tests {
             .map(|(i, _)| *i)
             .collect();
         assert_eq!(bad, [1, 2, 3]);
-    }
-
-    #[test]
-    fn select_takes_enabled_routes_matching_both_type_and_path_in_config_order() {
-        use crate::config::{Destination, FileDestination, RetryPolicy};
-        let route = |name: &str, types: &[&str], paths: &[&str], enabled: bool| Route {
-            name: name.into(),
-            enabled,
-            filter: EventFilter::new(types).unwrap(),
-            paths: PathFilter::new(paths).unwrap(),
-            destination: Destination::File(FileDestination {
-                path: "x".into(),
-                retry: RetryPolicy::DEFAULT,
-            }),
-        };
-        let routes = [
-            route("all", &[], &[], true),
-            route("pending", &[], &["/pending/*"], true),
-            route("messages", &["message.*"], &[], true),
-            route("off", &[], &[], false),
-        ];
-        assert_eq!(
-            select(&routes, Some("message.new"), "/stream"),
-            ["all", "messages"]
-        );
-        assert_eq!(
-            select(&routes, Some("message.new"), "/pending/commit"),
-            ["all", "pending", "messages"]
-        );
-        assert_eq!(select(&routes, None, "/pending/x"), ["all", "pending"]);
     }
 
     #[test]
