@@ -1,7 +1,8 @@
 //! Stream's own SQS queue as a source, against moto through the real AWS SDK: every native
 //! form of every fixture reaches a route byte for byte; what cannot be decoded stays in the
 //! queue; a message is deleted only once stored, so `kill -9` loses nothing; a source and the
-//! webhook listener feed the same routes; a sources-only config has no webhook port.
+//! webhook listener feed the same routes, and route by content alike; a sources-only config
+//! has no webhook port.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -525,4 +526,53 @@ async fn a_notification_delivered_twice_is_stored_once_and_a_reload_stops_and_st
     let got = receiver.next_n(ids.len(), "what waited in the queue").await;
     let delivered: HashSet<String> = got.iter().map(event_id).collect();
     assert_eq!(delivered, ids.iter().cloned().collect::<HashSet<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_the_source_queue_are_routed_by_content_like_webhooks() {
+    let moto = Moto::shared().await;
+    let aws = moto.client().await;
+    let queue = aws.create_queue(&unique_name("source-content")).await;
+    let mut receiver = Receiver::start().await;
+    let route = HttpRoute::new("live", receiver.url())
+        .matching(serde_json::json!({ "channel_type": ["livestream", "gaming"] }));
+    let daemon = Daemon::start(source_config(&queue, &moto.endpoint(), "30s", route)).await;
+    let event = |id: &str, channel_type: &str| {
+        serde_json::json!({
+            "type": "message.new",
+            "channel_type": channel_type,
+            "message": { "id": id, "text": "hi" },
+        })
+        .to_string()
+    };
+    let bodies = [
+        event("q-live", "livestream"),
+        event("q-team", "messaging"),
+        event("q-game", "gaming"),
+    ];
+    send_all(&aws, &queue, &bodies).await;
+    let got: HashSet<String> = receiver
+        .next_n(2, "the livestream and gaming events")
+        .await
+        .iter()
+        .map(event_id)
+        .collect();
+    assert_eq!(
+        got,
+        HashSet::from(["q-live".to_string(), "q-game".to_string()])
+    );
+    // The third is received, routed nowhere, and deleted from the queue like an unrouted
+    // webhook is acknowledged.
+    until_metric(
+        &daemon,
+        "hookfan_source_messages_total",
+        "source=\"stream-native\",outcome=\"unrouted\"",
+        1.0,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(
+        metric(&daemon, "hookfan_events_routed_total", "route=\"live\"").await,
+        Some(2.0)
+    );
 }
