@@ -46,11 +46,18 @@ struct Rig {
 /// Starts route `r` with `destination` (a routes.yaml destination block) and `grace`,
 /// after storing one event per id in `ids` (received at [`T0`], in that order).
 async fn rig(destination: &str, grace: Duration, ids: &[&str]) -> Rig {
-    rig_on(None, destination, grace, ids).await
+    rig_on(None, 1, destination, grace, ids).await
 }
 
-/// [`rig`], with the spool on `disk` (a simulated one, which can fail) when given.
-async fn rig_on(disk: Option<&SimDisk>, destination: &str, grace: Duration, ids: &[&str]) -> Rig {
+/// [`rig`], with the spool on `disk` (a simulated one, which can fail) when given, and a
+/// destination taking `batch` events at a time (as SQS and SNS take 10).
+async fn rig_on(
+    disk: Option<&SimDisk>,
+    batch: usize,
+    destination: &str,
+    grace: Duration,
+    ids: &[&str],
+) -> Rig {
     let yaml = format!(
         "apps: [{{ api_key: k, api_secret: s }}]\nroutes:\n  - name: r\n    event_types: []\n{destination}"
     );
@@ -78,7 +85,7 @@ async fn rig_on(disk: Option<&SimDisk>, destination: &str, grace: Duration, ids:
             crate::spool::AppendOutcome::Stored { .. }
         ));
     }
-    let (sink, attempts) = ChannelSink::new();
+    let (sink, attempts) = ChannelSink::new(batch);
     let stats = Arc::new(RouteStats::default());
     let stop = CancellationToken::new();
     let notify = spool.route_waker("r");
@@ -370,7 +377,7 @@ async fn at_shutdown_a_delivery_still_in_flight_after_the_grace_is_left_pending(
 #[tokio::test(start_paused = true)]
 async fn a_delivery_whose_outcome_cannot_be_recorded_is_delivered_again_after_a_pause() {
     let disk = SimDisk::new(7);
-    let mut rig = rig_on(Some(&disk), HTTP, Duration::from_secs(5), &["a"]).await;
+    let mut rig = rig_on(Some(&disk), 1, HTTP, Duration::from_secs(5), &["a"]).await;
     let (first, _, at) = rig.next().await;
     assert_eq!(at, 0);
     // The destination took it, but the spool cannot make that durable (EIO on fdatasync).
@@ -462,5 +469,29 @@ async fn a_retry_takes_a_token_too() {
             ("b".into(), 1, 1000),
             ("a".into(), 2, 2000)
         ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paced_batching_destination_spends_a_token_per_message_not_per_batch() {
+    // An SQS route, whose sink takes batches of up to 10: 10 events a second, a burst of 10.
+    let paced = "    sqs:\n      queue_url: https://sqs.eu-west-1.amazonaws.com/1/q\n      concurrency: 1\n      rate_limit: 10/s\n      burst: 10\n";
+    let ids: Vec<String> = (0..30).map(|i| format!("m{i:02}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut rig = rig_on(None, 10, paced, Duration::from_secs(5), &refs).await;
+    let attempts = rig.script(30, |_, _| Outcome::Delivered).await;
+    let times: Vec<u64> = attempts.iter().map(|a| a.2).collect();
+    // The burst's 10 go in one batch at once; the other 20 one token (100 ms) at a time. A
+    // token per batch would have sent all 30 in three batches within 200 ms.
+    assert_eq!(&times[..10], [0; 10]);
+    let last = times[29];
+    assert!(
+        (1900..=2000).contains(&last),
+        "the last at {last} ms: {times:?}"
+    );
+    assert_eq!(
+        attempts.iter().map(|a| a.0.clone()).collect::<Vec<_>>(),
+        ids,
+        "in queue order"
     );
 }

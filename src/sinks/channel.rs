@@ -28,13 +28,22 @@ impl Attempt {
 /// The sink's side: sends each attempt to the test.
 pub struct ChannelSink {
     attempts: mpsc::UnboundedSender<Attempt>,
+    /// Deliveries per batch at most, as an SQS or SNS sink takes 10 (their attempts still
+    /// reach the test one by one).
+    pub max_batch: usize,
 }
 
 impl ChannelSink {
-    /// A sink, and the receiver of its attempts.
-    pub fn new() -> (ChannelSink, mpsc::UnboundedReceiver<Attempt>) {
+    /// A sink taking `max_batch` deliveries at a time, and the receiver of its attempts.
+    pub fn new(max_batch: usize) -> (ChannelSink, mpsc::UnboundedReceiver<Attempt>) {
         let (attempts, rx) = mpsc::unbounded_channel();
-        (ChannelSink { attempts }, rx)
+        (
+            ChannelSink {
+                attempts,
+                max_batch,
+            },
+            rx,
+        )
     }
 
     pub async fn deliver(&self, event: &StoredEvent, number: u32) -> Outcome {

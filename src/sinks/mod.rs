@@ -80,7 +80,7 @@ impl Sink {
             Sink::File(_) => file::MAX_BATCH,
             Sink::Aws(_) => aws::MAX_BATCH,
             #[cfg(test)]
-            Sink::Channel(_) => 1,
+            Sink::Channel(s) => s.max_batch,
         }
     }
 

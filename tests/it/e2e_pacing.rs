@@ -48,8 +48,9 @@ async fn arrivals(receiver: &mut Receiver, n: usize, within: Duration) -> Vec<(S
 }
 
 /// How much later than its send an HTTP delivery may reach the receiver on a busy 2-core
-/// machine: the receiver sees sends a second apart at most this much closer together.
-const DELIVERY_JITTER: Duration = Duration::from_millis(50);
+/// machine (the test suite runs beside it): the receiver sees sends a second apart at most
+/// this much closer together. 50 ms was seen to be too little under a parallel build.
+const DELIVERY_JITTER: Duration = Duration::from_millis(250);
 
 /// The most arrivals in any one-second window of sends: arrivals within a second less
 /// [`DELIVERY_JITTER`] of each other. (The send times themselves are checked exactly, on a
@@ -81,8 +82,10 @@ async fn a_backlog_drains_at_the_routes_rate_after_one_burst() {
     let ids = posting.await.expect("posting");
     let times: Vec<Instant> = got.iter().map(|(_, t)| *t).collect();
     let took = times[599].duration_since(times[0]);
+    // 5 s at the rate; a starved daemon can only be slower (tokens beyond the burst are not
+    // kept), hence the slack above.
     assert!(
-        took >= Duration::from_millis(4800) && took <= Duration::from_secs(6),
+        took >= Duration::from_millis(4800) && took <= Duration::from_secs(7),
         "600 events behind 100/s with a burst of 100 took {took:?}"
     );
     let busiest = busiest_second(&times);
@@ -98,6 +101,11 @@ async fn a_backlog_drains_at_the_routes_rate_after_one_burst() {
     let (_, body) = get(&client(), format!("http://{}/api/routes", daemon.admin)).await;
     let routes: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(routes[0]["rate_limit"], "100/s, burst 100", "{routes}");
+    let status = daemon.cli(&["status"]).await;
+    assert!(
+        status.contains("(limit 100/s, burst 100)"),
+        "hookfan status shows the limit:\n{status}"
+    );
     let throttled = metric(
         &daemon,
         "hookfan_delivery_throttled_seconds_total",
