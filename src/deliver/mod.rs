@@ -99,13 +99,12 @@ impl RouteWorker {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<u64>>();
         let mut in_flight: HashSet<u64> = HashSet::new();
         // `rate_limit`: no more events are read than there are tokens for, so what waits for
-        // one waits in the spool. `throttled_since`: when the worker last found more due
-        // events than tokens, while it still does.
-        let mut bucket = self
-            .route
-            .destination
-            .rate_limit()
-            .map(|limit| pace::Bucket::new(limit, self.clock.now_ms()));
+        // one waits in the spool. `throttled_since`: since when the limit has held due events
+        // back ([`pace::held_back`]), while it still does.
+        let mut bucket = self.route.destination.rate_limit().map(|limit| {
+            let before = self.stats.pace.lock().expect("stats lock").take();
+            pace::Bucket::new(limit, before, self.clock.now_ms())
+        });
         let mut throttled_since: Option<u64> = None;
         let throttled_seconds =
             metrics::gauge!("hookfan_delivery_throttled_seconds_total", "route" => name.clone());
@@ -137,8 +136,8 @@ impl RouteWorker {
             let mut next_due = None;
             let now = self.clock.now_ms();
             let mut want = free * batch;
+            let slots = want;
             let tokens = bucket.as_mut().map(|b| b.available(now));
-            let capped = tokens.is_some_and(|t| t < want);
             if let Some(t) = tokens {
                 want = want.min(t);
             }
@@ -161,13 +160,15 @@ impl RouteWorker {
                     Ok(due) => {
                         next_due = due.next_due_ms;
                         let sent = due.items.len();
-                        if let Some(b) = bucket.as_mut() {
+                        if let (Some(b), Some(t)) = (bucket.as_mut(), tokens) {
                             b.take(now, sent);
-                            // As many as there were tokens for: more may be waiting.
-                            throttled = capped && sent == want;
+                            *self.stats.pace.lock().expect("stats lock") = Some(b.clone());
+                            // The read stopped at its limit with more due: next at a token.
+                            let more_due = due.next_due_ms.is_some_and(|d| d <= now);
+                            throttled = pace::held_back(t, slots, more_due);
                             if throttled {
                                 let at = now + b.ready_in(now).as_millis() as u64;
-                                next_due = Some(next_due.map_or(at, |due| due.min(at)));
+                                next_due = Some(at);
                             }
                         }
                         ctx.stats.sent(now, sent as u64);

@@ -24,6 +24,9 @@ pub struct RouteStats {
     recent: Mutex<VecDeque<RecentFailure>>,
     /// Events sent to the destination, by the second (the current rate).
     sent: Mutex<PerSecond>,
+    /// A paced route's token bucket as its worker last left it: a worker restarted by a
+    /// reload goes on from it ([`super::pace::Bucket::new`]).
+    pub(crate) pace: Mutex<Option<super::pace::Bucket>>,
 }
 
 /// Counts by the second: the current second's, and the last whole second's.
