@@ -495,3 +495,31 @@ async fn a_paced_batching_destination_spends_a_token_per_message_not_per_batch()
         "in queue order"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_paced_fifo_route_keeps_its_order_and_a_retry_spends_a_token_too() {
+    // Two a second (a burst of two, one second's worth); a failing event holds the group in
+    // its place.
+    let paced_fifo = "    sqs:\n      queue_url: https://sqs.eu-west-1.amazonaws.com/1/q.fifo\n      message_group_id: \"{cid}\"\n      concurrency: 1\n      rate_limit: 2/s\n      retry: { max_age: 1h, initial_backoff: 100ms, max_backoff: 1s }\n";
+    let mut rig = rig(paced_fifo, Duration::from_secs(5), &["a", "b", "c"]).await;
+    let attempts = rig
+        .script(4, |id, n| {
+            if id == "a" && n == 1 {
+                retry()
+            } else {
+                Outcome::Delivered
+            }
+        })
+        .await;
+    // a fails at 0 and is held 100 ms; its retry spends the burst's second token. b and c
+    // wait behind it, then each for a token of its own (one per 500 ms).
+    assert_eq!(
+        attempts,
+        [
+            ("a".into(), 1, 0),
+            ("a".into(), 2, 100),
+            ("b".into(), 1, 500),
+            ("c".into(), 1, 1000),
+        ]
+    );
+}
