@@ -418,30 +418,14 @@ async fn explain(
         )));
     }
     let config = state.live.borrow().config.clone();
-    let limit = config.max_body_bytes();
-    let body = match crate::ingest::verify::decode(&headers, body, limit) {
-        Ok(body) if body.len() <= limit => body,
-        Ok(_) | Err(crate::ingest::verify::Rejection::TooLarge { .. }) => {
-            return Ok((
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the event is over max_body_bytes ({limit})\n"),
+    let event = match crate::route::read_event(&headers, body, config.max_body_bytes()) {
+        Ok(event) => event,
+        Err(e @ crate::route::NotAnEvent::TooLarge { .. }) => {
+            return Ok(
+                (StatusCode::PAYLOAD_TOO_LARGE, format!("the event is {e}\n")).into_response(),
             )
-                .into_response())
         }
         Err(e) => return Err(ApiError::BadRequest(format!("not an event: {e}"))),
-    };
-    let event = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(event @ serde_json::Value::Object(_)) => event,
-        Ok(_) => {
-            return Err(ApiError::BadRequest(
-                "not an event: the body is JSON but not an object".into(),
-            ))
-        }
-        Err(e) => {
-            return Err(ApiError::BadRequest(format!(
-                "not an event: the body is not JSON ({e})"
-            )))
-        }
     };
     Ok(Json(crate::route::explain(config.routes(), Some(&event), &path)).into_response())
 }

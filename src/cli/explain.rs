@@ -25,7 +25,7 @@ pub fn explain(config_path: &Path, file: &Path, path: &str, json: bool) -> anyho
     } else {
         std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?
     };
-    let body = event_body(raw, config.max_body_bytes())
+    let body = route::read_event(&Default::default(), raw.into(), config.max_body_bytes())
         .with_context(|| format!("{}: not an event", file.display()))?;
     let explained = route::explain(config.routes(), Some(&body), path);
     if json {
@@ -53,31 +53,4 @@ pub fn explain(config_path: &Path, file: &Path, path: &str, json: bool) -> anyho
         .collect();
     print_table(&["ROUTE", "VERDICT"], &rows);
     Ok(())
-}
-
-/// The event's JSON object: gunzipped when it starts like gzip, at most `limit` bytes (the
-/// webhook listener's `max_body_bytes`).
-fn event_body(raw: Vec<u8>, limit: usize) -> anyhow::Result<serde_json::Value> {
-    let body = if raw.starts_with(&[0x1f, 0x8b]) {
-        match hookfan::stream::gunzip(&raw, limit) {
-            Ok(body) => body,
-            Err(hookfan::stream::Gunzip::TooLarge) => bail!(
-                "over max_body_bytes ({limit}) once gunzipped: the listener would refuse it (413)"
-            ),
-            Err(hookfan::stream::Gunzip::Broken(why)) => bail!("broken gzip ({why})"),
-        }
-    } else {
-        raw
-    };
-    if body.len() > limit {
-        bail!(
-            "{} bytes, over max_body_bytes ({limit}): the listener would refuse it (413)",
-            body.len()
-        );
-    }
-    match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(value @ serde_json::Value::Object(_)) => Ok(value),
-        Ok(_) => bail!("the body is JSON but not an object: the listener would refuse it (400)"),
-        Err(e) => bail!("the body is not JSON ({e}): the listener would refuse it (400)"),
-    }
 }

@@ -7,6 +7,42 @@ use serde_json::Value;
 use super::{Block, Test};
 use crate::config::Route;
 
+/// Why a body given to explain is not an event it can judge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAnEvent {
+    /// Over `max_body_bytes`, as received or once gunzipped: the listener answers 413.
+    #[error("over max_body_bytes ({limit}): the listener would refuse it (413)")]
+    TooLarge { limit: usize },
+    /// Broken gzip, not JSON, or JSON but not an object: the listener answers 400.
+    #[error("{0}: the listener would refuse it (400)")]
+    Unreadable(String),
+}
+
+/// The event of an explain request (`hookfan explain`'s file, `POST /api/explain`'s body):
+/// gunzipped as the listener does (`Content-Encoding: gzip`, or gzip's magic bytes), at most
+/// `limit` bytes, and a JSON object, as the listener requires.
+pub fn read_event(
+    headers: &axum::http::HeaderMap,
+    body: bytes::Bytes,
+    limit: usize,
+) -> Result<Value, NotAnEvent> {
+    use crate::ingest::verify::{decode, Rejection};
+    let body = match decode(headers, body, limit) {
+        Ok(body) if body.len() <= limit => body,
+        Ok(_) | Err(Rejection::TooLarge { .. }) => return Err(NotAnEvent::TooLarge { limit }),
+        Err(e) => return Err(NotAnEvent::Unreadable(e.to_string())),
+    };
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(event @ Value::Object(_)) => Ok(event),
+        Ok(_) => Err(NotAnEvent::Unreadable(
+            "the body is JSON but not an object".into(),
+        )),
+        Err(e) => Err(NotAnEvent::Unreadable(format!(
+            "the body is not JSON ({e})"
+        ))),
+    }
+}
+
 /// Every route's verdict on one event, in config order.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Explained {

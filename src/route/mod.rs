@@ -16,7 +16,7 @@ pub use content::{
     Block, Compare, Condition, ConditionError, ConditionErrorAt, ConditionErrorKind, ContentFilter,
     FieldPath, Needed, Refused, Test, Wanted,
 };
-pub use explain::{explain, Explained, Skip, Verdict};
+pub use explain::{explain, read_event, Explained, NotAnEvent, Skip, Verdict};
 pub use filters::{EventFilter, PathFilter, Pattern};
 
 use crate::config::Route;
