@@ -22,14 +22,6 @@ use crate::moto::*;
 /// How long messages may take to reach a queue once AWS is reachable.
 const AWS_DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The config every test starts from: moto's credentials and region in the
-/// daemon's environment.
-fn aws_config() -> Config {
-    daemon_aws_env()
-        .into_iter()
-        .fold(Config::default(), |c, (k, v)| c.env(k, v))
-}
-
 /// An `sqs` route to `queue_url` through `endpoint` (moto or a gate).
 fn sqs_route(name: &str, queue_url: &str, endpoint: &str) -> AwsRoute {
     AwsRoute::sqs(name, queue_url)

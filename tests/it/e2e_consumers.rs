@@ -255,9 +255,7 @@ async fn consumer_handles_what_hookfan_sends(consumer: Consumer) {
     let raw = queue_with_redrive(&aws, "consumer-raw", &dlq_arn).await;
     let compressed = queue_with_redrive(&aws, "consumer-compressed", &dlq_arn).await;
 
-    let config = daemon_aws_env()
-        .into_iter()
-        .fold(Config::default(), |c, (k, v)| c.env(k, v))
+    let config = aws_config()
         .route(
             AwsRoute::sqs("raw", &raw)
                 .endpoint_url(moto.endpoint())

@@ -516,16 +516,13 @@ async fn sqs_server_down_and_back_neither_slows_ingest_nor_loses_events() {
     // The daemon reaches moto through a gate: closed first, so no delivery is cut half-way by
     // moto's death and nothing delivered before the outage is lost with moto's memory.
     let mut gate = Gate::start(moto.addr()).await;
-    let config = daemon_aws_env()
-        .into_iter()
-        .fold(Config::default(), |c, (k, v)| c.env(k, v))
-        .route(
-            AwsRoute::sqs("to-sqs", &queue)
-                .endpoint_url(gate.url())
-                .region(REGION)
-                .concurrency(SQS_CONCURRENCY as u32)
-                .backoff("50ms", "250ms"),
-        );
+    let config = aws_config().route(
+        AwsRoute::sqs("to-sqs", &queue)
+            .endpoint_url(gate.url())
+            .region(REGION)
+            .concurrency(SQS_CONCURRENCY as u32)
+            .backoff("50ms", "250ms"),
+    );
     let daemon = Daemon::start(config).await;
     let mut load = Load::start(daemon.url(), CLIENTS, 0, "sqs");
     load.until_more_acked(40, Duration::from_secs(30)).await;

@@ -36,9 +36,7 @@ async fn each_route_receives_exactly_the_events_its_conditions_take() {
     let mut big = Receiver::start().await;
     let mut no_bots = Receiver::start().await;
     let mut alice = Receiver::start().await;
-    let config = daemon_aws_env()
-        .into_iter()
-        .fold(Config::default(), |c, (k, v)| c.env(k, v))
+    let config = aws_config()
         .route(
             HttpRoute::new("livestream", livestream.url())
                 .event_types(&["message.*"])

@@ -44,13 +44,6 @@ fn event_id(r: &Recorded) -> String {
         .to_string()
 }
 
-/// moto's credentials in the daemon's environment.
-fn aws_config() -> Config {
-    daemon_aws_env()
-        .into_iter()
-        .fold(Config::default(), |c, (k, v)| c.env(k, v))
-}
-
 /// Sends `bodies` to the queue, up to ten per request and within SQS's 1 MiB per request.
 async fn send_all(aws: &Aws, queue_url: &str, bodies: &[String]) {
     let mut chunks: Vec<&[String]> = Vec::new();

@@ -457,6 +457,13 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A daemon config whose process has moto's credentials and region ([`daemon_aws_env`]).
+pub fn aws_config() -> crate::harness::Config {
+    daemon_aws_env()
+        .into_iter()
+        .fold(crate::harness::Config::default(), |c, (k, v)| c.env(k, v))
+}
+
 /// The environment that gives `hookfan serve` moto's credentials and region
 /// (and nothing from the developer's own AWS setup).
 pub fn daemon_aws_env() -> [(&'static str, &'static str); 6] {
