@@ -35,6 +35,14 @@ pub enum LogFormat {
 /// [`otel::TARGET`] (and only those) go to OpenTelemetry; they never reach the log lines,
 /// and `RUST_LOG` does not filter them.
 pub fn init_logging(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
+    let _ = subscriber(format, tracer).try_init();
+}
+
+/// The subscriber [`init_logging`] installs.
+fn subscriber(
+    format: LogFormat,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+) -> tracing::Dispatch {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -61,10 +69,14 @@ pub fn init_logging(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::
             .with_target(false)
             .with_filter(Targets::new().with_target(otel::TARGET, tracing::Level::INFO))
     });
-    let _ = tracing_subscriber::registry()
-        .with(fmt.with_filter(logs))
-        .with(traces)
-        .try_init();
+    // Without a tracer, no layer stands for it: an `Option` layer that is `None` enables
+    // every callsite it is asked about, so each trace span would still be built in the
+    // registry (and dropped by the log layer's filter) for every webhook.
+    let logged = tracing_subscriber::registry().with(fmt.with_filter(logs));
+    match traces {
+        Some(traces) => logged.with(traces).into(),
+        None => logged.into(),
+    }
 }
 
 /// Seconds: from a fraction of a millisecond (an acknowledgement) to minutes (a delivery that
@@ -106,6 +118,34 @@ pub fn metrics_handle() -> PrometheusHandle {
 mod tests {
     use std::collections::BTreeSet;
     use std::path::Path;
+
+    use opentelemetry::trace::TracerProvider as _;
+
+    use super::{otel, subscriber, LogFormat};
+
+    /// Whether the ingest span of a webhook is built under the subscriber `init_logging`
+    /// would install with `tracer`.
+    fn ingest_span_built(tracer: Option<opentelemetry_sdk::trace::SdkTracer>) -> bool {
+        let dispatch = subscriber(LogFormat::Text, tracer);
+        tracing::dispatcher::with_default(&dispatch, || {
+            let headers = axum::http::HeaderMap::new();
+            !otel::ingest_span("POST", &headers, "/").is_disabled()
+        })
+    }
+
+    #[test]
+    fn with_tracing_off_no_trace_span_is_built() {
+        assert!(
+            !ingest_span_built(None),
+            "without a tracer, a webhook's trace spans must cost one disabled callsite check"
+        );
+    }
+
+    #[test]
+    fn with_a_tracer_the_trace_spans_are_built() {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        assert!(ingest_span_built(Some(provider.tracer("test"))));
+    }
 
     /// The names of the `"hookfan_…"` string literals in `text`.
     fn literal_names(text: &str, into: &mut BTreeSet<String>) {

@@ -220,8 +220,11 @@ impl RouteWorker {
             }
             let now = self.clock.now_ms();
             let wait = next_due.map(|due| Duration::from_millis(due.saturating_sub(now)));
+            // With every slot busy, new events could not be read anyway: the worker listens
+            // for them again once a slot is freed (the spool's wake-up keeps its permit).
+            let reading = permits.available_permits() > 0;
             tokio::select! {
-                _ = self.notify.notified() => {}
+                _ = self.notify.notified(), if reading => {}
                 _ = freed.notified() => {}
                 Some(seqs) = done_rx.recv() => {
                     for seq in seqs {

@@ -103,8 +103,8 @@
 //! many dead letters, or a batch of outcomes, is all or nothing). The writer thread takes the
 //! whole filled group, seals it (header, checksum), writes it with one positional write and
 //! makes it durable with one fdatasync; meanwhile the next group fills. Then it applies the
-//! group to the [`State`] and publishes one watermark, "resolved up to lsn N"; every waiter
-//! of the group wakes on it. Then it wakes, once, the delivery of each route the group gave
+//! group to the [`State`] and publishes one watermark, "resolved up to lsn N"; the waiters
+//! of the group, and only they, wake on it. Then it wakes, once, the delivery of each route the group gave
 //! an event or a replayed dead letter ([`LogSpool::route_waker`]): one wake-up per route
 //! and group, from the writer, not one per webhook from the ack path. A group waits for no
 //! timer: with nothing else waiting a lone record is written at once.

@@ -5,11 +5,14 @@
 //! Callers [`Writer::submit`] records (encoded on the caller's thread, copied into the group
 //! being filled under a short lock) and get a [`Ticket`]: the lsns they were given. They then
 //! wait on one shared watermark, "every lsn below N is resolved" ([`Writer::wait`] blocks,
-//! [`Writer::durable`] awaits), and look up whether their lsns fell in a failed group. No
-//! channel or oneshot per record. The watermark also carries a coarse clock, advanced as
-//! groups are published and by a ticker thread every [`CLOCK_TICK`] (so it moves while a
-//! sync hangs): an async waiter with a deadline ([`Writer::durable_by`]) checks it there,
-//! with no timer of its own.
+//! [`Writer::durable`] awaits), and look up whether their lsns fell in a failed group (only
+//! when some group ever failed at or after their first lsn). No channel or oneshot per
+//! record: an async waiter leaves its task's waker in one list with the lsn it waits for,
+//! and a published group wakes only the waiters it resolves, not every waiter (at 64
+//! webhooks in flight, most wait for a later group). A coarse clock moves as groups are
+//! published and on a ticker thread every [`CLOCK_TICK`] (so it moves while a sync hangs),
+//! and each tick wakes every waiter: an async waiter with a deadline
+//! ([`Writer::durable_by`]) checks it then, with no timer of its own.
 //!
 //! Never on this path: file creation, a size change, a directory sync (the preparer does
 //! those), a timer per record.
@@ -18,6 +21,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -43,12 +47,40 @@ const BARRIER_TRIES: usize = 3;
 /// deadline a [`Writer::durable_by`] may return.
 pub const CLOCK_TICK: Duration = Duration::from_millis(100);
 
-/// What async waiters watch: every lsn below `resolved` is resolved; `clock_ms` is the time
-/// since the writer started, in ms, as of the last publish or tick.
-#[derive(Debug, Clone, Copy)]
+/// What async waiters look at, without a lock: every lsn below `resolved` is resolved;
+/// `failed_end` is past every lsn of every failed group (0: none ever failed), so a ticket
+/// whose first lsn is at or past it is durable; `clock_ms` is the time since the writer
+/// started, in ms, as of the last publish or tick. Their wakers wait in `waiting`.
 struct Watermark {
-    resolved: u64,
-    clock_ms: u64,
+    resolved: AtomicU64,
+    failed_end: AtomicU64,
+    clock_ms: AtomicU64,
+    /// The writer thread has ended.
+    stopped: AtomicBool,
+    /// Each async waiter's waker, with the lsn it waits for (its ticket's end).
+    waiting: Mutex<Vec<(u64, Waker)>>,
+}
+
+impl Watermark {
+    /// Wakes the waiters whose lsn is now resolved (every waiter with `all`), outside the
+    /// list's lock. `ready` is the caller's scratch list.
+    fn wake(&self, all: bool, ready: &mut Vec<Waker>) {
+        let resolved = self.resolved.load(Ordering::Acquire);
+        {
+            let mut waiting = lock(&self.waiting);
+            let mut i = 0;
+            while i < waiting.len() {
+                if all || waiting[i].0 <= resolved {
+                    ready.push(waiting.swap_remove(i).1);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        for waker in ready.drain(..) {
+            waker.wake();
+        }
+    }
 }
 
 /// How the writer works.
@@ -160,7 +192,7 @@ struct Shared {
     room: Condvar,
     progress: Mutex<Progress>,
     progressed: Condvar,
-    resolved_tx: watch::Sender<Watermark>,
+    watermark: Watermark,
     /// When the writer started: the origin of [`Watermark::clock_ms`].
     started: Instant,
     /// Groups the writer has taken from `fill` (room made): async submitters wait on it.
@@ -199,7 +231,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The writer. Dropping it closes it (what is queued is still written).
 pub struct Writer {
     shared: Arc<Shared>,
-    resolved_rx: watch::Receiver<Watermark>,
     taken_rx: watch::Receiver<u64>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -238,10 +269,6 @@ impl Writer {
             &config,
         )?;
         let next_lsn = recovered.next_lsn;
-        let (resolved_tx, resolved_rx) = watch::channel(Watermark {
-            resolved: next_lsn,
-            clock_ms: 0,
-        });
         let (taken_tx, taken_rx) = watch::channel(0);
         let mut buf = Vec::with_capacity(64 << 10);
         buf.resize(PREFIX, 0);
@@ -263,7 +290,13 @@ impl Writer {
                 stopped: false,
             }),
             progressed: Condvar::new(),
-            resolved_tx,
+            watermark: Watermark {
+                resolved: AtomicU64::new(next_lsn),
+                failed_end: AtomicU64::new(0),
+                clock_ms: AtomicU64::new(0),
+                stopped: AtomicBool::new(false),
+                waiting: Mutex::new(Vec::new()),
+            },
             started: Instant::now(),
             taken_tx,
             state: Mutex::new(recovered.state),
@@ -292,6 +325,7 @@ impl Writer {
                 metrics: WriterMetrics::register(),
                 woken: Vec::new(),
                 listed: Vec::new(),
+                ready: Vec::new(),
                 current: None,
                 trusted_end: next_lsn,
                 // The tail the recovery cut (if any) stays cut: see "Failure" in mod.rs.
@@ -307,7 +341,6 @@ impl Writer {
         };
         Ok(Writer {
             shared,
-            resolved_rx,
             taken_rx,
             threads: Mutex::new(vec![writer, preparer, clock]),
         })
@@ -504,11 +537,7 @@ impl Writer {
 
     /// Waits, without blocking a thread, until the ticket's records are durable or failed.
     pub async fn durable(&self, ticket: &Ticket) -> Result<(), LogError> {
-        let mut rx = self.resolved_rx.clone();
-        rx.wait_for(|w| w.resolved >= ticket.end_lsn)
-            .await
-            .map_err(|_| LogError::Closed)?;
-        Self::outcome(&lock(&self.shared.progress), ticket)
+        self.settled(ticket, u64::MAX).await
     }
 
     /// [`Writer::durable`], giving up at `deadline` ([`LogError::Late`]: the records may
@@ -518,14 +547,41 @@ impl Writer {
         // Rounded up: the clock (rounded down) reaches it only once the deadline has passed.
         let by = deadline.saturating_duration_since(self.shared.started);
         let by_ms = u64::try_from(by.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
-        let mut rx = self.resolved_rx.clone();
-        let resolved = rx
-            .wait_for(|w| w.resolved >= ticket.end_lsn || w.clock_ms >= by_ms)
-            .await
-            .map_err(|_| LogError::Closed)?
-            .resolved;
-        if resolved < ticket.end_lsn {
-            return Err(LogError::Late);
+        self.settled(ticket, by_ms).await
+    }
+
+    /// Waits until the ticket is resolved (then its outcome), or the clock reaches `by_ms`
+    /// ([`LogError::Late`]), or the writer has stopped without resolving it.
+    async fn settled(&self, ticket: &Ticket, by_ms: u64) -> Result<(), LogError> {
+        let mark = &self.shared.watermark;
+        let looked = |mark: &Watermark| {
+            if mark.resolved.load(Ordering::Acquire) >= ticket.end_lsn {
+                Some(Ok(()))
+            } else if mark.clock_ms.load(Ordering::Relaxed) >= by_ms {
+                Some(Err(LogError::Late))
+            } else if mark.stopped.load(Ordering::Acquire) {
+                Some(Err(LogError::Closed))
+            } else {
+                None
+            }
+        };
+        std::future::poll_fn(|cx| {
+            if let Some(done) = looked(mark) {
+                return Poll::Ready(done);
+            }
+            let mut waiting = lock(&mark.waiting);
+            // Again under the list's lock: a publish stores the watermark before it takes
+            // the lock to wake, so either this sees it or that sees this waker.
+            if let Some(done) = looked(mark) {
+                return Poll::Ready(done);
+            }
+            waiting.push((ticket.end_lsn, cx.waker().clone()));
+            Poll::Pending
+        })
+        .await?;
+        if ticket.first_lsn >= mark.failed_end.load(Ordering::Acquire) {
+            // No group at or after the ticket's first lsn ever failed.
+            return Ok(());
         }
         Self::outcome(&lock(&self.shared.progress), ticket)
     }
@@ -546,7 +602,7 @@ impl Writer {
 
     /// Every lsn below this is resolved.
     pub fn resolved(&self) -> u64 {
-        lock(&self.shared.progress).resolved
+        self.shared.watermark.resolved.load(Ordering::Acquire)
     }
 
     /// Reads the state the writer keeps (every durable record applied).
@@ -612,12 +668,15 @@ fn spawn(
         .map_err(|e| LogError::io("start", what, e))
 }
 
-/// The clock: moves the watermark's clock every [`CLOCK_TICK`] until the writer closes.
+/// The clock: moves the watermark's clock every [`CLOCK_TICK`], and wakes every async
+/// waiter to look at it, until the writer closes.
 fn clock_loop(shared: &Shared) {
+    let mut ready = Vec::new();
     while !shared.closing.load(Ordering::Relaxed) {
         std::thread::park_timeout(CLOCK_TICK);
-        let clock_ms = shared.clock_ms();
-        shared.resolved_tx.send_modify(|w| w.clock_ms = clock_ms);
+        let mark = &shared.watermark;
+        mark.clock_ms.store(shared.clock_ms(), Ordering::Relaxed);
+        mark.wake(true, &mut ready);
     }
 }
 

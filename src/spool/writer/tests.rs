@@ -2,6 +2,7 @@ use super::super::record::EventRecord;
 use super::super::recovery::recover;
 use super::super::storage::{Fault, FaultOp, SegmentFile, SimDisk, Storage};
 use super::*;
+use std::future::Future;
 
 fn config() -> WriterConfig {
     WriterConfig {
@@ -196,6 +197,77 @@ async fn an_async_waiter_wakes_on_the_shared_watermark() {
     let t = w.submit(&[event("a"), event("b")]).unwrap();
     assert_eq!(t.end_lsn - t.first_lsn, 2);
     w.durable(&t).await.unwrap();
+}
+
+/// Counts the wakes of the task it stands for.
+#[derive(Default)]
+struct Wakes(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_published_group_wakes_only_the_waiters_it_resolves() {
+    let disk = SimDisk::new(8);
+    let w = start(&disk);
+    let first = w.submit(&[event("first")]).unwrap();
+    w.wait(&first).unwrap();
+    // A waiter for the 50th record from here, and 49 groups of one record before it.
+    let later = Ticket {
+        first_lsn: first.end_lsn + 49,
+        end_lsn: first.end_lsn + 50,
+    };
+    let wakes = Arc::new(Wakes::default());
+    let waker = std::task::Waker::from(wakes.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut waiting = Box::pin(w.durable(&later));
+    assert!(waiting.as_mut().poll(&mut cx).is_pending());
+    let started = Instant::now();
+    let (mut seen, mut woken) = (0, 0);
+    for i in 0..49 {
+        w.wait(&w.submit(&[event(&format!("e{i}"))]).unwrap())
+            .unwrap();
+        // Woken anyway (by the clock's tick): look, and wait again.
+        if wakes.0.load(Ordering::SeqCst) > seen {
+            seen = wakes.0.load(Ordering::SeqCst);
+            woken += 1;
+            assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        }
+    }
+    let ticks = (started.elapsed().as_millis() / CLOCK_TICK.as_millis()) as usize;
+    assert!(
+        woken <= ticks + 1,
+        "49 groups that do not resolve it woke the waiter {woken} times in {ticks} clock ticks"
+    );
+    let last = w.submit(&[event("last")]).unwrap();
+    assert_eq!(last, later);
+    w.wait(&last).unwrap();
+    assert!(wakes.0.load(Ordering::SeqCst) > seen, "its group wakes it");
+    assert!(matches!(
+        waiting.as_mut().poll(&mut cx),
+        std::task::Poll::Ready(Ok(()))
+    ));
+}
+
+#[tokio::test]
+async fn an_async_waiter_is_told_when_its_group_failed_and_later_ones_are_not() {
+    let disk = SimDisk::new(9);
+    let w = start(&disk);
+    w.durable(&w.submit(&[event("a")]).unwrap()).await.unwrap();
+    disk.inject(FaultOp::Sync, Fault::Io);
+    let failed = w.submit(&[event("b")]).unwrap();
+    assert!(matches!(
+        w.durable(&failed).await,
+        Err(LogError::WriteFailed { voided: true, .. })
+    ));
+    let after = w.submit(&[event("c")]).unwrap();
+    w.durable(&after).await.unwrap();
+    // Asked again, after the fact: the same answers.
+    assert!(w.durable(&failed).await.is_err());
+    w.durable(&after).await.unwrap();
 }
 
 #[tokio::test]

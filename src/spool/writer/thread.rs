@@ -14,7 +14,7 @@ use super::super::segment::{
 };
 use super::super::state::Location;
 use super::super::storage::SegmentFile;
-use super::{lock, Failure, Shared, Watermark, BARRIER_TRIES, FAILURES_KEPT, PREFIX};
+use super::{lock, Failure, Shared, BARRIER_TRIES, FAILURES_KEPT, PREFIX};
 
 /// The page size writes are rounded up to (see `write_group`): 4 KiB, the page of every
 /// common platform, a multiple of the disk blocks the page cache reads.
@@ -66,6 +66,8 @@ pub(super) struct WriterThread {
     /// published), and which of them are listed already.
     pub(super) woken: Vec<RouteId>,
     pub(super) listed: Vec<bool>,
+    /// The wakers of the async waiters a publish resolves, woken outside the list's lock.
+    pub(super) ready: Vec<std::task::Waker>,
     pub(super) current: Option<Current>,
     /// The lsn after the last durable group's records.
     pub(super) trusted_end: u64,
@@ -151,6 +153,9 @@ impl WriterThread {
         progress.stopped = true;
         drop(progress);
         self.shared.progressed.notify_all();
+        let mark = &self.shared.watermark;
+        mark.stopped.store(true, Ordering::Release);
+        mark.wake(true, &mut self.ready);
     }
 
     /// Seals, writes and syncs one group (`buf`: `PREFIX` bytes of room, then the payload),
@@ -364,9 +369,11 @@ impl WriterThread {
         self.woken.clear();
     }
 
-    fn publish(&self, resolved: u64, failure: Option<Failure>) {
+    fn publish(&mut self, resolved: u64, failure: Option<Failure>) {
+        let mark = &self.shared.watermark;
         let mut progress = lock(&self.shared.progress);
         if let Some(f) = failure {
+            mark.failed_end.fetch_max(f.end_lsn, Ordering::AcqRel);
             if progress.failures.len() == FAILURES_KEPT {
                 if let Some(old) = progress.failures.pop_front() {
                     progress.forgotten_below = old.end_lsn;
@@ -375,12 +382,13 @@ impl WriterThread {
             progress.failures.push_back(f);
         }
         progress.resolved = resolved;
+        // Under the progress lock: whoever saw `progress.resolved` sees this too.
+        mark.clock_ms
+            .store(self.shared.clock_ms(), Ordering::Relaxed);
+        mark.resolved.store(resolved, Ordering::Release);
         drop(progress);
         self.shared.progressed.notify_all();
-        let clock_ms = self.shared.clock_ms();
-        self.shared
-            .resolved_tx
-            .send_replace(Watermark { resolved, clock_ms });
+        mark.wake(false, &mut self.ready);
     }
 }
 
