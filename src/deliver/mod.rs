@@ -83,6 +83,22 @@ pub struct RouteWorker {
     pub jitter: fn() -> f64,
 }
 
+/// A delivery's share of its route's `concurrency`. Given back (however its task ends, a
+/// panic too), it wakes the worker: a worker with every slot busy listens for nothing else
+/// that could let it read more.
+struct Slot {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // The permit first: the worker, woken, must find the slot free.
+        drop(self.permit.take());
+        self.freed.notify_one();
+    }
+}
+
 impl RouteWorker {
     pub async fn run(self) {
         let name = self.route.name.clone();
@@ -175,13 +191,18 @@ impl RouteWorker {
                         let mut items = due.items.into_iter().peekable();
                         while items.peek().is_some() {
                             let chunk: Vec<DueItem> = items.by_ref().take(batch).collect();
-                            let permit = permits
-                                .clone()
-                                .try_acquire_owned()
-                                .expect("no more chunks than free permits");
+                            let permit = Slot {
+                                permit: Some(
+                                    permits
+                                        .clone()
+                                        .try_acquire_owned()
+                                        .expect("no more chunks than free permits"),
+                                ),
+                                freed: freed.clone(),
+                            };
                             in_flight.extend(chunk.iter().map(|i| i.key.seq));
                             let (ctx, done) = (ctx.clone(), done_tx.clone());
-                            let (recording, freed) = (recording.clone(), freed.clone());
+                            let recording = recording.clone();
                             let n = chunk.len() as u64;
                             ctx.stats.in_flight.fetch_add(n, Ordering::Relaxed);
                             tasks.spawn(async move {
@@ -196,7 +217,6 @@ impl RouteWorker {
                                 } else {
                                     let record = recording.acquire_owned().await.ok();
                                     drop(permit);
-                                    freed.notify_one();
                                     (None, record)
                                 };
                                 let seqs = ctx.record(&chunk, completions).await;

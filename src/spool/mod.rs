@@ -103,11 +103,11 @@
 //! many dead letters, or a batch of outcomes, is all or nothing). The writer thread takes the
 //! whole filled group, seals it (header, checksum), writes it with one positional write and
 //! makes it durable with one fdatasync; meanwhile the next group fills. Then it applies the
-//! group to the [`State`] and publishes one watermark, "resolved up to lsn N"; the waiters
-//! of the group, and only they, wake on it. Then it wakes, once, the delivery of each route the group gave
-//! an event or a replayed dead letter ([`LogSpool::route_waker`]): one wake-up per route
-//! and group, from the writer, not one per webhook from the ack path. A group waits for no
-//! timer: with nothing else waiting a lone record is written at once.
+//! group to the [`State`] and publishes one watermark, "resolved up to lsn N", waking the
+//! waiters it resolves and no others. Then it wakes, once, the delivery of each route the
+//! group gave an event or a replayed dead letter ([`LogSpool::route_waker`]): one wake-up
+//! per route and group, from the writer, not one per webhook from the ack path. A group
+//! waits for no timer: with nothing else waiting a lone record is written at once.
 //!
 //! There is only one unsynced group at a time: the writer writes group n+1 only after group
 //! n's fdatasync returned. Recovery's torn-tail rule below depends on it. (Overlapping the

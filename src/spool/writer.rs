@@ -11,8 +11,8 @@
 //! and a published group wakes only the waiters it resolves, not every waiter (at 64
 //! webhooks in flight, most wait for a later group). A coarse clock moves as groups are
 //! published and on a ticker thread every [`CLOCK_TICK`] (so it moves while a sync hangs),
-//! and each tick wakes every waiter: an async waiter with a deadline
-//! ([`Writer::durable_by`]) checks it then, with no timer of its own.
+//! and each tick wakes the waiters whose deadline it has reached
+//! ([`Writer::durable_by`]): no timer per waiter.
 //!
 //! Never on this path: file creation, a size change, a directory sync (the preparer does
 //! those), a timer per record.
@@ -57,21 +57,47 @@ struct Watermark {
     clock_ms: AtomicU64,
     /// The writer thread has ended.
     stopped: AtomicBool,
-    /// Each async waiter's waker, with the lsn it waits for (its ticket's end).
-    waiting: Mutex<Vec<(u64, Waker)>>,
+    /// Each async waiter's waker.
+    waiting: Mutex<Vec<Waiting>>,
+}
+
+/// An async waiter: its task's waker, the lsn it waits for (its ticket's end) and when it
+/// gives up (on [`Watermark::clock_ms`]; `u64::MAX`: never).
+struct Waiting {
+    end_lsn: u64,
+    by_ms: u64,
+    waker: Waker,
+}
+
+/// Which waiters [`Watermark::wake`] wakes.
+#[derive(Clone, Copy)]
+enum Wake {
+    /// Those the watermark now resolves.
+    Resolved,
+    /// Those whose deadline the clock has reached.
+    Late,
+    /// Every one (the writer stopped).
+    All,
 }
 
 impl Watermark {
-    /// Wakes the waiters whose lsn is now resolved (every waiter with `all`), outside the
-    /// list's lock. `ready` is the caller's scratch list.
-    fn wake(&self, all: bool, ready: &mut Vec<Waker>) {
+    /// Wakes the waiters `which` names, outside the list's lock. `ready` is the caller's
+    /// scratch list.
+    fn wake(&self, which: Wake, ready: &mut Vec<Waker>) {
         let resolved = self.resolved.load(Ordering::Acquire);
+        let clock_ms = self.clock_ms.load(Ordering::Relaxed);
         {
             let mut waiting = lock(&self.waiting);
             let mut i = 0;
             while i < waiting.len() {
-                if all || waiting[i].0 <= resolved {
-                    ready.push(waiting.swap_remove(i).1);
+                let w = &waiting[i];
+                let due = match which {
+                    Wake::Resolved => w.end_lsn <= resolved,
+                    Wake::Late => w.by_ms <= clock_ms,
+                    Wake::All => true,
+                };
+                if due {
+                    ready.push(waiting.swap_remove(i).waker);
                 } else {
                     i += 1;
                 }
@@ -575,7 +601,11 @@ impl Writer {
             if let Some(done) = looked(mark) {
                 return Poll::Ready(done);
             }
-            waiting.push((ticket.end_lsn, cx.waker().clone()));
+            waiting.push(Waiting {
+                end_lsn: ticket.end_lsn,
+                by_ms,
+                waker: cx.waker().clone(),
+            });
             Poll::Pending
         })
         .await?;
@@ -668,15 +698,15 @@ fn spawn(
         .map_err(|e| LogError::io("start", what, e))
 }
 
-/// The clock: moves the watermark's clock every [`CLOCK_TICK`], and wakes every async
-/// waiter to look at it, until the writer closes.
+/// The clock: moves the watermark's clock every [`CLOCK_TICK`], and wakes the async waiters
+/// whose deadline it has reached, until the writer closes.
 fn clock_loop(shared: &Shared) {
     let mut ready = Vec::new();
     while !shared.closing.load(Ordering::Relaxed) {
         std::thread::park_timeout(CLOCK_TICK);
         let mark = &shared.watermark;
         mark.clock_ms.store(shared.clock_ms(), Ordering::Relaxed);
-        mark.wake(true, &mut ready);
+        mark.wake(Wake::Late, &mut ready);
     }
 }
 

@@ -14,7 +14,7 @@ use super::super::segment::{
 };
 use super::super::state::Location;
 use super::super::storage::SegmentFile;
-use super::{lock, Failure, Shared, BARRIER_TRIES, FAILURES_KEPT, PREFIX};
+use super::{lock, Failure, Shared, Wake, BARRIER_TRIES, FAILURES_KEPT, PREFIX};
 
 /// The page size writes are rounded up to (see `write_group`): 4 KiB, the page of every
 /// common platform, a multiple of the disk blocks the page cache reads.
@@ -155,7 +155,7 @@ impl WriterThread {
         self.shared.progressed.notify_all();
         let mark = &self.shared.watermark;
         mark.stopped.store(true, Ordering::Release);
-        mark.wake(true, &mut self.ready);
+        mark.wake(Wake::All, &mut self.ready);
     }
 
     /// Seals, writes and syncs one group (`buf`: `PREFIX` bytes of room, then the payload),
@@ -387,8 +387,9 @@ impl WriterThread {
             .store(self.shared.clock_ms(), Ordering::Relaxed);
         mark.resolved.store(resolved, Ordering::Release);
         drop(progress);
+        // The acknowledgements first, then the blocking waiters (maintenance, tests).
+        mark.wake(Wake::Resolved, &mut self.ready);
         self.shared.progressed.notify_all();
-        mark.wake(false, &mut self.ready);
     }
 }
 
