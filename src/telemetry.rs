@@ -69,9 +69,9 @@ fn subscriber(
             .with_target(false)
             .with_filter(Targets::new().with_target(otel::TARGET, tracing::Level::INFO))
     });
-    // Without a tracer, no layer stands for it: an `Option` layer that is `None` enables
-    // every callsite it is asked about, so each trace span would still be built in the
-    // registry (and dropped by the log layer's filter) for every webhook.
+    // Without a tracer, no layer stands for it: an `Option` layer that is `None` lets every
+    // callsite its level allows reach the registry, so each trace span would still be built
+    // there (and dropped by the log layer's filter) for every webhook.
     let logged = tracing_subscriber::registry().with(fmt.with_filter(logs));
     match traces {
         Some(traces) => logged.with(traces).into(),
