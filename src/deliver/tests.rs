@@ -179,6 +179,18 @@ impl Rig {
     }
 }
 
+/// An answer for [`Rig::script`]: `id`'s first attempt is asked to retry, every other
+/// attempt is delivered.
+fn fails_once(id: &'static str) -> impl Fn(&str, u32) -> Outcome {
+    move |attempted, n| {
+        if attempted == id && n == 1 {
+            retry()
+        } else {
+            Outcome::Delivered
+        }
+    }
+}
+
 /// Waits, in real time and without moving the paused clock, until `done` holds.
 async fn settle(what: &str, done: impl Fn() -> bool + Send + 'static) {
     let what = what.to_string();
@@ -451,15 +463,7 @@ async fn a_paced_route_sends_its_backlog_at_the_rate_after_one_burst_in_order() 
 async fn a_retry_takes_a_token_too() {
     let one_a_second = "    http:\n      url: http://127.0.0.1:9/\n      concurrency: 1\n      rate_limit: 1/s\n      retry: { max_age: 1h, initial_backoff: 100ms, max_backoff: 1s }\n";
     let mut rig = rig(one_a_second, Duration::from_secs(5), &["a", "b"]).await;
-    let attempts = rig
-        .script(3, |id, n| {
-            if id == "a" && n == 1 {
-                retry()
-            } else {
-                Outcome::Delivered
-            }
-        })
-        .await;
+    let attempts = rig.script(3, fails_once("a")).await;
     // a fails at 0 and is due again at 100 ms, but the next token is at 1 s, and b was due
     // first; a's retry waits for the token after.
     assert_eq!(
@@ -502,15 +506,7 @@ async fn a_paced_fifo_route_keeps_its_order_and_a_retry_spends_a_token_too() {
     // its place.
     let paced_fifo = "    sqs:\n      queue_url: https://sqs.eu-west-1.amazonaws.com/1/q.fifo\n      message_group_id: \"{cid}\"\n      concurrency: 1\n      rate_limit: 2/s\n      retry: { max_age: 1h, initial_backoff: 100ms, max_backoff: 1s }\n";
     let mut rig = rig(paced_fifo, Duration::from_secs(5), &["a", "b", "c"]).await;
-    let attempts = rig
-        .script(4, |id, n| {
-            if id == "a" && n == 1 {
-                retry()
-            } else {
-                Outcome::Delivered
-            }
-        })
-        .await;
+    let attempts = rig.script(4, fails_once("a")).await;
     // a fails at 0 and is held 100 ms; its retry spends the burst's second token. b and c
     // wait behind it, then each for a token of its own (one per 500 ms).
     assert_eq!(
