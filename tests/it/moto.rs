@@ -25,7 +25,7 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 
-use crate::harness::eventually;
+use crate::harness::{eventually, port_sharing_socket};
 
 /// What the tests install, and the venv's name.
 pub const MOTO_SPEC: &str = "moto[server]==5.2.5";
@@ -789,18 +789,23 @@ pub struct Gate {
     pub addr: SocketAddr,
     upstream: SocketAddr,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// While closed: the port, bound but not listening, so connections are refused.
+    held: Option<tokio::net::TcpSocket>,
 }
 
 impl Gate {
     pub async fn start(upstream: SocketAddr) -> Gate {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
+        let socket = port_sharing_socket();
+        socket
+            .bind("127.0.0.1:0".parse().expect("an address"))
             .expect("bind gate");
+        let listener = socket.listen(1024).expect("listen gate");
         let addr = listener.local_addr().expect("gate addr");
         Gate {
             addr,
             upstream,
             task: Some(tokio::spawn(forward(listener, upstream))),
+            held: None,
         }
     }
 
@@ -809,28 +814,25 @@ impl Gate {
         format!("http://{}", self.addr)
     }
 
-    /// Cuts every connection and refuses new ones.
+    /// Cuts every connection and refuses new ones; the port stays the gate's.
     pub async fn close(&mut self) {
         let task = self.task.take().expect("the gate is open");
+        // Held before the listener closes, so nothing else can be given the port meanwhile.
+        let held = port_sharing_socket();
+        held.bind(self.addr)
+            .unwrap_or_else(|e| panic!("could not hold the gate's port {}: {e}", self.addr));
         task.abort();
         let _ = task.await;
+        self.held = Some(held);
         eprintln!("[gate] {} closed", self.addr);
     }
 
     /// Accepts again on the same port.
     pub async fn open(&mut self) {
-        assert!(self.task.is_none(), "the gate is open");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match tokio::net::TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    eprintln!("[gate] rebinding {}: {e}; retrying", self.addr);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("could not rebind the gate on {}: {e}", self.addr),
-            }
-        };
+        let held = self.held.take().expect("the gate is closed");
+        let listener = held
+            .listen(1024)
+            .unwrap_or_else(|e| panic!("could not listen again on the gate's {}: {e}", self.addr));
         self.task = Some(tokio::spawn(forward(listener, self.upstream)));
         eprintln!("[gate] {} open", self.addr);
     }

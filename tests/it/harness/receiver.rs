@@ -89,9 +89,11 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a receiver answering 200 to everything.
     pub async fn start() -> Receiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
+        let socket = port_sharing_socket();
+        socket
+            .bind("127.0.0.1:0".parse().expect("an address"))
             .expect("bind receiver");
+        let listener = socket.listen(1024).expect("listen receiver");
         let addr = listener.local_addr().expect("receiver addr");
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(ReceiverState {
@@ -128,22 +130,20 @@ impl Receiver {
     /// receiver's meanwhile.
     pub async fn stop(&mut self) {
         let (stop_tx, handle) = self.server.take().expect("receiver is not running");
+        // Held before the listener closes, so the port is never free for a moment: taken back
+        // only after the close, another socket of the suite once got it in that gap.
+        let held = port_sharing_socket();
+        held.bind(self.addr).unwrap_or_else(|e| {
+            panic!(
+                "could not hold the receiver's port {} beside its listener: {e}",
+                self.addr
+            )
+        });
         let _ = stop_tx.send(());
         timeout(Duration::from_secs(10), handle)
             .await
             .expect("receiver did not shut down within 10s")
             .expect("receiver task panicked");
-        // Taken back the moment the listener is closed. SO_REUSEADDR lets the bind succeed
-        // beside the closed connections' TIME_WAIT; it does not let an automatic (port 0)
-        // bind share the port.
-        let held = tokio::net::TcpSocket::new_v4().expect("a socket to hold the port");
-        held.set_reuseaddr(true).expect("SO_REUSEADDR");
-        held.bind(self.addr).unwrap_or_else(|e| {
-            panic!(
-                "could not hold the stopped receiver's port {}: {e}",
-                self.addr
-            )
-        });
         self.held = Some(held);
         eprintln!("[harness] receiver {} stopped", self.addr);
     }

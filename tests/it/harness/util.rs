@@ -107,6 +107,18 @@ pub async fn poll_until<T>(within: Duration, what: &str, mut cond: impl FnMut() 
     eventually(within, what, || std::future::ready(cond())).await
 }
 
+/// A socket for a test server that stops and starts again on its port. Every socket of that
+/// server has SO_REUSEPORT, so the one that holds the port while the server is down can bind it
+/// before the listener closes, and the port is never free in between; a socket without it (an
+/// automatic bind, a connect's ephemeral port, hookfan's own listeners) is never given the port.
+/// SO_REUSEADDR lets it bind beside closed connections in TIME_WAIT.
+pub fn port_sharing_socket() -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a test server socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket.set_reuseport(true).expect("SO_REUSEPORT");
+    socket
+}
+
 /// Seconds since the Unix epoch of an RFC 3339 UTC date-time (`...Z`), or `None`.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let t = humantime::parse_rfc3339(s).ok()?;
