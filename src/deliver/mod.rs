@@ -99,6 +99,25 @@ impl Drop for Slot {
     }
 }
 
+/// A batch's events while a delivery task has them: the worker does not read them again
+/// until this is dropped, however the task ends. A task that panics (a bug in a destination's
+/// client) gives them back unrecorded, so they are delivered again: at least once, never
+/// stuck until a restart.
+struct Flight {
+    seqs: Vec<u64>,
+    done: mpsc::UnboundedSender<Vec<u64>>,
+    stats: Arc<RouteStats>,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.stats
+            .in_flight
+            .fetch_sub(self.seqs.len() as u64, Ordering::Relaxed);
+        let _ = self.done.send(std::mem::take(&mut self.seqs));
+    }
+}
+
 impl RouteWorker {
     pub async fn run(self) {
         let name = self.route.name.clone();
@@ -200,11 +219,17 @@ impl RouteWorker {
                                 ),
                                 freed: freed.clone(),
                             };
-                            in_flight.extend(chunk.iter().map(|i| i.key.seq));
-                            let (ctx, done) = (ctx.clone(), done_tx.clone());
-                            let recording = recording.clone();
-                            let n = chunk.len() as u64;
-                            ctx.stats.in_flight.fetch_add(n, Ordering::Relaxed);
+                            let seqs: Vec<u64> = chunk.iter().map(|i| i.key.seq).collect();
+                            in_flight.extend(&seqs);
+                            ctx.stats
+                                .in_flight
+                                .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+                            let flight = Flight {
+                                seqs,
+                                done: done_tx.clone(),
+                                stats: ctx.stats.clone(),
+                            };
+                            let (ctx, recording) = (ctx.clone(), recording.clone());
                             tasks.spawn(async move {
                                 let completions = ctx.attempt(&chunk).await;
                                 // The destination has answered: unordered routes start the next
@@ -219,10 +244,11 @@ impl RouteWorker {
                                     drop(permit);
                                     (None, record)
                                 };
-                                let seqs = ctx.record(&chunk, completions).await;
-                                ctx.stats.in_flight.fetch_sub(n, Ordering::Relaxed);
+                                ctx.record(&chunk, completions).await;
                                 drop(held);
-                                let _ = done.send(seqs);
+                                // The events go back to the worker (and so would they if this
+                                // task panicked anywhere above).
+                                drop(flight);
                             });
                         }
                     }
@@ -360,8 +386,8 @@ impl Ctx {
     }
 
     /// Records the outcomes of one batch in one spool command, then counts them (so a
-    /// counted outcome is one the spool holds). Returns the batch's seqs.
-    async fn record(&self, items: &[DueItem], completions: Vec<Completion>) -> Vec<u64> {
+    /// counted outcome is one the spool holds).
+    async fn record(&self, items: &[DueItem], completions: Vec<Completion>) {
         let now = self.clock.now_ms();
         let mut delivered_after_ms = Vec::new();
         let (mut retried, mut dead) = (0, 0);
@@ -397,7 +423,6 @@ impl Ctx {
                 tokio::time::sleep(READ_ERROR_PAUSE).await;
             }
         }
-        items.iter().map(|i| i.key.seq).collect()
     }
 
     /// Turns an attempt's outcome into what the spool should record ([`decide::decide`]),

@@ -411,6 +411,33 @@ async fn a_delivery_whose_outcome_cannot_be_recorded_is_delivered_again_after_a_
     assert_eq!(rig.pending(), 0);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_delivery_that_panics_gives_its_event_back_and_it_is_delivered_again() {
+    let mut rig = rig(HTTP, Duration::from_secs(5), &["a"]).await;
+    let (first, id, _) = rig.next().await;
+    assert_eq!(id, "a");
+    // A bug in the destination's client: the delivery task panics mid-attempt.
+    first.panic();
+    let (second, id, _) = rig.next().await;
+    assert_eq!(
+        (id.as_str(), second.number),
+        ("a", 1),
+        "the same event again, its panicked attempt never recorded"
+    );
+    second.answer(Outcome::Delivered);
+    let stats = rig.stats.clone();
+    settle("the second delivery recorded", move || {
+        stats.delivered.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(rig.pending(), 0);
+    assert_eq!(
+        rig.stats.in_flight.load(Ordering::Relaxed),
+        0,
+        "nothing is counted in flight any more"
+    );
+}
+
 /// An HTTP route paced to 100 events a second, with a burst of 100.
 const PACED: &str = "    http:\n      url: http://127.0.0.1:9/\n      concurrency: 8\n      rate_limit: 100/s\n      burst: 100\n      retry: { max_age: 1h, initial_backoff: 100ms, max_backoff: 1s }\n";
 

@@ -14,14 +14,21 @@ pub struct Attempt {
     pub webhook_id: Option<String>,
     /// Its number, from 1.
     pub number: u32,
-    answer: oneshot::Sender<Outcome>,
+    /// `None`: the sink panics (see [`Attempt::panic`]).
+    answer: oneshot::Sender<Option<Outcome>>,
 }
 
 impl Attempt {
     /// Ends the attempt with `outcome`.
     pub fn answer(self, outcome: Outcome) {
         // The worker may have given up on it (shutdown): nothing waits then.
-        let _ = self.answer.send(outcome);
+        let _ = self.answer.send(Some(outcome));
+    }
+
+    /// Makes the sink panic in the middle of the attempt, as a bug in a destination's client
+    /// would.
+    pub fn panic(self) {
+        let _ = self.answer.send(None);
     }
 }
 
@@ -59,9 +66,13 @@ impl ChannelSink {
                 error: "the test stopped listening".into(),
             };
         }
-        answered.await.unwrap_or(Outcome::Retry {
-            after: None,
-            error: "the test dropped the attempt unanswered".into(),
-        })
+        match answered.await {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => panic!("the test made this attempt panic"),
+            Err(_) => Outcome::Retry {
+                after: None,
+                error: "the test dropped the attempt unanswered".into(),
+            },
+        }
     }
 }
