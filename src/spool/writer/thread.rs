@@ -232,7 +232,9 @@ impl WriterThread {
             payload: &buf[PREFIX..PREFIX + payload_len],
         };
         let segment_index = current.index;
-        let mut state = lock(&self.shared.state);
+        // Decoded (and the routes to wake listed) before the state's lock is taken: ingest's
+        // dedup check waits on that lock, so it is held only while the records are applied.
+        let mut decoded = Vec::with_capacity(count as usize);
         for ((lsn, bytes), offset) in group.records().zip(group.record_offsets()) {
             match Record::decode(bytes) {
                 Ok(record) => {
@@ -241,7 +243,6 @@ impl WriterThread {
                         offset: group_offset + offset as u64,
                         len: bytes.len() as u32,
                     };
-                    state.apply(lsn, location, &record);
                     match &record {
                         Record::Event(event) => {
                             for due in event.routes.iter() {
@@ -253,11 +254,16 @@ impl WriterThread {
                         }
                         _ => {}
                     }
+                    decoded.push((lsn, location, record));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, lsn, "spool: a record the writer encoded does not decode (a bug)")
                 }
             }
+        }
+        let mut state = lock(&self.shared.state);
+        for (lsn, location, record) in &decoded {
+            state.apply(*lsn, *location, record);
         }
         self.metrics.dedup_ids.set(state.remembered_ids() as f64);
         Ok(())
