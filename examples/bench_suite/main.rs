@@ -84,8 +84,9 @@ struct Args {
     /// What the previous hookfan is (its git revision), for the table.
     #[arg(long, env = "BENCH_OLD_LABEL", default_value = "")]
     old_label: String,
-    /// Measure without touching the machine's free memory first (see [`warm_memory`]).
-    #[arg(long, env = "BENCH_COLD_MEMORY")]
+    /// Measure without touching the machine's free memory first (see [`warm_memory`]); also
+    /// `BENCH_COLD_MEMORY=1`.
+    #[arg(long)]
     cold_memory: bool,
 }
 
@@ -106,12 +107,23 @@ fn warm_memory() -> Option<String> {
         .nth(1)?
         .parse()
         .ok()?;
-    let bytes = (free_kib * 1024).saturating_sub(1 << 30).min(64 << 30) as usize;
+    // Within a container, its cgroup's limit is the free memory (cgroup v2; `max`: none).
+    let cgroup_room = || -> Option<u64> {
+        let read = |f: &str| std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(f)).ok();
+        let max: u64 = read("memory.max")?.trim().parse().ok()?;
+        let current: u64 = read("memory.current")?.trim().parse().ok()?;
+        Some(max.saturating_sub(current))
+    };
+    let free = (free_kib * 1024).min(cgroup_room().unwrap_or(u64::MAX));
+    let bytes = free.saturating_sub(1 << 30).min(64 << 30) as usize;
     if bytes == 0 {
         return None;
     }
     let t = Instant::now();
-    let touched = vec![1u8; bytes];
+    let mut touched: Vec<u8> = Vec::new();
+    // Refused (strict overcommit): measured without.
+    touched.try_reserve_exact(bytes).ok()?;
+    touched.resize(bytes, 1);
     std::hint::black_box(&touched);
     drop(touched);
     let secs = t.elapsed().as_secs_f64();
@@ -292,7 +304,7 @@ fn main() -> Result<()> {
         s.note("--quick: tiny runs, numbers are not meaningful".into());
     }
 
-    if args.cold_memory || args.quick {
+    if args.cold_memory || args.quick || std::env::var_os("BENCH_COLD_MEMORY").is_some() {
         println!("  memory: not touched before measuring (--cold-memory or --quick)");
     } else if let Some(line) = warm_memory() {
         println!("  {line}");

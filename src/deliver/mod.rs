@@ -245,10 +245,11 @@ impl RouteWorker {
                                     (None, record)
                                 };
                                 ctx.record(&chunk, completions).await;
-                                drop(held);
-                                // The events go back to the worker (and so would they if this
-                                // task panicked anywhere above).
+                                // The events go back to the worker (as they would if this task
+                                // panicked anywhere above), then the slot: a worker woken by
+                                // the slot finds them readable again.
                                 drop(flight);
+                                drop(held);
                             });
                         }
                     }

@@ -414,15 +414,15 @@ async fn a_delivery_whose_outcome_cannot_be_recorded_is_delivered_again_after_a_
 #[tokio::test(start_paused = true)]
 async fn a_delivery_that_panics_gives_its_event_back_and_it_is_delivered_again() {
     let mut rig = rig(HTTP, Duration::from_secs(5), &["a"]).await;
-    let (first, id, _) = rig.next().await;
-    assert_eq!(id, "a");
+    let (first, id, at) = rig.next().await;
+    assert_eq!((id.as_str(), at), ("a", 0));
     // A bug in the destination's client: the delivery task panics mid-attempt.
     first.panic();
-    let (second, id, _) = rig.next().await;
+    let (second, id, at) = rig.next().await;
     assert_eq!(
-        (id.as_str(), second.number),
-        ("a", 1),
-        "the same event again, its panicked attempt never recorded"
+        (id.as_str(), second.number, at),
+        ("a", 1, 0),
+        "the same event again at once, its panicked attempt never recorded"
     );
     second.answer(Outcome::Delivered);
     let stats = rig.stats.clone();
@@ -435,6 +435,11 @@ async fn a_delivery_that_panics_gives_its_event_back_and_it_is_delivered_again()
         rig.stats.in_flight.load(Ordering::Relaxed),
         0,
         "nothing is counted in flight any more"
+    );
+    assert_eq!(
+        rig.stats.failed.load(Ordering::Relaxed),
+        0,
+        "a panic is not counted as a failed attempt"
     );
 }
 

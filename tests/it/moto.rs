@@ -25,7 +25,7 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 
-use crate::harness::{eventually, port_sharing_socket};
+use crate::harness::{eventually, hold_port, port_sharing_socket};
 
 /// What the tests install, and the venv's name.
 pub const MOTO_SPEC: &str = "moto[server]==5.2.5";
@@ -187,6 +187,8 @@ pub struct Moto {
     port: u16,
     log: PathBuf,
     running: Mutex<Option<Running>>,
+    /// While stopped: the port, held for the restart ([`hold_port`]).
+    held: Mutex<Option<tokio::net::TcpSocket>>,
 }
 
 impl Moto {
@@ -220,6 +222,7 @@ impl Moto {
                 port,
                 log,
                 running: Mutex::new(None),
+                held: Mutex::new(None),
             };
             match moto.spawn(&bin) {
                 Ok(()) => return moto,
@@ -261,6 +264,8 @@ impl Moto {
                     self.log.display()
                 );
                 *guard = Some(running);
+                // Listening beside the holder, if there was one: it can go.
+                drop(self.held.lock().unwrap().take());
                 return Ok(());
             }
             if let Some(status) = running.supervisor.try_wait().expect("try_wait moto") {
@@ -307,6 +312,7 @@ impl Moto {
                 .take()
                 .expect("moto is not running");
             shut_down(&mut running, self.port);
+            *self.held.lock().unwrap() = hold_port(self.port);
             eprintln!("[moto] {} stopped", self.endpoint());
         })
     }

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::harness::{eventually, poll_until};
+use crate::harness::{eventually, hold_port, poll_until};
 
 pub struct RedisServer {
     port: u16,
@@ -24,6 +24,8 @@ pub struct RedisServer {
     tls: bool,
     /// A sentinel's config file, written before the first start (redis-server rewrites it).
     sentinel_conf: Option<PathBuf>,
+    /// While stopped: the port, held for the restart ([`hold_port`]).
+    held: Mutex<Option<tokio::net::TcpSocket>>,
 }
 
 /// Debian's `redis-server` and `redis-cli`, installed by the test setup when missing.
@@ -60,6 +62,7 @@ impl RedisServer {
             extra,
             tls,
             sentinel_conf: None,
+            held: Mutex::new(None),
         };
         server.spawn().await;
         server
@@ -113,6 +116,8 @@ impl RedisServer {
             || async { tokio::net::TcpStream::connect(addr).await.is_ok() },
         )
         .await;
+        // Listening beside the holder, if there was one: it can go.
+        drop(self.held.lock().unwrap().take());
         eprintln!("[redis] listening on {addr}");
     }
 
@@ -134,6 +139,7 @@ impl RedisServer {
         if let Some(mut child) = self.child.lock().unwrap().take() {
             let _ = child.kill();
             let _ = child.wait();
+            *self.held.lock().unwrap() = hold_port(self.port);
             eprintln!("[redis] stopped");
         }
     }
@@ -342,6 +348,7 @@ impl RedisSentinel {
             extra: Vec::new(),
             tls: false,
             sentinel_conf: Some(conf),
+            held: Mutex::new(None),
         };
         sentinel.spawn().await;
         // The replica has synced, and the sentinel knows it (a failover needs both).

@@ -107,16 +107,35 @@ pub async fn poll_until<T>(within: Duration, what: &str, mut cond: impl FnMut() 
     eventually(within, what, || std::future::ready(cond())).await
 }
 
-/// A socket for a test server that stops and starts again on its port. Every socket of that
-/// server has SO_REUSEPORT, so the one that holds the port while the server is down can bind it
-/// before the listener closes, and the port is never free in between; a socket without it (an
-/// automatic bind, a connect's ephemeral port, hookfan's own listeners) is never given the port.
-/// SO_REUSEADDR lets it bind beside closed connections in TIME_WAIT.
+/// A socket for a test server of ours that stops and starts again on its port. Every socket of
+/// that server has SO_REUSEPORT, so the one that holds the port while the server is down can
+/// bind it before the listener closes (and beside its connections in TIME_WAIT): the port is
+/// never free in between. No socket without SO_REUSEPORT can be given the port meanwhile: not
+/// an automatic bind, not a connect's ephemeral port, not a bind with SO_REUSEADDR (such as
+/// hookfan's listeners). Not SO_REUSEADDR itself: with it, a socket with SO_REUSEADDR could bind
+/// the port beside the holder, which does not listen.
 pub fn port_sharing_socket() -> tokio::net::TcpSocket {
     let socket = tokio::net::TcpSocket::new_v4().expect("a test server socket");
-    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
     socket.set_reuseport(true).expect("SO_REUSEPORT");
     socket
+}
+
+/// Holds 127.0.0.1:`port` while a server process that had it (redis-server, moto) is down: a
+/// socket bound to it with SO_REUSEADDR, not listening, so connections are refused and neither
+/// an automatic bind nor a connect's ephemeral port can take it. The server, which sets
+/// SO_REUSEADDR itself, can still bind and listen beside it when it starts again; drop the
+/// holder once it answers. `None` (and a line on stderr) when the port cannot be held: the
+/// restart then finds out for itself whether the port is still free.
+pub fn hold_port(port: u16) -> Option<tokio::net::TcpSocket> {
+    let held = tokio::net::TcpSocket::new_v4().and_then(|socket| {
+        socket.set_reuseaddr(true)?;
+        socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
+        Ok(socket)
+    });
+    held.map_err(|e| {
+        eprintln!("[harness] could not hold port {port} while its server is down: {e}")
+    })
+    .ok()
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 UTC date-time (`...Z`), or `None`.
@@ -141,6 +160,13 @@ async fn a_stopped_receiver_refuses_connections_keeps_its_port_and_serves_again_
         other.bind(receiver.addr).map_err(|e| e.kind()),
         Err(std::io::ErrorKind::AddrInUse),
         "the stopped receiver's port is still bound"
+    );
+    let reusing = tokio::net::TcpSocket::new_v4().expect("socket");
+    reusing.set_reuseaddr(true).expect("SO_REUSEADDR");
+    assert_eq!(
+        reusing.bind(receiver.addr).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::AddrInUse),
+        "not even a socket with SO_REUSEADDR (as hookfan's listeners have) can take the port"
     );
     receiver.restart().await;
     let answer = reqwest::Client::new()
