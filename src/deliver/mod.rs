@@ -109,6 +109,16 @@ struct Flight {
     stats: Arc<RouteStats>,
 }
 
+impl Flight {
+    /// Counts `seqs` in flight until the returned guard is dropped.
+    fn new(seqs: Vec<u64>, done: mpsc::UnboundedSender<Vec<u64>>, stats: Arc<RouteStats>) -> Self {
+        stats
+            .in_flight
+            .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+        Flight { seqs, done, stats }
+    }
+}
+
 impl Drop for Flight {
     fn drop(&mut self) {
         self.stats
@@ -221,14 +231,7 @@ impl RouteWorker {
                             };
                             let seqs: Vec<u64> = chunk.iter().map(|i| i.key.seq).collect();
                             in_flight.extend(&seqs);
-                            ctx.stats
-                                .in_flight
-                                .fetch_add(seqs.len() as u64, Ordering::Relaxed);
-                            let flight = Flight {
-                                seqs,
-                                done: done_tx.clone(),
-                                stats: ctx.stats.clone(),
-                            };
+                            let flight = Flight::new(seqs, done_tx.clone(), ctx.stats.clone());
                             let (ctx, recording) = (ctx.clone(), recording.clone());
                             tasks.spawn(async move {
                                 let completions = ctx.attempt(&chunk).await;

@@ -177,6 +177,12 @@ impl Rig {
     fn pending(&self) -> u64 {
         self.spool.pending_count("r").unwrap()
     }
+
+    /// Waits until `n` deliveries are recorded (the spool holds their outcomes).
+    async fn delivered(&self, n: u64, what: &str) {
+        let stats = self.stats.clone();
+        settle(what, move || stats.delivered.load(Ordering::Relaxed) == n).await;
+    }
 }
 
 /// An answer for [`Rig::script`]: `id`'s first attempt is asked to retry, every other
@@ -241,11 +247,7 @@ async fn a_failed_attempt_is_tried_again_after_a_backoff_that_doubles_up_to_max_
         [1, 2, 3, 4, 5, 6, 7]
     );
     // Counted once the spool holds the outcome.
-    let stats = rig.stats.clone();
-    settle("the delivery recorded", move || {
-        stats.delivered.load(Ordering::Relaxed) == 1
-    })
-    .await;
+    rig.delivered(1, "the delivery recorded").await;
     assert_eq!(rig.pending(), 0);
     assert_eq!(rig.stats.failed.load(Ordering::Relaxed), 6);
 }
@@ -403,11 +405,7 @@ async fn a_delivery_whose_outcome_cannot_be_recorded_is_delivered_again_after_a_
     );
     assert_eq!(disk.pending_faults(FaultOp::Sync), 0, "the fault was used");
     second.answer(Outcome::Delivered);
-    let stats = rig.stats.clone();
-    settle("the second delivery recorded", move || {
-        stats.delivered.load(Ordering::Relaxed) == 1
-    })
-    .await;
+    rig.delivered(1, "the second delivery recorded").await;
     assert_eq!(rig.pending(), 0);
 }
 
@@ -425,11 +423,7 @@ async fn a_delivery_that_panics_gives_its_event_back_and_it_is_delivered_again()
         "the same event again at once, its panicked attempt never recorded"
     );
     second.answer(Outcome::Delivered);
-    let stats = rig.stats.clone();
-    settle("the second delivery recorded", move || {
-        stats.delivered.load(Ordering::Relaxed) == 1
-    })
-    .await;
+    rig.delivered(1, "the second delivery recorded").await;
     assert_eq!(rig.pending(), 0);
     assert_eq!(
         rig.stats.in_flight.load(Ordering::Relaxed),
@@ -483,11 +477,7 @@ async fn a_paced_route_sends_its_backlog_at_the_rate_after_one_burst_in_order() 
         most_pending_in_memory <= 100,
         "in flight at most {most_pending_in_memory}"
     );
-    let stats = rig.stats.clone();
-    settle("every delivery recorded", move || {
-        stats.delivered.load(Ordering::Relaxed) == 600
-    })
-    .await;
+    rig.delivered(600, "every delivery recorded").await;
     assert_eq!(rig.pending(), 0);
 }
 
