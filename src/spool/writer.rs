@@ -47,7 +47,8 @@ const BARRIER_TRIES: usize = 3;
 /// deadline a [`Writer::durable_by`] may return.
 pub const CLOCK_TICK: Duration = Duration::from_millis(100);
 
-/// What async waiters look at, without a lock: every lsn below `resolved` is resolved;
+/// What waiters look at: async ones without a lock, blocking ones under [`Progress`]'s
+/// lock. Every lsn below `resolved` is resolved (durable, or in a failed group);
 /// `failed_end` is past every lsn of every failed group (0: none ever failed), so a ticket
 /// whose first lsn is at or past it is durable; `clock_ms` is the time since the writer
 /// started, in ms, as of the last publish or tick. Their wakers wait in `waiting`.
@@ -197,15 +198,13 @@ struct Failure {
     error: Arc<io::Error>,
 }
 
-/// What waiters look at.
+/// The failed groups waiters look up. Its lock is also the one under which the writer
+/// stores [`Watermark::resolved`] and [`Watermark::stopped`], so a blocking waiter that
+/// checks them under it and then waits on `progressed` cannot miss a change.
 struct Progress {
-    /// Every lsn below this is resolved: durable, or in one of `failures`.
-    resolved: u64,
     failures: VecDeque<Failure>,
     /// Failures of lsns below this were forgotten (more than `FAILURES_KEPT` since).
     forgotten_below: u64,
-    /// The writer thread has ended.
-    stopped: bool,
 }
 
 struct Shared {
@@ -310,10 +309,8 @@ impl Writer {
             filled: Condvar::new(),
             room: Condvar::new(),
             progress: Mutex::new(Progress {
-                resolved: next_lsn,
                 failures: VecDeque::new(),
                 forgotten_below: 0,
-                stopped: false,
             }),
             progressed: Condvar::new(),
             watermark: Watermark {
@@ -547,9 +544,10 @@ impl Writer {
 
     /// Blocks until the ticket's records are durable (Ok) or failed.
     pub fn wait(&self, ticket: &Ticket) -> Result<(), LogError> {
+        let mark = &self.shared.watermark;
         let mut progress = lock(&self.shared.progress);
-        while progress.resolved < ticket.end_lsn {
-            if progress.stopped {
+        while mark.resolved.load(Ordering::Acquire) < ticket.end_lsn {
+            if mark.stopped.load(Ordering::Acquire) {
                 return Err(LogError::Closed);
             }
             progress = self

@@ -149,12 +149,11 @@ impl WriterThread {
             buf.resize(PREFIX, 0);
             spare = buf;
         }
-        let mut progress = lock(&self.shared.progress);
-        progress.stopped = true;
+        let mark = &self.shared.watermark;
+        let progress = lock(&self.shared.progress);
+        mark.stopped.store(true, Ordering::Release);
         drop(progress);
         self.shared.progressed.notify_all();
-        let mark = &self.shared.watermark;
-        mark.stopped.store(true, Ordering::Release);
         mark.wake(Wake::All, &mut self.ready);
     }
 
@@ -387,8 +386,7 @@ impl WriterThread {
             }
             progress.failures.push_back(f);
         }
-        progress.resolved = resolved;
-        // Under the progress lock: whoever saw `progress.resolved` sees this too.
+        // Under the progress lock (see `Progress`).
         mark.clock_ms
             .store(self.shared.clock_ms(), Ordering::Relaxed);
         mark.resolved.store(resolved, Ordering::Release);
